@@ -1,1 +1,29 @@
-//! placeholder
+//! stategrad-core: tensors, primitives and their rules, the tape, state-aware transforms,
+//! states, modules and filters.
+//!
+//! See the facade crate `stategrad` for the guide; everything here is re-exported there.
+
+pub mod error;
+pub mod finder;
+pub mod module;
+mod ops;
+mod prim;
+pub mod state;
+pub mod tensor;
+mod trace;
+pub mod transform;
+
+pub use error::{Error, Result, ShapeDisplay};
+pub use finder::{FoundStates, ReadWrite, StateFinder, StateKey, Usage};
+pub use module::{treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot};
+pub use ops::where_;
+pub use state::{
+    AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState, ShortTermState, State,
+    StateId, StateKind,
+};
+pub use tensor::{DType, Float, IntoTensor, Tensor};
+pub use trace::{Access, Tape};
+pub use transform::{
+    grad, hessian, jacfwd, jacobian, jacrev, vector_grad, GradientTransform, Params, ParamValue, Static,
+    TransformOutput, TransformPlugin,
+};

@@ -1,0 +1,740 @@
+//! The tensor operations users call. Each `try_x` returns a [`Result`]; the plain form raises the
+//! error as a typed panic that transforms turn back into `Err` (see [`crate::tensor`]).
+
+use crate::error::{raise, Error, Result};
+use crate::prim::{self, apply, Binary, BroadcastTo, Cast, Concat, MatMul, Permute, Reduce, Reshape, Select, Slice, Unary};
+use crate::tensor::{DType, Shape, Tensor};
+use stategrad_simd::{BinaryOp, ReduceOp, UnaryOp};
+use std::ops;
+use std::sync::Arc;
+
+fn ok<T>(r: Result<T>) -> T {
+    r.unwrap_or_else(|e| raise(e))
+}
+
+/// Normalise numpy-style axes (negative counts from the end) into sorted unique indices.
+pub(crate) fn normalize_axes(op: &'static str, axes: &[isize], ndim: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        let ax = if a < 0 { a + ndim as isize } else { a };
+        if ax < 0 || ax >= ndim as isize {
+            return Err(Error::InvalidArgument {
+                op,
+                msg: format!("axis {a} is out of bounds for a tensor of rank {ndim}"),
+            });
+        }
+        if out.contains(&(ax as usize)) {
+            return Err(Error::InvalidArgument {
+                op,
+                msg: format!("axis {a} repeated"),
+            });
+        }
+        out.push(ax as usize);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn normalize_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
+    Ok(normalize_axes(op, &[axis], ndim)?[0])
+}
+
+macro_rules! unary_ops {
+    ($($(#[$doc:meta])* $name:ident, $try_name:ident => $op:ident;)*) => {
+        impl Tensor {
+            $(
+                $(#[$doc])*
+                pub fn $try_name(&self) -> Result<Tensor> {
+                    apply(Arc::new(Unary(UnaryOp::$op)), &[self])
+                }
+                $(#[$doc])*
+                pub fn $name(&self) -> Tensor {
+                    ok(self.$try_name())
+                }
+            )*
+        }
+    };
+}
+
+unary_ops! {
+    /// Elementwise negation.
+    neg, try_neg => Neg;
+    /// Elementwise `e^x`.
+    exp, try_exp => Exp;
+    /// Elementwise natural logarithm.
+    log, try_log => Log;
+    /// Elementwise hyperbolic tangent.
+    tanh, try_tanh => Tanh;
+    /// Elementwise logistic sigmoid `1 / (1 + e^-x)`.
+    sigmoid, try_sigmoid => Sigmoid;
+    /// Elementwise `max(x, 0)`.
+    relu, try_relu => Relu;
+    /// Elementwise sine.
+    sin, try_sin => Sin;
+    /// Elementwise cosine.
+    cos, try_cos => Cos;
+    /// Elementwise square root.
+    sqrt, try_sqrt => Sqrt;
+    /// Elementwise absolute value.
+    abs, try_abs => Abs;
+    /// Elementwise sign (-1, 0, 1); its derivative is zero.
+    sign, try_sign => Sign;
+    /// Elementwise `x * x`.
+    square, try_square => Square;
+    /// Elementwise `1 / x`.
+    recip, try_recip => Recip;
+}
+
+macro_rules! binary_ops {
+    ($($(#[$doc:meta])* $name:ident, $try_name:ident, $scalar:ident, $try_scalar:ident => $op:ident;)*) => {
+        impl Tensor {
+            $(
+                $(#[$doc])*
+                pub fn $try_name(&self, other: &Tensor) -> Result<Tensor> {
+                    self.binary(BinaryOp::$op, other)
+                }
+                $(#[$doc])*
+                pub fn $name(&self, other: &Tensor) -> Tensor {
+                    ok(self.$try_name(other))
+                }
+                $(#[$doc])*
+                /// (with a scalar right operand of the tensor's dtype)
+                pub fn $try_scalar(&self, other: f64) -> Result<Tensor> {
+                    self.binary(BinaryOp::$op, &Tensor::scalar_of(other, self.dtype()))
+                }
+                $(#[$doc])*
+                /// (with a scalar right operand of the tensor's dtype)
+                pub fn $scalar(&self, other: f64) -> Tensor {
+                    ok(self.$try_scalar(other))
+                }
+            )*
+        }
+    };
+}
+
+binary_ops! {
+    /// Elementwise sum with broadcasting.
+    add, try_add, add_scalar, try_add_scalar => Add;
+    /// Elementwise difference with broadcasting.
+    sub, try_sub, sub_scalar, try_sub_scalar => Sub;
+    /// Elementwise product with broadcasting.
+    mul, try_mul, mul_scalar, try_mul_scalar => Mul;
+    /// Elementwise quotient with broadcasting.
+    div, try_div, div_scalar, try_div_scalar => Div;
+    /// Elementwise power with broadcasting.
+    pow, try_pow, powf, try_powf => Pow;
+    /// Elementwise maximum with broadcasting (ties share the gradient).
+    maximum, try_maximum, maximum_scalar, try_maximum_scalar => Max;
+    /// Elementwise minimum with broadcasting (ties share the gradient).
+    minimum, try_minimum, minimum_scalar, try_minimum_scalar => Min;
+    /// `self > other` as 1.0/0.0 (not differentiable).
+    gt, try_gt, gt_scalar, try_gt_scalar => Gt;
+    /// `self >= other` as 1.0/0.0 (not differentiable).
+    ge, try_ge, ge_scalar, try_ge_scalar => Ge;
+    /// `self < other` as 1.0/0.0 (not differentiable).
+    lt, try_lt, lt_scalar, try_lt_scalar => Lt;
+    /// `self <= other` as 1.0/0.0 (not differentiable).
+    le, try_le, le_scalar, try_le_scalar => Le;
+    /// `self == other` as 1.0/0.0 (not differentiable).
+    eq, try_eq, eq_scalar, try_eq_scalar => Eq;
+    /// `self != other` as 1.0/0.0 (not differentiable).
+    ne, try_ne, ne_scalar, try_ne_scalar => Ne;
+}
+
+impl Tensor {
+    /// A 0-d constant of `dtype`.
+    pub fn scalar_of(v: f64, dtype: DType) -> Tensor {
+        Tensor::full_dtype(&[], v, dtype)
+    }
+
+    pub(crate) fn zeros_like_scalar(&self) -> Tensor {
+        Tensor::scalar_of(0.0, self.dtype())
+    }
+
+    pub(crate) fn cast_data(&self, dtype: DType) -> Tensor {
+        if self.dtype() == dtype {
+            self.clone()
+        } else {
+            Tensor::from_buffer(self.buf().cast(dtype), self.shape())
+        }
+    }
+
+    /// `other - self` for a scalar `other`.
+    pub fn try_rsub_scalar(&self, other: f64) -> Result<Tensor> {
+        Tensor::scalar_of(other, self.dtype()).binary(BinaryOp::Sub, self)
+    }
+
+    fn binary(&self, op: BinaryOp, other: &Tensor) -> Result<Tensor> {
+        if self.dtype() != other.dtype() {
+            let dt = self.dtype().promote(other.dtype());
+            return self.cast(dt).binary(op, &other.cast(dt));
+        }
+        apply(Arc::new(Binary(op)), &[self, other])
+    }
+
+    /// Convert to `dtype` (differentiable; the gradient is cast back).
+    pub fn cast(&self, dtype: DType) -> Tensor {
+        if self.dtype() == dtype {
+            return self.clone();
+        }
+        ok(apply(Arc::new(Cast(dtype)), &[self]))
+    }
+
+    /// `on_true` where `cond != 0`, else `on_false`, with broadcasting (`jnp.where`).
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// let x = Tensor::new([-1.0f32, 2.0]);
+    /// let y = Tensor::select(&x.gt_scalar(0.0), &x, &x.zeros_like());
+    /// assert_eq!(y.to_vec::<f32>(), vec![0.0, 2.0]);
+    /// ```
+    pub fn try_select(cond: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let dt = on_true.dtype().promote(on_false.dtype());
+        apply(Arc::new(Select), &[cond, &on_true.cast(dt), &on_false.cast(dt)])
+    }
+
+    /// Infallible form of [`Tensor::try_select`].
+    pub fn select(cond: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Tensor {
+        ok(Tensor::try_select(cond, on_true, on_false))
+    }
+
+    // ---------------------------------------------------------- reductions
+
+    fn reduce(&self, op: ReduceOp, axes: Vec<usize>, keepdims: bool) -> Result<Tensor> {
+        if axes.is_empty() {
+            return Ok(self.clone());
+        }
+        apply(Arc::new(Reduce { op, axes, keepdims }), &[self])
+    }
+
+    /// Sum of all elements (0-d).
+    pub fn sum(&self) -> Tensor {
+        ok(self.reduce(ReduceOp::Sum, (0..self.ndim()).collect(), false))
+    }
+
+    /// Sum over `axes` (negative counts from the end).
+    pub fn try_sum_axes(&self, axes: &[usize], keepdims: bool) -> Result<Tensor> {
+        let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
+        self.try_sum_along(&ax, keepdims)
+    }
+
+    /// Sum over `axes` (negative counts from the end), optionally keeping them as size-1 dims.
+    pub fn try_sum_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+        let axes = normalize_axes("sum", axes, self.ndim())?;
+        self.reduce(ReduceOp::Sum, axes, keepdims)
+    }
+
+    /// Infallible form of [`Tensor::try_sum_along`].
+    pub fn sum_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        ok(self.try_sum_along(axes, keepdims))
+    }
+
+    /// Mean of all elements (0-d).
+    pub fn mean(&self) -> Tensor {
+        let n = self.numel().max(1) as f64;
+        self.sum().mul_scalar(1.0 / n)
+    }
+
+    /// Mean over `axes`.
+    pub fn try_mean_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+        let ax = normalize_axes("mean", axes, self.ndim())?;
+        let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
+        self.reduce(ReduceOp::Sum, ax, keepdims)?
+            .try_mul_scalar(1.0 / n.max(1) as f64)
+    }
+
+    /// Infallible form of [`Tensor::try_mean_along`].
+    pub fn mean_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        ok(self.try_mean_along(axes, keepdims))
+    }
+
+    /// Maximum of all elements (0-d); errors on an empty tensor.
+    pub fn try_max(&self) -> Result<Tensor> {
+        self.reduce(ReduceOp::Max, (0..self.ndim()).collect(), false)
+            .and_then(|t| if self.ndim() == 0 { Ok(t) } else { Ok(t) })
+    }
+
+    /// Infallible form of [`Tensor::try_max`].
+    pub fn max(&self) -> Tensor {
+        ok(self.try_max())
+    }
+
+    /// Maximum over `axes`.
+    pub fn try_max_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+        let ax = normalize_axes("max", axes, self.ndim())?;
+        self.reduce(ReduceOp::Max, ax, keepdims)
+    }
+
+    /// Infallible form of [`Tensor::try_max_along`].
+    pub fn max_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        ok(self.try_max_along(axes, keepdims))
+    }
+
+    /// Minimum of all elements (0-d).
+    pub fn min(&self) -> Tensor {
+        ok(self.reduce(ReduceOp::Min, (0..self.ndim()).collect(), false))
+    }
+
+    /// Minimum over `axes`.
+    pub fn try_min_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+        let ax = normalize_axes("min", axes, self.ndim())?;
+        self.reduce(ReduceOp::Min, ax, keepdims)
+    }
+
+    /// Infallible form of [`Tensor::try_min_along`].
+    pub fn min_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        ok(self.try_min_along(axes, keepdims))
+    }
+
+    /// Sum over broadcast dimensions so the result has `shape` (the transpose of broadcasting).
+    pub fn try_sum_to(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        let nd = self.ndim();
+        if shape.len() > nd {
+            return Err(Error::ShapeMismatch {
+                op: "sum_to",
+                lhs: self.shape().into(),
+                rhs: shape.into(),
+            });
+        }
+        let off = nd - shape.len();
+        let mut axes = Vec::new();
+        for i in 0..nd {
+            if i < off || (shape[i - off] == 1 && self.shape()[i] != 1) {
+                axes.push(i);
+            } else if shape[i - off] != self.shape()[i] {
+                return Err(Error::ShapeMismatch {
+                    op: "sum_to",
+                    lhs: self.shape().into(),
+                    rhs: shape.into(),
+                });
+            }
+        }
+        self.reduce(ReduceOp::Sum, axes, true)?.try_reshape_to(shape)
+    }
+
+    /// `log(sum(exp(x)))` over `axes`, computed stably.
+    pub fn try_logsumexp(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+        let ax = normalize_axes("logsumexp", axes, self.ndim())?;
+        let axi: Vec<isize> = ax.iter().map(|&a| a as isize).collect();
+        // The shift is a constant: its gradient cancels exactly.
+        let m = self.try_max_along(&axi, true)?.detach();
+        let m = Tensor::select(&m.is_finite_mask(), &m, &m.zeros_like());
+        let s = self.try_sub(&m)?.try_exp()?.try_sum_along(&axi, true)?.try_log()?.try_add(&m)?;
+        if keepdims {
+            Ok(s)
+        } else {
+            s.try_reshape_to(&prim::reduced_shape(self.shape(), &ax, false))
+        }
+    }
+
+    /// Infallible form of [`Tensor::try_logsumexp`].
+    pub fn logsumexp(&self, axes: &[isize], keepdims: bool) -> Tensor {
+        ok(self.try_logsumexp(axes, keepdims))
+    }
+
+    fn is_finite_mask(&self) -> Tensor {
+        let v: Vec<f64> = self.to_f64_vec().iter().map(|x| if x.is_finite() { 1.0 } else { 0.0 }).collect();
+        Tensor::from_buffer(crate::tensor::Buffer::F64(v).cast(self.dtype()), self.shape())
+    }
+
+    /// `log_softmax` along `axis`.
+    pub fn try_log_softmax(&self, axis: isize) -> Result<Tensor> {
+        self.try_sub(&self.try_logsumexp(&[axis], true)?)
+    }
+
+    /// Infallible form of [`Tensor::try_log_softmax`].
+    pub fn log_softmax(&self, axis: isize) -> Tensor {
+        ok(self.try_log_softmax(axis))
+    }
+
+    /// `softmax` along `axis`.
+    pub fn try_softmax(&self, axis: isize) -> Result<Tensor> {
+        self.try_log_softmax(axis)?.try_exp()
+    }
+
+    /// Infallible form of [`Tensor::try_softmax`].
+    pub fn softmax(&self, axis: isize) -> Tensor {
+        ok(self.try_softmax(axis))
+    }
+
+    /// The Euclidean (Frobenius) norm of all elements.
+    pub fn norm(&self) -> Tensor {
+        self.square().sum().sqrt()
+    }
+
+    // ---------------------------------------------------------- layout
+
+    /// Reshape to `shape` (same number of elements; no copy).
+    pub fn try_reshape_to(&self, shape: &[usize]) -> Result<Tensor> {
+        if shape.iter().product::<usize>() != self.numel() {
+            return Err(Error::InvalidArgument {
+                op: "reshape",
+                msg: format!(
+                    "cannot reshape {} into {}",
+                    self.shape_display(),
+                    crate::error::ShapeDisplay(shape.to_vec())
+                ),
+            });
+        }
+        if shape == self.shape() {
+            return Ok(self.clone());
+        }
+        apply(Arc::new(Reshape(shape.into())), &[self])
+    }
+
+    /// Reshape with numpy rules: one dimension may be `-1` (inferred).
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// let x = Tensor::linspace(-1.0, 1.0, 5).reshape(&[-1, 1]);
+    /// assert_eq!(x.shape(), &[5, 1]);
+    /// ```
+    pub fn try_reshape(&self, shape: &[isize]) -> Result<Tensor> {
+        let known: isize = shape.iter().filter(|&&d| d >= 0).product();
+        let infer = shape.iter().filter(|&&d| d < 0).count();
+        let bad = || Error::InvalidArgument {
+            op: "reshape",
+            msg: format!("cannot reshape {} into {shape:?}", self.shape_display()),
+        };
+        if infer > 1 || shape.iter().any(|&d| d < -1) {
+            return Err(bad());
+        }
+        let dims: Vec<usize> = shape
+            .iter()
+            .map(|&d| {
+                if d >= 0 {
+                    Ok(d as usize)
+                } else if known > 0 && self.numel() % known as usize == 0 {
+                    Ok(self.numel() / known as usize)
+                } else {
+                    Err(bad())
+                }
+            })
+            .collect::<Result<_>>()?;
+        self.try_reshape_to(&dims)
+    }
+
+    /// Infallible form of [`Tensor::try_reshape`].
+    pub fn reshape(&self, shape: &[isize]) -> Tensor {
+        ok(self.try_reshape(shape))
+    }
+
+    /// Broadcast to `shape` (numpy rules).
+    pub fn try_broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
+        if self.shape() == shape {
+            return Ok(self.clone());
+        }
+        apply(Arc::new(BroadcastTo(shape.into())), &[self])
+    }
+
+    /// Infallible form of [`Tensor::try_broadcast_to`].
+    pub fn broadcast_to(&self, shape: &[usize]) -> Tensor {
+        ok(self.try_broadcast_to(shape))
+    }
+
+    /// Permute axes: output axis `i` is input axis `perm[i]`.
+    pub fn try_permute(&self, perm: &[usize]) -> Result<Tensor> {
+        let mut seen = vec![false; self.ndim()];
+        if perm.len() != self.ndim() || perm.iter().any(|&p| p >= self.ndim() || std::mem::replace(&mut seen[p], true)) {
+            return Err(Error::InvalidArgument {
+                op: "transpose",
+                msg: format!("{perm:?} is not a permutation of the axes of {}", self.shape_display()),
+            });
+        }
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+            return Ok(self.clone());
+        }
+        apply(Arc::new(Permute(perm.to_vec())), &[self])
+    }
+
+    /// Infallible form of [`Tensor::try_permute`].
+    pub fn permute(&self, perm: &[usize]) -> Tensor {
+        ok(self.try_permute(perm))
+    }
+
+    /// Reverse the axes (`x.T`).
+    pub fn t(&self) -> Tensor {
+        let perm: Vec<usize> = (0..self.ndim()).rev().collect();
+        self.permute(&perm)
+    }
+
+    /// Swap two axes.
+    pub fn try_swap_axes(&self, a: isize, b: isize) -> Result<Tensor> {
+        let a = normalize_axis("swapaxes", a, self.ndim())?;
+        let b = normalize_axis("swapaxes", b, self.ndim())?;
+        let mut perm: Vec<usize> = (0..self.ndim()).collect();
+        perm.swap(a, b);
+        self.try_permute(&perm)
+    }
+
+    /// `self[..., start..end:step, ...]` on one axis.
+    pub fn try_slice_axis_step(&self, axis: usize, start: usize, end: usize, step: usize) -> Result<Tensor> {
+        if axis >= self.ndim() || start > end || end > self.shape()[axis] || step == 0 {
+            return Err(Error::InvalidArgument {
+                op: "slice",
+                msg: format!(
+                    "range {start}..{end} step {step} on axis {axis} of a tensor of shape {}",
+                    self.shape_display()
+                ),
+            });
+        }
+        let mut starts = vec![0; self.ndim()];
+        let mut ends = self.shape().to_vec();
+        let mut steps = vec![1; self.ndim()];
+        starts[axis] = start;
+        ends[axis] = end;
+        steps[axis] = step;
+        if start == 0 && end == self.shape()[axis] && step == 1 {
+            return Ok(self.clone());
+        }
+        apply(Arc::new(Slice { starts, ends, steps }), &[self])
+    }
+
+    /// `self[..., start..end, ...]` on one axis.
+    pub fn try_slice_axis(&self, axis: usize, start: usize, end: usize) -> Result<Tensor> {
+        self.try_slice_axis_step(axis, start, end, 1)
+    }
+
+    /// Infallible form of [`Tensor::try_slice_axis`].
+    pub fn slice_axis(&self, axis: usize, start: usize, end: usize) -> Tensor {
+        ok(self.try_slice_axis(axis, start, end))
+    }
+
+    /// Element `i` along `axis`, removing that axis (`x[:, i]`). Negative `i` counts from the end.
+    pub fn try_index_axis(&self, axis: usize, i: isize) -> Result<Tensor> {
+        let len = *self.shape().get(axis).ok_or_else(|| Error::InvalidArgument {
+            op: "index",
+            msg: format!("axis {axis} out of range for shape {}", self.shape_display()),
+        })? as isize;
+        let j = if i < 0 { i + len } else { i };
+        if j < 0 || j >= len {
+            return Err(Error::InvalidArgument {
+                op: "index",
+                msg: format!("index {i} is out of bounds for axis {axis} with size {len}"),
+            });
+        }
+        let s = self.try_slice_axis(axis, j as usize, j as usize + 1)?;
+        let mut shape: Vec<usize> = self.shape().to_vec();
+        shape.remove(axis);
+        s.try_reshape_to(&shape)
+    }
+
+    /// `x[i]`: element `i` along the first axis. Negative `i` counts from the end.
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// let x = Tensor::new([1.0f32, 2.0]);
+    /// assert_eq!(x.at(1).item().unwrap(), 2.0);
+    /// ```
+    pub fn at(&self, i: isize) -> Tensor {
+        ok(self.try_index_axis(0, i))
+    }
+
+    /// Join tensors along an existing axis.
+    pub fn try_concat(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
+        let first = tensors.first().ok_or_else(|| Error::InvalidArgument {
+            op: "concatenate",
+            msg: "needs at least one tensor".into(),
+        })?;
+        if first.ndim() == 0 {
+            return Err(Error::InvalidArgument {
+                op: "concatenate",
+                msg: "zero-dimensional tensors cannot be concatenated; use stack".into(),
+            });
+        }
+        let axis = normalize_axis("concatenate", axis, first.ndim())?;
+        let dt = tensors.iter().map(|t| t.dtype()).max().unwrap_or_default();
+        let cast: Vec<Tensor> = tensors.iter().map(|t| t.cast(dt)).collect();
+        let refs: Vec<&Tensor> = cast.iter().collect();
+        apply(Arc::new(Concat(axis)), &refs)
+    }
+
+    /// Infallible form of [`Tensor::try_concat`].
+    pub fn concat(tensors: &[&Tensor], axis: isize) -> Tensor {
+        ok(Tensor::try_concat(tensors, axis))
+    }
+
+    /// Join tensors of one shape along a new axis.
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// let (a, b) = (Tensor::scalar(1.0f32), Tensor::scalar(2.0f32));
+    /// assert_eq!(Tensor::stack(&[&a, &b], 0).to_string(), "[1. 2.]");
+    /// ```
+    pub fn try_stack(tensors: &[&Tensor], axis: isize) -> Result<Tensor> {
+        let first = tensors.first().ok_or_else(|| Error::InvalidArgument {
+            op: "stack",
+            msg: "needs at least one tensor".into(),
+        })?;
+        let axis = normalize_axis("stack", axis, first.ndim() + 1)?;
+        let expanded: Vec<Tensor> = tensors
+            .iter()
+            .map(|t| {
+                if t.shape() != first.shape() {
+                    return Err(Error::ShapeMismatch {
+                        op: "stack",
+                        lhs: first.shape().into(),
+                        rhs: t.shape().into(),
+                    });
+                }
+                let mut s: Vec<usize> = t.shape().to_vec();
+                s.insert(axis, 1);
+                t.try_reshape_to(&s)
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Tensor> = expanded.iter().collect();
+        Tensor::try_concat(&refs, axis as isize)
+    }
+
+    /// Infallible form of [`Tensor::try_stack`].
+    pub fn stack(tensors: &[&Tensor], axis: isize) -> Tensor {
+        ok(Tensor::try_stack(tensors, axis))
+    }
+
+    // ---------------------------------------------------------- matmul
+
+    /// `op(self) @ op(other)` on the last two dims, transposing either operand without a copy.
+    pub fn try_matmul_t(&self, other: &Tensor, ta: bool, tb: bool) -> Result<Tensor> {
+        if self.dtype() != other.dtype() {
+            let dt = self.dtype().promote(other.dtype());
+            return self.cast(dt).try_matmul_t(&other.cast(dt), ta, tb);
+        }
+        apply(Arc::new(MatMul { ta, tb }), &[self, other])
+    }
+
+    /// numpy's `matmul`: 1-D·1-D is a dot product, 1-D vectors are promoted to a row/column and
+    /// the added axis is removed, N-D operands are stacks of matrices with broadcast batch dims.
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// let x = Tensor::new([[1.0f32, 2.0]]);
+    /// let w = Tensor::new([[3.0f32], [4.0]]);
+    /// assert_eq!(x.matmul(&w).to_string(), "[[11.]]");
+    /// let v = Tensor::new([1.0f32, 2.0]);
+    /// assert_eq!(v.matmul(&v).item().unwrap(), 5.0);
+    /// ```
+    pub fn try_matmul(&self, other: &Tensor) -> Result<Tensor> {
+        let err = || Error::ShapeMismatch {
+            op: "matmul",
+            lhs: self.shape().into(),
+            rhs: other.shape().into(),
+        };
+        if self.ndim() == 0 || other.ndim() == 0 {
+            return Err(err());
+        }
+        let a = if self.ndim() == 1 { self.try_reshape_to(&[1, self.numel()])? } else { self.clone() };
+        let b = if other.ndim() == 1 { other.try_reshape_to(&[other.numel(), 1])? } else { other.clone() };
+        let c = a.try_matmul_t(&b, false, false).map_err(|e| match e {
+            Error::ShapeMismatch { .. } => err(),
+            e => e,
+        })?;
+        let mut shape: Vec<usize> = c.shape().to_vec();
+        if other.ndim() == 1 {
+            shape.pop();
+        }
+        if self.ndim() == 1 {
+            let n = shape.len();
+            shape.remove(n - 1 - usize::from(other.ndim() != 1));
+        }
+        c.try_reshape_to(&shape)
+    }
+
+    /// Infallible form of [`Tensor::try_matmul`].
+    pub fn matmul(&self, other: &Tensor) -> Tensor {
+        ok(self.try_matmul(other))
+    }
+
+    /// Dot product (`jnp.dot`): the same as [`Tensor::matmul`] for 1-D and 2-D operands.
+    pub fn dot(&self, other: &Tensor) -> Tensor {
+        self.matmul(other)
+    }
+}
+
+/// `jnp.where(cond, x, y)`.
+pub fn where_(cond: &Tensor, x: &Tensor, y: &Tensor) -> Tensor {
+    Tensor::select(cond, x, y)
+}
+
+// ------------------------------------------------------------------ operators
+
+macro_rules! impl_binop {
+    ($tr:ident, $method:ident, $try_method:ident, $scalar:ident) => {
+        impl ops::$tr<&Tensor> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                ok(self.$try_method(rhs))
+            }
+        }
+        impl ops::$tr<Tensor> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                ok(self.$try_method(&rhs))
+            }
+        }
+        impl ops::$tr<&Tensor> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                ok(self.$try_method(rhs))
+            }
+        }
+        impl ops::$tr<Tensor> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                ok(self.$try_method(&rhs))
+            }
+        }
+        impl_binop!(@scalar $tr, $method, $try_method, f32);
+        impl_binop!(@scalar $tr, $method, $try_method, f64);
+    };
+    (@scalar $tr:ident, $method:ident, $try_method:ident, $t:ty) => {
+        impl ops::$tr<$t> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: $t) -> Tensor {
+                ok(self.$try_method(&Tensor::scalar_of(rhs as f64, self.dtype())))
+            }
+        }
+        impl ops::$tr<$t> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: $t) -> Tensor {
+                ok(self.$try_method(&Tensor::scalar_of(rhs as f64, self.dtype())))
+            }
+        }
+        impl ops::$tr<&Tensor> for $t {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                ok(Tensor::scalar_of(self as f64, rhs.dtype()).$try_method(rhs))
+            }
+        }
+        impl ops::$tr<Tensor> for $t {
+            type Output = Tensor;
+            fn $method(self, rhs: Tensor) -> Tensor {
+                ok(Tensor::scalar_of(self as f64, rhs.dtype()).$try_method(&rhs))
+            }
+        }
+    };
+}
+
+impl_binop!(Add, add, try_add, add_scalar);
+impl_binop!(Sub, sub, try_sub, sub_scalar);
+impl_binop!(Mul, mul, try_mul, mul_scalar);
+impl_binop!(Div, div, try_div, div_scalar);
+
+impl ops::Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(self)
+    }
+}
+
+impl ops::Neg for Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(&self)
+    }
+}
+
+#[allow(dead_code)]
+fn _shape_unused(_: Shape) {}

@@ -1,0 +1,752 @@
+//! Primitives: each declares, in one place, its shape rule and kernel (`forward`) and its
+//! transpose/VJP (`vjp`), written in differentiable tensor operations so derivatives of
+//! derivatives need no special code. Forward-mode products are derived from these rules by
+//! linear transposition (see [`crate::transform::jvp`]); batched Jacobians replay them per chunk.
+
+use crate::error::{Error, Result};
+use crate::tensor::{with_slice, Buffer, DType, Shape, Tensor};
+use crate::trace;
+use stategrad_simd::{self as simd, BinaryOp, Element, Par, ReduceOp, UnaryOp};
+use std::fmt;
+use std::sync::Arc;
+
+/// One differentiable operation.
+pub trait Primitive: Send + Sync + fmt::Debug {
+    /// The name used in errors and `debug_nan` reports.
+    fn name(&self) -> &'static str;
+    /// Shape rule and kernel: compute the output from the inputs' data (their tags are ignored).
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor>;
+    /// Transpose rule: cotangents of the inputs given the output cotangent `g`, each with the
+    /// shape of its input, for the inputs where `needs[i]` (`None` is a symbolic zero).
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        output: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// Apply a primitive: run its kernel and record it on every open tape that sees its inputs.
+pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
+    let out = prim.forward(inputs)?;
+    Ok(trace::record(&prim, inputs, out))
+}
+
+pub(crate) fn par() -> Par {
+    if trace::sequential() {
+        Par::Seq
+    } else {
+        Par::Rayon
+    }
+}
+
+// ------------------------------------------------------------------ shape helpers
+
+/// numpy broadcasting of two shapes.
+pub(crate) fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Shape> {
+    let n = a.len().max(b.len());
+    let mut out = Shape::with_capacity(n);
+    for i in 0..n {
+        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        out.push(match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(Error::ShapeMismatch {
+                    op,
+                    lhs: a.into(),
+                    rhs: b.into(),
+                })
+            }
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![0; shape.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        s[i] = acc;
+        acc *= shape[i];
+    }
+    s
+}
+
+/// Element strides to read a tensor of `shape` broadcast to `out` (0 on broadcast dims).
+pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let cs = contiguous_strides(shape);
+    let off = out.len() - shape.len();
+    (0..out.len())
+        .map(|i| {
+            if i < off || shape[i - off] == 1 {
+                0
+            } else {
+                cs[i - off]
+            }
+        })
+        .collect()
+}
+
+fn new_buffer(dtype: DType, n: usize) -> Buffer {
+    Buffer::filled(dtype, n, 0.0)
+}
+
+// ------------------------------------------------------------------ elementwise
+
+/// Elementwise unary operation.
+#[derive(Debug)]
+pub(crate) struct Unary(pub UnaryOp);
+
+impl Primitive for Unary {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Square => "square",
+            UnaryOp::Recip => "reciprocal",
+        }
+    }
+
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        let mut out = new_buffer(x.dtype(), x.numel());
+        match (x.buf(), &mut out) {
+            (Buffer::F32(a), Buffer::F32(o)) => simd::unary(self.0, a, o, par()),
+            (Buffer::F64(a), Buffer::F64(o)) => simd::unary(self.0, a, o, par()),
+            _ => unreachable!("output buffer made with the input dtype"),
+        }
+        Ok(Tensor::from_buffer(out, x.shape()))
+    }
+
+    fn vjp(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let x = inputs[0];
+        let d = match self.0 {
+            UnaryOp::Neg => g.try_neg()?,
+            UnaryOp::Exp => g.try_mul(y)?,
+            UnaryOp::Log => g.try_div(x)?,
+            UnaryOp::Tanh => g.try_mul(&y.try_square()?.try_rsub_scalar(1.0)?)?,
+            UnaryOp::Sigmoid => g.try_mul(y)?.try_mul(&y.try_rsub_scalar(1.0)?)?,
+            UnaryOp::Relu => g.try_mul(&x.gt_scalar(0.0))?,
+            UnaryOp::Sin => g.try_mul(&x.try_cos()?)?,
+            UnaryOp::Cos => g.try_mul(&x.try_sin()?)?.try_neg()?,
+            UnaryOp::Sqrt => g.try_div(y)?.try_mul_scalar(0.5)?,
+            UnaryOp::Abs => g.try_mul(&x.sign())?,
+            UnaryOp::Sign => return Ok(vec![None]),
+            UnaryOp::Square => g.try_mul(x)?.try_mul_scalar(2.0)?,
+            UnaryOp::Recip => g.try_mul(&y.try_square()?)?.try_neg()?,
+        };
+        Ok(vec![Some(d)])
+    }
+}
+
+/// Elementwise binary operation with numpy broadcasting (operands share a dtype).
+#[derive(Debug)]
+pub(crate) struct Binary(pub BinaryOp);
+
+pub(crate) fn binary_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Add => "add",
+        BinaryOp::Sub => "sub",
+        BinaryOp::Mul => "mul",
+        BinaryOp::Div => "div",
+        BinaryOp::Pow => "pow",
+        BinaryOp::Max => "maximum",
+        BinaryOp::Min => "minimum",
+        BinaryOp::Gt => "greater",
+        BinaryOp::Ge => "greater_equal",
+        BinaryOp::Lt => "less",
+        BinaryOp::Le => "less_equal",
+        BinaryOp::Eq => "equal",
+        BinaryOp::Ne => "not_equal",
+    }
+}
+
+fn is_comparison(op: BinaryOp) -> bool {
+    matches!(
+        op,
+        BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Eq | BinaryOp::Ne
+    )
+}
+
+fn binary_kernel<T: simd::Element>(op: BinaryOp, a: &[T], sa: &[usize], b: &[T], sb: &[usize], out_shape: &[usize], o: &mut [T]) {
+    let p = par();
+    if a.len() == o.len() && b.len() == o.len() {
+        simd::binary(op, a, b, o, p)
+    } else if b.len() == 1 && a.len() == o.len() {
+        simd::binary_scalar(op, a, b[0], o, p)
+    } else if a.len() == 1 && b.len() == o.len() {
+        simd::scalar_binary(op, a[0], b, o, p)
+    } else {
+        simd::binary_strided(op, a, sa, b, sb, out_shape, o)
+    }
+}
+
+impl Primitive for Binary {
+    fn name(&self) -> &'static str {
+        binary_name(self.0)
+    }
+
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
+        let n: usize = shape.iter().product();
+        let (sa, sb) = (broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape));
+        let mut out = new_buffer(a.dtype(), n);
+        match (a.buf(), b.buf(), &mut out) {
+            (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => binary_kernel(self.0, x, &sa, y, &sb, &shape, o),
+            (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => binary_kernel(self.0, x, &sa, y, &sb, &shape, o),
+            _ => {
+                return Err(Error::DTypeMismatch {
+                    op: self.name(),
+                    lhs: a.dtype().name(),
+                    rhs: b.dtype().name(),
+                })
+            }
+        }
+        Ok(Tensor::from_buffer(out, &shape))
+    }
+
+    fn vjp(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        if is_comparison(self.0) {
+            return Ok(vec![None, None]);
+        }
+        let (ga, gb): (Option<Tensor>, Option<Tensor>) = match self.0 {
+            BinaryOp::Add => (Some(g.clone()), Some(g.clone())),
+            BinaryOp::Sub => (Some(g.clone()), needs[1].then(|| g.try_neg()).transpose()?),
+            BinaryOp::Mul => (
+                needs[0].then(|| g.try_mul(b)).transpose()?,
+                needs[1].then(|| g.try_mul(a)).transpose()?,
+            ),
+            BinaryOp::Div => (
+                needs[0].then(|| g.try_div(b)).transpose()?,
+                needs[1].then(|| g.try_mul(y)?.try_div(b)?.try_neg()).transpose()?,
+            ),
+            BinaryOp::Pow => (
+                needs[0]
+                    .then(|| g.try_mul(b)?.try_mul(&a.try_pow(&b.try_sub_scalar(1.0)?)?))
+                    .transpose()?,
+                needs[1]
+                    .then(|| {
+                        // d/db a^b = a^b log a, taken as 0 where a == 0 (as JAX does).
+                        let safe_a = Tensor::try_select(&a.eq_scalar(0.0), &a.ones_like(), a)?;
+                        g.try_mul(y)?.try_mul(&safe_a.try_log()?)
+                    })
+                    .transpose()?,
+            ),
+            BinaryOp::Max | BinaryOp::Min => {
+                // Ties split the cotangent evenly, as JAX does.
+                let (first, second) = if self.0 == BinaryOp::Max {
+                    (a.try_gt(b)?, b.try_gt(a)?)
+                } else {
+                    (a.try_lt(b)?, b.try_lt(a)?)
+                };
+                let tie = a.try_eq(b)?.try_mul_scalar(0.5)?;
+                (
+                    needs[0].then(|| g.try_mul(&first.try_add(&tie)?)).transpose()?,
+                    needs[1].then(|| g.try_mul(&second.try_add(&tie)?)).transpose()?,
+                )
+            }
+            _ => unreachable!("comparisons handled above"),
+        };
+        Ok(vec![
+            ga.map(|t| t.try_sum_to(a.shape())).transpose()?,
+            gb.map(|t| t.try_sum_to(b.shape())).transpose()?,
+        ])
+    }
+}
+
+/// `select(cond, a, b)`: `a` where `cond != 0`, else `b`, with broadcasting.
+#[derive(Debug)]
+pub(crate) struct Select;
+
+impl Primitive for Select {
+    fn name(&self) -> &'static str {
+        "select"
+    }
+
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
+        let s1 = broadcast_shapes("select", c.shape(), a.shape())?;
+        let shape = broadcast_shapes("select", &s1, b.shape())?;
+        let n: usize = shape.iter().product();
+        let (sc, sa, sb) = (
+            broadcast_strides(c.shape(), &shape),
+            broadcast_strides(a.shape(), &shape),
+            broadcast_strides(b.shape(), &shape),
+        );
+        let c = c.cast_data(a.dtype());
+        let mut out = new_buffer(a.dtype(), n);
+        match (c.buf(), a.buf(), b.buf(), &mut out) {
+            (Buffer::F32(c), Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
+                simd::select_strided(c, &sc, x, &sa, y, &sb, &shape, o)
+            }
+            (Buffer::F64(c), Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
+                simd::select_strided(c, &sc, x, &sa, y, &sb, &shape, o)
+            }
+            _ => {
+                return Err(Error::DTypeMismatch {
+                    op: "select",
+                    lhs: a.dtype().name(),
+                    rhs: b.dtype().name(),
+                })
+            }
+        }
+        Ok(Tensor::from_buffer(out, &shape))
+    }
+
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
+        let zero = g.zeros_like_scalar();
+        Ok(vec![
+            None,
+            needs[1].then(|| Tensor::try_select(c, g, &zero)?.try_sum_to(a.shape())).transpose()?,
+            needs[2].then(|| Tensor::try_select(c, &zero, g)?.try_sum_to(b.shape())).transpose()?,
+        ])
+    }
+}
+
+/// Change of dtype.
+#[derive(Debug)]
+pub(crate) struct Cast(pub DType);
+
+impl Primitive for Cast {
+    fn name(&self) -> &'static str {
+        "convert_element_type"
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        Ok(Tensor::from_buffer(inputs[0].buf().cast(self.0), inputs[0].shape()))
+    }
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.cast(inputs[0].dtype()))])
+    }
+}
+
+// ------------------------------------------------------------------ reductions
+
+/// Reduction over `axes` (sorted, unique), keeping them as size-1 dims if `keepdims`.
+#[derive(Debug)]
+pub(crate) struct Reduce {
+    pub op: ReduceOp,
+    pub axes: Vec<usize>,
+    pub keepdims: bool,
+}
+
+pub(crate) fn reduced_shape(shape: &[usize], axes: &[usize], keepdims: bool) -> Shape {
+    shape
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &d)| {
+            if axes.contains(&i) {
+                keepdims.then_some(1)
+            } else {
+                Some(d)
+            }
+        })
+        .collect()
+}
+
+impl Primitive for Reduce {
+    fn name(&self) -> &'static str {
+        match self.op {
+            ReduceOp::Sum => "reduce_sum",
+            ReduceOp::Max => "reduce_max",
+            ReduceOp::Min => "reduce_min",
+        }
+    }
+
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        let shape = reduced_shape(x.shape(), &self.axes, self.keepdims);
+        if self.op != ReduceOp::Sum && x.numel() == 0 {
+            return Err(Error::InvalidArgument {
+                op: self.name(),
+                msg: "reduction of an empty tensor has no identity".into(),
+            });
+        }
+        let n: usize = shape.iter().product();
+        let mut out = new_buffer(x.dtype(), n);
+        match (x.buf(), &mut out) {
+            (Buffer::F32(a), Buffer::F32(o)) => {
+                if self.axes.len() == x.ndim() {
+                    o[0] = simd::reduce_all(self.op, a)
+                } else {
+                    simd::reduce_axes(self.op, a, x.shape(), &self.axes, o)
+                }
+            }
+            (Buffer::F64(a), Buffer::F64(o)) => {
+                if self.axes.len() == x.ndim() {
+                    o[0] = simd::reduce_all(self.op, a)
+                } else {
+                    simd::reduce_axes(self.op, a, x.shape(), &self.axes, o)
+                }
+            }
+            _ => unreachable!("output buffer made with the input dtype"),
+        }
+        Ok(Tensor::from_buffer(out, &shape))
+    }
+
+    fn vjp(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let x = inputs[0];
+        let keep = reduced_shape(x.shape(), &self.axes, true);
+        let gk = g.try_reshape_to(&keep)?;
+        let d = match self.op {
+            ReduceOp::Sum => gk.try_broadcast_to(x.shape())?,
+            ReduceOp::Max | ReduceOp::Min => {
+                // The cotangent is shared evenly among the positions that attain the extreme.
+                let yk = y.try_reshape_to(&keep)?;
+                let mask = x.try_eq(&yk)?;
+                let count = mask.try_sum_axes(&self.axes, true)?;
+                mask.try_div(&count)?.try_mul(&gk)?
+            }
+        };
+        Ok(vec![Some(d)])
+    }
+}
+
+// ------------------------------------------------------------------ layout
+
+/// Broadcast to a larger shape (materialised).
+#[derive(Debug)]
+pub(crate) struct BroadcastTo(pub Shape);
+
+impl Primitive for BroadcastTo {
+    fn name(&self) -> &'static str {
+        "broadcast_in_dim"
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        let shape = broadcast_shapes("broadcast_to", x.shape(), &self.0)?;
+        if shape.as_slice() != self.0.as_slice() {
+            return Err(Error::ShapeMismatch {
+                op: "broadcast_to",
+                lhs: x.shape().into(),
+                rhs: self.0.as_slice().into(),
+            });
+        }
+        if x.shape() == shape.as_slice() {
+            return Ok(x.detach());
+        }
+        let st = broadcast_strides(x.shape(), &shape);
+        Ok(gather(x, &st, 0, &shape))
+    }
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.try_sum_to(inputs[0].shape())?)])
+    }
+}
+
+pub(crate) fn gather(x: &Tensor, strides: &[usize], offset: usize, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut out = new_buffer(x.dtype(), n);
+    match (x.buf(), &mut out) {
+        (Buffer::F32(a), Buffer::F32(o)) => simd::gather_strided(a, strides, offset, shape, o),
+        (Buffer::F64(a), Buffer::F64(o)) => simd::gather_strided(a, strides, offset, shape, o),
+        _ => unreachable!("output buffer made with the input dtype"),
+    }
+    Tensor::from_buffer(out, shape)
+}
+
+/// Same data, another shape (no copy).
+#[derive(Debug)]
+pub(crate) struct Reshape(pub Shape);
+
+impl Primitive for Reshape {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        Ok(Tensor::from_parts(x.0.buf.clone(), self.0.clone(), Default::default()))
+    }
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.try_reshape_to(inputs[0].shape())?)])
+    }
+}
+
+/// Axis permutation (materialised).
+#[derive(Debug)]
+pub(crate) struct Permute(pub Vec<usize>);
+
+impl Primitive for Permute {
+    fn name(&self) -> &'static str {
+        "transpose"
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        let cs = contiguous_strides(x.shape());
+        let shape: Shape = self.0.iter().map(|&p| x.shape()[p]).collect();
+        let st: Vec<usize> = self.0.iter().map(|&p| cs[p]).collect();
+        Ok(gather(x, &st, 0, &shape))
+    }
+    fn vjp(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let mut inv = vec![0; self.0.len()];
+        for (i, &p) in self.0.iter().enumerate() {
+            inv[p] = i;
+        }
+        Ok(vec![Some(g.try_permute(&inv)?)])
+    }
+}
+
+/// Strided slice `start..end` step `step` (step >= 1) on every axis.
+#[derive(Debug)]
+pub(crate) struct Slice {
+    pub starts: Vec<usize>,
+    pub ends: Vec<usize>,
+    pub steps: Vec<usize>,
+}
+
+impl Primitive for Slice {
+    fn name(&self) -> &'static str {
+        "slice"
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        let cs = contiguous_strides(x.shape());
+        let shape: Shape = (0..x.ndim())
+            .map(|i| (self.ends[i].saturating_sub(self.starts[i])).div_ceil(self.steps[i]))
+            .collect();
+        let st: Vec<usize> = (0..x.ndim()).map(|i| cs[i] * self.steps[i]).collect();
+        let off: usize = (0..x.ndim()).map(|i| cs[i] * self.starts[i]).sum();
+        if shape.iter().product::<usize>() == 0 {
+            return Ok(Tensor::full_dtype(&shape, 0.0, x.dtype()));
+        }
+        Ok(gather(x, &st, off, &shape))
+    }
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let x = inputs[0];
+        let pad = Arc::new(Pad {
+            starts: self.starts.clone(),
+            steps: self.steps.clone(),
+            shape: x.shape().into(),
+        });
+        Ok(vec![Some(apply(pad, &[g])?)])
+    }
+}
+
+/// Scatter into zeros of `shape` at `start + i*step`: the transpose of [`Slice`].
+#[derive(Debug)]
+pub(crate) struct Pad {
+    pub starts: Vec<usize>,
+    pub steps: Vec<usize>,
+    pub shape: Shape,
+}
+
+impl Primitive for Pad {
+    fn name(&self) -> &'static str {
+        "pad"
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let g = inputs[0];
+        let n: usize = self.shape.iter().product();
+        let cs = contiguous_strides(&self.shape);
+        let mut out = new_buffer(g.dtype(), n);
+        let gs = g.shape().to_vec();
+        let nd = gs.len();
+        with_slice!(g.buf(), src => {
+            let mut idx = vec![0usize; nd];
+            for &v in src.iter() {
+                let pos: usize = (0..nd).map(|d| (self.starts[d] + idx[d] * self.steps[d]) * cs[d]).sum();
+                match &mut out {
+                    Buffer::F32(o) => o[pos] = v.to_f64() as f32,
+                    Buffer::F64(o) => o[pos] = v.to_f64(),
+                }
+                for d in (0..nd).rev() {
+                    idx[d] += 1;
+                    if idx[d] < gs[d] {
+                        break;
+                    }
+                    idx[d] = 0;
+                }
+            }
+        });
+        Ok(Tensor::from_buffer(out, &self.shape))
+    }
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let x = inputs[0];
+        let ends: Vec<usize> = (0..x.ndim())
+            .map(|d| self.starts[d] + (x.shape()[d].saturating_sub(1)) * self.steps[d] + 1)
+            .collect();
+        let sl = Arc::new(Slice {
+            starts: self.starts.clone(),
+            ends,
+            steps: self.steps.clone(),
+        });
+        Ok(vec![Some(apply(sl, &[g])?)])
+    }
+}
+
+/// Concatenation along `axis`.
+#[derive(Debug)]
+pub(crate) struct Concat(pub usize);
+
+impl Primitive for Concat {
+    fn name(&self) -> &'static str {
+        "concatenate"
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let axis = self.0;
+        let first = inputs[0];
+        for t in inputs {
+            let ok = t.ndim() == first.ndim()
+                && (0..t.ndim()).all(|d| d == axis || t.shape()[d] == first.shape()[d]);
+            if !ok {
+                return Err(Error::ShapeMismatch {
+                    op: "concatenate",
+                    lhs: first.shape().into(),
+                    rhs: t.shape().into(),
+                });
+            }
+        }
+        let mut shape: Shape = first.shape().into();
+        shape[axis] = inputs.iter().map(|t| t.shape()[axis]).sum();
+        let outer: usize = first.shape()[..axis].iter().product();
+        let inner: usize = first.shape()[axis + 1..].iter().product();
+        let total: usize = shape.iter().product();
+        let mut out: Vec<f64> = Vec::with_capacity(total);
+        for o in 0..outer {
+            for t in inputs {
+                let w = t.shape()[axis] * inner;
+                let v = t.buf();
+                for i in 0..w {
+                    out.push(v.get_f64(o * w + i));
+                }
+            }
+        }
+        Ok(Tensor::from_buffer(Buffer::F64(out).cast(first.dtype()), &shape))
+    }
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let mut start = 0;
+        let mut res = Vec::with_capacity(inputs.len());
+        for (t, &need) in inputs.iter().zip(needs) {
+            let len = t.shape()[self.0];
+            res.push(need.then(|| g.try_slice_axis(self.0, start, start + len)).transpose()?);
+            start += len;
+        }
+        Ok(res)
+    }
+}
+
+// ------------------------------------------------------------------ matmul
+
+/// `op(A) @ op(B)` over the last two dims, batch dims broadcast; `op` transposes when the flag
+/// is set (no copy: the kernel reads with swapped strides).
+#[derive(Debug)]
+pub(crate) struct MatMul {
+    pub ta: bool,
+    pub tb: bool,
+}
+
+impl Primitive for MatMul {
+    fn name(&self) -> &'static str {
+        "dot_general"
+    }
+
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let err = || Error::ShapeMismatch {
+            op: "matmul",
+            lhs: a.shape().into(),
+            rhs: b.shape().into(),
+        };
+        if a.ndim() < 2 || b.ndim() < 2 {
+            return Err(err());
+        }
+        if a.dtype() != b.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "matmul",
+                lhs: a.dtype().name(),
+                rhs: b.dtype().name(),
+            });
+        }
+        let (ar, ac) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1]);
+        let (br, bc) = (b.shape()[b.ndim() - 2], b.shape()[b.ndim() - 1]);
+        let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if self.tb { (bc, br) } else { (br, bc) };
+        if k != k2 {
+            return Err(err());
+        }
+        let batch = broadcast_shapes("matmul", &a.shape()[..a.ndim() - 2], &b.shape()[..b.ndim() - 2])
+            .map_err(|_| err())?;
+        let nb: usize = batch.iter().product();
+        let bsa = broadcast_strides(&a.shape()[..a.ndim() - 2], &batch);
+        let bsb = broadcast_strides(&b.shape()[..b.ndim() - 2], &batch);
+        let mut shape = batch.clone();
+        shape.push(m);
+        shape.push(n);
+        let mut out = new_buffer(a.dtype(), nb * m * n);
+        // Row/column strides of op(A) and op(B) inside one matrix.
+        let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
+        let (rsb, csb) = if self.tb { (1, bc) } else { (bc, 1) };
+        let p = if nb > 1 { Par::Seq } else { par() };
+        let offsets = |bi: usize, strides: &[usize], mat: usize| -> usize {
+            let mut rem = bi;
+            let mut off = 0;
+            for d in (0..batch.len()).rev() {
+                off += (rem % batch[d]) * strides[d];
+                rem /= batch[d];
+            }
+            off * mat
+        };
+        macro_rules! run {
+            ($x:expr, $y:expr, $o:expr, $zero:expr, $one:expr) => {{
+                let body = |bi: usize, c: &mut [_]| {
+                    let oa = offsets(bi, &bsa, ar * ac);
+                    let ob = offsets(bi, &bsb, br * bc);
+                    simd::gemm(m, k, n, $one, &$x[oa..oa + ar * ac], rsa, csa, &$y[ob..ob + br * bc], rsb, csb, $zero, c, n, 1, p);
+                };
+                if nb > 1 && !trace::sequential() && m * n * k * nb > (1 << 18) {
+                    use rayon::prelude::*;
+                    $o.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(bi, c)| body(bi, c));
+                } else {
+                    for bi in 0..nb {
+                        body(bi, &mut $o[bi * m * n..(bi + 1) * m * n]);
+                    }
+                }
+            }};
+        }
+        match (a.buf(), b.buf(), &mut out) {
+            (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => run!(x, y, o, 0.0f32, 1.0f32),
+            (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => run!(x, y, o, 0.0f64, 1.0f64),
+            _ => unreachable!("dtypes checked above"),
+        }
+        Ok(Tensor::from_buffer(out, &shape))
+    }
+
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let ga = needs[0]
+            .then(|| {
+                let d = if self.ta {
+                    b.try_matmul_t(g, self.tb, true)?
+                } else {
+                    g.try_matmul_t(b, false, !self.tb)?
+                };
+                d.try_sum_to(a.shape())
+            })
+            .transpose()?;
+        let gb = needs[1]
+            .then(|| {
+                let d = if self.tb {
+                    g.try_matmul_t(a, true, self.ta)?
+                } else {
+                    a.try_matmul_t(g, !self.ta, false)?
+                };
+                d.try_sum_to(b.shape())
+            })
+            .transpose()?;
+        Ok(vec![ga, gb])
+    }
+}

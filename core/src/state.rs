@@ -1,0 +1,321 @@
+//! [`State`]: a shared, named, kinded handle to a value that functions read and write.
+//!
+//! Kinds form a hierarchy (SEMANTICS §6): `State` ⊃ `ShortTermState` ⊃ {`HiddenState`,
+//! `DelayState`}, `State` ⊃ `LongTermState` ⊃ {`ParamState`, `BatchState`}, `State` ⊃
+//! `RandomState`. A filter by kind matches the kind and all its subkinds.
+//!
+//! Inside a transform every read and write is seen by the transform: reads of differentiated
+//! states return the traced input, writes are kept after the call, and if the function fails every
+//! state is restored to the value it had on entry.
+
+use crate::tensor::Tensor;
+use parking_lot::RwLock;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A state's unique id.
+pub type StateId = u64;
+
+static NEXT_STATE: AtomicU64 = AtomicU64::new(1);
+
+/// The kind of a state; kinds form a hierarchy (see [`StateKind::is_a`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StateKind {
+    /// The root kind: every state is a `State`.
+    State,
+    /// Short-lived state (reset between sequences).
+    ShortTerm,
+    /// Hidden state of a recurrent computation (a `ShortTerm` state).
+    Hidden,
+    /// Delay buffer (a `ShortTerm` state).
+    Delay,
+    /// Long-lived state.
+    LongTerm,
+    /// A trainable parameter (a `LongTerm` state).
+    Param,
+    /// Batch statistics (a `LongTerm` state).
+    Batch,
+    /// A random key.
+    Random,
+}
+
+impl StateKind {
+    /// The kind this one directly specialises, `None` for the root.
+    pub fn parent(self) -> Option<StateKind> {
+        use StateKind::*;
+        match self {
+            State => None,
+            ShortTerm | LongTerm | Random => Some(State),
+            Hidden | Delay => Some(ShortTerm),
+            Param | Batch => Some(LongTerm),
+        }
+    }
+
+    /// True if `self` is `other` or one of its subkinds.
+    ///
+    /// ```
+    /// use stategrad_core::StateKind;
+    /// assert!(StateKind::Param.is_a(StateKind::LongTerm));
+    /// assert!(StateKind::Param.is_a(StateKind::State));
+    /// assert!(!StateKind::LongTerm.is_a(StateKind::Param));
+    /// ```
+    pub fn is_a(self, other: StateKind) -> bool {
+        let mut k = Some(self);
+        while let Some(cur) = k {
+            if cur == other {
+                return true;
+            }
+            k = cur.parent();
+        }
+        false
+    }
+
+    /// The reference's class name (`ParamState`, …).
+    pub fn class_name(self) -> &'static str {
+        use StateKind::*;
+        match self {
+            State => "State",
+            ShortTerm => "ShortTermState",
+            Hidden => "HiddenState",
+            Delay => "DelayState",
+            LongTerm => "LongTermState",
+            Param => "ParamState",
+            Batch => "BatchState",
+            Random => "RandomState",
+        }
+    }
+}
+
+pub(crate) struct StateInner {
+    id: StateId,
+    kind: StateKind,
+    name: Option<String>,
+    tags: Vec<String>,
+    value: RwLock<Tensor>,
+}
+
+/// A shared handle to a mutable value, seen by every transform (`Arc`, `Send + Sync`).
+///
+/// Cloning a `State` clones the handle: both refer to the same value.
+///
+/// ```
+/// use stategrad_core::{State, Tensor};
+/// let s = State::new(Tensor::scalar(2.0f32)).named("s");
+/// let t = s.clone();
+/// t.set_value(Tensor::scalar(3.0f32));
+/// assert_eq!(s.value().item().unwrap(), 3.0);
+/// assert_eq!(s.name(), Some("s"));
+/// ```
+#[derive(Clone)]
+pub struct State(pub(crate) Arc<StateInner>);
+
+impl State {
+    /// A plain `State` holding `value`.
+    pub fn new(value: impl Into<Tensor>) -> State {
+        State::with_kind(StateKind::State, value)
+    }
+
+    /// A state of the given kind.
+    pub fn with_kind(kind: StateKind, value: impl Into<Tensor>) -> State {
+        State(Arc::new(StateInner {
+            id: NEXT_STATE.fetch_add(1, Ordering::Relaxed),
+            kind,
+            name: None,
+            tags: Vec::new(),
+            value: RwLock::new(value.into()),
+        }))
+    }
+
+    fn rebuild(self, f: impl FnOnce(&mut Option<String>, &mut Vec<String>)) -> State {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|arc| StateInner {
+            id: arc.id,
+            kind: arc.kind,
+            name: arc.name.clone(),
+            tags: arc.tags.clone(),
+            value: RwLock::new(arc.value.read().clone()),
+        });
+        let (mut name, mut tags) = (inner.name, inner.tags);
+        f(&mut name, &mut tags);
+        State(Arc::new(StateInner {
+            id: inner.id,
+            kind: inner.kind,
+            name,
+            tags,
+            value: inner.value,
+        }))
+    }
+
+    /// Give the state a name (builder; use on a freshly made state).
+    pub fn named(self, name: impl Into<String>) -> State {
+        let name = name.into();
+        self.rebuild(|n, _| *n = Some(name))
+    }
+
+    /// Add a tag (builder; use on a freshly made state). Tags are matched by tag filters.
+    pub fn tagged(self, tag: impl Into<String>) -> State {
+        let tag = tag.into();
+        self.rebuild(|_, t| t.push(tag))
+    }
+
+    /// The unique id.
+    pub fn id(&self) -> StateId {
+        self.0.id
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> StateKind {
+        self.0.kind
+    }
+
+    /// The name, if one was given.
+    pub fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+
+    /// The tags.
+    pub fn tags(&self) -> &[String] {
+        &self.0.tags
+    }
+
+    /// A label for messages: the name, else the kind and id.
+    pub fn label(&self) -> String {
+        match self.name() {
+            Some(n) => format!("`{n}`"),
+            None => format!("{}#{}", self.kind().class_name(), self.id()),
+        }
+    }
+
+    /// Read the value. Inside a transform this is recorded (and may return a traced value).
+    pub fn value(&self) -> Tensor {
+        if crate::trace::tracing() {
+            crate::trace::on_state_access(self, false);
+        }
+        self.raw_value()
+    }
+
+    /// Write the value. Inside a transform the write is recorded and kept after the call.
+    pub fn set_value(&self, value: impl Into<Tensor>) {
+        if crate::trace::tracing() {
+            crate::trace::on_state_access(self, true);
+        }
+        self.raw_set(value.into());
+    }
+
+    /// The shape of the current value (does not count as a read).
+    pub fn shape(&self) -> Vec<usize> {
+        self.0.value.read().shape().to_vec()
+    }
+
+    pub(crate) fn raw_value(&self) -> Tensor {
+        self.0.value.read().clone()
+    }
+
+    pub(crate) fn raw_set(&self, v: Tensor) {
+        *self.0.value.write() = v;
+    }
+
+    /// True if both handles refer to the same state.
+    pub fn same(&self, other: &State) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(", self.kind().class_name())?;
+        if let Some(n) = self.name() {
+            write!(f, "name={n:?}, ")?;
+        }
+        write!(f, "value={})", self.raw_value())
+    }
+}
+
+impl PartialEq for State {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other)
+    }
+}
+impl Eq for State {}
+
+macro_rules! kind_marker {
+    ($(#[$doc:meta])* $name:ident => $kind:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name;
+        impl $name {
+            #[doc = concat!("A new `", stringify!($name), "` holding `value`.")]
+            #[allow(clippy::new_ret_no_self)]
+            pub fn new(value: impl Into<Tensor>) -> State {
+                State::with_kind(StateKind::$kind, value)
+            }
+            /// The kind this marker stands for.
+            pub const KIND: StateKind = StateKind::$kind;
+        }
+        impl From<$name> for StateKind {
+            fn from(_: $name) -> StateKind {
+                StateKind::$kind
+            }
+        }
+    };
+}
+
+kind_marker!(
+    /// Trainable parameters. `ParamState::new(v)` makes one; `ParamState` is also a filter.
+    ///
+    /// ```
+    /// use stategrad_core::{ParamState, StateKind, Tensor};
+    /// let w = ParamState::new(Tensor::zeros(&[2, 1]));
+    /// assert!(w.kind().is_a(StateKind::LongTerm));
+    /// ```
+    ParamState => Param
+);
+kind_marker!(
+    /// Short-lived state; parent of `HiddenState` and `DelayState`.
+    ShortTermState => ShortTerm
+);
+kind_marker!(
+    /// Long-lived state; parent of `ParamState` and `BatchState`.
+    LongTermState => LongTerm
+);
+kind_marker!(
+    /// Hidden state of a recurrent computation.
+    HiddenState => Hidden
+);
+kind_marker!(
+    /// Delay buffer.
+    DelayState => Delay
+);
+kind_marker!(
+    /// Batch statistics.
+    BatchState => Batch
+);
+kind_marker!(
+    /// A random key.
+    RandomState => Random
+);
+kind_marker!(
+    /// The root kind, as a filter: matches every state.
+    AnyState => State
+);
+
+impl From<f32> for Tensor {
+    fn from(v: f32) -> Tensor {
+        Tensor::scalar(v)
+    }
+}
+impl From<f64> for Tensor {
+    fn from(v: f64) -> Tensor {
+        Tensor::scalar(v)
+    }
+}
+impl<T: crate::tensor::Float> From<Vec<T>> for Tensor {
+    fn from(v: Vec<T>) -> Tensor {
+        crate::tensor::IntoTensor::into_tensor(v)
+    }
+}
+impl From<&Tensor> for Tensor {
+    fn from(v: &Tensor) -> Tensor {
+        v.clone()
+    }
+}

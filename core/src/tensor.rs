@@ -1,0 +1,686 @@
+//! [`Tensor`]: an immutable, cheaply clonable n-d array of f32 (default) or f64.
+//!
+//! A tensor is a shared buffer plus a shape. Cloning is an `Arc` clone. Operations never mutate
+//! their inputs; a uniquely owned buffer may be reused in place by optimizers
+//! ([`Tensor::into_vec`] takes it without a copy when nothing else holds it).
+//!
+//! Operators (`&a + &b`, `2.0 * &x`, `x.matmul(&w)`) are infallible to keep traced code close to
+//! the math. A shape error inside an operator is raised as a typed panic that every transform
+//! catches and returns as [`crate::Error`] with all states restored; outside a transform it panics
+//! with the same message. Code that wants a `Result` per operation uses the `try_` forms.
+
+use crate::error::{Error, Result, ShapeDisplay};
+use smallvec::SmallVec;
+use std::fmt;
+use std::sync::Arc;
+
+/// The element type of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum DType {
+    /// 32-bit float, the default.
+    #[default]
+    F32,
+    /// 64-bit float.
+    F64,
+}
+
+impl DType {
+    /// The dtype's name as numpy spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+        }
+    }
+    /// The dtype two operands are promoted to.
+    pub fn promote(self, other: DType) -> DType {
+        self.max(other)
+    }
+}
+
+/// A float element type a tensor can hold: `f32` or `f64`.
+pub trait Float: stategrad_simd::Element + fmt::Display {
+    /// The matching [`DType`].
+    const DTYPE: DType;
+    #[doc(hidden)]
+    fn into_buffer(v: Vec<Self>) -> Buffer;
+    #[doc(hidden)]
+    fn slice(b: &Buffer) -> Option<&[Self]>;
+}
+
+impl Float for f32 {
+    const DTYPE: DType = DType::F32;
+    fn into_buffer(v: Vec<Self>) -> Buffer {
+        Buffer::F32(v)
+    }
+    fn slice(b: &Buffer) -> Option<&[Self]> {
+        match b {
+            Buffer::F32(v) => Some(v),
+            Buffer::F64(_) => None,
+        }
+    }
+}
+
+impl Float for f64 {
+    const DTYPE: DType = DType::F64;
+    fn into_buffer(v: Vec<Self>) -> Buffer {
+        Buffer::F64(v)
+    }
+    fn slice(b: &Buffer) -> Option<&[Self]> {
+        match b {
+            Buffer::F64(v) => Some(v),
+            Buffer::F32(_) => None,
+        }
+    }
+}
+
+/// The storage of a tensor.
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Buffer {
+    /// f32 data.
+    F32(Vec<f32>),
+    /// f64 data.
+    F64(Vec<f64>),
+}
+
+impl Buffer {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Buffer::F32(v) => v.len(),
+            Buffer::F64(v) => v.len(),
+        }
+    }
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            Buffer::F32(_) => DType::F32,
+            Buffer::F64(_) => DType::F64,
+        }
+    }
+    pub(crate) fn get_f64(&self, i: usize) -> f64 {
+        match self {
+            Buffer::F32(v) => v[i] as f64,
+            Buffer::F64(v) => v[i],
+        }
+    }
+    pub(crate) fn filled(dtype: DType, n: usize, value: f64) -> Buffer {
+        match dtype {
+            DType::F32 => Buffer::F32(vec![value as f32; n]),
+            DType::F64 => Buffer::F64(vec![value; n]),
+        }
+    }
+    pub(crate) fn cast(&self, dtype: DType) -> Buffer {
+        match (self, dtype) {
+            (Buffer::F32(v), DType::F64) => Buffer::F64(v.iter().map(|&x| x as f64).collect()),
+            (Buffer::F64(v), DType::F32) => Buffer::F32(v.iter().map(|&x| x as f32).collect()),
+            (b, _) => b.clone(),
+        }
+    }
+}
+
+/// Run `$body` with `$v` bound to the typed slice of a buffer, in both dtypes.
+macro_rules! with_slice {
+    ($buf:expr, $v:ident => $body:expr) => {
+        match $buf {
+            $crate::tensor::Buffer::F32($v) => $body,
+            $crate::tensor::Buffer::F64($v) => $body,
+        }
+    };
+}
+pub(crate) use with_slice;
+
+/// The shape of a tensor (dimensions, row-major).
+pub type Shape = SmallVec<[usize; 4]>;
+
+/// Trace tags: the (level, node) pairs under which this value is recorded on active tapes.
+pub(crate) type Tags = SmallVec<[(u64, u32); 1]>;
+
+pub(crate) struct Inner {
+    pub(crate) buf: Arc<Buffer>,
+    pub(crate) shape: Shape,
+    pub(crate) tags: Tags,
+}
+
+/// An immutable n-d array of `f32` (default) or `f64`, row-major and contiguous.
+///
+/// ```
+/// use stategrad_core::Tensor;
+/// let x = Tensor::new([1.0f32, 2.0, 3.0]);
+/// let y = &x * 2.0 + 1.0;
+/// assert_eq!(y.to_vec::<f32>(), vec![3.0, 5.0, 7.0]);
+/// assert_eq!(y.to_string(), "[3. 5. 7.]");
+/// ```
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Inner>);
+
+impl Tensor {
+    pub(crate) fn from_parts(buf: Arc<Buffer>, shape: Shape, tags: Tags) -> Tensor {
+        Tensor(Arc::new(Inner { buf, shape, tags }))
+    }
+
+    pub(crate) fn from_buffer(buf: Buffer, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(buf.len(), shape.iter().product::<usize>());
+        Tensor::from_parts(Arc::new(buf), shape.into(), Tags::new())
+    }
+
+    /// A tensor from any nested array, slice, `Vec` or scalar of `f32`/`f64`.
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// let m = Tensor::new([[1.0f32, 2.0], [3.0, 4.0]]);
+    /// assert_eq!(m.shape(), &[2, 2]);
+    /// let s = Tensor::new(1.5f64);
+    /// assert_eq!(s.shape(), &[] as &[usize]);
+    /// ```
+    pub fn new<A: IntoTensor>(data: A) -> Tensor {
+        data.into_tensor()
+    }
+
+    /// A tensor from a flat `Vec` and a shape; errors if the lengths disagree.
+    pub fn from_vec<T: Float>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::DataLength {
+                len: data.len(),
+                shape: shape.into(),
+            });
+        }
+        Ok(Tensor::from_buffer(T::into_buffer(data), shape))
+    }
+
+    /// A 0-d tensor (f32 unless `T` is f64).
+    pub fn scalar<T: Float>(v: T) -> Tensor {
+        Tensor::from_buffer(T::into_buffer(vec![v]), &[])
+    }
+
+    /// A tensor of `shape` filled with `value`, of dtype `dtype`.
+    pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
+        let n = shape.iter().product();
+        Tensor::from_buffer(Buffer::filled(dtype, n, value), shape)
+    }
+
+    /// A f32 tensor of `shape` filled with `value`.
+    pub fn full(shape: &[usize], value: f32) -> Tensor {
+        Tensor::full_dtype(shape, value as f64, DType::F32)
+    }
+
+    /// Zeros (f32).
+    pub fn zeros(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 0.0)
+    }
+
+    /// Ones (f32).
+    pub fn ones(shape: &[usize]) -> Tensor {
+        Tensor::full(shape, 1.0)
+    }
+
+    /// Zeros with the shape and dtype of `self`, carrying no trace.
+    pub fn zeros_like(&self) -> Tensor {
+        Tensor::full_dtype(self.shape(), 0.0, self.dtype())
+    }
+
+    /// Ones with the shape and dtype of `self`, carrying no trace.
+    pub fn ones_like(&self) -> Tensor {
+        Tensor::full_dtype(self.shape(), 1.0, self.dtype())
+    }
+
+    /// The `n x n` identity (f32).
+    pub fn eye(n: usize) -> Tensor {
+        Tensor::eye_dtype(n, DType::F32)
+    }
+
+    /// The `n x n` identity of `dtype`.
+    pub fn eye_dtype(n: usize, dtype: DType) -> Tensor {
+        let mut v = vec![0.0f64; n * n];
+        for i in 0..n {
+            v[i * n + i] = 1.0;
+        }
+        Tensor::from_buffer(Buffer::F64(v).cast(dtype), &[n, n])
+    }
+
+    /// `start, start+step, …` below `stop` (f32), like `numpy.arange`.
+    pub fn arange(start: f32, stop: f32, step: f32) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: "arange",
+                msg: format!("step must be finite and non-zero, got {step}"),
+            });
+        }
+        let n = ((stop - start) / step).ceil().max(0.0) as usize;
+        let v: Vec<f32> = (0..n).map(|i| start + i as f32 * step).collect();
+        Tensor::from_vec(v, &[n])
+    }
+
+    /// `num` evenly spaced values from `start` to `stop` inclusive (f32), like `numpy.linspace`.
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// assert_eq!(Tensor::linspace(-1.0, 1.0, 5).to_string(), "[-1.  -0.5  0.   0.5  1. ]");
+    /// ```
+    pub fn linspace(start: f32, stop: f32, num: usize) -> Tensor {
+        // numpy computes in f64 and rounds once, so do the same for identical values.
+        let (s, e) = (start as f64, stop as f64);
+        let v: Vec<f32> = match num {
+            0 => vec![],
+            1 => vec![start],
+            _ => {
+                let step = (e - s) / (num - 1) as f64;
+                (0..num)
+                    .map(|i| {
+                        if i == num - 1 {
+                            stop
+                        } else {
+                            (s + i as f64 * step) as f32
+                        }
+                    })
+                    .collect()
+            }
+        };
+        Tensor::from_buffer(Buffer::F32(v), &[num])
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// The shape, printable as `(2, 3)`.
+    pub fn shape_display(&self) -> ShapeDisplay {
+        ShapeDisplay(self.shape().to_vec())
+    }
+
+    /// Number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.0.shape.len()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.buf.len()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.0.buf.dtype()
+    }
+
+    /// True if the tensor has no dimensions.
+    pub fn is_scalar(&self) -> bool {
+        self.0.shape.is_empty()
+    }
+
+    pub(crate) fn buf(&self) -> &Buffer {
+        &self.0.buf
+    }
+
+    pub(crate) fn tags(&self) -> &Tags {
+        &self.0.tags
+    }
+
+    /// The values as a `Vec<T>`, converting the dtype if needed.
+    pub fn to_vec<T: Float>(&self) -> Vec<T> {
+        match T::slice(self.buf()) {
+            Some(s) => s.to_vec(),
+            None => with_slice!(self.buf(), v => v.iter().map(|x| T::from_f64(x.to_f64_lossless())).collect()),
+        }
+    }
+
+    /// The values of a f32 tensor as a slice; `None` for f64.
+    pub fn as_slice<T: Float>(&self) -> Option<&[T]> {
+        T::slice(self.buf())
+    }
+
+    /// The value of a one-element tensor as `f64`.
+    ///
+    /// Errors if the tensor has more than one element.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::InvalidArgument {
+                op: "item",
+                msg: format!(
+                    "only one-element tensors convert to a scalar, shape is {}",
+                    self.shape_display()
+                ),
+            });
+        }
+        Ok(self.buf().get_f64(0))
+    }
+
+    /// Element `i` of the flat (row-major) data as `f64`; `None` if out of range.
+    pub fn get_flat(&self, i: usize) -> Option<f64> {
+        (i < self.numel()).then(|| self.buf().get_f64(i))
+    }
+
+    /// The values as `f64`, whatever the dtype.
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        self.to_vec::<f64>()
+    }
+
+    /// Take the values out, without copying when this is the only handle to the buffer.
+    pub fn into_vec<T: Float>(self) -> Vec<T> {
+        match Arc::try_unwrap(self.0) {
+            Ok(inner) if T::slice(&inner.buf).is_some() => match Arc::try_unwrap(inner.buf) {
+                Ok(buf) => match buf {
+                    b @ Buffer::F32(_) | b @ Buffer::F64(_) => T::slice(&b).map(|s| s.to_vec()).unwrap_or_default(),
+                },
+                Err(buf) => T::slice(&buf).map(|s| s.to_vec()).unwrap_or_default(),
+            },
+            Ok(inner) => Tensor(Arc::new(inner)).to_vec(),
+            Err(arc) => Tensor(arc).to_vec(),
+        }
+    }
+
+    /// The same values with no trace tags: a constant to every transform (`stop_gradient`).
+    pub fn detach(&self) -> Tensor {
+        if self.0.tags.is_empty() {
+            return self.clone();
+        }
+        Tensor::from_parts(self.0.buf.clone(), self.0.shape.clone(), Tags::new())
+    }
+
+    pub(crate) fn with_tags(&self, tags: Tags) -> Tensor {
+        Tensor::from_parts(self.0.buf.clone(), self.0.shape.clone(), tags)
+    }
+
+    /// True if the two tensors share one buffer (no copy was made).
+    pub fn shares_buffer(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0.buf, &other.0.buf)
+    }
+
+    /// Element-wise closeness, like `numpy.allclose`: same shape and
+    /// `|a - b| <= atol + rtol * |b|` everywhere.
+    pub fn allclose(&self, other: &Tensor, rtol: f64, atol: f64) -> bool {
+        self.shape() == other.shape()
+            && self
+                .to_f64_vec()
+                .iter()
+                .zip(other.to_f64_vec())
+                .all(|(a, b)| (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan()))
+    }
+}
+
+trait ToF64Lossless {
+    fn to_f64_lossless(self) -> f64;
+}
+impl ToF64Lossless for f32 {
+    fn to_f64_lossless(self) -> f64 {
+        self as f64
+    }
+}
+impl ToF64Lossless for f64 {
+    fn to_f64_lossless(self) -> f64 {
+        self
+    }
+}
+
+/// Anything that can become a [`Tensor`]: scalars, arrays (nested up to 4 levels), slices, `Vec`s.
+pub trait IntoTensor {
+    /// Build the tensor.
+    fn into_tensor(self) -> Tensor;
+}
+
+/// Flat data and shape of a nested array literal.
+#[doc(hidden)]
+pub trait NestedData {
+    type Elem: Float;
+    fn shape_into(&self, shape: &mut Vec<usize>);
+    fn push_into(&self, out: &mut Vec<Self::Elem>);
+}
+
+impl<T: Float> NestedData for T {
+    type Elem = T;
+    fn shape_into(&self, _: &mut Vec<usize>) {}
+    fn push_into(&self, out: &mut Vec<T>) {
+        out.push(*self);
+    }
+}
+
+impl<A: NestedData, const N: usize> NestedData for [A; N] {
+    type Elem = A::Elem;
+    fn shape_into(&self, shape: &mut Vec<usize>) {
+        shape.push(N);
+        if let Some(first) = self.first() {
+            first.shape_into(shape);
+        }
+    }
+    fn push_into(&self, out: &mut Vec<A::Elem>) {
+        for a in self {
+            a.push_into(out);
+        }
+    }
+}
+
+impl<A: NestedData> IntoTensor for A {
+    fn into_tensor(self) -> Tensor {
+        let mut shape = Vec::new();
+        self.shape_into(&mut shape);
+        let mut data = Vec::with_capacity(shape.iter().product());
+        self.push_into(&mut data);
+        Tensor::from_buffer(A::Elem::into_buffer(data), &shape)
+    }
+}
+
+impl<T: Float> IntoTensor for Vec<T> {
+    fn into_tensor(self) -> Tensor {
+        let n = self.len();
+        Tensor::from_buffer(T::into_buffer(self), &[n])
+    }
+}
+
+impl<T: Float> IntoTensor for &[T] {
+    fn into_tensor(self) -> Tensor {
+        self.to_vec().into_tensor()
+    }
+}
+
+impl IntoTensor for Tensor {
+    fn into_tensor(self) -> Tensor {
+        self
+    }
+}
+
+impl IntoTensor for &Tensor {
+    fn into_tensor(self) -> Tensor {
+        self.clone()
+    }
+}
+
+// ---------------------------------------------------------------- display
+
+/// numpy's `dragon4_positional(x, precision=8, unique=True, trim='.')` for one value.
+fn positional(v: f64, dtype: DType) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let shortest = match dtype {
+        DType::F32 => format!("{}", v as f32),
+        DType::F64 => format!("{v}"),
+    };
+    let frac_len = shortest.split('.').nth(1).map_or(0, str::len);
+    let s = if frac_len > 8 {
+        let r = match dtype {
+            DType::F32 => format!("{:.8}", v as f32),
+            DType::F64 => format!("{v:.8}"),
+        };
+        r.trim_end_matches('0').to_string()
+    } else {
+        shortest
+    };
+    if s.contains('.') {
+        s
+    } else {
+        format!("{s}.")
+    }
+}
+
+/// numpy's scientific form with unique digits: `1.5e-05`.
+fn scientific(v: f64, dtype: DType) -> String {
+    if !v.is_finite() {
+        return positional(v, dtype);
+    }
+    let s = match dtype {
+        DType::F32 => format!("{:e}", v as f32),
+        DType::F64 => format!("{v:e}"),
+    };
+    let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let mant = if mant.contains('.') {
+        mant.to_string()
+    } else {
+        format!("{mant}.")
+    };
+    format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+}
+
+fn format_elements(vals: &[f64], dtype: DType) -> Vec<String> {
+    let finite: Vec<f64> = vals
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite() && *v != 0.0)
+        .map(f64::abs)
+        .collect();
+    let (mut mx, mut mn) = (0.0f64, f64::INFINITY);
+    for &a in &finite {
+        mx = mx.max(a);
+        mn = mn.min(a);
+    }
+    let exp_mode = !finite.is_empty() && (mx >= 1e8 || mn < 1e-4 || mx / mn > 1e3);
+    if exp_mode {
+        let strs: Vec<String> = vals.iter().map(|&v| scientific(v, dtype)).collect();
+        // Pad mantissas to a common number of fraction digits, as numpy does.
+        let frac = strs
+            .iter()
+            .map(|s| s.split('e').next().and_then(|m| m.split('.').nth(1)).map_or(0, str::len))
+            .max()
+            .unwrap_or(0);
+        let strs: Vec<String> = strs
+            .into_iter()
+            .map(|s| match s.split_once('e') {
+                Some((m, e)) => {
+                    let cur = m.split('.').nth(1).map_or(0, str::len);
+                    format!("{m}{}e{e}", "0".repeat(frac - cur))
+                }
+                None => s,
+            })
+            .collect();
+        let w = strs.iter().map(String::len).max().unwrap_or(0);
+        return strs.into_iter().map(|s| format!("{s:>w$}")).collect();
+    }
+    let strs: Vec<String> = vals.iter().map(|&v| positional(v, dtype)).collect();
+    let split = |s: &str| -> (usize, usize) {
+        match s.split_once('.') {
+            Some((i, f)) => (i.len(), f.len()),
+            None => (s.len(), 0),
+        }
+    };
+    let left = strs.iter().map(|s| split(s).0).max().unwrap_or(0);
+    let right = strs.iter().map(|s| split(s).1).max().unwrap_or(0);
+    strs.iter()
+        .map(|s| {
+            let (i, f) = split(s);
+            if s.contains('.') {
+                format!("{}{s}{}", " ".repeat(left - i), " ".repeat(right - f))
+            } else {
+                format!("{s:>w$}", w = left + right + 1)
+            }
+        })
+        .collect()
+}
+
+fn write_nested(
+    f: &mut fmt::Formatter<'_>,
+    elems: &[String],
+    shape: &[usize],
+    depth: usize,
+    ndim: usize,
+) -> fmt::Result {
+    write!(f, "[")?;
+    if shape.len() == 1 {
+        write!(f, "{}", elems.join(" "))?;
+    } else {
+        let n = shape[0];
+        let stride = elems.len() / n.max(1);
+        for i in 0..n {
+            if i > 0 {
+                // numpy separates blocks of rank r with r-1 blank lines.
+                write!(f, "{}", "\n".repeat(shape.len() - 1))?;
+                write!(f, "{}", " ".repeat(depth + 1))?;
+            }
+            write_nested(f, &elems[i * stride..(i + 1) * stride], &shape[1..], depth + 1, ndim)?;
+        }
+    }
+    write!(f, "]")
+}
+
+impl fmt::Display for Tensor {
+    /// numpy's `str`: `[2. 2. 2.]`, `[[-3.]]`. A 0-d tensor prints as the Python float its value
+    /// widens to (`28.400001525878906`, `56.0`), as the reference does.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let vals = self.to_f64_vec();
+        if self.is_scalar() {
+            let v = vals[0];
+            if let Some(p) = f.precision() {
+                return write!(f, "{v:.p$}");
+            }
+            return if v.is_finite() && v == v.trunc() && v.abs() < 1e16 {
+                write!(f, "{v:.1}")
+            } else {
+                write!(f, "{v:?}")
+            };
+        }
+        if self.numel() == 0 {
+            return write!(f, "{}", "[".repeat(self.ndim()) + &"]".repeat(self.ndim()));
+        }
+        let elems = format_elements(&vals, self.dtype());
+        write_nested(f, &elems, self.shape(), 0, self.ndim())
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor({self}, shape={}, dtype={})",
+            self.shape_display(),
+            self.dtype().name()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_like_numpy() {
+        assert_eq!(Tensor::new([2.0f32, 2.0, 2.0]).to_string(), "[2. 2. 2.]");
+        assert_eq!(Tensor::new([[-3.0f32]]).to_string(), "[[-3.]]");
+        assert_eq!(
+            Tensor::new([4.5403023f32, 5.0]).to_string(),
+            "[4.5403023 5.       ]"
+        );
+        assert_eq!(
+            Tensor::new([[2.0f32, 1.0], [0.5403023, 0.0], [0.0, 7.389056]]).to_string(),
+            "[[2.        1.       ]\n [0.5403023 0.       ]\n [0.        7.389056 ]]"
+        );
+        assert_eq!(Tensor::new([-0.05547f32]).to_string(), "[-0.05547]");
+        assert_eq!(Tensor::new([[-0.08320501f32]]).to_string(), "[[-0.08320501]]");
+        assert_eq!(Tensor::scalar(28.4f32 + 0.000001).to_string(), "28.400001525878906");
+        assert_eq!(Tensor::scalar(56.0f32).to_string(), "56.0");
+        assert_eq!(format!("{:.4}", Tensor::scalar(5.5f32)), "5.5000");
+    }
+
+    #[test]
+    fn constructors_check_lengths() {
+        assert!(matches!(
+            Tensor::from_vec(vec![1.0f32; 3], &[2, 2]),
+            Err(Error::DataLength { len: 3, .. })
+        ));
+        assert_eq!(Tensor::eye(2).to_vec::<f32>(), vec![1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(Tensor::arange(0.0, 1.0, 0.25).unwrap().numel(), 4);
+        assert_eq!(Tensor::linspace(-1.0, 1.0, 5).to_vec::<f32>(), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+    }
+}

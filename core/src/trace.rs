@@ -1,0 +1,399 @@
+//! The tape and the trace frames.
+//!
+//! Every transform call opens a [`Frame`] on a thread-local stack. A frame has a unique level id.
+//! A value recorded on a frame's tape carries a tag `(level, node)`; a tensor may carry tags of
+//! several nested levels at once, which is what makes `grad(grad(f))` work: an operation whose
+//! inputs are tagged at several active levels is recorded on each of those tapes. Tags of levels
+//! that are no longer on the stack are ignored, so a tape never outlives its transform call and no
+//! graph hangs off a tensor.
+//!
+//! Frames also track state accesses (first-access order, read/write), substitute state values
+//! (the pure-function view of a stateful function), and restore states on exit.
+
+use crate::error::{Error, Result};
+use crate::prim::Primitive;
+use crate::state::{State, StateId};
+use crate::tensor::{Tags, Tensor};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+
+static NEXT_LEVEL: AtomicU64 = AtomicU64::new(1);
+
+/// One recorded operation.
+pub(crate) struct OpNode {
+    pub(crate) prim: Arc<dyn Primitive>,
+    /// Node id of each input on this tape, `None` for a constant at this level.
+    pub(crate) parents: Vec<Option<u32>>,
+    /// The inputs as they were seen (with their tags of other levels, for higher order).
+    pub(crate) inputs: Vec<Tensor>,
+    /// The output as it was produced.
+    pub(crate) output: Tensor,
+}
+
+/// A tape node: an input of the differentiated function, or an operation.
+pub(crate) enum Node {
+    Input,
+    Op(OpNode),
+}
+
+/// The Wengert list of one level, in topological order.
+#[derive(Default)]
+pub struct Tape {
+    pub(crate) nodes: Vec<Node>,
+}
+
+impl Tape {
+    /// Number of recorded nodes (inputs and operations).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    /// True if nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+/// How a state was used inside a frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The value was read.
+    pub read: bool,
+    /// The value was written.
+    pub written: bool,
+}
+
+/// What a frame does with the states it touched when it closes normally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExitPolicy {
+    /// Written states keep their new values (stripped of this level's tag); read-only ones are
+    /// restored to their entry values.
+    KeepWrites,
+    /// Every touched state is restored (StateFinder, shape evaluation).
+    RestoreAll,
+}
+
+pub(crate) struct Frame {
+    pub(crate) level: u64,
+    pub(crate) records: bool,
+    pub(crate) tape: Tape,
+    pub(crate) policy: ExitPolicy,
+    /// Touched states in first-access order, with their entry values and usage.
+    pub(crate) touched: Vec<(State, Tensor, Access)>,
+    touched_index: HashMap<StateId, usize>,
+    /// Values substituted for states at their first access in this frame.
+    pub(crate) overrides: HashMap<StateId, Tensor>,
+}
+
+thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+    static SEQUENTIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while any frame is open on this thread (a transform is running).
+pub(crate) fn tracing() -> bool {
+    FRAMES.with(|f| !f.borrow().is_empty())
+}
+
+/// True if kernels on this thread must stay sequential (inside a parallel Jacobian chunk).
+pub(crate) fn sequential() -> bool {
+    SEQUENTIAL.with(Cell::get)
+}
+
+/// Run `f` with kernels kept sequential on this thread.
+pub(crate) fn with_sequential<R>(f: impl FnOnce() -> R) -> R {
+    let prev = SEQUENTIAL.with(|s| s.replace(true));
+    let r = f();
+    SEQUENTIAL.with(|s| s.set(prev));
+    r
+}
+
+/// Silence the default panic message for typed operator errors, which transforms turn into `Err`.
+pub(crate) fn install_quiet_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<crate::error::OpPanic>().is_some() && tracing() {
+                return;
+            }
+            prev(info);
+        }));
+    });
+}
+
+/// Handle to an open frame. Closing it (or dropping it during a panic) pops the frame.
+pub(crate) struct FrameGuard {
+    level: u64,
+    closed: bool,
+}
+
+/// Open a frame. `records` frames build a tape; others only track states.
+pub(crate) fn push_frame(
+    records: bool,
+    policy: ExitPolicy,
+    overrides: HashMap<StateId, Tensor>,
+) -> FrameGuard {
+    install_quiet_hook();
+    let level = NEXT_LEVEL.fetch_add(1, Ordering::Relaxed);
+    FRAMES.with(|f| {
+        f.borrow_mut().push(Frame {
+            level,
+            records,
+            tape: Tape::default(),
+            policy,
+            touched: Vec::new(),
+            touched_index: HashMap::new(),
+            overrides,
+        })
+    });
+    FrameGuard {
+        level,
+        closed: false,
+    }
+}
+
+impl FrameGuard {
+    pub(crate) fn level(&self) -> u64 {
+        self.level
+    }
+
+    /// Record a new input node on this frame's tape and return `t` tagged with it.
+    pub(crate) fn input(&self, t: &Tensor) -> (Tensor, u32) {
+        FRAMES.with(|f| {
+            let mut frames = f.borrow_mut();
+            let frame = frames
+                .iter_mut()
+                .find(|fr| fr.level == self.level)
+                .expect("internal error: frame not on the stack");
+            let id = frame.tape.nodes.len() as u32;
+            frame.tape.nodes.push(Node::Input);
+            let mut tags = t.tags().clone();
+            tags.push((self.level, id));
+            (t.with_tags(tags), id)
+        })
+    }
+
+    /// Close the frame. On success, states are finalised by the frame's policy; on failure every
+    /// touched state is restored to its entry value.
+    pub(crate) fn close(mut self, ok: bool) -> Frame {
+        self.closed = true;
+        let frame = pop(self.level);
+        finish_states(&frame, ok);
+        frame
+    }
+}
+
+impl Drop for FrameGuard {
+    fn drop(&mut self) {
+        if !self.closed {
+            // Only reached while unwinding past the guard: restore and pop.
+            let frame = pop(self.level);
+            finish_states(&frame, false);
+        }
+    }
+}
+
+fn pop(level: u64) -> Frame {
+    FRAMES.with(|f| {
+        let mut frames = f.borrow_mut();
+        let top = frames
+            .pop()
+            .expect("internal error: frame stack empty on close");
+        assert_eq!(top.level, level, "internal error: frames closed out of order");
+        top
+    })
+}
+
+fn finish_states(frame: &Frame, ok: bool) {
+    for (state, entry, access) in frame.touched.iter().rev() {
+        if ok && access.written && frame.policy == ExitPolicy::KeepWrites {
+            let v = state.raw_value();
+            if v.tags().iter().any(|&(l, _)| l == frame.level) {
+                let tags: Tags = v.tags().iter().copied().filter(|&(l, _)| l != frame.level).collect();
+                state.raw_set(v.with_tags(tags));
+            }
+        } else {
+            state.raw_set(entry.clone());
+        }
+    }
+}
+
+/// Called by [`State`] on every read or write. Registers the access in every open frame (outer
+/// first) and applies the first frame override; returns nothing, the state's stored value is the
+/// current view.
+pub(crate) fn on_state_access(state: &State, write: bool) {
+    FRAMES.with(|f| {
+        let mut frames = f.borrow_mut();
+        for frame in frames.iter_mut() {
+            let id = state.id();
+            match frame.touched_index.get(&id) {
+                Some(&i) => {
+                    let acc = &mut frame.touched[i].2;
+                    if write {
+                        acc.written = true;
+                    } else {
+                        acc.read = true;
+                    }
+                }
+                None => {
+                    let entry = state.raw_value();
+                    frame.touched_index.insert(id, frame.touched.len());
+                    frame.touched.push((
+                        state.clone(),
+                        entry,
+                        Access {
+                            read: !write,
+                            written: write,
+                        },
+                    ));
+                    if let Some(v) = frame.overrides.get(&id) {
+                        state.raw_set(v.clone());
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Record `prim(inputs) = output` on every open recording frame where an input is tagged, and
+/// return the output tagged accordingly. `output` carries no tags on entry.
+pub(crate) fn record(prim: &Arc<dyn Primitive>, inputs: &[&Tensor], output: Tensor) -> Tensor {
+    if inputs.iter().all(|t| t.tags().is_empty()) {
+        return output;
+    }
+    FRAMES.with(|f| {
+        let mut frames = f.borrow_mut();
+        let mut tags = Tags::new();
+        for frame in frames.iter_mut().filter(|fr| fr.records) {
+            let level = frame.level;
+            let parents: Vec<Option<u32>> = inputs
+                .iter()
+                .map(|t| t.tags().iter().find(|&&(l, _)| l == level).map(|&(_, n)| n))
+                .collect();
+            if parents.iter().all(Option::is_none) {
+                continue;
+            }
+            let id = frame.tape.nodes.len() as u32;
+            frame.tape.nodes.push(Node::Op(OpNode {
+                prim: prim.clone(),
+                parents,
+                inputs: inputs.iter().map(|&t| t.clone()).collect(),
+                output: output.clone(),
+            }));
+            tags.push((level, id));
+        }
+        if tags.is_empty() {
+            output
+        } else {
+            output.with_tags(tags)
+        }
+    })
+}
+
+/// Remove the tag of `level` from a tensor (after its frame closed).
+pub(crate) fn strip(t: &Tensor, level: u64) -> Tensor {
+    if t.tags().iter().any(|&(l, _)| l == level) {
+        t.with_tags(t.tags().iter().copied().filter(|&(l, _)| l != level).collect())
+    } else {
+        t.clone()
+    }
+}
+
+/// The node of `t` on the tape of `level`, if it is recorded there.
+pub(crate) fn node_of(t: &Tensor, level: u64) -> Option<u32> {
+    t.tags().iter().find(|&&(l, _)| l == level).map(|&(_, n)| n)
+}
+
+/// Options of a backward pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BackwardOpts {
+    /// Check every cotangent for NaN/Inf and name the primitive that produced it.
+    pub(crate) debug_nan: bool,
+}
+
+/// Reverse-mode sweep over a closed tape: the cotangent `cot` of node `out`, pulled back to the
+/// nodes in `wanted`. Cotangents are computed with tensor operations, so an enclosing open frame
+/// records them (higher-order derivatives). `None` means a symbolic zero.
+pub(crate) fn backward(
+    tape: &Tape,
+    out: u32,
+    cot: Tensor,
+    wanted: &[u32],
+    opts: BackwardOpts,
+) -> Result<Vec<Option<Tensor>>> {
+    let mut cots: Vec<Option<Tensor>> = vec![None; out as usize + 1];
+    cots[out as usize] = Some(cot);
+    let lowest = wanted.iter().copied().min().unwrap_or(0) as usize;
+    for i in (lowest..=out as usize).rev() {
+        let Some(g) = cots[i].take() else { continue };
+        match &tape.nodes[i] {
+            Node::Input => cots[i] = Some(g),
+            Node::Op(op) => {
+                if op.parents.iter().all(Option::is_none) {
+                    continue;
+                }
+                let needs: Vec<bool> = op.parents.iter().map(Option::is_some).collect();
+                let input_refs: Vec<&Tensor> = op.inputs.iter().collect();
+                let grads = op.prim.vjp(&input_refs, &op.output, &g, &needs)?;
+                for ((parent, grad), input) in op.parents.iter().zip(grads).zip(&op.inputs) {
+                    let (Some(p), Some(grad)) = (parent, grad) else { continue };
+                    if grad.shape() != input.shape() {
+                        return Err(Error::Unsupported(format!(
+                            "internal error: vjp of `{}` gave shape {} for an input of shape {}",
+                            op.prim.name(),
+                            grad.shape_display(),
+                            input.shape_display()
+                        )));
+                    }
+                    if opts.debug_nan && grad.to_f64_vec().iter().any(|v| !v.is_finite()) {
+                        return Err(Error::NonFinite {
+                            primitive: format!("{} (backward)", op.prim.name()),
+                            location: None,
+                        });
+                    }
+                    let slot = &mut cots[*p as usize];
+                    *slot = Some(match slot.take() {
+                        None => grad,
+                        Some(acc) => acc.try_add(&grad)?,
+                    });
+                }
+            }
+        }
+    }
+    Ok(wanted.iter().map(|&w| cots[w as usize].clone()).collect())
+}
+
+/// The NaN check of `debug_nan` on forward values: the first primitive on the tape whose output
+/// is not finite while its inputs are.
+pub(crate) fn first_nonfinite(tape: &Tape) -> Option<String> {
+    tape.nodes.iter().find_map(|n| match n {
+        Node::Op(op) => {
+            let bad = |t: &Tensor| t.to_f64_vec().iter().any(|v| !v.is_finite());
+            (bad(&op.output) && !op.inputs.iter().any(bad)).then(|| op.prim.name().to_string())
+        }
+        Node::Input => None,
+    })
+}
+
+/// Drop the tags of levels that are no longer open (keeps results light and fast to use).
+pub(crate) fn strip_dead(t: &Tensor) -> Tensor {
+    if t.tags().is_empty() {
+        return t.clone();
+    }
+    FRAMES.with(|f| {
+        let frames = f.borrow();
+        let live: Tags = t
+            .tags()
+            .iter()
+            .copied()
+            .filter(|&(l, _)| frames.iter().any(|fr| fr.level == l))
+            .collect();
+        if live.len() == t.tags().len() {
+            t.clone()
+        } else {
+            t.with_tags(live)
+        }
+    })
+}

@@ -1,0 +1,242 @@
+//! The pure-function view of a stateful function, and the reverse/forward products on it that
+//! every transform plugin is built from.
+
+use crate::error::{from_panic, Error, Result};
+use crate::state::{State, StateId};
+use crate::tensor::Tensor;
+use crate::trace::{self, BackwardOpts, ExitPolicy, Frame};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// A stateful function seen as a pure one: `(grad-state values, then the selected arguments'
+/// leaves) -> output`. This is what a [`crate::TransformPlugin`] receives; it never sees a
+/// [`State`]. Calling it runs the user's function once with those values substituted; states the
+/// function writes keep their new values, as in a direct call.
+pub struct PureFn<'a> {
+    pub(crate) f: &'a dyn Fn(&[Tensor]) -> Result<Tensor>,
+    /// How many leading inputs are state values.
+    pub n_states: usize,
+    /// The input range of each selected argument, in `argnums` order (shifted past the states).
+    pub arg_ranges: Vec<Range<usize>>,
+    pub(crate) debug_nan: bool,
+}
+
+impl PureFn<'_> {
+    /// Evaluate the function at `inputs`.
+    pub fn call(&self, inputs: &[Tensor]) -> Result<Tensor> {
+        (self.f)(inputs)
+    }
+
+    /// Number of inputs.
+    pub fn n_inputs(&self) -> usize {
+        self.arg_ranges.last().map_or(self.n_states, |r| r.end)
+    }
+
+    /// Whether `debug_nan` checks are on.
+    pub fn debug_nan(&self) -> bool {
+        self.debug_nan
+    }
+}
+
+/// The linear map `cotangent -> input cotangents` of one evaluation (see [`vjp`]).
+pub struct Pullback {
+    tape: trace::Tape,
+    out_node: Option<u32>,
+    input_nodes: Vec<u32>,
+    inputs: Vec<Tensor>,
+    out_shape: Vec<usize>,
+    debug_nan: bool,
+}
+
+impl Pullback {
+    /// Input cotangents for the output cotangent `cot` (which has the output's shape). Inputs the
+    /// output does not depend on get zeros. Operations are recorded on any enclosing transform,
+    /// so the result can be differentiated again.
+    pub fn call(&self, cot: &Tensor) -> Result<Vec<Tensor>> {
+        if cot.shape() != self.out_shape.as_slice() {
+            return Err(Error::ShapeMismatch {
+                op: "vjp cotangent",
+                lhs: self.out_shape.as_slice().into(),
+                rhs: cot.shape().into(),
+            });
+        }
+        let opt = self.call_sparse(cot)?;
+        Ok(opt
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(g, x)| g.unwrap_or_else(|| x.zeros_like()))
+            .collect())
+    }
+
+    /// Like [`Pullback::call`], but `None` for inputs that receive no cotangent (symbolic zeros).
+    pub fn call_sparse(&self, cot: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let Some(out) = self.out_node else {
+            return Ok(vec![None; self.inputs.len()]);
+        };
+        let cot = cot.cast(self.inputs.first().map_or(cot.dtype(), |_| cot.dtype()));
+        let res = trace::backward(
+            &self.tape,
+            out,
+            cot,
+            &self.input_nodes,
+            BackwardOpts {
+                debug_nan: self.debug_nan,
+            },
+        )?;
+        Ok(res
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(g, x)| g.map(|g| g.cast(x.dtype())))
+            .collect())
+    }
+
+    /// The shape of the output.
+    pub fn out_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    /// The inputs this pullback was linearised at.
+    pub fn inputs(&self) -> &[Tensor] {
+        &self.inputs
+    }
+}
+
+/// Evaluate `f` at `inputs` and linearise it: the output and its [`Pullback`].
+///
+/// ```
+/// use stategrad_core::{transform::engine::{vjp_pure, PureFn}, Tensor};
+/// let f = |xs: &[Tensor]| Ok((&xs[0] * &xs[0]).sum());
+/// let pf = PureFn::new(&f, 0, vec![0..1]);
+/// let (y, pb) = vjp_pure(&pf, &[Tensor::new([1.0f32, 2.0])]).unwrap();
+/// assert_eq!(y.item().unwrap(), 5.0);
+/// assert_eq!(pb.call(&Tensor::scalar(1.0f32)).unwrap()[0].to_string(), "[2. 4.]");
+/// ```
+pub fn vjp_pure(f: &PureFn<'_>, inputs: &[Tensor]) -> Result<(Tensor, Pullback)> {
+    let guard = trace::push_frame(true, ExitPolicy::KeepWrites, HashMap::new());
+    let level = guard.level();
+    let mut tagged = Vec::with_capacity(inputs.len());
+    let mut nodes = Vec::with_capacity(inputs.len());
+    for x in inputs {
+        let (t, n) = guard.input(x);
+        tagged.push(t);
+        nodes.push(n);
+    }
+    let out = f.call(&tagged);
+    let ok = out.is_ok();
+    let frame: Frame = guard.close(ok);
+    let out = out?;
+    if f.debug_nan {
+        if let Some(p) = trace::first_nonfinite(&frame.tape) {
+            return Err(Error::NonFinite {
+                primitive: p,
+                location: None,
+            });
+        }
+    }
+    let out_node = trace::node_of(&out, level);
+    let value = trace::strip(&out, level);
+    Ok((
+        value.clone(),
+        Pullback {
+            tape: frame.tape,
+            out_node,
+            input_nodes: nodes,
+            inputs: inputs.to_vec(),
+            out_shape: value.shape().to_vec(),
+            debug_nan: f.debug_nan,
+        },
+    ))
+}
+
+/// The Jacobian-vector product: `f(inputs)` and `J · tangents`, by transposing the pullback
+/// (itself a linear function recorded on a tape), so it needs only the primitives' transpose
+/// rules and works at any order.
+pub fn jvp_pure(f: &PureFn<'_>, inputs: &[Tensor], tangents: &[Tensor]) -> Result<(Tensor, Tensor)> {
+    if tangents.len() != inputs.len() {
+        return Err(Error::InvalidArgument {
+            op: "jvp",
+            msg: format!("{} tangents for {} inputs", tangents.len(), inputs.len()),
+        });
+    }
+    for (t, x) in tangents.iter().zip(inputs) {
+        if t.shape() != x.shape() {
+            return Err(Error::ShapeMismatch {
+                op: "jvp tangent",
+                lhs: x.shape().into(),
+                rhs: t.shape().into(),
+            });
+        }
+    }
+    let (value, pb) = vjp_pure(f, inputs)?;
+    let jt = pb.jvp(tangents)?;
+    Ok((value, jt))
+}
+
+impl Pullback {
+    /// `J · tangents` from this linearisation (forward-mode product by transposition).
+    pub fn jvp(&self, tangents: &[Tensor]) -> Result<Tensor> {
+        let t: Vec<Option<Tensor>> = tangents.iter().cloned().map(Some).collect();
+        self.jvp_sparse(&t)
+    }
+
+    /// `J · tangents` where `None` is a zero tangent (its input costs nothing).
+    pub fn jvp_sparse(&self, tangents: &[Option<Tensor>]) -> Result<Tensor> {
+        let guard = trace::push_frame(true, ExitPolicy::KeepWrites, HashMap::new());
+        let level = guard.level();
+        let u0 = Tensor::full_dtype(&self.out_shape, 0.0, self.inputs.first().map_or(Default::default(), |x| x.dtype()));
+        let (u, u_node) = guard.input(&u0);
+        let res = (|| -> Result<Tensor> {
+            let grads = self.call_sparse(&u)?;
+            let mut acc: Option<Tensor> = None;
+            for (g, t) in grads.iter().zip(tangents) {
+                let (Some(g), Some(t)) = (g, t) else { continue };
+                let term = g.try_mul(&t.cast(g.dtype()))?.sum();
+                acc = Some(match acc {
+                    None => term,
+                    Some(a) => a.try_add(&term)?,
+                });
+            }
+            Ok(acc.unwrap_or_else(|| Tensor::scalar_of(0.0, u0.dtype())))
+        })();
+        let frame = guard.close(res.is_ok());
+        let s = res?;
+        let Some(s_node) = trace::node_of(&s, level) else {
+            return Ok(u0);
+        };
+        let one = Tensor::scalar_of(1.0, s.dtype());
+        let r = trace::backward(&frame.tape, s_node, one, &[u_node], BackwardOpts::default())?;
+        Ok(r.into_iter().next().flatten().unwrap_or(u0))
+    }
+}
+
+impl<'a> PureFn<'a> {
+    /// A pure function over `n_states` state values then the given argument ranges (for tests
+    /// and for plugins that build their own).
+    pub fn new(f: &'a dyn Fn(&[Tensor]) -> Result<Tensor>, n_states: usize, arg_ranges: Vec<Range<usize>>) -> Self {
+        PureFn {
+            f,
+            n_states,
+            arg_ranges,
+            debug_nan: false,
+        }
+    }
+}
+
+/// Run `body` with the given state values substituted at first access, as one call of the pure
+/// function. Catches panics (typed operator errors become their `Error`); on failure every state
+/// is restored. Returns the result and the states the call touched, in first-access order.
+pub(crate) fn with_states<R>(
+    overrides: HashMap<StateId, Tensor>,
+    policy: ExitPolicy,
+    body: impl FnOnce() -> Result<R>,
+) -> Result<(R, Vec<(State, trace::Access)>)> {
+    let guard = trace::push_frame(false, policy, overrides);
+    let res = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(payload) => Err(from_panic(payload)),
+    };
+    let frame = guard.close(res.is_ok());
+    let touched = frame.touched.into_iter().map(|(s, _, a)| (s, a)).collect();
+    res.map(|r| (r, touched))
+}

@@ -1,0 +1,753 @@
+//! State-aware transforms: [`grad`], [`vector_grad`], [`jacrev`], [`jacfwd`], [`jacobian`],
+//! [`hessian`], all built from one wrapper, [`GradientTransform`], and a [`TransformPlugin`] that
+//! computes the derivative of a pure function.
+//!
+//! The return structure follows the reference's 12-row table, as types:
+//!
+//! | grad_states | argnums | plain | `.has_aux()` | `.return_value()` | both |
+//! |---|---|---|---|---|---|
+//! | none | any | `G` | `(G, X)` | `(G, L)` | `(G, L, X)` |
+//! | given | none | `V` | `(V, X)` | `(V, L)` | `(V, L, X)` |
+//! | given | given | `(V, G)` | `((V, G), X)` | `((V, G), L)` | `((V, G), L, X)` |
+//!
+//! `G` mirrors the selected argument(s): one gradient for an int `argnums`, an array `[G; N]` for
+//! an array of indices (in the given order), a `Vec` for a `Vec`. `V` mirrors the `grad_states`
+//! container (a single state, a `Vec`, a path-keyed map, nested maps).
+//!
+//! ```
+//! use stategrad_core::{grad, ParamState, State, Tensor};
+//! let w = ParamState::new(Tensor::new([1.0f32, 2.0]));
+//! let loss = |x: Tensor| (&x * &w.value()).sum();
+//! // V and G together, with the value:
+//! let ((gw, gx), value) = grad(loss)
+//!     .grad_states(w.clone())
+//!     .argnums(0)
+//!     .return_value()
+//!     .call(Tensor::new([3.0f32, 4.0]))
+//!     .unwrap();
+//! assert_eq!(gw.to_string(), "[3. 4.]");
+//! assert_eq!(gx.to_string(), "[1. 2.]");
+//! assert_eq!(value.item().unwrap(), 11.0);
+//! ```
+
+pub mod engine;
+pub mod plugins;
+pub mod tree;
+
+pub use engine::{jvp_pure, vjp_pure, Pullback, PureFn};
+pub use plugins::{grad_pure, jacobian_rows, GradPlugin, HessianPlugin, JacFwdPlugin, JacRevPlugin, Order, Params, ParamValue, TransformOutput, TransformPlugin, VectorGradPlugin};
+pub use tree::{Arg, Args, StateTree, Static, Tree};
+
+use crate::error::{Error, Result};
+use crate::state::{State, StateId};
+use crate::tensor::Tensor;
+use crate::trace::ExitPolicy;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+// ------------------------------------------------------------------ type-level options
+
+/// No `grad_states` given.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoStates;
+/// `grad_states` given as `S`.
+#[derive(Clone, Debug)]
+pub struct WithStates<S>(pub S);
+/// `argnums` not given.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultArg;
+/// `argnums` given as one index.
+#[derive(Clone, Copy, Debug)]
+pub struct OneArg(pub i64);
+/// `argnums` given as an array of indices.
+#[derive(Clone, Copy, Debug)]
+pub struct ArgArray<const N: usize>(pub [i64; N]);
+/// `argnums` given as a `Vec` of indices.
+#[derive(Clone, Debug)]
+pub struct ArgVec(pub Vec<i64>);
+/// No auxiliary output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoAux;
+/// The function returns `(value, aux)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WithAux;
+/// The value is not returned.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoValue;
+/// The value is returned too.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WithValue;
+/// First-order results (gradients, Jacobians).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct First;
+/// Second-order results (Hessians): a block per pair of inputs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Second;
+
+/// What `argnums(..)` accepts: an integer, an array of integers, or a `Vec` of them.
+pub trait ArgnumSpec {
+    /// The type-level form.
+    type Sel;
+    /// Convert.
+    fn into_sel(self) -> Self::Sel;
+}
+macro_rules! argnum_int {
+    ($($t:ty),*) => {$(
+        impl ArgnumSpec for $t {
+            type Sel = OneArg;
+            fn into_sel(self) -> OneArg { OneArg(self as i64) }
+        }
+        impl<const N: usize> ArgnumSpec for [$t; N] {
+            type Sel = ArgArray<N>;
+            fn into_sel(self) -> ArgArray<N> { ArgArray(self.map(|i| i as i64)) }
+        }
+        impl ArgnumSpec for Vec<$t> {
+            type Sel = ArgVec;
+            fn into_sel(self) -> ArgVec { ArgVec(self.into_iter().map(|i| i as i64).collect()) }
+        }
+    )*};
+}
+argnum_int!(i32, i64, usize, isize);
+
+fn validate_argnums(nums: &[i64], nargs: usize) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(nums.len());
+    for &a in nums {
+        if a < 0 {
+            return Err(Error::NegativeArgnum { argnum: a, nargs });
+        }
+        if a as usize >= nargs {
+            return Err(Error::ArgnumOutOfRange { argnum: a, nargs });
+        }
+        if out.contains(&(a as usize)) {
+            return Err(Error::DuplicateArgnum { argnum: a as usize });
+        }
+        out.push(a as usize);
+    }
+    Ok(out)
+}
+
+/// Everything the engine computed for one call, before formatting.
+pub struct RawResult<A: Args> {
+    args: A,
+    argnums: Vec<usize>,
+    /// Per unique grad state (first order) or per pair (second order, row-major).
+    grads: Vec<Tensor>,
+    /// Map from each listed state (with repeats) to its unique index.
+    state_slots: Vec<usize>,
+    n_unique: usize,
+    /// Inputs per selected argument (leaf counts).
+    arg_leaf_counts: Vec<usize>,
+    value: Tensor,
+}
+
+impl<A: Args> RawResult<A> {
+    fn n_inputs(&self) -> usize {
+        self.n_unique + self.arg_leaf_counts.iter().sum::<usize>()
+    }
+    fn first_state_grads(&self) -> Vec<Tensor> {
+        self.state_slots.iter().map(|&u| self.grads[u].clone()).collect()
+    }
+    fn first_arg_grad(&self, k: usize) -> A::Grad {
+        let start = self.n_unique + self.arg_leaf_counts[..k].iter().sum::<usize>();
+        let mut it = self.grads[start..start + self.arg_leaf_counts[k]].iter().cloned();
+        self.args.arg_grad(self.argnums[k], &mut it)
+    }
+    fn block(&self, i: usize, j: usize) -> Tensor {
+        self.grads[i * self.n_inputs() + j].clone()
+    }
+    fn second_arg_block(&self, k: usize, l: usize) -> Result<Tensor> {
+        if self.arg_leaf_counts[k] != 1 || self.arg_leaf_counts[l] != 1 {
+            return Err(Error::Unsupported(
+                "hessian w.r.t. an argument with several tensors; pass each tensor as its own argument".into(),
+            ));
+        }
+        let i = self.n_unique + self.arg_leaf_counts[..k].iter().sum::<usize>();
+        let j = self.n_unique + self.arg_leaf_counts[..l].iter().sum::<usize>();
+        Ok(self.block(i, j))
+    }
+    fn second_state_blocks<S: StateTree>(&self, tree: &S) -> S::Out<S::Out<Tensor>> {
+        let mut rows = self.state_slots.iter().map(|&u| {
+            let mut cols = self.state_slots.iter().map(|&v| self.block(u, v));
+            tree.build(&mut cols)
+        });
+        tree.build(&mut rows)
+    }
+}
+
+/// How `(grad_states, argnums)` shape the gradient part of the result, per order `K`.
+pub trait Selection<A: Args, K> {
+    /// The gradient part (`G`, `V`, or `(V, G)`).
+    type Grads;
+    /// The state container, if any.
+    fn state_list(&self) -> Vec<(String, State)>;
+    /// The selected argument indices, validated.
+    fn argnums(&self) -> Result<Vec<usize>>;
+    /// Format the engine's result.
+    fn assemble(&self, raw: RawResult<A>) -> Result<Self::Grads>;
+}
+
+impl<A: Args> Selection<A, First> for (NoStates, DefaultArg) {
+    type Grads = A::Grad;
+    fn state_list(&self) -> Vec<(String, State)> {
+        vec![]
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&[0], A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<A::Grad> {
+        Ok(raw.first_arg_grad(0))
+    }
+}
+
+impl<A: Args> Selection<A, First> for (NoStates, OneArg) {
+    type Grads = A::Grad;
+    fn state_list(&self) -> Vec<(String, State)> {
+        vec![]
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&[self.1 .0], A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<A::Grad> {
+        Ok(raw.first_arg_grad(0))
+    }
+}
+
+impl<A: Args, const N: usize> Selection<A, First> for (NoStates, ArgArray<N>) {
+    type Grads = [A::Grad; N];
+    fn state_list(&self) -> Vec<(String, State)> {
+        vec![]
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&self.1 .0, A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<[A::Grad; N]> {
+        Ok(std::array::from_fn(|k| raw.first_arg_grad(k)))
+    }
+}
+
+impl<A: Args> Selection<A, First> for (NoStates, ArgVec) {
+    type Grads = Vec<A::Grad>;
+    fn state_list(&self) -> Vec<(String, State)> {
+        vec![]
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&self.1 .0, A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<Vec<A::Grad>> {
+        Ok((0..raw.argnums.len()).map(|k| raw.first_arg_grad(k)).collect())
+    }
+}
+
+impl<A: Args, S: StateTree> Selection<A, First> for (WithStates<S>, DefaultArg) {
+    type Grads = S::Out<Tensor>;
+    fn state_list(&self) -> Vec<(String, State)> {
+        tree::flatten_states(&self.0 .0)
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        Ok(vec![])
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<S::Out<Tensor>> {
+        Ok(self.0 .0.build(&mut raw.first_state_grads().into_iter()))
+    }
+}
+
+macro_rules! states_and_args {
+    ($sel:ty, [$($gen:tt)*], $g:ty, $nums:expr, $mk:expr) => {
+        impl<A: Args, S: StateTree, $($gen)*> Selection<A, First> for (WithStates<S>, $sel) {
+            type Grads = (S::Out<Tensor>, $g);
+            fn state_list(&self) -> Vec<(String, State)> {
+                tree::flatten_states(&self.0 .0)
+            }
+            fn argnums(&self) -> Result<Vec<usize>> {
+                #[allow(clippy::redundant_closure_call)]
+                validate_argnums(&($nums)(&self.1), A::LEN)
+            }
+            fn assemble(&self, raw: RawResult<A>) -> Result<Self::Grads> {
+                let v = self.0 .0.build(&mut raw.first_state_grads().into_iter());
+                #[allow(clippy::redundant_closure_call)]
+                let g = ($mk)(&raw);
+                Ok((v, g))
+            }
+        }
+    };
+}
+states_and_args!(OneArg, [], A::Grad, |s: &OneArg| vec![s.0], |r: &RawResult<A>| r.first_arg_grad(0));
+states_and_args!(ArgArray<N>, [const N: usize], [A::Grad; N], |s: &ArgArray<N>| s.0.to_vec(), |r: &RawResult<A>| std::array::from_fn(|k| r.first_arg_grad(k)));
+states_and_args!(ArgVec, [], Vec<A::Grad>, |s: &ArgVec| s.0.clone(), |r: &RawResult<A>| (0..r.argnums.len()).map(|k| r.first_arg_grad(k)).collect());
+
+// Second order (hessian): blocks per pair of inputs.
+impl<A: Args> Selection<A, Second> for (NoStates, DefaultArg) {
+    type Grads = Tensor;
+    fn state_list(&self) -> Vec<(String, State)> {
+        vec![]
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&[0], A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<Tensor> {
+        raw.second_arg_block(0, 0)
+    }
+}
+
+impl<A: Args> Selection<A, Second> for (NoStates, OneArg) {
+    type Grads = Tensor;
+    fn state_list(&self) -> Vec<(String, State)> {
+        vec![]
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&[self.1 .0], A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<Tensor> {
+        raw.second_arg_block(0, 0)
+    }
+}
+
+impl<A: Args, const N: usize> Selection<A, Second> for (NoStates, ArgArray<N>) {
+    type Grads = [[Tensor; N]; N];
+    fn state_list(&self) -> Vec<(String, State)> {
+        vec![]
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&self.1 .0, A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<[[Tensor; N]; N]> {
+        let mut rows = Vec::with_capacity(N);
+        for k in 0..N {
+            let mut row = Vec::with_capacity(N);
+            for l in 0..N {
+                row.push(raw.second_arg_block(k, l)?);
+            }
+            rows.push(row);
+        }
+        Ok(std::array::from_fn(|k| std::array::from_fn(|l| rows[k][l].clone())))
+    }
+}
+
+impl<A: Args> Selection<A, Second> for (NoStates, ArgVec) {
+    type Grads = Vec<Vec<Tensor>>;
+    fn state_list(&self) -> Vec<(String, State)> {
+        vec![]
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&self.1 .0, A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<Vec<Vec<Tensor>>> {
+        let n = raw.argnums.len();
+        (0..n).map(|k| (0..n).map(|l| raw.second_arg_block(k, l)).collect()).collect()
+    }
+}
+
+impl<A: Args, S: StateTree> Selection<A, Second> for (WithStates<S>, DefaultArg) {
+    type Grads = S::Out<S::Out<Tensor>>;
+    fn state_list(&self) -> Vec<(String, State)> {
+        tree::flatten_states(&self.0 .0)
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        Ok(vec![])
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<Self::Grads> {
+        Ok(raw.second_state_blocks(&self.0 .0))
+    }
+}
+
+/// How `(has_aux, return_value)` wrap the gradient part.
+pub trait Row<G, X> {
+    /// The result type.
+    type Out;
+    /// Build it.
+    fn make(g: G, value: Tensor, aux: X) -> Self::Out;
+}
+impl<G, X> Row<G, X> for (NoAux, NoValue) {
+    type Out = G;
+    fn make(g: G, _: Tensor, _: X) -> G {
+        g
+    }
+}
+impl<G, X> Row<G, X> for (WithAux, NoValue) {
+    type Out = (G, X);
+    fn make(g: G, _: Tensor, aux: X) -> (G, X) {
+        (g, aux)
+    }
+}
+impl<G, X> Row<G, X> for (NoAux, WithValue) {
+    type Out = (G, Tensor);
+    fn make(g: G, value: Tensor, _: X) -> (G, Tensor) {
+        (g, value)
+    }
+}
+impl<G, X> Row<G, X> for (WithAux, WithValue) {
+    type Out = (G, Tensor, X);
+    fn make(g: G, value: Tensor, aux: X) -> (G, Tensor, X) {
+        (g, value, aux)
+    }
+}
+
+/// What the transformed function returns: a [`Tensor`] (or `Result<Tensor>`) without
+/// `has_aux`; the pair `(Tensor, X)` (or `Result` of it) with `has_aux`.
+pub trait FnOutput<AuxSel> {
+    /// The auxiliary data type (`()` without aux).
+    type Aux: Tree;
+    /// Split into value and aux.
+    fn split(self) -> Result<(Tensor, Self::Aux)>;
+}
+impl FnOutput<NoAux> for Tensor {
+    type Aux = ();
+    fn split(self) -> Result<(Tensor, ())> {
+        Ok((self, ()))
+    }
+}
+impl FnOutput<NoAux> for Result<Tensor> {
+    type Aux = ();
+    fn split(self) -> Result<(Tensor, ())> {
+        self.map(|t| (t, ()))
+    }
+}
+impl<X: Tree> FnOutput<WithAux> for (Tensor, X) {
+    type Aux = X;
+    fn split(self) -> Result<(Tensor, X)> {
+        Ok(self)
+    }
+}
+impl<X: Tree> FnOutput<WithAux> for Result<(Tensor, X)> {
+    type Aux = X;
+    fn split(self) -> Result<(Tensor, X)> {
+        self
+    }
+}
+
+// ------------------------------------------------------------------ the wrapper
+
+/// The state-aware wrapper every derivative transform is made of: it turns a stateful function
+/// into a pure one (state values then selected arguments), hands it to a [`TransformPlugin`], and
+/// formats the plugin's result by the return table. States written by the function keep their
+/// new values; if anything fails, every state is restored.
+///
+/// Type parameters record the options so that the result type follows the table; build one with
+/// [`grad`], [`vector_grad`], [`jacrev`], [`jacfwd`], [`hessian`] or
+/// [`GradientTransform::new`] with your own plugin.
+pub struct GradientTransform<F, S = NoStates, N = DefaultArg, X = NoAux, R = NoValue, K = First> {
+    f: F,
+    plugin: Arc<dyn TransformPlugin>,
+    params: Params,
+    sel: (S, N),
+    check_states: bool,
+    debug_nan: bool,
+    _m: PhantomData<fn() -> (X, R, K)>,
+}
+
+impl<F, S: Clone, N: Clone, X, R, K> Clone for GradientTransform<F, S, N, X, R, K>
+where
+    F: Clone,
+{
+    fn clone(&self) -> Self {
+        GradientTransform {
+            f: self.f.clone(),
+            plugin: self.plugin.clone(),
+            params: self.params.clone(),
+            sel: self.sel.clone(),
+            check_states: self.check_states,
+            debug_nan: self.debug_nan,
+            _m: PhantomData,
+        }
+    }
+}
+
+impl<F> GradientTransform<F> {
+    /// Wrap `f` with a first-order transform plugin and its parameters.
+    pub fn new(f: F, plugin: Arc<dyn TransformPlugin>, params: Params) -> Self {
+        GradientTransform {
+            f,
+            plugin,
+            params,
+            sel: (NoStates, DefaultArg),
+            check_states: true,
+            debug_nan: false,
+            _m: PhantomData,
+        }
+    }
+}
+
+impl<F, S, N, X, R, K> GradientTransform<F, S, N, X, R, K> {
+    fn retype<S2, N2, X2, R2, K2>(
+        self,
+        states: impl FnOnce(S) -> S2,
+        argnums: impl FnOnce(N) -> N2,
+    ) -> GradientTransform<F, S2, N2, X2, R2, K2> {
+        GradientTransform {
+            f: self.f,
+            plugin: self.plugin,
+            params: self.params,
+            sel: (states(self.sel.0), argnums(self.sel.1)),
+            check_states: self.check_states,
+            debug_nan: self.debug_nan,
+            _m: PhantomData,
+        }
+    }
+
+    /// Differentiate w.r.t. these states too (a state, a `Vec`, a path-keyed map, …).
+    /// An empty container is the same as none (no state gradients, argument 0 by default).
+    pub fn grad_states<T: StateTree>(self, states: T) -> GradientTransform<F, WithStates<T>, N, X, R, K> {
+        self.retype(|_| WithStates(states), |n| n)
+    }
+
+    /// Differentiate w.r.t. these positional arguments: an int gives one gradient, an array or
+    /// `Vec` a collection in the given order.
+    pub fn argnums<A: ArgnumSpec>(self, argnums: A) -> GradientTransform<F, S, A::Sel, X, R, K> {
+        self.retype(|s| s, |_| argnums.into_sel())
+    }
+
+    /// The function returns `(value, aux)`; aux is passed through, not differentiated.
+    pub fn has_aux(self) -> GradientTransform<F, S, N, WithAux, R, K> {
+        self.retype(|s| s, |n| n)
+    }
+
+    /// Return the function's value too.
+    pub fn return_value(self) -> GradientTransform<F, S, N, X, WithValue, K> {
+        self.retype(|s| s, |n| n)
+    }
+
+    /// If false, grad states the function never touches get zero gradients instead of an error.
+    pub fn check_states(mut self, check: bool) -> Self {
+        self.check_states = check;
+        self
+    }
+
+    /// Check every value of the computation for NaN/Inf and name the primitive that made it.
+    pub fn debug_nan(mut self, on: bool) -> Self {
+        self.debug_nan = on;
+        self
+    }
+
+    /// Set a plugin parameter.
+    pub fn param(mut self, name: &str, value: impl Into<ParamValue>) -> Self {
+        self.params.insert(name, value);
+        self
+    }
+
+    /// The plugin's name.
+    pub fn plugin_name(&self) -> &str {
+        self.plugin.name()
+    }
+}
+
+/// The order a marker stands for.
+pub trait OrderMarker {
+    /// The order.
+    const ORDER: Order;
+}
+impl OrderMarker for First {
+    const ORDER: Order = Order::First;
+}
+impl OrderMarker for Second {
+    const ORDER: Order = Order::Second;
+}
+
+/// The result type of [`GradientTransform::call`] for arguments `A` and closure output `O`.
+pub type CallOutput<S, N, X, R, K, A, O> =
+    <(X, R) as Row<<(S, N) as Selection<A, K>>::Grads, <O as FnOutput<X>>::Aux>>::Out;
+
+impl<F, S, N, X, R, K: OrderMarker> GradientTransform<F, S, N, X, R, K> {
+    /// Run the transform on `args` (a tuple of positional arguments, or a lone [`Tensor`]).
+    ///
+    /// Errors (typed, with every state restored): bad `argnums`, a non-differentiable selected
+    /// argument, a grad state the function never touched (unless `check_states(false)`), a
+    /// non-scalar output for `grad`, a shape error or panic inside the function, a malformed
+    /// plugin result.
+    pub fn call<A, O>(&self, args: A) -> Result<CallOutput<S, N, X, R, K, A, O>>
+    where
+        A: Args,
+        F: Fn(A) -> O,
+        O: FnOutput<X>,
+        (S, N): Selection<A, K>,
+        (X, R): Row<<(S, N) as Selection<A, K>>::Grads, O::Aux>,
+    {
+        if self.plugin.order() != K::ORDER {
+            return Err(Error::Unsupported(format!(
+                "plugin `{}` computes {:?}-order results but this transform expects {:?}-order",
+                self.plugin.name(),
+                self.plugin.order(),
+                K::ORDER
+            )));
+        }
+        let listed = self.sel.state_list();
+        let argnums = self.sel.argnums()?;
+        // Leaves of the selected arguments (typed error for a non-differentiable one).
+        let mut leaves = Vec::with_capacity(argnums.len());
+        for &i in &argnums {
+            leaves.push(args.arg_leaves(i)?);
+        }
+        // One input per distinct state; a state listed twice shares its gradient.
+        let mut unique: Vec<(String, State)> = Vec::new();
+        let mut index: HashMap<StateId, usize> = HashMap::new();
+        let slots: Vec<usize> = listed
+            .iter()
+            .map(|(label, s)| {
+                *index.entry(s.id()).or_insert_with(|| {
+                    unique.push((label.clone(), s.clone()));
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let n_unique = unique.len();
+
+        let ((out, aux, counts), _) = engine::with_states(HashMap::new(), ExitPolicy::KeepWrites, || {
+            // Reading through `value()` lets enclosing transforms see these states.
+            let mut inputs: Vec<Tensor> = unique.iter().map(|(_, s)| s.value()).collect();
+            let counts: Vec<usize> = leaves.iter().map(Vec::len).collect();
+            let mut ranges = Vec::with_capacity(argnums.len());
+            for l in &leaves {
+                let start = inputs.len();
+                inputs.extend(l.iter().cloned());
+                ranges.push(start..inputs.len());
+            }
+            let aux_cell: RefCell<Option<O::Aux>> = RefCell::new(None);
+            let pure = |inp: &[Tensor]| -> Result<Tensor> {
+                if inp.len() != inputs.len() {
+                    return Err(Error::MalformedPluginResult {
+                        plugin: self.plugin.name().to_string(),
+                        msg: format!("called the function with {} inputs, expected {}", inp.len(), inputs.len()),
+                    });
+                }
+                let overrides: HashMap<StateId, Tensor> = unique
+                    .iter()
+                    .zip(inp)
+                    .map(|((_, s), t)| (s.id(), t.clone()))
+                    .collect();
+                let mut a = args.clone();
+                let mut off = n_unique;
+                for (k, &i) in argnums.iter().enumerate() {
+                    let mut it = inp[off..off + counts[k]].iter().cloned();
+                    a.replace_arg(i, &mut it);
+                    off += counts[k];
+                }
+                let ((value, aux), touched) =
+                    engine::with_states(overrides, ExitPolicy::KeepWrites, || (self.f)(a).split())?;
+                if self.check_states {
+                    for (label, s) in &unique {
+                        if !touched.iter().any(|(t, _)| t.same(s)) {
+                            let name = match s.name() {
+                                Some(n) if !label.is_empty() => format!("`{n}` at {label}"),
+                                Some(n) => format!("`{n}`"),
+                                None if !label.is_empty() => format!("{} at {label}", s.kind().class_name()),
+                                None => s.label(),
+                            };
+                            return Err(Error::UnusedGradState { state: name });
+                        }
+                    }
+                }
+                *aux_cell.borrow_mut() = Some(aux);
+                Ok(value)
+            };
+            let pure_fn = PureFn {
+                f: &pure,
+                n_states: n_unique,
+                arg_ranges: ranges,
+                debug_nan: self.debug_nan,
+            };
+            let out = self.plugin.transform(&pure_fn, &inputs, &self.params)?;
+            let aux = aux_cell.take().ok_or_else(|| Error::MalformedPluginResult {
+                plugin: self.plugin.name().to_string(),
+                msg: "the plugin never evaluated the function".into(),
+            })?;
+            let expected = match K::ORDER {
+                Order::First => inputs.len(),
+                Order::Second => inputs.len() * inputs.len(),
+            };
+            if out.grads.len() != expected {
+                return Err(Error::MalformedPluginResult {
+                    plugin: self.plugin.name().to_string(),
+                    msg: format!("{} gradients for {} inputs", out.grads.len(), inputs.len()),
+                });
+            }
+            for (k, g) in out.grads.iter().enumerate() {
+                let x = &inputs[match K::ORDER {
+                    Order::First => k,
+                    Order::Second => k % inputs.len(),
+                }];
+                if !g.shape().ends_with(x.shape()) || g.dtype() != x.dtype() {
+                    return Err(Error::MalformedPluginResult {
+                        plugin: self.plugin.name().to_string(),
+                        msg: format!(
+                            "gradient {k} has shape {} and dtype {} for an input of shape {} and dtype {}",
+                            g.shape_display(),
+                            g.dtype().name(),
+                            x.shape_display(),
+                            x.dtype().name()
+                        ),
+                    });
+                }
+            }
+            Ok((out, aux, counts))
+        })?;
+        let aux = aux.map_tensors(&mut |t| crate::trace::strip_dead(t));
+        let raw = RawResult {
+            args,
+            argnums,
+            grads: out.grads.iter().map(crate::trace::strip_dead).collect(),
+            state_slots: slots,
+            n_unique,
+            arg_leaf_counts: counts,
+            value: crate::trace::strip_dead(&out.value),
+        };
+        let value = raw.value.clone();
+        let g = self.sel.assemble(raw)?;
+        Ok(<(X, R)>::make(g, value, aux))
+    }
+}
+
+// ------------------------------------------------------------------ built-in transforms
+
+/// `grad`: the gradient of a scalar function w.r.t. arguments and/or states.
+///
+/// ```
+/// use stategrad_core::{grad, Tensor};
+/// let loss_fn = |(x, y, scale): (Tensor, Tensor, f32)| scale * ((&x - &y).square()).sum();
+/// let x = Tensor::new([1.0f32, 2.0, 3.0]);
+/// let y = Tensor::new([0.5f32, 1.5, 2.5]);
+/// let gx = grad(loss_fn).argnums(0).call((x.clone(), y.clone(), 2.0)).unwrap();
+/// assert_eq!(gx.to_string(), "[2. 2. 2.]");
+/// let [gx, gy] = grad(loss_fn).argnums([0, 1]).call((x, y, 2.0)).unwrap();
+/// assert_eq!(gy.to_string(), "[-2. -2. -2.]");
+/// ```
+pub fn grad<F>(f: F) -> GradientTransform<F> {
+    GradientTransform::new(f, Arc::new(GradPlugin), Params::new())
+}
+
+/// `vector_grad`: the VJP with an all-ones cotangent (the gradient of `sum(f)`), for
+/// vector-valued functions. Not the Jacobian diagonal.
+pub fn vector_grad<F>(f: F) -> GradientTransform<F> {
+    GradientTransform::new(f, Arc::new(VectorGradPlugin), Params::new())
+}
+
+/// `jacrev`: the Jacobian by reverse mode, output dims first then each input's dims.
+pub fn jacrev<F>(f: F) -> GradientTransform<F> {
+    GradientTransform::new(f, Arc::new(JacRevPlugin), Params::new())
+}
+
+/// `jacobian`: an alias of [`jacrev`].
+pub fn jacobian<F>(f: F) -> GradientTransform<F> {
+    jacrev(f)
+}
+
+/// `jacfwd`: the Jacobian by forward mode (same layout and values as [`jacrev`]).
+pub fn jacfwd<F>(f: F) -> GradientTransform<F> {
+    GradientTransform::new(f, Arc::new(JacFwdPlugin), Params::new())
+}
+
+/// `hessian`: second derivatives (`jacfwd(jacrev)` in the reference; here the Jacobian of the
+/// reverse-mode Jacobian). Blocks per pair of inputs: of one argument a tensor of shape
+/// `out + in + in`; of states `{outer: {inner: block}}` with `block` of shape
+/// `outer.shape + inner.shape`.
+pub fn hessian<F>(f: F) -> GradientTransform<F, NoStates, DefaultArg, NoAux, NoValue, Second> {
+    GradientTransform {
+        f,
+        plugin: Arc::new(HessianPlugin),
+        params: Params::new(),
+        sel: (NoStates, DefaultArg),
+        check_states: true,
+        debug_nan: false,
+        _m: PhantomData,
+    }
+}

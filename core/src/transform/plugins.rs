@@ -1,0 +1,428 @@
+//! The transform-plugin contract and the built-in derivative plugins.
+
+use super::engine::{vjp_pure, Pullback, PureFn};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use crate::trace;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// First- or second-order results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// One result per input (gradients, Jacobians).
+    First,
+    /// One block per pair of inputs, row-major (Hessians).
+    Second,
+}
+
+/// A typed plugin parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamValue {
+    /// A float.
+    F64(f64),
+    /// An integer.
+    I64(i64),
+    /// A flag.
+    Bool(bool),
+    /// A string.
+    Str(String),
+}
+
+impl ParamValue {
+    fn type_name(&self) -> &'static str {
+        match self {
+            ParamValue::F64(_) => "float",
+            ParamValue::I64(_) => "int",
+            ParamValue::Bool(_) => "bool",
+            ParamValue::Str(_) => "string",
+        }
+    }
+}
+
+impl From<f64> for ParamValue {
+    fn from(v: f64) -> Self {
+        ParamValue::F64(v)
+    }
+}
+impl From<f32> for ParamValue {
+    fn from(v: f32) -> Self {
+        ParamValue::F64(v as f64)
+    }
+}
+impl From<i64> for ParamValue {
+    fn from(v: i64) -> Self {
+        ParamValue::I64(v)
+    }
+}
+impl From<i32> for ParamValue {
+    fn from(v: i32) -> Self {
+        ParamValue::I64(v as i64)
+    }
+}
+impl From<usize> for ParamValue {
+    fn from(v: usize) -> Self {
+        ParamValue::I64(v as i64)
+    }
+}
+impl From<bool> for ParamValue {
+    fn from(v: bool) -> Self {
+        ParamValue::Bool(v)
+    }
+}
+impl From<&str> for ParamValue {
+    fn from(v: &str) -> Self {
+        ParamValue::Str(v.to_string())
+    }
+}
+impl From<String> for ParamValue {
+    fn from(v: String) -> Self {
+        ParamValue::Str(v)
+    }
+}
+
+/// A small map of named, typed parameters (`transform_params` in the reference).
+///
+/// ```
+/// use stategrad_core::transform::Params;
+/// let p = Params::new().with("scale", 0.5).with("steps", 3);
+/// assert_eq!(p.f64("my_plugin", "scale").unwrap(), 0.5);
+/// assert!(p.f64("my_plugin", "missing").is_err());
+/// assert!(p.bool("my_plugin", "scale").is_err());
+/// assert_eq!(p.f64("my_plugin", "steps").unwrap(), 3.0); // ints widen to floats
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params(BTreeMap<String, ParamValue>);
+
+impl Params {
+    /// No parameters.
+    pub fn new() -> Params {
+        Params::default()
+    }
+    /// Builder form of [`Params::insert`].
+    pub fn with(mut self, name: &str, v: impl Into<ParamValue>) -> Params {
+        self.insert(name, v);
+        self
+    }
+    /// Set a parameter.
+    pub fn insert(&mut self, name: &str, v: impl Into<ParamValue>) {
+        self.0.insert(name.to_string(), v.into());
+    }
+    /// The raw value.
+    pub fn get(&self, name: &str) -> Option<&ParamValue> {
+        self.0.get(name)
+    }
+    /// Parameter names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+    fn missing(plugin: &str, name: &str) -> Error {
+        Error::PluginParam {
+            plugin: plugin.into(),
+            name: name.into(),
+            msg: "missing".into(),
+        }
+    }
+    fn mistyped(plugin: &str, name: &str, want: &str, got: &ParamValue) -> Error {
+        Error::PluginParam {
+            plugin: plugin.into(),
+            name: name.into(),
+            msg: format!("expected {want}, got {} {got:?}", got.type_name()),
+        }
+    }
+    /// A float parameter (ints widen); typed errors name the plugin and parameter.
+    pub fn f64(&self, plugin: &str, name: &str) -> Result<f64> {
+        match self.get(name) {
+            Some(ParamValue::F64(v)) => Ok(*v),
+            Some(ParamValue::I64(v)) => Ok(*v as f64),
+            Some(v) => Err(Params::mistyped(plugin, name, "float", v)),
+            None => Err(Params::missing(plugin, name)),
+        }
+    }
+    /// A float parameter with a default when absent (still an error when mistyped).
+    pub fn f64_or(&self, plugin: &str, name: &str, default: f64) -> Result<f64> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(_) => self.f64(plugin, name),
+        }
+    }
+    /// An integer parameter.
+    pub fn i64(&self, plugin: &str, name: &str) -> Result<i64> {
+        match self.get(name) {
+            Some(ParamValue::I64(v)) => Ok(*v),
+            Some(v) => Err(Params::mistyped(plugin, name, "int", v)),
+            None => Err(Params::missing(plugin, name)),
+        }
+    }
+    /// A boolean parameter.
+    pub fn bool(&self, plugin: &str, name: &str) -> Result<bool> {
+        match self.get(name) {
+            Some(ParamValue::Bool(v)) => Ok(*v),
+            Some(v) => Err(Params::mistyped(plugin, name, "bool", v)),
+            None => Err(Params::missing(plugin, name)),
+        }
+    }
+    /// A string parameter.
+    pub fn str(&self, plugin: &str, name: &str) -> Result<&str> {
+        match self.get(name) {
+            Some(ParamValue::Str(v)) => Ok(v),
+            Some(v) => Err(Params::mistyped(plugin, name, "string", v)),
+            None => Err(Params::missing(plugin, name)),
+        }
+    }
+}
+
+/// What a plugin returns: one tensor per input (first order; for Jacobians of shape
+/// `value.shape + input.shape`) or one block per pair of inputs, row-major (second order), and
+/// the function's value.
+#[derive(Clone, Debug)]
+pub struct TransformOutput {
+    /// The derivatives.
+    pub grads: Vec<Tensor>,
+    /// The function's value at the inputs.
+    pub value: Tensor,
+}
+
+/// A derivative transform: given the pure function (state values first, then the selected
+/// arguments' tensors), the point and the parameters, compute the derivatives.
+///
+/// Contract:
+/// - `f` may be called any number of times; each call runs the user's function (and its state
+///   writes) once, so built-in plugins call it once and replay the tape instead.
+/// - The result has `inputs.len()` tensors for [`Order::First`] (each ending in its input's
+///   shape, with its dtype) or `inputs.len()²` for [`Order::Second`]; anything else is reported
+///   as [`Error::MalformedPluginResult`].
+/// - Plugins never see `State` objects and must not keep `f` beyond the call.
+///
+/// ```
+/// use stategrad_core::transform::{grad_pure, Order, Params, PureFn, TransformOutput, TransformPlugin};
+/// use stategrad_core::{GradientTransform, Result, Tensor};
+/// use std::sync::Arc;
+///
+/// /// Gradients multiplied by the parameter `scale`.
+/// struct Scaled;
+/// impl TransformPlugin for Scaled {
+///     fn name(&self) -> &str { "scaled_grad" }
+///     fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], p: &Params) -> Result<TransformOutput> {
+///         let scale = p.f64(self.name(), "scale")?;
+///         let (grads, value) = grad_pure(f, inputs)?;
+///         Ok(TransformOutput { grads: grads.iter().map(|g| g * scale).collect(), value })
+///     }
+/// }
+/// let f = |x: Tensor| x.square().sum();
+/// let g = GradientTransform::new(f, Arc::new(Scaled), Params::new().with("scale", 0.5))
+///     .call(Tensor::new([1.0f32, 2.0])).unwrap();
+/// assert_eq!(g.to_string(), "[1. 2.]");
+/// ```
+pub trait TransformPlugin: Send + Sync {
+    /// The plugin's name (used in errors and the registry).
+    fn name(&self) -> &str;
+    /// First-order (default) or second-order results.
+    fn order(&self) -> Order {
+        Order::First
+    }
+    /// Compute the derivatives of `f` at `inputs`.
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput>;
+}
+
+impl fmt::Debug for dyn TransformPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TransformPlugin({})", self.name())
+    }
+}
+
+/// The gradient of a scalar pure function and its value: the building block of gradient plugins.
+pub fn grad_pure(f: &PureFn<'_>, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Tensor)> {
+    let (value, pb) = vjp_pure(f, inputs)?;
+    if !value.is_scalar() {
+        return Err(Error::NonScalarOutput {
+            shape: value.shape_display(),
+        });
+    }
+    let grads = pb.call(&Tensor::scalar_of(1.0, value.dtype()))?;
+    Ok((grads, value))
+}
+
+/// `grad`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GradPlugin;
+
+impl TransformPlugin for GradPlugin {
+    fn name(&self) -> &str {
+        "grad"
+    }
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
+        let (grads, value) = grad_pure(f, inputs)?;
+        Ok(TransformOutput { grads, value })
+    }
+}
+
+/// `vector_grad`: VJP with an all-ones cotangent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VectorGradPlugin;
+
+impl TransformPlugin for VectorGradPlugin {
+    fn name(&self) -> &str {
+        "vector_grad"
+    }
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
+        let (value, pb) = vjp_pure(f, inputs)?;
+        let grads = pb.call(&value.ones_like())?;
+        Ok(TransformOutput { grads, value })
+    }
+}
+
+fn one_hot(shape: &[usize], i: usize, like: &Tensor) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut v = vec![0.0f64; n];
+    v[i] = 1.0;
+    Tensor::from_vec(v, shape)
+        .expect("internal error: one-hot length")
+        .cast(like.dtype())
+}
+
+/// Run `f(i)` for `i in 0..n`, in parallel over rayon when no transform is recording on this
+/// thread (a nested transform needs the work on its own thread, recorded).
+fn map_columns<T: Send>(n: usize, chunk: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    if trace::tracing() || n < 2 {
+        (0..n).map(f).collect()
+    } else {
+        (0..n)
+            .into_par_iter()
+            .with_min_len(chunk.max(1))
+            .map(|i| trace::with_sequential(|| f(i)))
+            .collect()
+    }
+}
+
+fn default_chunk(n: usize, params: &Params) -> usize {
+    match params.get("chunk_size") {
+        Some(crate::transform::ParamValue::I64(c)) if *c > 0 => *c as usize,
+        _ => n.div_ceil(rayon::current_num_threads().max(1)).max(1),
+    }
+}
+
+/// Reverse-mode Jacobian rows from a pullback: one tensor per input of shape `out + input`.
+pub fn jacobian_rows(pb: &Pullback, value: &Tensor, params: &Params) -> Result<Vec<Tensor>> {
+    let m = value.numel();
+    let n_in = pb.inputs().len();
+    let rows = map_columns(m, default_chunk(m, params), |i| pb.call(&one_hot(value.shape(), i, value)))?;
+    (0..n_in)
+        .map(|j| {
+            let x = &pb.inputs()[j];
+            let mut shape = value.shape().to_vec();
+            shape.extend_from_slice(x.shape());
+            if m == 0 {
+                return Ok(Tensor::full_dtype(&shape, 0.0, x.dtype()));
+            }
+            let parts: Vec<&Tensor> = rows.iter().map(|r| &r[j]).collect();
+            Tensor::try_stack(&parts, 0)?.try_reshape_to(&shape)
+        })
+        .collect()
+}
+
+/// `jacrev`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JacRevPlugin;
+
+impl TransformPlugin for JacRevPlugin {
+    fn name(&self) -> &str {
+        "jacrev"
+    }
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+        let (value, pb) = vjp_pure(f, inputs)?;
+        let grads = jacobian_rows(&pb, &value, params)?;
+        Ok(TransformOutput { grads, value })
+    }
+}
+
+/// `jacfwd`: columns by forward products.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JacFwdPlugin;
+
+impl TransformPlugin for JacFwdPlugin {
+    fn name(&self) -> &str {
+        "jacfwd"
+    }
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+        let (value, pb) = vjp_pure(f, inputs)?;
+        let grads = inputs
+            .iter()
+            .enumerate()
+            .map(|(j, x)| {
+                let n = x.numel();
+                let cols = map_columns(n, default_chunk(n, params), |e| {
+                    let tangents: Vec<Option<Tensor>> = (0..inputs.len())
+                        .map(|k| (k == j).then(|| one_hot(x.shape(), e, x)))
+                        .collect();
+                    pb.jvp_sparse(&tangents)
+                })?;
+                let mut shape = value.shape().to_vec();
+                shape.extend_from_slice(x.shape());
+                if n == 0 {
+                    return Ok(Tensor::full_dtype(&shape, 0.0, x.dtype()));
+                }
+                let parts: Vec<&Tensor> = cols.iter().collect();
+                Tensor::try_stack(&parts, value.ndim() as isize)?
+                    .cast(x.dtype())
+                    .try_reshape_to(&shape)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TransformOutput { grads, value })
+    }
+}
+
+/// `hessian`: the Jacobian of the reverse-mode Jacobian, blocks row-major over input pairs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HessianPlugin;
+
+impl TransformPlugin for HessianPlugin {
+    fn name(&self) -> &str {
+        "hessian"
+    }
+    fn order(&self) -> Order {
+        Order::Second
+    }
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+        let value_cell = std::cell::RefCell::new(None);
+        let shapes = std::cell::RefCell::new(Vec::new());
+        // g(x) = all first-order Jacobians, flattened and joined: its Jacobian holds every block.
+        let g = |xs: &[Tensor]| -> Result<Tensor> {
+            let (value, pb) = vjp_pure(f, xs)?;
+            let jac = jacobian_rows(&pb, &value, params)?;
+            let flat: Vec<Tensor> = jac.iter().map(|j| j.try_reshape_to(&[j.numel()])).collect::<Result<_>>()?;
+            *shapes.borrow_mut() = jac.iter().map(|j| j.shape().to_vec()).collect();
+            *value_cell.borrow_mut() = Some(value);
+            let refs: Vec<&Tensor> = flat.iter().collect();
+            Tensor::try_concat(&refs, 0)
+        };
+        let pg = PureFn {
+            f: &g,
+            n_states: f.n_states,
+            arg_ranges: f.arg_ranges.clone(),
+            debug_nan: f.debug_nan,
+        };
+        let (flat, pb) = vjp_pure(&pg, inputs)?;
+        let outer = jacobian_rows(&pb, &flat, params)?; // per input j: (total, in_j...)
+        let shapes = shapes.into_inner();
+        let n = inputs.len();
+        let mut grads = Vec::with_capacity(n * n);
+        let mut starts = Vec::with_capacity(n);
+        let mut acc = 0;
+        for s in &shapes {
+            starts.push(acc);
+            acc += s.iter().product::<usize>();
+        }
+        for i in 0..n {
+            let len: usize = shapes[i].iter().product();
+            for (j, oj) in outer.iter().enumerate() {
+                let mut shape = shapes[i].clone();
+                shape.extend_from_slice(inputs[j].shape());
+                grads.push(oj.try_slice_axis(0, starts[i], starts[i] + len)?.try_reshape_to(&shape)?);
+            }
+        }
+        let value = value_cell.into_inner().ok_or_else(|| Error::Unsupported("hessian: no value".into()))?;
+        Ok(TransformOutput { grads, value })
+    }
+}

@@ -1,0 +1,253 @@
+//! The [`Element`] trait (implemented for `f32` and `f64` only) and its sealed per-type parts.
+
+use std::fmt::{Debug, Display, LowerExp};
+use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
+
+use crate::vector::SimdVec;
+use crate::{BinaryOp, UnaryOp};
+
+/// A float element type the kernels work on: `f32` or `f64` (sealed).
+pub trait Element:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + Default
+    + Debug
+    + Display
+    + LowerExp
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + sealed::Sealed
+{
+    /// `0.0`.
+    const ZERO: Self;
+    /// `1.0`.
+    const ONE: Self;
+    /// `+inf`.
+    const INFINITY: Self;
+    /// `-inf`.
+    const NEG_INFINITY: Self;
+    /// A quiet NaN.
+    const NAN: Self;
+    /// Machine epsilon.
+    const EPSILON: Self;
+    /// `"f32"` or `"f64"`.
+    const NAME: &'static str;
+    /// Converts from `f64` (rounding to nearest for `f32`).
+    fn from_f64(v: f64) -> Self;
+    /// Converts to `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// Whether the value is NaN.
+    fn is_nan(self) -> bool;
+}
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// Per-type internals: the native vector type, scalar math and the gemm backend.
+    pub trait Sealed: Sized {
+        /// The widest vector type enabled by the build.
+        type Vec: SimdVec<Elem = Self>;
+        /// Largest finite value.
+        const MAX: Self;
+        /// Smallest positive normal value.
+        const MIN_POSITIVE: Self;
+        /// Vector `exp` is used for `EXP_LO <= x <= EXP_HI` (normal, finite results).
+        const EXP_LO: Self;
+        /// See [`Sealed::EXP_LO`].
+        const EXP_HI: Self;
+        /// Vector `sin`/`cos` are used for `|x| <= TRIG_MAX`.
+        const TRIG_MAX: Self;
+        /// ... and where the reduced argument `r` satisfies `|r| >= TRIG_REL * k` (`k` the
+        /// multiple of π/2 subtracted), i.e. where range reduction is accurate relative to `r`.
+        const TRIG_REL: Self;
+        /// Three-part split of π/2 used to estimate the reduced argument.
+        const PIO2: [Self; 3];
+        /// `tanh` on a vector (full domain, ≤ 2 ulp).
+        fn tanh_vec<V: SimdVec<Elem = Self>>(x: V) -> V;
+        /// Scalar unary op using `std`.
+        fn unary_ref(op: UnaryOp, x: Self) -> Self;
+        /// Scalar binary op using `std`.
+        fn binary_ref(op: BinaryOp, a: Self, b: Self) -> Self;
+        /// `matrixmultiply::{s,d}gemm`.
+        ///
+        /// # Safety
+        /// Same contract as `matrixmultiply::sgemm`: all indices reachable from the pointers
+        /// with the given dims and strides must be in bounds, and C's elements must not alias.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn gemm_raw(
+            m: usize,
+            k: usize,
+            n: usize,
+            alpha: Self,
+            a: *const Self,
+            rsa: isize,
+            csa: isize,
+            b: *const Self,
+            rsb: isize,
+            csb: isize,
+            beta: Self,
+            c: *mut Self,
+            rsc: isize,
+            csc: isize,
+        );
+    }
+}
+
+macro_rules! impl_element {
+    ($t:ident, $vec:ty, $gemm:path, $tanh:path,
+     exp: [$exp_lo:expr, $exp_hi:expr], trig: [$trig_max:expr, $trig_rel:expr, $pio2:expr]) => {
+        impl Element for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const INFINITY: Self = $t::INFINITY;
+            const NEG_INFINITY: Self = $t::NEG_INFINITY;
+            const NAN: Self = $t::NAN;
+            const EPSILON: Self = $t::EPSILON;
+            const NAME: &'static str = stringify!($t);
+            #[inline]
+            fn from_f64(v: f64) -> Self {
+                v as $t
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn is_nan(self) -> bool {
+                $t::is_nan(self)
+            }
+        }
+
+        impl sealed::Sealed for $t {
+            type Vec = $vec;
+            const MAX: Self = $t::MAX;
+            const MIN_POSITIVE: Self = $t::MIN_POSITIVE;
+            const EXP_LO: Self = $exp_lo;
+            const EXP_HI: Self = $exp_hi;
+            const TRIG_MAX: Self = $trig_max;
+            const TRIG_REL: Self = $trig_rel;
+            const PIO2: [Self; 3] = $pio2;
+
+            #[inline(always)]
+            fn tanh_vec<V: SimdVec<Elem = Self>>(x: V) -> V {
+                $tanh(x)
+            }
+
+            #[inline]
+            fn unary_ref(op: UnaryOp, x: Self) -> Self {
+                match op {
+                    UnaryOp::Neg => -x,
+                    UnaryOp::Exp => x.exp(),
+                    UnaryOp::Log => x.ln(),
+                    UnaryOp::Tanh => x.tanh(),
+                    UnaryOp::Sigmoid => {
+                        if x >= 0.0 {
+                            1.0 / (1.0 + (-x).exp())
+                        } else {
+                            let e = x.exp();
+                            e / (1.0 + e)
+                        }
+                    }
+                    UnaryOp::Relu => Self::binary_ref(BinaryOp::Max, x, 0.0),
+                    UnaryOp::Sin => x.sin(),
+                    UnaryOp::Cos => x.cos(),
+                    UnaryOp::Sqrt => x.sqrt(),
+                    UnaryOp::Abs => x.abs(),
+                    UnaryOp::Sign => {
+                        if x > 0.0 {
+                            1.0
+                        } else if x < 0.0 {
+                            -1.0
+                        } else {
+                            x
+                        }
+                    }
+                    UnaryOp::Square => x * x,
+                    UnaryOp::Recip => 1.0 / x,
+                }
+            }
+
+            #[inline]
+            fn binary_ref(op: BinaryOp, a: Self, b: Self) -> Self {
+                let flag = |c: bool| if c { 1.0 } else { 0.0 };
+                match op {
+                    BinaryOp::Add => a + b,
+                    BinaryOp::Sub => a - b,
+                    BinaryOp::Mul => a * b,
+                    BinaryOp::Div => a / b,
+                    BinaryOp::Pow => a.powf(b),
+                    BinaryOp::Max => {
+                        if a.is_nan() || a > b {
+                            a
+                        } else {
+                            b
+                        }
+                    }
+                    BinaryOp::Min => {
+                        if a.is_nan() || a < b {
+                            a
+                        } else {
+                            b
+                        }
+                    }
+                    BinaryOp::Gt => flag(a > b),
+                    BinaryOp::Ge => flag(a >= b),
+                    BinaryOp::Lt => flag(a < b),
+                    BinaryOp::Le => flag(a <= b),
+                    BinaryOp::Eq => flag(a == b),
+                    BinaryOp::Ne => flag(a != b),
+                }
+            }
+
+            #[inline]
+            unsafe fn gemm_raw(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                // SAFETY: forwarded verbatim; the caller upholds matrixmultiply's contract.
+                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+            }
+        }
+    };
+}
+
+#[cfg(target_feature = "avx512f")]
+type F32Vec = wide::f32x16;
+#[cfg(not(target_feature = "avx512f"))]
+type F32Vec = wide::f32x8;
+#[cfg(target_feature = "avx512f")]
+type F64Vec = wide::f64x8;
+#[cfg(not(target_feature = "avx512f"))]
+type F64Vec = wide::f64x4;
+
+// Domains: see `vector.rs` and the `accuracy` tests. `PIO2` is the Cody-Waite split of π/2 used
+// by `wide`'s sin/cos; `TRIG_REL` bounds the absolute reduction error (split error plus the
+// rounding of `k * PIO2[2]`, ~6e-15·k for f32 and ~8e-33·k for f64) to < 0.1 ulp of `r`.
+impl_element!(f32, F32Vec, matrixmultiply::sgemm, crate::vector::tanh_f32,
+    exp: [-87.3, 88.72],
+    trig: [8192.0, 1e-6, [1.5703125, 4.837512969970703e-4, 7.549790126404332e-8]]);
+impl_element!(f64, F64Vec, matrixmultiply::dgemm, crate::vector::tanh_f64,
+    exp: [-708.3, 709.7],
+    trig: [6.7e7, 1e-15, [1.5707963109016418, 1.5893254712295857e-8, 6.123233995736766e-17]]);

@@ -1,0 +1,237 @@
+//! Contiguous element-wise kernels: [`unary`], [`binary`], [`binary_scalar`], [`scalar_binary`].
+
+use rayon::prelude::*;
+
+use crate::vector::{self as vm, SimdVec};
+use crate::{reference, BinaryOp, Element, Par, UnaryOp, PAR_CHUNK, SIMD_MIN_LEN};
+
+/// An operand read element by element or a vector at a time: a slice or a broadcast scalar.
+pub(crate) trait Src<T: Element>: Copy + Send + Sync {
+    /// Element `i`.
+    fn get(&self, i: usize) -> T;
+    /// Elements `i..i + V::LANES`.
+    fn vec<V: SimdVec<Elem = T>>(&self, i: usize) -> V;
+    /// The sub-operand starting at element `start` (`len` elements).
+    fn sub(&self, start: usize, len: usize) -> Self;
+}
+
+impl<T: Element> Src<T> for &[T] {
+    #[inline(always)]
+    fn get(&self, i: usize) -> T {
+        self[i]
+    }
+    #[inline(always)]
+    fn vec<V: SimdVec<Elem = T>>(&self, i: usize) -> V {
+        V::load(&self[i..i + V::LANES])
+    }
+    #[inline(always)]
+    fn sub(&self, start: usize, len: usize) -> Self {
+        &self[start..start + len]
+    }
+}
+
+/// A scalar broadcast to every position.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bcast<T>(pub T);
+
+impl<T: Element> Src<T> for Bcast<T> {
+    #[inline(always)]
+    fn get(&self, _: usize) -> T {
+        self.0
+    }
+    #[inline(always)]
+    fn vec<V: SimdVec<Elem = T>>(&self, _: usize) -> V {
+        V::splat(self.0)
+    }
+    #[inline(always)]
+    fn sub(&self, _: usize, _: usize) -> Self {
+        *self
+    }
+}
+
+/// `out[i] = f(a[i], b[i])`. With `simd`, whole vectors go through `vf`, which returns the
+/// result and a mask of lanes to recompute with the scalar `sf`; the tail always uses `sf`.
+#[inline(always)]
+pub(crate) fn zip_map<V, A, B>(
+    a: A,
+    b: B,
+    out: &mut [V::Elem],
+    simd: bool,
+    vf: impl Fn(V, V) -> (V, V),
+    sf: impl Fn(V::Elem, V::Elem) -> V::Elem,
+) where
+    V: SimdVec,
+    A: Src<V::Elem>,
+    B: Src<V::Elem>,
+{
+    let l = V::LANES;
+    let body = if simd { out.len() - out.len() % l } else { 0 };
+    for (ci, oc) in out[..body].chunks_exact_mut(l).enumerate() {
+        let i = ci * l;
+        let (r, bad) = vf(a.vec(i), b.vec(i));
+        r.store(oc);
+        if bad.any() {
+            let m = bad.bitmask();
+            for (j, o) in oc.iter_mut().enumerate() {
+                if (m >> j) & 1 != 0 {
+                    *o = sf(a.get(i + j), b.get(i + j));
+                }
+            }
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(body) {
+        *o = sf(a.get(i), b.get(i));
+    }
+}
+
+/// Sequential unary kernel on vector type `V`; `simd_tr` enables the vector path of
+/// transcendental ops (exact ops always use it).
+pub(crate) fn unary_v<V: SimdVec>(op: UnaryOp, x: &[V::Elem], out: &mut [V::Elem], simd_tr: bool) {
+    use UnaryOp::*;
+    let sf = |a: V::Elem, _| reference::unary_op(op, a);
+    let z = Bcast(V::Elem::ZERO);
+    macro_rules! go {
+        ($simd:expr, |$v:ident| $e:expr) => {
+            zip_map::<V, _, _>(x, z, out, $simd, |$v: V, _| $e, sf)
+        };
+    }
+    let one = V::splat(V::Elem::ONE);
+    match op {
+        Neg => go!(true, |v| (-v, V::none())),
+        Abs => go!(true, |v| (v.abs(), V::none())),
+        Sqrt => go!(true, |v| (v.sqrt(), V::none())),
+        Square => go!(true, |v| (v * v, V::none())),
+        Recip => go!(true, |v| (one / v, V::none())),
+        Relu => go!(true, |v| (vm::max(v, V::none()), V::none())),
+        Sign => go!(true, |v| (vm::sign(v), V::none())),
+        Exp => go!(simd_tr, |v| vm::exp(v)),
+        Log => go!(simd_tr, |v| vm::ln(v)),
+        Tanh => go!(simd_tr, |v| vm::tanh(v)),
+        Sigmoid => go!(simd_tr, |v| vm::sigmoid(v)),
+        Sin => go!(simd_tr, |v| vm::sin(v)),
+        Cos => go!(simd_tr, |v| vm::cos(v)),
+    }
+}
+
+/// Sequential binary kernel on vector type `V` over any pair of operands.
+pub(crate) fn binary_v<V, A, B>(op: BinaryOp, a: A, b: B, out: &mut [V::Elem], simd_tr: bool)
+where
+    V: SimdVec,
+    A: Src<V::Elem>,
+    B: Src<V::Elem>,
+{
+    use BinaryOp::*;
+    let sf = |x, y| reference::binary_op(op, x, y);
+    macro_rules! go {
+        ($simd:expr, |$x:ident, $y:ident| $e:expr) => {
+            zip_map::<V, A, B>(a, b, out, $simd, |$x: V, $y: V| $e, sf)
+        };
+    }
+    let one = V::splat(V::Elem::ONE);
+    match op {
+        Add => go!(true, |x, y| (x + y, V::none())),
+        Sub => go!(true, |x, y| (x - y, V::none())),
+        Mul => go!(true, |x, y| (x * y, V::none())),
+        Div => go!(true, |x, y| (x / y, V::none())),
+        Max => go!(true, |x, y| (vm::max(x, y), V::none())),
+        Min => go!(true, |x, y| (vm::min(x, y), V::none())),
+        Gt => go!(true, |x, y| (x.gt(y) & one, V::none())),
+        Ge => go!(true, |x, y| (x.ge(y) & one, V::none())),
+        Lt => go!(true, |x, y| (x.lt(y) & one, V::none())),
+        Le => go!(true, |x, y| (x.le(y) & one, V::none())),
+        Eq => go!(true, |x, y| (x.eq(y) & one, V::none())),
+        Ne => go!(true, |x, y| (x.ne(y) & one, V::none())),
+        Pow => go!(simd_tr, |x, y| vm::pow(x, y)),
+    }
+}
+
+/// Runs `f(start, out_chunk)` over `out`, split into [`PAR_CHUNK`]-sized rayon tasks when
+/// `par` is [`Par::Rayon`] and `out` is large enough.
+fn split<T: Element>(out: &mut [T], par: Par, f: impl Fn(usize, &mut [T]) + Sync) {
+    if par == Par::Rayon && out.len() > PAR_CHUNK {
+        out.par_chunks_mut(PAR_CHUNK)
+            .enumerate()
+            .for_each(|(i, o)| f(i * PAR_CHUNK, o));
+    } else {
+        f(0, out);
+    }
+}
+
+fn binary_any<T: Element, A: Src<T>, B: Src<T>>(op: BinaryOp, a: A, b: B, out: &mut [T], par: Par) {
+    let simd = out.len() >= SIMD_MIN_LEN;
+    split(out, par, |s, o| {
+        binary_v::<T::Vec, _, _>(op, a.sub(s, o.len()), b.sub(s, o.len()), o, simd)
+    });
+}
+
+/// `out[i] = op(x[i])`.
+///
+/// # Panics
+/// If `x.len() != out.len()`.
+///
+/// # Example
+/// ```
+/// use stategrad_simd::{unary, Par, UnaryOp};
+/// let x = [0.0f64, 1.0, 4.0];
+/// let mut out = [0.0; 3];
+/// unary(UnaryOp::Sqrt, &x, &mut out, Par::Seq);
+/// assert_eq!(out, [0.0, 1.0, 2.0]);
+/// ```
+pub fn unary<T: Element>(op: UnaryOp, x: &[T], out: &mut [T], par: Par) {
+    assert_eq!(x.len(), out.len(), "unary: input and output lengths differ");
+    let simd = x.len() >= SIMD_MIN_LEN;
+    split(out, par, |s, o| unary_v::<T::Vec>(op, &x[s..s + o.len()], o, simd));
+}
+
+/// `out[i] = op(a[i], b[i])`.
+///
+/// # Panics
+/// If the three lengths differ.
+///
+/// # Example
+/// ```
+/// use stategrad_simd::{binary, BinaryOp, Par};
+/// let (a, b) = ([1.0f32, 5.0, 3.0], [2.0f32, 4.0, 3.0]);
+/// let mut out = [0.0; 3];
+/// binary(BinaryOp::Ge, &a, &b, &mut out, Par::Seq);
+/// assert_eq!(out, [0.0, 1.0, 1.0]);
+/// ```
+pub fn binary<T: Element>(op: BinaryOp, a: &[T], b: &[T], out: &mut [T], par: Par) {
+    assert_eq!(a.len(), out.len(), "binary: lhs and output lengths differ");
+    assert_eq!(b.len(), out.len(), "binary: rhs and output lengths differ");
+    binary_any(op, a, b, out, par);
+}
+
+/// `out[i] = op(a[i], b)`.
+///
+/// # Panics
+/// If `a.len() != out.len()`.
+///
+/// # Example
+/// ```
+/// use stategrad_simd::{binary_scalar, BinaryOp, Par};
+/// let mut out = [0.0f64; 2];
+/// binary_scalar(BinaryOp::Pow, &[3.0, 2.0], 2.0, &mut out, Par::Seq);
+/// assert_eq!(out, [9.0, 4.0]);
+/// ```
+pub fn binary_scalar<T: Element>(op: BinaryOp, a: &[T], b: T, out: &mut [T], par: Par) {
+    assert_eq!(a.len(), out.len(), "binary_scalar: input and output lengths differ");
+    binary_any(op, a, Bcast(b), out, par);
+}
+
+/// `out[i] = op(a, b[i])`.
+///
+/// # Panics
+/// If `b.len() != out.len()`.
+///
+/// # Example
+/// ```
+/// use stategrad_simd::{scalar_binary, BinaryOp, Par};
+/// let mut out = [0.0f32; 2];
+/// scalar_binary(BinaryOp::Sub, 1.0, &[0.25, 2.0], &mut out, Par::Seq);
+/// assert_eq!(out, [0.75, -1.0]);
+/// ```
+pub fn scalar_binary<T: Element>(op: BinaryOp, a: T, b: &[T], out: &mut [T], par: Par) {
+    assert_eq!(b.len(), out.len(), "scalar_binary: input and output lengths differ");
+    binary_any(op, Bcast(a), b, out, par);
+}

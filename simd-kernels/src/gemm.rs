@@ -1,0 +1,153 @@
+//! [`gemm`]: a bounds-checked wrapper around `matrixmultiply::{sgemm, dgemm}`.
+
+use rayon::prelude::*;
+
+use crate::{Element, Par, PAR_GEMM_MIN_FLOPS};
+
+/// Row blocks of the parallel split are multiples of this (a multiple of the micro-kernel
+/// heights of `matrixmultiply`).
+const ROW_ALIGN: usize = 16;
+
+/// Panics unless the `rows x cols` matrix with strides `rs`/`cs` fits in `len` elements.
+fn check_fits(what: &str, len: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let max = (rows - 1)
+        .checked_mul(rs)
+        .zip((cols - 1).checked_mul(cs))
+        .and_then(|(x, y)| x.checked_add(y));
+    assert!(
+        matches!(max, Some(mx) if mx < len),
+        "gemm: {what} ({rows}x{cols}, strides {rs},{cs}) exceeds its buffer of length {len}"
+    );
+}
+
+/// Whether `(i, j) -> i * rs + j * cs` is injective on `rows x cols` (sufficient condition:
+/// the larger stride spans the whole extent of the smaller one).
+fn no_alias(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    if rows <= 1 || cols <= 1 {
+        return (rows <= 1 || rs != 0) && (cols <= 1 || cs != 0);
+    }
+    let (small, extent, big) = if rs <= cs { (rs, rows, cs) } else { (cs, cols, rs) };
+    small != 0 && small.checked_mul(extent).is_some_and(|e| big >= e)
+}
+
+/// A raw pointer that may be shared across rayon tasks.
+#[derive(Clone, Copy)]
+struct SharedPtr<T>(*mut T);
+
+// SAFETY: only used in `gemm` to hand disjoint row blocks of C (and read-only A, B) to rayon
+// tasks; `T: Send + Sync` (f32/f64) and no two tasks touch the same element of C.
+unsafe impl<T: Send + Sync> Send for SharedPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for SharedPtr<T> {}
+
+impl<T> SharedPtr<T> {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// `C = alpha * A @ B + beta * C`, with `A` `m x k`, `B` `k x n`, `C` `m x n`, each with general
+/// row/column strides in elements (`matrixmultiply` semantics; transposes are expressed by
+/// swapping strides). If `beta == 0`, `C` is not read (NaNs in it do not propagate); if
+/// `k == 0`, `C = beta * C`.
+///
+/// With [`Par::Rayon`] and `m * n * k >` [`PAR_GEMM_MIN_FLOPS`](crate::PAR_GEMM_MIN_FLOPS), the
+/// rows of `C` are split into one block per rayon thread, each computed by a sequential
+/// `matrixmultiply` call (one level of parallelism); [`Par::Seq`] stays on the caller's thread.
+/// `matrixmultiply` allocates its packing buffers (the only allocating kernel of this crate).
+///
+/// # Panics
+/// If a matrix does not fit in its slice with the given dims and strides, or if `C`'s strides
+/// could make two elements alias (e.g. a zero stride on a dimension longer than 1).
+///
+/// # Example
+/// ```
+/// use stategrad_simd::{gemm, Par};
+/// // [2x3] @ [3x2], row-major
+/// let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// let b = [1.0f32, 0.0, 0.0, 1.0, 1.0, 1.0];
+/// let mut c = [0.0f32; 4];
+/// gemm(2, 3, 2, 1.0, &a, 3, 1, &b, 2, 1, 0.0, &mut c, 2, 1, Par::Seq);
+/// assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
+/// // A^T @ A (A^T is A read with swapped strides): [3x2] @ [2x3]
+/// let mut d = [0.0f32; 9];
+/// gemm(3, 2, 3, 1.0, &a, 1, 3, &a, 3, 1, 0.0, &mut d, 3, 1, Par::Seq);
+/// assert_eq!(d[0], 17.0);
+/// ```
+pub fn gemm<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    rsa: usize,
+    csa: usize,
+    b: &[T],
+    rsb: usize,
+    csb: usize,
+    beta: T,
+    c: &mut [T],
+    rsc: usize,
+    csc: usize,
+    par: Par,
+) {
+    // A stride of a dimension of length <= 1 is never multiplied by a nonzero index; zero it so
+    // that every stride passed on is bounded by a checked in-bounds index (and fits `isize`).
+    // With k == 0, A and B are not read at all.
+    let z = |dim: usize, s: usize| if dim <= 1 { 0 } else { s };
+    let zk = |dim: usize, s: usize| if k == 0 { 0 } else { z(dim, s) };
+    let (rsa, csa, rsb, csb) = (zk(m, rsa), z(k, csa), z(k, rsb), zk(n, csb));
+    let (rsc, csc) = (z(m, rsc), z(n, csc));
+    check_fits("A", a.len(), m, k, rsa, csa);
+    check_fits("B", b.len(), k, n, rsb, csb);
+    check_fits("C", c.len(), m, n, rsc, csc);
+    assert!(no_alias(m, n, rsc, csc), "gemm: C strides ({rsc},{csc}) alias elements of a {m}x{n} matrix");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Every stride is now 0 or at most a checked index `< len <= isize::MAX`.
+    let [rsa_i, csa_i, rsb_i, csb_i, rsc_i, csc_i] = [rsa, csa, rsb, csb, rsc, csc].map(|s| s as isize);
+    let (ap, bp) = (SharedPtr(a.as_ptr().cast_mut()), SharedPtr(b.as_ptr().cast_mut()));
+    let cp = SharedPtr(c.as_mut_ptr());
+    // Computes rows `r0..r0 + rows` of C.
+    let run = |r0: usize, rows: usize| {
+        // SAFETY: `r0 + rows <= m`, so every element reached is one of A's rows `0..m`, B, or
+        // one of C's rows `0..m`, all bounds-checked above (`check_fits`); A and B are only read.
+        // C's elements do not alias (`no_alias`) and distinct calls get disjoint row ranges, so
+        // no element of C is written by two concurrent calls. When k == 0, A and B are not read.
+        unsafe {
+            T::gemm_raw(
+                rows,
+                k,
+                n,
+                alpha,
+                ap.get().add(r0 * rsa).cast_const(),
+                rsa_i,
+                csa_i,
+                bp.get().cast_const(),
+                rsb_i,
+                csb_i,
+                beta,
+                cp.get().add(r0 * rsc),
+                rsc_i,
+                csc_i,
+            )
+        }
+    };
+    let threads = rayon::current_num_threads();
+    let work = m.saturating_mul(n).saturating_mul(k);
+    if par == Par::Rayon && work > PAR_GEMM_MIN_FLOPS && threads > 1 && m >= 2 * ROW_ALIGN {
+        let rows_per = m.div_ceil(threads).next_multiple_of(ROW_ALIGN);
+        let blocks = m.div_ceil(rows_per);
+        (0..blocks).into_par_iter().for_each(|i| {
+            let r0 = i * rows_per;
+            run(r0, rows_per.min(m - r0));
+        });
+    } else {
+        run(0, m);
+    }
+}

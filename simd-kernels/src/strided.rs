@@ -1,0 +1,322 @@
+//! Strided / broadcasting kernels: [`binary_strided`], [`select_strided`], [`gather_strided`].
+//!
+//! The output is always contiguous row-major; inputs are read through element strides (0 on
+//! broadcast dimensions). Dimensions of size 1 are dropped and adjacent dimensions that are
+//! contiguous for every operand are merged, then the kernels walk the remaining outer dimensions
+//! and process each innermost row: stride-1 rows and broadcast (stride-0) rows go straight to
+//! the vector kernels, other strides are gathered block-wise into a stack buffer first.
+
+use crate::elementwise::{binary_v, Bcast, Src};
+use crate::vector::SimdVec;
+use crate::{reference, BinaryOp, Element, MAX_RANK, SIMD_MIN_LEN};
+
+/// Rows with a non-unit stride are processed in blocks of this many elements.
+const BLOCK: usize = 256;
+
+/// Number of elements of a shape (1 for rank 0).
+pub(crate) fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Panics unless every index reachable from `offset` with `shape`/`strides` is below `len`.
+fn check_bounds(what: &str, len: usize, offset: usize, shape: &[usize], strides: &[usize]) {
+    assert_eq!(strides.len(), shape.len(), "{what}: strides rank != shape rank");
+    let max = shape.iter().zip(strides).try_fold(offset, |acc, (&d, &s)| {
+        (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
+    });
+    assert!(
+        matches!(max, Some(m) if m < len),
+        "{what}: strided view (offset {offset}, shape {shape:?}, strides {strides:?}) exceeds buffer of length {len}"
+    );
+}
+
+/// Shape and per-operand strides after dropping size-1 dims and merging contiguous dims.
+struct Layout<const N: usize> {
+    rank: usize,
+    shape: [usize; MAX_RANK],
+    strides: [[usize; MAX_RANK]; N],
+}
+
+impl<const N: usize> Layout<N> {
+    fn new(shape: &[usize], strides: [&[usize]; N]) -> Self {
+        assert!(shape.len() <= MAX_RANK, "rank {} exceeds MAX_RANK = {MAX_RANK}", shape.len());
+        let mut l = Layout { rank: 0, shape: [1; MAX_RANK], strides: [[0; MAX_RANK]; N] };
+        for (d, &size) in shape.iter().enumerate() {
+            if size == 1 {
+                continue;
+            }
+            let r = l.rank;
+            if r > 0 && (0..N).all(|k| l.strides[k][r - 1] == strides[k][d] * size) {
+                l.shape[r - 1] *= size;
+                for k in 0..N {
+                    l.strides[k][r - 1] = strides[k][d];
+                }
+            } else {
+                l.shape[r] = size;
+                for k in 0..N {
+                    l.strides[k][r] = strides[k][d];
+                }
+                l.rank += 1;
+            }
+        }
+        l
+    }
+
+    /// Calls `f(offsets, out_offset, len, inner_strides)` for every innermost row, in order.
+    fn for_each_row(&self, base: [usize; N], mut f: impl FnMut([usize; N], usize, usize, [usize; N])) {
+        if self.rank == 0 {
+            return f(base, 0, 1, [0; N]);
+        }
+        let inner = self.rank - 1;
+        let len = self.shape[inner];
+        let inner_strides: [usize; N] = std::array::from_fn(|k| self.strides[k][inner]);
+        let rows: usize = self.shape[..inner].iter().product();
+        let mut idx = [0usize; MAX_RANK];
+        let mut off = base;
+        for row in 0..rows {
+            f(off, row * len, len, inner_strides);
+            // Odometer increment over the outer dims.
+            for d in (0..inner).rev() {
+                idx[d] += 1;
+                if idx[d] < self.shape[d] {
+                    for k in 0..N {
+                        off[k] += self.strides[k][d];
+                    }
+                    break;
+                }
+                idx[d] = 0;
+                for k in 0..N {
+                    off[k] -= self.strides[k][d] * (self.shape[d] - 1);
+                }
+            }
+        }
+    }
+}
+
+/// One operand of a row block: a contiguous slice or a broadcast scalar.
+#[derive(Clone, Copy)]
+enum Operand<'a, T> {
+    Slice(&'a [T]),
+    Bcast(T),
+}
+
+impl<T: Element> Src<T> for Operand<'_, T> {
+    #[inline(always)]
+    fn get(&self, i: usize) -> T {
+        match self {
+            Operand::Slice(s) => s[i],
+            Operand::Bcast(x) => *x,
+        }
+    }
+    #[inline(always)]
+    fn vec<V: SimdVec<Elem = T>>(&self, i: usize) -> V {
+        match self {
+            Operand::Slice(s) => V::load(&s[i..i + V::LANES]),
+            Operand::Bcast(x) => V::splat(*x),
+        }
+    }
+    #[inline(always)]
+    fn sub(&self, start: usize, len: usize) -> Self {
+        match self {
+            Operand::Slice(s) => Operand::Slice(&s[start..start + len]),
+            Operand::Bcast(x) => Operand::Bcast(*x),
+        }
+    }
+}
+
+/// The `len` elements of `data` at `off + i * stride` as an operand, gathering into `buf` if
+/// the stride is neither 0 nor 1.
+#[inline(always)]
+fn operand<'a, T: Element>(data: &'a [T], off: usize, stride: usize, len: usize, buf: &'a mut [T; BLOCK]) -> Operand<'a, T> {
+    match stride {
+        0 => Operand::Bcast(data[off]),
+        1 => Operand::Slice(&data[off..off + len]),
+        _ => {
+            for (i, b) in buf[..len].iter_mut().enumerate() {
+                *b = data[off + i * stride];
+            }
+            Operand::Slice(&buf[..len])
+        }
+    }
+}
+
+/// Splits a row of `out` into blocks (one block if no operand needs gathering) and calls
+/// `f(block_start, block_out)`.
+#[inline(always)]
+fn blocks<T>(out: &mut [T], strides: &[usize], mut f: impl FnMut(usize, &mut [T])) {
+    if strides.iter().all(|&s| s <= 1) {
+        f(0, out);
+    } else {
+        for (bi, o) in out.chunks_mut(BLOCK).enumerate() {
+            f(bi * BLOCK, o);
+        }
+    }
+}
+
+pub(crate) fn binary_strided_v<V: SimdVec>(
+    op: BinaryOp,
+    a: &[V::Elem],
+    a_strides: &[usize],
+    b: &[V::Elem],
+    b_strides: &[usize],
+    out_shape: &[usize],
+    out: &mut [V::Elem],
+) {
+    let n = numel(out_shape);
+    assert_eq!(out.len(), n, "binary_strided: out.len() != product of out_shape");
+    if n == 0 {
+        return;
+    }
+    check_bounds("binary_strided: a", a.len(), 0, out_shape, a_strides);
+    check_bounds("binary_strided: b", b.len(), 0, out_shape, b_strides);
+    let simd = n >= SIMD_MIN_LEN;
+    let (mut ba, mut bb) = ([V::Elem::ZERO; BLOCK], [V::Elem::ZERO; BLOCK]);
+    Layout::new(out_shape, [a_strides, b_strides]).for_each_row([0, 0], |[oa, ob], oo, len, [sa, sb]| {
+        blocks(&mut out[oo..oo + len], &[sa, sb], |s, o| {
+            let x = operand(a, oa + s * sa, sa, o.len(), &mut ba);
+            let y = operand(b, ob + s * sb, sb, o.len(), &mut bb);
+            match (x, y) {
+                (Operand::Slice(x), Operand::Slice(y)) => binary_v::<V, _, _>(op, x, y, o, simd),
+                (Operand::Slice(x), Operand::Bcast(y)) => binary_v::<V, _, _>(op, x, Bcast(y), o, simd),
+                (Operand::Bcast(x), Operand::Slice(y)) => binary_v::<V, _, _>(op, Bcast(x), y, o, simd),
+                (Operand::Bcast(x), Operand::Bcast(y)) => o.fill(reference::binary_op(op, x, y)),
+            }
+        });
+    });
+}
+
+pub(crate) fn select_strided_v<V: SimdVec>(
+    cond: &[V::Elem],
+    c_strides: &[usize],
+    a: &[V::Elem],
+    a_strides: &[usize],
+    b: &[V::Elem],
+    b_strides: &[usize],
+    out_shape: &[usize],
+    out: &mut [V::Elem],
+) {
+    let n = numel(out_shape);
+    assert_eq!(out.len(), n, "select_strided: out.len() != product of out_shape");
+    if n == 0 {
+        return;
+    }
+    check_bounds("select_strided: cond", cond.len(), 0, out_shape, c_strides);
+    check_bounds("select_strided: a", a.len(), 0, out_shape, a_strides);
+    check_bounds("select_strided: b", b.len(), 0, out_shape, b_strides);
+    let zero = V::Elem::ZERO;
+    let (mut bc, mut ba, mut bb) = ([zero; BLOCK], [zero; BLOCK], [zero; BLOCK]);
+    let layout = Layout::new(out_shape, [c_strides, a_strides, b_strides]);
+    layout.for_each_row([0; 3], |[oc, oa, ob], oo, len, [sc, sa, sb]| {
+        blocks(&mut out[oo..oo + len], &[sc, sa, sb], |s, o| {
+            let c = operand(cond, oc + s * sc, sc, o.len(), &mut bc);
+            let x = operand(a, oa + s * sa, sa, o.len(), &mut ba);
+            let y = operand(b, ob + s * sb, sb, o.len(), &mut bb);
+            let l = V::LANES;
+            let body = o.len() - o.len() % l;
+            for (ci, oc) in o[..body].chunks_exact_mut(l).enumerate() {
+                let i = ci * l;
+                let m = c.vec::<V>(i).ne(V::none());
+                m.select(x.vec(i), y.vec(i)).store(oc);
+            }
+            for (i, e) in o.iter_mut().enumerate().skip(body) {
+                *e = if c.get(i) != zero { x.get(i) } else { y.get(i) };
+            }
+        });
+    });
+}
+
+/// `out[i] = op(a[ia], b[ib])` with broadcasting: `out` is contiguous row-major of shape
+/// `out_shape`, and `a`/`b` are read with element strides `a_strides`/`b_strides` (same rank as
+/// `out_shape`, stride 0 on broadcast dims).
+///
+/// # Panics
+/// If `out.len()` is not the product of `out_shape`, a stride array has the wrong rank, a strided
+/// view reaches past its buffer, or the rank exceeds [`MAX_RANK`].
+///
+/// # Example
+/// ```
+/// use stategrad_simd::{binary_strided, BinaryOp};
+/// // [2, 3] + [3] (row vector broadcast over rows)
+/// let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// let b = [10.0f32, 20.0, 30.0];
+/// let mut out = [0.0; 6];
+/// binary_strided(BinaryOp::Add, &a, &[3, 1], &b, &[0, 1], &[2, 3], &mut out);
+/// assert_eq!(out, [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+/// ```
+pub fn binary_strided<T: Element>(
+    op: BinaryOp,
+    a: &[T],
+    a_strides: &[usize],
+    b: &[T],
+    b_strides: &[usize],
+    out_shape: &[usize],
+    out: &mut [T],
+) {
+    binary_strided_v::<T::Vec>(op, a, a_strides, b, b_strides, out_shape, out);
+}
+
+/// `out[i] = if cond[ic] != 0 { a[ia] } else { b[ib] }` (NaN counts as true), all three read
+/// with strides like [`binary_strided`].
+///
+/// # Panics
+/// As [`binary_strided`].
+///
+/// # Example
+/// ```
+/// use stategrad_simd::select_strided;
+/// let cond = [1.0f64, 0.0, 1.0];
+/// let a = [1.0f64, 2.0, 3.0];
+/// let mut out = [0.0; 3];
+/// // b is a broadcast scalar
+/// select_strided(&cond, &[1], &a, &[1], &[-1.0], &[0], &[3], &mut out);
+/// assert_eq!(out, [1.0, -1.0, 3.0]);
+/// ```
+pub fn select_strided<T: Element>(
+    cond: &[T],
+    c_strides: &[usize],
+    a: &[T],
+    a_strides: &[usize],
+    b: &[T],
+    b_strides: &[usize],
+    out_shape: &[usize],
+    out: &mut [T],
+) {
+    select_strided_v::<T::Vec>(cond, c_strides, a, a_strides, b, b_strides, out_shape, out);
+}
+
+/// Copies the strided view of `x` (element `offset`, strides `strides`, shape `out_shape`) into
+/// contiguous row-major `out`; used for `broadcast_to` (stride 0) and permute/transpose.
+///
+/// # Panics
+/// If `out.len()` is not the product of `out_shape`, `strides` has the wrong rank, the view
+/// reaches past `x`, or the rank exceeds [`MAX_RANK`].
+///
+/// # Example
+/// ```
+/// use stategrad_simd::gather_strided;
+/// // transpose a 2x3 row-major matrix
+/// let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// let mut out = [0.0; 6];
+/// gather_strided(&x, &[1, 3], 0, &[3, 2], &mut out);
+/// assert_eq!(out, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// ```
+pub fn gather_strided<T: Element>(x: &[T], strides: &[usize], offset: usize, out_shape: &[usize], out: &mut [T]) {
+    let n = numel(out_shape);
+    assert_eq!(out.len(), n, "gather_strided: out.len() != product of out_shape");
+    if n == 0 {
+        return;
+    }
+    check_bounds("gather_strided: x", x.len(), offset, out_shape, strides);
+    Layout::new(out_shape, [strides]).for_each_row([offset], |[off], oo, len, [s]| {
+        let o = &mut out[oo..oo + len];
+        match s {
+            0 => o.fill(x[off]),
+            1 => o.copy_from_slice(&x[off..off + len]),
+            _ => {
+                for (i, e) in o.iter_mut().enumerate() {
+                    *e = x[off + i * s];
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,319 @@
+//! A small vector abstraction over `wide`'s float types, and the vector math built on it.
+//!
+//! Transcendental functions return `(value, bad)` where `bad` is a lane mask of results that lie
+//! outside the validated domain of the vector approximation; callers recompute those lanes with
+//! `std` (see `elementwise::zip_map`).
+
+use std::ops::{Add, BitAnd, BitOr, Div, Mul, Neg, Not, Sub};
+
+use crate::element::sealed::Sealed;
+use crate::Element;
+
+/// Operations on a SIMD vector of `LANES` elements. Comparison results are lane masks (all bits
+/// set or all clear) that can be combined with `&`, `|`, `!`.
+pub trait SimdVec:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + BitAnd<Output = Self>
+    + BitOr<Output = Self>
+    + Not<Output = Self>
+{
+    /// The lane type.
+    type Elem: Element;
+    /// Number of lanes (at most 16).
+    const LANES: usize;
+    /// All lanes equal to `x`.
+    fn splat(x: Self::Elem) -> Self;
+    /// Loads `s[..LANES]` (`s.len() == LANES`).
+    fn load(s: &[Self::Elem]) -> Self;
+    /// Stores into `s[..LANES]` (`s.len() == LANES`).
+    fn store(self, s: &mut [Self::Elem]);
+    /// `self > o` lane mask.
+    fn gt(self, o: Self) -> Self;
+    /// `self >= o` lane mask.
+    fn ge(self, o: Self) -> Self;
+    /// `self < o` lane mask.
+    fn lt(self, o: Self) -> Self;
+    /// `self <= o` lane mask.
+    fn le(self, o: Self) -> Self;
+    /// `self == o` lane mask.
+    fn eq(self, o: Self) -> Self;
+    /// `self != o` lane mask (true for NaN).
+    fn ne(self, o: Self) -> Self;
+    /// `self` is a mask: picks `t` where set, `f` elsewhere.
+    fn select(self, t: Self, f: Self) -> Self;
+    /// Whether any lane of the mask is set.
+    fn any(self) -> bool;
+    /// Bit `i` set iff lane `i` of the mask is set.
+    fn bitmask(self) -> u32;
+    /// Absolute value (clears the sign bit).
+    fn abs(self) -> Self;
+    /// IEEE square root.
+    fn sqrt(self) -> Self;
+    /// Round to nearest, ties to even.
+    fn round(self) -> Self;
+    /// `self * m + a` (fused where the target has FMA).
+    fn mul_add(self, m: Self, a: Self) -> Self;
+    /// Flips the sign of lanes where `sign` has its sign bit set.
+    fn flip_signs(self, sign: Self) -> Self;
+    /// `wide`'s `exp` (unchecked).
+    fn exp_raw(self) -> Self;
+    /// `wide`'s `ln` (unchecked).
+    fn ln_raw(self) -> Self;
+    /// `wide`'s `sin_cos` (unchecked).
+    fn sin_cos_raw(self) -> (Self, Self);
+    /// `wide`'s `powf_simd` (unchecked).
+    fn pow_raw(self, e: Self) -> Self;
+
+    /// The all-clear mask (also `+0.0` in every lane).
+    #[inline(always)]
+    fn none() -> Self {
+        Self::splat(Self::Elem::ZERO)
+    }
+
+    /// Folds the lanes in order with `f`, starting from `init`.
+    #[inline(always)]
+    fn fold_lanes(self, init: Self::Elem, f: impl Fn(Self::Elem, Self::Elem) -> Self::Elem) -> Self::Elem {
+        let mut buf = [Self::Elem::ZERO; 16];
+        self.store(&mut buf[..Self::LANES]);
+        buf[..Self::LANES].iter().fold(init, |acc, &x| f(acc, x))
+    }
+}
+
+macro_rules! impl_simd_vec {
+    ($($v:ident: $t:ident x $n:literal),*) => {$(
+        impl SimdVec for wide::$v {
+            type Elem = $t;
+            const LANES: usize = $n;
+            #[inline(always)]
+            fn splat(x: $t) -> Self {
+                wide::$v::splat(x)
+            }
+            #[inline(always)]
+            fn load(s: &[$t]) -> Self {
+                let arr: [$t; $n] = s.try_into().expect("load: slice length != LANES");
+                wide::$v::new(arr)
+            }
+            #[inline(always)]
+            fn store(self, s: &mut [$t]) {
+                s.copy_from_slice(self.as_array());
+            }
+            #[inline(always)]
+            fn gt(self, o: Self) -> Self {
+                self.simd_gt(o)
+            }
+            #[inline(always)]
+            fn ge(self, o: Self) -> Self {
+                self.simd_ge(o)
+            }
+            #[inline(always)]
+            fn lt(self, o: Self) -> Self {
+                self.simd_lt(o)
+            }
+            #[inline(always)]
+            fn le(self, o: Self) -> Self {
+                self.simd_le(o)
+            }
+            #[inline(always)]
+            fn eq(self, o: Self) -> Self {
+                self.simd_eq(o)
+            }
+            #[inline(always)]
+            fn ne(self, o: Self) -> Self {
+                self.simd_ne(o)
+            }
+            #[inline(always)]
+            fn select(self, t: Self, f: Self) -> Self {
+                wide::$v::select(self, t, f)
+            }
+            #[inline(always)]
+            fn any(self) -> bool {
+                wide::$v::any(self)
+            }
+            #[inline(always)]
+            fn bitmask(self) -> u32 {
+                self.to_bitmask()
+            }
+            #[inline(always)]
+            fn abs(self) -> Self {
+                wide::$v::abs(self)
+            }
+            #[inline(always)]
+            fn sqrt(self) -> Self {
+                wide::$v::sqrt(self)
+            }
+            #[inline(always)]
+            fn round(self) -> Self {
+                self.round_ties_even()
+            }
+            #[inline(always)]
+            fn mul_add(self, m: Self, a: Self) -> Self {
+                wide::$v::mul_add(self, m, a)
+            }
+            #[inline(always)]
+            fn flip_signs(self, sign: Self) -> Self {
+                wide::$v::flip_signs(self, sign)
+            }
+            #[inline(always)]
+            fn exp_raw(self) -> Self {
+                self.exp()
+            }
+            #[inline(always)]
+            fn ln_raw(self) -> Self {
+                self.ln()
+            }
+            #[inline(always)]
+            fn sin_cos_raw(self) -> (Self, Self) {
+                self.sin_cos()
+            }
+            #[inline(always)]
+            fn pow_raw(self, e: Self) -> Self {
+                self.powf_simd(e)
+            }
+        }
+    )*};
+}
+
+impl_simd_vec!(f32x8: f32 x 8, f32x16: f32 x 16, f64x4: f64 x 4, f64x8: f64 x 8);
+
+#[inline(always)]
+fn c<V: SimdVec>(x: V::Elem) -> V {
+    V::splat(x)
+}
+
+#[inline(always)]
+fn cf<V: SimdVec>(x: f64) -> V {
+    V::splat(V::Elem::from_f64(x))
+}
+
+/// Maximum with NaN propagation: `a` if `a` is NaN or `a > b`, else `b` (NaN if `b` is NaN).
+#[inline(always)]
+pub fn max<V: SimdVec>(a: V, b: V) -> V {
+    (a.ne(a) | a.gt(b)).select(a, b)
+}
+
+/// Minimum with NaN propagation (mirror of [`max`]).
+#[inline(always)]
+pub fn min<V: SimdVec>(a: V, b: V) -> V {
+    (a.ne(a) | a.lt(b)).select(a, b)
+}
+
+/// `-1`, `1`, or `x` itself for zeros and NaN.
+#[inline(always)]
+pub fn sign<V: SimdVec>(x: V) -> V {
+    let z = V::none();
+    x.gt(z).select(cf(1.0), x.lt(z).select(cf(-1.0), x))
+}
+
+/// Checked `exp`: vector result is used where the result is finite and normal.
+#[inline(always)]
+pub fn exp<V: SimdVec>(x: V) -> (V, V) {
+    let ok = x.ge(c(V::Elem::EXP_LO)) & x.le(c(V::Elem::EXP_HI));
+    (x.exp_raw(), !ok)
+}
+
+/// Checked natural log: vector result is used for finite, normal, positive inputs.
+#[inline(always)]
+pub fn ln<V: SimdVec>(x: V) -> (V, V) {
+    let ok = x.ge(c(V::Elem::MIN_POSITIVE)) & x.le(c(V::Elem::MAX));
+    (x.ln_raw(), !ok)
+}
+
+/// Lanes where the vector `sin`/`cos` are accurate: `|x| <= TRIG_MAX` and the reduced argument
+/// is not so close to zero that the Cody-Waite reduction error becomes visible.
+#[inline(always)]
+fn trig_bad<V: SimdVec>(x: V) -> V {
+    let a = x.abs();
+    let k = (a * cf(std::f64::consts::FRAC_2_PI)).round();
+    let [p0, p1, p2] = V::Elem::PIO2;
+    let r = k.mul_add(c(-p0), a);
+    let r = k.mul_add(c(-p1), r);
+    let r = k.mul_add(c(-p2), r);
+    let ok = a.le(c(V::Elem::TRIG_MAX)) & r.abs().ge(k * c(V::Elem::TRIG_REL));
+    !ok
+}
+
+/// Checked sine.
+#[inline(always)]
+pub fn sin<V: SimdVec>(x: V) -> (V, V) {
+    (x.sin_cos_raw().0, trig_bad(x))
+}
+
+/// Checked cosine.
+#[inline(always)]
+pub fn cos<V: SimdVec>(x: V) -> (V, V) {
+    (x.sin_cos_raw().1, trig_bad(x))
+}
+
+/// Checked sigmoid, same formula as the scalar reference (`1/(1+e^-x)` for `x >= 0`,
+/// `e^x/(1+e^x)` otherwise) with a vector `exp`.
+#[inline(always)]
+pub fn sigmoid<V: SimdVec>(x: V) -> (V, V) {
+    let na = -x.abs();
+    let one = cf::<V>(1.0);
+    let e = na.exp_raw();
+    let d = one + e;
+    let r = x.ge(V::none()).select(one / d, e / d);
+    (r, !na.ge(c(V::Elem::EXP_LO)))
+}
+
+/// Checked `a.powf(b)`: vector result is used for finite normal nonzero `a`, finite `b`, and a
+/// finite normal result (NaN results, e.g. negative `a` with non-integer `b`, go to `std`).
+#[inline(always)]
+pub fn pow<V: SimdVec>(a: V, b: V) -> (V, V) {
+    let r = a.pow_raw(b);
+    let (min, max) = (c::<V>(V::Elem::MIN_POSITIVE), c::<V>(V::Elem::MAX));
+    let (aa, ra) = (a.abs(), r.abs());
+    let ok = aa.ge(min) & aa.le(max) & b.abs().le(max) & ra.ge(min) & ra.le(max);
+    (r, !ok)
+}
+
+/// Shared tail of `tanh`: `small` is `tanh(|x|)` for `|x| < 0.625`; above, use
+/// `1 - 2 / (e^(2|x|) + 1)` (no cancellation there). The sign is restored at the end so that
+/// `tanh(-0) = -0`.
+#[inline(always)]
+fn tanh_tail<V: SimdVec>(x: V, a: V, small: V) -> V {
+    let one = cf::<V>(1.0);
+    let big = one - cf::<V>(2.0) / ((a + a).exp_raw() + one);
+    a.lt(cf(0.625)).select(small, big).flip_signs(x)
+}
+
+/// `tanh` for `f32` (Cephes `tanhf` polynomial below 0.625), ≤ 2 ulp, full domain.
+#[inline(always)]
+pub fn tanh_f32<V: SimdVec<Elem = f32>>(x: V) -> V {
+    let a = x.abs();
+    let z = a * a;
+    let p = V::splat(-5.704_988_7e-3)
+        .mul_add(z, V::splat(2.063_908_9e-2))
+        .mul_add(z, V::splat(-5.373_971_6e-2))
+        .mul_add(z, V::splat(1.333_144_2e-1))
+        .mul_add(z, V::splat(-3.333_328_2e-1));
+    tanh_tail(x, a, a.mul_add(z * p, a))
+}
+
+/// `tanh` for `f64` (Cephes rational approximation below 0.625), ≤ 2 ulp, full domain.
+#[inline(always)]
+pub fn tanh_f64<V: SimdVec<Elem = f64>>(x: V) -> V {
+    let a = x.abs();
+    let z = a * a;
+    let p = V::splat(-9.643_991_794_250_523e-1)
+        .mul_add(z, V::splat(-9.928_772_310_019_186e1))
+        .mul_add(z, V::splat(-1.614_687_684_417_084_5e3));
+    let q = (z + V::splat(1.128_116_784_916_329_3e2))
+        .mul_add(z, V::splat(2.235_488_390_601_004_6e3))
+        .mul_add(z, V::splat(4.844_063_053_251_255e3));
+    tanh_tail(x, a, a.mul_add(z * p / q, a))
+}
+
+/// `tanh` for the vector's element type.
+#[inline(always)]
+pub fn tanh<V: SimdVec>(x: V) -> (V, V) {
+    (V::Elem::tanh_vec(x), V::none())
+}
