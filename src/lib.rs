@@ -1,1 +1,56 @@
-//! placeholder
+//! # stategrad
+//!
+//! State-aware automatic differentiation on a multi-threaded SIMD CPU backend: BrainState's
+//! `brainstate.transform` in Rust. Differentiate w.r.t. function arguments (`argnums`) and w.r.t.
+//! [`State`] objects (`grad_states`) at once, with `has_aux` and `return_value`, and get results
+//! whose *types* follow the reference's return table.
+//!
+//! ```
+//! use stategrad::prelude::*;
+//!
+//! #[derive(Module)]
+//! struct LinearRegressor { weight: State, bias: State }
+//!
+//! impl LinearRegressor {
+//!     fn new(n_in: usize) -> Self {
+//!         LinearRegressor {
+//!             weight: ParamState::new(Tensor::zeros(&[n_in, 1])),
+//!             bias: ParamState::new(Tensor::zeros(&[1])),
+//!         }
+//!     }
+//!     fn forward(&self, x: &Tensor) -> Tensor {
+//!         x.matmul(&self.weight.value()) + self.bias.value()
+//!     }
+//! }
+//!
+//! let model = LinearRegressor::new(1);
+//! let xs = Tensor::linspace(-1.0, 1.0, 5).reshape(&[-1, 1]);
+//! let y_true = 3.0 * &xs + 1.0;
+//! let mse = |(x, target): (Tensor, Tensor)| (model.forward(&x) - target).square().mean();
+//!
+//! let (grads, loss) = grad(mse)
+//!     .grad_states(model.states(ParamState))
+//!     .return_value()
+//!     .call((xs, y_true))
+//!     .unwrap();
+//! assert_eq!(format!("{loss:.4}"), "5.5000");
+//! assert_eq!(grads[&path!("bias")].to_string(), "[-2.]");
+//! assert_eq!(grads[&path!("weight")].to_string(), "[[-3.]]");
+//! ```
+
+pub use stategrad_core::*;
+pub use stategrad_derive::Module;
+
+/// The SIMD kernels (`wide`) and GEMM (`matrixmultiply`) the tensors run on.
+pub use stategrad_simd as simd;
+
+/// Everything a training script needs, in one import.
+pub mod prelude {
+    pub use stategrad_core::{
+        grad, hessian, jacfwd, jacobian, jacrev, path, treefy_states, vector_grad, where_, AnyState, BatchState,
+        DType, DelayState, Error, Filter, GradientTransform, HiddenState, LongTermState, Module, ParamState, Params,
+        Path, PathKey, RandomState, Result, ShortTermState, State, StateFinder, StateKind, StateMap, Static, Tensor,
+        TransformPlugin, Usage,
+    };
+    pub use stategrad_derive::Module;
+}

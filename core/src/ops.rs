@@ -686,7 +686,8 @@ macro_rules! impl_binop {
                 ok(self.$try_method(&rhs))
             }
         }
-        impl_binop!(@scalar $tr, $method, $try_method, f32);
+        // Only f64: an unsuffixed literal (`2.0 * &x`) must infer without annotations. The scalar
+        // takes the tensor's dtype (a weak type, as in JAX).
         impl_binop!(@scalar $tr, $method, $try_method, f64);
     };
     (@scalar $tr:ident, $method:ident, $try_method:ident, $t:ty) => {

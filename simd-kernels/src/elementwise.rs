@@ -141,7 +141,7 @@ where
         Le => go!(true, |x, y| (x.le(y) & one, V::none())),
         Eq => go!(true, |x, y| (x.eq(y) & one, V::none())),
         Ne => go!(true, |x, y| (x.ne(y) & one, V::none())),
-        Pow => go!(simd_tr, |x, y| vm::pow(x, y)),
+        Pow => go!(simd_tr && vm::FMA, |x, y| vm::pow(x, y)),
     }
 }
 

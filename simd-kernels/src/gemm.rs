@@ -26,7 +26,10 @@ fn check_fits(what: &str, len: usize, rows: usize, cols: usize, rs: usize, cs: u
 /// Whether `(i, j) -> i * rs + j * cs` is injective on `rows x cols` (sufficient condition:
 /// the larger stride spans the whole extent of the smaller one).
 fn no_alias(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
-    if rows <= 1 || cols <= 1 {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    if rows == 1 || cols == 1 {
         return (rows <= 1 || rs != 0) && (cols <= 1 || cs != 0);
     }
     let (small, extent, big) = if rs <= cs { (rs, rows, cs) } else { (cs, cols, rs) };

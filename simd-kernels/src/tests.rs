@@ -1,1 +1,598 @@
-//! Unit tests.
+//! Unit tests: every kernel against its scalar reference, on both vector widths of each type.
+
+use crate::elementwise::{binary_v, unary_v, Bcast};
+use crate::reduce::{reduce_axes_v, reduce_v};
+use crate::strided::{binary_strided_v, select_strided_v};
+use crate::vector::SimdVec;
+use crate::*;
+
+/// Runs `$f::<V>()` for every vector type (both widths of f32 and f64).
+macro_rules! for_all_vecs {
+    ($f:ident) => {{
+        $f::<wide::f32x8>();
+        $f::<wide::f32x16>();
+        $f::<wide::f64x4>();
+        $f::<wide::f64x8>();
+    }};
+}
+
+/// Deterministic xorshift generator.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    fn vec<T: Element>(&mut self, n: usize, lo: f64, hi: f64) -> Vec<T> {
+        (0..n).map(|_| T::from_f64(self.range(lo, hi))).collect()
+    }
+}
+
+/// Special values (NaN, ±inf, ±0, subnormal, extremes, small integers).
+fn specials<T: Element>() -> Vec<T> {
+    let mut v = vec![T::NAN, -T::NAN, T::INFINITY, T::NEG_INFINITY, T::ZERO, -T::ZERO, T::ONE, -T::ONE];
+    for x in [2.0, -2.0, 0.5, 3.0, -3.0, 1e-3, 1e-30, -1e-30, 1e30, 1e-40, -1e-40, 100.0, -100.0, 1e4] {
+        v.push(T::from_f64(x));
+    }
+    v.extend([<T as crate::element::sealed::Sealed>::MAX, <T as crate::element::sealed::Sealed>::MIN_POSITIVE]);
+    v
+}
+
+/// Random values in `[lo, hi)` with the specials mixed in every few elements.
+fn mixed<T: Element>(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<T> {
+    let sp = specials::<T>();
+    (0..n)
+        .map(|i| if i % 5 == 3 { sp[rng.below(sp.len())] } else { T::from_f64(rng.range(lo, hi)) })
+        .collect()
+}
+
+/// Lengths around the vector widths, including 0.
+const LENS: [usize; 14] = [0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 33, 63, 64, 259];
+
+/// Distance in units in the last place (0 if both NaN, `u64::MAX` if only one is NaN).
+fn ulps<T: Element>(a: T, b: T) -> u64 {
+    let (a, b) = (a.to_f64(), b.to_f64());
+    if a.is_nan() || b.is_nan() {
+        return if a.is_nan() && b.is_nan() { 0 } else { u64::MAX };
+    }
+    if a == b {
+        return 0;
+    }
+    // Map to a monotonic integer scale of the element type.
+    let ord = |x: f64| -> i128 {
+        if T::NAME == "f32" {
+            let b = (x as f32).to_bits() as i32;
+            (if b < 0 { i32::MIN.wrapping_sub(b) } else { b }) as i128
+        } else {
+            let b = x.to_bits() as i64;
+            (if b < 0 { i64::MIN.wrapping_sub(b) } else { b }) as i128
+        }
+    };
+    (ord(a) - ord(b)).unsigned_abs() as u64
+}
+
+/// Bitwise equal, or both NaN.
+fn same<T: Element>(a: T, b: T) -> bool {
+    (a.is_nan() && b.is_nan()) || a.to_f64().to_bits() == b.to_f64().to_bits()
+}
+
+fn assert_same<T: Element>(got: &[T], want: &[T], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(same(g, w), "{what}: [{i}] got {g:?} want {w:?}");
+    }
+}
+
+fn assert_ulps<T: Element>(got: &[T], want: &[T], max: u64, what: &str) {
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(ulps(g, w) <= max, "{what}: [{i}] got {g:?} want {w:?} ({} ulp)", ulps(g, w));
+    }
+}
+
+/// Largest ulp error allowed for the vector path of transcendental ops (see `accuracy`).
+const MAX_ULP: u64 = 4;
+
+/// Domain of random inputs per unary op.
+fn unary_range(op: UnaryOp) -> (f64, f64) {
+    match op {
+        UnaryOp::Log | UnaryOp::Sqrt => (0.0, 100.0),
+        UnaryOp::Exp => (-90.0, 90.0),
+        UnaryOp::Sin | UnaryOp::Cos => (-20.0, 20.0),
+        _ => (-10.0, 10.0),
+    }
+}
+
+fn unary_vs_reference<V: SimdVec>() {
+    let mut rng = Rng::new(1);
+    for op in UnaryOp::ALL {
+        let (lo, hi) = unary_range(op);
+        for n in LENS {
+            let x = mixed::<V::Elem>(&mut rng, n, lo, hi);
+            let mut want = vec![V::Elem::ZERO; n];
+            reference::unary(op, &x, &mut want);
+            let mut got = vec![V::Elem::ZERO; n];
+            unary_v::<V>(op, &x, &mut got, true);
+            let what = format!("{op:?} {} x{} n={n}", V::Elem::NAME, V::LANES);
+            if op.is_transcendental() {
+                assert_ulps(&got, &want, MAX_ULP, &what);
+            } else {
+                assert_same(&got, &want, &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn unary_matches_reference() {
+    for_all_vecs!(unary_vs_reference);
+}
+
+fn binary_vs_reference<V: SimdVec>() {
+    let mut rng = Rng::new(2);
+    for op in BinaryOp::ALL {
+        let (lo, hi) = if op == BinaryOp::Pow { (-4.0, 6.0) } else { (-3.0, 3.0) };
+        for n in LENS {
+            let mut a = mixed::<V::Elem>(&mut rng, n, lo, hi);
+            let b = mixed::<V::Elem>(&mut rng, n, lo, hi);
+            // Integer exponents and equal operands exercise Pow's sign rules and Eq/Ge/Le.
+            for i in (0..n).step_by(4) {
+                a[i] = if op == BinaryOp::Pow { V::Elem::from_f64(b[i].to_f64().round()) } else { b[i] };
+            }
+            let s = b.first().copied().unwrap_or(V::Elem::from_f64(1.5));
+            let check = |got: &[V::Elem], want: &[V::Elem], kind: &str| {
+                let what = format!("{op:?} {kind} {} x{} n={n}", V::Elem::NAME, V::LANES);
+                if op.is_transcendental() {
+                    assert_ulps(got, want, MAX_ULP, &what);
+                } else {
+                    assert_same(got, want, &what);
+                }
+            };
+            let (mut got, mut want) = (vec![V::Elem::ZERO; n], vec![V::Elem::ZERO; n]);
+            reference::binary(op, &a, &b, &mut want);
+            binary_v::<V, _, _>(op, &a[..], &b[..], &mut got, true);
+            check(&got, &want, "slice-slice");
+            reference::binary_scalar(op, &b, s, &mut want);
+            binary_v::<V, _, _>(op, &b[..], Bcast(s), &mut got, true);
+            check(&got, &want, "slice-scalar");
+            reference::scalar_binary(op, s, &a, &mut want);
+            binary_v::<V, _, _>(op, Bcast(s), &a[..], &mut got, true);
+            check(&got, &want, "scalar-slice");
+        }
+    }
+}
+
+#[test]
+fn binary_matches_reference() {
+    for_all_vecs!(binary_vs_reference);
+}
+
+/// Public entry points: short slices give exactly `std`'s results, long ones are close, and
+/// `Par::Rayon` gives the same bits as `Par::Seq`.
+fn public_elementwise<T: Element>() {
+    let mut rng = Rng::new(3);
+    for n in [SIMD_MIN_LEN - 1, SIMD_MIN_LEN, 3 * PAR_CHUNK + 5] {
+        let x = mixed::<T>(&mut rng, n, -5.0, 5.0);
+        let y = mixed::<T>(&mut rng, n, 0.0, 3.0);
+        let exact = n < SIMD_MIN_LEN;
+        let tol = if exact { 0 } else { MAX_ULP };
+        let (mut seq, mut par, mut want) = (vec![T::ZERO; n], vec![T::ZERO; n], vec![T::ZERO; n]);
+        for op in UnaryOp::ALL {
+            unary(op, &x, &mut seq, Par::Seq);
+            unary(op, &x, &mut par, Par::Rayon);
+            reference::unary(op, &x, &mut want);
+            assert_same(&par, &seq, &format!("unary {op:?} par n={n}"));
+            assert_ulps(&seq, &want, tol, &format!("unary {op:?} n={n}"));
+        }
+        for op in BinaryOp::ALL {
+            binary(op, &y, &x, &mut seq, Par::Seq);
+            binary(op, &y, &x, &mut par, Par::Rayon);
+            reference::binary(op, &y, &x, &mut want);
+            assert_same(&par, &seq, &format!("binary {op:?} par n={n}"));
+            assert_ulps(&seq, &want, tol, &format!("binary {op:?} n={n}"));
+            binary_scalar(op, &y, T::from_f64(1.5), &mut par, Par::Rayon);
+            reference::binary_scalar(op, &y, T::from_f64(1.5), &mut want);
+            assert_ulps(&par, &want, tol, &format!("binary_scalar {op:?} n={n}"));
+            scalar_binary(op, T::from_f64(0.75), &x, &mut par, Par::Rayon);
+            reference::scalar_binary(op, T::from_f64(0.75), &x, &mut want);
+            assert_ulps(&par, &want, tol, &format!("scalar_binary {op:?} n={n}"));
+        }
+    }
+}
+
+#[test]
+fn public_elementwise_api() {
+    public_elementwise::<f32>();
+    public_elementwise::<f64>();
+}
+
+#[test]
+#[should_panic(expected = "lengths differ")]
+fn unary_length_mismatch_panics() {
+    unary(UnaryOp::Neg, &[1.0f32; 3], &mut [0.0; 4], Par::Seq);
+}
+
+#[test]
+#[should_panic(expected = "lengths differ")]
+fn binary_length_mismatch_panics() {
+    binary(BinaryOp::Add, &[1.0f64; 3], &[1.0; 2], &mut [0.0; 3], Par::Seq);
+}
+
+#[test]
+fn semantics_of_special_cases() {
+    let x = [f32::NAN, -0.0, 0.0, -2.5, 3.0];
+    let mut o = [0.0f32; 5];
+    unary(UnaryOp::Sign, &x, &mut o, Par::Seq);
+    assert!(o[0].is_nan() && o[1].to_bits() == (-0.0f32).to_bits() && o[2].to_bits() == 0);
+    assert_eq!(&o[3..], &[-1.0, 1.0]);
+    unary(UnaryOp::Relu, &x, &mut o, Par::Seq);
+    assert!(o[0].is_nan());
+    assert_eq!(o[1].to_bits(), 0, "relu(-0) = +0");
+    assert_eq!(&o[3..], &[0.0, 3.0]);
+    let mut o = [0.0f64; 3];
+    binary(BinaryOp::Max, &[f64::NAN, 1.0, 2.0], &[1.0, f64::NAN, 1.0], &mut o, Par::Seq);
+    assert!(o[0].is_nan() && o[1].is_nan() && o[2] == 2.0);
+    binary(BinaryOp::Ne, &[f64::NAN, 1.0, 2.0], &[f64::NAN, 1.0, 1.0], &mut o, Par::Seq);
+    assert_eq!(o, [1.0, 0.0, 1.0]);
+    binary(BinaryOp::Eq, &[f64::NAN, 1.0, 2.0], &[f64::NAN, 1.0, 1.0], &mut o, Par::Seq);
+    assert_eq!(o, [0.0, 1.0, 0.0]);
+    // Sigmoid is stable at the extremes.
+    let big: Vec<f32> = (0..128).map(|i| if i % 2 == 0 { 200.0 } else { -200.0 }).collect();
+    let mut s = vec![0.0f32; 128];
+    unary(UnaryOp::Sigmoid, &big, &mut s, Par::Seq);
+    assert!(s.iter().step_by(2).all(|&v| v == 1.0) && s.iter().skip(1).step_by(2).all(|&v| v == 0.0));
+}
+
+/// Measures the max ulp error of the vector path (random inputs over typical domains, plus
+/// arguments of sin/cos next to multiples of π/2) and checks it against the documented bounds.
+/// Run with `--nocapture` to see the table.
+fn accuracy_of<V: SimdVec>() {
+    let mut rng = Rng::new(4);
+    let n = 1 << 16;
+    let worst = |what: &str, x: &[V::Elem], got: &[V::Elem], want: &[V::Elem], bound: u64| {
+        let (i, e) = got.iter().zip(want).map(|(&g, &w)| ulps(g, w)).enumerate().max_by_key(|p| p.1).unwrap();
+        eprintln!("{:>4} x{:<2} {what:<28} max {e} ulp (at x = {:?})", V::Elem::NAME, V::LANES, x[i]);
+        assert!(e <= bound, "{what}: {e} ulp > {bound}");
+    };
+    let (mut got, mut want) = (vec![V::Elem::ZERO; n], vec![V::Elem::ZERO; n]);
+    let (exp_lo, exp_hi) = if V::Elem::NAME == "f32" { (-103.0, 89.0) } else { (-745.0, 710.0) };
+    let trig_max = if V::Elem::NAME == "f32" { 1e4 } else { 1e8 };
+    let cases: [(UnaryOp, f64, f64, u64); 11] = [
+        (UnaryOp::Exp, -10.0, 10.0, 1),
+        (UnaryOp::Exp, exp_lo, exp_hi, 1),
+        (UnaryOp::Log, 0.0, 10.0, 1),
+        (UnaryOp::Log, 0.0, 1e30, 1),
+        (UnaryOp::Tanh, -1.0, 1.0, 2),
+        (UnaryOp::Tanh, -20.0, 20.0, 2),
+        (UnaryOp::Sigmoid, -20.0, 20.0, 2),
+        (UnaryOp::Sin, -10.0, 10.0, 2),
+        (UnaryOp::Cos, -10.0, 10.0, 2),
+        (UnaryOp::Sin, -trig_max, trig_max, 2),
+        (UnaryOp::Cos, -trig_max, trig_max, 2),
+    ];
+    for (op, lo, hi, bound) in cases {
+        let x = rng.vec::<V::Elem>(n, lo, hi);
+        unary_v::<V>(op, &x, &mut got, true);
+        reference::unary(op, &x, &mut want);
+        worst(&format!("{op:?} [{lo:e}, {hi:e}]"), &x, &got, &want, bound);
+    }
+    // Arguments within a few ulp of k·π/2 (where range reduction is hardest).
+    let x: Vec<V::Elem> = (0..n)
+        .map(|i| {
+            let k = (i / 16 + 1) as f64 * if V::Elem::NAME == "f32" { 1.0 } else { 97.0 };
+            let c = k * std::f64::consts::FRAC_PI_2;
+            let d = (i % 16) as i64 - 8;
+            if V::Elem::NAME == "f32" {
+                V::Elem::from_f64(f32::from_bits(((c as f32).to_bits() as i64 + d) as u32) as f64)
+            } else {
+                V::Elem::from_f64(f64::from_bits((c.to_bits() as i64 + d) as u64))
+            }
+        })
+        .collect();
+    for op in [UnaryOp::Sin, UnaryOp::Cos] {
+        unary_v::<V>(op, &x, &mut got, true);
+        reference::unary(op, &x, &mut want);
+        worst(&format!("{op:?} near k*pi/2"), &x, &got, &want, 2);
+    }
+    // Pow: random bases and exponents, large exponents with normal results, and integer
+    // exponents of negative bases.
+    let a = rng.vec::<V::Elem>(n, 1e-3, 1e3);
+    let b = rng.vec::<V::Elem>(n, -12.0, 12.0);
+    binary_v::<V, _, _>(BinaryOp::Pow, &a[..], &b[..], &mut got, true);
+    reference::binary(BinaryOp::Pow, &a, &b, &mut want);
+    worst("Pow a in [1e-3,1e3], |b|<12", &a, &got, &want, 2);
+    let b = rng.vec::<V::Elem>(n, -32.0, 32.0);
+    let a: Vec<V::Elem> = b.iter().map(|&e| V::Elem::from_f64((rng.range(-80.0, 80.0) / e.to_f64()).exp().min(1e30))).collect();
+    binary_v::<V, _, _>(BinaryOp::Pow, &a[..], &b[..], &mut got, true);
+    reference::binary(BinaryOp::Pow, &a, &b, &mut want);
+    worst("Pow |b|<32, |b ln a|<80", &a, &got, &want, 3);
+    let a = rng.vec::<V::Elem>(n, -10.0, 10.0);
+    let b: Vec<V::Elem> = rng.vec::<V::Elem>(n, -8.0, 8.0).into_iter().map(|v| V::Elem::from_f64(v.to_f64().round())).collect();
+    binary_v::<V, _, _>(BinaryOp::Pow, &a[..], &b[..], &mut got, true);
+    reference::binary(BinaryOp::Pow, &a, &b, &mut want);
+    worst("Pow a in [-10,10], b integer", &a, &got, &want, 2);
+}
+
+#[test]
+fn accuracy() {
+    for_all_vecs!(accuracy_of);
+}
+
+/// Specials (NaN, ±inf, ±0, subnormals, extremes) go through the `std` fallback or are handled
+/// exactly by the vector code.
+fn specials_of<V: SimdVec>() {
+    let sp = specials::<V::Elem>();
+    let x: Vec<V::Elem> = sp.iter().cycle().take(sp.len() * V::LANES).copied().collect();
+    let mut got = vec![V::Elem::ZERO; x.len()];
+    let mut want = vec![V::Elem::ZERO; x.len()];
+    for op in UnaryOp::ALL {
+        unary_v::<V>(op, &x, &mut got, true);
+        reference::unary(op, &x, &mut want);
+        assert_ulps(&got, &want, MAX_ULP, &format!("{op:?} specials {}", V::Elem::NAME));
+    }
+    let y: Vec<V::Elem> = sp.iter().flat_map(|&s| std::iter::repeat(s).take(sp.len())).take(x.len()).collect();
+    binary_v::<V, _, _>(BinaryOp::Pow, &x[..], &y[..], &mut got, true);
+    reference::binary(BinaryOp::Pow, &x, &y, &mut want);
+    assert_ulps(&got, &want, MAX_ULP, "Pow specials");
+}
+
+#[test]
+fn special_values() {
+    for_all_vecs!(specials_of);
+}
+
+/// A random strided view over a buffer for `shape`: broadcast dims (stride 0), permuted dims,
+/// or padded rows. Returns (buffer length, strides).
+fn random_view(rng: &mut Rng, shape: &[usize]) -> (usize, Vec<usize>) {
+    let r = shape.len();
+    // Physical dims: each dim is either broadcast or stored, in a random order, with padding.
+    let bcast: Vec<bool> = (0..r).map(|_| rng.below(4) == 0).collect();
+    let mut order: Vec<usize> = (0..r).collect();
+    for i in (1..r).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let mut strides = vec![0; r];
+    let mut s = 1;
+    for &d in order.iter().rev() {
+        if !bcast[d] {
+            strides[d] = s;
+            s *= shape[d] + if rng.below(3) == 0 { 1 } else { 0 };
+        }
+    }
+    let len = shape.iter().zip(&strides).map(|(&d, &st)| (d.max(1) - 1) * st).sum::<usize>() + 1;
+    (len, strides)
+}
+
+fn random_shape(rng: &mut Rng) -> Vec<usize> {
+    let r = rng.below(5);
+    let dims = [0, 1, 1, 2, 3, 5, 8, 17, 33];
+    let mut s: Vec<usize> = (0..r).map(|_| dims[1 + rng.below(dims.len() - 1)]).collect();
+    if rng.below(20) == 0 && r > 0 {
+        s[rng.below(r)] = 0;
+    }
+    s
+}
+
+fn strided_vs_reference<V: SimdVec>() {
+    let mut rng = Rng::new(5);
+    let mut shapes: Vec<Vec<usize>> = (0..300).map(|_| random_shape(&mut rng)).collect();
+    // Long rows with non-unit strides (blocked gathering) and a broadcast scalar case.
+    shapes.extend([vec![3, 700], vec![700, 3], vec![1000], vec![2, 1, 300]]);
+    for shape in &shapes {
+        let n: usize = shape.iter().product();
+        let (la, sa) = random_view(&mut rng, shape);
+        let (lb, sb) = random_view(&mut rng, shape);
+        let (lc, sc) = random_view(&mut rng, shape);
+        let a = mixed::<V::Elem>(&mut rng, la, 0.1, 3.0);
+        let b = mixed::<V::Elem>(&mut rng, lb, -3.0, 3.0);
+        let c: Vec<V::Elem> = (0..lc).map(|i| V::Elem::from_f64((i % 3) as f64 - if i % 7 == 0 { f64::NAN } else { 0.0 })).collect();
+        let (mut got, mut want) = (vec![V::Elem::ZERO; n], vec![V::Elem::ZERO; n]);
+        for op in BinaryOp::ALL {
+            binary_strided_v::<V>(op, &a, &sa, &b, &sb, shape, &mut got);
+            reference::binary_strided(op, &a, &sa, &b, &sb, shape, &mut want);
+            let what = format!("{op:?} shape {shape:?} strides {sa:?} {sb:?}");
+            if op.is_transcendental() {
+                assert_ulps(&got, &want, MAX_ULP, &what);
+            } else {
+                assert_same(&got, &want, &what);
+            }
+        }
+        select_strided_v::<V>(&c, &sc, &a, &sa, &b, &sb, shape, &mut got);
+        reference::select_strided(&c, &sc, &a, &sa, &b, &sb, shape, &mut want);
+        assert_same(&got, &want, &format!("select shape {shape:?}"));
+        let off = rng.below(3);
+        let x = mixed::<V::Elem>(&mut rng, la + off, -3.0, 3.0);
+        gather_strided(&x, &sa, off, shape, &mut got);
+        reference::gather_strided(&x, &sa, off, shape, &mut want);
+        assert_same(&got, &want, &format!("gather shape {shape:?} strides {sa:?}"));
+    }
+}
+
+#[test]
+fn strided_matches_reference() {
+    for_all_vecs!(strided_vs_reference);
+}
+
+#[test]
+fn strided_rank0_and_empty() {
+    let mut o = [0.0f32];
+    binary_strided(BinaryOp::Sub, &[5.0], &[], &[2.0], &[], &[], &mut o);
+    assert_eq!(o, [3.0]);
+    gather_strided(&[1.0, 7.0], &[], 1, &[], &mut o);
+    assert_eq!(o, [7.0]);
+    let mut e: [f64; 0] = [];
+    binary_strided(BinaryOp::Add, &[], &[1, 1], &[], &[0, 1], &[0, 4], &mut e);
+    select_strided(&[], &[1], &[], &[1], &[], &[1], &[0], &mut e);
+    gather_strided(&[], &[3], 0, &[0], &mut e);
+}
+
+#[test]
+#[should_panic(expected = "exceeds buffer")]
+fn strided_out_of_bounds_panics() {
+    let mut o = [0.0f32; 6];
+    binary_strided(BinaryOp::Add, &[1.0; 5], &[3, 1], &[1.0; 6], &[3, 1], &[2, 3], &mut o);
+}
+
+#[test]
+#[should_panic(expected = "exceeds buffer")]
+fn gather_out_of_bounds_panics() {
+    let mut o = [0.0f64; 4];
+    gather_strided(&[1.0; 4], &[1], 1, &[4], &mut o);
+}
+
+/// Sums are compared with a tolerance scaled by the sum of magnitudes; Max/Min exactly.
+fn assert_reduced<T: Element>(op: ReduceOp, got: T, want: T, scale: f64, what: &str) {
+    if op == ReduceOp::Sum && want.to_f64().is_finite() && scale.is_finite() && got != want {
+        let tol = scale * T::EPSILON.to_f64() * 8.0;
+        assert!((got.to_f64() - want.to_f64()).abs() <= tol, "{what}: got {got:?} want {want:?}");
+    } else {
+        assert!((got.is_nan() && want.is_nan()) || got == want, "{what}: got {got:?} want {want:?}");
+    }
+}
+
+fn reduce_vs_reference<V: SimdVec>() {
+    let mut rng = Rng::new(6);
+    for n in LENS.into_iter().chain([1000, 4099]) {
+        let clean = rng.vec::<V::Elem>(n, -10.0, 10.0);
+        let dirty = mixed::<V::Elem>(&mut rng, n, -10.0, 10.0);
+        for x in [&clean, &dirty] {
+            let scale: f64 = x.iter().map(|v| v.to_f64().abs()).sum();
+            for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
+                let what = format!("{op:?} {} x{} n={n}", V::Elem::NAME, V::LANES);
+                assert_reduced(op, reduce_v::<V>(op, x), reference::reduce_all(op, x), scale, &what);
+            }
+        }
+    }
+    for _ in 0..300 {
+        let shape = random_shape(&mut rng);
+        let r = shape.len();
+        let axes: Vec<usize> = (0..r).filter(|_| rng.below(2) == 0).collect();
+        let n: usize = shape.iter().product();
+        let m: usize = (0..r).filter(|d| !axes.contains(d)).map(|d| shape[d]).product();
+        let x = if rng.below(3) == 0 { mixed::<V::Elem>(&mut rng, n, -5.0, 5.0) } else { rng.vec(n, -5.0, 5.0) };
+        let abs: Vec<f64> = x.iter().map(|v| v.to_f64().abs()).collect();
+        let mut scale = vec![0.0; m];
+        reference::reduce_axes(ReduceOp::Sum, &abs, &shape, &axes, &mut scale);
+        for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
+            let (mut got, mut want) = (vec![V::Elem::ZERO; m], vec![V::Elem::ZERO; m]);
+            reduce_axes_v::<V>(op, &x, &shape, &axes, &mut got);
+            reference::reduce_axes(op, &x, &shape, &axes, &mut want);
+            for ((g, w), s) in got.iter().zip(&want).zip(&scale) {
+                assert_reduced(op, *g, *w, *s, &format!("{op:?} shape {shape:?} axes {axes:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn reductions_match_reference() {
+    for_all_vecs!(reduce_vs_reference);
+}
+
+#[test]
+fn reduce_identities_and_exact_leading_sum() {
+    assert_eq!(reduce_all::<f64>(ReduceOp::Sum, &[]), 0.0);
+    assert_eq!(reduce_all::<f64>(ReduceOp::Max, &[]), f64::NEG_INFINITY);
+    assert_eq!(reduce_all::<f32>(ReduceOp::Min, &[]), f32::INFINITY);
+    assert!(reduce_all(ReduceOp::Max, &[1.0f32, f32::NAN, 3.0]).is_nan());
+    // Reducing an empty axis gives the identity; a kept empty axis gives an empty output.
+    let mut o = [9.0f32; 3];
+    reduce_axes(ReduceOp::Max, &[], &[0, 3], &[0], &mut o);
+    assert_eq!(o, [f32::NEG_INFINITY; 3]);
+    reduce_axes::<f32>(ReduceOp::Sum, &[], &[3, 0], &[1], &mut o);
+    assert_eq!(o, [0.0; 3]);
+    reduce_axes::<f32>(ReduceOp::Sum, &[], &[0, 3], &[1], &mut []);
+    // Leading-axis sums accumulate rows in order: bit-identical to the reference.
+    let mut rng = Rng::new(7);
+    let x = rng.vec::<f32>(37 * 53, -1.0, 1.0);
+    let (mut got, mut want) = (vec![0.0; 53], vec![0.0; 53]);
+    reduce_axes(ReduceOp::Sum, &x, &[37, 53], &[0], &mut got);
+    reference::reduce_axes(ReduceOp::Sum, &x, &[37, 53], &[0], &mut want);
+    assert_same(&got, &want, "leading sum");
+}
+
+#[test]
+#[should_panic(expected = "sorted")]
+fn reduce_unsorted_axes_panics() {
+    reduce_axes(ReduceOp::Sum, &[0.0f32; 6], &[2, 3], &[1, 0], &mut [0.0; 1]);
+}
+
+fn gemm_case<T: Element>(rng: &mut Rng, m: usize, k: usize, n: usize, par: Par) {
+    // Layouts: 0 = row-major, 1 = column-major (transposed), 2 = padded row-major.
+    let layout = |rows: usize, cols: usize, kind: usize| match kind {
+        0 => (cols, 1, rows * cols),
+        1 => (1, rows, rows * cols),
+        _ => (cols + 3, 1, rows * (cols + 3)),
+    };
+    for (la, lb, lc) in [(0, 0, 0), (1, 0, 0), (0, 1, 1), (1, 1, 2), (2, 2, 1)] {
+        let (rsa, csa, na) = layout(m, k, la);
+        let (rsb, csb, nb) = layout(k, n, lb);
+        let (rsc, csc, nc) = layout(m, n, lc);
+        let a = rng.vec::<T>(na.max(1), -1.0, 1.0);
+        let b = rng.vec::<T>(nb.max(1), -1.0, 1.0);
+        for (alpha, beta) in [(1.0, 0.0), (0.5, -2.0), (-1.5, 1.0)] {
+            let (alpha, beta) = (T::from_f64(alpha), T::from_f64(beta));
+            let mut c: Vec<T> = rng.vec(nc, -1.0, 1.0);
+            if beta == T::ZERO {
+                c.iter_mut().step_by(2).for_each(|v| *v = T::NAN); // must not propagate
+            }
+            let mut want = c.clone();
+            gemm(m, k, n, alpha, &a, rsa, csa, &b, rsb, csb, beta, &mut c, rsc, csc, par);
+            reference::gemm(m, k, n, alpha, &a, rsa, csa, &b, rsb, csb, beta, &mut want, rsc, csc);
+            let tol = T::EPSILON.to_f64() * (4.0 * k as f64 + 8.0);
+            for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+                let (g, w) = (g.to_f64(), w.to_f64());
+                assert!(
+                    (g - w).abs() <= tol || (g.is_nan() && w.is_nan()),
+                    "gemm {} {m}x{k}x{n} layouts {la}{lb}{lc} alpha {alpha:?} beta {beta:?} [{i}]: got {g} want {w}",
+                    T::NAME
+                );
+            }
+        }
+    }
+}
+
+fn gemm_all<T: Element>() {
+    let mut rng = Rng::new(8);
+    for (m, k, n) in [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (2, 3, 5), (7, 1, 9), (17, 33, 5), (64, 64, 64), (5, 100, 3)] {
+        gemm_case::<T>(&mut rng, m, k, n, Par::Seq);
+    }
+    // Large enough for the rayon split (m * n * k > 2^21), with m not a multiple of the blocks.
+    gemm_case::<T>(&mut rng, 301, 120, 97, Par::Rayon);
+}
+
+#[test]
+fn gemm_matches_reference() {
+    gemm_all::<f32>();
+    gemm_all::<f64>();
+}
+
+#[test]
+#[should_panic(expected = "exceeds its buffer")]
+fn gemm_out_of_bounds_panics() {
+    let mut c = [0.0f32; 4];
+    gemm(2, 2, 2, 1.0, &[1.0; 3], 2, 1, &[1.0; 4], 2, 1, 0.0, &mut c, 2, 1, Par::Seq);
+}
+
+#[test]
+#[should_panic(expected = "alias")]
+fn gemm_aliasing_c_panics() {
+    let mut c = [0.0f64; 4];
+    gemm(2, 2, 2, 1.0, &[1.0; 4], 2, 1, &[1.0; 4], 2, 1, 0.0, &mut c, 1, 1, Par::Seq);
+}
+

@@ -109,7 +109,9 @@ macro_rules! argnum_int {
         }
     )*};
 }
-argnum_int!(i32, i64, usize, isize);
+// One integer type only: with several, a literal `argnums(0)` would stay ambiguous until the end
+// of type inference and the result type could not be known at the `?`.
+argnum_int!(i64);
 
 fn validate_argnums(nums: &[i64], nargs: usize) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(nums.len());
@@ -352,38 +354,6 @@ impl<A: Args, S: StateTree> Selection<A, Second> for (WithStates<S>, DefaultArg)
     }
 }
 
-/// How `(has_aux, return_value)` wrap the gradient part.
-pub trait Row<G, X> {
-    /// The result type.
-    type Out;
-    /// Build it.
-    fn make(g: G, value: Tensor, aux: X) -> Self::Out;
-}
-impl<G, X> Row<G, X> for (NoAux, NoValue) {
-    type Out = G;
-    fn make(g: G, _: Tensor, _: X) -> G {
-        g
-    }
-}
-impl<G, X> Row<G, X> for (WithAux, NoValue) {
-    type Out = (G, X);
-    fn make(g: G, _: Tensor, aux: X) -> (G, X) {
-        (g, aux)
-    }
-}
-impl<G, X> Row<G, X> for (NoAux, WithValue) {
-    type Out = (G, Tensor);
-    fn make(g: G, value: Tensor, _: X) -> (G, Tensor) {
-        (g, value)
-    }
-}
-impl<G, X> Row<G, X> for (WithAux, WithValue) {
-    type Out = (G, Tensor, X);
-    fn make(g: G, value: Tensor, aux: X) -> (G, Tensor, X) {
-        (g, value, aux)
-    }
-}
-
 /// What the transformed function returns: a [`Tensor`] (or `Result<Tensor>`) without
 /// `has_aux`; the pair `(Tensor, X)` (or `Result` of it) with `has_aux`.
 pub trait FnOutput<AuxSel> {
@@ -427,17 +397,17 @@ impl<X: Tree> FnOutput<WithAux> for Result<(Tensor, X)> {
 /// Type parameters record the options so that the result type follows the table; build one with
 /// [`grad`], [`vector_grad`], [`jacrev`], [`jacfwd`], [`hessian`] or
 /// [`GradientTransform::new`] with your own plugin.
-pub struct GradientTransform<F, S = NoStates, N = DefaultArg, X = NoAux, R = NoValue, K = First> {
+pub struct GradientTransform<F, A, O, S = NoStates, N = DefaultArg, X = NoAux, R = NoValue, K = First> {
     f: F,
     plugin: Arc<dyn TransformPlugin>,
     params: Params,
     sel: (S, N),
     check_states: bool,
     debug_nan: bool,
-    _m: PhantomData<fn() -> (X, R, K)>,
+    _m: PhantomData<fn(A) -> (O, X, R, K)>,
 }
 
-impl<F, S: Clone, N: Clone, X, R, K> Clone for GradientTransform<F, S, N, X, R, K>
+impl<F, A, O, S: Clone, N: Clone, X, R, K> Clone for GradientTransform<F, A, O, S, N, X, R, K>
 where
     F: Clone,
 {
@@ -454,7 +424,11 @@ where
     }
 }
 
-impl<F> GradientTransform<F> {
+// `FnOnce` (not `Fn`) in the constructors is deliberate: every closure implements `FnOnce`, so the
+// compiler learns the argument and output types from it at once, before it has decided the
+// closure's kind; `call` then asks for `Fn`. This is what lets `let g = grad(f).call(args)?;`
+// infer with no annotations.
+impl<F: FnOnce(A) -> O, A, O> GradientTransform<F, A, O> {
     /// Wrap `f` with a first-order transform plugin and its parameters.
     pub fn new(f: F, plugin: Arc<dyn TransformPlugin>, params: Params) -> Self {
         GradientTransform {
@@ -469,12 +443,12 @@ impl<F> GradientTransform<F> {
     }
 }
 
-impl<F, S, N, X, R, K> GradientTransform<F, S, N, X, R, K> {
+impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
     fn retype<S2, N2, X2, R2, K2>(
         self,
         states: impl FnOnce(S) -> S2,
         argnums: impl FnOnce(N) -> N2,
-    ) -> GradientTransform<F, S2, N2, X2, R2, K2> {
+    ) -> GradientTransform<F, A, O, S2, N2, X2, R2, K2> {
         GradientTransform {
             f: self.f,
             plugin: self.plugin,
@@ -488,23 +462,23 @@ impl<F, S, N, X, R, K> GradientTransform<F, S, N, X, R, K> {
 
     /// Differentiate w.r.t. these states too (a state, a `Vec`, a path-keyed map, …).
     /// An empty container is the same as none (no state gradients, argument 0 by default).
-    pub fn grad_states<T: StateTree>(self, states: T) -> GradientTransform<F, WithStates<T>, N, X, R, K> {
+    pub fn grad_states<T: StateTree>(self, states: T) -> GradientTransform<F, A, O, WithStates<T>, N, X, R, K> {
         self.retype(|_| WithStates(states), |n| n)
     }
 
     /// Differentiate w.r.t. these positional arguments: an int gives one gradient, an array or
     /// `Vec` a collection in the given order.
-    pub fn argnums<A: ArgnumSpec>(self, argnums: A) -> GradientTransform<F, S, A::Sel, X, R, K> {
+    pub fn argnums<Spec: ArgnumSpec>(self, argnums: Spec) -> GradientTransform<F, A, O, S, Spec::Sel, X, R, K> {
         self.retype(|s| s, |_| argnums.into_sel())
     }
 
     /// The function returns `(value, aux)`; aux is passed through, not differentiated.
-    pub fn has_aux(self) -> GradientTransform<F, S, N, WithAux, R, K> {
+    pub fn has_aux(self) -> GradientTransform<F, A, O, S, N, WithAux, R, K> {
         self.retype(|s| s, |n| n)
     }
 
     /// Return the function's value too.
-    pub fn return_value(self) -> GradientTransform<F, S, N, X, WithValue, K> {
+    pub fn return_value(self) -> GradientTransform<F, A, O, S, N, X, WithValue, K> {
         self.retype(|s| s, |n| n)
     }
 
@@ -544,24 +518,13 @@ impl OrderMarker for Second {
     const ORDER: Order = Order::Second;
 }
 
-/// The result type of [`GradientTransform::call`] for arguments `A` and closure output `O`.
-pub type CallOutput<S, N, X, R, K, A, O> =
-    <(X, R) as Row<<(S, N) as Selection<A, K>>::Grads, <O as FnOutput<X>>::Aux>>::Out;
-
-impl<F, S, N, X, R, K: OrderMarker> GradientTransform<F, S, N, X, R, K> {
-    /// Run the transform on `args` (a tuple of positional arguments, or a lone [`Tensor`]).
-    ///
-    /// Errors (typed, with every state restored): bad `argnums`, a non-differentiable selected
-    /// argument, a grad state the function never touched (unless `check_states(false)`), a
-    /// non-scalar output for `grad`, a shape error or panic inside the function, a malformed
-    /// plugin result.
-    pub fn call<A, O>(&self, args: A) -> Result<CallOutput<S, N, X, R, K, A, O>>
+impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R, K> {
+    fn call_raw(&self, args: A) -> Result<(<(S, N) as Selection<A, K>>::Grads, Tensor, O::Aux)>
     where
         A: Args,
         F: Fn(A) -> O,
         O: FnOutput<X>,
         (S, N): Selection<A, K>,
-        (X, R): Row<<(S, N) as Selection<A, K>>::Grads, O::Aux>,
     {
         if self.plugin.order() != K::ORDER {
             return Err(Error::Unsupported(format!(
@@ -693,9 +656,41 @@ impl<F, S, N, X, R, K: OrderMarker> GradientTransform<F, S, N, X, R, K> {
         };
         let value = raw.value.clone();
         let g = self.sel.assemble(raw)?;
-        Ok(<(X, R)>::make(g, value, aux))
+        Ok((g, value, aux))
     }
 }
+
+macro_rules! call_row {
+    ($x:ty, $r:ty, |$g:ident, $l:ident, $a:ident| $out:ty => $make:expr) => {
+        impl<F, A, O, S, N, K: OrderMarker> GradientTransform<F, A, O, S, N, $x, $r, K>
+        where
+            A: Args,
+            (S, N): Selection<A, K>,
+        {
+            /// Run the transform on `args` (a tuple of positional arguments, or a lone
+            /// [`Tensor`]); the result follows the return table (see the [module docs](self)).
+            ///
+            /// Errors (typed, with every state restored): bad `argnums`, a non-differentiable
+            /// selected argument, a grad state the function never touched (unless
+            /// `check_states(false)`), a non-scalar output for `grad`, a shape error or panic
+            /// inside the function, a malformed plugin result.
+            #[allow(unused_variables)]
+            pub fn call(&self, args: A) -> Result<$out>
+            where
+                F: Fn(A) -> O,
+                O: FnOutput<$x>,
+            {
+                let ($g, $l, $a) = self.call_raw(args)?;
+                Ok($make)
+            }
+        }
+    };
+}
+type GradsOf<S, N, A, K> = <(S, N) as Selection<A, K>>::Grads;
+call_row!(NoAux, NoValue, |g, l, a| GradsOf<S, N, A, K> => g);
+call_row!(WithAux, NoValue, |g, l, a| (GradsOf<S, N, A, K>, <O as FnOutput<WithAux>>::Aux) => (g, a));
+call_row!(NoAux, WithValue, |g, l, a| (GradsOf<S, N, A, K>, Tensor) => (g, l));
+call_row!(WithAux, WithValue, |g, l, a| (GradsOf<S, N, A, K>, Tensor, <O as FnOutput<WithAux>>::Aux) => (g, l, a));
 
 // ------------------------------------------------------------------ built-in transforms
 
@@ -703,7 +698,7 @@ impl<F, S, N, X, R, K: OrderMarker> GradientTransform<F, S, N, X, R, K> {
 ///
 /// ```
 /// use stategrad_core::{grad, Tensor};
-/// let loss_fn = |(x, y, scale): (Tensor, Tensor, f32)| scale * ((&x - &y).square()).sum();
+/// let loss_fn = |(x, y, scale): (Tensor, Tensor, f64)| scale * ((&x - &y).square()).sum();
 /// let x = Tensor::new([1.0f32, 2.0, 3.0]);
 /// let y = Tensor::new([0.5f32, 1.5, 2.5]);
 /// let gx = grad(loss_fn).argnums(0).call((x.clone(), y.clone(), 2.0)).unwrap();
@@ -711,28 +706,28 @@ impl<F, S, N, X, R, K: OrderMarker> GradientTransform<F, S, N, X, R, K> {
 /// let [gx, gy] = grad(loss_fn).argnums([0, 1]).call((x, y, 2.0)).unwrap();
 /// assert_eq!(gy.to_string(), "[-2. -2. -2.]");
 /// ```
-pub fn grad<F>(f: F) -> GradientTransform<F> {
+pub fn grad<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(GradPlugin), Params::new())
 }
 
 /// `vector_grad`: the VJP with an all-ones cotangent (the gradient of `sum(f)`), for
 /// vector-valued functions. Not the Jacobian diagonal.
-pub fn vector_grad<F>(f: F) -> GradientTransform<F> {
+pub fn vector_grad<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(VectorGradPlugin), Params::new())
 }
 
 /// `jacrev`: the Jacobian by reverse mode, output dims first then each input's dims.
-pub fn jacrev<F>(f: F) -> GradientTransform<F> {
+pub fn jacrev<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(JacRevPlugin), Params::new())
 }
 
 /// `jacobian`: an alias of [`jacrev`].
-pub fn jacobian<F>(f: F) -> GradientTransform<F> {
+pub fn jacobian<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     jacrev(f)
 }
 
 /// `jacfwd`: the Jacobian by forward mode (same layout and values as [`jacrev`]).
-pub fn jacfwd<F>(f: F) -> GradientTransform<F> {
+pub fn jacfwd<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(JacFwdPlugin), Params::new())
 }
 
@@ -740,7 +735,7 @@ pub fn jacfwd<F>(f: F) -> GradientTransform<F> {
 /// reverse-mode Jacobian). Blocks per pair of inputs: of one argument a tensor of shape
 /// `out + in + in`; of states `{outer: {inner: block}}` with `block` of shape
 /// `outer.shape + inner.shape`.
-pub fn hessian<F>(f: F) -> GradientTransform<F, NoStates, DefaultArg, NoAux, NoValue, Second> {
+pub fn hessian<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O, NoStates, DefaultArg, NoAux, NoValue, Second> {
     GradientTransform {
         f,
         plugin: Arc::new(HessianPlugin),

@@ -1,0 +1,197 @@
+//! The BrainState autodiff tutorial (the seed notebook), section by section, in Rust.
+//!
+//! Run: `cargo run --release --example seed_tutorial`. Every printed line matches the notebook
+//! (float32, as it ran), except §7's noise, which the notebook never seeded.
+
+use stategrad::prelude::*;
+use std::collections::BTreeMap;
+
+/// Simple linear regression model (§2.1).
+#[derive(Module)]
+struct LinearRegressor {
+    weight: State,
+    bias: State,
+}
+
+impl LinearRegressor {
+    fn new(in_features: usize) -> Self {
+        LinearRegressor {
+            weight: ParamState::new(Tensor::zeros(&[in_features, 1])),
+            bias: ParamState::new(Tensor::zeros(&[1])),
+        }
+    }
+    fn call(&self, x: &Tensor) -> Tensor {
+        x.matmul(&self.weight.value()) + self.bias.value()
+    }
+}
+
+fn main() -> Result<()> {
+    // ------------------------------------------------------------ §1 argnums
+    let loss_fn = |(x, y, scale): (Tensor, Tensor, f64)| scale * (&x - &y).square().sum();
+    let x = Tensor::new([1.0f32, 2.0, 3.0]);
+    let y = Tensor::new([0.5f32, 1.5, 2.5]);
+    let scale = 2.0;
+
+    let grad_x = grad(loss_fn).argnums(0).call((x.clone(), y.clone(), scale))?;
+    println!("Gradient w.r.t. x: {grad_x}");
+
+    let [grad_x, grad_y] = grad(loss_fn).argnums([0, 1]).call((x, y, scale))?;
+    println!("Gradient w.r.t. x: {grad_x}");
+    println!("Gradient w.r.t. y: {grad_y}");
+
+    // ------------------------------------------------------------ §2.1 ParamState
+    let model = LinearRegressor::new(1);
+    let xs = Tensor::linspace(-1.0, 1.0, 5).reshape(&[-1, 1]);
+    let y_true = 3.0 * &xs + 1.0;
+
+    let mse_loss = |(x, target): (Tensor, Tensor)| (model.call(&x) - target).square().mean();
+    let (param_grads, loss_value) = grad(mse_loss)
+        .grad_states(model.states(ParamState))
+        .return_value()
+        .call((xs.clone(), y_true.clone()))?;
+    println!("Loss: {loss_value:.4}");
+    println!("\nParameter gradients:");
+    for (path, g) in &param_grads {
+        println!("  {path}: {g}");
+    }
+
+    // ------------------------------------------------------------ §2.2 retrieving states
+    let params_method1 = model.states(ParamState);
+    println!("Using model.states():");
+    for (path, state) in &params_method1 {
+        println!("  {path}: shape={}", state.value().shape_display());
+    }
+    let params_method2 = treefy_states(&model, ParamState);
+    println!("\nUsing brainstate.graph.treefy_states():");
+    for (path, state) in params_method2.to_flat() {
+        println!("  {path}: shape={}", state.value.shape_display());
+    }
+    assert!(params_method1.keys().eq(params_method2.to_flat().keys()));
+
+    // ------------------------------------------------------------ §2.3 StateFinder
+    let scale = ParamState::new(Tensor::scalar(1.5f32)).named("scale");
+    let offset = ParamState::new(Tensor::scalar(-0.2f32)).named("offset");
+    let cache = State::new(Tensor::scalar(0.0f32)).named("cache"); // not a ParamState
+    let energy = |x: Tensor| {
+        let shifted = &x * &scale.value() + offset.value();
+        scale.set_value(scale.value() + 0.0); // dummy update: marks `scale` as written
+        cache.set_value(shifted.sum());
+        shifted.square().sum()
+    };
+    let finder = StateFinder::new(energy).filter(ParamState).usage(Usage::All);
+    let all_param_states = finder.find(Tensor::ones(&[2]))?;
+    println!("States found by StateFinder:");
+    for (name, state) in &all_param_states {
+        println!("  {name}: {}", state.name().unwrap_or("?"));
+    }
+    let (state_grads, energy_value) = grad(energy)
+        .grad_states(all_param_states.clone())
+        .return_value()
+        .call(Tensor::new([1.0f32, 3.0]))?;
+    println!("\nEnergy: {energy_value:.4}");
+    println!("Gradients:");
+    for (key, g) in &state_grads {
+        println!("  {key}: {g}");
+    }
+
+    // ------------------------------------------------------------ §2.4 any State
+    let regular_state = State::new(Tensor::scalar(2.0f32)).named("regular_state");
+    let compute_with_state = |x: Tensor| (&x * &regular_state.value()).square().sum();
+    let gradient = grad(compute_with_state)
+        .grad_states(vec![regular_state.clone()])
+        .call(Tensor::new([1.0f32, 2.0, 3.0]))?;
+    println!("Gradient w.r.t. regular State: {}", gradient[0]);
+
+    // ------------------------------------------------------------ §3 argnums + grad_states
+    let reg_model = LinearRegressor::new(1);
+    let penalized_loss = |(l2_coeff, inputs, target): (Tensor, Tensor, Tensor)| {
+        let pred = reg_model.call(&inputs);
+        let mse = (pred - target).square().mean();
+        let l2 = reg_model.weight.value().square().sum() + reg_model.bias.value().square().sum();
+        mse + l2_coeff * l2
+    };
+    let ((state_grads, coeff_grad), loss_val) = grad(penalized_loss)
+        .grad_states(reg_model.states(ParamState))
+        .argnums(0)
+        .return_value()
+        .call((Tensor::scalar(0.5f32), xs.clone(), y_true.clone()))?;
+    println!("Loss: {loss_val:.4}");
+    println!("Gradient w.r.t. l2_coeff: {coeff_grad:.4}");
+    println!("\nState gradients:");
+    for (path, g) in &state_grads {
+        println!("  {path}: {g}");
+    }
+
+    // ------------------------------------------------------------ §4.2 all return options
+    let example_model = LinearRegressor::new(1);
+    let loss_with_metrics = |(l2_coeff, x, target): (Tensor, Tensor, Tensor)| {
+        let pred = example_model.call(&x);
+        let mse = (&pred - &target).square().mean();
+        let l2 = example_model.weight.value().square().sum();
+        let loss = &mse + l2_coeff * &l2;
+        let metrics = BTreeMap::from([
+            ("mae", (&pred - &target).abs().mean()),
+            ("mse", mse),
+            ("l2", l2),
+        ]);
+        (loss, metrics)
+    };
+    let ((state_grads, coeff_grad), loss_val, aux_metrics) = grad(loss_with_metrics)
+        .grad_states(example_model.states(ParamState))
+        .argnums(0)
+        .has_aux()
+        .return_value()
+        .call((Tensor::scalar(0.3f32), xs.clone(), y_true.clone()))?;
+    println!("Loss: {loss_val:.4}");
+    println!("\nGradient w.r.t. l2_coeff: {coeff_grad:.4}");
+    println!("\nState gradients:");
+    for (path, g) in &state_grads {
+        println!("  {path}: {g}");
+    }
+    println!("\nAuxiliary metrics:");
+    for (key, val) in &aux_metrics {
+        println!("  {key}: {val:.4}");
+    }
+
+    // ------------------------------------------------------------ §5.1 vector_grad
+    let vector_fun = |x: Tensor| {
+        Tensor::stack(
+            &[&(x.at(0) * x.at(1)), &x.at(0).sin(), &(x.at(0).square() + x.at(1).square())],
+            0,
+        )
+    };
+    let x0 = Tensor::new([1.0f32, 2.0]);
+    let result = vector_grad(vector_fun).call(x0.clone())?;
+    println!("Vector gradient: {result}");
+
+    // ------------------------------------------------------------ §5.2 jacrev / jacfwd
+    let multi_output = |x: Tensor| Tensor::stack(&[&(x.at(0) * x.at(1)), &x.at(0).sin(), &x.at(1).exp()], 0);
+    let result_rev = jacrev(multi_output).call(x0.clone())?;
+    println!("Jacobian (reverse-mode):");
+    println!("{result_rev}");
+    let result_fwd = jacfwd(multi_output).call(x0.clone())?;
+    println!("\nJacobian (forward-mode):");
+    println!("{result_fwd}");
+    assert!(result_rev.allclose(&result_fwd, 1e-5, 1e-8));
+    let result_alias = jacobian(multi_output).call(x0.clone())?;
+    assert!(result_rev.allclose(&result_alias, 1e-5, 1e-8));
+
+    // ------------------------------------------------------------ §5.3 hessian
+    let quadratic = |x: Tensor| x.dot(&x);
+    let result = hessian(quadratic).call(x0.clone())?;
+    println!("Hessian:");
+    println!("{result}");
+    assert!(result.allclose(&(2.0 * Tensor::eye(2)), 1e-6, 1e-8));
+
+    // ------------------------------------------------------------ §5.4 transforms with states
+    let jac_model = LinearRegressor::new(2);
+    let model_output = |x: Tensor| jac_model.call(&x);
+    let param_jacobian = jacrev(model_output)
+        .grad_states(jac_model.states(ParamState))
+        .call(Tensor::new([1.0f32, 2.0]))?;
+    println!("Jacobian w.r.t. parameters:");
+    for (path, jac) in &param_jacobian {
+        println!("  {path}: shape={}", jac.shape_display());
+    }
+    Ok(())
+}
