@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod finder;
+pub mod jit;
 pub mod module;
 mod ops;
 mod prim;
@@ -16,6 +17,7 @@ pub mod transform;
 pub use error::{Error, Result, ShapeDisplay};
 pub use finder::{FoundStates, ReadWrite, StateFinder, StateKey, Usage};
 pub use module::{treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot};
+pub use jit::{jit, Jit};
 pub use ops::where_;
 pub use state::{
     AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState, ShortTermState, State,

@@ -336,7 +336,7 @@ impl Tensor {
     }
 
     fn is_finite_mask(&self) -> Tensor {
-        let v: Vec<f64> = self.to_f64_vec().iter().map(|x| if x.is_finite() { 1.0 } else { 0.0 }).collect();
+        let v: Vec<f64> = self.f64_data().iter().map(|x| if x.is_finite() { 1.0 } else { 0.0 }).collect();
         Tensor::from_buffer(crate::tensor::Buffer::F64(v).cast(self.dtype()), self.shape())
     }
 

@@ -318,7 +318,20 @@ impl Tensor {
     }
 
     /// The values as a `Vec<T>`, converting the dtype if needed.
+    ///
+    /// Inside `jit`, reading a traced tensor raises [`Error::TracedValueRead`] (returned by the
+    /// `jit` call): a value read on the trace would be baked into the compiled tape.
     pub fn to_vec<T: Float>(&self) -> Vec<T> {
+        if crate::trace::jit_traced(self) {
+            crate::error::raise(Error::TracedValueRead {
+                shape: self.shape_display(),
+                what: "to_vec",
+            });
+        }
+        self.to_vec_unchecked()
+    }
+
+    pub(crate) fn to_vec_unchecked<T: Float>(&self) -> Vec<T> {
         match T::slice(self.buf()) {
             Some(s) => s.to_vec(),
             None => with_slice!(self.buf(), v => v.iter().map(|x| T::from_f64(x.to_f64_lossless())).collect()),
@@ -334,6 +347,12 @@ impl Tensor {
     ///
     /// Errors if the tensor has more than one element.
     pub fn item(&self) -> Result<f64> {
+        if crate::trace::jit_traced(self) {
+            return Err(Error::TracedValueRead {
+                shape: self.shape_display(),
+                what: "item",
+            });
+        }
         if self.numel() != 1 {
             return Err(Error::InvalidArgument {
                 op: "item",
@@ -356,6 +375,10 @@ impl Tensor {
         self.to_vec::<f64>()
     }
 
+    pub(crate) fn f64_data(&self) -> Vec<f64> {
+        self.to_vec_unchecked::<f64>()
+    }
+
     /// Take the values out, without copying when this is the only handle to the buffer.
     pub fn into_vec<T: Float>(self) -> Vec<T> {
         match Arc::try_unwrap(self.0) {
@@ -365,8 +388,8 @@ impl Tensor {
                 },
                 Err(buf) => T::slice(&buf).map(|s| s.to_vec()).unwrap_or_default(),
             },
-            Ok(inner) => Tensor(Arc::new(inner)).to_vec(),
-            Err(arc) => Tensor(arc).to_vec(),
+            Ok(inner) => Tensor(Arc::new(inner)).to_vec_unchecked(),
+            Err(arc) => Tensor(arc).to_vec_unchecked(),
         }
     }
 
@@ -392,9 +415,9 @@ impl Tensor {
     pub fn allclose(&self, other: &Tensor, rtol: f64, atol: f64) -> bool {
         self.shape() == other.shape()
             && self
-                .to_f64_vec()
+                .f64_data()
                 .iter()
-                .zip(other.to_f64_vec())
+                .zip(other.f64_data())
                 .all(|(a, b)| (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan()))
     }
 }
@@ -619,7 +642,7 @@ impl fmt::Display for Tensor {
     /// numpy's `str`: `[2. 2. 2.]`, `[[-3.]]`. A 0-d tensor prints as the Python float its value
     /// widens to (`28.400001525878906`, `56.0`), as the reference does.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let vals = self.to_f64_vec();
+        let vals = self.f64_data();
         if self.is_scalar() {
             let v = vals[0];
             if let Some(p) = f.precision() {

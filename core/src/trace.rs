@@ -84,6 +84,11 @@ pub(crate) struct Frame {
     touched_index: HashMap<StateId, usize>,
     /// Values substituted for states at their first access in this frame.
     pub(crate) overrides: HashMap<StateId, Tensor>,
+    /// A `jit` trace: every state's first access makes it an input of the tape, and reading a
+    /// traced value is an error.
+    pub(crate) jit: bool,
+    /// The states that became tape inputs (jit frames), with their input nodes.
+    pub(crate) state_inputs: Vec<(State, u32)>,
 }
 
 thread_local! {
@@ -146,12 +151,37 @@ pub(crate) fn push_frame(
             touched: Vec::new(),
             touched_index: HashMap::new(),
             overrides,
+            jit: false,
+            state_inputs: Vec::new(),
         })
     });
     FrameGuard {
         level,
         closed: false,
     }
+}
+
+/// Open a `jit` tracing frame (records every op on traced values; states become inputs).
+pub(crate) fn push_jit_frame() -> FrameGuard {
+    let g = push_frame(true, ExitPolicy::KeepWrites, HashMap::new());
+    FRAMES.with(|f| {
+        if let Some(top) = f.borrow_mut().last_mut() {
+            top.jit = true;
+        }
+    });
+    g
+}
+
+/// True if `t` is traced by an open `jit` frame (its value must not steer the computation).
+pub(crate) fn jit_traced(t: &Tensor) -> bool {
+    if t.tags().is_empty() {
+        return false;
+    }
+    FRAMES.with(|f| {
+        f.borrow()
+            .iter()
+            .any(|fr| fr.jit && t.tags().iter().any(|&(l, _)| l == fr.level))
+    })
 }
 
 impl FrameGuard {
@@ -250,6 +280,14 @@ pub(crate) fn on_state_access(state: &State, write: bool) {
                     ));
                     if let Some(v) = frame.overrides.get(&id) {
                         state.raw_set(v.clone());
+                    } else if frame.jit {
+                        let node = frame.tape.nodes.len() as u32;
+                        frame.tape.nodes.push(Node::Input);
+                        let v = state.raw_value();
+                        let mut tags = v.tags().clone();
+                        tags.push((frame.level, node));
+                        state.raw_set(v.with_tags(tags));
+                        frame.state_inputs.push((state.clone(), node));
                     }
                 }
             }
@@ -347,7 +385,7 @@ pub(crate) fn backward(
                             input.shape_display()
                         )));
                     }
-                    if opts.debug_nan && grad.to_f64_vec().iter().any(|v| !v.is_finite()) {
+                    if opts.debug_nan && grad.f64_data().iter().any(|v| !v.is_finite()) {
                         return Err(Error::NonFinite {
                             primitive: format!("{} (backward)", op.prim.name()),
                             location: None,
@@ -370,7 +408,7 @@ pub(crate) fn backward(
 pub(crate) fn first_nonfinite(tape: &Tape) -> Option<String> {
     tape.nodes.iter().find_map(|n| match n {
         Node::Op(op) => {
-            let bad = |t: &Tensor| t.to_f64_vec().iter().any(|v| !v.is_finite());
+            let bad = |t: &Tensor| t.f64_data().iter().any(|v| !v.is_finite());
             (bad(&op.output) && !op.inputs.iter().any(bad)).then(|| op.prim.name().to_string())
         }
         Node::Input => None,
@@ -395,5 +433,22 @@ pub(crate) fn strip_dead(t: &Tensor) -> Tensor {
         } else {
             t.with_tags(live)
         }
+    })
+}
+
+/// The states written in the frame of `level` with their current (traced) values.
+pub(crate) fn frame_written_states(level: u64) -> Vec<(State, Tensor)> {
+    FRAMES.with(|f| {
+        f.borrow()
+            .iter()
+            .find(|fr| fr.level == level)
+            .map(|fr| {
+                fr.touched
+                    .iter()
+                    .filter(|(_, _, a)| a.written)
+                    .map(|(s, _, _)| (s.clone(), s.raw_value()))
+                    .collect()
+            })
+            .unwrap_or_default()
     })
 }

@@ -424,11 +424,11 @@ where
     }
 }
 
-// `FnOnce` (not `Fn`) in the constructors is deliberate: every closure implements `FnOnce`, so the
-// compiler learns the argument and output types from it at once, before it has decided the
-// closure's kind; `call` then asks for `Fn`. This is what lets `let g = grad(f).call(args)?;`
-// infer with no annotations.
-impl<F: FnOnce(A) -> O, A, O> GradientTransform<F, A, O> {
+// The `Fn(A) -> O` bound in the constructors lets the compiler learn the argument and output
+// types from the closure at once, so `let g = grad(f).call(args)?;` infers with no annotations.
+// It must be `Fn`, not `FnOnce`: a closure written inline takes its kind from the expected bound,
+// so `FnOnce` would make `grad(|x: Tensor| ..).call(x)` fail (`call` needs `Fn`).
+impl<F: Fn(A) -> O, A, O> GradientTransform<F, A, O> {
     /// Wrap `f` with a first-order transform plugin and its parameters.
     pub fn new(f: F, plugin: Arc<dyn TransformPlugin>, params: Params) -> Self {
         GradientTransform {
@@ -706,28 +706,28 @@ call_row!(WithAux, WithValue, |g, l, a| (GradsOf<S, N, A, K>, Tensor, <O as FnOu
 /// let [gx, gy] = grad(loss_fn).argnums([0, 1]).call((x, y, 2.0)).unwrap();
 /// assert_eq!(gy.to_string(), "[-2. -2. -2.]");
 /// ```
-pub fn grad<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
+pub fn grad<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(GradPlugin), Params::new())
 }
 
 /// `vector_grad`: the VJP with an all-ones cotangent (the gradient of `sum(f)`), for
 /// vector-valued functions. Not the Jacobian diagonal.
-pub fn vector_grad<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
+pub fn vector_grad<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(VectorGradPlugin), Params::new())
 }
 
 /// `jacrev`: the Jacobian by reverse mode, output dims first then each input's dims.
-pub fn jacrev<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
+pub fn jacrev<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(JacRevPlugin), Params::new())
 }
 
 /// `jacobian`: an alias of [`jacrev`].
-pub fn jacobian<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
+pub fn jacobian<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     jacrev(f)
 }
 
 /// `jacfwd`: the Jacobian by forward mode (same layout and values as [`jacrev`]).
-pub fn jacfwd<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
+pub fn jacfwd<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(JacFwdPlugin), Params::new())
 }
 
@@ -735,7 +735,7 @@ pub fn jacfwd<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
 /// reverse-mode Jacobian). Blocks per pair of inputs: of one argument a tensor of shape
 /// `out + in + in`; of states `{outer: {inner: block}}` with `block` of shape
 /// `outer.shape + inner.shape`.
-pub fn hessian<F: FnOnce(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O, NoStates, DefaultArg, NoAux, NoValue, Second> {
+pub fn hessian<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O, NoStates, DefaultArg, NoAux, NoValue, Second> {
     GradientTransform {
         f,
         plugin: Arc::new(HessianPlugin),

@@ -122,6 +122,11 @@ pub trait Arg: Clone {
     fn with_leaves(&self, leaves: &mut dyn Iterator<Item = Tensor>) -> Self;
     /// The gradient built from one tensor per leaf.
     fn grad_from(&self, grads: &mut dyn Iterator<Item = Tensor>) -> Self::Grad;
+    /// For a non-differentiable argument, the part of a `jit` cache key it contributes (a
+    /// different value retraces).
+    fn static_key(&self) -> String {
+        String::new()
+    }
 }
 
 impl Arg for Tensor {
@@ -147,6 +152,9 @@ macro_rules! const_arg {
             fn with_leaves(&self, _: &mut dyn Iterator<Item = Tensor>) -> Self { *self }
             fn grad_from(&self, _: &mut dyn Iterator<Item = Tensor>) -> Tensor {
                 unreachable!("constant arguments are refused before differentiation")
+            }
+            fn static_key(&self) -> String {
+                format!("{:?}", self)
             }
         }
     )*};
@@ -222,6 +230,28 @@ pub trait Args: Clone {
     fn replace_arg(&mut self, i: usize, leaves: &mut dyn Iterator<Item = Tensor>);
     /// The gradient of argument `i` from one tensor per leaf.
     fn arg_grad(&self, i: usize, grads: &mut dyn Iterator<Item = Tensor>) -> Self::Grad;
+    /// Every tensor of every argument (for `jit`), and the static arguments' keys.
+    fn jit_leaves(&self) -> (Vec<Tensor>, Vec<String>) {
+        let mut tensors = Vec::new();
+        let mut keys = Vec::new();
+        for i in 0..Self::LEN {
+            match self.arg_leaves(i) {
+                Ok(l) => tensors.extend(l),
+                Err(_) => keys.push(self.arg_static_key(i)),
+            }
+        }
+        (tensors, keys)
+    }
+    /// Replace every tensor of every argument, in [`Args::jit_leaves`] order.
+    fn jit_replace(&mut self, leaves: &mut dyn Iterator<Item = Tensor>) {
+        for i in 0..Self::LEN {
+            if self.arg_leaves(i).is_ok() {
+                self.replace_arg(i, leaves);
+            }
+        }
+    }
+    /// The static key of argument `i`.
+    fn arg_static_key(&self, i: usize) -> String;
 }
 
 impl Args for Tensor {
@@ -235,6 +265,9 @@ impl Args for Tensor {
     }
     fn arg_grad(&self, _: usize, grads: &mut dyn Iterator<Item = Tensor>) -> Tensor {
         self.grad_from(grads)
+    }
+    fn arg_static_key(&self, _: usize) -> String {
+        String::new()
     }
 }
 
@@ -266,6 +299,13 @@ macro_rules! tuple_args {
                     0 => self.0.grad_from(grads),
                     $($n => self.$n.grad_from(grads),)*
                     _ => unreachable!("argnums validated before differentiation"),
+                }
+            }
+            fn arg_static_key(&self, i: usize) -> String {
+                match i {
+                    0 => self.0.static_key(),
+                    $($n => self.$n.static_key(),)*
+                    _ => String::new(),
                 }
             }
         }

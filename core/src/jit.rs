@@ -1,0 +1,257 @@
+//! `jit`: trace a function once per signature, keep its tape, and replay the tape on later calls.
+//!
+//! The key is the arguments' shapes, dtypes and static values; the states the function touches
+//! are inputs (their shapes are checked on every call: a changed shape retraces, a changed value
+//! does not) and the states it writes are outputs, written back after each replay. Reading a
+//! traced value inside the function (to branch on it) is an error ([`Error::TracedValueRead`]);
+//! use [`Tensor::select`] / [`where_`](crate::where_) for data-dependent choices. A replay runs
+//! only the primitives the outputs need (dead code is dropped) and goes through the same
+//! primitives as eager code, so `grad(jit(f))`, `jit(grad(f))` and Jacobians of jitted
+//! functions all work.
+
+use crate::error::{from_panic, Error, Result};
+use crate::prim::apply;
+use crate::state::State;
+use crate::tensor::{DType, Tensor};
+use crate::trace::{self, Node, Tape};
+use crate::transform::{Args, Tree};
+use dashmap::DashMap;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// What a jitted function may return: a [`Tree`] of tensors, or a `Result` of one.
+pub trait JitOutput {
+    /// The tree.
+    type Tree: Tree + Clone;
+    /// Split off the error.
+    fn into_result(self) -> Result<Self::Tree>;
+}
+
+impl<T: Tree + Clone> JitOutput for T {
+    type Tree = T;
+    fn into_result(self) -> Result<T> {
+        Ok(self)
+    }
+}
+
+impl<T: Tree + Clone> JitOutput for Result<T> {
+    type Tree = T;
+    fn into_result(self) -> Result<T> {
+        self
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+struct Key {
+    leaves: Vec<(Vec<usize>, DType)>,
+    statics: Vec<String>,
+}
+
+/// Where a compiled output comes from.
+#[derive(Clone)]
+enum Source {
+    Node(u32),
+    Const(Tensor),
+}
+
+struct Compiled<T> {
+    tape: Tape,
+    arg_nodes: Vec<u32>,
+    state_inputs: Vec<(State, u32, Vec<usize>, DType)>,
+    outputs: Vec<Source>,
+    writes: Vec<(State, Source)>,
+    template: T,
+    /// Nodes needed by some output (dead-code elimination).
+    live: Vec<bool>,
+}
+
+/// A jitted function; see the [module docs](self).
+///
+/// ```
+/// use stategrad_core::{jit, State, Tensor};
+/// let counter = State::new(Tensor::scalar(0.0f32));
+/// let step = jit(|x: Tensor| {
+///     counter.set_value(counter.value() + 1.0);
+///     (&x * 2.0).sum()
+/// });
+/// assert_eq!(step.call(Tensor::new([1.0f32, 2.0])).unwrap().item().unwrap(), 6.0);
+/// assert_eq!(step.call(Tensor::new([3.0f32, 4.0])).unwrap().item().unwrap(), 14.0);
+/// assert_eq!(counter.value().item().unwrap(), 2.0);
+/// assert_eq!(step.trace_count(), 1);
+/// ```
+pub struct Jit<F, A, O: JitOutput> {
+    f: F,
+    cache: DashMap<Key, Vec<Arc<Compiled<O::Tree>>>>,
+    traces: AtomicUsize,
+    _m: PhantomData<fn(A) -> O>,
+}
+
+/// Compile `f` (see [`Jit`]).
+pub fn jit<F: Fn(A) -> O, A, O: JitOutput>(f: F) -> Jit<F, A, O> {
+    Jit {
+        f,
+        cache: DashMap::new(),
+        traces: AtomicUsize::new(0),
+        _m: PhantomData,
+    }
+}
+
+impl<F, A: Args, O: JitOutput> Jit<F, A, O>
+where
+    O::Tree: Send + Sync,
+{
+    /// How many times the function was traced (once per new key).
+    pub fn trace_count(&self) -> usize {
+        self.traces.load(Ordering::Relaxed)
+    }
+
+    /// Forget every compiled tape.
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+
+    /// Call the function: replay a compiled tape when one fits, else trace and compile.
+    pub fn call(&self, args: A) -> Result<O::Tree>
+    where
+        F: Fn(A) -> O,
+    {
+        let (leaves, statics) = args.jit_leaves();
+        let key = Key {
+            leaves: leaves.iter().map(|t| (t.shape().to_vec(), t.dtype())).collect(),
+            statics,
+        };
+        let candidates: Vec<Arc<Compiled<O::Tree>>> = self.cache.get(&key).map(|v| v.clone()).unwrap_or_default();
+        for c in candidates {
+            let fits = c
+                .state_inputs
+                .iter()
+                .all(|(s, _, shape, dt)| s.shape() == *shape && s.raw_value().dtype() == *dt);
+            if fits {
+                return replay(&c, &leaves);
+            }
+        }
+        let (out, compiled) = self.trace(args, &leaves)?;
+        self.cache.entry(key).or_default().push(Arc::new(compiled));
+        Ok(out)
+    }
+
+    fn trace(&self, args: A, leaves: &[Tensor]) -> Result<(O::Tree, Compiled<O::Tree>)>
+    where
+        F: Fn(A) -> O,
+    {
+        self.traces.fetch_add(1, Ordering::Relaxed);
+        let guard = trace::push_jit_frame();
+        let level = guard.level();
+        let mut tagged = Vec::with_capacity(leaves.len());
+        let mut arg_nodes = Vec::with_capacity(leaves.len());
+        for l in leaves {
+            let (t, n) = guard.input(l);
+            tagged.push(t);
+            arg_nodes.push(n);
+        }
+        let mut a = args;
+        a.jit_replace(&mut tagged.into_iter());
+        let res = match catch_unwind(AssertUnwindSafe(|| (self.f)(a).into_result())) {
+            Ok(r) => r,
+            Err(p) => Err(from_panic(p)),
+        };
+        // Record the written states' final values before the frame strips its tags.
+        let frame_writes: Vec<(State, Tensor)> = match &res {
+            Ok(_) => trace::frame_written_states(level),
+            Err(_) => Vec::new(),
+        };
+        let frame = guard.close(res.is_ok());
+        let out = res?;
+        let source = |t: &Tensor| match trace::node_of(t, level) {
+            Some(n) => Source::Node(n),
+            None => Source::Const(trace::strip(t, level)),
+        };
+        let mut outputs = Vec::new();
+        out.for_each_tensor(&mut |t| outputs.push(source(t)));
+        let writes: Vec<(State, Source)> = frame_writes.iter().map(|(s, v)| (s.clone(), source(v))).collect();
+        let state_inputs = frame
+            .state_inputs
+            .iter()
+            .map(|(s, n)| {
+                let entry = frame
+                    .touched
+                    .iter()
+                    .find(|(t, _, _)| t.same(s))
+                    .map(|(_, e, _)| e.clone())
+                    .expect("internal error: state input not touched");
+                (s.clone(), *n, entry.shape().to_vec(), entry.dtype())
+            })
+            .collect();
+        let mut live = vec![false; frame.tape.nodes.len()];
+        for src in outputs.iter().chain(writes.iter().map(|(_, s)| s)) {
+            if let Source::Node(n) = src {
+                live[*n as usize] = true;
+            }
+        }
+        for i in (0..live.len()).rev() {
+            if let (true, Node::Op(op)) = (live[i], &frame.tape.nodes[i]) {
+                for p in op.parents.iter().flatten() {
+                    live[*p as usize] = true;
+                }
+            }
+        }
+        let result = out.map_tensors(&mut |t| trace::strip(t, level));
+        Ok((
+            result,
+            Compiled {
+                tape: frame.tape,
+                arg_nodes,
+                state_inputs,
+                outputs,
+                writes,
+                template: out,
+                live,
+            },
+        ))
+    }
+}
+
+fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
+    let mut vals: Vec<Option<Tensor>> = vec![None; c.tape.nodes.len()];
+    for (n, l) in c.arg_nodes.iter().zip(leaves) {
+        vals[*n as usize] = Some(l.clone());
+    }
+    for (s, n, _, _) in &c.state_inputs {
+        // A read through `value()`, so enclosing transforms see (and may differentiate) it.
+        vals[*n as usize] = Some(s.value());
+    }
+    for (i, node) in c.tape.nodes.iter().enumerate() {
+        let Node::Op(op) = node else { continue };
+        if !c.live[i] {
+            continue;
+        }
+        let inputs: Vec<Tensor> = op
+            .parents
+            .iter()
+            .zip(&op.inputs)
+            .map(|(p, constant)| match p {
+                Some(p) => vals[*p as usize].clone().expect("internal error: replay order"),
+                None => constant.detach(),
+            })
+            .collect();
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        vals[i] = Some(apply(op.prim.clone(), &refs)?);
+    }
+    let get = |s: &Source| match s {
+        Source::Node(n) => vals[*n as usize].clone().expect("internal error: output not computed"),
+        Source::Const(t) => t.clone(),
+    };
+    let outs: Vec<Tensor> = c.outputs.iter().map(get).collect();
+    for (s, src) in &c.writes {
+        s.set_value(get(src));
+    }
+    let mut it = outs.into_iter();
+    Ok(c.template.map_tensors(&mut |_| it.next().expect("internal error: output count")))
+}
+
+#[allow(dead_code)]
+fn _assert_error_used(e: Error) -> Error {
+    e
+}
