@@ -7,6 +7,7 @@ pub mod error;
 pub mod finder;
 pub mod jit;
 pub mod module;
+pub mod random;
 mod ops;
 mod prim;
 pub mod state;
