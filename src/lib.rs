@@ -44,6 +44,9 @@ pub use stategrad_derive::Module;
 /// The SIMD kernels (`wide`) and GEMM (`matrixmultiply`) the tensors run on.
 pub use stategrad_simd as simd;
 
+/// Gradient processors, processed-gradient plugins and the plugin registry.
+pub use stategrad_plugins as plugins;
+
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{

@@ -139,7 +139,7 @@ impl<F> StateFinder<F> {
     }
 
     /// Name dict keys: `key_fn(index, state)`; a missing or duplicate key falls back to the
-    /// state's name, then `state_{i}`, with `_1`, `_2`, … added on collision.
+    /// state's name (`state_{i}` for an unnamed state), with `_1`, `_2`, … added until unused.
     pub fn key_fn(mut self, f: impl Fn(usize, &State) -> Option<String> + Send + Sync + 'static) -> Self {
         self.key_fn = Some(Arc::new(f));
         self
@@ -180,18 +180,24 @@ impl<F> StateFinder<F> {
         let mut used = HashSet::new();
         let mut out = BTreeMap::new();
         for (i, s) in states.into_iter().enumerate() {
-            let candidates = [key_fn(i, &s), s.name().map(str::to_string)];
-            let base = candidates
-                .into_iter()
-                .flatten()
-                .find(|k| !used.contains(k))
-                .unwrap_or_else(|| format!("state_{i}"));
-            let mut key = base.clone();
-            let mut n = 1;
-            while used.contains(&key) {
-                key = format!("{base}_{n}");
-                n += 1;
-            }
+            // As the reference: a free key_fn key is kept; otherwise the base is the state's name
+            // (or `state_{i}` without one), suffixed `_1`, `_2`, … until unused.
+            let key = match key_fn(i, &s) {
+                Some(k) if !used.contains(&k) => k,
+                _ => {
+                    let base = match s.name() {
+                        Some(n) if !n.is_empty() => n.to_string(),
+                        _ => format!("state_{i}"),
+                    };
+                    let mut key = base.clone();
+                    let mut n = 1;
+                    while used.contains(&key) {
+                        key = format!("{base}_{n}");
+                        n += 1;
+                    }
+                    key
+                }
+            };
             used.insert(key.clone());
             out.insert(StateKey::Name(key), s);
         }

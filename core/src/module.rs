@@ -2,7 +2,7 @@
 
 use crate::state::{State, StateKind};
 use crate::tensor::Tensor;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -131,15 +131,24 @@ pub trait Module {
     /// `path` before visiting a child and pop it afterwards.
     fn visit_states(&self, path: &mut Path, visitor: &mut dyn FnMut(&Path, &State));
 
-    /// Every state, once, under the first path it was found at (field order).
+    /// Every state, once, under its first path, sorted by path. As in the reference, which
+    /// walks a node's attributes in sorted order, a state reachable by several paths is listed
+    /// under the smallest one, whatever the order of the fields.
     fn state_list(&self) -> Vec<(Path, State)> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        self.visit_states(&mut Path::new(), &mut |p, s| {
-            if seen.insert(s.id()) {
+        let mut index: HashMap<crate::state::StateId, usize> = HashMap::new();
+        let mut out: Vec<(Path, State)> = Vec::new();
+        self.visit_states(&mut Path::new(), &mut |p, s| match index.get(&s.id()) {
+            Some(&i) => {
+                if *p < out[i].0 {
+                    out[i].0 = p.clone();
+                }
+            }
+            None => {
+                index.insert(s.id(), out.len());
                 out.push((p.clone(), s.clone()));
             }
         });
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
@@ -441,6 +450,11 @@ impl NestedStates {
     pub fn from_flat(flat: &BTreeMap<Path, StateSnapshot>) -> NestedStates {
         let mut root = NestedStates::Node(BTreeMap::new());
         for (p, s) in flat {
+            if p.0.is_empty() {
+                // The root itself is a state (`treefy_states(&state, ..)`).
+                root = NestedStates::Leaf(s.clone());
+                continue;
+            }
             let mut node = &mut root;
             for (i, k) in p.0.iter().enumerate() {
                 let NestedStates::Node(m) = node else { break };

@@ -117,9 +117,16 @@ impl State {
     }
 
     /// A state of the given kind.
+    ///
+    /// A state made inside a traced function (a transform or a `StateFinder` call) is local to
+    /// that call: its accesses are not tracked and it is never reported.
     pub fn with_kind(kind: StateKind, value: impl Into<Tensor>) -> State {
+        let id = NEXT_STATE.fetch_add(1, Ordering::Relaxed);
+        if crate::trace::tracing() {
+            crate::trace::on_state_created(id);
+        }
         State(Arc::new(StateInner {
-            id: NEXT_STATE.fetch_add(1, Ordering::Relaxed),
+            id,
             kind,
             name: None,
             tags: Vec::new(),

@@ -15,7 +15,7 @@ use crate::prim::Primitive;
 use crate::state::{State, StateId};
 use crate::tensor::{Tags, Tensor};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 
@@ -89,6 +89,9 @@ pub(crate) struct Frame {
     pub(crate) jit: bool,
     /// The states that became tape inputs (jit frames), with their input nodes.
     pub(crate) state_inputs: Vec<(State, u32)>,
+    /// States created while this frame was open: local to the traced function, never tracked
+    /// (the reference does not report them either).
+    created: HashSet<StateId>,
 }
 
 thread_local! {
@@ -153,6 +156,7 @@ pub(crate) fn push_frame(
             overrides,
             jit: false,
             state_inputs: Vec::new(),
+            created: HashSet::new(),
         })
     });
     FrameGuard {
@@ -250,6 +254,16 @@ fn finish_states(frame: &Frame, ok: bool) {
     }
 }
 
+/// Called by [`State`] when a state is made while frames are open: it is local to every open
+/// frame, whose accesses to it are not tracked.
+pub(crate) fn on_state_created(id: StateId) {
+    FRAMES.with(|f| {
+        for frame in f.borrow_mut().iter_mut() {
+            frame.created.insert(id);
+        }
+    });
+}
+
 /// Called by [`State`] on every read or write. Registers the access in every open frame (outer
 /// first) and applies the first frame override; returns nothing, the state's stored value is the
 /// current view.
@@ -258,6 +272,9 @@ pub(crate) fn on_state_access(state: &State, write: bool) {
         let mut frames = f.borrow_mut();
         for frame in frames.iter_mut() {
             let id = state.id();
+            if frame.created.contains(&id) {
+                continue;
+            }
             match frame.touched_index.get(&id) {
                 Some(&i) => {
                     let acc = &mut frame.touched[i].2;
@@ -304,7 +321,8 @@ pub(crate) fn record(prim: &Arc<dyn Primitive>, inputs: &[&Tensor], output: Tens
     FRAMES.with(|f| {
         let mut frames = f.borrow_mut();
         let mut tags = Tags::new();
-        for frame in frames.iter_mut().filter(|fr| fr.records) {
+        let mut pending = Vec::new();
+        for (fi, frame) in frames.iter().enumerate().filter(|(_, fr)| fr.records) {
             let level = frame.level;
             let parents: Vec<Option<u32>> = inputs
                 .iter()
@@ -313,20 +331,25 @@ pub(crate) fn record(prim: &Arc<dyn Primitive>, inputs: &[&Tensor], output: Tens
             if parents.iter().all(Option::is_none) {
                 continue;
             }
-            let id = frame.tape.nodes.len() as u32;
-            frame.tape.nodes.push(Node::Op(OpNode {
+            tags.push((level, frame.tape.nodes.len() as u32));
+            pending.push((fi, parents));
+        }
+        if tags.is_empty() {
+            return output;
+        }
+        // Each node keeps the output with its tags at every level (as it keeps its inputs), so a
+        // VJP rule written with the output (`exp`, `tanh`, `sqrt`, `div`, ...) stays
+        // differentiable at the outer levels: grad(grad(exp)) needs d(exp(x))/dx through `y`.
+        let output = output.with_tags(tags);
+        for (fi, parents) in pending {
+            frames[fi].tape.nodes.push(Node::Op(OpNode {
                 prim: prim.clone(),
                 parents,
                 inputs: inputs.iter().map(|&t| t.clone()).collect(),
                 output: output.clone(),
             }));
-            tags.push((level, id));
         }
-        if tags.is_empty() {
-            output
-        } else {
-            output.with_tags(tags)
-        }
+        output
     })
 }
 

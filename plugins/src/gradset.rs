@@ -47,7 +47,9 @@ impl GradSet {
     /// as indices, levels joined with `/`.
     pub fn from_tree<T: LabelledTree>(tree: &T) -> GradSet {
         let mut entries = Vec::new();
-        tree.visit_labelled(&mut String::new(), &mut |l, t| entries.push((l.to_string(), t.clone())));
+        tree.visit_labelled(&mut String::new(), &mut |l, t| {
+            entries.push((l.to_string(), t.clone()))
+        });
         GradSet { entries }
     }
 
@@ -80,10 +82,16 @@ impl GradSet {
             n += 1;
         });
         if n != self.entries.len() {
-            bad = Some(format!("{} gradients for a container of {n} tensors", self.entries.len()));
+            bad = Some(format!(
+                "{} gradients for a container of {n} tensors",
+                self.entries.len()
+            ));
         }
         if let Some(msg) = bad {
-            return Err(Error::InvalidArgument { op: "GradSet::to_tree", msg });
+            return Err(Error::InvalidArgument {
+                op: "GradSet::to_tree",
+                msg,
+            });
         }
         let mut it = self.entries.iter();
         Ok(like.map_tensors(&mut |t| it.next().map_or_else(|| t.clone(), |(_, g)| g.clone())))
@@ -121,7 +129,10 @@ impl GradSet {
 
     /// The first gradient with this label.
     pub fn get(&self, label: &str) -> Option<&Tensor> {
-        self.entries.iter().find(|(l, _)| l == label).map(|(_, t)| t)
+        self.entries
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, t)| t)
     }
 
     /// The entries.
@@ -177,7 +188,9 @@ impl GradSet {
 
 impl fmt::Debug for GradSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.entries.iter().map(|(l, t)| (l, t))).finish()
+        f.debug_map()
+            .entries(self.entries.iter().map(|(l, t)| (l, t)))
+            .finish()
     }
 }
 

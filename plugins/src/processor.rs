@@ -30,9 +30,12 @@ impl ProcState {
         if matches!(self, ProcState::Empty) {
             *self = ProcState::Count(0);
         }
+        if !matches!(self, ProcState::Count(_)) {
+            return Err(wrong_state(processor, "Count", self));
+        }
         match self {
             ProcState::Count(c) => Ok(c),
-            other => Err(wrong_state(processor, "Count", other)),
+            _ => Err(wrong_state(processor, "Count", self)),
         }
     }
 
@@ -42,9 +45,12 @@ impl ProcState {
         if matches!(self, ProcState::Empty) {
             *self = ProcState::Chain(vec![ProcState::Empty; n]);
         }
+        if !matches!(self, ProcState::Chain(v) if v.len() == n) {
+            return Err(wrong_state(processor, &format!("Chain of {n}"), self));
+        }
         match self {
-            ProcState::Chain(v) if v.len() == n => Ok(v),
-            other => Err(wrong_state(processor, &format!("Chain of {n}"), other)),
+            ProcState::Chain(v) => Ok(v),
+            _ => Err(wrong_state(processor, &format!("Chain of {n}"), self)),
         }
     }
 
@@ -114,7 +120,11 @@ pub type Processor = Arc<dyn GradientProcessor>;
 
 /// Run `processor.update` and check that it returned the entries it was given (same number,
 /// labels, shapes and dtypes); anything else is [`Error::MalformedPluginResult`].
-pub fn update_checked(processor: &dyn GradientProcessor, grads: GradSet, state: &mut ProcState) -> Result<GradSet> {
+pub fn update_checked(
+    processor: &dyn GradientProcessor,
+    grads: GradSet,
+    state: &mut ProcState,
+) -> Result<GradSet> {
     let before: Vec<(String, Vec<usize>, stategrad_core::DType)> = grads
         .iter()
         .map(|(l, t)| (l.to_string(), t.shape().to_vec(), t.dtype()))
@@ -125,7 +135,11 @@ pub fn update_checked(processor: &dyn GradientProcessor, grads: GradSet, state: 
         msg,
     };
     if out.len() != before.len() {
-        return Err(malformed(format!("{} gradients for {} given", out.len(), before.len())));
+        return Err(malformed(format!(
+            "{} gradients for {} given",
+            out.len(),
+            before.len()
+        )));
     }
     for ((l, shape, dtype), (l2, t)) in before.iter().zip(out.iter()) {
         if l != l2 {
@@ -160,7 +174,11 @@ pub fn update_checked(processor: &dyn GradientProcessor, grads: GradSet, state: 
 /// let clipped = apply(&*clip_by_global_norm(0.1), &mut ProcState::Empty, &grads).unwrap();
 /// assert_eq!(clipped[&path!("bias")].to_string(), "[-0.05547]");
 /// ```
-pub fn apply<T: LabelledTree>(processor: &dyn GradientProcessor, state: &mut ProcState, grads: &T) -> Result<T> {
+pub fn apply<T: LabelledTree>(
+    processor: &dyn GradientProcessor,
+    state: &mut ProcState,
+    grads: &T,
+) -> Result<T> {
     let set = GradSet::from_tree(grads);
     let out = update_checked(processor, set, state)?;
     out.to_tree(grads)
@@ -302,7 +320,11 @@ impl GradientProcessor for Chain {
 pub fn chain(stages: Vec<Processor>) -> Processor {
     let name = format!(
         "chain({})",
-        stages.iter().map(|p| p.name().to_string()).collect::<Vec<_>>().join(", ")
+        stages
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Arc::new(Chain { stages, name })
 }
@@ -326,14 +348,12 @@ impl GradientProcessor for Masked {
     }
     fn update(&self, grads: GradSet, state: &mut ProcState) -> Result<GradSet> {
         let states = state.chain_mut(&self.name, 1)?;
-        let n = grads.len();
         let (sub, positions) = self.split(grads.clone());
         let processed = update_checked(&*self.inner, sub, &mut states[0])?;
         let mut entries = grads.into_entries();
         for (pos, (_, t)) in positions.into_iter().zip(processed) {
             entries[pos].1 = t;
         }
-        debug_assert_eq!(entries.len(), n);
         Ok(GradSet::from_entries(entries))
     }
 }
@@ -369,7 +389,10 @@ impl Masked {
 /// assert_eq!(out[&path!("bias")].to_string(), "[1.]");
 /// assert_eq!(out[&path!("weight")].to_string(), "[0.5]");
 /// ```
-pub fn masked(inner: Processor, select: impl Fn(&str) -> bool + Send + Sync + 'static) -> Processor {
+pub fn masked(
+    inner: Processor,
+    select: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> Processor {
     let name = format!("masked({})", inner.name());
     Arc::new(Masked {
         inner,

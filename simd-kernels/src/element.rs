@@ -83,7 +83,6 @@ pub(crate) mod sealed {
         /// # Safety
         /// Same contract as `matrixmultiply::sgemm`: all indices reachable from the pointers
         /// with the given dims and strides must be in bounds, and C's elements must not alias.
-        #[allow(clippy::too_many_arguments)]
         unsafe fn gemm_raw(
             m: usize,
             k: usize,
@@ -247,7 +246,7 @@ type F64Vec = wide::f64x4;
 // rounding of `k * PIO2[2]`, ~6e-15·k for f32 and ~8e-33·k for f64) to < 0.1 ulp of `r`.
 impl_element!(f32, F32Vec, matrixmultiply::sgemm, crate::vector::tanh_f32,
     exp: [-87.3, 88.72],
-    trig: [8192.0, 1e-6, [1.5703125, 4.837512969970703e-4, 7.549790126404332e-8]]);
+    trig: [8192.0, 1e-6, [1.5703125, 4.837_513e-4, 7.549_79e-8]]);
 impl_element!(f64, F64Vec, matrixmultiply::dgemm, crate::vector::tanh_f64,
     exp: [-708.3, 709.7],
     trig: [6.7e7, 1e-15, [1.5707963109016418, 1.5893254712295857e-8, 6.123233995736766e-17]]);

@@ -180,7 +180,9 @@ fn binary_any<T: Element, A: Src<T>, B: Src<T>>(op: BinaryOp, a: A, b: B, out: &
 pub fn unary<T: Element>(op: UnaryOp, x: &[T], out: &mut [T], par: Par) {
     assert_eq!(x.len(), out.len(), "unary: input and output lengths differ");
     let simd = x.len() >= SIMD_MIN_LEN;
-    split(out, par, |s, o| unary_v::<T::Vec>(op, &x[s..s + o.len()], o, simd));
+    split(out, par, |s, o| {
+        unary_v::<T::Vec>(op, &x[s..s + o.len()], o, simd)
+    });
 }
 
 /// `out[i] = op(a[i], b[i])`.
@@ -215,7 +217,11 @@ pub fn binary<T: Element>(op: BinaryOp, a: &[T], b: &[T], out: &mut [T], par: Pa
 /// assert_eq!(out, [9.0, 4.0]);
 /// ```
 pub fn binary_scalar<T: Element>(op: BinaryOp, a: &[T], b: T, out: &mut [T], par: Par) {
-    assert_eq!(a.len(), out.len(), "binary_scalar: input and output lengths differ");
+    assert_eq!(
+        a.len(),
+        out.len(),
+        "binary_scalar: input and output lengths differ"
+    );
     binary_any(op, a, Bcast(b), out, par);
 }
 
@@ -232,6 +238,10 @@ pub fn binary_scalar<T: Element>(op: BinaryOp, a: &[T], b: T, out: &mut [T], par
 /// assert_eq!(out, [0.75, -1.0]);
 /// ```
 pub fn scalar_binary<T: Element>(op: BinaryOp, a: T, b: &[T], out: &mut [T], par: Par) {
-    assert_eq!(b.len(), out.len(), "scalar_binary: input and output lengths differ");
+    assert_eq!(
+        b.len(),
+        out.len(),
+        "scalar_binary: input and output lengths differ"
+    );
     binary_any(op, Bcast(a), b, out, par);
 }

@@ -32,7 +32,11 @@ fn no_alias(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
     if rows == 1 || cols == 1 {
         return (rows <= 1 || rs != 0) && (cols <= 1 || cs != 0);
     }
-    let (small, extent, big) = if rs <= cs { (rs, rows, cs) } else { (cs, cols, rs) };
+    let (small, extent, big) = if rs <= cs {
+        (rs, rows, cs)
+    } else {
+        (cs, cols, rs)
+    };
     small != 0 && small.checked_mul(extent).is_some_and(|e| big >= e)
 }
 
@@ -108,13 +112,20 @@ pub fn gemm<T: Element>(
     check_fits("A", a.len(), m, k, rsa, csa);
     check_fits("B", b.len(), k, n, rsb, csb);
     check_fits("C", c.len(), m, n, rsc, csc);
-    assert!(no_alias(m, n, rsc, csc), "gemm: C strides ({rsc},{csc}) alias elements of a {m}x{n} matrix");
+    assert!(
+        no_alias(m, n, rsc, csc),
+        "gemm: C strides ({rsc},{csc}) alias elements of a {m}x{n} matrix"
+    );
     if m == 0 || n == 0 {
         return;
     }
     // Every stride is now 0 or at most a checked index `< len <= isize::MAX`.
-    let [rsa_i, csa_i, rsb_i, csb_i, rsc_i, csc_i] = [rsa, csa, rsb, csb, rsc, csc].map(|s| s as isize);
-    let (ap, bp) = (SharedPtr(a.as_ptr().cast_mut()), SharedPtr(b.as_ptr().cast_mut()));
+    let [rsa_i, csa_i, rsb_i, csb_i, rsc_i, csc_i] =
+        [rsa, csa, rsb, csb, rsc, csc].map(|s| s as isize);
+    let (ap, bp) = (
+        SharedPtr(a.as_ptr().cast_mut()),
+        SharedPtr(b.as_ptr().cast_mut()),
+    );
     let cp = SharedPtr(c.as_mut_ptr());
     // Computes rows `r0..r0 + rows` of C.
     let run = |r0: usize, rows: usize| {

@@ -6,19 +6,27 @@
 //! is [`gemm`], whose backend `matrixmultiply` allocates packing buffers).
 //!
 //! Vector code uses [`wide`] (`f32x16`/`f64x8` when the build enables AVX-512F, `f32x8`/`f64x4`
-//! otherwise); every kernel has a scalar counterpart in [`reference`], against which the unit
-//! tests compare the SIMD code.
+//! otherwise); every kernel has a scalar counterpart in [`reference`](mod@reference), against
+//! which the unit tests compare the SIMD code.
 //!
 //! # Accuracy
 //!
 //! * `Neg`, `Abs`, `Sqrt`, `Square`, `Recip`, `Relu`, `Sign`, `Add`, `Sub`, `Mul`, `Div`, `Max`,
-//!   `Min` and the comparisons are exact (IEEE-754, bit-identical to [`reference`]).
+//!   `Min` and the comparisons are exact (IEEE-754, bit-identical to [`reference`](mod@reference)).
 //! * Transcendental ops (`Exp`, `Log`, `Tanh`, `Sigmoid`, `Sin`, `Cos`, `Pow`) use vector
-//!   approximations only on a validated input domain, and fall back lane by lane to the
-//!   standard library elsewhere (NaN, ±∞, subnormal results, huge arguments, arguments of
-//!   `sin`/`cos` close to a multiple of π/2, ...). Measured max error against `std` (random and
-//!   targeted inputs, see the `accuracy` tests): `exp` ≤ 1 ulp, `ln` ≤ 1 ulp, `sin`/`cos` ≤ 2 ulp,
-//!   `tanh` ≤ 2 ulp, `sigmoid` ≤ 2 ulp, `pow` ≤ 4 ulp, for both `f32` and `f64`.
+//!   approximations only on a validated input domain and fall back lane by lane to `std`
+//!   elsewhere: NaN/±∞ inputs, subnormal or overflowing results, `ln` of non-positive or
+//!   subnormal inputs, `sin`/`cos` beyond `|x| > 8192` (f32) / `6.7e7` (f64) or so close to a
+//!   multiple `k·π/2` that range reduction loses accuracy (reduced argument below `1e-6·k` for
+//!   f32, `1e-15·k` for f64), `pow` with `|b| > 32` or a negative base with a non-integer
+//!   exponent. `Pow` only uses vectors on targets with FMA (x86 `fma`, aarch64). Max error
+//!   against `std`, measured by the `accuracy` unit test (random inputs over wide domains plus
+//!   arguments next to multiples of π/2), identical for f32 and f64, with and without AVX-512:
+//!
+//!   | op | `exp` | `ln` | `sin` | `cos` | `tanh` | `sigmoid` | `pow` |
+//!   |----|-------|------|-------|-------|--------|-----------|-------|
+//!   | max ulp | 1 | 1 | 1 | 1 | 2 | 2 | 3 |
+//!
 //! * Slices shorter than [`SIMD_MIN_LEN`] always use the scalar (`std`) path for transcendental
 //!   ops, so tiny tensors give exactly `std`'s results.
 //! * `Sum` reductions use several vector accumulators, so their rounding differs from a

@@ -9,7 +9,12 @@ const ACC: usize = 4;
 
 /// Folds `x` with `ACC` vector accumulators, then the lanes in order, then the scalar tail.
 #[inline(always)]
-fn fold<V: SimdVec>(x: &[V::Elem], init: V::Elem, vf: impl Fn(V, V) -> V, sf: impl Fn(V::Elem, V::Elem) -> V::Elem) -> V::Elem {
+fn fold<V: SimdVec>(
+    x: &[V::Elem],
+    init: V::Elem,
+    vf: impl Fn(V, V) -> V,
+    sf: impl Fn(V::Elem, V::Elem) -> V::Elem,
+) -> V::Elem {
     let l = V::LANES;
     let mut acc = [V::splat(init); ACC];
     let mut big = x.chunks_exact(ACC * l);
@@ -23,7 +28,10 @@ fn fold<V: SimdVec>(x: &[V::Elem], init: V::Elem, vf: impl Fn(V, V) -> V, sf: im
         acc[0] = vf(acc[0], V::load(c));
     }
     let v = vf(vf(acc[0], acc[1]), vf(acc[2], acc[3]));
-    small.remainder().iter().fold(v.fold_lanes(init, &sf), |r, &e| sf(r, e))
+    small
+        .remainder()
+        .iter()
+        .fold(v.fold_lanes(init, &sf), |r, &e| sf(r, e))
 }
 
 /// Reduces a contiguous slice on vector type `V`.
@@ -40,7 +48,12 @@ pub(crate) fn reduce_v<V: SimdVec>(op: ReduceOp, x: &[V::Elem]) -> V::Elem {
 /// `acc[i] = op(acc[i], x[i])` element-wise.
 fn accumulate<V: SimdVec>(op: ReduceOp, acc: &mut [V::Elem], x: &[V::Elem]) {
     #[inline(always)]
-    fn go<V: SimdVec>(acc: &mut [V::Elem], x: &[V::Elem], vf: impl Fn(V, V) -> V, sf: impl Fn(V::Elem, V::Elem) -> V::Elem) {
+    fn go<V: SimdVec>(
+        acc: &mut [V::Elem],
+        x: &[V::Elem],
+        vf: impl Fn(V, V) -> V,
+        sf: impl Fn(V::Elem, V::Elem) -> V::Elem,
+    ) {
         let l = V::LANES;
         let mut ac = acc.chunks_exact_mut(l);
         let mut xc = x.chunks_exact(l);
@@ -59,16 +72,36 @@ fn accumulate<V: SimdVec>(op: ReduceOp, acc: &mut [V::Elem], x: &[V::Elem]) {
     }
 }
 
-pub(crate) fn reduce_axes_v<V: SimdVec>(op: ReduceOp, x: &[V::Elem], shape: &[usize], axes: &[usize], out: &mut [V::Elem]) {
+pub(crate) fn reduce_axes_v<V: SimdVec>(
+    op: ReduceOp,
+    x: &[V::Elem],
+    shape: &[usize],
+    axes: &[usize],
+    out: &mut [V::Elem],
+) {
     let rank = shape.len();
-    assert!(rank <= MAX_RANK, "reduce_axes: rank {rank} exceeds MAX_RANK = {MAX_RANK}");
-    assert_eq!(x.len(), numel(shape), "reduce_axes: x.len() != product of shape");
+    assert!(
+        rank <= MAX_RANK,
+        "reduce_axes: rank {rank} exceeds MAX_RANK = {MAX_RANK}"
+    );
+    assert_eq!(
+        x.len(),
+        numel(shape),
+        "reduce_axes: x.len() != product of shape"
+    );
     assert!(
         axes.windows(2).all(|w| w[0] < w[1]) && axes.iter().all(|&a| a < rank),
         "reduce_axes: axes {axes:?} must be sorted, unique and < rank {rank}"
     );
-    let kept: usize = (0..rank).filter(|d| !axes.contains(d)).map(|d| shape[d]).product();
-    assert_eq!(out.len(), kept, "reduce_axes: out.len() != product of kept dims");
+    let kept: usize = (0..rank)
+        .filter(|d| !axes.contains(d))
+        .map(|d| shape[d])
+        .product();
+    assert_eq!(
+        out.len(),
+        kept,
+        "reduce_axes: out.len() != product of kept dims"
+    );
     out.fill(op.identity());
     if x.is_empty() {
         return;
@@ -158,6 +191,12 @@ pub fn reduce_all<T: Element>(op: ReduceOp, x: &[T]) -> T {
 /// reduce_axes(ReduceOp::Max, &x, &[2, 3], &[1], &mut rows);
 /// assert_eq!(rows, [3.0, 6.0]);
 /// ```
-pub fn reduce_axes<T: Element>(op: ReduceOp, x: &[T], shape: &[usize], axes: &[usize], out: &mut [T]) {
+pub fn reduce_axes<T: Element>(
+    op: ReduceOp,
+    x: &[T],
+    shape: &[usize],
+    axes: &[usize],
+    out: &mut [T],
+) {
     reduce_axes_v::<T::Vec>(op, x, shape, axes, out);
 }

@@ -104,7 +104,13 @@ pub fn select_strided<T: Element>(
 }
 
 /// Scalar [`gather_strided`](crate::gather_strided).
-pub fn gather_strided<T: Element>(x: &[T], strides: &[usize], offset: usize, out_shape: &[usize], out: &mut [T]) {
+pub fn gather_strided<T: Element>(
+    x: &[T],
+    strides: &[usize],
+    offset: usize,
+    out_shape: &[usize],
+    out: &mut [T],
+) {
     assert_eq!(out.len(), numel(out_shape));
     for (i, o) in out.iter_mut().enumerate() {
         *o = x[offset + strided_offset(i, out_shape, strides)];
@@ -113,12 +119,19 @@ pub fn gather_strided<T: Element>(x: &[T], strides: &[usize], offset: usize, out
 
 /// Scalar [`reduce_all`](crate::reduce_all): a sequential fold from the identity.
 pub fn reduce_all<T: Element>(op: ReduceOp, x: &[T]) -> T {
-    x.iter().fold(op.identity(), |acc, &x| binary_op(op.binary_op(), acc, x))
+    x.iter()
+        .fold(op.identity(), |acc, &x| binary_op(op.binary_op(), acc, x))
 }
 
 /// Scalar [`reduce_axes`](crate::reduce_axes): folds every element, in index order, into its
 /// output position.
-pub fn reduce_axes<T: Element>(op: ReduceOp, x: &[T], shape: &[usize], axes: &[usize], out: &mut [T]) {
+pub fn reduce_axes<T: Element>(
+    op: ReduceOp,
+    x: &[T],
+    shape: &[usize],
+    axes: &[usize],
+    out: &mut [T],
+) {
     assert_eq!(x.len(), numel(shape));
     // Row-major strides of the output for kept dims, 0 for reduced ones.
     let mut ostrides = vec![0; shape.len()];
@@ -162,7 +175,11 @@ pub fn gemm<T: Element>(
                 acc += a[i * rsa + p * csa] * b[p * rsb + j * csb];
             }
             let ci = &mut c[i * rsc + j * csc];
-            *ci = if beta == T::ZERO { alpha * acc } else { alpha * acc + beta * *ci };
+            *ci = if beta == T::ZERO {
+                alpha * acc
+            } else {
+                alpha * acc + beta * *ci
+            };
         }
     }
 }

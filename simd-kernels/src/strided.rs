@@ -20,7 +20,11 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
 
 /// Panics unless every index reachable from `offset` with `shape`/`strides` is below `len`.
 fn check_bounds(what: &str, len: usize, offset: usize, shape: &[usize], strides: &[usize]) {
-    assert_eq!(strides.len(), shape.len(), "{what}: strides rank != shape rank");
+    assert_eq!(
+        strides.len(),
+        shape.len(),
+        "{what}: strides rank != shape rank"
+    );
     let max = shape.iter().zip(strides).try_fold(offset, |acc, (&d, &s)| {
         (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
     });
@@ -39,8 +43,16 @@ struct Layout<const N: usize> {
 
 impl<const N: usize> Layout<N> {
     fn new(shape: &[usize], strides: [&[usize]; N]) -> Self {
-        assert!(shape.len() <= MAX_RANK, "rank {} exceeds MAX_RANK = {MAX_RANK}", shape.len());
-        let mut l = Layout { rank: 0, shape: [1; MAX_RANK], strides: [[0; MAX_RANK]; N] };
+        assert!(
+            shape.len() <= MAX_RANK,
+            "rank {} exceeds MAX_RANK = {MAX_RANK}",
+            shape.len()
+        );
+        let mut l = Layout {
+            rank: 0,
+            shape: [1; MAX_RANK],
+            strides: [[0; MAX_RANK]; N],
+        };
         for (d, &size) in shape.iter().enumerate() {
             if size == 1 {
                 continue;
@@ -63,7 +75,11 @@ impl<const N: usize> Layout<N> {
     }
 
     /// Calls `f(offsets, out_offset, len, inner_strides)` for every innermost row, in order.
-    fn for_each_row(&self, base: [usize; N], mut f: impl FnMut([usize; N], usize, usize, [usize; N])) {
+    fn for_each_row(
+        &self,
+        base: [usize; N],
+        mut f: impl FnMut([usize; N], usize, usize, [usize; N]),
+    ) {
         if self.rank == 0 {
             return f(base, 0, 1, [0; N]);
         }
@@ -127,7 +143,13 @@ impl<T: Element> Src<T> for Operand<'_, T> {
 /// The `len` elements of `data` at `off + i * stride` as an operand, gathering into `buf` if
 /// the stride is neither 0 nor 1.
 #[inline(always)]
-fn operand<'a, T: Element>(data: &'a [T], off: usize, stride: usize, len: usize, buf: &'a mut [T; BLOCK]) -> Operand<'a, T> {
+fn operand<'a, T: Element>(
+    data: &'a [T],
+    off: usize,
+    stride: usize,
+    len: usize,
+    buf: &'a mut [T; BLOCK],
+) -> Operand<'a, T> {
     match stride {
         0 => Operand::Bcast(data[off]),
         1 => Operand::Slice(&data[off..off + len]),
@@ -163,7 +185,11 @@ pub(crate) fn binary_strided_v<V: SimdVec>(
     out: &mut [V::Elem],
 ) {
     let n = numel(out_shape);
-    assert_eq!(out.len(), n, "binary_strided: out.len() != product of out_shape");
+    assert_eq!(
+        out.len(),
+        n,
+        "binary_strided: out.len() != product of out_shape"
+    );
     if n == 0 {
         return;
     }
@@ -171,18 +197,29 @@ pub(crate) fn binary_strided_v<V: SimdVec>(
     check_bounds("binary_strided: b", b.len(), 0, out_shape, b_strides);
     let simd = n >= SIMD_MIN_LEN;
     let (mut ba, mut bb) = ([V::Elem::ZERO; BLOCK], [V::Elem::ZERO; BLOCK]);
-    Layout::new(out_shape, [a_strides, b_strides]).for_each_row([0, 0], |[oa, ob], oo, len, [sa, sb]| {
-        blocks(&mut out[oo..oo + len], &[sa, sb], |s, o| {
-            let x = operand(a, oa + s * sa, sa, o.len(), &mut ba);
-            let y = operand(b, ob + s * sb, sb, o.len(), &mut bb);
-            match (x, y) {
-                (Operand::Slice(x), Operand::Slice(y)) => binary_v::<V, _, _>(op, x, y, o, simd),
-                (Operand::Slice(x), Operand::Bcast(y)) => binary_v::<V, _, _>(op, x, Bcast(y), o, simd),
-                (Operand::Bcast(x), Operand::Slice(y)) => binary_v::<V, _, _>(op, Bcast(x), y, o, simd),
-                (Operand::Bcast(x), Operand::Bcast(y)) => o.fill(reference::binary_op(op, x, y)),
-            }
-        });
-    });
+    Layout::new(out_shape, [a_strides, b_strides]).for_each_row(
+        [0, 0],
+        |[oa, ob], oo, len, [sa, sb]| {
+            blocks(&mut out[oo..oo + len], &[sa, sb], |s, o| {
+                let x = operand(a, oa + s * sa, sa, o.len(), &mut ba);
+                let y = operand(b, ob + s * sb, sb, o.len(), &mut bb);
+                match (x, y) {
+                    (Operand::Slice(x), Operand::Slice(y)) => {
+                        binary_v::<V, _, _>(op, x, y, o, simd)
+                    }
+                    (Operand::Slice(x), Operand::Bcast(y)) => {
+                        binary_v::<V, _, _>(op, x, Bcast(y), o, simd)
+                    }
+                    (Operand::Bcast(x), Operand::Slice(y)) => {
+                        binary_v::<V, _, _>(op, Bcast(x), y, o, simd)
+                    }
+                    (Operand::Bcast(x), Operand::Bcast(y)) => {
+                        o.fill(reference::binary_op(op, x, y))
+                    }
+                }
+            });
+        },
+    );
 }
 
 pub(crate) fn select_strided_v<V: SimdVec>(
@@ -196,7 +233,11 @@ pub(crate) fn select_strided_v<V: SimdVec>(
     out: &mut [V::Elem],
 ) {
     let n = numel(out_shape);
-    assert_eq!(out.len(), n, "select_strided: out.len() != product of out_shape");
+    assert_eq!(
+        out.len(),
+        n,
+        "select_strided: out.len() != product of out_shape"
+    );
     if n == 0 {
         return;
     }
@@ -300,9 +341,19 @@ pub fn select_strided<T: Element>(
 /// gather_strided(&x, &[1, 3], 0, &[3, 2], &mut out);
 /// assert_eq!(out, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
 /// ```
-pub fn gather_strided<T: Element>(x: &[T], strides: &[usize], offset: usize, out_shape: &[usize], out: &mut [T]) {
+pub fn gather_strided<T: Element>(
+    x: &[T],
+    strides: &[usize],
+    offset: usize,
+    out_shape: &[usize],
+    out: &mut [T],
+) {
     let n = numel(out_shape);
-    assert_eq!(out.len(), n, "gather_strided: out.len() != product of out_shape");
+    assert_eq!(
+        out.len(),
+        n,
+        "gather_strided: out.len() != product of out_shape"
+    );
     if n == 0 {
         return;
     }

@@ -46,11 +46,25 @@ impl Rng {
 
 /// Special values (NaN, ±inf, ±0, subnormal, extremes, small integers).
 fn specials<T: Element>() -> Vec<T> {
-    let mut v = vec![T::NAN, -T::NAN, T::INFINITY, T::NEG_INFINITY, T::ZERO, -T::ZERO, T::ONE, -T::ONE];
-    for x in [2.0, -2.0, 0.5, 3.0, -3.0, 1e-3, 1e-30, -1e-30, 1e30, 1e-40, -1e-40, 100.0, -100.0, 1e4] {
+    let mut v = vec![
+        T::NAN,
+        -T::NAN,
+        T::INFINITY,
+        T::NEG_INFINITY,
+        T::ZERO,
+        -T::ZERO,
+        T::ONE,
+        -T::ONE,
+    ];
+    for x in [
+        2.0, -2.0, 0.5, 3.0, -3.0, 1e-3, 1e-30, -1e-30, 1e30, 1e-40, -1e-40, 100.0, -100.0, 1e4,
+    ] {
         v.push(T::from_f64(x));
     }
-    v.extend([<T as crate::element::sealed::Sealed>::MAX, <T as crate::element::sealed::Sealed>::MIN_POSITIVE]);
+    v.extend([
+        <T as crate::element::sealed::Sealed>::MAX,
+        <T as crate::element::sealed::Sealed>::MIN_POSITIVE,
+    ]);
     v
 }
 
@@ -58,7 +72,13 @@ fn specials<T: Element>() -> Vec<T> {
 fn mixed<T: Element>(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<T> {
     let sp = specials::<T>();
     (0..n)
-        .map(|i| if i % 5 == 3 { sp[rng.below(sp.len())] } else { T::from_f64(rng.range(lo, hi)) })
+        .map(|i| {
+            if i % 5 == 3 {
+                sp[rng.below(sp.len())]
+            } else {
+                T::from_f64(rng.range(lo, hi))
+            }
+        })
         .collect()
 }
 
@@ -69,7 +89,11 @@ const LENS: [usize; 14] = [0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 33, 63, 64, 259];
 fn ulps<T: Element>(a: T, b: T) -> u64 {
     let (a, b) = (a.to_f64(), b.to_f64());
     if a.is_nan() || b.is_nan() {
-        return if a.is_nan() && b.is_nan() { 0 } else { u64::MAX };
+        return if a.is_nan() && b.is_nan() {
+            0
+        } else {
+            u64::MAX
+        };
     }
     if a == b {
         return 0;
@@ -101,7 +125,11 @@ fn assert_same<T: Element>(got: &[T], want: &[T], what: &str) {
 
 fn assert_ulps<T: Element>(got: &[T], want: &[T], max: u64, what: &str) {
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(ulps(g, w) <= max, "{what}: [{i}] got {g:?} want {w:?} ({} ulp)", ulps(g, w));
+        assert!(
+            ulps(g, w) <= max,
+            "{what}: [{i}] got {g:?} want {w:?} ({} ulp)",
+            ulps(g, w)
+        );
     }
 }
 
@@ -146,13 +174,21 @@ fn unary_matches_reference() {
 fn binary_vs_reference<V: SimdVec>() {
     let mut rng = Rng::new(2);
     for op in BinaryOp::ALL {
-        let (lo, hi) = if op == BinaryOp::Pow { (-4.0, 6.0) } else { (-3.0, 3.0) };
+        let (lo, hi) = if op == BinaryOp::Pow {
+            (-4.0, 6.0)
+        } else {
+            (-3.0, 3.0)
+        };
         for n in LENS {
             let mut a = mixed::<V::Elem>(&mut rng, n, lo, hi);
             let b = mixed::<V::Elem>(&mut rng, n, lo, hi);
             // Integer exponents and equal operands exercise Pow's sign rules and Eq/Ge/Le.
             for i in (0..n).step_by(4) {
-                a[i] = if op == BinaryOp::Pow { V::Elem::from_f64(b[i].to_f64().round()) } else { b[i] };
+                a[i] = if op == BinaryOp::Pow {
+                    V::Elem::from_f64(b[i].to_f64().round())
+                } else {
+                    b[i]
+                };
             }
             let s = b.first().copied().unwrap_or(V::Elem::from_f64(1.5));
             let check = |got: &[V::Elem], want: &[V::Elem], kind: &str| {
@@ -186,7 +222,7 @@ fn binary_matches_reference() {
 /// `Par::Rayon` gives the same bits as `Par::Seq`.
 fn public_elementwise<T: Element>() {
     let mut rng = Rng::new(3);
-    for n in [SIMD_MIN_LEN - 1, SIMD_MIN_LEN, 3 * PAR_CHUNK + 5] {
+    for n in [SIMD_MIN_LEN - 1, SIMD_MIN_LEN, 2 * PAR_CHUNK + 5] {
         let x = mixed::<T>(&mut rng, n, -5.0, 5.0);
         let y = mixed::<T>(&mut rng, n, 0.0, 3.0);
         let exact = n < SIMD_MIN_LEN;
@@ -230,7 +266,13 @@ fn unary_length_mismatch_panics() {
 #[test]
 #[should_panic(expected = "lengths differ")]
 fn binary_length_mismatch_panics() {
-    binary(BinaryOp::Add, &[1.0f64; 3], &[1.0; 2], &mut [0.0; 3], Par::Seq);
+    binary(
+        BinaryOp::Add,
+        &[1.0f64; 3],
+        &[1.0; 2],
+        &mut [0.0; 3],
+        Par::Seq,
+    );
 }
 
 #[test]
@@ -245,17 +287,39 @@ fn semantics_of_special_cases() {
     assert_eq!(o[1].to_bits(), 0, "relu(-0) = +0");
     assert_eq!(&o[3..], &[0.0, 3.0]);
     let mut o = [0.0f64; 3];
-    binary(BinaryOp::Max, &[f64::NAN, 1.0, 2.0], &[1.0, f64::NAN, 1.0], &mut o, Par::Seq);
+    binary(
+        BinaryOp::Max,
+        &[f64::NAN, 1.0, 2.0],
+        &[1.0, f64::NAN, 1.0],
+        &mut o,
+        Par::Seq,
+    );
     assert!(o[0].is_nan() && o[1].is_nan() && o[2] == 2.0);
-    binary(BinaryOp::Ne, &[f64::NAN, 1.0, 2.0], &[f64::NAN, 1.0, 1.0], &mut o, Par::Seq);
+    binary(
+        BinaryOp::Ne,
+        &[f64::NAN, 1.0, 2.0],
+        &[f64::NAN, 1.0, 1.0],
+        &mut o,
+        Par::Seq,
+    );
     assert_eq!(o, [1.0, 0.0, 1.0]);
-    binary(BinaryOp::Eq, &[f64::NAN, 1.0, 2.0], &[f64::NAN, 1.0, 1.0], &mut o, Par::Seq);
+    binary(
+        BinaryOp::Eq,
+        &[f64::NAN, 1.0, 2.0],
+        &[f64::NAN, 1.0, 1.0],
+        &mut o,
+        Par::Seq,
+    );
     assert_eq!(o, [0.0, 1.0, 0.0]);
     // Sigmoid is stable at the extremes.
-    let big: Vec<f32> = (0..128).map(|i| if i % 2 == 0 { 200.0 } else { -200.0 }).collect();
+    let big: Vec<f32> = (0..128)
+        .map(|i| if i % 2 == 0 { 200.0 } else { -200.0 })
+        .collect();
     let mut s = vec![0.0f32; 128];
     unary(UnaryOp::Sigmoid, &big, &mut s, Par::Seq);
-    assert!(s.iter().step_by(2).all(|&v| v == 1.0) && s.iter().skip(1).step_by(2).all(|&v| v == 0.0));
+    assert!(
+        s.iter().step_by(2).all(|&v| v == 1.0) && s.iter().skip(1).step_by(2).all(|&v| v == 0.0)
+    );
 }
 
 /// Measures the max ulp error of the vector path (random inputs over typical domains, plus
@@ -265,12 +329,27 @@ fn accuracy_of<V: SimdVec>() {
     let mut rng = Rng::new(4);
     let n = 1 << 16;
     let worst = |what: &str, x: &[V::Elem], got: &[V::Elem], want: &[V::Elem], bound: u64| {
-        let (i, e) = got.iter().zip(want).map(|(&g, &w)| ulps(g, w)).enumerate().max_by_key(|p| p.1).unwrap();
-        eprintln!("{:>4} x{:<2} {what:<28} max {e} ulp (at x = {:?})", V::Elem::NAME, V::LANES, x[i]);
+        let (i, e) = got
+            .iter()
+            .zip(want)
+            .map(|(&g, &w)| ulps(g, w))
+            .enumerate()
+            .max_by_key(|p| p.1)
+            .unwrap();
+        eprintln!(
+            "{:>4} x{:<2} {what:<28} max {e} ulp (at x = {:?})",
+            V::Elem::NAME,
+            V::LANES,
+            x[i]
+        );
         assert!(e <= bound, "{what}: {e} ulp > {bound}");
     };
     let (mut got, mut want) = (vec![V::Elem::ZERO; n], vec![V::Elem::ZERO; n]);
-    let (exp_lo, exp_hi) = if V::Elem::NAME == "f32" { (-103.0, 89.0) } else { (-745.0, 710.0) };
+    let (exp_lo, exp_hi) = if V::Elem::NAME == "f32" {
+        (-103.0, 89.0)
+    } else {
+        (-745.0, 710.0)
+    };
     let trig_max = if V::Elem::NAME == "f32" { 1e4 } else { 1e8 };
     let cases: [(UnaryOp, f64, f64, u64); 11] = [
         (UnaryOp::Exp, -10.0, 10.0, 1),
@@ -280,10 +359,10 @@ fn accuracy_of<V: SimdVec>() {
         (UnaryOp::Tanh, -1.0, 1.0, 2),
         (UnaryOp::Tanh, -20.0, 20.0, 2),
         (UnaryOp::Sigmoid, -20.0, 20.0, 2),
-        (UnaryOp::Sin, -10.0, 10.0, 2),
-        (UnaryOp::Cos, -10.0, 10.0, 2),
-        (UnaryOp::Sin, -trig_max, trig_max, 2),
-        (UnaryOp::Cos, -trig_max, trig_max, 2),
+        (UnaryOp::Sin, -10.0, 10.0, 1),
+        (UnaryOp::Cos, -10.0, 10.0, 1),
+        (UnaryOp::Sin, -trig_max, trig_max, 1),
+        (UnaryOp::Cos, -trig_max, trig_max, 1),
     ];
     for (op, lo, hi, bound) in cases {
         let x = rng.vec::<V::Elem>(n, lo, hi);
@@ -307,7 +386,7 @@ fn accuracy_of<V: SimdVec>() {
     for op in [UnaryOp::Sin, UnaryOp::Cos] {
         unary_v::<V>(op, &x, &mut got, true);
         reference::unary(op, &x, &mut want);
-        worst(&format!("{op:?} near k*pi/2"), &x, &got, &want, 2);
+        worst(&format!("{op:?} near k*pi/2"), &x, &got, &want, 1);
     }
     // Pow: random bases and exponents, large exponents with normal results, and integer
     // exponents of negative bases.
@@ -317,12 +396,19 @@ fn accuracy_of<V: SimdVec>() {
     reference::binary(BinaryOp::Pow, &a, &b, &mut want);
     worst("Pow a in [1e-3,1e3], |b|<12", &a, &got, &want, 2);
     let b = rng.vec::<V::Elem>(n, -32.0, 32.0);
-    let a: Vec<V::Elem> = b.iter().map(|&e| V::Elem::from_f64((rng.range(-80.0, 80.0) / e.to_f64()).exp().min(1e30))).collect();
+    let a: Vec<V::Elem> = b
+        .iter()
+        .map(|&e| V::Elem::from_f64((rng.range(-80.0, 80.0) / e.to_f64()).exp().min(1e30)))
+        .collect();
     binary_v::<V, _, _>(BinaryOp::Pow, &a[..], &b[..], &mut got, true);
     reference::binary(BinaryOp::Pow, &a, &b, &mut want);
     worst("Pow |b|<32, |b ln a|<80", &a, &got, &want, 3);
     let a = rng.vec::<V::Elem>(n, -10.0, 10.0);
-    let b: Vec<V::Elem> = rng.vec::<V::Elem>(n, -8.0, 8.0).into_iter().map(|v| V::Elem::from_f64(v.to_f64().round())).collect();
+    let b: Vec<V::Elem> = rng
+        .vec::<V::Elem>(n, -8.0, 8.0)
+        .into_iter()
+        .map(|v| V::Elem::from_f64(v.to_f64().round()))
+        .collect();
     binary_v::<V, _, _>(BinaryOp::Pow, &a[..], &b[..], &mut got, true);
     reference::binary(BinaryOp::Pow, &a, &b, &mut want);
     worst("Pow a in [-10,10], b integer", &a, &got, &want, 2);
@@ -337,15 +423,27 @@ fn accuracy() {
 /// exactly by the vector code.
 fn specials_of<V: SimdVec>() {
     let sp = specials::<V::Elem>();
-    let x: Vec<V::Elem> = sp.iter().cycle().take(sp.len() * V::LANES).copied().collect();
+    let x: Vec<V::Elem> = sp
+        .iter()
+        .cycle()
+        .take(sp.len() * V::LANES)
+        .copied()
+        .collect();
     let mut got = vec![V::Elem::ZERO; x.len()];
     let mut want = vec![V::Elem::ZERO; x.len()];
     for op in UnaryOp::ALL {
         unary_v::<V>(op, &x, &mut got, true);
         reference::unary(op, &x, &mut want);
-        assert_ulps(&got, &want, MAX_ULP, &format!("{op:?} specials {}", V::Elem::NAME));
+        assert_ulps(
+            &got,
+            &want,
+            MAX_ULP,
+            &format!("{op:?} specials {}", V::Elem::NAME),
+        );
     }
-    let y: Vec<V::Elem> = sp.iter().flat_map(|&s| std::iter::repeat(s).take(sp.len())).take(x.len()).collect();
+    let y: Vec<V::Elem> = (0..x.len())
+        .map(|i| sp[(i / sp.len()) % sp.len()])
+        .collect();
     binary_v::<V, _, _>(BinaryOp::Pow, &x[..], &y[..], &mut got, true);
     reference::binary(BinaryOp::Pow, &x, &y, &mut want);
     assert_ulps(&got, &want, MAX_ULP, "Pow specials");
@@ -374,14 +472,25 @@ fn random_view(rng: &mut Rng, shape: &[usize]) -> (usize, Vec<usize>) {
             s *= shape[d] + if rng.below(3) == 0 { 1 } else { 0 };
         }
     }
-    let len = shape.iter().zip(&strides).map(|(&d, &st)| (d.max(1) - 1) * st).sum::<usize>() + 1;
+    let len = shape
+        .iter()
+        .zip(&strides)
+        .map(|(&d, &st)| (d.max(1) - 1) * st)
+        .sum::<usize>()
+        + 1;
     (len, strides)
 }
 
+/// A random shape of rank 0..=4 with at most 20k elements (sometimes with a zero dim).
 fn random_shape(rng: &mut Rng) -> Vec<usize> {
     let r = rng.below(5);
-    let dims = [0, 1, 1, 2, 3, 5, 8, 17, 33];
-    let mut s: Vec<usize> = (0..r).map(|_| dims[1 + rng.below(dims.len() - 1)]).collect();
+    let dims = [1, 1, 2, 3, 5, 8, 17, 33];
+    let mut s: Vec<usize> = loop {
+        let s: Vec<usize> = (0..r).map(|_| dims[rng.below(dims.len())]).collect();
+        if s.iter().product::<usize>() <= 20_000 {
+            break s;
+        }
+    };
     if rng.below(20) == 0 && r > 0 {
         s[rng.below(r)] = 0;
     }
@@ -390,7 +499,7 @@ fn random_shape(rng: &mut Rng) -> Vec<usize> {
 
 fn strided_vs_reference<V: SimdVec>() {
     let mut rng = Rng::new(5);
-    let mut shapes: Vec<Vec<usize>> = (0..300).map(|_| random_shape(&mut rng)).collect();
+    let mut shapes: Vec<Vec<usize>> = (0..150).map(|_| random_shape(&mut rng)).collect();
     // Long rows with non-unit strides (blocked gathering) and a broadcast scalar case.
     shapes.extend([vec![3, 700], vec![700, 3], vec![1000], vec![2, 1, 300]]);
     for shape in &shapes {
@@ -400,7 +509,9 @@ fn strided_vs_reference<V: SimdVec>() {
         let (lc, sc) = random_view(&mut rng, shape);
         let a = mixed::<V::Elem>(&mut rng, la, 0.1, 3.0);
         let b = mixed::<V::Elem>(&mut rng, lb, -3.0, 3.0);
-        let c: Vec<V::Elem> = (0..lc).map(|i| V::Elem::from_f64((i % 3) as f64 - if i % 7 == 0 { f64::NAN } else { 0.0 })).collect();
+        let c: Vec<V::Elem> = (0..lc)
+            .map(|i| V::Elem::from_f64((i % 3) as f64 - if i % 7 == 0 { f64::NAN } else { 0.0 }))
+            .collect();
         let (mut got, mut want) = (vec![V::Elem::ZERO; n], vec![V::Elem::ZERO; n]);
         for op in BinaryOp::ALL {
             binary_strided_v::<V>(op, &a, &sa, &b, &sb, shape, &mut got);
@@ -419,7 +530,11 @@ fn strided_vs_reference<V: SimdVec>() {
         let x = mixed::<V::Elem>(&mut rng, la + off, -3.0, 3.0);
         gather_strided(&x, &sa, off, shape, &mut got);
         reference::gather_strided(&x, &sa, off, shape, &mut want);
-        assert_same(&got, &want, &format!("gather shape {shape:?} strides {sa:?}"));
+        assert_same(
+            &got,
+            &want,
+            &format!("gather shape {shape:?} strides {sa:?}"),
+        );
     }
 }
 
@@ -445,7 +560,15 @@ fn strided_rank0_and_empty() {
 #[should_panic(expected = "exceeds buffer")]
 fn strided_out_of_bounds_panics() {
     let mut o = [0.0f32; 6];
-    binary_strided(BinaryOp::Add, &[1.0; 5], &[3, 1], &[1.0; 6], &[3, 1], &[2, 3], &mut o);
+    binary_strided(
+        BinaryOp::Add,
+        &[1.0; 5],
+        &[3, 1],
+        &[1.0; 6],
+        &[3, 1],
+        &[2, 3],
+        &mut o,
+    );
 }
 
 #[test]
@@ -459,9 +582,15 @@ fn gather_out_of_bounds_panics() {
 fn assert_reduced<T: Element>(op: ReduceOp, got: T, want: T, scale: f64, what: &str) {
     if op == ReduceOp::Sum && want.to_f64().is_finite() && scale.is_finite() && got != want {
         let tol = scale * T::EPSILON.to_f64() * 8.0;
-        assert!((got.to_f64() - want.to_f64()).abs() <= tol, "{what}: got {got:?} want {want:?}");
+        assert!(
+            (got.to_f64() - want.to_f64()).abs() <= tol,
+            "{what}: got {got:?} want {want:?}"
+        );
     } else {
-        assert!((got.is_nan() && want.is_nan()) || got == want, "{what}: got {got:?} want {want:?}");
+        assert!(
+            (got.is_nan() && want.is_nan()) || got == want,
+            "{what}: got {got:?} want {want:?}"
+        );
     }
 }
 
@@ -474,7 +603,13 @@ fn reduce_vs_reference<V: SimdVec>() {
             let scale: f64 = x.iter().map(|v| v.to_f64().abs()).sum();
             for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min] {
                 let what = format!("{op:?} {} x{} n={n}", V::Elem::NAME, V::LANES);
-                assert_reduced(op, reduce_v::<V>(op, x), reference::reduce_all(op, x), scale, &what);
+                assert_reduced(
+                    op,
+                    reduce_v::<V>(op, x),
+                    reference::reduce_all(op, x),
+                    scale,
+                    &what,
+                );
             }
         }
     }
@@ -483,8 +618,15 @@ fn reduce_vs_reference<V: SimdVec>() {
         let r = shape.len();
         let axes: Vec<usize> = (0..r).filter(|_| rng.below(2) == 0).collect();
         let n: usize = shape.iter().product();
-        let m: usize = (0..r).filter(|d| !axes.contains(d)).map(|d| shape[d]).product();
-        let x = if rng.below(3) == 0 { mixed::<V::Elem>(&mut rng, n, -5.0, 5.0) } else { rng.vec(n, -5.0, 5.0) };
+        let m: usize = (0..r)
+            .filter(|d| !axes.contains(d))
+            .map(|d| shape[d])
+            .product();
+        let x = if rng.below(3) == 0 {
+            mixed::<V::Elem>(&mut rng, n, -5.0, 5.0)
+        } else {
+            rng.vec(n, -5.0, 5.0)
+        };
         let abs: Vec<f64> = x.iter().map(|v| v.to_f64().abs()).collect();
         let mut scale = vec![0.0; m];
         reference::reduce_axes(ReduceOp::Sum, &abs, &shape, &axes, &mut scale);
@@ -493,7 +635,13 @@ fn reduce_vs_reference<V: SimdVec>() {
             reduce_axes_v::<V>(op, &x, &shape, &axes, &mut got);
             reference::reduce_axes(op, &x, &shape, &axes, &mut want);
             for ((g, w), s) in got.iter().zip(&want).zip(&scale) {
-                assert_reduced(op, *g, *w, *s, &format!("{op:?} shape {shape:?} axes {axes:?}"));
+                assert_reduced(
+                    op,
+                    *g,
+                    *w,
+                    *s,
+                    &format!("{op:?} shape {shape:?} axes {axes:?}"),
+                );
             }
         }
     }
@@ -532,14 +680,17 @@ fn reduce_unsorted_axes_panics() {
     reduce_axes(ReduceOp::Sum, &[0.0f32; 6], &[2, 3], &[1, 0], &mut [0.0; 1]);
 }
 
-fn gemm_case<T: Element>(rng: &mut Rng, m: usize, k: usize, n: usize, par: Par) {
+fn gemm_case<T: Element>(rng: &mut Rng, m: usize, k: usize, n: usize, par: Par, layouts: usize) {
     // Layouts: 0 = row-major, 1 = column-major (transposed), 2 = padded row-major.
     let layout = |rows: usize, cols: usize, kind: usize| match kind {
         0 => (cols, 1, rows * cols),
         1 => (1, rows, rows * cols),
         _ => (cols + 3, 1, rows * (cols + 3)),
     };
-    for (la, lb, lc) in [(0, 0, 0), (1, 0, 0), (0, 1, 1), (1, 1, 2), (2, 2, 1)] {
+    for &(la, lb, lc) in [(0, 0, 0), (1, 0, 0), (0, 1, 1), (1, 1, 2), (2, 2, 1)]
+        .iter()
+        .take(layouts)
+    {
         let (rsa, csa, na) = layout(m, k, la);
         let (rsb, csb, nb) = layout(k, n, lb);
         let (rsc, csc, nc) = layout(m, n, lc);
@@ -552,8 +703,12 @@ fn gemm_case<T: Element>(rng: &mut Rng, m: usize, k: usize, n: usize, par: Par) 
                 c.iter_mut().step_by(2).for_each(|v| *v = T::NAN); // must not propagate
             }
             let mut want = c.clone();
-            gemm(m, k, n, alpha, &a, rsa, csa, &b, rsb, csb, beta, &mut c, rsc, csc, par);
-            reference::gemm(m, k, n, alpha, &a, rsa, csa, &b, rsb, csb, beta, &mut want, rsc, csc);
+            gemm(
+                m, k, n, alpha, &a, rsa, csa, &b, rsb, csb, beta, &mut c, rsc, csc, par,
+            );
+            reference::gemm(
+                m, k, n, alpha, &a, rsa, csa, &b, rsb, csb, beta, &mut want, rsc, csc,
+            );
             let tol = T::EPSILON.to_f64() * (4.0 * k as f64 + 8.0);
             for (i, (g, w)) in c.iter().zip(&want).enumerate() {
                 let (g, w) = (g.to_f64(), w.to_f64());
@@ -569,11 +724,21 @@ fn gemm_case<T: Element>(rng: &mut Rng, m: usize, k: usize, n: usize, par: Par) 
 
 fn gemm_all<T: Element>() {
     let mut rng = Rng::new(8);
-    for (m, k, n) in [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (2, 3, 5), (7, 1, 9), (17, 33, 5), (64, 64, 64), (5, 100, 3)] {
-        gemm_case::<T>(&mut rng, m, k, n, Par::Seq);
+    for (m, k, n) in [
+        (0, 3, 4),
+        (3, 0, 4),
+        (3, 4, 0),
+        (1, 1, 1),
+        (2, 3, 5),
+        (7, 1, 9),
+        (17, 33, 5),
+        (64, 64, 64),
+        (5, 100, 3),
+    ] {
+        gemm_case::<T>(&mut rng, m, k, n, Par::Seq, 5);
     }
     // Large enough for the rayon split (m * n * k > 2^21), with m not a multiple of the blocks.
-    gemm_case::<T>(&mut rng, 301, 120, 97, Par::Rayon);
+    gemm_case::<T>(&mut rng, 255, 90, 97, Par::Rayon, 2);
 }
 
 #[test]
@@ -586,13 +751,44 @@ fn gemm_matches_reference() {
 #[should_panic(expected = "exceeds its buffer")]
 fn gemm_out_of_bounds_panics() {
     let mut c = [0.0f32; 4];
-    gemm(2, 2, 2, 1.0, &[1.0; 3], 2, 1, &[1.0; 4], 2, 1, 0.0, &mut c, 2, 1, Par::Seq);
+    gemm(
+        2,
+        2,
+        2,
+        1.0,
+        &[1.0; 3],
+        2,
+        1,
+        &[1.0; 4],
+        2,
+        1,
+        0.0,
+        &mut c,
+        2,
+        1,
+        Par::Seq,
+    );
 }
 
 #[test]
 #[should_panic(expected = "alias")]
 fn gemm_aliasing_c_panics() {
     let mut c = [0.0f64; 4];
-    gemm(2, 2, 2, 1.0, &[1.0; 4], 2, 1, &[1.0; 4], 2, 1, 0.0, &mut c, 1, 1, Par::Seq);
+    gemm(
+        2,
+        2,
+        2,
+        1.0,
+        &[1.0; 4],
+        2,
+        1,
+        &[1.0; 4],
+        2,
+        1,
+        0.0,
+        &mut c,
+        1,
+        1,
+        Par::Seq,
+    );
 }
-

@@ -80,7 +80,11 @@ pub trait SimdVec:
 
     /// Folds the lanes in order with `f`, starting from `init`.
     #[inline(always)]
-    fn fold_lanes(self, init: Self::Elem, f: impl Fn(Self::Elem, Self::Elem) -> Self::Elem) -> Self::Elem {
+    fn fold_lanes(
+        self,
+        init: Self::Elem,
+        f: impl Fn(Self::Elem, Self::Elem) -> Self::Elem,
+    ) -> Self::Elem {
         let mut buf = [Self::Elem::ZERO; 16];
         self.store(&mut buf[..Self::LANES]);
         buf[..Self::LANES].iter().fold(init, |acc, &x| f(acc, x))
@@ -267,7 +271,10 @@ pub fn sigmoid<V: SimdVec>(x: V) -> (V, V) {
 /// Whether `wide`'s `mul_add` is fused on this target. `wide`'s `pow` relies on it for its
 /// error compensation (without FMA its error reaches ~50 ulp), so without FMA `Pow` always
 /// uses `std`.
-pub const FMA: bool = cfg!(any(target_feature = "fma", all(target_arch = "aarch64", target_feature = "neon")));
+pub const FMA: bool = cfg!(any(
+    target_feature = "fma",
+    all(target_arch = "aarch64", target_feature = "neon")
+));
 
 /// Checked `a.powf(b)`: vector result is used for finite normal nonzero `a`, `|b| <= 32`, and a
 /// finite normal result (NaN results, e.g. negative `a` with non-integer `b`, go to `std`).
@@ -298,10 +305,10 @@ pub fn tanh_f32<V: SimdVec<Elem = f32>>(x: V) -> V {
     let a = x.abs();
     let z = a * a;
     let p = V::splat(-5.704_988_7e-3)
-        .mul_add(z, V::splat(2.063_908_9e-2))
+        .mul_add(z, V::splat(2.063_909e-2))
         .mul_add(z, V::splat(-5.373_971_6e-2))
         .mul_add(z, V::splat(1.333_144_2e-1))
-        .mul_add(z, V::splat(-3.333_328_2e-1));
+        .mul_add(z, V::splat(-3.333_328e-1));
     tanh_tail(x, a, a.mul_add(z * p, a))
 }
 

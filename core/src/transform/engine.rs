@@ -3,7 +3,7 @@
 
 use crate::error::{from_panic, Error, Result};
 use crate::state::{State, StateId};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::trace::{self, BackwardOpts, ExitPolicy, Frame};
 use std::collections::HashMap;
 use std::ops::Range;
@@ -46,6 +46,7 @@ pub struct Pullback {
     input_nodes: Vec<u32>,
     inputs: Vec<Tensor>,
     out_shape: Vec<usize>,
+    out_dtype: DType,
     debug_nan: bool,
 }
 
@@ -74,7 +75,7 @@ impl Pullback {
         let Some(out) = self.out_node else {
             return Ok(vec![None; self.inputs.len()]);
         };
-        let cot = cot.cast(self.inputs.first().map_or(cot.dtype(), |_| cot.dtype()));
+        let cot = cot.cast(self.out_dtype);
         let res = trace::backward(
             &self.tape,
             out,
@@ -144,6 +145,7 @@ pub fn vjp_pure(f: &PureFn<'_>, inputs: &[Tensor]) -> Result<(Tensor, Pullback)>
             input_nodes: nodes,
             inputs: inputs.to_vec(),
             out_shape: value.shape().to_vec(),
+            out_dtype: value.dtype(),
             debug_nan: f.debug_nan,
         },
     ))
@@ -184,7 +186,8 @@ impl Pullback {
     pub fn jvp_sparse(&self, tangents: &[Option<Tensor>]) -> Result<Tensor> {
         let guard = trace::push_frame(true, ExitPolicy::KeepWrites, HashMap::new());
         let level = guard.level();
-        let u0 = Tensor::full_dtype(&self.out_shape, 0.0, self.inputs.first().map_or(Default::default(), |x| x.dtype()));
+        // The tangent of the output has the output's dtype (an f32 -> f64 function has f64 tangents).
+        let u0 = Tensor::full_dtype(&self.out_shape, 0.0, self.out_dtype);
         let (u, u_node) = guard.input(&u0);
         let res = (|| -> Result<Tensor> {
             let grads = self.call_sparse(&u)?;
