@@ -8,14 +8,19 @@ use stategrad::prelude::*;
 use stategrad::{jit, random};
 
 fn pool(n: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("thread pool")
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .expect("thread pool")
 }
 
 /// W1: the seed's linear regression step, value and grad w.r.t. W, b, then SGD.
 fn w1(c: &mut Criterion) {
     let w = ParamState::new(Tensor::zeros(&[1, 1]));
     let b = ParamState::new(Tensor::zeros(&[1]));
-    let params: StateMap = [(path!("b"), b.clone()), (path!("w"), w.clone())].into_iter().collect();
+    let params: StateMap = [(path!("b"), b.clone()), (path!("w"), w.clone())]
+        .into_iter()
+        .collect();
     let x = Tensor::linspace(-1.0, 1.0, 20).reshape(&[-1, 1]);
     let y = 3.0 * &x + 1.0;
     let loss = |(x, y): (Tensor, Tensor)| {
@@ -23,7 +28,10 @@ fn w1(c: &mut Criterion) {
         mse + 0.01 * (w.value().square().sum() + b.value().square().sum())
     };
     let step = |(x, y): (Tensor, Tensor)| {
-        let (g, l) = grad(loss).grad_states(params.clone()).return_value().call((x, y))?;
+        let (g, l) = grad(loss)
+            .grad_states(params.clone())
+            .return_value()
+            .call((x, y))?;
         for (p, s) in &params {
             s.set_value(s.value() - 0.1 * &g[p]);
         }
@@ -35,8 +43,12 @@ fn w1(c: &mut Criterion) {
     let expect = y.to_vec::<f64>().iter().map(|v| v * v).sum::<f64>() / 20.0;
     assert!((l0 - expect).abs() < 1e-4, "W1 guard: {l0} vs {expect}");
     let mut g = c.benchmark_group("W1_linear_step");
-    g.bench_function("eager", |bch| bch.iter(|| step((x.clone(), y.clone())).unwrap()));
-    g.bench_function("jit", |bch| bch.iter(|| jstep.call((x.clone(), y.clone())).unwrap()));
+    g.bench_function("eager", |bch| {
+        bch.iter(|| step((x.clone(), y.clone())).unwrap())
+    });
+    g.bench_function("jit", |bch| {
+        bch.iter(|| jstep.call((x.clone(), y.clone())).unwrap())
+    });
     g.finish();
 }
 
@@ -83,7 +95,10 @@ fn w4(c: &mut Criterion) {
     let f = |x: Tensor| a.matmul(&x).logsumexp(&[0], false) + 0.5 * x.square().sum();
     let h = hessian(f).call(x.clone()).unwrap();
     let ht = h.t();
-    assert!(h.allclose(&ht, 1e-4, 1e-5), "W4 guard: Hessian not symmetric");
+    assert!(
+        h.allclose(&ht, 1e-4, 1e-5),
+        "W4 guard: Hessian not symmetric"
+    );
     let mut g = c.benchmark_group("W4_hessian_128");
     g.sample_size(10);
     for threads in [1, 2] {

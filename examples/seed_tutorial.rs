@@ -33,7 +33,9 @@ fn main() -> Result<()> {
     let y = Tensor::new([0.5f32, 1.5, 2.5]);
     let scale = 2.0;
 
-    let grad_x = grad(loss_fn).argnums(0).call((x.clone(), y.clone(), scale))?;
+    let grad_x = grad(loss_fn)
+        .argnums(0)
+        .call((x.clone(), y.clone(), scale))?;
     println!("Gradient w.r.t. x: {grad_x}");
 
     let [grad_x, grad_y] = grad(loss_fn).argnums([0, 1]).call((x, y, scale))?;
@@ -79,7 +81,9 @@ fn main() -> Result<()> {
         cache.set_value(shifted.sum());
         shifted.square().sum()
     };
-    let finder = StateFinder::new(energy).filter(ParamState).usage(Usage::All);
+    let finder = StateFinder::new(energy)
+        .filter(ParamState)
+        .usage(Usage::All);
     let all_param_states = finder.find(Tensor::ones(&[2]))?;
     println!("States found by StateFinder:");
     for (name, state) in &all_param_states {
@@ -157,7 +161,11 @@ fn main() -> Result<()> {
     // ------------------------------------------------------------ §5.1 vector_grad
     let vector_fun = |x: Tensor| {
         Tensor::stack(
-            &[&(x.at(0) * x.at(1)), &x.at(0).sin(), &(x.at(0).square() + x.at(1).square())],
+            &[
+                &(x.at(0) * x.at(1)),
+                &x.at(0).sin(),
+                &(x.at(0).square() + x.at(1).square()),
+            ],
             0,
         )
     };
@@ -166,7 +174,8 @@ fn main() -> Result<()> {
     println!("Vector gradient: {result}");
 
     // ------------------------------------------------------------ §5.2 jacrev / jacfwd
-    let multi_output = |x: Tensor| Tensor::stack(&[&(x.at(0) * x.at(1)), &x.at(0).sin(), &x.at(1).exp()], 0);
+    let multi_output =
+        |x: Tensor| Tensor::stack(&[&(x.at(0) * x.at(1)), &x.at(0).sin(), &x.at(1).exp()], 0);
     let result_rev = jacrev(multi_output).call(x0.clone())?;
     println!("Jacobian (reverse-mode):");
     println!("{result_rev}");
@@ -201,13 +210,15 @@ fn main() -> Result<()> {
     let training_model = LinearRegressor::new(1);
     let (true_weight, true_bias) = (3.0, 1.0);
     let x_train = Tensor::linspace(-1.0, 1.0, 20).reshape(&[-1, 1]);
-    let y_train = true_weight * &x_train + true_bias + 0.1 * stategrad::random::normal(x_train.shape());
+    let y_train =
+        true_weight * &x_train + true_bias + 0.1 * stategrad::random::normal(x_train.shape());
 
     let training_loss = jit(|(x, y): (Tensor, Tensor)| {
         let pred = training_model.call(&x);
         let mse = (pred - y).square().mean();
         let l2 = 0.01
-            * (training_model.weight.value().square().sum() + training_model.bias.value().square().sum());
+            * (training_model.weight.value().square().sum()
+                + training_model.bias.value().square().sum());
         (&mse + &l2, BTreeMap::from([("mse", mse), ("l2", l2)]))
     });
     let loss_grad_fn = grad(|a: (Tensor, Tensor)| training_loss.call(a))
@@ -235,8 +246,17 @@ fn main() -> Result<()> {
         }
     }
     println!("\nTraining completed!");
-    println!("Final weight: {} (true: {true_weight:.1})", training_model.weight.value());
-    println!("Final bias: {} (true: {true_bias:.1})", training_model.bias.value());
-    println!("(jit traced the loss {} time(s) for {num_epochs} epochs)", training_loss.trace_count());
+    println!(
+        "Final weight: {} (true: {true_weight:.1})",
+        training_model.weight.value()
+    );
+    println!(
+        "Final bias: {} (true: {true_bias:.1})",
+        training_model.bias.value()
+    );
+    println!(
+        "(jit traced the loss {} time(s) for {num_epochs} epochs)",
+        training_loss.trace_count()
+    );
     Ok(())
 }

@@ -17,25 +17,71 @@ fn argnums_out_of_range() {
     let f = |(x, y): (Tensor, Tensor)| (&x * &y).sum();
     let args = || (Tensor::new([1.0f32]), Tensor::new([2.0f32]));
     let err = grad(f).argnums(2).call(args()).unwrap_err();
-    assert_eq!(err, Error::ArgnumOutOfRange { argnum: 2, nargs: 2 });
+    assert_eq!(
+        err,
+        Error::ArgnumOutOfRange {
+            argnum: 2,
+            nargs: 2
+        }
+    );
     let msg = err.to_string();
-    assert!(msg.contains("argnums 2") && msg.contains("2 positional"), "{msg}");
+    assert!(
+        msg.contains("argnums 2") && msg.contains("2 positional"),
+        "{msg}"
+    );
 
     // In a list, and with grad states, and for the other transforms.
     let err = grad(f).argnums([0, 5]).call(args()).unwrap_err();
-    assert_eq!(err, Error::ArgnumOutOfRange { argnum: 5, nargs: 2 });
+    assert_eq!(
+        err,
+        Error::ArgnumOutOfRange {
+            argnum: 5,
+            nargs: 2
+        }
+    );
     let s = State::new(Tensor::scalar(1.0f32));
     let g = |(x, y): (Tensor, Tensor)| (&x * &y).sum() * s.value();
-    let err = grad(g).grad_states(s.clone()).argnums(vec![3]).call(args()).unwrap_err();
-    assert_eq!(err, Error::ArgnumOutOfRange { argnum: 3, nargs: 2 });
+    let err = grad(g)
+        .grad_states(s.clone())
+        .argnums(vec![3])
+        .call(args())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ArgnumOutOfRange {
+            argnum: 3,
+            nargs: 2
+        }
+    );
     let err = jacrev(f).argnums(2).call(args()).unwrap_err();
-    assert!(matches!(err, Error::ArgnumOutOfRange { argnum: 2, nargs: 2 }));
+    assert!(matches!(
+        err,
+        Error::ArgnumOutOfRange {
+            argnum: 2,
+            nargs: 2
+        }
+    ));
     let err = hessian(f).argnums(2).call(args()).unwrap_err();
-    assert!(matches!(err, Error::ArgnumOutOfRange { argnum: 2, nargs: 2 }));
+    assert!(matches!(
+        err,
+        Error::ArgnumOutOfRange {
+            argnum: 2,
+            nargs: 2
+        }
+    ));
 
     // A lone Tensor is one positional argument.
-    let err = grad(|x: Tensor| x.sum()).argnums(1).call(Tensor::ones(&[2])).unwrap_err();
-    assert_eq!(err, Error::ArgnumOutOfRange { argnum: 1, nargs: 1 });
+    let err = grad(|x: Tensor| x.sum())
+        .argnums(1)
+        .call(Tensor::ones(&[2]))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ArgnumOutOfRange {
+            argnum: 1,
+            nargs: 1
+        }
+    );
 }
 
 #[test]
@@ -43,11 +89,26 @@ fn argnums_negative() {
     let f = |(x, y): (Tensor, Tensor)| (&x * &y).sum();
     let args = || (Tensor::new([1.0f32]), Tensor::new([2.0f32]));
     let err = grad(f).argnums(-1).call(args()).unwrap_err();
-    assert_eq!(err, Error::NegativeArgnum { argnum: -1, nargs: 2 });
+    assert_eq!(
+        err,
+        Error::NegativeArgnum {
+            argnum: -1,
+            nargs: 2
+        }
+    );
     let msg = err.to_string();
-    assert!(msg.contains("-1") && msg.contains("negative") && msg.contains("0..2"), "{msg}");
+    assert!(
+        msg.contains("-1") && msg.contains("negative") && msg.contains("0..2"),
+        "{msg}"
+    );
     let err = grad(f).argnums([0, -2]).call(args()).unwrap_err();
-    assert_eq!(err, Error::NegativeArgnum { argnum: -2, nargs: 2 });
+    assert_eq!(
+        err,
+        Error::NegativeArgnum {
+            argnum: -2,
+            nargs: 2
+        }
+    );
 }
 
 #[test]
@@ -57,8 +118,14 @@ fn argnums_duplicate() {
     let err = grad(f).argnums([1, 1]).call(args()).unwrap_err();
     assert_eq!(err, Error::DuplicateArgnum { argnum: 1 });
     let msg = err.to_string();
-    assert!(msg.contains("argnums 1") && msg.contains("more than once"), "{msg}");
-    let err = vector_grad(f).argnums(vec![0, 1, 0]).call(args()).unwrap_err();
+    assert!(
+        msg.contains("argnums 1") && msg.contains("more than once"),
+        "{msg}"
+    );
+    let err = vector_grad(f)
+        .argnums(vec![0, 1, 0])
+        .call(args())
+        .unwrap_err();
     assert_eq!(err, Error::DuplicateArgnum { argnum: 0 });
     let err = hessian(f).argnums([0, 0]).call(args()).unwrap_err();
     assert_eq!(err, Error::DuplicateArgnum { argnum: 0 });
@@ -74,7 +141,10 @@ fn non_scalar_output_to_grad() {
         2.0 * &x
     };
     let err = grad(f).call(Tensor::new([1.0f32, 2.0])).unwrap_err();
-    assert!(matches!(&err, Error::NonScalarOutput { shape } if shape.0 == [2]), "{err:?}");
+    assert!(
+        matches!(&err, Error::NonScalarOutput { shape } if shape.0 == [2]),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("(2,)"), "{msg}");
     assert!(msg.contains("scalar-output"), "{msg}");
@@ -87,7 +157,10 @@ fn non_scalar_output_to_grad() {
         .call(Tensor::ones(&[2, 3]))
         .unwrap_err();
     assert!(err.to_string().contains("(2, 3)"), "{err}");
-    let err = grad(|x: Tensor| &x * &s.value()).grad_states(s.clone()).call(Tensor::ones(&[2])).unwrap_err();
+    let err = grad(|x: Tensor| &x * &s.value())
+        .grad_states(s.clone())
+        .call(Tensor::ones(&[2]))
+        .unwrap_err();
     assert!(matches!(err, Error::NonScalarOutput { .. }));
 
     // vector_grad and jacrev accept it.
@@ -103,7 +176,10 @@ fn grad_state_never_touched() {
     let f = |x: Tensor| (&x * &used.value()).sum();
     let x = || Tensor::new([3.0f32, 4.0]);
 
-    let err = grad(f).grad_states(vec![used.clone(), unused.clone()]).call(x()).unwrap_err();
+    let err = grad(f)
+        .grad_states(vec![used.clone(), unused.clone()])
+        .call(x())
+        .unwrap_err();
     let Error::UnusedGradState { state } = &err else {
         panic!("expected UnusedGradState, got {err:?}")
     };
@@ -114,7 +190,12 @@ fn grad_state_never_touched() {
 
     // An unnamed state in a module map is named by its path and kind.
     let anon = ParamState::new(Tensor::zeros(&[1]));
-    let map: StateMap = [(path!("layer", 0, "bias"), anon.clone()), (path!("w"), used.clone())].into_iter().collect();
+    let map: StateMap = [
+        (path!("layer", 0, "bias"), anon.clone()),
+        (path!("w"), used.clone()),
+    ]
+    .into_iter()
+    .collect();
     let err = grad(f).grad_states(map.clone()).call(x()).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::UnusedGradState { .. }));
@@ -129,13 +210,23 @@ fn grad_state_never_touched() {
     assert_eq!(v(&gu), [3.0, 4.0]);
     assert_eq!(gn.shape(), [3]);
     assert_eq!(v(&gn), [0.0, 0.0, 0.0]);
-    let gm = grad(f).grad_states(map).check_states(false).call(x()).unwrap();
+    let gm = grad(f)
+        .grad_states(map)
+        .check_states(false)
+        .call(x())
+        .unwrap();
     assert_eq!(v(&gm[&path!("layer", 0, "bias")]), [0.0]);
 
     // The other transforms check too.
-    let err = jacrev(|x: Tensor| &x * &used.value()).grad_states(unused.clone()).call(x()).unwrap_err();
+    let err = jacrev(|x: Tensor| &x * &used.value())
+        .grad_states(unused.clone())
+        .call(x())
+        .unwrap_err();
     assert!(err.to_string().contains("unused_bias"));
-    let err = hessian(f).grad_states(vec![unused.clone()]).call(x()).unwrap_err();
+    let err = hessian(f)
+        .grad_states(vec![unused.clone()])
+        .call(x())
+        .unwrap_err();
     assert!(err.to_string().contains("unused_bias"));
 }
 
@@ -172,7 +263,10 @@ fn shape_mismatch_inside_restores_states() {
     for err in [
         vector_grad(f).call(args()).unwrap_err(),
         jacrev(f).call(args()).unwrap_err(),
-        jacfwd(f).grad_states(diffed_written.clone()).call(args()).unwrap_err(),
+        jacfwd(f)
+            .grad_states(diffed_written.clone())
+            .call(args())
+            .unwrap_err(),
         hessian(f).call(args()).unwrap_err(),
     ] {
         assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
@@ -181,7 +275,9 @@ fn shape_mismatch_inside_restores_states() {
     }
 
     // The function still works afterwards (no stale trace frame left behind).
-    let ok = grad(|x: Tensor| (&x * &read.value()).sum()).call(Tensor::new([1.0f32, 1.0])).unwrap();
+    let ok = grad(|x: Tensor| (&x * &read.value()).sum())
+        .call(Tensor::new([1.0f32, 1.0]))
+        .unwrap();
     assert_eq!(v(&ok), [1.0, 2.0]);
 }
 
@@ -216,11 +312,18 @@ fn panic_inside_restores_states() {
         panic!("bad shape {:?}", x.shape())
     };
     let err = jacfwd(g).call(Tensor::ones(&[4])).unwrap_err();
-    assert!(matches!(&err, Error::Panicked(m) if m.contains("bad shape [4]")), "{err:?}");
+    assert!(
+        matches!(&err, Error::Panicked(m) if m.contains("bad shape [4]")),
+        "{err:?}"
+    );
     assert_eq!(v(&counter.value()), [0.0]);
 
     // A successful call afterwards writes as usual.
-    let (gp, val): (Tensor, Tensor) = grad(f).grad_states(p.clone()).return_value().call(Tensor::new([-1.0f32, -1.0])).unwrap();
+    let (gp, val): (Tensor, Tensor) = grad(f)
+        .grad_states(p.clone())
+        .return_value()
+        .call(Tensor::new([-1.0f32, -1.0]))
+        .unwrap();
     assert_eq!(v(&gp), [-3.0, -3.0]);
     assert_eq!(v(&val), [-9.0]);
     assert_eq!(v(&counter.value()), [1.0]);
@@ -253,19 +356,33 @@ fn integer_argument_selected() {
     let g = grad(f).call((Tensor::ones(&[2]), 3)).unwrap();
     assert_eq!(v(&g), [3.0, 3.0]);
     // Selected: refused, naming the argument and the type.
-    let err = grad(f).argnums(1).call((Tensor::ones(&[2]), 3)).unwrap_err();
+    let err = grad(f)
+        .argnums(1)
+        .call((Tensor::ones(&[2]), 3))
+        .unwrap_err();
     let Error::NonDifferentiableArg { argnum, reason } = &err else {
         panic!("expected NonDifferentiableArg, got {err:?}")
     };
     assert_eq!(*argnum, 1);
-    assert!(reason.contains("integer") && reason.contains("i32"), "{reason}");
+    assert!(
+        reason.contains("integer") && reason.contains("i32"),
+        "{reason}"
+    );
     assert!(err.to_string().contains("argument 1"), "{err}");
     // Also inside a list, and with usize / bool.
-    let err = grad(f).argnums([0, 1]).call((Tensor::ones(&[2]), 3)).unwrap_err();
+    let err = grad(f)
+        .argnums([0, 1])
+        .call((Tensor::ones(&[2]), 3))
+        .unwrap_err();
     assert!(matches!(err, Error::NonDifferentiableArg { argnum: 1, .. }));
     let h = |(x, k, _flag): (Tensor, usize, bool)| x.sum() * (k as f64);
-    let err = jacrev(h).argnums(2).call((Tensor::ones(&[2]), 2, true)).unwrap_err();
-    assert!(matches!(&err, Error::NonDifferentiableArg { argnum: 2, reason } if reason.contains("bool")));
+    let err = jacrev(h)
+        .argnums(2)
+        .call((Tensor::ones(&[2]), 2, true))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NonDifferentiableArg { argnum: 2, reason } if reason.contains("bool"))
+    );
 }
 
 #[test]
@@ -277,16 +394,29 @@ fn float_argument_selected_has_a_hint() {
         panic!("expected NonDifferentiableArg, got {err:?}")
     };
     assert_eq!(*argnum, 2);
-    assert!(reason.contains("f64") && reason.contains("Tensor::scalar"), "{reason}");
+    assert!(
+        reason.contains("f64") && reason.contains("Tensor::scalar"),
+        "{reason}"
+    );
     // The fix the hint suggests works.
     let f2 = |(x, y, scale): (Tensor, Tensor, Tensor)| scale * (&x - &y).square().sum();
-    let gs = grad(f2).argnums(2).call((Tensor::new([1.0f32, 2.0]), Tensor::new([0.5f32, 1.5]), Tensor::scalar(2.0f32))).unwrap();
+    let gs = grad(f2)
+        .argnums(2)
+        .call((
+            Tensor::new([1.0f32, 2.0]),
+            Tensor::new([0.5f32, 1.5]),
+            Tensor::scalar(2.0f32),
+        ))
+        .unwrap();
     assert_eq!(gs.ndim(), 0);
     assert_eq!(v(&gs), [0.5]);
 
     // A Static argument too.
     let k = |(x, cfg): (Tensor, Static<&str>)| x.sum() * (cfg.0.len() as f64);
-    let err = grad(k).argnums(1).call((Tensor::ones(&[1]), Static("abc"))).unwrap_err();
+    let err = grad(k)
+        .argnums(1)
+        .call((Tensor::ones(&[1]), Static("abc")))
+        .unwrap_err();
     assert!(matches!(err, Error::NonDifferentiableArg { argnum: 1, .. }));
 }
 
@@ -296,17 +426,39 @@ fn float_argument_selected_has_a_hint() {
 fn hessian_errors() {
     // A selected argument made of several tensors: refused with a clear message.
     let f = |((a, b),): ((Tensor, Tensor),)| (&a * &b).sum();
-    let err = hessian(f).call(((Tensor::ones(&[2]), Tensor::ones(&[2])),)).unwrap_err();
-    assert!(matches!(&err, Error::Unsupported(m) if m.contains("hessian")), "{err:?}");
+    let err = hessian(f)
+        .call(((Tensor::ones(&[2]), Tensor::ones(&[2])),))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported(m) if m.contains("hessian")),
+        "{err:?}"
+    );
     // Bad argnums and non-differentiable arguments as for grad.
     let g = |(x, n): (Tensor, i64)| x.square().sum() * (n as f64);
-    let err = hessian(g).argnums(1).call((Tensor::ones(&[2]), 2)).unwrap_err();
+    let err = hessian(g)
+        .argnums(1)
+        .call((Tensor::ones(&[2]), 2))
+        .unwrap_err();
     assert!(matches!(err, Error::NonDifferentiableArg { argnum: 1, .. }));
-    let err = hessian(g).argnums(-1).call((Tensor::ones(&[2]), 2)).unwrap_err();
-    assert!(matches!(err, Error::NegativeArgnum { argnum: -1, nargs: 2 }));
+    let err = hessian(g)
+        .argnums(-1)
+        .call((Tensor::ones(&[2]), 2))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::NegativeArgnum {
+            argnum: -1,
+            nargs: 2
+        }
+    ));
     // A shape error inside.
-    let err = hessian(|x: Tensor| (&x + &Tensor::ones(&[3])).sum()).call(Tensor::ones(&[2])).unwrap_err();
-    assert!(err.to_string().contains("(2,)") && err.to_string().contains("(3,)"), "{err}");
+    let err = hessian(|x: Tensor| (&x + &Tensor::ones(&[3])).sum())
+        .call(Tensor::ones(&[2]))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("(2,)") && err.to_string().contains("(3,)"),
+        "{err}"
+    );
 }
 
 // ------------------------------------------------------------------ debug_nan (§10)
@@ -315,8 +467,17 @@ fn hessian_errors() {
 fn debug_nan_names_the_primitive() {
     let f = |x: Tensor| x.log().sum();
     // Without debug_nan: a NaN/inf result, no error.
-    let (_, value): (Tensor, Tensor) = grad(f).return_value().call(Tensor::new([-1.0f32, 2.0])).unwrap();
+    let (_, value): (Tensor, Tensor) = grad(f)
+        .return_value()
+        .call(Tensor::new([-1.0f32, 2.0]))
+        .unwrap();
     assert!(value.item().unwrap().is_nan());
-    let err = grad(f).debug_nan(true).call(Tensor::new([-1.0f32, 2.0])).unwrap_err();
-    assert!(matches!(&err, Error::NonFinite { primitive, .. } if primitive.contains("log")), "{err:?}");
+    let err = grad(f)
+        .debug_nan(true)
+        .call(Tensor::new([-1.0f32, 2.0]))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NonFinite { primitive, .. } if primitive.contains("log")),
+        "{err:?}"
+    );
 }

@@ -56,7 +56,10 @@ fn assert_tensor(t: &Tensor, shape: &[usize], values: &[f64]) {
     let got = t.to_f64_vec();
     assert_eq!(got.len(), values.len(), "length of {t}");
     for (g, e) in got.iter().zip(values) {
-        assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "got {got:?}, expected {values:?}");
+        assert!(
+            (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+            "got {got:?}, expected {values:?}"
+        );
     }
 }
 
@@ -160,7 +163,11 @@ fn grad_none_has_aux_return_value() -> Result<()> {
     assert_loss(&l);
     assert_aux(&aux);
     // The option order does not matter.
-    let (g, l, aux): (Vec<Tensor>, Tensor, Aux) = grad(f).return_value().argnums(vec![1]).has_aux().call(xy())?;
+    let (g, l, aux): (Vec<Tensor>, Tensor, Aux) = grad(f)
+        .return_value()
+        .argnums(vec![1])
+        .has_aux()
+        .call(xy())?;
     assert_eq!(g.len(), 1);
     assert_gy(&g[0]);
     assert_loss(&l);
@@ -185,7 +192,10 @@ fn grad_states_plain() -> Result<()> {
 fn grad_states_has_aux() -> Result<()> {
     let m = Tiny::new();
     let f = |(x, y): (Tensor, Tensor)| (m.forward(&x, &y).sum(), aux_of(&m, &x));
-    let (v, aux): (V, Aux) = grad(f).grad_states(m.states(ParamState)).has_aux().call(xy())?;
+    let (v, aux): (V, Aux) = grad(f)
+        .grad_states(m.states(ParamState))
+        .has_aux()
+        .call(xy())?;
     assert_v(&v);
     assert_aux(&aux);
     Ok(())
@@ -195,7 +205,10 @@ fn grad_states_has_aux() -> Result<()> {
 fn grad_states_return_value() -> Result<()> {
     let m = Tiny::new();
     let f = |(x, y): (Tensor, Tensor)| m.forward(&x, &y).sum();
-    let (v, l): (V, Tensor) = grad(f).grad_states(m.states(ParamState)).return_value().call(xy())?;
+    let (v, l): (V, Tensor) = grad(f)
+        .grad_states(m.states(ParamState))
+        .return_value()
+        .call(xy())?;
     assert_v(&v);
     assert_loss(&l);
     Ok(())
@@ -222,10 +235,16 @@ fn grad_states_has_aux_return_value() -> Result<()> {
 fn grad_states_argnums_plain() -> Result<()> {
     let m = Tiny::new();
     let f = |(x, y): (Tensor, Tensor)| m.forward(&x, &y).sum();
-    let (v, g): (V, Tensor) = grad(f).grad_states(m.states(ParamState)).argnums(0).call(xy())?;
+    let (v, g): (V, Tensor) = grad(f)
+        .grad_states(m.states(ParamState))
+        .argnums(0)
+        .call(xy())?;
     assert_v(&v);
     assert_gx(&g);
-    let (v, [gy, gx]): (V, [Tensor; 2]) = grad(f).grad_states(m.states(ParamState)).argnums([1, 0]).call(xy())?;
+    let (v, [gy, gx]): (V, [Tensor; 2]) = grad(f)
+        .grad_states(m.states(ParamState))
+        .argnums([1, 0])
+        .call(xy())?;
     assert_v(&v);
     assert_gx(&gx);
     assert_gy(&gy);
@@ -289,7 +308,13 @@ fn grad_states_argnums_has_aux_return_value() -> Result<()> {
 fn argnums_int_vs_list() -> Result<()> {
     // f(a, b, c) = 1*sum(a) + 2*sum(b) + 3*sum(c): distinct gradients per argument.
     let f = |(a, b, c): (Tensor, Tensor, Tensor)| a.sum() + 2.0 * b.sum() + 3.0 * c.sum();
-    let args = || (Tensor::new([1.0f32, 1.0]), Tensor::new([1.0f32, 1.0, 1.0]), Tensor::scalar(1.0f32));
+    let args = || {
+        (
+            Tensor::new([1.0f32, 1.0]),
+            Tensor::new([1.0f32, 1.0, 1.0]),
+            Tensor::scalar(1.0f32),
+        )
+    };
 
     // An int: one bare gradient.
     let g1: Tensor = grad(f).argnums(1).call(args())?;
@@ -340,18 +365,25 @@ fn tuple_argument_gradient_mirrors_the_tuple() -> Result<()> {
     assert_tensor(&gb, &[2], &[2.0, 3.0]);
 
     // Two pair arguments, both selected: an array of pairs.
-    let f2 = |((a, b), (c, d)): ((Tensor, Tensor), (Tensor, Tensor))| (&a * &c).sum() + (&b * &d).sum();
+    let f2 =
+        |((a, b), (c, d)): ((Tensor, Tensor), (Tensor, Tensor))| (&a * &c).sum() + (&b * &d).sum();
     let c = Tensor::new([5.0f32, 6.0]);
     let d = Tensor::scalar(2.0f32);
-    let [(ga, gb), (gc, gd)]: [(Tensor, Tensor); 2] =
-        grad(f2).argnums([0, 1]).call(((a.clone(), b.clone()), (c.clone(), d.clone())))?;
+    let [(ga, gb), (gc, gd)]: [(Tensor, Tensor); 2] = grad(f2)
+        .argnums([0, 1])
+        .call(((a.clone(), b.clone()), (c.clone(), d.clone())))?;
     assert_same(&ga, &c);
     assert_tensor(&gb, &[2], &[2.0, 2.0]);
     assert_same(&gc, &a);
     assert_tensor(&gd, &[], &[7.0]);
 
     // A Vec argument: a Vec gradient.
-    let f3 = |xs: (Vec<Tensor>,)| xs.0.iter().enumerate().map(|(i, t)| (i as f64 + 1.0) * t.sum()).fold(Tensor::scalar(0.0f32), |acc, t| acc + t);
+    let f3 = |xs: (Vec<Tensor>,)| {
+        xs.0.iter()
+            .enumerate()
+            .map(|(i, t)| (i as f64 + 1.0) * t.sum())
+            .fold(Tensor::scalar(0.0f32), |acc, t| acc + t)
+    };
     let gs: Vec<Tensor> = grad(f3).call((vec![a.clone(), Tensor::scalar(1.0f32)],))?;
     assert_eq!(gs.len(), 2);
     assert_tensor(&gs[0], &[2], &[1.0, 1.0]);
@@ -371,7 +403,9 @@ fn grad_states_forms() -> Result<()> {
     assert_tensor(&gw, &[2], &[3.0, 4.0]);
 
     // A Vec: a Vec in the same order.
-    let gs: Vec<Tensor> = grad(f).grad_states(vec![m.b.clone(), m.w.clone()]).call(xy())?;
+    let gs: Vec<Tensor> = grad(f)
+        .grad_states(vec![m.b.clone(), m.w.clone()])
+        .call(xy())?;
     assert_eq!(gs.len(), 2);
     assert_tensor(&gs[0], &[], &[11.0]);
     assert_tensor(&gs[1], &[2], &[3.0, 4.0]);
@@ -389,8 +423,14 @@ fn grad_states_forms() -> Result<()> {
 
     // Nested maps nest.
     let nested: BTreeMap<String, BTreeMap<String, State>> = BTreeMap::from([
-        ("layer".to_string(), BTreeMap::from([("w".to_string(), m.w.clone())])),
-        ("head".to_string(), BTreeMap::from([("b".to_string(), m.b.clone())])),
+        (
+            "layer".to_string(),
+            BTreeMap::from([("w".to_string(), m.w.clone())]),
+        ),
+        (
+            "head".to_string(),
+            BTreeMap::from([("b".to_string(), m.b.clone())]),
+        ),
     ]);
     let nv: BTreeMap<String, BTreeMap<String, Tensor>> = grad(f).grad_states(nested).call(xy())?;
     assert_eq!(nv.keys().collect::<Vec<_>>(), ["head", "layer"]);
@@ -398,17 +438,23 @@ fn grad_states_forms() -> Result<()> {
     assert_tensor(&nv["head"]["b"], &[], &[11.0]);
 
     // A tuple of containers: a tuple.
-    let (gw, gbs): (Tensor, Vec<Tensor>) = grad(f).grad_states((m.w.clone(), vec![m.b.clone()])).call(xy())?;
+    let (gw, gbs): (Tensor, Vec<Tensor>) = grad(f)
+        .grad_states((m.w.clone(), vec![m.b.clone()]))
+        .call(xy())?;
     assert_tensor(&gw, &[2], &[3.0, 4.0]);
     assert_tensor(&gbs[0], &[], &[11.0]);
 
     // A state listed twice gets the same (not doubled, not zero) gradient in both places.
-    let gs: Vec<Tensor> = grad(f).grad_states(vec![m.w.clone(), m.b.clone(), m.w.clone()]).call(xy())?;
+    let gs: Vec<Tensor> = grad(f)
+        .grad_states(vec![m.w.clone(), m.b.clone(), m.w.clone()])
+        .call(xy())?;
     assert_tensor(&gs[0], &[2], &[3.0, 4.0]);
     assert_tensor(&gs[1], &[], &[11.0]);
     assert_tensor(&gs[2], &[2], &[3.0, 4.0]);
-    let twice: BTreeMap<String, State> =
-        BTreeMap::from([("a".to_string(), m.b.clone()), ("z".to_string(), m.b.clone())]);
+    let twice: BTreeMap<String, State> = BTreeMap::from([
+        ("a".to_string(), m.b.clone()),
+        ("z".to_string(), m.b.clone()),
+    ]);
     let tv: BTreeMap<String, Tensor> = grad(f).grad_states(twice).call(xy())?;
     assert_tensor(&tv["a"], &[], &[11.0]);
     assert_tensor(&tv["z"], &[], &[11.0]);
@@ -443,12 +489,26 @@ fn empty_grad_states() -> Result<()> {
     let f = |(x, y): (Tensor, Tensor)| m.forward(&x, &y).sum();
     let v: V = grad(f).grad_states(StateMap::new()).call(xy())?;
     assert!(v.is_empty());
-    let (v, l): (Vec<Tensor>, Tensor) = grad(f).grad_states(Vec::<State>::new()).return_value().call(xy())?;
+    let (v, l): (Vec<Tensor>, Tensor) = grad(f)
+        .grad_states(Vec::<State>::new())
+        .return_value()
+        .call(xy())?;
     assert!(v.is_empty());
     assert_loss(&l);
     let (v, g): (V, Tensor) = grad(f).grad_states(StateMap::new()).argnums(0).call(xy())?;
     assert!(v.is_empty());
     assert_gx(&g);
+    // The same for the other transforms (hessian used to fail concatenating zero blocks).
+    let vf = |(x, y): (Tensor, Tensor)| m.forward(&x, &y);
+    let (v, l): (V, Tensor) = jacrev(vf).grad_states(StateMap::new()).return_value().call(xy())?;
+    assert!(v.is_empty());
+    assert_tensor(&l, &[2], &[5.5, 11.0]);
+    let (v, l): (V, Tensor) = jacfwd(vf).grad_states(StateMap::new()).return_value().call(xy())?;
+    assert!(v.is_empty());
+    assert_tensor(&l, &[2], &[5.5, 11.0]);
+    let h: Vec<Vec<Tensor>> = hessian(f).grad_states(Vec::<State>::new()).call(xy())?;
+    assert!(h.is_empty());
+    assert_untouched(&m);
     Ok(())
 }
 
@@ -463,7 +523,10 @@ fn gradient_wrt_entry_value_through_overwrite() -> Result<()> {
         p.set_value(10.0 * p.value());
         y + p.value()
     };
-    let (gp, value): (Tensor, Tensor) = grad(f).grad_states(p.clone()).return_value().call(Tensor::scalar(2.0f32))?;
+    let (gp, value): (Tensor, Tensor) = grad(f)
+        .grad_states(p.clone())
+        .return_value()
+        .call(Tensor::scalar(2.0f32))?;
     assert_tensor(&gp, &[], &[12.0]);
     assert_tensor(&value, &[], &[36.0]);
     assert_tensor(&p.value(), &[], &[30.0]);
@@ -516,7 +579,10 @@ fn read_only_states_keep_values_written_states_keep_new_values() -> Result<()> {
         h.sum()
     };
     for step in 1..=2 {
-        let (g, l): (Tensor, Tensor) = grad(f).grad_states(read_only.clone()).return_value().call(Tensor::new([3.0f32, 4.0]))?;
+        let (g, l): (Tensor, Tensor) = grad(f)
+            .grad_states(read_only.clone())
+            .return_value()
+            .call(Tensor::new([3.0f32, 4.0]))?;
         assert_tensor(&g, &[2], &[3.0, 4.0]);
         assert_tensor(&l, &[], &[11.0]);
         assert_tensor(&read_only.value(), &[2], &[1.0, 2.0]);
@@ -524,7 +590,10 @@ fn read_only_states_keep_values_written_states_keep_new_values() -> Result<()> {
         assert_tensor(&cache.value(), &[2], &[3.0, 8.0]);
     }
     // Also when the written state is itself differentiated.
-    let (g, l): (Tensor, Tensor) = grad(f).grad_states(counter.clone()).return_value().call(Tensor::new([3.0f32, 4.0]))?;
+    let (g, l): (Tensor, Tensor) = grad(f)
+        .grad_states(counter.clone())
+        .return_value()
+        .call(Tensor::new([3.0f32, 4.0]))?;
     assert_tensor(&g, &[], &[0.0]);
     assert_tensor(&l, &[], &[11.0]);
     assert_tensor(&counter.value(), &[], &[3.0]);
@@ -537,7 +606,8 @@ fn read_only_states_keep_values_written_states_keep_new_values() -> Result<()> {
 /// `$gx`, `$gy` (argument derivatives), `$gw`, `$gb` (state derivatives) and the value `$l`.
 macro_rules! twelve_rows {
     ($t:ident, $m:ident, $f:ident, $fa:ident, gx: $gx:expr, gy: $gy:expr, gw: $gw:expr, gb: $gb:expr, l: $l:expr) => {{
-        let (gx, gy, gw, gb, l): (Tensor, Tensor, Tensor, Tensor, Tensor) = ($gx, $gy, $gw, $gb, $l);
+        let (gx, gy, gw, gb, l): (Tensor, Tensor, Tensor, Tensor, Tensor) =
+            ($gx, $gy, $gw, $gb, $l);
         let check_v = |v: &V| {
             let keys: Vec<String> = v.keys().map(|p| p.to_string()).collect();
             assert_eq!(keys, ["('b',)", "('w',)"]);
@@ -576,7 +646,11 @@ macro_rules! twelve_rows {
         let (vs, v): (V, Tensor) = $t($f).grad_states(states()).return_value().call(xy())?;
         check_v(&vs);
         assert_same(&v, &l);
-        let (vs, v, aux): (V, Tensor, Aux) = $t($fa).grad_states(states()).has_aux().return_value().call(xy())?;
+        let (vs, v, aux): (V, Tensor, Aux) = $t($fa)
+            .grad_states(states())
+            .has_aux()
+            .return_value()
+            .call(xy())?;
         check_v(&vs);
         assert_same(&v, &l);
         check_aux(&aux);
@@ -585,12 +659,19 @@ macro_rules! twelve_rows {
         let (vs, g): (V, Tensor) = $t($f).grad_states(states()).argnums(0).call(xy())?;
         check_v(&vs);
         assert_same(&g, &gx);
-        let ((vs, [g1]), aux): ((V, [Tensor; 1]), Aux) =
-            $t($fa).grad_states(states()).argnums([1]).has_aux().call(xy())?;
+        let ((vs, [g1]), aux): ((V, [Tensor; 1]), Aux) = $t($fa)
+            .grad_states(states())
+            .argnums([1])
+            .has_aux()
+            .call(xy())?;
         check_v(&vs);
         assert_same(&g1, &gy);
         check_aux(&aux);
-        let ((vs, g), v): ((V, Tensor), Tensor) = $t($f).grad_states(states()).argnums(1).return_value().call(xy())?;
+        let ((vs, g), v): ((V, Tensor), Tensor) = $t($f)
+            .grad_states(states())
+            .argnums(1)
+            .return_value()
+            .call(xy())?;
         check_v(&vs);
         assert_same(&g, &gy);
         assert_same(&v, &l);
@@ -700,15 +781,23 @@ fn grad_rows_through_the_macro() -> Result<()> {
 #[test]
 fn jacobian_layout_tanh_layer() -> Result<()> {
     // f(x) = tanh(x @ W + b), W (2,3), b (3,), x (2,): {W: (3,2,3), b: (3,3)} and (3,2) for x.
-    let w = ParamState::new(Tensor::from_vec(vec![0.1f32, -0.2, 0.3, 0.4, 0.5, -0.6], &[2, 3]).unwrap());
+    let w = ParamState::new(
+        Tensor::from_vec(vec![0.1f32, -0.2, 0.3, 0.4, 0.5, -0.6], &[2, 3]).unwrap(),
+    );
     let b = ParamState::new(Tensor::new([0.01f32, 0.02, 0.03]));
     let f = |x: Tensor| (x.matmul(&w.value()) + b.value()).tanh();
     let x = Tensor::new([1.0f32, -1.0]);
-    let ([jw, jb], jx): ([Tensor; 2], Tensor) = jacrev(f).grad_states([w.clone(), b.clone()]).argnums(0).call(x.clone())?;
+    let ([jw, jb], jx): ([Tensor; 2], Tensor) = jacrev(f)
+        .grad_states([w.clone(), b.clone()])
+        .argnums(0)
+        .call(x.clone())?;
     assert_eq!(jw.shape(), [3, 2, 3]);
     assert_eq!(jb.shape(), [3, 3]);
     assert_eq!(jx.shape(), [3, 2]);
-    let ([fw, fb], fx): ([Tensor; 2], Tensor) = jacfwd(f).grad_states([w.clone(), b.clone()]).argnums(0).call(x)?;
+    let ([fw, fb], fx): ([Tensor; 2], Tensor) = jacfwd(f)
+        .grad_states([w.clone(), b.clone()])
+        .argnums(0)
+        .call(x)?;
     assert!(jw.allclose(&fw, 1e-5, 1e-7));
     assert!(jb.allclose(&fb, 1e-5, 1e-7));
     assert!(jx.allclose(&fx, 1e-5, 1e-7));
@@ -731,15 +820,20 @@ fn hessian_structure() -> Result<()> {
 
     // Of states: {outer: {inner: block}}, block shape outer + inner.
     let m = Tiny::new();
-    let g = |(x, y): (Tensor, Tensor)| (m.w.value().square() * x).sum() + m.b.value().square() * y.sum();
-    let hs: BTreeMap<Path, BTreeMap<Path, Tensor>> = hessian(g).grad_states(m.states(ParamState)).call(xy())?;
+    let g = |(x, y): (Tensor, Tensor)| {
+        (m.w.value().square() * x).sum() + m.b.value().square() * y.sum()
+    };
+    let hs: BTreeMap<Path, BTreeMap<Path, Tensor>> =
+        hessian(g).grad_states(m.states(ParamState)).call(xy())?;
     let (w, b) = (path!("w"), path!("b"));
     assert_same(&hs[&w][&w], &diag(&[6.0, 8.0]));
     assert_tensor(&hs[&w][&b], &[2], &[0.0, 0.0]);
     assert_tensor(&hs[&b][&w], &[2], &[0.0, 0.0]);
     assert_tensor(&hs[&b][&b], &[], &[22.0]);
     // A list gives a list of lists.
-    let hl: Vec<Vec<Tensor>> = hessian(g).grad_states(vec![m.b.clone(), m.w.clone()]).call(xy())?;
+    let hl: Vec<Vec<Tensor>> = hessian(g)
+        .grad_states(vec![m.b.clone(), m.w.clone()])
+        .call(xy())?;
     assert_tensor(&hl[0][0], &[], &[22.0]);
     assert_same(&hl[1][1], &diag(&[6.0, 8.0]));
     assert_untouched(&m);

@@ -140,7 +140,10 @@ impl<F> StateFinder<F> {
 
     /// Name dict keys: `key_fn(index, state)`; a missing or duplicate key falls back to the
     /// state's name (`state_{i}` for an unnamed state), with `_1`, `_2`, … added until unused.
-    pub fn key_fn(mut self, f: impl Fn(usize, &State) -> Option<String> + Send + Sync + 'static) -> Self {
+    pub fn key_fn(
+        mut self,
+        f: impl Fn(usize, &State) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
         self.key_fn = Some(Arc::new(f));
         self
     }
@@ -175,7 +178,11 @@ impl<F> StateFinder<F> {
 
     fn keyed(&self, states: Vec<State>) -> FoundStates {
         let Some(key_fn) = &self.key_fn else {
-            return states.into_iter().enumerate().map(|(i, s)| (StateKey::Index(i), s)).collect();
+            return states
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (StateKey::Index(i), s))
+                .collect();
         };
         let mut used = HashSet::new();
         let mut out = BTreeMap::new();

@@ -9,7 +9,7 @@
 //! primitives as eager code, so `grad(jit(f))`, `jit(grad(f))` and Jacobians of jitted
 //! functions all work.
 
-use crate::error::{from_panic, Error, Result};
+use crate::error::{from_panic, Result};
 use crate::prim::apply;
 use crate::state::State;
 use crate::tensor::{DType, Tensor};
@@ -119,10 +119,14 @@ where
     {
         let (leaves, statics) = args.jit_leaves();
         let key = Key {
-            leaves: leaves.iter().map(|t| (t.shape().to_vec(), t.dtype())).collect(),
+            leaves: leaves
+                .iter()
+                .map(|t| (t.shape().to_vec(), t.dtype()))
+                .collect(),
             statics,
         };
-        let candidates: Vec<Arc<Compiled<O::Tree>>> = self.cache.get(&key).map(|v| v.clone()).unwrap_or_default();
+        let candidates: Vec<Arc<Compiled<O::Tree>>> =
+            self.cache.get(&key).map(|v| v.clone()).unwrap_or_default();
         for c in candidates {
             let fits = c
                 .state_inputs
@@ -170,7 +174,10 @@ where
         };
         let mut outputs = Vec::new();
         out.for_each_tensor(&mut |t| outputs.push(source(t)));
-        let writes: Vec<(State, Source)> = frame_writes.iter().map(|(s, v)| (s.clone(), source(v))).collect();
+        let writes: Vec<(State, Source)> = frame_writes
+            .iter()
+            .map(|(s, v)| (s.clone(), source(v)))
+            .collect();
         let state_inputs = frame
             .state_inputs
             .iter()
@@ -232,7 +239,9 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
             .iter()
             .zip(&op.inputs)
             .map(|(p, constant)| match p {
-                Some(p) => vals[*p as usize].clone().expect("internal error: replay order"),
+                Some(p) => vals[*p as usize]
+                    .clone()
+                    .expect("internal error: replay order"),
                 None => constant.detach(),
             })
             .collect();
@@ -240,7 +249,9 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
         vals[i] = Some(apply(op.prim.clone(), &refs)?);
     }
     let get = |s: &Source| match s {
-        Source::Node(n) => vals[*n as usize].clone().expect("internal error: output not computed"),
+        Source::Node(n) => vals[*n as usize]
+            .clone()
+            .expect("internal error: output not computed"),
         Source::Const(t) => t.clone(),
     };
     let outs: Vec<Tensor> = c.outputs.iter().map(get).collect();
@@ -248,10 +259,6 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
         s.set_value(get(src));
     }
     let mut it = outs.into_iter();
-    Ok(c.template.map_tensors(&mut |_| it.next().expect("internal error: output count")))
-}
-
-#[allow(dead_code)]
-fn _assert_error_used(e: Error) -> Error {
-    e
+    Ok(c.template
+        .map_tensors(&mut |_| it.next().expect("internal error: output count")))
 }

@@ -7,9 +7,9 @@ pub mod error;
 pub mod finder;
 pub mod jit;
 pub mod module;
-pub mod random;
 mod ops;
 mod prim;
+pub mod random;
 pub mod state;
 pub mod tensor;
 mod trace;
@@ -17,16 +17,18 @@ pub mod transform;
 
 pub use error::{Error, Result, ShapeDisplay};
 pub use finder::{FoundStates, ReadWrite, StateFinder, StateKey, Usage};
-pub use module::{treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot};
 pub use jit::{jit, Jit};
+pub use module::{
+    treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot,
+};
 pub use ops::where_;
 pub use state::{
-    AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState, ShortTermState, State,
-    StateId, StateKind,
+    AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState,
+    ShortTermState, State, StateId, StateKind,
 };
 pub use tensor::{DType, Float, IntoTensor, Tensor};
 pub use trace::{Access, Tape};
 pub use transform::{
-    grad, hessian, jacfwd, jacobian, jacrev, vector_grad, GradientTransform, Params, ParamValue, Static,
-    TransformOutput, TransformPlugin,
+    grad, hessian, jacfwd, jacobian, jacrev, vector_grad, GradientTransform, ParamValue, Params,
+    Static, TransformOutput, TransformPlugin,
 };

@@ -261,7 +261,21 @@ macro_rules! no_states {
         }
     )*};
 }
-no_states!(f32, f64, i32, i64, u32, u64, usize, isize, bool, String, &str, (), Tensor);
+no_states!(
+    f32,
+    f64,
+    i32,
+    i64,
+    u32,
+    u64,
+    usize,
+    isize,
+    bool,
+    String,
+    &str,
+    (),
+    Tensor
+);
 
 // ------------------------------------------------------------------ filters
 
@@ -402,7 +416,16 @@ macro_rules! marker_filter {
         }
     )*};
 }
-marker_filter!(ParamState, ShortTermState, LongTermState, HiddenState, DelayState, BatchState, RandomState, AnyState);
+marker_filter!(
+    ParamState,
+    ShortTermState,
+    LongTermState,
+    HiddenState,
+    DelayState,
+    BatchState,
+    RandomState,
+    AnyState
+);
 
 // ------------------------------------------------------------------ treefy_states
 

@@ -2,8 +2,11 @@
 //! error as a typed panic that transforms turn back into `Err` (see [`crate::tensor`]).
 
 use crate::error::{raise, Error, Result};
-use crate::prim::{self, apply, Binary, BroadcastTo, Cast, Concat, MatMul, Permute, Reduce, Reshape, Select, Slice, Unary};
-use crate::tensor::{DType, Shape, Tensor};
+use crate::prim::{
+    self, apply, Binary, BroadcastTo, Cast, Concat, MatMul, Permute, Reduce, Reshape, Select,
+    Slice, Unary,
+};
+use crate::tensor::{DType, Tensor};
 use stategrad_simd::{BinaryOp, ReduceOp, UnaryOp};
 use std::ops;
 use std::sync::Arc;
@@ -190,7 +193,10 @@ impl Tensor {
     /// ```
     pub fn try_select(cond: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         let dt = on_true.dtype().promote(on_false.dtype());
-        apply(Arc::new(Select), &[cond, &on_true.cast(dt), &on_false.cast(dt)])
+        apply(
+            Arc::new(Select),
+            &[cond, &on_true.cast(dt), &on_false.cast(dt)],
+        )
     }
 
     /// Infallible form of [`Tensor::try_select`].
@@ -251,7 +257,6 @@ impl Tensor {
     /// Maximum of all elements (0-d); errors on an empty tensor.
     pub fn try_max(&self) -> Result<Tensor> {
         self.reduce(ReduceOp::Max, (0..self.ndim()).collect(), false)
-            .and_then(|t| if self.ndim() == 0 { Ok(t) } else { Ok(t) })
     }
 
     /// Infallible form of [`Tensor::try_max`].
@@ -312,7 +317,8 @@ impl Tensor {
                 });
             }
         }
-        self.reduce(ReduceOp::Sum, axes, true)?.try_reshape_to(shape)
+        self.reduce(ReduceOp::Sum, axes, true)?
+            .try_reshape_to(shape)
     }
 
     /// `log(sum(exp(x)))` over `axes`, computed stably.
@@ -322,7 +328,12 @@ impl Tensor {
         // The shift is a constant: its gradient cancels exactly.
         let m = self.try_max_along(&axi, true)?.detach();
         let m = Tensor::select(&m.is_finite_mask(), &m, &m.zeros_like());
-        let s = self.try_sub(&m)?.try_exp()?.try_sum_along(&axi, true)?.try_log()?.try_add(&m)?;
+        let s = self
+            .try_sub(&m)?
+            .try_exp()?
+            .try_sum_along(&axi, true)?
+            .try_log()?
+            .try_add(&m)?;
         if keepdims {
             Ok(s)
         } else {
@@ -336,8 +347,15 @@ impl Tensor {
     }
 
     fn is_finite_mask(&self) -> Tensor {
-        let v: Vec<f64> = self.f64_data().iter().map(|x| if x.is_finite() { 1.0 } else { 0.0 }).collect();
-        Tensor::from_buffer(crate::tensor::Buffer::F64(v).cast(self.dtype()), self.shape())
+        let v: Vec<f64> = self
+            .f64_data()
+            .iter()
+            .map(|x| if x.is_finite() { 1.0 } else { 0.0 })
+            .collect();
+        Tensor::from_buffer(
+            crate::tensor::Buffer::F64(v).cast(self.dtype()),
+            self.shape(),
+        )
     }
 
     /// `log_softmax` along `axis`.
@@ -407,7 +425,7 @@ impl Tensor {
             .map(|&d| {
                 if d >= 0 {
                     Ok(d as usize)
-                } else if known > 0 && self.numel() % known as usize == 0 {
+                } else if known > 0 && self.numel().is_multiple_of(known as usize) {
                     Ok(self.numel() / known as usize)
                 } else {
                     Err(bad())
@@ -438,10 +456,17 @@ impl Tensor {
     /// Permute axes: output axis `i` is input axis `perm[i]`.
     pub fn try_permute(&self, perm: &[usize]) -> Result<Tensor> {
         let mut seen = vec![false; self.ndim()];
-        if perm.len() != self.ndim() || perm.iter().any(|&p| p >= self.ndim() || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != self.ndim()
+            || perm
+                .iter()
+                .any(|&p| p >= self.ndim() || std::mem::replace(&mut seen[p], true))
+        {
             return Err(Error::InvalidArgument {
                 op: "transpose",
-                msg: format!("{perm:?} is not a permutation of the axes of {}", self.shape_display()),
+                msg: format!(
+                    "{perm:?} is not a permutation of the axes of {}",
+                    self.shape_display()
+                ),
             });
         }
         if perm.iter().enumerate().all(|(i, &p)| i == p) {
@@ -471,7 +496,13 @@ impl Tensor {
     }
 
     /// `self[..., start..end:step, ...]` on one axis.
-    pub fn try_slice_axis_step(&self, axis: usize, start: usize, end: usize, step: usize) -> Result<Tensor> {
+    pub fn try_slice_axis_step(
+        &self,
+        axis: usize,
+        start: usize,
+        end: usize,
+        step: usize,
+    ) -> Result<Tensor> {
         if axis >= self.ndim() || start > end || end > self.shape()[axis] || step == 0 {
             return Err(Error::InvalidArgument {
                 op: "slice",
@@ -490,7 +521,14 @@ impl Tensor {
         if start == 0 && end == self.shape()[axis] && step == 1 {
             return Ok(self.clone());
         }
-        apply(Arc::new(Slice { starts, ends, steps }), &[self])
+        apply(
+            Arc::new(Slice {
+                starts,
+                ends,
+                steps,
+            }),
+            &[self],
+        )
     }
 
     /// `self[..., start..end, ...]` on one axis.
@@ -505,10 +543,16 @@ impl Tensor {
 
     /// Element `i` along `axis`, removing that axis (`x[:, i]`). Negative `i` counts from the end.
     pub fn try_index_axis(&self, axis: usize, i: isize) -> Result<Tensor> {
-        let len = *self.shape().get(axis).ok_or_else(|| Error::InvalidArgument {
-            op: "index",
-            msg: format!("axis {axis} out of range for shape {}", self.shape_display()),
-        })? as isize;
+        let len = *self
+            .shape()
+            .get(axis)
+            .ok_or_else(|| Error::InvalidArgument {
+                op: "index",
+                msg: format!(
+                    "axis {axis} out of range for shape {}",
+                    self.shape_display()
+                ),
+            })? as isize;
         let j = if i < 0 { i + len } else { i };
         if j < 0 || j >= len {
             return Err(Error::InvalidArgument {
@@ -625,8 +669,16 @@ impl Tensor {
         if self.ndim() == 0 || other.ndim() == 0 {
             return Err(err());
         }
-        let a = if self.ndim() == 1 { self.try_reshape_to(&[1, self.numel()])? } else { self.clone() };
-        let b = if other.ndim() == 1 { other.try_reshape_to(&[other.numel(), 1])? } else { other.clone() };
+        let a = if self.ndim() == 1 {
+            self.try_reshape_to(&[1, self.numel()])?
+        } else {
+            self.clone()
+        };
+        let b = if other.ndim() == 1 {
+            other.try_reshape_to(&[other.numel(), 1])?
+        } else {
+            other.clone()
+        };
         let c = a.try_matmul_t(&b, false, false).map_err(|e| match e {
             Error::ShapeMismatch { .. } => err(),
             e => e,
@@ -736,6 +788,3 @@ impl ops::Neg for Tensor {
         Tensor::neg(&self)
     }
 }
-
-#[allow(dead_code)]
-fn _shape_unused(_: Shape) {}

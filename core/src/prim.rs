@@ -48,8 +48,16 @@ pub(crate) fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Re
     let n = a.len().max(b.len());
     let mut out = Shape::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -131,7 +139,13 @@ impl Primitive for Unary {
         Ok(Tensor::from_buffer(out, x.shape()))
     }
 
-    fn vjp(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        y: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let d = match self.0 {
             UnaryOp::Neg => g.try_neg()?,
@@ -181,7 +195,15 @@ fn is_comparison(op: BinaryOp) -> bool {
     )
 }
 
-fn binary_kernel<T: simd::Element>(op: BinaryOp, a: &[T], sa: &[usize], b: &[T], sb: &[usize], out_shape: &[usize], o: &mut [T]) {
+fn binary_kernel<T: simd::Element>(
+    op: BinaryOp,
+    a: &[T],
+    sa: &[usize],
+    b: &[T],
+    sb: &[usize],
+    out_shape: &[usize],
+    o: &mut [T],
+) {
     let p = par();
     if a.len() == o.len() && b.len() == o.len() {
         simd::binary(op, a, b, o, p)
@@ -203,11 +225,18 @@ impl Primitive for Binary {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
         let n: usize = shape.iter().product();
-        let (sa, sb) = (broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape));
+        let (sa, sb) = (
+            broadcast_strides(a.shape(), &shape),
+            broadcast_strides(b.shape(), &shape),
+        );
         let mut out = new_buffer(a.dtype(), n);
         match (a.buf(), b.buf(), &mut out) {
-            (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => binary_kernel(self.0, x, &sa, y, &sb, &shape, o),
-            (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => binary_kernel(self.0, x, &sa, y, &sb, &shape, o),
+            (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
+                binary_kernel(self.0, x, &sa, y, &sb, &shape, o)
+            }
+            (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
+                binary_kernel(self.0, x, &sa, y, &sb, &shape, o)
+            }
             _ => {
                 return Err(Error::DTypeMismatch {
                     op: self.name(),
@@ -219,7 +248,13 @@ impl Primitive for Binary {
         Ok(Tensor::from_buffer(out, &shape))
     }
 
-    fn vjp(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        y: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (inputs[0], inputs[1]);
         if is_comparison(self.0) {
             return Ok(vec![None, None]);
@@ -233,7 +268,9 @@ impl Primitive for Binary {
             ),
             BinaryOp::Div => (
                 needs[0].then(|| g.try_div(b)).transpose()?,
-                needs[1].then(|| g.try_mul(y)?.try_div(b)?.try_neg()).transpose()?,
+                needs[1]
+                    .then(|| g.try_mul(y)?.try_div(b)?.try_neg())
+                    .transpose()?,
             ),
             BinaryOp::Pow => (
                 needs[0]
@@ -256,8 +293,12 @@ impl Primitive for Binary {
                 };
                 let tie = a.try_eq(b)?.try_mul_scalar(0.5)?;
                 (
-                    needs[0].then(|| g.try_mul(&first.try_add(&tie)?)).transpose()?,
-                    needs[1].then(|| g.try_mul(&second.try_add(&tie)?)).transpose()?,
+                    needs[0]
+                        .then(|| g.try_mul(&first.try_add(&tie)?))
+                        .transpose()?,
+                    needs[1]
+                        .then(|| g.try_mul(&second.try_add(&tie)?))
+                        .transpose()?,
                 )
             }
             _ => unreachable!("comparisons handled above"),
@@ -308,13 +349,23 @@ impl Primitive for Select {
         Ok(Tensor::from_buffer(out, &shape))
     }
 
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
         let zero = g.zeros_like_scalar();
         Ok(vec![
             None,
-            needs[1].then(|| Tensor::try_select(c, g, &zero)?.try_sum_to(a.shape())).transpose()?,
-            needs[2].then(|| Tensor::try_select(c, &zero, g)?.try_sum_to(b.shape())).transpose()?,
+            needs[1]
+                .then(|| Tensor::try_select(c, g, &zero)?.try_sum_to(a.shape()))
+                .transpose()?,
+            needs[2]
+                .then(|| Tensor::try_select(c, &zero, g)?.try_sum_to(b.shape()))
+                .transpose()?,
         ])
     }
 }
@@ -328,9 +379,18 @@ impl Primitive for Cast {
         "convert_element_type"
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
-        Ok(Tensor::from_buffer(inputs[0].buf().cast(self.0), inputs[0].shape()))
+        Ok(Tensor::from_buffer(
+            inputs[0].buf().cast(self.0),
+            inputs[0].shape(),
+        ))
     }
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.cast(inputs[0].dtype()))])
     }
 }
@@ -399,7 +459,13 @@ impl Primitive for Reduce {
         Ok(Tensor::from_buffer(out, &shape))
     }
 
-    fn vjp(&self, inputs: &[&Tensor], y: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        y: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let keep = reduced_shape(x.shape(), &self.axes, true);
         let gk = g.try_reshape_to(&keep)?;
@@ -443,7 +509,13 @@ impl Primitive for BroadcastTo {
         let st = broadcast_strides(x.shape(), &shape);
         Ok(gather(x, &st, 0, &shape))
     }
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.try_sum_to(inputs[0].shape())?)])
     }
 }
@@ -469,9 +541,19 @@ impl Primitive for Reshape {
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
-        Ok(Tensor::from_parts(x.0.buf.clone(), self.0.clone(), Default::default()))
+        Ok(Tensor::from_parts(
+            x.0.buf.clone(),
+            self.0.clone(),
+            Default::default(),
+        ))
     }
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.try_reshape_to(inputs[0].shape())?)])
     }
 }
@@ -491,7 +573,13 @@ impl Primitive for Permute {
         let st: Vec<usize> = self.0.iter().map(|&p| cs[p]).collect();
         Ok(gather(x, &st, 0, &shape))
     }
-    fn vjp(&self, _: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        _: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let mut inv = vec![0; self.0.len()];
         for (i, &p) in self.0.iter().enumerate() {
             inv[p] = i;
@@ -525,7 +613,13 @@ impl Primitive for Slice {
         }
         Ok(gather(x, &st, off, &shape))
     }
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let pad = Arc::new(Pad {
             starts: self.starts.clone(),
@@ -574,7 +668,13 @@ impl Primitive for Pad {
         });
         Ok(Tensor::from_buffer(out, &self.shape))
     }
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let ends: Vec<usize> = (0..x.ndim())
             .map(|d| self.starts[d] + (x.shape()[d].saturating_sub(1)) * self.steps[d] + 1)
@@ -625,14 +725,26 @@ impl Primitive for Concat {
                 }
             }
         }
-        Ok(Tensor::from_buffer(Buffer::F64(out).cast(first.dtype()), &shape))
+        Ok(Tensor::from_buffer(
+            Buffer::F64(out).cast(first.dtype()),
+            &shape,
+        ))
     }
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let mut start = 0;
         let mut res = Vec::with_capacity(inputs.len());
         for (t, &need) in inputs.iter().zip(needs) {
             let len = t.shape()[self.0];
-            res.push(need.then(|| g.try_slice_axis(self.0, start, start + len)).transpose()?);
+            res.push(
+                need.then(|| g.try_slice_axis(self.0, start, start + len))
+                    .transpose()?,
+            );
             start += len;
         }
         Ok(res)
@@ -678,8 +790,12 @@ impl Primitive for MatMul {
         if k != k2 {
             return Err(err());
         }
-        let batch = broadcast_shapes("matmul", &a.shape()[..a.ndim() - 2], &b.shape()[..b.ndim() - 2])
-            .map_err(|_| err())?;
+        let batch = broadcast_shapes(
+            "matmul",
+            &a.shape()[..a.ndim() - 2],
+            &b.shape()[..b.ndim() - 2],
+        )
+        .map_err(|_| err())?;
         let nb: usize = batch.iter().product();
         let bsa = broadcast_strides(&a.shape()[..a.ndim() - 2], &batch);
         let bsb = broadcast_strides(&b.shape()[..b.ndim() - 2], &batch);
@@ -705,11 +821,29 @@ impl Primitive for MatMul {
                 let body = |bi: usize, c: &mut [_]| {
                     let oa = offsets(bi, &bsa, ar * ac);
                     let ob = offsets(bi, &bsb, br * bc);
-                    simd::gemm(m, k, n, $one, &$x[oa..oa + ar * ac], rsa, csa, &$y[ob..ob + br * bc], rsb, csb, $zero, c, n, 1, p);
+                    simd::gemm(
+                        m,
+                        k,
+                        n,
+                        $one,
+                        &$x[oa..oa + ar * ac],
+                        rsa,
+                        csa,
+                        &$y[ob..ob + br * bc],
+                        rsb,
+                        csb,
+                        $zero,
+                        c,
+                        n,
+                        1,
+                        p,
+                    );
                 };
                 if nb > 1 && !trace::sequential() && m * n * k * nb > (1 << 18) {
                     use rayon::prelude::*;
-                    $o.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(bi, c)| body(bi, c));
+                    $o.par_chunks_mut((m * n).max(1))
+                        .enumerate()
+                        .for_each(|(bi, c)| body(bi, c));
                 } else {
                     for bi in 0..nb {
                         body(bi, &mut $o[bi * m * n..(bi + 1) * m * n]);
@@ -725,7 +859,13 @@ impl Primitive for MatMul {
         Ok(Tensor::from_buffer(out, &shape))
     }
 
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, g: &Tensor, needs: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (inputs[0], inputs[1]);
         let ga = needs[0]
             .then(|| {

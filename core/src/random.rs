@@ -46,7 +46,10 @@ pub fn threefry2x32(key: [u32; 2], ctr: [u32; 2]) -> [u32; 2] {
 
 fn key_words(key: &Tensor) -> [u32; 2] {
     let d = key.f64_data();
-    [d.first().copied().unwrap_or(0.0) as u32, d.get(1).copied().unwrap_or(0.0) as u32]
+    [
+        d.first().copied().unwrap_or(0.0) as u32,
+        d.get(1).copied().unwrap_or(0.0) as u32,
+    ]
 }
 
 fn key_tensor(w: [u32; 2]) -> Tensor {
@@ -80,9 +83,18 @@ impl Primitive for FoldIn {
         "random_fold_in"
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
-        Ok(key_tensor(threefry2x32(key_words(inputs[0]), [self.0, 0x5EED_0000])))
+        Ok(key_tensor(threefry2x32(
+            key_words(inputs[0]),
+            [self.0, 0x5EED_0000],
+        )))
     }
-    fn vjp(&self, _: &[&Tensor], _: &Tensor, _: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        _: &[&Tensor],
+        _: &Tensor,
+        _: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None])
     }
 }
@@ -97,7 +109,8 @@ struct Sample {
 
 fn draw(k: [u32; 2], i: usize, dist: Dist) -> f64 {
     let b = threefry2x32(k, [i as u32, (i as u64 >> 32) as u32]);
-    let unit = |w: u32| (w >> 8) as f64 / (1u64 << 24) as f64 + (w & 0xFF) as f64 / (1u64 << 32) as f64;
+    let unit =
+        |w: u32| (w >> 8) as f64 / (1u64 << 24) as f64 + (w & 0xFF) as f64 / (1u64 << 32) as f64;
     match dist {
         Dist::Normal => {
             // Box-Muller on the two words; u1 in (0, 1] keeps the log finite.
@@ -135,9 +148,18 @@ impl Primitive for Sample {
         } else {
             v.iter_mut().enumerate().for_each(fill);
         }
-        Ok(Tensor::from_buffer(Buffer::F64(v).cast(self.dtype), &self.shape))
+        Ok(Tensor::from_buffer(
+            Buffer::F64(v).cast(self.dtype),
+            &self.shape,
+        ))
     }
-    fn vjp(&self, _: &[&Tensor], _: &Tensor, _: &Tensor, _: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        _: &[&Tensor],
+        _: &Tensor,
+        _: &Tensor,
+        _: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None])
     }
 }
@@ -246,7 +268,10 @@ mod tests {
         let x = sample_with(&k, &[20000], DType::F64, Dist::Normal).f64_data();
         let mean = x.iter().sum::<f64>() / x.len() as f64;
         let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / x.len() as f64;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
         let u = sample_with(&k, &[20000], DType::F64, Dist::Uniform(2.0, 3.0)).f64_data();
         assert!(u.iter().all(|&v| (2.0..3.0).contains(&v)));
         let r = sample_with(&k, &[1000], DType::F64, Dist::RandInt(0, 3)).f64_data();

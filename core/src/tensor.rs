@@ -334,7 +334,9 @@ impl Tensor {
     pub(crate) fn to_vec_unchecked<T: Float>(&self) -> Vec<T> {
         match T::slice(self.buf()) {
             Some(s) => s.to_vec(),
-            None => with_slice!(self.buf(), v => v.iter().map(|x| T::from_f64(x.to_f64_lossless())).collect()),
+            None => {
+                with_slice!(self.buf(), v => v.iter().map(|x| T::from_f64(x.to_f64_lossless())).collect())
+            }
         }
     }
 
@@ -384,7 +386,9 @@ impl Tensor {
         match Arc::try_unwrap(self.0) {
             Ok(inner) if T::slice(&inner.buf).is_some() => match Arc::try_unwrap(inner.buf) {
                 Ok(buf) => match buf {
-                    b @ Buffer::F32(_) | b @ Buffer::F64(_) => T::slice(&b).map(|s| s.to_vec()).unwrap_or_default(),
+                    b @ Buffer::F32(_) | b @ Buffer::F64(_) => {
+                        T::slice(&b).map(|s| s.to_vec()).unwrap_or_default()
+                    }
                 },
                 Err(buf) => T::slice(&buf).map(|s| s.to_vec()).unwrap_or_default(),
             },
@@ -576,7 +580,12 @@ fn format_elements(vals: &[f64], dtype: DType) -> Vec<String> {
         // Pad mantissas to a common number of fraction digits, as numpy does.
         let frac = strs
             .iter()
-            .map(|s| s.split('e').next().and_then(|m| m.split('.').nth(1)).map_or(0, str::len))
+            .map(|s| {
+                s.split('e')
+                    .next()
+                    .and_then(|m| m.split('.').nth(1))
+                    .map_or(0, str::len)
+            })
             .max()
             .unwrap_or(0);
         let strs: Vec<String> = strs
@@ -618,7 +627,6 @@ fn write_nested(
     elems: &[String],
     shape: &[usize],
     depth: usize,
-    ndim: usize,
 ) -> fmt::Result {
     write!(f, "[")?;
     if shape.len() == 1 {
@@ -632,7 +640,12 @@ fn write_nested(
                 write!(f, "{}", "\n".repeat(shape.len() - 1))?;
                 write!(f, "{}", " ".repeat(depth + 1))?;
             }
-            write_nested(f, &elems[i * stride..(i + 1) * stride], &shape[1..], depth + 1, ndim)?;
+            write_nested(
+                f,
+                &elems[i * stride..(i + 1) * stride],
+                &shape[1..],
+                depth + 1,
+            )?;
         }
     }
     write!(f, "]")
@@ -658,7 +671,7 @@ impl fmt::Display for Tensor {
             return write!(f, "{}", "[".repeat(self.ndim()) + &"]".repeat(self.ndim()));
         }
         let elems = format_elements(&vals, self.dtype());
-        write_nested(f, &elems, self.shape(), 0, self.ndim())
+        write_nested(f, &elems, self.shape(), 0)
     }
 }
 
@@ -690,8 +703,14 @@ mod tests {
             "[[2.        1.       ]\n [0.5403023 0.       ]\n [0.        7.389056 ]]"
         );
         assert_eq!(Tensor::new([-0.05547f32]).to_string(), "[-0.05547]");
-        assert_eq!(Tensor::new([[-0.08320501f32]]).to_string(), "[[-0.08320501]]");
-        assert_eq!(Tensor::scalar(28.4f32 + 0.000001).to_string(), "28.400001525878906");
+        assert_eq!(
+            Tensor::new([[-0.08320501f32]]).to_string(),
+            "[[-0.08320501]]"
+        );
+        assert_eq!(
+            Tensor::scalar(28.4f32 + 0.000001).to_string(),
+            "28.400001525878906"
+        );
         assert_eq!(Tensor::scalar(56.0f32).to_string(), "56.0");
         assert_eq!(format!("{:.4}", Tensor::scalar(5.5f32)), "5.5000");
     }
@@ -704,6 +723,9 @@ mod tests {
         ));
         assert_eq!(Tensor::eye(2).to_vec::<f32>(), vec![1.0, 0.0, 0.0, 1.0]);
         assert_eq!(Tensor::arange(0.0, 1.0, 0.25).unwrap().numel(), 4);
-        assert_eq!(Tensor::linspace(-1.0, 1.0, 5).to_vec::<f32>(), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+        assert_eq!(
+            Tensor::linspace(-1.0, 1.0, 5).to_vec::<f32>(),
+            vec![-1.0, -0.5, 0.0, 0.5, 1.0]
+        );
     }
 }

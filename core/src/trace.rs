@@ -104,6 +104,11 @@ pub(crate) fn tracing() -> bool {
     FRAMES.with(|f| !f.borrow().is_empty())
 }
 
+/// True while a recording frame is open on this thread (work must stay here to be recorded).
+pub(crate) fn recording() -> bool {
+    FRAMES.with(|f| f.borrow().iter().any(|fr| fr.records))
+}
+
 /// True if kernels on this thread must stay sequential (inside a parallel Jacobian chunk).
 pub(crate) fn sequential() -> bool {
     SEQUENTIAL.with(Cell::get)
@@ -123,7 +128,12 @@ pub(crate) fn install_quiet_hook() {
     ONCE.call_once(|| {
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<crate::error::OpPanic>().is_some() && tracing() {
+            if info
+                .payload()
+                .downcast_ref::<crate::error::OpPanic>()
+                .is_some()
+                && tracing()
+            {
                 return;
             }
             prev(info);
@@ -235,7 +245,10 @@ fn pop(level: u64) -> Frame {
         let top = frames
             .pop()
             .expect("internal error: frame stack empty on close");
-        assert_eq!(top.level, level, "internal error: frames closed out of order");
+        assert_eq!(
+            top.level, level,
+            "internal error: frames closed out of order"
+        );
         top
     })
 }
@@ -245,7 +258,12 @@ fn finish_states(frame: &Frame, ok: bool) {
         if ok && access.written && frame.policy == ExitPolicy::KeepWrites {
             let v = state.raw_value();
             if v.tags().iter().any(|&(l, _)| l == frame.level) {
-                let tags: Tags = v.tags().iter().copied().filter(|&(l, _)| l != frame.level).collect();
+                let tags: Tags = v
+                    .tags()
+                    .iter()
+                    .copied()
+                    .filter(|&(l, _)| l != frame.level)
+                    .collect();
                 state.raw_set(v.with_tags(tags));
             }
         } else {
@@ -356,7 +374,13 @@ pub(crate) fn record(prim: &Arc<dyn Primitive>, inputs: &[&Tensor], output: Tens
 /// Remove the tag of `level` from a tensor (after its frame closed).
 pub(crate) fn strip(t: &Tensor, level: u64) -> Tensor {
     if t.tags().iter().any(|&(l, _)| l == level) {
-        t.with_tags(t.tags().iter().copied().filter(|&(l, _)| l != level).collect())
+        t.with_tags(
+            t.tags()
+                .iter()
+                .copied()
+                .filter(|&(l, _)| l != level)
+                .collect(),
+        )
     } else {
         t.clone()
     }
@@ -399,7 +423,9 @@ pub(crate) fn backward(
                 let input_refs: Vec<&Tensor> = op.inputs.iter().collect();
                 let grads = op.prim.vjp(&input_refs, &op.output, &g, &needs)?;
                 for ((parent, grad), input) in op.parents.iter().zip(grads).zip(&op.inputs) {
-                    let (Some(p), Some(grad)) = (parent, grad) else { continue };
+                    let (Some(p), Some(grad)) = (parent, grad) else {
+                        continue;
+                    };
                     if grad.shape() != input.shape() {
                         return Err(Error::Unsupported(format!(
                             "internal error: vjp of `{}` gave shape {} for an input of shape {}",

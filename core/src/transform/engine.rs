@@ -154,7 +154,11 @@ pub fn vjp_pure(f: &PureFn<'_>, inputs: &[Tensor]) -> Result<(Tensor, Pullback)>
 /// The Jacobian-vector product: `f(inputs)` and `J · tangents`, by transposing the pullback
 /// (itself a linear function recorded on a tape), so it needs only the primitives' transpose
 /// rules and works at any order.
-pub fn jvp_pure(f: &PureFn<'_>, inputs: &[Tensor], tangents: &[Tensor]) -> Result<(Tensor, Tensor)> {
+pub fn jvp_pure(
+    f: &PureFn<'_>,
+    inputs: &[Tensor],
+    tangents: &[Tensor],
+) -> Result<(Tensor, Tensor)> {
     if tangents.len() != inputs.len() {
         return Err(Error::InvalidArgument {
             op: "jvp",
@@ -216,7 +220,11 @@ impl Pullback {
 impl<'a> PureFn<'a> {
     /// A pure function over `n_states` state values then the given argument ranges (for tests
     /// and for plugins that build their own).
-    pub fn new(f: &'a dyn Fn(&[Tensor]) -> Result<Tensor>, n_states: usize, arg_ranges: Vec<Range<usize>>) -> Self {
+    pub fn new(
+        f: &'a dyn Fn(&[Tensor]) -> Result<Tensor>,
+        n_states: usize,
+        arg_ranges: Vec<Range<usize>>,
+    ) -> Self {
         PureFn {
             f,
             n_states,

@@ -35,7 +35,10 @@ pub mod plugins;
 pub mod tree;
 
 pub use engine::{jvp_pure, vjp_pure, Pullback, PureFn};
-pub use plugins::{grad_pure, jacobian_rows, GradPlugin, HessianPlugin, JacFwdPlugin, JacRevPlugin, Order, Params, ParamValue, TransformOutput, TransformPlugin, VectorGradPlugin};
+pub use plugins::{
+    grad_pure, jacobian_rows, GradPlugin, HessianPlugin, JacFwdPlugin, JacRevPlugin, Order,
+    ParamValue, Params, TransformOutput, TransformPlugin, VectorGradPlugin,
+};
 pub use tree::{Arg, Args, StateTree, Static, Tree};
 
 use crate::error::{Error, Result};
@@ -149,11 +152,16 @@ impl<A: Args> RawResult<A> {
         self.n_unique + self.arg_leaf_counts.iter().sum::<usize>()
     }
     fn first_state_grads(&self) -> Vec<Tensor> {
-        self.state_slots.iter().map(|&u| self.grads[u].clone()).collect()
+        self.state_slots
+            .iter()
+            .map(|&u| self.grads[u].clone())
+            .collect()
     }
     fn first_arg_grad(&self, k: usize) -> A::Grad {
         let start = self.n_unique + self.arg_leaf_counts[..k].iter().sum::<usize>();
-        let mut it = self.grads[start..start + self.arg_leaf_counts[k]].iter().cloned();
+        let mut it = self.grads[start..start + self.arg_leaf_counts[k]]
+            .iter()
+            .cloned();
         self.args.arg_grad(self.argnums[k], &mut it)
     }
     fn block(&self, i: usize, j: usize) -> Tensor {
@@ -238,7 +246,9 @@ impl<A: Args> Selection<A, First> for (NoStates, ArgVec) {
         validate_argnums(&self.1 .0, A::LEN)
     }
     fn assemble(&self, raw: RawResult<A>) -> Result<Vec<A::Grad>> {
-        Ok((0..raw.argnums.len()).map(|k| raw.first_arg_grad(k)).collect())
+        Ok((0..raw.argnums.len())
+            .map(|k| raw.first_arg_grad(k))
+            .collect())
     }
 }
 
@@ -275,9 +285,21 @@ macro_rules! states_and_args {
         }
     };
 }
-states_and_args!(OneArg, [], A::Grad, |s: &OneArg| vec![s.0], |r: &RawResult<A>| r.first_arg_grad(0));
+states_and_args!(
+    OneArg,
+    [],
+    A::Grad,
+    |s: &OneArg| vec![s.0],
+    |r: &RawResult<A>| r.first_arg_grad(0)
+);
 states_and_args!(ArgArray<N>, [const N: usize], [A::Grad; N], |s: &ArgArray<N>| s.0.to_vec(), |r: &RawResult<A>| std::array::from_fn(|k| r.first_arg_grad(k)));
-states_and_args!(ArgVec, [], Vec<A::Grad>, |s: &ArgVec| s.0.clone(), |r: &RawResult<A>| (0..r.argnums.len()).map(|k| r.first_arg_grad(k)).collect());
+states_and_args!(
+    ArgVec,
+    [],
+    Vec<A::Grad>,
+    |s: &ArgVec| s.0.clone(),
+    |r: &RawResult<A>| (0..r.argnums.len()).map(|k| r.first_arg_grad(k)).collect()
+);
 
 // Second order (hessian): blocks per pair of inputs.
 impl<A: Args> Selection<A, Second> for (NoStates, DefaultArg) {
@@ -323,7 +345,9 @@ impl<A: Args, const N: usize> Selection<A, Second> for (NoStates, ArgArray<N>) {
             }
             rows.push(row);
         }
-        Ok(std::array::from_fn(|k| std::array::from_fn(|l| rows[k][l].clone())))
+        Ok(std::array::from_fn(|k| {
+            std::array::from_fn(|l| rows[k][l].clone())
+        }))
     }
 }
 
@@ -337,7 +361,9 @@ impl<A: Args> Selection<A, Second> for (NoStates, ArgVec) {
     }
     fn assemble(&self, raw: RawResult<A>) -> Result<Vec<Vec<Tensor>>> {
         let n = raw.argnums.len();
-        (0..n).map(|k| (0..n).map(|l| raw.second_arg_block(k, l)).collect()).collect()
+        (0..n)
+            .map(|k| (0..n).map(|l| raw.second_arg_block(k, l)).collect())
+            .collect()
     }
 }
 
@@ -397,7 +423,16 @@ impl<X: Tree> FnOutput<WithAux> for Result<(Tensor, X)> {
 /// Type parameters record the options so that the result type follows the table; build one with
 /// [`grad`], [`vector_grad`], [`jacrev`], [`jacfwd`], [`hessian`] or
 /// [`GradientTransform::new`] with your own plugin.
-pub struct GradientTransform<F, A, O, S = NoStates, N = DefaultArg, X = NoAux, R = NoValue, K = First> {
+pub struct GradientTransform<
+    F,
+    A,
+    O,
+    S = NoStates,
+    N = DefaultArg,
+    X = NoAux,
+    R = NoValue,
+    K = First,
+> {
     f: F,
     plugin: Arc<dyn TransformPlugin>,
     params: Params,
@@ -462,13 +497,19 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
 
     /// Differentiate w.r.t. these states too (a state, a `Vec`, a path-keyed map, …).
     /// An empty container is the same as none (no state gradients, argument 0 by default).
-    pub fn grad_states<T: StateTree>(self, states: T) -> GradientTransform<F, A, O, WithStates<T>, N, X, R, K> {
+    pub fn grad_states<T: StateTree>(
+        self,
+        states: T,
+    ) -> GradientTransform<F, A, O, WithStates<T>, N, X, R, K> {
         self.retype(|_| WithStates(states), |n| n)
     }
 
     /// Differentiate w.r.t. these positional arguments: an int gives one gradient, an array or
     /// `Vec` a collection in the given order.
-    pub fn argnums<Spec: ArgnumSpec>(self, argnums: Spec) -> GradientTransform<F, A, O, S, Spec::Sel, X, R, K> {
+    pub fn argnums<Spec: ArgnumSpec>(
+        self,
+        argnums: Spec,
+    ) -> GradientTransform<F, A, O, S, Spec::Sel, X, R, K> {
         self.retype(|s| s, |_| argnums.into_sel())
     }
 
@@ -555,82 +596,95 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
             .collect();
         let n_unique = unique.len();
 
-        let ((out, aux, counts), _) = engine::with_states(HashMap::new(), ExitPolicy::KeepWrites, || {
-            // Reading through `value()` lets enclosing transforms see these states.
-            let mut inputs: Vec<Tensor> = unique.iter().map(|(_, s)| s.value()).collect();
-            let counts: Vec<usize> = leaves.iter().map(Vec::len).collect();
-            let mut ranges = Vec::with_capacity(argnums.len());
-            for l in &leaves {
-                let start = inputs.len();
-                inputs.extend(l.iter().cloned());
-                ranges.push(start..inputs.len());
-            }
-            let aux_cell: RefCell<Option<O::Aux>> = RefCell::new(None);
-            let pure = |inp: &[Tensor]| -> Result<Tensor> {
-                if inp.len() != inputs.len() {
-                    return Err(Error::MalformedPluginResult {
-                        plugin: self.plugin.name().to_string(),
-                        msg: format!("called the function with {} inputs, expected {}", inp.len(), inputs.len()),
-                    });
+        let ((out, aux, counts), _) = engine::with_states(
+            HashMap::new(),
+            ExitPolicy::KeepWrites,
+            || {
+                // Reading through `value()` lets enclosing transforms see these states.
+                let mut inputs: Vec<Tensor> = unique.iter().map(|(_, s)| s.value()).collect();
+                let counts: Vec<usize> = leaves.iter().map(Vec::len).collect();
+                let mut ranges = Vec::with_capacity(argnums.len());
+                for l in &leaves {
+                    let start = inputs.len();
+                    inputs.extend(l.iter().cloned());
+                    ranges.push(start..inputs.len());
                 }
-                let overrides: HashMap<StateId, Tensor> = unique
-                    .iter()
-                    .zip(inp)
-                    .map(|((_, s), t)| (s.id(), t.clone()))
-                    .collect();
-                let mut a = args.clone();
-                let mut off = n_unique;
-                for (k, &i) in argnums.iter().enumerate() {
-                    let mut it = inp[off..off + counts[k]].iter().cloned();
-                    a.replace_arg(i, &mut it);
-                    off += counts[k];
-                }
-                let ((value, aux), touched) =
-                    engine::with_states(overrides, ExitPolicy::KeepWrites, || (self.f)(a).split())?;
-                if self.check_states {
-                    for (label, s) in &unique {
-                        if !touched.iter().any(|(t, _)| t.same(s)) {
-                            let name = match s.name() {
-                                Some(n) if !label.is_empty() => format!("`{n}` at {label}"),
-                                Some(n) => format!("`{n}`"),
-                                None if !label.is_empty() => format!("{} at {label}", s.kind().class_name()),
-                                None => s.label(),
-                            };
-                            return Err(Error::UnusedGradState { state: name });
+                let aux_cell: RefCell<Option<O::Aux>> = RefCell::new(None);
+                let pure = |inp: &[Tensor]| -> Result<Tensor> {
+                    if inp.len() != inputs.len() {
+                        return Err(Error::MalformedPluginResult {
+                            plugin: self.plugin.name().to_string(),
+                            msg: format!(
+                                "called the function with {} inputs, expected {}",
+                                inp.len(),
+                                inputs.len()
+                            ),
+                        });
+                    }
+                    let overrides: HashMap<StateId, Tensor> = unique
+                        .iter()
+                        .zip(inp)
+                        .map(|((_, s), t)| (s.id(), t.clone()))
+                        .collect();
+                    let mut a = args.clone();
+                    let mut off = n_unique;
+                    for (k, &i) in argnums.iter().enumerate() {
+                        let mut it = inp[off..off + counts[k]].iter().cloned();
+                        a.replace_arg(i, &mut it);
+                        off += counts[k];
+                    }
+                    let ((value, aux), touched) =
+                        engine::with_states(overrides, ExitPolicy::KeepWrites, || {
+                            (self.f)(a).split()
+                        })?;
+                    if self.check_states {
+                        for (label, s) in &unique {
+                            if !touched.iter().any(|(t, _)| t.same(s)) {
+                                let name = match s.name() {
+                                    Some(n) if !label.is_empty() => format!("`{n}` at {label}"),
+                                    Some(n) => format!("`{n}`"),
+                                    None if !label.is_empty() => {
+                                        format!("{} at {label}", s.kind().class_name())
+                                    }
+                                    None => s.label(),
+                                };
+                                return Err(Error::UnusedGradState { state: name });
+                            }
                         }
                     }
-                }
-                *aux_cell.borrow_mut() = Some(aux);
-                Ok(value)
-            };
-            let pure_fn = PureFn {
-                f: &pure,
-                n_states: n_unique,
-                arg_ranges: ranges,
-                debug_nan: self.debug_nan,
-            };
-            let out = self.plugin.transform(&pure_fn, &inputs, &self.params)?;
-            let aux = aux_cell.take().ok_or_else(|| Error::MalformedPluginResult {
-                plugin: self.plugin.name().to_string(),
-                msg: "the plugin never evaluated the function".into(),
-            })?;
-            let expected = match K::ORDER {
-                Order::First => inputs.len(),
-                Order::Second => inputs.len() * inputs.len(),
-            };
-            if out.grads.len() != expected {
-                return Err(Error::MalformedPluginResult {
-                    plugin: self.plugin.name().to_string(),
-                    msg: format!("{} gradients for {} inputs", out.grads.len(), inputs.len()),
-                });
-            }
-            for (k, g) in out.grads.iter().enumerate() {
-                let x = &inputs[match K::ORDER {
-                    Order::First => k,
-                    Order::Second => k % inputs.len(),
-                }];
-                if !g.shape().ends_with(x.shape()) || g.dtype() != x.dtype() {
+                    *aux_cell.borrow_mut() = Some(aux);
+                    Ok(value)
+                };
+                let pure_fn = PureFn {
+                    f: &pure,
+                    n_states: n_unique,
+                    arg_ranges: ranges,
+                    debug_nan: self.debug_nan,
+                };
+                let out = self.plugin.transform(&pure_fn, &inputs, &self.params)?;
+                let aux = aux_cell
+                    .take()
+                    .ok_or_else(|| Error::MalformedPluginResult {
+                        plugin: self.plugin.name().to_string(),
+                        msg: "the plugin never evaluated the function".into(),
+                    })?;
+                let expected = match K::ORDER {
+                    Order::First => inputs.len(),
+                    Order::Second => inputs.len() * inputs.len(),
+                };
+                if out.grads.len() != expected {
                     return Err(Error::MalformedPluginResult {
+                        plugin: self.plugin.name().to_string(),
+                        msg: format!("{} gradients for {} inputs", out.grads.len(), inputs.len()),
+                    });
+                }
+                for (k, g) in out.grads.iter().enumerate() {
+                    let x = &inputs[match K::ORDER {
+                        Order::First => k,
+                        Order::Second => k % inputs.len(),
+                    }];
+                    if !g.shape().ends_with(x.shape()) || g.dtype() != x.dtype() {
+                        return Err(Error::MalformedPluginResult {
                         plugin: self.plugin.name().to_string(),
                         msg: format!(
                             "gradient {k} has shape {} and dtype {} for an input of shape {} and dtype {}",
@@ -640,10 +694,11 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
                             x.dtype().name()
                         ),
                     });
+                    }
                 }
-            }
-            Ok((out, aux, counts))
-        })?;
+                Ok((out, aux, counts))
+            },
+        )?;
         let aux = aux.map_tensors(&mut |t| crate::trace::strip_dead(t));
         let raw = RawResult {
             args,
@@ -735,7 +790,9 @@ pub fn jacfwd<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
 /// reverse-mode Jacobian). Blocks per pair of inputs: of one argument a tensor of shape
 /// `out + in + in`; of states `{outer: {inner: block}}` with `block` of shape
 /// `outer.shape + inner.shape`.
-pub fn hessian<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O, NoStates, DefaultArg, NoAux, NoValue, Second> {
+pub fn hessian<F: Fn(A) -> O, A, O>(
+    f: F,
+) -> GradientTransform<F, A, O, NoStates, DefaultArg, NoAux, NoValue, Second> {
     GradientTransform {
         f,
         plugin: Arc::new(HessianPlugin),

@@ -223,7 +223,12 @@ pub trait TransformPlugin: Send + Sync {
         Order::First
     }
     /// Compute the derivatives of `f` at `inputs`.
-    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput>;
+    fn transform(
+        &self,
+        f: &PureFn<'_>,
+        inputs: &[Tensor],
+        params: &Params,
+    ) -> Result<TransformOutput>;
 }
 
 impl fmt::Debug for dyn TransformPlugin {
@@ -283,9 +288,14 @@ fn one_hot(shape: &[usize], i: usize, like: &Tensor) -> Tensor {
 }
 
 /// Run `f(i)` for `i in 0..n`, in parallel over rayon when no transform is recording on this
-/// thread (a nested transform needs the work on its own thread, recorded).
-fn map_columns<T: Send>(n: usize, chunk: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    if trace::tracing() || n < 2 {
+/// thread (an enclosing transform needs the work on its own thread, recorded). Columns only
+/// replay a closed tape, so this thread's state frames are not needed on the workers.
+fn map_columns<T: Send>(
+    n: usize,
+    chunk: usize,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    if trace::recording() || n < 2 {
         (0..n).map(f).collect()
     } else {
         (0..n)
@@ -307,7 +317,9 @@ fn default_chunk(n: usize, params: &Params) -> usize {
 pub fn jacobian_rows(pb: &Pullback, value: &Tensor, params: &Params) -> Result<Vec<Tensor>> {
     let m = value.numel();
     let n_in = pb.inputs().len();
-    let rows = map_columns(m, default_chunk(m, params), |i| pb.call(&one_hot(value.shape(), i, value)))?;
+    let rows = map_columns(m, default_chunk(m, params), |i| {
+        pb.call(&one_hot(value.shape(), i, value))
+    })?;
     (0..n_in)
         .map(|j| {
             let x = &pb.inputs()[j];
@@ -330,7 +342,12 @@ impl TransformPlugin for JacRevPlugin {
     fn name(&self) -> &str {
         "jacrev"
     }
-    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+    fn transform(
+        &self,
+        f: &PureFn<'_>,
+        inputs: &[Tensor],
+        params: &Params,
+    ) -> Result<TransformOutput> {
         let (value, pb) = vjp_pure(f, inputs)?;
         let grads = jacobian_rows(&pb, &value, params)?;
         Ok(TransformOutput { grads, value })
@@ -345,7 +362,12 @@ impl TransformPlugin for JacFwdPlugin {
     fn name(&self) -> &str {
         "jacfwd"
     }
-    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+    fn transform(
+        &self,
+        f: &PureFn<'_>,
+        inputs: &[Tensor],
+        params: &Params,
+    ) -> Result<TransformOutput> {
         let (value, pb) = vjp_pure(f, inputs)?;
         let grads = inputs
             .iter()
@@ -384,16 +406,29 @@ impl TransformPlugin for HessianPlugin {
     fn order(&self) -> Order {
         Order::Second
     }
-    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+    fn transform(
+        &self,
+        f: &PureFn<'_>,
+        inputs: &[Tensor],
+        params: &Params,
+    ) -> Result<TransformOutput> {
         let value_cell = std::cell::RefCell::new(None);
         let shapes = std::cell::RefCell::new(Vec::new());
         // g(x) = all first-order Jacobians, flattened and joined: its Jacobian holds every block.
         let g = |xs: &[Tensor]| -> Result<Tensor> {
             let (value, pb) = vjp_pure(f, xs)?;
             let jac = jacobian_rows(&pb, &value, params)?;
-            let flat: Vec<Tensor> = jac.iter().map(|j| j.try_reshape_to(&[j.numel()])).collect::<Result<_>>()?;
+            let flat: Vec<Tensor> = jac
+                .iter()
+                .map(|j| j.try_reshape_to(&[j.numel()]))
+                .collect::<Result<_>>()?;
             *shapes.borrow_mut() = jac.iter().map(|j| j.shape().to_vec()).collect();
+            let dtype = value.dtype();
             *value_cell.borrow_mut() = Some(value);
+            if flat.is_empty() {
+                // No inputs (an empty grad_states): no blocks, but the value is still computed.
+                return Ok(Tensor::full_dtype(&[0], 0.0, dtype));
+            }
             let refs: Vec<&Tensor> = flat.iter().collect();
             Tensor::try_concat(&refs, 0)
         };
@@ -419,10 +454,15 @@ impl TransformPlugin for HessianPlugin {
             for (j, oj) in outer.iter().enumerate() {
                 let mut shape = shapes[i].clone();
                 shape.extend_from_slice(inputs[j].shape());
-                grads.push(oj.try_slice_axis(0, starts[i], starts[i] + len)?.try_reshape_to(&shape)?);
+                grads.push(
+                    oj.try_slice_axis(0, starts[i], starts[i] + len)?
+                        .try_reshape_to(&shape)?,
+                );
             }
         }
-        let value = value_cell.into_inner().ok_or_else(|| Error::Unsupported("hessian: no value".into()))?;
+        let value = value_cell
+            .into_inner()
+            .ok_or_else(|| Error::Unsupported("hessian: no value".into()))?;
         Ok(TransformOutput { grads, value })
     }
 }

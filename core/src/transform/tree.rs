@@ -2,7 +2,6 @@
 //! ([`StateTree`]) and auxiliary outputs ([`Tree`]).
 
 use crate::error::{Error, Result};
-use crate::module::{Path, StateMap};
 use crate::state::State;
 use crate::tensor::Tensor;
 use std::collections::{BTreeMap, HashMap};
@@ -68,7 +67,9 @@ impl<T: Tree, const N: usize> Tree for [T; N] {
 
 impl<K: Ord + Clone, T: Tree> Tree for BTreeMap<K, T> {
     fn map_tensors(&self, f: &mut dyn FnMut(&Tensor) -> Tensor) -> Self {
-        self.iter().map(|(k, v)| (k.clone(), v.map_tensors(f))).collect()
+        self.iter()
+            .map(|(k, v)| (k.clone(), v.map_tensors(f)))
+            .collect()
     }
     fn for_each_tensor(&self, f: &mut dyn FnMut(&Tensor)) {
         self.values().for_each(|t| t.for_each_tensor(f))
@@ -79,7 +80,9 @@ impl<K: Eq + Hash + Clone + Ord, T: Tree> Tree for HashMap<K, T> {
     fn map_tensors(&self, f: &mut dyn FnMut(&Tensor) -> Tensor) -> Self {
         let mut keys: Vec<&K> = self.keys().collect();
         keys.sort();
-        keys.into_iter().map(|k| (k.clone(), self[k].map_tensors(f))).collect()
+        keys.into_iter()
+            .map(|k| (k.clone(), self[k].map_tensors(f)))
+            .collect()
     }
     fn for_each_tensor(&self, f: &mut dyn FnMut(&Tensor)) {
         let mut keys: Vec<&K> = self.keys().collect();
@@ -272,7 +275,8 @@ impl Args for Tensor {
 }
 
 fn leaves_or_err<A: Arg>(a: &A, i: usize) -> Result<Vec<Tensor>> {
-    a.leaves().map_err(|reason| Error::NonDifferentiableArg { argnum: i, reason })
+    a.leaves()
+        .map_err(|reason| Error::NonDifferentiableArg { argnum: i, reason })
 }
 
 macro_rules! tuple_args {
@@ -338,7 +342,9 @@ impl StateTree for State {
         f(label, self)
     }
     fn build<T>(&self, items: &mut dyn Iterator<Item = T>) -> T {
-        items.next().expect("internal error: missing item for state")
+        items
+            .next()
+            .expect("internal error: missing item for state")
     }
 }
 
@@ -385,7 +391,9 @@ impl<K: Ord + Clone + std::fmt::Display, S: StateTree> StateTree for BTreeMap<K,
         }
     }
     fn build<T>(&self, items: &mut dyn Iterator<Item = T>) -> Self::Out<T> {
-        self.iter().map(|(k, s)| (k.clone(), s.build(items))).collect()
+        self.iter()
+            .map(|(k, s)| (k.clone(), s.build(items)))
+            .collect()
     }
 }
 
@@ -408,12 +416,8 @@ tuple_state_tree!(0 A, 1 B, 2 C);
 /// The states of a tree, in order, with their labels.
 pub(crate) fn flatten_states<S: StateTree>(tree: &S) -> Vec<(String, State)> {
     let mut out = Vec::new();
-    tree.visit(&mut String::new(), &mut |l, s| out.push((l.to_string(), s.clone())));
+    tree.visit(&mut String::new(), &mut |l, s| {
+        out.push((l.to_string(), s.clone()))
+    });
     out
-}
-
-#[allow(dead_code)]
-fn _assert_statemap_is_tree(m: StateMap) -> impl StateTree {
-    let _: Option<Path> = None;
-    m
 }
