@@ -4,8 +4,43 @@
 //! (float32, as it ran), except §7's noise, which the notebook never seeded.
 
 use stategrad::jit;
+use stategrad::plugins::Registry;
 use stategrad::prelude::*;
+use stategrad::transform::{grad_pure, PureFn, TransformOutput};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// §6.1: a custom transform that scales every gradient by the parameter `scale`.
+struct ScaledGradTransform;
+
+impl TransformPlugin for ScaledGradTransform {
+    fn name(&self) -> &str {
+        "scaled_grad"
+    }
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+        let scale = params.f64(self.name(), "scale")?;
+        let (grads, value) = grad_pure(f, inputs)?; // the plain gradient is the base transform
+        let grads = grads.iter().map(|g| scale * g).collect();
+        Ok(TransformOutput { grads, value })
+    }
+}
+
+/// §6.2: a custom transform that clips by the global norm over *all* gradients.
+struct ClippedGradTransform;
+
+impl TransformPlugin for ClippedGradTransform {
+    fn name(&self) -> &str {
+        "clipped_grad"
+    }
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+        let max_norm = params.f64(self.name(), "max_norm")?;
+        let (grads, value) = grad_pure(f, inputs)?;
+        let sq: f64 = grads.iter().map(|g| g.square().sum().item()).sum::<Result<f64>>()?;
+        let scale = (max_norm / (sq.sqrt() + 1e-6)).min(1.0);
+        let grads = grads.iter().map(|g| scale * g).collect();
+        Ok(TransformOutput { grads, value })
+    }
+}
 
 /// Simple linear regression model (§2.1).
 #[derive(Module)]
@@ -202,6 +237,45 @@ fn main() -> Result<()> {
     println!("Jacobian w.r.t. parameters:");
     for (path, jac) in &param_jacobian {
         println!("  {path}: shape={}", jac.shape_display());
+    }
+
+    // ------------------------------------------------------------ §6 GradientTransform
+    // Plugins register once, by name, and are picked by name with typed parameters.
+    let registry = Registry::empty();
+    registry.register_transform_plugin("scaled_grad", Arc::new(ScaledGradTransform))?;
+    registry.register_transform_plugin("clipped_grad", Arc::new(ClippedGradTransform))?;
+
+    let custom_model = LinearRegressor::new(1);
+    let custom_loss = |(x, target): (Tensor, Tensor)| (custom_model.call(&x) - target).square().mean();
+    let scaled_grad_fn = registry
+        .gradient_transform(custom_loss, "scaled_grad", Params::new().with("scale", 0.5))?
+        .grad_states(custom_model.states(ParamState));
+    let scaled_grads = scaled_grad_fn.call((xs.clone(), y_true.clone()))?;
+    println!("Scaled gradients:");
+    for (path, g) in &scaled_grads {
+        println!("  {path}: {g}");
+    }
+    let normal_grads = grad(custom_loss)
+        .grad_states(custom_model.states(ParamState))
+        .call((xs.clone(), y_true.clone()))?;
+    println!("\nNormal gradients:");
+    for (path, g) in &normal_grads {
+        println!("  {path}: {g}");
+    }
+
+    let clip_model = LinearRegressor::new(1);
+    let clip_loss = |(x, target): (Tensor, Tensor)| (clip_model.call(&x) - target).square().mean();
+    let clipped_grad_fn = GradientTransform::new(
+        clip_loss,
+        Arc::new(ClippedGradTransform),
+        Params::new().with("max_norm", 0.1),
+    )
+    .grad_states(clip_model.states(ParamState));
+    let clipped_grads = clipped_grad_fn.call((xs.clone(), y_true.clone()))?;
+    println!("Clipped gradients:");
+    for (path, g) in &clipped_grads {
+        println!("  {path}: {g}");
+        println!("    norm: {:.4}", g.norm());
     }
 
     // ------------------------------------------------------------ §7 training loop
