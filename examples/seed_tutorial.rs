@@ -17,7 +17,12 @@ impl TransformPlugin for ScaledGradTransform {
     fn name(&self) -> &str {
         "scaled_grad"
     }
-    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+    fn transform(
+        &self,
+        f: &PureFn<'_>,
+        inputs: &[Tensor],
+        params: &Params,
+    ) -> Result<TransformOutput> {
         let scale = params.f64(self.name(), "scale")?;
         let (grads, value) = grad_pure(f, inputs)?; // the plain gradient is the base transform
         let grads = grads.iter().map(|g| scale * g).collect();
@@ -32,10 +37,18 @@ impl TransformPlugin for ClippedGradTransform {
     fn name(&self) -> &str {
         "clipped_grad"
     }
-    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], params: &Params) -> Result<TransformOutput> {
+    fn transform(
+        &self,
+        f: &PureFn<'_>,
+        inputs: &[Tensor],
+        params: &Params,
+    ) -> Result<TransformOutput> {
         let max_norm = params.f64(self.name(), "max_norm")?;
         let (grads, value) = grad_pure(f, inputs)?;
-        let sq: f64 = grads.iter().map(|g| g.square().sum().item()).sum::<Result<f64>>()?;
+        let sq: f64 = grads
+            .iter()
+            .map(|g| g.square().sum().item())
+            .sum::<Result<f64>>()?;
         let scale = (max_norm / (sq.sqrt() + 1e-6)).min(1.0);
         let grads = grads.iter().map(|g| scale * g).collect();
         Ok(TransformOutput { grads, value })
@@ -246,7 +259,8 @@ fn main() -> Result<()> {
     registry.register_transform_plugin("clipped_grad", Arc::new(ClippedGradTransform))?;
 
     let custom_model = LinearRegressor::new(1);
-    let custom_loss = |(x, target): (Tensor, Tensor)| (custom_model.call(&x) - target).square().mean();
+    let custom_loss =
+        |(x, target): (Tensor, Tensor)| (custom_model.call(&x) - target).square().mean();
     let scaled_grad_fn = registry
         .gradient_transform(custom_loss, "scaled_grad", Params::new().with("scale", 0.5))?
         .grad_states(custom_model.states(ParamState));

@@ -500,10 +500,16 @@ fn empty_grad_states() -> Result<()> {
     assert_gx(&g);
     // The same for the other transforms (hessian used to fail concatenating zero blocks).
     let vf = |(x, y): (Tensor, Tensor)| m.forward(&x, &y);
-    let (v, l): (V, Tensor) = jacrev(vf).grad_states(StateMap::new()).return_value().call(xy())?;
+    let (v, l): (V, Tensor) = jacrev(vf)
+        .grad_states(StateMap::new())
+        .return_value()
+        .call(xy())?;
     assert!(v.is_empty());
     assert_tensor(&l, &[2], &[5.5, 11.0]);
-    let (v, l): (V, Tensor) = jacfwd(vf).grad_states(StateMap::new()).return_value().call(xy())?;
+    let (v, l): (V, Tensor) = jacfwd(vf)
+        .grad_states(StateMap::new())
+        .return_value()
+        .call(xy())?;
     assert!(v.is_empty());
     assert_tensor(&l, &[2], &[5.5, 11.0]);
     let h: Vec<Vec<Tensor>> = hessian(f).grad_states(Vec::<State>::new()).call(xy())?;

@@ -187,6 +187,10 @@ impl<A: Args> RawResult<A> {
 }
 
 /// How `(grad_states, argnums)` shape the gradient part of the result, per order `K`.
+#[diagnostic::on_unimplemented(
+    message = "this combination of grad_states / argnums is not supported for this transform and these arguments",
+    note = "hessian takes either grad_states or argnums, not both; all selected arguments must share one gradient type"
+)]
 pub trait Selection<A: Args, K> {
     /// The gradient part (`G`, `V`, or `(V, G)`).
     type Grads;
@@ -496,7 +500,8 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
     }
 
     /// Differentiate w.r.t. these states too (a state, a `Vec`, a path-keyed map, …).
-    /// An empty container is the same as none (no state gradients, argument 0 by default).
+    /// The result type follows the container, so an empty container gives an empty `V` (and, with
+    /// `argnums` unset, no argument gradients) rather than switching to the no-states row.
     pub fn grad_states<T: StateTree>(
         self,
         states: T,
