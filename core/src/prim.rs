@@ -509,7 +509,10 @@ impl Primitive for BroadcastTo {
         if x.numel() == 1 {
             // A scalar broadcast is a fill, not a strided gather.
             let n = shape.iter().product();
-            return Ok(Tensor::from_buffer(Buffer::filled(x.dtype(), n, x.buf().get_f64(0)), &shape));
+            return Ok(Tensor::from_buffer(
+                Buffer::filled(x.dtype(), n, x.buf().get_f64(0)),
+                &shape,
+            ));
         }
         let st = broadcast_strides(x.shape(), &shape);
         Ok(gather(x, &st, 0, &shape))
