@@ -481,3 +481,42 @@ fn debug_nan_names_the_primitive() {
         "{err:?}"
     );
 }
+
+#[test]
+fn debug_nan_names_the_backward_primitive_and_the_state_path() {
+    // sqrt(0) is finite forward, but its derivative 1/(2 sqrt 0) is not.
+    let w = ParamState::new(Tensor::new([0.0f32, 4.0]));
+    let b = ParamState::new(Tensor::new([1.0f32]));
+    let params: StateMap = [(path!("bias"), b.clone()), (path!("weight"), w.clone())]
+        .into_iter()
+        .collect();
+    let f = |x: Tensor| (w.value().sqrt() * &x).sum() + b.value().sum();
+    let ok = grad(f)
+        .grad_states(params.clone())
+        .call(Tensor::new([1.0f32, 1.0]));
+    assert!(ok.unwrap()[&path!("weight")].to_vec::<f32>()[0].is_infinite());
+    let err = grad(f)
+        .grad_states(params)
+        .debug_nan(true)
+        .call(Tensor::new([1.0f32, 1.0]))
+        .unwrap_err();
+    match &err {
+        Error::NonFinite {
+            primitive,
+            location,
+        } => {
+            assert!(primitive.contains("sqrt"), "{err}");
+            let loc = location.as_deref().unwrap_or_default();
+            assert!(
+                loc.contains("('weight',)") && !loc.contains("bias"),
+                "{err}"
+            );
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+    assert_eq!(
+        w.value().to_vec::<f32>(),
+        vec![0.0, 4.0],
+        "states untouched"
+    );
+}

@@ -398,6 +398,12 @@ pub(crate) struct BackwardOpts {
     pub(crate) debug_nan: bool,
 }
 
+/// The first primitive whose cotangent went non-finite in a `debug_nan` backward pass.
+#[derive(Default)]
+pub(crate) struct NanReport {
+    pub(crate) first: Option<String>,
+}
+
 /// Reverse-mode sweep over a closed tape: the cotangent `cot` of node `out`, pulled back to the
 /// nodes in `wanted`. Cotangents are computed with tensor operations, so an enclosing open frame
 /// records them (higher-order derivatives). `None` means a symbolic zero.
@@ -407,6 +413,19 @@ pub(crate) fn backward(
     cot: Tensor,
     wanted: &[u32],
     opts: BackwardOpts,
+) -> Result<Vec<Option<Tensor>>> {
+    backward_reporting(tape, out, cot, wanted, opts, &mut NanReport::default())
+}
+
+/// [`backward`], recording in `report` the first primitive whose cotangent is not finite (with
+/// `debug_nan`); the sweep goes on so the caller can say which inputs were reached.
+pub(crate) fn backward_reporting(
+    tape: &Tape,
+    out: u32,
+    cot: Tensor,
+    wanted: &[u32],
+    opts: BackwardOpts,
+    report: &mut NanReport,
 ) -> Result<Vec<Option<Tensor>>> {
     let mut cots: Vec<Option<Tensor>> = vec![None; out as usize + 1];
     cots[out as usize] = Some(cot);
@@ -434,11 +453,11 @@ pub(crate) fn backward(
                             input.shape_display()
                         )));
                     }
-                    if opts.debug_nan && grad.f64_data().iter().any(|v| !v.is_finite()) {
-                        return Err(Error::NonFinite {
-                            primitive: format!("{} (backward)", op.prim.name()),
-                            location: None,
-                        });
+                    if opts.debug_nan
+                        && report.first.is_none()
+                        && grad.f64_data().iter().any(|v| !v.is_finite())
+                    {
+                        report.first = Some(format!("{} (backward)", op.prim.name()));
                     }
                     let slot = &mut cots[*p as usize];
                     *slot = Some(match slot.take() {

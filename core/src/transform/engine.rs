@@ -20,6 +20,23 @@ pub struct PureFn<'a> {
     /// The input range of each selected argument, in `argnums` order (shifted past the states).
     pub arg_ranges: Vec<Range<usize>>,
     pub(crate) debug_nan: bool,
+    /// A label per input for messages: the state's path or name, or `arg i`.
+    pub labels: Vec<String>,
+}
+
+/// Default labels: `state i` for the states, `arg k` (or `arg k[j]`) for argument tensors.
+pub(crate) fn default_labels(n_states: usize, arg_ranges: &[Range<usize>]) -> Vec<String> {
+    let mut out: Vec<String> = (0..n_states).map(|i| format!("state {i}")).collect();
+    for (k, r) in arg_ranges.iter().enumerate() {
+        for j in 0..r.len() {
+            out.push(if r.len() == 1 {
+                format!("arg {k}")
+            } else {
+                format!("arg {k}[{j}]")
+            });
+        }
+    }
+    out
 }
 
 impl PureFn<'_> {
@@ -48,6 +65,7 @@ pub struct Pullback {
     out_shape: Vec<usize>,
     out_dtype: DType,
     debug_nan: bool,
+    labels: Vec<String>,
 }
 
 impl Pullback {
@@ -76,7 +94,8 @@ impl Pullback {
             return Ok(vec![None; self.inputs.len()]);
         };
         let cot = cot.cast(self.out_dtype);
-        let res = trace::backward(
+        let mut report = trace::NanReport::default();
+        let res = trace::backward_reporting(
             &self.tape,
             out,
             cot,
@@ -84,7 +103,27 @@ impl Pullback {
             BackwardOpts {
                 debug_nan: self.debug_nan,
             },
+            &mut report,
         )?;
+        if let Some(primitive) = report.first {
+            let bad: Vec<&str> = res
+                .iter()
+                .zip(&self.labels)
+                .filter(|(g, _)| {
+                    g.as_ref()
+                        .is_some_and(|g| g.f64_data().iter().any(|v| !v.is_finite()))
+                })
+                .map(|(_, l)| l.as_str())
+                .collect();
+            return Err(Error::NonFinite {
+                primitive,
+                location: Some(if bad.is_empty() {
+                    "an intermediate cotangent".to_string()
+                } else {
+                    format!("gradient of {}", bad.join(", "))
+                }),
+            });
+        }
         Ok(res
             .into_iter()
             .zip(&self.inputs)
@@ -147,6 +186,7 @@ pub fn vjp_pure(f: &PureFn<'_>, inputs: &[Tensor]) -> Result<(Tensor, Pullback)>
             out_shape: value.shape().to_vec(),
             out_dtype: value.dtype(),
             debug_nan: f.debug_nan,
+            labels: f.labels.clone(),
         },
     ))
 }
@@ -225,11 +265,13 @@ impl<'a> PureFn<'a> {
         n_states: usize,
         arg_ranges: Vec<Range<usize>>,
     ) -> Self {
+        let labels = default_labels(n_states, &arg_ranges);
         PureFn {
             f,
             n_states,
             arg_ranges,
             debug_nan: false,
+            labels,
         }
     }
 }

@@ -660,11 +660,25 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
                     *aux_cell.borrow_mut() = Some(aux);
                     Ok(value)
                 };
+                let mut labels = engine::default_labels(n_unique, &ranges);
+                for (l, (label, s)) in labels.iter_mut().zip(&unique) {
+                    *l = match (label.is_empty(), s.name()) {
+                        (false, _) => label.clone(),
+                        (true, Some(n)) => format!("`{n}`"),
+                        (true, None) => s.label(),
+                    };
+                }
+                for (k, &i) in argnums.iter().enumerate() {
+                    for l in labels[ranges[k].clone()].iter_mut() {
+                        *l = l.replacen(&format!("arg {k}"), &format!("argument {i}"), 1);
+                    }
+                }
                 let pure_fn = PureFn {
                     f: &pure,
                     n_states: n_unique,
                     arg_ranges: ranges,
                     debug_nan: self.debug_nan,
+                    labels,
                 };
                 let out = self.plugin.transform(&pure_fn, &inputs, &self.params)?;
                 let aux = aux_cell

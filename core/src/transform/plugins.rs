@@ -437,6 +437,7 @@ impl TransformPlugin for HessianPlugin {
             n_states: f.n_states,
             arg_ranges: f.arg_ranges.clone(),
             debug_nan: f.debug_nan,
+            labels: f.labels.clone(),
         };
         let (flat, pb) = vjp_pure(&pg, inputs)?;
         let outer = jacobian_rows(&pb, &flat, params)?; // per input j: (total, in_j...)
