@@ -37,7 +37,7 @@ pub mod tree;
 pub use engine::{jvp_pure, vjp_pure, Pullback, PureFn};
 pub use plugins::{
     grad_pure, jacobian_rows, GradPlugin, HessianPlugin, JacFwdPlugin, JacRevPlugin, Order,
-    ParamValue, Params, TransformOutput, TransformPlugin, VectorGradPlugin,
+    ParamValue, Params, TransformOutput, TransformPlugin, VectorGradPlugin, VjpPlugin,
 };
 pub use tree::{Arg, Args, StateTree, Static, Tree};
 
@@ -788,6 +788,28 @@ pub fn grad<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
 /// vector-valued functions. Not the Jacobian diagonal.
 pub fn vector_grad<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(VectorGradPlugin), Params::new())
+}
+
+/// `vjp`: the vector-Jacobian product with a given output cotangent, w.r.t. arguments and/or
+/// `grad_states`, with the same return table as [`grad`] (`.return_value()` gives the primal
+/// output). The cotangent must have the output's shape.
+///
+/// ```
+/// use stategrad_core::{transform::vjp, State, Tensor};
+/// let s = State::new(Tensor::new([1.0f32, 2.0]));
+/// let f = |x: Tensor| &x * &s.value();
+/// let ((gs, gx), y) = vjp(f, Tensor::new([1.0f32, 10.0]))
+///     .grad_states(s.clone())
+///     .argnums(0)
+///     .return_value()
+///     .call(Tensor::new([3.0f32, 4.0]))
+///     .unwrap();
+/// assert_eq!(gs.to_string(), "[ 3. 40.]");
+/// assert_eq!(gx.to_string(), "[ 1. 20.]");
+/// assert_eq!(y.to_string(), "[3. 8.]");
+/// ```
+pub fn vjp<F: Fn(A) -> O, A, O>(f: F, cotangent: Tensor) -> GradientTransform<F, A, O> {
+    GradientTransform::new(f, Arc::new(VjpPlugin { cotangent }), Params::new())
 }
 
 /// `jacrev`: the Jacobian by reverse mode, output dims first then each input's dims.

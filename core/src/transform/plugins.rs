@@ -467,3 +467,22 @@ impl TransformPlugin for HessianPlugin {
         Ok(TransformOutput { grads, value })
     }
 }
+
+/// `vjp` with a given output cotangent: the pullback of `cotangent` to every input (states and
+/// arguments), with the function's value. `grad` is this plugin with a cotangent of 1.
+#[derive(Clone, Debug)]
+pub struct VjpPlugin {
+    /// The output cotangent (the output's shape).
+    pub cotangent: Tensor,
+}
+
+impl TransformPlugin for VjpPlugin {
+    fn name(&self) -> &str {
+        "vjp"
+    }
+    fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
+        let (value, pb) = vjp_pure(f, inputs)?;
+        let grads = pb.call(&self.cotangent)?;
+        Ok(TransformOutput { grads, value })
+    }
+}
