@@ -4,9 +4,9 @@
 //! linear transposition (see [`crate::transform::jvp`]); batched Jacobians replay them per chunk.
 
 use crate::error::{Error, Result};
-use crate::tensor::{with_slice, Buffer, DType, Shape, Tensor};
+use crate::tensor::{Buffer, DType, Float, Shape, Tensor};
 use crate::trace;
-use stategrad_simd::{self as simd, BinaryOp, Element, Par, ReduceOp, UnaryOp};
+use stategrad_simd::{self as simd, BinaryOp, Par, ReduceOp, UnaryOp};
 use std::fmt;
 use std::sync::Arc;
 
@@ -103,6 +103,20 @@ fn new_buffer(dtype: DType, n: usize) -> Buffer {
     Buffer::filled(dtype, n, 0.0)
 }
 
+/// A fresh buffer of `x`'s dtype with `n` elements, written by `$body` with `$a` bound to `x`'s
+/// data and `$o` to the output, both of the same element type (one body for f32 and f64).
+macro_rules! fill_like {
+    ($x:expr, $n:expr, |$a:ident, $o:ident| $body:expr) => {{
+        let mut out = new_buffer($x.dtype(), $n);
+        match ($x.buf(), &mut out) {
+            (Buffer::F32($a), Buffer::F32($o)) => $body,
+            (Buffer::F64($a), Buffer::F64($o)) => $body,
+            _ => unreachable!("output buffer made with the input dtype"),
+        }
+        out
+    }};
+}
+
 // ------------------------------------------------------------------ elementwise
 
 /// Elementwise unary operation.
@@ -130,12 +144,7 @@ impl Primitive for Unary {
 
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
-        let mut out = new_buffer(x.dtype(), x.numel());
-        match (x.buf(), &mut out) {
-            (Buffer::F32(a), Buffer::F32(o)) => simd::unary(self.0, a, o, par()),
-            (Buffer::F64(a), Buffer::F64(o)) => simd::unary(self.0, a, o, par()),
-            _ => unreachable!("output buffer made with the input dtype"),
-        }
+        let out = fill_like!(x, x.numel(), |a, o| simd::unary(self.0, a, o, par()));
         Ok(Tensor::from_buffer(out, x.shape()))
     }
 
@@ -438,24 +447,12 @@ impl Primitive for Reduce {
             });
         }
         let n: usize = shape.iter().product();
-        let mut out = new_buffer(x.dtype(), n);
-        match (x.buf(), &mut out) {
-            (Buffer::F32(a), Buffer::F32(o)) => {
-                if self.axes.len() == x.ndim() {
-                    o[0] = simd::reduce_all(self.op, a)
-                } else {
-                    simd::reduce_axes(self.op, a, x.shape(), &self.axes, o)
-                }
-            }
-            (Buffer::F64(a), Buffer::F64(o)) => {
-                if self.axes.len() == x.ndim() {
-                    o[0] = simd::reduce_all(self.op, a)
-                } else {
-                    simd::reduce_axes(self.op, a, x.shape(), &self.axes, o)
-                }
-            }
-            _ => unreachable!("output buffer made with the input dtype"),
-        }
+        let all = self.axes.len() == x.ndim();
+        let out = fill_like!(x, n, |a, o| if all {
+            o[0] = simd::reduce_all(self.op, a)
+        } else {
+            simd::reduce_axes(self.op, a, x.shape(), &self.axes, o)
+        });
         Ok(Tensor::from_buffer(out, &shape))
     }
 
@@ -530,12 +527,9 @@ impl Primitive for BroadcastTo {
 
 pub(crate) fn gather(x: &Tensor, strides: &[usize], offset: usize, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut out = new_buffer(x.dtype(), n);
-    match (x.buf(), &mut out) {
-        (Buffer::F32(a), Buffer::F32(o)) => simd::gather_strided(a, strides, offset, shape, o),
-        (Buffer::F64(a), Buffer::F64(o)) => simd::gather_strided(a, strides, offset, shape, o),
-        _ => unreachable!("output buffer made with the input dtype"),
-    }
+    let out = fill_like!(x, n, |a, o| simd::gather_strided(
+        a, strides, offset, shape, o
+    ));
     Tensor::from_buffer(out, shape)
 }
 
@@ -638,6 +632,31 @@ impl Primitive for Slice {
     }
 }
 
+/// `out[offset + Σ idx·strides] = src[idx]` for every index of a contiguous `src` of `shape`.
+fn scatter_strided<T: Copy>(
+    src: &[T],
+    strides: &[usize],
+    offset: usize,
+    shape: &[usize],
+    out: &mut [T],
+) {
+    let nd = shape.len();
+    let mut idx = vec![0usize; nd];
+    let mut pos = offset;
+    for &v in src {
+        out[pos] = v;
+        for d in (0..nd).rev() {
+            idx[d] += 1;
+            pos += strides[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            pos -= strides[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
 /// Scatter into zeros of `shape` at `start + i*step`: the transpose of [`Slice`].
 #[derive(Debug)]
 pub(crate) struct Pad {
@@ -654,26 +673,16 @@ impl Primitive for Pad {
         let g = inputs[0];
         let n: usize = self.shape.iter().product();
         let cs = contiguous_strides(&self.shape);
-        let mut out = new_buffer(g.dtype(), n);
-        let gs = g.shape().to_vec();
-        let nd = gs.len();
-        with_slice!(g.buf(), src => {
-            let mut idx = vec![0usize; nd];
-            for &v in src.iter() {
-                let pos: usize = (0..nd).map(|d| (self.starts[d] + idx[d] * self.steps[d]) * cs[d]).sum();
-                match &mut out {
-                    Buffer::F32(o) => o[pos] = v.to_f64() as f32,
-                    Buffer::F64(o) => o[pos] = v.to_f64(),
-                }
-                for d in (0..nd).rev() {
-                    idx[d] += 1;
-                    if idx[d] < gs[d] {
-                        break;
-                    }
-                    idx[d] = 0;
-                }
-            }
-        });
+        // Each source element lands at `start + i*step` per axis: element strides of the output.
+        let offset: usize = (0..g.ndim()).map(|d| self.starts[d] * cs[d]).sum();
+        let strides: Vec<usize> = (0..g.ndim()).map(|d| self.steps[d] * cs[d]).collect();
+        let out = fill_like!(g, n, |src, o| scatter_strided(
+            src,
+            &strides,
+            offset,
+            g.shape(),
+            o
+        ));
         Ok(Tensor::from_buffer(out, &self.shape))
     }
     fn vjp(
@@ -693,6 +702,25 @@ impl Primitive for Pad {
             steps: self.steps.clone(),
         });
         Ok(vec![Some(apply(sl, &[g])?)])
+    }
+}
+
+/// Copy the blocks of `inputs` (all of `T`'s dtype) into `out`, interleaved along `axis`.
+fn concat_into<T: Float>(
+    inputs: &[&Tensor],
+    axis: usize,
+    outer: usize,
+    inner: usize,
+    out: &mut [T],
+) {
+    let mut pos = 0;
+    for o in 0..outer {
+        for t in inputs {
+            let w = t.shape()[axis] * inner;
+            let src = T::slice(t.buf()).expect("internal error: concat operands share a dtype");
+            out[pos..pos + w].copy_from_slice(&src[o * w..(o + 1) * w]);
+            pos += w;
+        }
     }
 }
 
@@ -723,20 +751,10 @@ impl Primitive for Concat {
         let outer: usize = first.shape()[..axis].iter().product();
         let inner: usize = first.shape()[axis + 1..].iter().product();
         let total: usize = shape.iter().product();
-        let mut out: Vec<f64> = Vec::with_capacity(total);
-        for o in 0..outer {
-            for t in inputs {
-                let w = t.shape()[axis] * inner;
-                let v = t.buf();
-                for i in 0..w {
-                    out.push(v.get_f64(o * w + i));
-                }
-            }
-        }
-        Ok(Tensor::from_buffer(
-            Buffer::F64(out).cast(first.dtype()),
-            &shape,
-        ))
+        let out = fill_like!(first, total, |_x, o| concat_into(
+            inputs, axis, outer, inner, o
+        ));
+        Ok(Tensor::from_buffer(out, &shape))
     }
     fn vjp(
         &self,

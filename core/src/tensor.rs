@@ -127,7 +127,6 @@ macro_rules! with_slice {
         }
     };
 }
-pub(crate) use with_slice;
 
 /// The shape of a tensor (dimensions, row-major).
 pub type Shape = SmallVec<[usize; 4]>;
