@@ -16,15 +16,39 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     /// Shape rule and kernel: compute the output from the inputs' data (their tags are ignored).
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor>;
-    /// Transpose rule: cotangents of the inputs given the output cotangent `g`, each with the
-    /// shape of its input, for the inputs where `needs[i]` (`None` is a symbolic zero).
+    /// Transpose rule: cotangents of the inputs given the output cotangent `g`, for the inputs
+    /// where `needs[i]` (`None` is a symbolic zero). `g` may carry `nb` leading batch dimensions
+    /// (a chunk of Jacobian rows in one pass); each result then has those batch dimensions
+    /// followed by its input's shape. Rules written with broadcasting ops batch for free; rules
+    /// that name shapes or axes use [`batched`] and shift axes by `nb`.
     fn vjp(
         &self,
         inputs: &[&Tensor],
         output: &Tensor,
         g: &Tensor,
         needs: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// The shape `g`'s `nb` batch dimensions followed by `shape`.
+pub(crate) fn batched(g: &Tensor, nb: usize, shape: &[usize]) -> Vec<usize> {
+    g.shape()[..nb].iter().chain(shape).copied().collect()
+}
+
+/// Sum `t` (`nb` batch dims, then an output shape) down to the batch dims followed by `shape`:
+/// the transpose of broadcasting `shape` to the output, keeping the batch dims apart from the
+/// dims broadcasting added on the left.
+pub(crate) fn sum_to_batched(t: &Tensor, nb: usize, shape: &[usize]) -> Result<Tensor> {
+    if nb == 0 {
+        return t.try_sum_to(shape);
+    }
+    let rank = t.ndim().saturating_sub(nb);
+    let mut padded: Vec<usize> = t.shape()[..nb].to_vec();
+    padded.extend(std::iter::repeat_n(1, rank.saturating_sub(shape.len())));
+    padded.extend_from_slice(shape);
+    t.try_sum_to(&padded)?
+        .try_reshape_to(&batched(t, nb, shape))
 }
 
 /// Apply a primitive: run its kernel and record it on every open tape that sees its inputs.
@@ -154,6 +178,7 @@ impl Primitive for Unary {
         y: &Tensor,
         g: &Tensor,
         _: &[bool],
+        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let d = match self.0 {
@@ -263,6 +288,7 @@ impl Primitive for Binary {
         y: &Tensor,
         g: &Tensor,
         needs: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (inputs[0], inputs[1]);
         if is_comparison(self.0) {
@@ -313,8 +339,8 @@ impl Primitive for Binary {
             _ => unreachable!("comparisons handled above"),
         };
         Ok(vec![
-            ga.map(|t| t.try_sum_to(a.shape())).transpose()?,
-            gb.map(|t| t.try_sum_to(b.shape())).transpose()?,
+            ga.map(|t| sum_to_batched(&t, nb, a.shape())).transpose()?,
+            gb.map(|t| sum_to_batched(&t, nb, b.shape())).transpose()?,
         ])
     }
 }
@@ -364,16 +390,17 @@ impl Primitive for Select {
         _: &Tensor,
         g: &Tensor,
         needs: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
         let zero = g.zeros_like_scalar();
         Ok(vec![
             None,
             needs[1]
-                .then(|| Tensor::try_select(c, g, &zero)?.try_sum_to(a.shape()))
+                .then(|| sum_to_batched(&Tensor::try_select(c, g, &zero)?, nb, a.shape()))
                 .transpose()?,
             needs[2]
-                .then(|| Tensor::try_select(c, &zero, g)?.try_sum_to(b.shape()))
+                .then(|| sum_to_batched(&Tensor::try_select(c, &zero, g)?, nb, b.shape()))
                 .transpose()?,
         ])
     }
@@ -399,6 +426,7 @@ impl Primitive for Cast {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
+        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(g.cast(inputs[0].dtype()))])
     }
@@ -462,12 +490,13 @@ impl Primitive for Reduce {
         y: &Tensor,
         g: &Tensor,
         _: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let keep = reduced_shape(x.shape(), &self.axes, true);
-        let gk = g.try_reshape_to(&keep)?;
+        let gk = g.try_reshape_to(&batched(g, nb, &keep))?;
         let d = match self.op {
-            ReduceOp::Sum => gk.try_broadcast_to(x.shape())?,
+            ReduceOp::Sum => gk.try_broadcast_to(&batched(g, nb, x.shape()))?,
             ReduceOp::Max | ReduceOp::Min => {
                 // The cotangent is shared evenly among the positions that attain the extreme.
                 let yk = y.try_reshape_to(&keep)?;
@@ -520,8 +549,9 @@ impl Primitive for BroadcastTo {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.try_sum_to(inputs[0].shape())?)])
+        Ok(vec![Some(sum_to_batched(&g, nb, inputs[0].shape())?)])
     }
 }
 
@@ -555,8 +585,13 @@ impl Primitive for Reshape {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.try_reshape_to(inputs[0].shape())?)])
+        Ok(vec![Some(g.try_reshape_to(&batched(
+            g,
+            nb,
+            inputs[0].shape(),
+        ))?)])
     }
 }
 
@@ -581,12 +616,14 @@ impl Primitive for Permute {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let mut inv = vec![0; self.0.len()];
         for (i, &p) in self.0.iter().enumerate() {
             inv[p] = i;
         }
-        Ok(vec![Some(g.try_permute(&inv)?)])
+        let perm: Vec<usize> = (0..nb).chain(inv.iter().map(|&p| p + nb)).collect();
+        Ok(vec![Some(g.try_permute(&perm)?)])
     }
 }
 
@@ -621,12 +658,17 @@ impl Primitive for Slice {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let pad = Arc::new(Pad {
-            starts: self.starts.clone(),
-            steps: self.steps.clone(),
-            shape: x.shape().into(),
+            starts: std::iter::repeat_n(0, nb)
+                .chain(self.starts.iter().copied())
+                .collect(),
+            steps: std::iter::repeat_n(1, nb)
+                .chain(self.steps.iter().copied())
+                .collect(),
+            shape: batched(g, nb, x.shape()).into(),
         });
         Ok(vec![Some(apply(pad, &[g])?)])
     }
@@ -691,15 +733,20 @@ impl Primitive for Pad {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let ends: Vec<usize> = (0..x.ndim())
             .map(|d| self.starts[d] + (x.shape()[d].saturating_sub(1)) * self.steps[d] + 1)
             .collect();
         let sl = Arc::new(Slice {
-            starts: self.starts.clone(),
-            ends,
-            steps: self.steps.clone(),
+            starts: std::iter::repeat_n(0, nb)
+                .chain(self.starts.iter().copied())
+                .collect(),
+            ends: g.shape()[..nb].iter().copied().chain(ends).collect(),
+            steps: std::iter::repeat_n(1, nb)
+                .chain(self.steps.iter().copied())
+                .collect(),
         });
         Ok(vec![Some(apply(sl, &[g])?)])
     }
@@ -762,13 +809,14 @@ impl Primitive for Concat {
         _: &Tensor,
         g: &Tensor,
         needs: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let mut start = 0;
         let mut res = Vec::with_capacity(inputs.len());
         for (t, &need) in inputs.iter().zip(needs) {
             let len = t.shape()[self.0];
             res.push(
-                need.then(|| g.try_slice_axis(self.0, start, start + len))
+                need.then(|| g.try_slice_axis(self.0 + nb, start, start + len))
                     .transpose()?,
             );
             start += len;
@@ -891,6 +939,7 @@ impl Primitive for MatMul {
         _: &Tensor,
         g: &Tensor,
         needs: &[bool],
+        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (inputs[0], inputs[1]);
         let ga = needs[0]
@@ -900,7 +949,7 @@ impl Primitive for MatMul {
                 } else {
                     g.try_matmul_t(b, false, !self.tb)?
                 };
-                d.try_sum_to(a.shape())
+                sum_to_batched(&d, nb, a.shape())
             })
             .transpose()?;
         let gb = needs[1]
@@ -910,7 +959,7 @@ impl Primitive for MatMul {
                 } else {
                     a.try_matmul_t(g, !self.ta, false)?
                 };
-                d.try_sum_to(b.shape())
+                sum_to_batched(&d, nb, b.shape())
             })
             .transpose()?;
         Ok(vec![ga, gb])

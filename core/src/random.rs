@@ -94,6 +94,7 @@ impl Primitive for FoldIn {
         _: &Tensor,
         _: &Tensor,
         _: &[bool],
+        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None])
     }
@@ -159,6 +160,7 @@ impl Primitive for Sample {
         _: &Tensor,
         _: &Tensor,
         _: &[bool],
+        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None])
     }

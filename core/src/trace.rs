@@ -396,6 +396,8 @@ pub(crate) fn node_of(t: &Tensor, level: u64) -> Option<u32> {
 pub(crate) struct BackwardOpts {
     /// Check every cotangent for NaN/Inf and name the primitive that produced it.
     pub(crate) debug_nan: bool,
+    /// Leading batch dimensions of the cotangent (a chunk of rows pulled back in one pass).
+    pub(crate) nb: usize,
 }
 
 /// The first primitive whose cotangent went non-finite in a `debug_nan` backward pass.
@@ -440,12 +442,13 @@ pub(crate) fn backward_reporting(
                 }
                 let needs: Vec<bool> = op.parents.iter().map(Option::is_some).collect();
                 let input_refs: Vec<&Tensor> = op.inputs.iter().collect();
-                let grads = op.prim.vjp(&input_refs, &op.output, &g, &needs)?;
+                let grads = op.prim.vjp(&input_refs, &op.output, &g, &needs, opts.nb)?;
+                let batch_shape = |x: &Tensor| crate::prim::batched(&g, opts.nb, x.shape());
                 for ((parent, grad), input) in op.parents.iter().zip(grads).zip(&op.inputs) {
                     let (Some(p), Some(grad)) = (parent, grad) else {
                         continue;
                     };
-                    if grad.shape() != input.shape() {
+                    if grad.shape() != batch_shape(input).as_slice() {
                         return Err(Error::Unsupported(format!(
                             "internal error: vjp of `{}` gave shape {} for an input of shape {}",
                             op.prim.name(),

@@ -90,6 +90,35 @@ impl Pullback {
 
     /// Like [`Pullback::call`], but `None` for inputs that receive no cotangent (symbolic zeros).
     pub fn call_sparse(&self, cot: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        self.pull(cot, 0)
+    }
+
+    /// A chunk of cotangents in one backward pass: `cots` has shape `(C,) + out_shape`; each
+    /// result has shape `(C,) + input.shape` (row `c` is the pullback of `cots[c]`).
+    pub fn call_batch(&self, cots: &Tensor) -> Result<Vec<Tensor>> {
+        if cots.ndim() != self.out_shape.len() + 1 || cots.shape()[1..] != self.out_shape[..] {
+            return Err(Error::ShapeMismatch {
+                op: "batched vjp cotangents",
+                lhs: self.out_shape.as_slice().into(),
+                rhs: cots.shape().into(),
+            });
+        }
+        let c = cots.shape()[0];
+        Ok(self
+            .pull(cots, 1)?
+            .into_iter()
+            .zip(&self.inputs)
+            .map(|(g, x)| {
+                g.unwrap_or_else(|| {
+                    let mut shape = vec![c];
+                    shape.extend_from_slice(x.shape());
+                    Tensor::full_dtype(&shape, 0.0, x.dtype())
+                })
+            })
+            .collect())
+    }
+
+    fn pull(&self, cot: &Tensor, nb: usize) -> Result<Vec<Option<Tensor>>> {
         let Some(out) = self.out_node else {
             return Ok(vec![None; self.inputs.len()]);
         };
@@ -102,6 +131,7 @@ impl Pullback {
             &self.input_nodes,
             BackwardOpts {
                 debug_nan: self.debug_nan,
+                nb,
             },
             &mut report,
         )?;
@@ -228,13 +258,46 @@ impl Pullback {
 
     /// `J · tangents` where `None` is a zero tangent (its input costs nothing).
     pub fn jvp_sparse(&self, tangents: &[Option<Tensor>]) -> Result<Tensor> {
+        self.push_forward(tangents, 0)
+    }
+
+    /// A chunk of tangents in one pass: every `Some` tangent has shape `(C,) + input.shape`;
+    /// the result has shape `(C,) + out_shape` (row `c` is `J · tangents[c]`).
+    pub fn jvp_batch(&self, tangents: &[Option<Tensor>]) -> Result<Tensor> {
+        for (t, x) in tangents.iter().zip(&self.inputs) {
+            if let Some(t) = t {
+                if t.ndim() != x.ndim() + 1 || t.shape()[1..] != *x.shape() {
+                    return Err(Error::ShapeMismatch {
+                        op: "batched jvp tangent",
+                        lhs: x.shape().into(),
+                        rhs: t.shape().into(),
+                    });
+                }
+            }
+        }
+        self.push_forward(tangents, 1)
+    }
+
+    /// `J · t` by transposing the (linear, recorded) pullback: pull back a traced zero cotangent
+    /// `u`, contract with the tangents, and differentiate w.r.t. `u`.
+    fn push_forward(&self, tangents: &[Option<Tensor>], nb: usize) -> Result<Tensor> {
+        let batch: Vec<usize> = tangents
+            .iter()
+            .flatten()
+            .next()
+            .map_or_else(Vec::new, |t| t.shape()[..nb].to_vec());
+        let mut u_shape = batch.clone();
+        u_shape.extend_from_slice(&self.out_shape);
+        // The tangent of the output has the output's dtype (an f32 -> f64 function has f64 tangents).
+        let u0 = Tensor::full_dtype(&u_shape, 0.0, self.out_dtype);
+        if tangents.iter().all(Option::is_none) {
+            return Ok(u0);
+        }
         let guard = trace::push_frame(true, ExitPolicy::KeepWrites, HashMap::new());
         let level = guard.level();
-        // The tangent of the output has the output's dtype (an f32 -> f64 function has f64 tangents).
-        let u0 = Tensor::full_dtype(&self.out_shape, 0.0, self.out_dtype);
         let (u, u_node) = guard.input(&u0);
         let res = (|| -> Result<Tensor> {
-            let grads = self.call_sparse(&u)?;
+            let grads = self.pull(&u, nb)?;
             let mut acc: Option<Tensor> = None;
             for (g, t) in grads.iter().zip(tangents) {
                 let (Some(g), Some(t)) = (g, t) else { continue };

@@ -278,49 +278,61 @@ impl TransformPlugin for VectorGradPlugin {
     }
 }
 
-fn one_hot(shape: &[usize], i: usize, like: &Tensor) -> Tensor {
+/// Rows `start..start + count` of the identity of size `n`, shaped `(count,) + shape`.
+fn basis_chunk(shape: &[usize], start: usize, count: usize, like: &Tensor) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut v = vec![0.0f64; n];
-    v[i] = 1.0;
-    Tensor::from_vec(v, shape)
-        .expect("internal error: one-hot length")
+    let mut v = vec![0.0f64; count * n];
+    for r in 0..count {
+        v[r * n + start + r] = 1.0;
+    }
+    let mut full = vec![count];
+    full.extend_from_slice(shape);
+    Tensor::from_vec(v, &full)
+        .expect("internal error: basis length")
         .cast(like.dtype())
 }
 
 /// Run `f(i)` for `i in 0..n`, in parallel over rayon when no transform is recording on this
-/// thread (an enclosing transform needs the work on its own thread, recorded). Columns only
-/// replay a closed tape, so this thread's state frames are not needed on the workers.
-fn map_columns<T: Send>(
-    n: usize,
-    chunk: usize,
-    f: impl Fn(usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
+/// thread (an enclosing transform needs the work on its own thread, recorded). Chunks only
+/// replay a closed tape, so this thread's state frames are not needed on the workers; kernels
+/// inside a chunk stay sequential (parallelism at one level).
+fn map_chunks<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
     if trace::recording() || n < 2 {
         (0..n).map(f).collect()
     } else {
         (0..n)
             .into_par_iter()
-            .with_min_len(chunk.max(1))
             .map(|i| trace::with_sequential(|| f(i)))
             .collect()
     }
 }
 
-fn default_chunk(n: usize, params: &Params) -> usize {
+/// Basis vectors per chunk: the `chunk_size` parameter (it bounds memory: a chunk's pass holds
+/// `chunk` copies of every intermediate), else an even split over the rayon threads.
+fn chunk_size(n: usize, params: &Params) -> usize {
     match params.get("chunk_size") {
-        Some(crate::transform::ParamValue::I64(c)) if *c > 0 => *c as usize,
+        Some(ParamValue::I64(c)) if *c > 0 => *c as usize,
         _ => n.div_ceil(rayon::current_num_threads().max(1)).max(1),
     }
 }
 
-/// Reverse-mode Jacobian rows from a pullback: one tensor per input of shape `out + input`.
+/// `(start, count)` of each chunk of `0..n`.
+fn chunks(n: usize, params: &Params) -> Vec<(usize, usize)> {
+    let c = chunk_size(n, params);
+    (0..n).step_by(c).map(|s| (s, c.min(n - s))).collect()
+}
+
+/// Reverse-mode Jacobian from a pullback: one tensor per input of shape `out + input`. Rows are
+/// pulled back a chunk at a time (one backward pass per chunk, the basis as a batch dimension),
+/// chunks spread over rayon.
 pub fn jacobian_rows(pb: &Pullback, value: &Tensor, params: &Params) -> Result<Vec<Tensor>> {
     let m = value.numel();
-    let n_in = pb.inputs().len();
-    let rows = map_columns(m, default_chunk(m, params), |i| {
-        pb.call(&one_hot(value.shape(), i, value))
+    let parts = chunks(m, params);
+    let rows = map_chunks(parts.len(), |ci| {
+        let (start, count) = parts[ci];
+        pb.call_batch(&basis_chunk(value.shape(), start, count, value))
     })?;
-    (0..n_in)
+    (0..pb.inputs().len())
         .map(|j| {
             let x = &pb.inputs()[j];
             let mut shape = value.shape().to_vec();
@@ -328,8 +340,8 @@ pub fn jacobian_rows(pb: &Pullback, value: &Tensor, params: &Params) -> Result<V
             if m == 0 {
                 return Ok(Tensor::full_dtype(&shape, 0.0, x.dtype()));
             }
-            let parts: Vec<&Tensor> = rows.iter().map(|r| &r[j]).collect();
-            Tensor::try_stack(&parts, 0)?.try_reshape_to(&shape)
+            let blocks: Vec<&Tensor> = rows.iter().map(|r| &r[j]).collect();
+            Tensor::try_concat(&blocks, 0)?.try_reshape_to(&shape)
         })
         .collect()
 }
@@ -374,19 +386,26 @@ impl TransformPlugin for JacFwdPlugin {
             .enumerate()
             .map(|(j, x)| {
                 let n = x.numel();
-                let cols = map_columns(n, default_chunk(n, params), |e| {
-                    let tangents: Vec<Option<Tensor>> = (0..inputs.len())
-                        .map(|k| (k == j).then(|| one_hot(x.shape(), e, x)))
-                        .collect();
-                    pb.jvp_sparse(&tangents)
-                })?;
                 let mut shape = value.shape().to_vec();
                 shape.extend_from_slice(x.shape());
                 if n == 0 {
                     return Ok(Tensor::full_dtype(&shape, 0.0, x.dtype()));
                 }
-                let parts: Vec<&Tensor> = cols.iter().collect();
-                Tensor::try_stack(&parts, value.ndim() as isize)?
+                // Columns a chunk at a time: the basis tangents of input j (zero for the
+                // others, which then cost nothing) as a batch dimension.
+                let parts = chunks(n, params);
+                let cols = map_chunks(parts.len(), |ci| {
+                    let (start, count) = parts[ci];
+                    let tangents: Vec<Option<Tensor>> = (0..inputs.len())
+                        .map(|k| (k == j).then(|| basis_chunk(x.shape(), start, count, x)))
+                        .collect();
+                    pb.jvp_batch(&tangents)
+                })?;
+                let blocks: Vec<&Tensor> = cols.iter().collect();
+                // (n, out...) -> (out..., n) -> out + input.
+                let cols = Tensor::try_concat(&blocks, 0)?;
+                let perm: Vec<usize> = (1..=value.ndim()).chain([0]).collect();
+                cols.try_permute(&perm)?
                     .cast(x.dtype())
                     .try_reshape_to(&shape)
             })
