@@ -551,7 +551,7 @@ impl Primitive for BroadcastTo {
         _: &[bool],
         nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(sum_to_batched(&g, nb, inputs[0].shape())?)])
+        Ok(vec![Some(sum_to_batched(g, nb, inputs[0].shape())?)])
     }
 }
 
@@ -827,6 +827,48 @@ impl Primitive for Concat {
 
 // ------------------------------------------------------------------ matmul
 
+fn rsb_of(tb: bool, bc: usize) -> usize {
+    if tb {
+        1
+    } else {
+        bc
+    }
+}
+
+fn csb_of(tb: bool, bc: usize) -> usize {
+    if tb {
+        bc
+    } else {
+        1
+    }
+}
+
+/// One `(m x k) @ (k x n)` product of two tensors' data read with the given strides.
+fn plain_gemm(
+    a: &Tensor,
+    rsa: usize,
+    csa: usize,
+    b: &Tensor,
+    rsb: usize,
+    csb: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Tensor {
+    let mut out = new_buffer(a.dtype(), m * n);
+    let p = par();
+    match (a.buf(), b.buf(), &mut out) {
+        (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
+            simd::gemm(m, k, n, 1.0, x, rsa, csa, y, rsb, csb, 0.0, o, n, 1, p)
+        }
+        (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
+            simd::gemm(m, k, n, 1.0, x, rsa, csa, y, rsb, csb, 0.0, o, n, 1, p)
+        }
+        _ => unreachable!("matmul operands share a dtype"),
+    }
+    Tensor::from_buffer(out, &[m, n])
+}
+
 /// `op(A) @ op(B)` over the last two dims, batch dims broadcast; `op` transposes when the flag
 /// is set (no copy: the kernel reads with swapped strides).
 #[derive(Debug)]
@@ -880,6 +922,29 @@ impl Primitive for MatMul {
         // Row/column strides of op(A) and op(B) inside one matrix.
         let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
         let (rsb, csb) = if self.tb { (1, bc) } else { (bc, 1) };
+        // A stack of products with one shared operand is one large GEMM (the common case of
+        // batched Jacobian chunks): fold the batch into the rows of A, or into the columns of B.
+        if nb > 1 && b.ndim() == 2 && !self.ta && a.shape()[..a.ndim() - 2] == batch[..] {
+            let c = plain_gemm(
+                a,
+                ac,
+                1,
+                b,
+                rsb_of(self.tb, bc),
+                csb_of(self.tb, bc),
+                nb * m,
+                k,
+                n,
+            );
+            return Ok(c.with_shape(shape));
+        }
+        if nb > 1 && a.ndim() == 2 && b.shape()[..b.ndim() - 2] == batch[..] {
+            let (rsb, csb) = (rsb_of(self.tb, bc), csb_of(self.tb, bc));
+            let bp = gather(b, &[rsb, br * bc, csb], 0, &[k, nb, n]);
+            let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
+            let cp = plain_gemm(a, rsa, csa, &bp, nb * n, 1, m, k, nb * n);
+            return Ok(gather(&cp, &[n, nb * n, 1], 0, &[nb, m, n]).with_shape(shape));
+        }
         let p = if nb > 1 { Par::Seq } else { par() };
         let offsets = |bi: usize, strides: &[usize], mat: usize| -> usize {
             let mut rem = bi;

@@ -404,6 +404,12 @@ impl Tensor {
         Tensor::from_parts(self.0.buf.clone(), self.0.shape.clone(), Tags::new())
     }
 
+    /// The same buffer under another shape of the same size, untagged (kernels only).
+    pub(crate) fn with_shape(&self, shape: Shape) -> Tensor {
+        debug_assert_eq!(shape.iter().product::<usize>(), self.numel());
+        Tensor::from_parts(self.0.buf.clone(), shape, Tags::new())
+    }
+
     pub(crate) fn with_tags(&self, tags: Tags) -> Tensor {
         Tensor::from_parts(self.0.buf.clone(), self.0.shape.clone(), tags)
     }
