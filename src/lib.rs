@@ -50,9 +50,9 @@ pub use stategrad_plugins as plugins;
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{
-        grad, hessian, jacfwd, jacobian, jacrev, path, treefy_states, vector_grad, where_,
-        AnyState, BatchState, DType, DelayState, Error, Filter, GradientTransform, HiddenState,
-        LongTermState, Module, ParamState, Params, Path, PathKey, RandomState, Result,
+        grad, hessian, jacfwd, jacobian, jacrev, jvp, path, treefy_states, vector_grad, vjp,
+        where_, AnyState, BatchState, DType, DelayState, Error, Filter, GradientTransform,
+        HiddenState, LongTermState, Module, ParamState, Params, Path, PathKey, RandomState, Result,
         ShortTermState, State, StateFinder, StateKind, StateMap, Static, Tensor, TransformPlugin,
         Usage,
     };

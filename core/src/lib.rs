@@ -29,6 +29,6 @@ pub use state::{
 pub use tensor::{DType, Float, IntoTensor, Tensor};
 pub use trace::{Access, Tape};
 pub use transform::{
-    grad, hessian, jacfwd, jacobian, jacrev, vector_grad, GradientTransform, ParamValue, Params,
-    Static, TransformOutput, TransformPlugin,
+    grad, hessian, jacfwd, jacobian, jacrev, jvp, vector_grad, vjp, GradientTransform, ParamValue,
+    Params, Static, TransformOutput, TransformPlugin,
 };

@@ -565,21 +565,12 @@ impl OrderMarker for Second {
 }
 
 impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R, K> {
-    fn call_raw(&self, args: A) -> Result<(<(S, N) as Selection<A, K>>::Grads, Tensor, O::Aux)>
+    /// The selected argument indices and leaves, and the distinct grad states.
+    fn prepare(&self, args: &A) -> Result<Prepared>
     where
         A: Args,
-        F: Fn(A) -> O,
-        O: FnOutput<X>,
         (S, N): Selection<A, K>,
     {
-        if self.plugin.order() != K::ORDER {
-            return Err(Error::Unsupported(format!(
-                "plugin `{}` computes {:?}-order results but this transform expects {:?}-order",
-                self.plugin.name(),
-                self.plugin.order(),
-                K::ORDER
-            )));
-        }
         let listed = self.sel.state_list();
         let argnums = self.sel.argnums()?;
         // Leaves of the selected arguments (typed error for a non-differentiable one).
@@ -599,139 +590,232 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
                 })
             })
             .collect();
-        let n_unique = unique.len();
+        Ok(Prepared {
+            argnums,
+            leaves,
+            unique,
+            slots,
+        })
+    }
 
-        let ((out, aux, counts), _) = engine::with_states(
-            HashMap::new(),
-            ExitPolicy::KeepWrites,
-            || {
-                // Reading through `value()` lets enclosing transforms see these states.
-                let mut inputs: Vec<Tensor> = unique.iter().map(|(_, s)| s.value()).collect();
-                let counts: Vec<usize> = leaves.iter().map(Vec::len).collect();
-                let mut ranges = Vec::with_capacity(argnums.len());
-                for l in &leaves {
-                    let start = inputs.len();
-                    inputs.extend(l.iter().cloned());
-                    ranges.push(start..inputs.len());
-                }
-                let aux_cell: RefCell<Option<O::Aux>> = RefCell::new(None);
-                let pure = |inp: &[Tensor]| -> Result<Tensor> {
-                    if inp.len() != inputs.len() {
-                        return Err(Error::MalformedPluginResult {
-                            plugin: self.plugin.name().to_string(),
-                            msg: format!(
-                                "called the function with {} inputs, expected {}",
-                                inp.len(),
-                                inputs.len()
-                            ),
-                        });
-                    }
-                    let overrides: HashMap<StateId, Tensor> = unique
-                        .iter()
-                        .zip(inp)
-                        .map(|((_, s), t)| (s.id(), t.clone()))
-                        .collect();
-                    let mut a = args.clone();
-                    let mut off = n_unique;
-                    for (k, &i) in argnums.iter().enumerate() {
-                        let mut it = inp[off..off + counts[k]].iter().cloned();
-                        a.replace_arg(i, &mut it);
-                        off += counts[k];
-                    }
-                    let ((value, aux), touched) =
-                        engine::with_states(overrides, ExitPolicy::KeepWrites, || {
-                            (self.f)(a).split()
-                        })?;
-                    if self.check_states {
-                        for (label, s) in &unique {
-                            if !touched.iter().any(|(t, _)| t.same(s)) {
-                                let name = match s.name() {
-                                    Some(n) if !label.is_empty() => format!("`{n}` at {label}"),
-                                    Some(n) => format!("`{n}`"),
-                                    None if !label.is_empty() => {
-                                        format!("{} at {label}", s.kind().class_name())
-                                    }
-                                    None => s.label(),
-                                };
-                                return Err(Error::UnusedGradState { state: name });
-                            }
-                        }
-                    }
-                    *aux_cell.borrow_mut() = Some(aux);
-                    Ok(value)
-                };
-                let mut labels = engine::default_labels(n_unique, &ranges);
-                for (l, (label, s)) in labels.iter_mut().zip(&unique) {
-                    *l = match (label.is_empty(), s.name()) {
-                        (false, _) => label.clone(),
-                        (true, Some(n)) => format!("`{n}`"),
-                        (true, None) => s.label(),
-                    };
-                }
-                for (k, &i) in argnums.iter().enumerate() {
-                    for l in labels[ranges[k].clone()].iter_mut() {
-                        *l = l.replacen(&format!("arg {k}"), &format!("argument {i}"), 1);
-                    }
-                }
-                let pure_fn = PureFn {
-                    f: &pure,
-                    n_states: n_unique,
-                    arg_ranges: ranges,
-                    debug_nan: self.debug_nan,
-                    labels,
-                };
-                let out = self.plugin.transform(&pure_fn, &inputs, &self.params)?;
-                let aux = aux_cell
-                    .take()
-                    .ok_or_else(|| Error::MalformedPluginResult {
-                        plugin: self.plugin.name().to_string(),
-                        msg: "the plugin never evaluated the function".into(),
-                    })?;
-                let expected = match K::ORDER {
-                    Order::First => inputs.len(),
-                    Order::Second => inputs.len() * inputs.len(),
-                };
-                if out.grads.len() != expected {
+    /// Build the pure function of (grad-state values, selected argument tensors) and run `body`
+    /// on it and the current point, inside a frame that restores every state if anything fails.
+    /// Returns `body`'s result and the function's aux from its (last) evaluation.
+    fn run_pure<T>(
+        &self,
+        args: &A,
+        prep: &Prepared,
+        body: impl FnOnce(&PureFn<'_>, &[Tensor]) -> Result<T>,
+    ) -> Result<(T, O::Aux)>
+    where
+        A: Args,
+        F: Fn(A) -> O,
+        O: FnOutput<X>,
+    {
+        let Prepared {
+            argnums,
+            leaves,
+            unique,
+            ..
+        } = prep;
+        let n_unique = unique.len();
+        let (res, _) = engine::with_states(HashMap::new(), ExitPolicy::KeepWrites, || {
+            // Reading through `value()` lets enclosing transforms see these states.
+            let mut inputs: Vec<Tensor> = unique.iter().map(|(_, s)| s.value()).collect();
+            let counts: Vec<usize> = leaves.iter().map(Vec::len).collect();
+            let mut ranges = Vec::with_capacity(argnums.len());
+            for l in leaves {
+                let start = inputs.len();
+                inputs.extend(l.iter().cloned());
+                ranges.push(start..inputs.len());
+            }
+            let aux_cell: RefCell<Option<O::Aux>> = RefCell::new(None);
+            let pure = |inp: &[Tensor]| -> Result<Tensor> {
+                if inp.len() != inputs.len() {
                     return Err(Error::MalformedPluginResult {
                         plugin: self.plugin.name().to_string(),
-                        msg: format!("{} gradients for {} inputs", out.grads.len(), inputs.len()),
-                    });
-                }
-                for (k, g) in out.grads.iter().enumerate() {
-                    let x = &inputs[match K::ORDER {
-                        Order::First => k,
-                        Order::Second => k % inputs.len(),
-                    }];
-                    if !g.shape().ends_with(x.shape()) || g.dtype() != x.dtype() {
-                        return Err(Error::MalformedPluginResult {
-                        plugin: self.plugin.name().to_string(),
                         msg: format!(
-                            "gradient {k} has shape {} and dtype {} for an input of shape {} and dtype {}",
-                            g.shape_display(),
-                            g.dtype().name(),
-                            x.shape_display(),
-                            x.dtype().name()
+                            "called the function with {} inputs, expected {}",
+                            inp.len(),
+                            inputs.len()
                         ),
                     });
+                }
+                let overrides: HashMap<StateId, Tensor> = unique
+                    .iter()
+                    .zip(inp)
+                    .map(|((_, s), t)| (s.id(), t.clone()))
+                    .collect();
+                let mut a = args.clone();
+                let mut off = n_unique;
+                for (k, &i) in argnums.iter().enumerate() {
+                    let mut it = inp[off..off + counts[k]].iter().cloned();
+                    a.replace_arg(i, &mut it);
+                    off += counts[k];
+                }
+                let ((value, aux), touched) =
+                    engine::with_states(overrides, ExitPolicy::KeepWrites, || (self.f)(a).split())?;
+                if self.check_states {
+                    for (label, s) in unique {
+                        if !touched.iter().any(|(t, _)| t.same(s)) {
+                            let name = match s.name() {
+                                Some(n) if !label.is_empty() => format!("`{n}` at {label}"),
+                                Some(n) => format!("`{n}`"),
+                                None if !label.is_empty() => {
+                                    format!("{} at {label}", s.kind().class_name())
+                                }
+                                None => s.label(),
+                            };
+                            return Err(Error::UnusedGradState { state: name });
+                        }
                     }
                 }
-                Ok((out, aux, counts))
-            },
-        )?;
-        let aux = aux.map_tensors(&mut |t| crate::trace::strip_dead(t));
+                *aux_cell.borrow_mut() = Some(aux);
+                Ok(value)
+            };
+            let mut labels = engine::default_labels(n_unique, &ranges);
+            for (l, (label, s)) in labels.iter_mut().zip(unique) {
+                *l = match (label.is_empty(), s.name()) {
+                    (false, _) => label.clone(),
+                    (true, Some(n)) => format!("`{n}`"),
+                    (true, None) => s.label(),
+                };
+            }
+            for (k, &i) in argnums.iter().enumerate() {
+                for l in labels[ranges[k].clone()].iter_mut() {
+                    *l = l.replacen(&format!("arg {k}"), &format!("argument {i}"), 1);
+                }
+            }
+            let pure_fn = PureFn {
+                f: &pure,
+                n_states: n_unique,
+                arg_ranges: ranges,
+                debug_nan: self.debug_nan,
+                labels,
+            };
+            let r = body(&pure_fn, &inputs)?;
+            let aux = aux_cell
+                .take()
+                .ok_or_else(|| Error::MalformedPluginResult {
+                    plugin: self.plugin.name().to_string(),
+                    msg: "the plugin never evaluated the function".into(),
+                })?;
+            Ok((r, aux))
+        })?;
+        Ok((
+            res.0,
+            res.1.map_tensors(&mut |t| crate::trace::strip_dead(t)),
+        ))
+    }
+
+    fn call_raw(&self, args: A) -> Result<(<(S, N) as Selection<A, K>>::Grads, Tensor, O::Aux)>
+    where
+        A: Args,
+        F: Fn(A) -> O,
+        O: FnOutput<X>,
+        (S, N): Selection<A, K>,
+    {
+        if self.plugin.order() != K::ORDER {
+            return Err(Error::Unsupported(format!(
+                "plugin `{}` computes {:?}-order results but this transform expects {:?}-order",
+                self.plugin.name(),
+                self.plugin.order(),
+                K::ORDER
+            )));
+        }
+        let prep = self.prepare(&args)?;
+        let (out, aux) = self.run_pure(&args, &prep, |pure_fn, inputs| {
+            let out = self.plugin.transform(pure_fn, inputs, &self.params)?;
+            self.check_plugin_output(&out, inputs)?;
+            Ok(out)
+        })?;
         let raw = RawResult {
             args,
-            argnums,
+            argnums: prep.argnums,
             grads: out.grads.iter().map(crate::trace::strip_dead).collect(),
-            state_slots: slots,
-            n_unique,
-            arg_leaf_counts: counts,
+            state_slots: prep.slots,
+            n_unique: prep.unique.len(),
+            arg_leaf_counts: prep.leaves.iter().map(Vec::len).collect(),
             value: crate::trace::strip_dead(&out.value),
         };
         let value = raw.value.clone();
         let g = self.sel.assemble(raw)?;
         Ok((g, value, aux))
     }
+
+    /// A malformed plugin result (count, shapes, dtypes) is a typed error, not a panic later.
+    fn check_plugin_output(&self, out: &TransformOutput, inputs: &[Tensor]) -> Result<()> {
+        let malformed = |msg: String| Error::MalformedPluginResult {
+            plugin: self.plugin.name().to_string(),
+            msg,
+        };
+        let expected = match K::ORDER {
+            Order::First => inputs.len(),
+            Order::Second => inputs.len() * inputs.len(),
+        };
+        if out.grads.len() != expected {
+            return Err(malformed(format!(
+                "{} gradients for {} inputs",
+                out.grads.len(),
+                inputs.len()
+            )));
+        }
+        for (k, g) in out.grads.iter().enumerate() {
+            let x = &inputs[k % inputs.len().max(1)];
+            if !g.shape().ends_with(x.shape()) || g.dtype() != x.dtype() {
+                return Err(malformed(format!(
+                    "gradient {k} has shape {} and dtype {} for an input of shape {} and dtype {}",
+                    g.shape_display(),
+                    g.dtype().name(),
+                    x.shape_display(),
+                    x.dtype().name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forward mode, state-aware: the value and `J · tangents`, where `tangents` has one tensor
+    /// per input in the order the transform differentiates: the distinct `grad_states` (in the
+    /// container's order) then the tensors of the `argnums` arguments. With no options, the
+    /// input is argument 0. Each tangent has its input's shape.
+    ///
+    /// ```
+    /// use stategrad_core::{transform::jvp, State, Tensor};
+    /// let w = State::new(Tensor::new([1.0f32, 2.0]));
+    /// let f = |x: Tensor| (&x * &w.value()).sum();
+    /// let (y, dy) = jvp(f)
+    ///     .grad_states(w.clone())
+    ///     .argnums(0)
+    ///     .call_jvp(Tensor::new([3.0f32, 4.0]), &[Tensor::new([1.0f32, 0.0]), Tensor::new([0.0f32, 1.0])])
+    ///     .unwrap();
+    /// assert_eq!(y.item().unwrap(), 11.0);
+    /// assert_eq!(dy.item().unwrap(), 3.0 + 2.0); // x·dw + w·dx
+    /// ```
+    pub fn call_jvp(&self, args: A, tangents: &[Tensor]) -> Result<(Tensor, Tensor)>
+    where
+        A: Args,
+        F: Fn(A) -> O,
+        O: FnOutput<X>,
+        (S, N): Selection<A, K>,
+    {
+        let prep = self.prepare(&args)?;
+        let ((value, out_tangent), _) = self.run_pure(&args, &prep, |pure_fn, inputs| {
+            jvp_pure(pure_fn, inputs, tangents)
+        })?;
+        Ok((
+            crate::trace::strip_dead(&value),
+            crate::trace::strip_dead(&out_tangent),
+        ))
+    }
+}
+
+/// The selection of one call, resolved.
+struct Prepared {
+    argnums: Vec<usize>,
+    leaves: Vec<Vec<Tensor>>,
+    unique: Vec<(String, State)>,
+    slots: Vec<usize>,
 }
 
 macro_rules! call_row {
@@ -810,6 +894,12 @@ pub fn vector_grad<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
 /// ```
 pub fn vjp<F: Fn(A) -> O, A, O>(f: F, cotangent: Tensor) -> GradientTransform<F, A, O> {
     GradientTransform::new(f, Arc::new(VjpPlugin { cotangent }), Params::new())
+}
+
+/// `jvp`: forward mode w.r.t. arguments and/or `grad_states`; configure it like [`grad`] and
+/// call [`GradientTransform::call_jvp`] with one tangent per input.
+pub fn jvp<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
+    GradientTransform::new(f, Arc::new(GradPlugin), Params::new())
 }
 
 /// `jacrev`: the Jacobian by reverse mode, output dims first then each input's dims.
