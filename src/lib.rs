@@ -50,11 +50,11 @@ pub use stategrad_plugins as plugins;
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{
-        grad, hessian, jacfwd, jacobian, jacrev, jvp, path, treefy_states, vector_grad, vjp,
-        where_, AnyState, BatchState, DType, DelayState, Error, Filter, GradientTransform,
+        grad, hessian, jacfwd, jacobian, jacrev, jit, jvp, path, treefy_states, vector_grad, vjp,
+        vmap, where_, AnyState, BatchState, DType, DelayState, Error, Filter, GradientTransform,
         HiddenState, LongTermState, Module, ParamState, Params, Path, PathKey, RandomState, Result,
-        ShortTermState, State, StateFinder, StateKind, StateMap, Static, Tensor, TransformPlugin,
-        Usage,
+        ShortTermState, State, StateFinder, StateKey, StateKind, StateMap, Static, Tensor,
+        TransformPlugin, Usage,
     };
     pub use stategrad_derive::Module;
 }

@@ -14,6 +14,7 @@ pub mod state;
 pub mod tensor;
 mod trace;
 pub mod transform;
+pub mod vmap;
 
 pub use error::{Error, Result, ShapeDisplay};
 pub use finder::{FoundStates, ReadWrite, StateFinder, StateKey, Usage};
@@ -32,3 +33,4 @@ pub use transform::{
     grad, hessian, jacfwd, jacobian, jacrev, jvp, vector_grad, vjp, GradientTransform, ParamValue,
     Params, Static, TransformOutput, TransformPlugin,
 };
+pub use vmap::{vmap, Vmap};

@@ -1,0 +1,196 @@
+//! `vmap`: map a function over a batch axis of its arguments.
+//!
+//! Each example runs the function on its slice of the batched arguments (`in_axes`), with
+//! unbatched arguments and every state it reads shared (broadcast); the per-example outputs are
+//! stacked along `out_axes`. Examples run in parallel over rayon (kernels inside an example stay
+//! sequential) unless an enclosing transform is recording on this thread, in which case they run
+//! in order on this thread so that `grad(vmap(f))` differentiates through them. Results do not
+//! depend on the thread count.
+//!
+//! Writing a state inside a vmapped function is an error ([`Error::Unsupported`] naming the
+//! state): one state cannot hold one value per example. Per-example gradients are
+//! `vmap(|x| grad(loss).grad_states(params.clone()).call(x))`, with the path-keyed result batched.
+//!
+//! This version maps example by example; it does not yet fuse the examples into batched kernels
+//! through per-primitive batch rules.
+
+use crate::error::{Error, Result};
+use crate::jit::JitOutput;
+use crate::tensor::Tensor;
+use crate::trace::{self, ExitPolicy};
+use crate::transform::engine::with_states;
+use crate::transform::{Args, Tree};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+/// A vmapped function; see the [module docs](self).
+///
+/// ```
+/// use stategrad_core::{vmap, Tensor};
+/// let w = Tensor::new([[1.0f32, 0.0], [0.0, 2.0]]);
+/// let f = |x: Tensor| w.matmul(&x).sum();
+/// let xs = Tensor::new([[1.0f32, 1.0], [2.0, 3.0], [0.0, 1.0]]);
+/// assert_eq!(vmap(f).call(xs).unwrap().to_string(), "[3. 8. 2.]");
+/// ```
+pub struct Vmap<F, A, O> {
+    f: F,
+    in_axes: Option<Vec<Option<usize>>>,
+    out_axes: usize,
+    _m: PhantomData<fn(A) -> O>,
+}
+
+/// Map `f` over axis 0 of every tensor argument (see [`Vmap`]).
+pub fn vmap<F: Fn(A) -> O, A, O>(f: F) -> Vmap<F, A, O> {
+    Vmap {
+        f,
+        in_axes: None,
+        out_axes: 0,
+        _m: PhantomData,
+    }
+}
+
+impl<F, A, O> Vmap<F, A, O> {
+    /// The batch axis of each positional argument (`None`: not batched, shared by every example).
+    /// Without it, every argument made of tensors is batched along axis 0.
+    pub fn in_axes(mut self, axes: impl Into<Vec<Option<usize>>>) -> Self {
+        self.in_axes = Some(axes.into());
+        self
+    }
+
+    /// The axis of the outputs along which examples are stacked (default 0).
+    pub fn out_axes(mut self, axis: usize) -> Self {
+        self.out_axes = axis;
+        self
+    }
+}
+
+impl<F, A, O> Vmap<F, A, O>
+where
+    A: Args + Send + Sync,
+    O: JitOutput,
+    O::Tree: Send,
+{
+    /// Run the map.
+    ///
+    /// Errors: `in_axes` of the wrong length or naming a missing axis, batched arguments of
+    /// different batch sizes, a batch axis on a non-tensor argument, a state written inside,
+    /// and any error of the function (the first example's, in order).
+    pub fn call(&self, args: A) -> Result<O::Tree>
+    where
+        F: Fn(A) -> O + Sync,
+    {
+        let axes: Vec<Option<usize>> = match &self.in_axes {
+            Some(a) if a.len() != A::LEN => {
+                return Err(Error::InvalidOption {
+                    option: "in_axes",
+                    msg: format!("{} entries for a function of {} arguments", a.len(), A::LEN),
+                })
+            }
+            Some(a) => a.clone(),
+            None => (0..A::LEN)
+                .map(|i| args.arg_leaves(i).ok().map(|_| 0))
+                .collect(),
+        };
+        let mut batch: Option<usize> = None;
+        let mut leaves: Vec<Option<Vec<Tensor>>> = Vec::with_capacity(A::LEN);
+        for (i, ax) in axes.iter().enumerate() {
+            let Some(ax) = *ax else {
+                leaves.push(None);
+                continue;
+            };
+            let ls = args.arg_leaves(i).map_err(|_| Error::InvalidOption {
+                option: "in_axes",
+                msg: format!("argument {i} has no tensors to map over; give it `None`"),
+            })?;
+            for t in &ls {
+                let n = *t.shape().get(ax).ok_or_else(|| Error::InvalidOption {
+                    option: "in_axes",
+                    msg: format!(
+                        "argument {i} of shape {} has no axis {ax}",
+                        t.shape_display()
+                    ),
+                })?;
+                match batch {
+                    None => batch = Some(n),
+                    Some(b) if b != n => {
+                        return Err(Error::InvalidOption {
+                            option: "in_axes",
+                            msg: format!("batch sizes differ: {b} and {n} (argument {i})"),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            leaves.push(Some(ls));
+        }
+        let n = batch.ok_or_else(|| Error::InvalidOption {
+            option: "in_axes",
+            msg: "no argument is mapped over".into(),
+        })?;
+        if n == 0 {
+            return Err(Error::InvalidOption {
+                option: "in_axes",
+                msg: "the batch is empty".into(),
+            });
+        }
+        let example = |b: usize| -> Result<O::Tree> {
+            let mut a = args.clone();
+            for (i, ls) in leaves.iter().enumerate() {
+                let (Some(ls), Some(ax)) = (ls, axes[i]) else {
+                    continue;
+                };
+                let sliced: Vec<Tensor> = ls
+                    .iter()
+                    .map(|t| t.try_index_axis(ax, b as isize))
+                    .collect::<Result<_>>()?;
+                a.replace_arg(i, &mut sliced.into_iter());
+            }
+            let (out, touched) = with_states(HashMap::new(), ExitPolicy::RestoreAll, || {
+                (self.f)(a).into_result()
+            })?;
+            if let Some((s, _)) = touched.iter().find(|(_, acc)| acc.written) {
+                return Err(Error::Unsupported(format!(
+                    "state {} is written inside vmap; a state holds one value, not one per example",
+                    s.label()
+                )));
+            }
+            Ok(out)
+        };
+        let outs: Vec<O::Tree> = if trace::recording() || n < 2 {
+            (0..n).map(example).collect::<Result<_>>()?
+        } else {
+            (0..n)
+                .into_par_iter()
+                .map(|b| trace::with_sequential(|| example(b)))
+                .collect::<Result<_>>()?
+        };
+        stack_outputs(outs, self.out_axes)
+    }
+}
+
+/// Stack per-example trees tensor by tensor along `axis`.
+fn stack_outputs<T: Tree + Clone>(outs: Vec<T>, axis: usize) -> Result<T> {
+    let mut columns: Vec<Vec<Tensor>> = Vec::new();
+    for (k, o) in outs.iter().enumerate() {
+        let mut i = 0;
+        o.for_each_tensor(&mut |t| {
+            if k == 0 {
+                columns.push(Vec::with_capacity(outs.len()));
+            }
+            if let Some(c) = columns.get_mut(i) {
+                c.push(t.clone());
+            }
+            i += 1;
+        });
+    }
+    let stacked: Vec<Tensor> = columns
+        .iter()
+        .map(|c| {
+            let refs: Vec<&Tensor> = c.iter().collect();
+            Tensor::try_stack(&refs, axis as isize)
+        })
+        .collect::<Result<_>>()?;
+    let mut it = stacked.into_iter();
+    Ok(outs[0].map_tensors(&mut |_| it.next().expect("internal error: output count")))
+}
