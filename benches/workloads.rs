@@ -141,5 +141,105 @@ fn w5(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, w1, w3, w4, w5);
+struct Mlp {
+    params: StateMap,
+}
+
+impl Mlp {
+    fn new() -> Self {
+        random::seed(6);
+        let dims = [784, 512, 512, 10];
+        let mut params = StateMap::new();
+        for l in 0..3 {
+            let s = (2.0 / dims[l] as f64).sqrt();
+            params.insert(
+                path!(format!("w{l}")),
+                ParamState::new(random::normal(&[dims[l], dims[l + 1]]) * s),
+            );
+            params.insert(path!(format!("b{l}")), ParamState::new(Tensor::zeros(&[dims[l + 1]])));
+        }
+        Mlp { params }
+    }
+    fn p(&self, name: &str) -> Tensor {
+        self.params[&path!(name)].value()
+    }
+    fn loss(&self, x: &Tensor, y: &Tensor) -> Tensor {
+        let h = (x.matmul(&self.p("w0")) + self.p("b0")).relu();
+        let h = (h.matmul(&self.p("w1")) + self.p("b1")).relu();
+        let logits = h.matmul(&self.p("w2")) + self.p("b2");
+        -(logits.log_softmax(-1) * y).sum_along(&[-1], false).mean()
+    }
+}
+
+fn one_hot_labels(n: usize) -> Tensor {
+    let mut v = vec![0.0f32; n * 10];
+    for i in 0..n {
+        v[i * 10 + (i * 7) % 10] = 1.0;
+    }
+    Tensor::from_vec(v, &[n, 10]).expect("labels")
+}
+
+/// W2: one SGD training step of the 784-512-512-10 MLP at batch 256.
+fn w2(c: &mut Criterion) {
+    let mlp = Mlp::new();
+    let x = random::normal(&[256, 784]);
+    let y = one_hot_labels(256);
+    let step = |(x, y): (Tensor, Tensor)| {
+        let (g, l) = grad(|(x, y): (Tensor, Tensor)| mlp.loss(&x, &y))
+            .grad_states(mlp.params.clone())
+            .return_value()
+            .call((x, y))?;
+        for (p, s) in &mlp.params {
+            s.set_value(s.value() - 0.01 * &g[p]);
+        }
+        Ok::<Tensor, Error>(l)
+    };
+    // Guard: the initial loss of a fresh network is near ln(10), and a step lowers it.
+    let l0 = step((x.clone(), y.clone())).unwrap().item().unwrap();
+    let l1 = step((x.clone(), y.clone())).unwrap().item().unwrap();
+    assert!((l0 - 10f64.ln()).abs() < 1.5 && l1 < l0, "W2 guard: {l0} -> {l1}");
+    let flops = 2 * 256 * (784 * 512 + 512 * 512 + 512 * 10) * 3 - 2 * 256 * 784 * 512;
+    let mut g = c.benchmark_group("W2_mlp_step_b256");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(flops as u64));
+    for threads in [1, 2] {
+        let p = pool(threads);
+        g.bench_with_input(BenchmarkId::new("eager", threads), &threads, |bch, _| {
+            p.install(|| bch.iter(|| step((x.clone(), y.clone())).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+/// W6: per-example gradients of the W2 MLP at batch 64 (vmap of grad).
+fn w6(c: &mut Criterion) {
+    let mlp = Mlp::new();
+    let x = random::normal(&[64, 784]);
+    let y = one_hot_labels(64);
+    let per_example = |(x, y): (Tensor, Tensor)| {
+        grad(|(x, y): (Tensor, Tensor)| mlp.loss(&x.reshape(&[1, -1]), &y.reshape(&[1, -1])))
+            .grad_states(mlp.params.clone())
+            .call((x, y))
+    };
+    let pe = vmap(per_example).call((x.clone(), y.clone())).unwrap();
+    // Guard: the mean of per-example gradients is the batch gradient.
+    let batch = grad(|(x, y): (Tensor, Tensor)| mlp.loss(&x, &y))
+        .grad_states(mlp.params.clone())
+        .call((x.clone(), y.clone()))
+        .unwrap();
+    for (k, g) in &batch {
+        assert!(pe[k].mean_along(&[0], false).allclose(g, 1e-3, 1e-5), "W6 guard {k}");
+    }
+    let mut g = c.benchmark_group("W6_per_example_grads_b64");
+    g.sample_size(10);
+    for threads in [1, 2] {
+        let p = pool(threads);
+        g.bench_with_input(BenchmarkId::new("vmap_grad", threads), &threads, |bch, _| {
+            p.install(|| bch.iter(|| vmap(per_example).call((x.clone(), y.clone())).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, w1, w2, w3, w4, w5, w6);
 criterion_main!(benches);
