@@ -9,6 +9,130 @@ use crate::{Element, Par, PAR_GEMM_MIN_FLOPS};
 const ROW_ALIGN: usize = 16;
 
 /// Panics unless the `rows x cols` matrix with strides `rs`/`cs` fits in `len` elements.
+/// `dot(x[0], x[sx], …; y[0], y[sy], …)` over `k` terms, with eight accumulators so that the
+/// loop vectorises (the summation order differs from a plain loop by rounding only).
+fn dot<T: Element>(k: usize, x: &[T], sx: usize, y: &[T], sy: usize) -> T {
+    let mut acc = [T::ZERO; 8];
+    if sx == 1 && sy == 1 {
+        let (xc, yc) = (x[..k].chunks_exact(8), y[..k].chunks_exact(8));
+        let (xr, yr) = (xc.remainder(), yc.remainder());
+        for (xs, ys) in xc.zip(yc) {
+            for l in 0..8 {
+                acc[l] += xs[l] * ys[l];
+            }
+        }
+        for (xv, yv) in xr.iter().zip(yr) {
+            acc[0] += *xv * *yv;
+        }
+    } else {
+        for p in 0..k {
+            acc[p % 8] += x[p * sx] * y[p * sy];
+        }
+    }
+    let ((a, b), (c, d)) = (
+        (acc[0] + acc[4], acc[1] + acc[5]),
+        (acc[2] + acc[6], acc[3] + acc[7]),
+    );
+    (a + c) + (b + d)
+}
+
+/// `out = beta·out + s·x` over `n` elements with strides (contiguous when both strides are 1).
+fn axpby<T: Element>(n: usize, s: T, x: &[T], sx: usize, beta: T, out: &mut [T], so: usize) {
+    if sx == 1 && so == 1 {
+        let (x, out) = (&x[..n], &mut out[..n]);
+        if beta == T::ZERO {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = s * *v;
+            }
+        } else {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = beta * *o + s * *v;
+            }
+        }
+    } else {
+        for j in 0..n {
+            let v = s * x[j * sx];
+            out[j * so] = if beta == T::ZERO {
+                v
+            } else {
+                beta * out[j * so] + v
+            };
+        }
+    }
+}
+
+/// Products with a dimension of 1 (vector-matrix, matrix-vector, outer products) are memory-
+/// bound: packing panels as a blocked GEMM does would cost more than the product. Handles them
+/// directly and returns true, or returns false for the blocked path. Strides are already checked.
+fn thin_gemm<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    rsa: usize,
+    csa: usize,
+    b: &[T],
+    rsb: usize,
+    csb: usize,
+    beta: T,
+    c: &mut [T],
+    rsc: usize,
+    csc: usize,
+) -> bool {
+    if k == 0 {
+        return false;
+    }
+    if m == 1 && csb == 1 && csc == 1 {
+        // c = beta c + Σ_p alpha a_p · (row p of B): one contiguous axpy per row of B.
+        for p in 0..k {
+            let first = p == 0;
+            axpby(
+                n,
+                alpha * a[p * csa],
+                &b[p * rsb..],
+                1,
+                if first { beta } else { T::ONE },
+                c,
+                1,
+            );
+        }
+        return true;
+    }
+    if m == 1 {
+        // c_j = alpha · dot(a, column j of B) + beta c_j.
+        for j in 0..n {
+            let v = alpha * dot(k, a, csa, &b[j * csb..], rsb);
+            c[j * csc] = if beta == T::ZERO {
+                v
+            } else {
+                beta * c[j * csc] + v
+            };
+        }
+        return true;
+    }
+    if n == 1 {
+        // c_i = alpha · dot(row i of A, b) + beta c_i.
+        for i in 0..m {
+            let v = alpha * dot(k, &a[i * rsa..], csa, b, rsb);
+            c[i * rsc] = if beta == T::ZERO {
+                v
+            } else {
+                beta * c[i * rsc] + v
+            };
+        }
+        return true;
+    }
+    if k == 1 {
+        // Outer product: row i of C = beta row + alpha a_i · b.
+        for i in 0..m {
+            axpby(n, alpha * a[i * rsa], b, csb, beta, &mut c[i * rsc..], csc);
+        }
+        return true;
+    }
+    false
+}
+
 fn check_fits(what: &str, len: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
     if rows == 0 || cols == 0 {
         return;
@@ -117,6 +241,9 @@ pub fn gemm<T: Element>(
         "gemm: C strides ({rsc},{csc}) alias elements of a {m}x{n} matrix"
     );
     if m == 0 || n == 0 {
+        return;
+    }
+    if thin_gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) {
         return;
     }
     // Every stride is now 0 or at most a checked index `< len <= isize::MAX`.

@@ -731,6 +731,12 @@ fn gemm_all<T: Element>() {
         (1, 1, 1),
         (2, 3, 5),
         (7, 1, 9),
+        // Thin products (vector-matrix, matrix-vector, outer) take the direct path.
+        (1, 37, 19),
+        (1, 1, 9),
+        (23, 41, 1),
+        (13, 1, 11),
+        (1, 9, 1),
         (17, 33, 5),
         (64, 64, 64),
         (5, 100, 3),
