@@ -294,3 +294,83 @@ fn seed_training_loop_update_rule_is_exact_and_converges() {
     );
     assert_eq!(training_loss.trace_count(), 1);
 }
+
+#[test]
+fn for_loop_and_scan_trace_once_and_carry_states() {
+    let x = State::new(Tensor::scalar(1.0f64));
+    let last = stategrad::jit::for_loop(1000, |i: Tensor| {
+        x.set_value(x.value() * 0.999 + i.cast(DType::F64) * 1e-6);
+        x.value()
+    })
+    .unwrap();
+    let mut want = 1.0f64;
+    for i in 0..1000 {
+        want = want * 0.999 + i as f64 * 1e-6;
+    }
+    assert!((last.item().unwrap() - want).abs() < 1e-12);
+    assert!((x.value().item().unwrap() - want).abs() < 1e-12);
+    // scan: a running sum and its prefix sums.
+    let xs = Tensor::new([1.0f64, 2.0, 3.0, 4.0]);
+    let (c, ys) = stategrad::jit::scan(
+        |(c, x): (Tensor, Tensor)| (&c + &x, &c * &x),
+        Tensor::scalar(0.0f64),
+        &xs,
+    )
+    .unwrap();
+    assert_eq!(c.item().unwrap(), 10.0);
+    assert_eq!(ys.to_vec::<f64>(), vec![0.0, 2.0, 9.0, 24.0]);
+}
+
+#[test]
+fn gradients_through_scan_equal_the_unrolled_loop() {
+    // h_{t+1} = tanh(w * h_t + x_t); loss = h_T^2, differentiated w.r.t. the state w and x.
+    let w = ParamState::new(Tensor::scalar(0.7f64));
+    let xs = Tensor::new([0.1f64, -0.2, 0.3, 0.5, -0.1]);
+    let rnn = |xs: Tensor| {
+        let (h, _) = stategrad::jit::scan(
+            |(h, x): (Tensor, Tensor)| {
+                let h = (&w.value() * &h + x).tanh();
+                (h.clone(), h)
+            },
+            Tensor::scalar(0.0f64),
+            &xs,
+        )?;
+        Ok(h.square())
+    };
+    let unrolled = |xs: Tensor| {
+        let mut h = Tensor::scalar(0.0f64);
+        for t in 0..5 {
+            h = (&w.value() * &h + xs.at(t)).tanh();
+        }
+        h.square()
+    };
+    let (gw, gx) = grad(rnn)
+        .grad_states(w.clone())
+        .argnums(0)
+        .call(xs.clone())
+        .unwrap();
+    let (uw, ux) = grad(unrolled)
+        .grad_states(w.clone())
+        .argnums(0)
+        .call(xs.clone())
+        .unwrap();
+    assert!(
+        gw.allclose(&uw, 1e-12, 1e-14) && gx.allclose(&ux, 1e-12, 1e-14),
+        "{gw} {uw} {gx} {ux}"
+    );
+}
+
+#[test]
+fn eval_shape_changes_no_state() {
+    let s = State::new(Tensor::scalar(1.0f32));
+    let f = jit(|x: Tensor| {
+        s.set_value(s.value() + 1.0);
+        (x.matmul(&x.t()), x.sum())
+    });
+    let shapes = f.eval_shape(Tensor::ones(&[3, 2])).unwrap();
+    assert_eq!(shapes, vec![(vec![3, 3], DType::F32), (vec![], DType::F32)]);
+    assert_eq!(s.value().item().unwrap(), 1.0);
+    f.call(Tensor::ones(&[3, 2])).unwrap();
+    assert_eq!(f.trace_count(), 1, "eval_shape's trace is reused");
+    assert_eq!(s.value().item().unwrap(), 2.0);
+}

@@ -141,6 +141,22 @@ where
         Ok(out)
     }
 
+    /// The shapes and dtypes of the outputs (in tree order) without changing any state: from the
+    /// compiled tape when one fits, else by tracing (the trace is kept for later calls).
+    pub fn eval_shape(&self, args: A) -> Result<Vec<(Vec<usize>, DType)>>
+    where
+        F: Fn(A) -> O,
+    {
+        let (out, _) = crate::transform::engine::with_states(
+            std::collections::HashMap::new(),
+            crate::trace::ExitPolicy::RestoreAll,
+            || self.call(args),
+        )?;
+        let mut shapes = Vec::new();
+        out.for_each_tensor(&mut |t| shapes.push((t.shape().to_vec(), t.dtype())));
+        Ok(shapes)
+    }
+
     fn trace(&self, args: A, leaves: &[Tensor]) -> Result<(O::Tree, Compiled<O::Tree>)>
     where
         F: Fn(A) -> O,
@@ -261,4 +277,80 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
     let mut it = outs.into_iter();
     Ok(c.template
         .map_tensors(&mut |_| it.next().expect("internal error: output count")))
+}
+
+/// Run `step(i)` for `i in 0..n`, tracing it once and replaying its compiled tape for every
+/// iteration (JAX's `fori_loop` over a stateful body). `i` is a traced 0-d f32 tensor: use it in
+/// arithmetic; reading it as a number is an error, as in `jit`. States the step writes carry
+/// from one iteration to the next; under a transform, gradients flow through every iteration.
+/// Returns the last step's output.
+///
+/// ```
+/// use stategrad_core::{jit::for_loop, State, Tensor};
+/// let x = State::new(Tensor::scalar(1.0f32));
+/// let last = for_loop(10, |_i: Tensor| {
+///     x.set_value(x.value() * 2.0);
+///     x.value()
+/// })
+/// .unwrap();
+/// assert_eq!(last.item().unwrap(), 1024.0);
+/// ```
+pub fn for_loop<F, O>(n: usize, step: F) -> Result<O::Tree>
+where
+    F: Fn(Tensor) -> O,
+    O: JitOutput,
+    O::Tree: Send + Sync,
+{
+    if n == 0 {
+        return Err(crate::error::Error::InvalidArgument {
+            op: "for_loop",
+            msg: "needs at least one iteration".into(),
+        });
+    }
+    let body = jit(step);
+    let mut out = body.call(Tensor::scalar(0.0f32))?;
+    for i in 1..n {
+        out = body.call(Tensor::scalar(i as f32))?;
+    }
+    Ok(out)
+}
+
+/// `scan(f, carry, xs)`: `carry, y = f(carry, x)` for every row `x` of `xs` (along axis 0),
+/// traced once and replayed per row; returns the final carry and the stacked `y`s. States the
+/// body writes carry over too, and gradients flow through the whole loop.
+///
+/// ```
+/// use stategrad_core::{jit::scan, Tensor};
+/// let xs = Tensor::new([1.0f32, 2.0, 3.0]);
+/// let (total, partial) = scan(|(c, x): (Tensor, Tensor)| (&c + &x, &c + &x), Tensor::scalar(0.0f32), &xs).unwrap();
+/// assert_eq!(total.item().unwrap(), 6.0);
+/// assert_eq!(partial.to_string(), "[1. 3. 6.]");
+/// ```
+pub fn scan<F>(f: F, init: Tensor, xs: &Tensor) -> Result<(Tensor, Tensor)>
+where
+    F: Fn((Tensor, Tensor)) -> (Tensor, Tensor),
+{
+    let n = *xs
+        .shape()
+        .first()
+        .ok_or_else(|| crate::error::Error::InvalidArgument {
+            op: "scan",
+            msg: "xs must have a leading axis to scan over".into(),
+        })?;
+    let body = jit(f);
+    let mut carry = init;
+    let mut ys = Vec::with_capacity(n);
+    for i in 0..n {
+        let x = xs.try_index_axis(0, i as isize)?;
+        let (c, y) = body.call((carry, x))?;
+        carry = c;
+        ys.push(y);
+    }
+    let refs: Vec<&Tensor> = ys.iter().collect();
+    let stacked = if refs.is_empty() {
+        Tensor::zeros(&[0])
+    } else {
+        Tensor::try_stack(&refs, 0)?
+    };
+    Ok((carry, stacked))
 }

@@ -429,7 +429,10 @@ pub(crate) fn backward_reporting(
     opts: BackwardOpts,
     report: &mut NanReport,
 ) -> Result<Vec<Option<Tensor>>> {
-    let mut cots: Vec<Option<Tensor>> = vec![None; out as usize + 1];
+    // A wanted node may come after `out` (the output is itself an earlier input, as in
+    // f(x, y) = x): it gets no cotangent, a symbolic zero.
+    let len = wanted.iter().copied().fold(out, u32::max) as usize + 1;
+    let mut cots: Vec<Option<Tensor>> = vec![None; len];
     cots[out as usize] = Some(cot);
     let lowest = wanted.iter().copied().min().unwrap_or(0) as usize;
     for i in (lowest..=out as usize).rev() {
