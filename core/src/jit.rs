@@ -10,12 +10,14 @@
 //! functions all work.
 
 use crate::error::{from_panic, Result};
-use crate::prim::apply;
+use crate::prim::{apply, Primitive};
 use crate::state::State;
 use crate::tensor::{DType, Tensor};
 use crate::trace::{self, Node, Tape};
 use crate::transform::{Args, Tree};
 use dashmap::DashMap;
+use smallvec::SmallVec;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,15 +58,86 @@ enum Source {
     Const(Tensor),
 }
 
+/// One step of a compiled program: a primitive applied to earlier values or constants.
+struct Step {
+    prim: Arc<dyn Primitive>,
+    inputs: Vec<Source>,
+    out: u32,
+}
+
 struct Compiled<T> {
-    tape: Tape,
+    /// Number of value slots (tape nodes).
+    n_values: usize,
+    /// The live operations in order, after dead-code and common-subexpression elimination.
+    steps: Vec<Step>,
     arg_nodes: Vec<u32>,
     state_inputs: Vec<(State, u32, Vec<usize>, DType)>,
     outputs: Vec<Source>,
     writes: Vec<(State, Source)>,
     template: T,
-    /// Nodes needed by some output (dead-code elimination).
-    live: Vec<bool>,
+}
+
+/// Turn a traced tape into a program: keep the operations some output needs (dead-code
+/// elimination), detach constants once, and make repeated identical operations on the same
+/// values (same primitive and parameters, same inputs) reuse the first result (CSE).
+fn compile_steps(tape: &Tape, roots: &[&Source]) -> (Vec<Step>, Vec<(u32, u32)>) {
+    let mut live = vec![false; tape.nodes.len()];
+    for src in roots {
+        if let Source::Node(n) = src {
+            live[*n as usize] = true;
+        }
+    }
+    for i in (0..live.len()).rev() {
+        if let (true, Node::Op(op)) = (live[i], &tape.nodes[i]) {
+            for p in op.parents.iter().flatten() {
+                live[*p as usize] = true;
+            }
+        }
+    }
+    // `alias[i]` is the node whose value node `i` reuses.
+    let mut alias: Vec<u32> = (0..tape.nodes.len() as u32).collect();
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut steps = Vec::new();
+    let mut aliased = Vec::new();
+    for (i, node) in tape.nodes.iter().enumerate() {
+        let Node::Op(op) = node else { continue };
+        if !live[i] {
+            continue;
+        }
+        let inputs: Vec<Source> = op
+            .parents
+            .iter()
+            .zip(&op.inputs)
+            .map(|(p, c)| match p {
+                Some(p) => Source::Node(alias[*p as usize]),
+                None => Source::Const(c.detach()),
+            })
+            .collect();
+        let key = format!(
+            "{:?}|{}",
+            op.prim,
+            inputs
+                .iter()
+                .map(|s| match s {
+                    Source::Node(n) => format!("n{n}"),
+                    Source::Const(t) => format!("c{:p}", Arc::as_ptr(&t.0.buf)),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        if let Some(&first) = seen.get(&key) {
+            alias[i] = first;
+            aliased.push((i as u32, first));
+            continue;
+        }
+        seen.insert(key, i as u32);
+        steps.push(Step {
+            prim: op.prim.clone(),
+            inputs,
+            out: i as u32,
+        });
+    }
+    (steps, aliased)
 }
 
 /// A jitted function; see the [module docs](self).
@@ -125,16 +198,20 @@ where
                 .collect(),
             statics,
         };
-        let candidates: Vec<Arc<Compiled<O::Tree>>> =
-            self.cache.get(&key).map(|v| v.clone()).unwrap_or_default();
-        for c in candidates {
-            let fits = c
-                .state_inputs
-                .iter()
-                .all(|(s, _, shape, dt)| s.shape() == *shape && s.raw_value().dtype() == *dt);
-            if fits {
-                return replay(&c, &leaves);
-            }
+        // Clone the fitting program out of the map before running it (no guard held across
+        // user code).
+        let fitting: Option<Arc<Compiled<O::Tree>>> = self.cache.get(&key).and_then(|v| {
+            v.iter()
+                .find(|c| {
+                    c.state_inputs.iter().all(|(s, _, shape, dt)| {
+                        let v = s.raw_value();
+                        v.shape() == shape.as_slice() && v.dtype() == *dt
+                    })
+                })
+                .cloned()
+        });
+        if let Some(c) = fitting {
+            return replay(&c, &leaves);
         }
         let (out, compiled) = self.trace(args, &leaves)?;
         self.cache.entry(key).or_default().push(Arc::new(compiled));
@@ -207,37 +284,44 @@ where
                 (s.clone(), *n, entry.shape().to_vec(), entry.dtype())
             })
             .collect();
-        let mut live = vec![false; frame.tape.nodes.len()];
-        for src in outputs.iter().chain(writes.iter().map(|(_, s)| s)) {
-            if let Source::Node(n) = src {
-                live[*n as usize] = true;
-            }
-        }
-        for i in (0..live.len()).rev() {
-            if let (true, Node::Op(op)) = (live[i], &frame.tape.nodes[i]) {
-                for p in op.parents.iter().flatten() {
-                    live[*p as usize] = true;
-                }
-            }
-        }
+        let roots: Vec<&Source> = outputs
+            .iter()
+            .chain(writes.iter().map(|(_, s)| s))
+            .collect();
+        let (steps, aliased) = compile_steps(&frame.tape, &roots);
+        // Outputs that were eliminated as duplicates read the value they duplicate.
+        let redirect = |s: &Source| match s {
+            Source::Node(n) => Source::Node(
+                aliased
+                    .iter()
+                    .find(|(from, _)| from == n)
+                    .map_or(*n, |&(_, to)| to),
+            ),
+            c => c.clone(),
+        };
+        let outputs: Vec<Source> = outputs.iter().map(redirect).collect();
+        let writes: Vec<(State, Source)> = writes
+            .iter()
+            .map(|(s, src)| (s.clone(), redirect(src)))
+            .collect();
         let result = out.map_tensors(&mut |t| trace::strip(t, level));
         Ok((
             result,
             Compiled {
-                tape: frame.tape,
+                n_values: frame.tape.nodes.len(),
+                steps,
                 arg_nodes,
                 state_inputs,
                 outputs,
                 writes,
                 template: out,
-                live,
             },
         ))
     }
 }
 
 fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
-    let mut vals: Vec<Option<Tensor>> = vec![None; c.tape.nodes.len()];
+    let mut vals: Vec<Option<Tensor>> = vec![None; c.n_values];
     for (n, l) in c.arg_nodes.iter().zip(leaves) {
         vals[*n as usize] = Some(l.clone());
     }
@@ -245,24 +329,21 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
         // A read through `value()`, so enclosing transforms see (and may differentiate) it.
         vals[*n as usize] = Some(s.value());
     }
-    for (i, node) in c.tape.nodes.iter().enumerate() {
-        let Node::Op(op) = node else { continue };
-        if !c.live[i] {
-            continue;
-        }
-        let inputs: Vec<Tensor> = op
-            .parents
-            .iter()
-            .zip(&op.inputs)
-            .map(|(p, constant)| match p {
-                Some(p) => vals[*p as usize]
-                    .clone()
-                    .expect("internal error: replay order"),
-                None => constant.detach(),
-            })
-            .collect();
-        let refs: Vec<&Tensor> = inputs.iter().collect();
-        vals[i] = Some(apply(op.prim.clone(), &refs)?);
+    for step in &c.steps {
+        let out = {
+            let refs: SmallVec<[&Tensor; 4]> = step
+                .inputs
+                .iter()
+                .map(|src| match src {
+                    Source::Node(n) => vals[*n as usize]
+                        .as_ref()
+                        .expect("internal error: replay order"),
+                    Source::Const(t) => t,
+                })
+                .collect();
+            apply(step.prim.clone(), &refs)?
+        };
+        vals[step.out as usize] = Some(out);
     }
     let get = |s: &Source| match s {
         Source::Node(n) => vals[*n as usize]
