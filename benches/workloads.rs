@@ -156,7 +156,10 @@ impl Mlp {
                 path!(format!("w{l}")),
                 ParamState::new(random::normal(&[dims[l], dims[l + 1]]) * s),
             );
-            params.insert(path!(format!("b{l}")), ParamState::new(Tensor::zeros(&[dims[l + 1]])));
+            params.insert(
+                path!(format!("b{l}")),
+                ParamState::new(Tensor::zeros(&[dims[l + 1]])),
+            );
         }
         Mlp { params }
     }
@@ -197,7 +200,10 @@ fn w2(c: &mut Criterion) {
     // Guard: the initial loss of a fresh network is near ln(10), and a step lowers it.
     let l0 = step((x.clone(), y.clone())).unwrap().item().unwrap();
     let l1 = step((x.clone(), y.clone())).unwrap().item().unwrap();
-    assert!((l0 - 10f64.ln()).abs() < 1.5 && l1 < l0, "W2 guard: {l0} -> {l1}");
+    assert!(
+        (l0 - 10f64.ln()).abs() < 1.5 && l1 < l0,
+        "W2 guard: {l0} -> {l1}"
+    );
     let flops = 2 * 256 * (784 * 512 + 512 * 512 + 512 * 10) * 3 - 2 * 256 * 784 * 512;
     let mut g = c.benchmark_group("W2_mlp_step_b256");
     g.sample_size(10);
@@ -228,15 +234,22 @@ fn w6(c: &mut Criterion) {
         .call((x.clone(), y.clone()))
         .unwrap();
     for (k, g) in &batch {
-        assert!(pe[k].mean_along(&[0], false).allclose(g, 1e-3, 1e-5), "W6 guard {k}");
+        assert!(
+            pe[k].mean_along(&[0], false).allclose(g, 1e-3, 1e-5),
+            "W6 guard {k}"
+        );
     }
     let mut g = c.benchmark_group("W6_per_example_grads_b64");
     g.sample_size(10);
     for threads in [1, 2] {
         let p = pool(threads);
-        g.bench_with_input(BenchmarkId::new("vmap_grad", threads), &threads, |bch, _| {
-            p.install(|| bch.iter(|| vmap(per_example).call((x.clone(), y.clone())).unwrap()))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("vmap_grad", threads),
+            &threads,
+            |bch, _| {
+                p.install(|| bch.iter(|| vmap(per_example).call((x.clone(), y.clone())).unwrap()))
+            },
+        );
     }
     g.finish();
 }

@@ -123,15 +123,24 @@ pub(crate) fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// An output buffer for a kernel that writes every element (contents unspecified until then).
 fn new_buffer(dtype: DType, n: usize) -> Buffer {
-    Buffer::filled(dtype, n, 0.0)
+    Buffer::for_overwrite(dtype, n)
 }
 
 /// A fresh buffer of `x`'s dtype with `n` elements, written by `$body` with `$a` bound to `x`'s
 /// data and `$o` to the output, both of the same element type (one body for f32 and f64).
 macro_rules! fill_like {
+    (zeroed $x:expr, $n:expr, |$a:ident, $o:ident| $body:expr) => {{
+        let out = Buffer::filled($x.dtype(), $n, 0.0);
+        fill_like!(@run $x, out, |$a, $o| $body)
+    }};
     ($x:expr, $n:expr, |$a:ident, $o:ident| $body:expr) => {{
-        let mut out = new_buffer($x.dtype(), $n);
+        let out = new_buffer($x.dtype(), $n);
+        fill_like!(@run $x, out, |$a, $o| $body)
+    }};
+    (@run $x:expr, $out:ident, |$a:ident, $o:ident| $body:expr) => {{
+        let mut out = $out;
         match ($x.buf(), &mut out) {
             (Buffer::F32($a), Buffer::F32($o)) => $body,
             (Buffer::F64($a), Buffer::F64($o)) => $body,
@@ -718,7 +727,7 @@ impl Primitive for Pad {
         // Each source element lands at `start + i*step` per axis: element strides of the output.
         let offset: usize = (0..g.ndim()).map(|d| self.starts[d] * cs[d]).sum();
         let strides: Vec<usize> = (0..g.ndim()).map(|d| self.steps[d] * cs[d]).collect();
-        let out = fill_like!(g, n, |src, o| scatter_strided(
+        let out = fill_like!(zeroed g, n, |src, o| scatter_strided(
             src,
             &strides,
             offset,
@@ -922,6 +931,9 @@ impl Primitive for MatMul {
         // Row/column strides of op(A) and op(B) inside one matrix.
         let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
         let (rsb, csb) = if self.tb { (1, bc) } else { (bc, 1) };
+        if k == 0 {
+            return Ok(Tensor::full_dtype(&shape, 0.0, a.dtype()));
+        }
         // A stack of products with one shared operand is one large GEMM (the common case of
         // batched Jacobian chunks): fold the batch into the rows of A, or into the columns of B.
         if nb > 1 && b.ndim() == 2 && !self.ta && a.shape()[..a.ndim() - 2] == batch[..] {

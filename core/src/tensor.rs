@@ -105,8 +105,25 @@ impl Buffer {
     }
     pub(crate) fn filled(dtype: DType, n: usize, value: f64) -> Buffer {
         match dtype {
-            DType::F32 => Buffer::F32(vec![value as f32; n]),
-            DType::F64 => Buffer::F64(vec![value; n]),
+            DType::F32 => {
+                let mut v = pool::take_f32(n);
+                v.fill(value as f32);
+                Buffer::F32(v)
+            }
+            DType::F64 => {
+                let mut v = pool::take_f64(n);
+                v.fill(value);
+                Buffer::F64(v)
+            }
+        }
+    }
+
+    /// A buffer of `n` elements whose contents are unspecified (valid numbers, possibly left
+    /// over from a freed buffer): for kernels that write every element.
+    pub(crate) fn for_overwrite(dtype: DType, n: usize) -> Buffer {
+        match dtype {
+            DType::F32 => Buffer::F32(pool::take_f32(n)),
+            DType::F64 => Buffer::F64(pool::take_f64(n)),
         }
     }
     pub(crate) fn cast(&self, dtype: DType) -> Buffer {
@@ -116,6 +133,71 @@ impl Buffer {
             (b, _) => b.clone(),
         }
     }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        match self {
+            Buffer::F32(v) => pool::give_f32(std::mem::take(v)),
+            Buffer::F64(v) => pool::give_f64(std::mem::take(v)),
+        }
+    }
+}
+
+/// Reuse of freed buffers, per thread. Large buffers would otherwise go back to the OS and come
+/// back as fresh pages (a page fault per 4 KiB and zeroing by the kernel on every pass); small
+/// ones would cost a malloc/free pair per operation. Bounded in count and in total size.
+mod pool {
+    use std::cell::RefCell;
+
+    const MAX_BUFFERS: usize = 32;
+    const MAX_ELEMENTS: usize = 1 << 27;
+
+    macro_rules! typed_pool {
+        ($slot:ident, $take:ident, $give:ident, $t:ty) => {
+            thread_local! {
+                static $slot: RefCell<(Vec<Vec<$t>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+            }
+
+            /// A vector of length `n` (contents unspecified), from the pool when one fits.
+            pub(crate) fn $take(n: usize) -> Vec<$t> {
+                let reused = $slot
+                    .try_with(|p| {
+                        let mut p = p.borrow_mut();
+                        let i = p.0.iter().position(|v| v.capacity() >= n && v.capacity() <= 2 * n + 64)?;
+                        let v = p.0.swap_remove(i);
+                        p.1 -= v.capacity();
+                        Some(v)
+                    })
+                    .ok()
+                    .flatten();
+                match reused {
+                    Some(mut v) => {
+                        v.resize(n, 0.0);
+                        v
+                    }
+                    None => vec![0.0; n],
+                }
+            }
+
+            /// Return a vector to the pool (dropped if the pool is full).
+            pub(crate) fn $give(v: Vec<$t>) {
+                if v.capacity() == 0 {
+                    return;
+                }
+                let _ = $slot.try_with(|p| {
+                    let mut p = p.borrow_mut();
+                    if p.0.len() < MAX_BUFFERS && p.1 + v.capacity() <= MAX_ELEMENTS {
+                        p.1 += v.capacity();
+                        p.0.push(v);
+                    }
+                });
+            }
+        };
+    }
+
+    typed_pool!(F32, take_f32, give_f32, f32);
+    typed_pool!(F64, take_f64, give_f64, f64);
 }
 
 /// Run `$body` with `$v` bound to the typed slice of a buffer, in both dtypes.
