@@ -374,3 +374,50 @@ fn eval_shape_changes_no_state() {
     assert_eq!(f.trace_count(), 1, "eval_shape's trace is reused");
     assert_eq!(s.value().item().unwrap(), 2.0);
 }
+
+#[test]
+fn fused_elementwise_passes_match_eager() {
+    // Large enough for jit's fusion (>= 16K elements), with chunk tails.
+    let n = 70_001;
+    let x =
+        stategrad::random::seed_context(9, || stategrad::random::normal_dtype(&[n], DType::F64));
+    let y =
+        stategrad::random::seed_context(10, || stategrad::random::normal_dtype(&[n], DType::F64));
+    let f = |(x, y): (Tensor, Tensor)| {
+        let a = x.tanh() * x.sigmoid() + 0.5 * &x * &x; // scalar operands broadcast
+        let b = (&a - &y).exp().minimum(&y.abs()); // `a` is used twice
+        let total = b.sum();
+        // An intermediate used outside the fused run, a reshape, and a second sum.
+        (total, a.reshape(&[n as isize, 1]), (&b * 2.0).sum())
+    };
+    let (t0, a0, s0) = f((x.clone(), y.clone()));
+    let jf = jit(f);
+    for _ in 0..2 {
+        let (t1, a1, s1) = jf.call((x.clone(), y.clone())).unwrap();
+        assert!(t1.allclose(&t0, 1e-12, 1e-9), "{t1} vs {t0}");
+        assert!(s1.allclose(&s0, 1e-12, 1e-9));
+        assert_eq!(a1.shape(), &[n, 1]);
+        assert!(a1.allclose(&a0, 1e-14, 1e-14));
+    }
+    // W5: jit(grad) fuses the backward pass too; grad(jit) runs unfused (recorded) and agrees.
+    let w5 = |x: Tensor| (x.tanh() * x.sigmoid() + 0.5 * &x * &x).sum();
+    let eager = grad(w5).call(x.clone()).unwrap();
+    let jg = jit(|x: Tensor| grad(w5).call(x));
+    let fused = jg.call(x.clone()).unwrap();
+    let fused2 = jg.call(x.clone()).unwrap();
+    assert!(fused.allclose(&eager, 1e-13, 1e-13));
+    assert_eq!(fused.to_vec::<f64>(), fused2.to_vec::<f64>());
+    let jw5 = jit(w5);
+    let through = grad(|x: Tensor| jw5.call(x)).call(x.clone()).unwrap();
+    let through2 = grad(|x: Tensor| jw5.call(x)).call(x.clone()).unwrap();
+    assert!(through.allclose(&eager, 1e-13, 1e-13) && through2.allclose(&eager, 1e-13, 1e-13));
+    // Fused sums combine chunk partials in order: identical for 1 and 2 threads.
+    let run = |k: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(k)
+            .build()
+            .unwrap()
+            .install(|| jit(w5).call(x.clone()).unwrap().item().unwrap())
+    };
+    assert_eq!(run(1), run(2));
+}

@@ -10,6 +10,7 @@
 //! functions all work.
 
 use crate::error::{from_panic, Result};
+use crate::fuse;
 use crate::prim::{apply, Primitive};
 use crate::state::State;
 use crate::tensor::{DType, Tensor};
@@ -17,6 +18,7 @@ use crate::trace::{self, Node, Tape};
 use crate::transform::{Args, Tree};
 use dashmap::DashMap;
 use smallvec::SmallVec;
+use stategrad_simd::Par;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -63,6 +65,8 @@ struct Step {
     prim: Arc<dyn Primitive>,
     inputs: Vec<Source>,
     out: u32,
+    shape: crate::tensor::Shape,
+    dtype: DType,
 }
 
 struct Compiled<T> {
@@ -70,6 +74,9 @@ struct Compiled<T> {
     n_values: usize,
     /// The live operations in order, after dead-code and common-subexpression elimination.
     steps: Vec<Step>,
+    /// The same program with runs of elementwise steps fused (used when no enclosing transform
+    /// records the replay).
+    plan: Vec<fuse::Instr<Source>>,
     arg_nodes: Vec<u32>,
     state_inputs: Vec<(State, u32, Vec<usize>, DType)>,
     outputs: Vec<Source>,
@@ -135,6 +142,8 @@ fn compile_steps(tape: &Tape, roots: &[&Source]) -> (Vec<Step>, Vec<(u32, u32)>)
             prim: op.prim.clone(),
             inputs,
             out: i as u32,
+            shape: op.output.shape().into(),
+            dtype: op.output.dtype(),
         });
     }
     (steps, aliased)
@@ -271,7 +280,7 @@ where
             .iter()
             .map(|(s, v)| (s.clone(), source(v)))
             .collect();
-        let state_inputs = frame
+        let state_inputs: Vec<(State, u32, Vec<usize>, DType)> = frame
             .state_inputs
             .iter()
             .map(|(s, n)| {
@@ -304,12 +313,55 @@ where
             .iter()
             .map(|(s, src)| (s.clone(), redirect(src)))
             .collect();
+        let plan = {
+            let mut numel: HashMap<u32, usize> = HashMap::new();
+            for (n, l) in arg_nodes.iter().zip(leaves) {
+                numel.insert(*n, l.numel());
+            }
+            for (_, n, shape, _) in &state_inputs {
+                numel.insert(*n, shape.iter().product::<usize>());
+            }
+            for st in &steps {
+                numel.insert(st.out, st.shape.iter().product());
+            }
+            let views: Vec<fuse::StepView<'_, Source>> = steps
+                .iter()
+                .map(|st| fuse::StepView {
+                    fusion: st.prim.fusion(),
+                    inputs: &st.inputs,
+                    out: st.out,
+                    shape: &st.shape,
+                    dtype: st.dtype,
+                })
+                .collect();
+            let root_nodes: Vec<u32> = outputs
+                .iter()
+                .chain(writes.iter().map(|(_, s)| s))
+                .filter_map(|s| match s {
+                    Source::Node(n) => Some(*n),
+                    Source::Const(_) => None,
+                })
+                .collect();
+            fuse::plan(
+                &views,
+                |s| match s {
+                    Source::Node(n) => numel.get(n).copied().unwrap_or(0),
+                    Source::Const(t) => t.numel(),
+                },
+                |s| match s {
+                    Source::Node(n) => Some(*n),
+                    Source::Const(_) => None,
+                },
+                &root_nodes,
+            )
+        };
         let result = out.map_tensors(&mut |t| trace::strip(t, level));
         Ok((
             result,
             Compiled {
                 n_values: frame.tape.nodes.len(),
                 steps,
+                plan,
                 arg_nodes,
                 state_inputs,
                 outputs,
@@ -329,7 +381,7 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
         // A read through `value()`, so enclosing transforms see (and may differentiate) it.
         vals[*n as usize] = Some(s.value());
     }
-    for step in &c.steps {
+    let run_step = |step: &Step, vals: &mut Vec<Option<Tensor>>| -> Result<()> {
         let out = {
             let refs: SmallVec<[&Tensor; 4]> = step
                 .inputs
@@ -344,6 +396,35 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
             apply(step.prim.clone(), &refs)?
         };
         vals[step.out as usize] = Some(out);
+        Ok(())
+    };
+    if trace::recording() {
+        // An enclosing transform must see every primitive: run the program unfused.
+        for step in &c.steps {
+            run_step(step, &mut vals)?;
+        }
+    } else {
+        for instr in &c.plan {
+            match instr {
+                fuse::Instr::Step(i) => run_step(&c.steps[*i], &mut vals)?,
+                fuse::Instr::Fused(g) => {
+                    let resolve = |s: &Source| match s {
+                        Source::Node(n) => vals[*n as usize]
+                            .clone()
+                            .expect("internal error: replay order"),
+                        Source::Const(t) => t.clone(),
+                    };
+                    let par = if trace::sequential() {
+                        Par::Seq
+                    } else {
+                        Par::Rayon
+                    };
+                    for (node, t) in fuse::run(g, &resolve, par)? {
+                        vals[node as usize] = Some(t);
+                    }
+                }
+            }
+        }
     }
     let get = |s: &Source| match s {
         Source::Node(n) => vals[*n as usize]

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod finder;
+mod fuse;
 pub mod jit;
 pub mod module;
 mod ops;

@@ -16,6 +16,11 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     /// Shape rule and kernel: compute the output from the inputs' data (their tags are ignored).
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor>;
+    /// Fusion rule: how `jit` may run this primitive inside a fused elementwise pass (`None`:
+    /// it runs on its own).
+    fn fusion(&self) -> Option<Fusion> {
+        None
+    }
     /// Transpose rule: cotangents of the inputs given the output cotangent `g`, for the inputs
     /// where `needs[i]` (`None` is a symbolic zero). `g` may carry `nb` leading batch dimensions
     /// (a chunk of Jacobian rows in one pass); each result then has those batch dimensions
@@ -29,6 +34,21 @@ pub trait Primitive: Send + Sync + fmt::Debug {
         needs: &[bool],
         nb: usize,
     ) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// How a primitive takes part in `jit`'s elementwise fusion ([`crate::fuse`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fusion {
+    /// Elementwise on one operand.
+    Unary(UnaryOp),
+    /// Elementwise on two operands of the output's size or scalars.
+    Binary(BinaryOp),
+    /// The sum of every element (ends a fused pass).
+    SumAll,
+    /// A one-element tensor broadcast to every position (or a copy of an equal-size one).
+    Splat,
+    /// The same elements under another shape.
+    Copy,
 }
 
 /// The shape `g`'s `nb` batch dimensions followed by `shape`.
@@ -175,6 +195,9 @@ impl Primitive for Unary {
         }
     }
 
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::Unary(self.0))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         let out = fill_like!(x, x.numel(), |a, o| simd::unary(self.0, a, o, par()));
@@ -264,6 +287,9 @@ impl Primitive for Binary {
         binary_name(self.0)
     }
 
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::Binary(self.0))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
@@ -474,6 +500,10 @@ impl Primitive for Reduce {
         }
     }
 
+    fn fusion(&self) -> Option<Fusion> {
+        // Only a reduction to one element ends a fused pass (checked by the planner).
+        (self.op == ReduceOp::Sum).then_some(Fusion::SumAll)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         let shape = reduced_shape(x.shape(), &self.axes, self.keepdims);
@@ -528,6 +558,9 @@ impl Primitive for BroadcastTo {
     fn name(&self) -> &'static str {
         "broadcast_in_dim"
     }
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::Splat)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         let shape = broadcast_shapes("broadcast_to", x.shape(), &self.0)?;
@@ -579,6 +612,9 @@ pub(crate) struct Reshape(pub Shape);
 impl Primitive for Reshape {
     fn name(&self) -> &'static str {
         "reshape"
+    }
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::Copy)
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];

@@ -46,6 +46,8 @@ pub trait Float: stategrad_simd::Element + fmt::Display {
     fn into_buffer(v: Vec<Self>) -> Buffer;
     #[doc(hidden)]
     fn slice(b: &Buffer) -> Option<&[Self]>;
+    #[doc(hidden)]
+    fn take_vec(b: &mut Buffer) -> Vec<Self>;
 }
 
 impl Float for f32 {
@@ -59,6 +61,12 @@ impl Float for f32 {
             Buffer::F64(_) => None,
         }
     }
+    fn take_vec(b: &mut Buffer) -> Vec<Self> {
+        match b {
+            Buffer::F32(v) => std::mem::take(v),
+            Buffer::F64(_) => Vec::new(),
+        }
+    }
 }
 
 impl Float for f64 {
@@ -70,6 +78,12 @@ impl Float for f64 {
         match b {
             Buffer::F64(v) => Some(v),
             Buffer::F32(_) => None,
+        }
+    }
+    fn take_vec(b: &mut Buffer) -> Vec<Self> {
+        match b {
+            Buffer::F64(v) => std::mem::take(v),
+            Buffer::F32(_) => Vec::new(),
         }
     }
 }

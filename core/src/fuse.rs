@@ -1,0 +1,357 @@
+//! Elementwise fusion for `jit`: runs of elementwise primitives over tensors of one size (with
+//! scalar operands broadcast) and the full sums that end them become one pass over the data.
+//! The pass walks the elements in cache-sized chunks, spread over rayon; inside a chunk each
+//! primitive runs its SIMD kernel on chunk-sized scratch buffers, so intermediates never travel
+//! to memory and only the values needed outside the group are written out.
+//!
+//! Each primitive says whether and how it fuses ([`crate::prim::Primitive::fusion`]).
+
+use crate::error::Result;
+use crate::prim::Fusion;
+use crate::tensor::{Buffer, DType, Float, Shape, Tensor};
+use rayon::prelude::*;
+use stategrad_simd::{self as simd, BinaryOp, Par, ReduceOp, UnaryOp};
+use std::collections::{HashMap, HashSet};
+
+/// Elements per chunk: a handful of scratch vectors of this size stay in L1/L2.
+const CHUNK: usize = 4096;
+/// Smaller tensors are not worth fusing (W1-sized programs stay on the plain path).
+pub(crate) const FUSE_MIN: usize = 1 << 14;
+
+/// Where a fused group reads a value from.
+#[derive(Clone, Debug)]
+pub(crate) enum Input<S> {
+    /// A tensor with one element per position.
+    Full(S),
+    /// A one-element tensor broadcast to every position.
+    Scalar(S),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Operand {
+    In(usize),
+    Op(usize),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    Unary(UnaryOp, Operand),
+    Binary(BinaryOp, Operand, Operand),
+    Splat(Operand),
+    Copy(Operand),
+}
+
+/// One fused pass.
+#[derive(Debug)]
+pub(crate) struct Group<S> {
+    pub(crate) n: usize,
+    pub(crate) dtype: DType,
+    pub(crate) inputs: Vec<Input<S>>,
+    pub(crate) ops: Vec<Op>,
+    /// The tape node each op computes, and its shape.
+    pub(crate) op_nodes: Vec<(u32, Shape)>,
+    /// Full sums of an operand: (operand, node, output shape).
+    pub(crate) sums: Vec<(Operand, u32, Shape)>,
+    /// Ops whose values are needed outside the group.
+    pub(crate) outputs: Vec<usize>,
+}
+
+/// What a compiled program step looks like to the fusion planner.
+pub(crate) struct StepView<'a, S> {
+    pub(crate) fusion: Option<Fusion>,
+    pub(crate) inputs: &'a [S],
+    pub(crate) out: u32,
+    pub(crate) shape: &'a [usize],
+    pub(crate) dtype: DType,
+}
+
+/// A program of single steps (by index) and fused groups.
+pub(crate) enum Instr<S> {
+    Step(usize),
+    Fused(Group<S>),
+}
+
+/// Plan fusion over `steps` in order. `numel(src)` gives an input's element count, `node(src)`
+/// the tape node a source refers to (None for constants). `roots` are nodes read after the
+/// program (outputs, written states).
+pub(crate) fn plan<S: Clone>(
+    steps: &[StepView<'_, S>],
+    numel: impl Fn(&S) -> usize,
+    node: impl Fn(&S) -> Option<u32>,
+    roots: &[u32],
+) -> Vec<Instr<S>> {
+    let mut instrs: Vec<Instr<S>> = Vec::new();
+    let mut group: Option<(Group<S>, HashMap<u32, usize>, Vec<usize>)> = None;
+    let close = |g: Option<(Group<S>, HashMap<u32, usize>, Vec<usize>)>,
+                 instrs: &mut Vec<Instr<S>>| {
+        if let Some((g, _, members)) = g {
+            // A lone primitive gains nothing from the chunked pass.
+            if g.ops.len() + g.sums.len() >= 2 {
+                instrs.push(Instr::Fused(g));
+            } else {
+                instrs.extend(members.into_iter().map(Instr::Step));
+            }
+        }
+    };
+    for (i, s) in steps.iter().enumerate() {
+        let n_out: usize = s.shape.iter().product();
+        let joined = match (&mut group, s.fusion) {
+            (Some((g, local, members)), Some(f)) if s.dtype == g.dtype => {
+                try_join(g, local, s, f, n_out, &numel, &node)
+                    .map(|_| members.push(i))
+                    .is_some()
+            }
+            _ => false,
+        };
+        if joined {
+            continue;
+        }
+        close(group.take(), &mut instrs);
+        let starts = matches!(
+            s.fusion,
+            Some(Fusion::Unary(_) | Fusion::Binary(_) | Fusion::Splat | Fusion::Copy)
+        ) && n_out >= FUSE_MIN;
+        if starts {
+            let mut g = Group {
+                n: n_out,
+                dtype: s.dtype,
+                inputs: Vec::new(),
+                ops: Vec::new(),
+                op_nodes: Vec::new(),
+                sums: Vec::new(),
+                outputs: Vec::new(),
+            };
+            let mut local = HashMap::new();
+            let f = s.fusion.expect("checked above");
+            if try_join(&mut g, &mut local, s, f, n_out, &numel, &node).is_some() {
+                group = Some((g, local, vec![i]));
+                continue;
+            }
+        }
+        instrs.push(Instr::Step(i));
+    }
+    close(group.take(), &mut instrs);
+    // Values needed outside their group: read by a later step or group, or by the caller.
+    let mut used: HashSet<u32> = roots.iter().copied().collect();
+    for ins in &instrs {
+        match ins {
+            Instr::Step(i) => used.extend(steps[*i].inputs.iter().filter_map(&node)),
+            Instr::Fused(g) => used.extend(g.inputs.iter().filter_map(|x| match x {
+                Input::Full(s) | Input::Scalar(s) => node(s),
+            })),
+        }
+    }
+    for ins in &mut instrs {
+        if let Instr::Fused(g) = ins {
+            g.outputs = (0..g.ops.len())
+                .filter(|&k| used.contains(&g.op_nodes[k].0))
+                .collect();
+        }
+    }
+    instrs
+}
+
+/// Add step `s` to group `g` if it fits (same size, operands inside the group, of full size, or
+/// scalars); `None` leaves the group unchanged.
+fn try_join<S: Clone>(
+    g: &mut Group<S>,
+    local: &mut HashMap<u32, usize>,
+    s: &StepView<'_, S>,
+    f: Fusion,
+    n_out: usize,
+    numel: &impl Fn(&S) -> usize,
+    node: &impl Fn(&S) -> Option<u32>,
+) -> Option<()> {
+    // Resolve operands without touching the group until the whole step is known to fit.
+    let mut new_inputs: Vec<Input<S>> = Vec::new();
+    let mut operand = |src: &S, scalar_ok: bool| -> Option<Operand> {
+        if let Some(&k) = node(src).and_then(|n| local.get(&n)) {
+            return Some(Operand::Op(k));
+        }
+        let m = numel(src);
+        let inp = if m == g.n {
+            Input::Full(src.clone())
+        } else if m == 1 && scalar_ok {
+            Input::Scalar(src.clone())
+        } else {
+            return None;
+        };
+        new_inputs.push(inp);
+        Some(Operand::In(g.inputs.len() + new_inputs.len() - 1))
+    };
+    let op = match f {
+        Fusion::SumAll if n_out == 1 => {
+            let a = operand(&s.inputs[0], false)?;
+            g.inputs.extend(new_inputs);
+            g.sums.push((a, s.out, s.shape.into()));
+            return Some(());
+        }
+        _ if n_out != g.n => return None,
+        Fusion::Unary(u) => Op::Unary(u, operand(&s.inputs[0], false)?),
+        Fusion::Binary(b) => {
+            let a = operand(&s.inputs[0], true)?;
+            let c = operand(&s.inputs[1], true)?;
+            Op::Binary(b, a, c)
+        }
+        Fusion::Splat => Op::Splat(operand(&s.inputs[0], true)?),
+        Fusion::Copy => Op::Copy(operand(&s.inputs[0], false)?),
+        Fusion::SumAll => return None,
+    };
+    g.inputs.extend(new_inputs);
+    local.insert(s.out, g.ops.len());
+    g.ops.push(op);
+    g.op_nodes.push((s.out, s.shape.into()));
+    Some(())
+}
+
+/// Run a group, reading its inputs through `resolve`; returns (node, value) for every output
+/// and sum.
+pub(crate) fn run<S: Sync>(
+    g: &Group<S>,
+    resolve: &dyn Fn(&S) -> Tensor,
+    par: Par,
+) -> Result<Vec<(u32, Tensor)>> {
+    let tensors: Vec<Tensor> = g
+        .inputs
+        .iter()
+        .map(|x| match x {
+            Input::Full(s) | Input::Scalar(s) => resolve(s),
+        })
+        .collect();
+    match g.dtype {
+        DType::F32 => run_typed::<f32, S>(g, &tensors, par),
+        DType::F64 => run_typed::<f64, S>(g, &tensors, par),
+    }
+}
+
+enum In<'a, T> {
+    Full(&'a [T]),
+    Scalar(T),
+}
+
+fn run_typed<T: Float, S: Sync>(
+    g: &Group<S>,
+    tensors: &[Tensor],
+    par: Par,
+) -> Result<Vec<(u32, Tensor)>> {
+    let inputs: Vec<In<'_, T>> = g
+        .inputs
+        .iter()
+        .zip(tensors)
+        .map(|(x, t)| {
+            let data = T::slice(t.buf()).expect("internal error: fused dtype");
+            match x {
+                Input::Full(_) => In::Full(data),
+                Input::Scalar(_) => In::Scalar(data[0]),
+            }
+        })
+        .collect();
+    let mut outs: Vec<Vec<T>> = g.outputs.iter().map(|_| take_buffer::<T>(g.n)).collect();
+    let n_chunks = g.n.div_ceil(CHUNK);
+    // Split every output into chunks; task c owns chunk c of each.
+    let mut per_chunk: Vec<Vec<&mut [T]>> = (0..n_chunks)
+        .map(|_| Vec::with_capacity(outs.len()))
+        .collect();
+    for o in &mut outs {
+        for (c, piece) in o.chunks_mut(CHUNK).enumerate() {
+            per_chunk[c].push(piece);
+        }
+    }
+    let task = |scratch: &mut Vec<Vec<T>>, (c, mut pieces): (usize, Vec<&mut [T]>)| -> Vec<T> {
+        let start = c * CHUNK;
+        let len = CHUNK.min(g.n - start);
+        if scratch.len() < g.ops.len() {
+            scratch.resize_with(g.ops.len(), Vec::new);
+        }
+        for k in 0..g.ops.len() {
+            scratch[k].resize(len, T::ZERO);
+        }
+        for (k, op) in g.ops.iter().enumerate() {
+            let (done, rest) = scratch.split_at_mut(k);
+            let dst = &mut rest[0][..len];
+            let get = |o: Operand| -> In<'_, T> {
+                match o {
+                    Operand::Op(j) => In::Full(&done[j][..len]),
+                    Operand::In(i) => match &inputs[i] {
+                        In::Full(s) => In::Full(&s[start..start + len]),
+                        In::Scalar(v) => In::Scalar(*v),
+                    },
+                }
+            };
+            match op {
+                Op::Unary(u, a) => match get(*a) {
+                    In::Full(x) => simd::unary(*u, x, dst, Par::Seq),
+                    In::Scalar(v) => {
+                        let mut r = [T::ZERO];
+                        simd::unary(*u, &[v], &mut r, Par::Seq);
+                        dst.fill(r[0]);
+                    }
+                },
+                Op::Binary(b, x, y) => match (get(*x), get(*y)) {
+                    (In::Full(x), In::Full(y)) => simd::binary(*b, x, y, dst, Par::Seq),
+                    (In::Full(x), In::Scalar(y)) => simd::binary_scalar(*b, x, y, dst, Par::Seq),
+                    (In::Scalar(x), In::Full(y)) => simd::scalar_binary(*b, x, y, dst, Par::Seq),
+                    (In::Scalar(x), In::Scalar(y)) => {
+                        let mut v = [T::ZERO];
+                        simd::binary(*b, &[x], &[y], &mut v, Par::Seq);
+                        dst.fill(v[0]);
+                    }
+                },
+                Op::Splat(a) => match get(*a) {
+                    In::Scalar(v) => dst.fill(v),
+                    In::Full(x) => dst.copy_from_slice(x),
+                },
+                Op::Copy(a) => match get(*a) {
+                    In::Full(x) => dst.copy_from_slice(x),
+                    In::Scalar(v) => dst.fill(v),
+                },
+            }
+        }
+        for (piece, &k) in pieces.iter_mut().zip(&g.outputs) {
+            piece.copy_from_slice(&scratch[k][..len]);
+        }
+        g.sums
+            .iter()
+            .map(|(a, _, _)| match a {
+                Operand::Op(j) => simd::reduce_all(ReduceOp::Sum, &scratch[*j][..len]),
+                Operand::In(i) => match &inputs[*i] {
+                    In::Full(s) => simd::reduce_all(ReduceOp::Sum, &s[start..start + len]),
+                    In::Scalar(v) => *v,
+                },
+            })
+            .collect()
+    };
+    let partials: Vec<Vec<T>> = if par == Par::Rayon && n_chunks > 1 {
+        per_chunk
+            .into_par_iter()
+            .enumerate()
+            .map_init(Vec::new, task)
+            .collect()
+    } else {
+        let mut scratch = Vec::new();
+        per_chunk
+            .into_iter()
+            .enumerate()
+            .map(|x| task(&mut scratch, x))
+            .collect()
+    };
+    let mut results: Vec<(u32, Tensor)> = Vec::with_capacity(g.outputs.len() + g.sums.len());
+    for (k, v) in g.outputs.iter().zip(outs) {
+        let (node, shape) = &g.op_nodes[*k];
+        results.push((*node, Tensor::from_buffer(T::into_buffer(v), shape)));
+    }
+    for (s, (_, node, shape)) in g.sums.iter().enumerate() {
+        // Chunk partial sums are combined in chunk order: the same result for any thread count.
+        let mut acc = T::ZERO;
+        for p in &partials {
+            acc += p[s];
+        }
+        results.push((*node, Tensor::from_buffer(T::into_buffer(vec![acc]), shape)));
+    }
+    Ok(results)
+}
+
+/// A pooled vector of `n` elements (contents unspecified; every element is written).
+fn take_buffer<T: Float>(n: usize) -> Vec<T> {
+    T::take_vec(&mut Buffer::for_overwrite(T::DTYPE, n))
+}
