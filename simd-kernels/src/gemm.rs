@@ -9,6 +9,10 @@ use crate::{Element, Par, PAR_GEMM_MIN_FLOPS};
 const ROW_ALIGN: usize = 16;
 
 /// Panics unless the `rows x cols` matrix with strides `rs`/`cs` fits in `len` elements.
+/// Products at least this large (m·n·k) use the `gemm` crate's packed kernels; smaller ones
+/// `matrixmultiply`, whose setup is cheaper.
+pub const GEMM_CRATE_MIN_FLOPS: usize = 1 << 18;
+
 /// `dot(x[0], x[sx], …; y[0], y[sy], …)` over `k` terms, with eight accumulators so that the
 /// loop vectorises (the summation order differs from a plain loop by rounding only).
 fn dot<T: Element>(k: usize, x: &[T], sx: usize, y: &[T], sy: usize) -> T {
@@ -246,6 +250,48 @@ pub fn gemm<T: Element>(
     if thin_gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) {
         return;
     }
+    let work = m.saturating_mul(n).saturating_mul(k);
+    if k > 0 && work >= GEMM_CRATE_MIN_FLOPS {
+        // Large products go to the `gemm` crate: packed AVX-512/AVX2/SSE micro-kernels chosen at
+        // run time (its `x86-v4` feature), parallelised at one level over rayon when allowed.
+        let threads = rayon::current_num_threads();
+        let parallelism = if par == Par::Rayon && threads > 1 && work > PAR_GEMM_MIN_FLOPS {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        let [rsa_i, csa_i, rsb_i, csb_i, rsc_i, csc_i] =
+            [rsa, csa, rsb, csb, rsc, csc].map(|s| s as isize);
+        // SAFETY: every element reachable from A, B and C with these dims and strides is in
+        // bounds (`check_fits` above; all strides fit `isize`), A and B are only read, C's
+        // elements do not alias (`no_alias`), and `read_dst` is false exactly when beta == 0, so
+        // C is then only written. The crate computes dst := s·dst + t·lhs·rhs with (s, t) =
+        // (beta, alpha) in our naming.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                csc_i,
+                rsc_i,
+                beta != T::ZERO,
+                a.as_ptr(),
+                csa_i,
+                rsa_i,
+                b.as_ptr(),
+                csb_i,
+                rsb_i,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        };
+        return;
+    }
     // Every stride is now 0 or at most a checked index `< len <= isize::MAX`.
     let [rsa_i, csa_i, rsb_i, csb_i, rsc_i, csc_i] =
         [rsa, csa, rsb, csb, rsc, csc].map(|s| s as isize);
@@ -280,7 +326,6 @@ pub fn gemm<T: Element>(
         }
     };
     let threads = rayon::current_num_threads();
-    let work = m.saturating_mul(n).saturating_mul(k);
     if par == Par::Rayon && work > PAR_GEMM_MIN_FLOPS && threads > 1 && m >= 2 * ROW_ALIGN {
         let rows_per = m.div_ceil(threads).next_multiple_of(ROW_ALIGN);
         let blocks = m.div_ceil(rows_per);
