@@ -161,8 +161,12 @@ impl Drop for Buffer {
 /// Reuse of freed buffers, per thread. Large buffers would otherwise go back to the OS and come
 /// back as fresh pages (a page fault per 4 KiB and zeroing by the kernel on every pass); small
 /// ones would cost a malloc/free pair per operation. Bounded in count and in total size.
-mod pool {
+pub(crate) mod pool {
     use std::cell::RefCell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Buffers allocated because no freed one fitted (all threads).
+    pub(crate) static FRESH: AtomicU64 = AtomicU64::new(0);
 
     const MAX_BUFFERS: usize = 32;
     const MAX_ELEMENTS: usize = 1 << 27;
@@ -190,7 +194,10 @@ mod pool {
                         v.resize(n, 0.0);
                         v
                     }
-                    None => vec![0.0; n],
+                    None => {
+                        FRESH.fetch_add(1, Ordering::Relaxed);
+                        vec![0.0; n]
+                    }
                 }
             }
 
@@ -212,6 +219,23 @@ mod pool {
 
     typed_pool!(F32, take_f32, give_f32, f32);
     typed_pool!(F64, take_f64, give_f64, f64);
+}
+
+/// How many tensor buffers were freshly allocated (not reused from freed ones) so far, over all
+/// threads. A steady-state `jit` replay reuses every buffer of the previous call, so this does
+/// not grow across replays.
+///
+/// ```
+/// use stategrad_core::{tensor::fresh_buffer_count, Tensor};
+/// let x = Tensor::ones(&[1000]);
+/// drop(&x * 2.0); // warm the pool for this size
+/// let before = fresh_buffer_count();
+/// let y = &x * 3.0;
+/// assert_eq!(fresh_buffer_count(), before);
+/// # drop(y);
+/// ```
+pub fn fresh_buffer_count() -> u64 {
+    pool::FRESH.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Run `$body` with `$v` bound to the typed slice of a buffer, in both dtypes.
