@@ -86,9 +86,9 @@ fn w3(c: &mut Criterion) {
     g.finish();
 }
 
-/// W4 (scaled to n = 128 to keep the suite short): the Hessian of logsumexp(A x) + 0.5 |x|^2.
+/// W4: the 512x512 Hessian of logsumexp(A x) + 0.5 |x|^2.
 fn w4(c: &mut Criterion) {
-    let n = 128;
+    let n = 512;
     random::seed(2);
     let a = random::normal(&[n, n]) * (1.0 / (n as f64).sqrt());
     let x = random::normal(&[n]);
@@ -99,7 +99,7 @@ fn w4(c: &mut Criterion) {
         h.allclose(&ht, 1e-4, 1e-5),
         "W4 guard: Hessian not symmetric"
     );
-    let mut g = c.benchmark_group("W4_hessian_128");
+    let mut g = c.benchmark_group("W4_hessian_512");
     g.sample_size(10);
     for threads in [1, 2] {
         let p = pool(threads);
