@@ -169,7 +169,8 @@ pub(crate) mod pool {
     pub(crate) static FRESH: AtomicU64 = AtomicU64::new(0);
 
     const MAX_BUFFERS: usize = 32;
-    const MAX_ELEMENTS: usize = 1 << 27;
+    /// Per thread and dtype: 64M elements (256 MB of f32) at most stay pooled.
+    const MAX_ELEMENTS: usize = 1 << 26;
 
     macro_rules! typed_pool {
         ($slot:ident, $take:ident, $give:ident, $t:ty) => {
@@ -219,6 +220,12 @@ pub(crate) mod pool {
 
     typed_pool!(F32, take_f32, give_f32, f32);
     typed_pool!(F64, take_f64, give_f64, f64);
+
+    /// Free every buffer pooled by this thread.
+    pub(crate) fn clear() {
+        let _ = F32.try_with(|p| *p.borrow_mut() = (Vec::new(), 0));
+        let _ = F64.try_with(|p| *p.borrow_mut() = (Vec::new(), 0));
+    }
 }
 
 /// How many tensor buffers were freshly allocated (not reused from freed ones) so far, over all
@@ -236,6 +243,12 @@ pub(crate) mod pool {
 /// ```
 pub fn fresh_buffer_count() -> u64 {
     pool::FRESH.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Give the memory of the freed tensor buffers this thread keeps for reuse back to the
+/// allocator (at most 64M elements per dtype are kept).
+pub fn release_pooled_buffers() {
+    pool::clear();
 }
 
 /// Run `$body` with `$v` bound to the typed slice of a buffer, in both dtypes.
