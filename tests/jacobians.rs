@@ -1812,3 +1812,45 @@ fn identity_outputs_with_a_later_input() {
     assert_close("state d s0", &v[0], &[2, 2], &eye, 0.0, 0.0);
     assert_close("state d s1", &v[1], &[2, 3], &[0.0; 6], 0.0, 0.0);
 }
+
+#[test]
+fn hessian_with_states_and_argnums_gives_all_four_block_families() {
+    let w = ParamState::new(Tensor::new([[0.3f64, -0.2, 0.5], [0.1, 0.4, -0.6]]));
+    let x = Tensor::new([0.7f64, -1.1]);
+    let f = |x: Tensor| x.matmul(&w.value()).tanh().sum() + x.square().sum() * w.value().sum();
+    let h = hessian(f)
+        .grad_states(w.clone())
+        .argnums(0)
+        .call(x.clone())
+        .unwrap();
+    let vv = hessian(f).grad_states(w.clone()).call(x.clone()).unwrap();
+    let gg = hessian(f).argnums(0).call(x.clone()).unwrap();
+    assert_eq!(h.vv.shape(), &[2, 3, 2, 3]);
+    assert_eq!(h.vg.shape(), &[2, 3, 2]);
+    assert_eq!(h.gv.shape(), &[2, 2, 3]);
+    assert_eq!(h.gg.shape(), &[2, 2]);
+    assert!(h.vv.allclose(&vv, 1e-12, 1e-12) && h.gg.allclose(&gg, 1e-12, 1e-12));
+    // Mixed blocks: the Jacobian of one gradient w.r.t. the other input.
+    let vg = jacrev(|x: Tensor| grad(f).grad_states(w.clone()).call(x))
+        .call(x.clone())
+        .unwrap();
+    let gv = jacrev(|x: Tensor| grad(f).argnums(0).call(x))
+        .grad_states(w.clone())
+        .call(x.clone())
+        .unwrap();
+    assert!(h.vg.allclose(&vg, 1e-12, 1e-12) && h.gv.allclose(&gv, 1e-12, 1e-12));
+    // Symmetry across the families: vg[i, j, k] == gv[k, i, j].
+    let vgp = h.vg.permute(&[2, 0, 1]);
+    assert!(vgp.allclose(&h.gv, 1e-12, 1e-12));
+    // With an array of argnums, per-argument blocks.
+    let g2 = |(x, y): (Tensor, Tensor)| (x.matmul(&w.value()) * &y).sum();
+    let y = Tensor::new([1.0f64, 2.0, -1.0]);
+    let h2 = hessian(g2)
+        .grad_states(w.clone())
+        .argnums([0, 1])
+        .call((x.clone(), y.clone()))
+        .unwrap();
+    assert_eq!(h2.vg[1].shape(), &[2, 3, 3]);
+    assert_eq!(h2.gv[0].shape(), &[2, 2, 3]);
+    assert_eq!(h2.gg[0][1].shape(), &[2, 3]);
+}

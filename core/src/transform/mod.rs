@@ -167,15 +167,28 @@ impl<A: Args> RawResult<A> {
     fn block(&self, i: usize, j: usize) -> Tensor {
         self.grads[i * self.n_inputs() + j].clone()
     }
-    fn second_arg_block(&self, k: usize, l: usize) -> Result<Tensor> {
-        if self.arg_leaf_counts[k] != 1 || self.arg_leaf_counts[l] != 1 {
+    /// The input index of selected argument `k` (which must be a single tensor).
+    fn arg_input(&self, k: usize) -> Result<usize> {
+        if self.arg_leaf_counts[k] != 1 {
             return Err(Error::Unsupported(
                 "hessian w.r.t. an argument with several tensors; pass each tensor as its own argument".into(),
             ));
         }
-        let i = self.n_unique + self.arg_leaf_counts[..k].iter().sum::<usize>();
-        let j = self.n_unique + self.arg_leaf_counts[..l].iter().sum::<usize>();
-        Ok(self.block(i, j))
+        Ok(self.n_unique + self.arg_leaf_counts[..k].iter().sum::<usize>())
+    }
+    fn second_arg_block(&self, k: usize, l: usize) -> Result<Tensor> {
+        Ok(self.block(self.arg_input(k)?, self.arg_input(l)?))
+    }
+    /// The state-by-argument and argument-by-state blocks for argument `k`.
+    fn mixed_blocks<S: StateTree>(
+        &self,
+        tree: &S,
+        k: usize,
+    ) -> Result<(S::Out<Tensor>, S::Out<Tensor>)> {
+        let a = self.arg_input(k)?;
+        let vg = tree.build(&mut self.state_slots.iter().map(|&u| self.block(u, a)));
+        let gv = tree.build(&mut self.state_slots.iter().map(|&u| self.block(a, u)));
+        Ok((vg, gv))
     }
     fn second_state_blocks<S: StateTree>(&self, tree: &S) -> S::Out<S::Out<Tensor>> {
         let mut rows = self.state_slots.iter().map(|&u| {
@@ -186,10 +199,25 @@ impl<A: Args> RawResult<A> {
     }
 }
 
+/// The blocks of a Hessian taken w.r.t. states and arguments together: `vv[s][t]` has shape
+/// `s.shape + t.shape`, `vg[s]` `s.shape + arg.shape`, `gv[s]` `arg.shape + s.shape`, `gg` the
+/// argument block(s), each structure mirroring `grad_states` (and the `argnums` array).
+#[derive(Clone, Debug)]
+pub struct HessianBlocks<VV, VG, GV, GG> {
+    /// States by states.
+    pub vv: VV,
+    /// States by arguments.
+    pub vg: VG,
+    /// Arguments by states.
+    pub gv: GV,
+    /// Arguments by arguments.
+    pub gg: GG,
+}
+
 /// How `(grad_states, argnums)` shape the gradient part of the result, per order `K`.
 #[diagnostic::on_unimplemented(
     message = "this combination of grad_states / argnums is not supported for this transform and these arguments",
-    note = "hessian takes either grad_states or argnums, not both; all selected arguments must share one gradient type"
+    note = "all selected arguments must share one gradient type"
 )]
 pub trait Selection<A: Args, K> {
     /// The gradient part (`G`, `V`, or `(V, G)`).
@@ -381,6 +409,64 @@ impl<A: Args, S: StateTree> Selection<A, Second> for (WithStates<S>, DefaultArg)
     }
     fn assemble(&self, raw: RawResult<A>) -> Result<Self::Grads> {
         Ok(raw.second_state_blocks(&self.0 .0))
+    }
+}
+
+impl<A: Args, S: StateTree> Selection<A, Second> for (WithStates<S>, OneArg) {
+    type Grads = HessianBlocks<S::Out<S::Out<Tensor>>, S::Out<Tensor>, S::Out<Tensor>, Tensor>;
+    fn state_list(&self) -> Vec<(String, State)> {
+        tree::flatten_states(&self.0 .0)
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&[self.1 .0], A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<Self::Grads> {
+        let (vg, gv) = raw.mixed_blocks(&self.0 .0, 0)?;
+        Ok(HessianBlocks {
+            vv: raw.second_state_blocks(&self.0 .0),
+            vg,
+            gv,
+            gg: raw.second_arg_block(0, 0)?,
+        })
+    }
+}
+
+impl<A: Args, S: StateTree, const N: usize> Selection<A, Second> for (WithStates<S>, ArgArray<N>) {
+    type Grads = HessianBlocks<
+        S::Out<S::Out<Tensor>>,
+        [S::Out<Tensor>; N],
+        [S::Out<Tensor>; N],
+        [[Tensor; N]; N],
+    >;
+    fn state_list(&self) -> Vec<(String, State)> {
+        tree::flatten_states(&self.0 .0)
+    }
+    fn argnums(&self) -> Result<Vec<usize>> {
+        validate_argnums(&self.1 .0, A::LEN)
+    }
+    fn assemble(&self, raw: RawResult<A>) -> Result<Self::Grads> {
+        let mut vgs = Vec::with_capacity(N);
+        let mut gvs = Vec::with_capacity(N);
+        for k in 0..N {
+            let (vg, gv) = raw.mixed_blocks(&self.0 .0, k)?;
+            vgs.push(vg);
+            gvs.push(gv);
+        }
+        let mut gg = Vec::with_capacity(N);
+        for k in 0..N {
+            let mut row = Vec::with_capacity(N);
+            for l in 0..N {
+                row.push(raw.second_arg_block(k, l)?);
+            }
+            gg.push(row);
+        }
+        let (mut vgs, mut gvs) = (vgs.into_iter(), gvs.into_iter());
+        Ok(HessianBlocks {
+            vv: raw.second_state_blocks(&self.0 .0),
+            vg: std::array::from_fn(|_| vgs.next().expect("N blocks")),
+            gv: std::array::from_fn(|_| gvs.next().expect("N blocks")),
+            gg: std::array::from_fn(|k| std::array::from_fn(|l| gg[k][l].clone())),
+        })
     }
 }
 
@@ -920,7 +1006,8 @@ pub fn jacfwd<F: Fn(A) -> O, A, O>(f: F) -> GradientTransform<F, A, O> {
 /// `hessian`: second derivatives (`jacfwd(jacrev)` in the reference; here the Jacobian of the
 /// reverse-mode Jacobian). Blocks per pair of inputs: of one argument a tensor of shape
 /// `out + in + in`; of states `{outer: {inner: block}}` with `block` of shape
-/// `outer.shape + inner.shape`.
+/// `outer.shape + inner.shape`. With both `grad_states` and `argnums` (which the reference
+/// refuses) the result is a [`HessianBlocks`] holding all four families of blocks.
 pub fn hessian<F: Fn(A) -> O, A, O>(
     f: F,
 ) -> GradientTransform<F, A, O, NoStates, DefaultArg, NoAux, NoValue, Second> {
