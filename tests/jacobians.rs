@@ -1854,3 +1854,54 @@ fn hessian_with_states_and_argnums_gives_all_four_block_families() {
     assert_eq!(h2.gv[0].shape(), &[2, 2, 3]);
     assert_eq!(h2.gg[0][1].shape(), &[2, 3]);
 }
+
+#[test]
+fn jacobians_of_tree_valued_outputs_with_states_put_the_output_structure_outermost() {
+    let w = ParamState::new(Tensor::new([[0.3f64, -0.2, 0.5], [0.1, 0.4, -0.6]]));
+    let b = ParamState::new(Tensor::new([0.05f64, -0.1, 0.2]));
+    let params: StateMap = [(path!("W"), w.clone()), (path!("b"), b.clone())]
+        .into_iter()
+        .collect();
+    let x = Tensor::new([0.7f64, -1.1]);
+    let f = |x: Tensor| {
+        let h = (x.matmul(&w.value()) + b.value()).tanh();
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("norm", h.square().sum());
+        (h, m)
+    };
+    let leaf_h = |x: Tensor| f(x).0;
+    let leaf_n = |x: Tensor| f(x).1["norm"].clone();
+    for fwd in [false, true] {
+        let (jh, jm) = if fwd {
+            jacfwd(f)
+                .grad_states(params.clone())
+                .argnums(0)
+                .call_tree(x.clone())
+                .unwrap()
+        } else {
+            jacrev(f)
+                .grad_states(params.clone())
+                .argnums(0)
+                .call_tree(x.clone())
+                .unwrap()
+        };
+        let (vh, gh) = jacrev(leaf_h)
+            .grad_states(params.clone())
+            .argnums(0)
+            .call(x.clone())
+            .unwrap();
+        let (vn, gn) = jacrev(leaf_n)
+            .grad_states(params.clone())
+            .argnums(0)
+            .call(x.clone())
+            .unwrap();
+        assert_eq!(jh.0[&path!("W")].shape(), &[3, 2, 3]);
+        assert_eq!(jh.1.shape(), &[3, 2]);
+        assert_eq!(jm["norm"].0[&path!("b")].shape(), &[3]);
+        for k in [path!("W"), path!("b")] {
+            assert!(jh.0[&k].allclose(&vh[&k], 1e-12, 1e-12));
+            assert!(jm["norm"].0[&k].allclose(&vn[&k], 1e-12, 1e-12));
+        }
+        assert!(jh.1.allclose(&gh, 1e-12, 1e-12) && jm["norm"].1.allclose(&gn, 1e-12, 1e-12));
+    }
+}

@@ -39,7 +39,7 @@ pub use plugins::{
     grad_pure, jacobian_rows, GradPlugin, HessianPlugin, JacFwdPlugin, JacRevPlugin, Order,
     ParamValue, Params, TransformOutput, TransformPlugin, VectorGradPlugin, VjpPlugin,
 };
-pub use tree::{Arg, Args, StateTree, Static, Tree};
+pub use tree::{Arg, Args, OutTree, StateTree, Static, Tree};
 
 use crate::error::{Error, Result};
 use crate::state::{State, StateId};
@@ -698,6 +698,20 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
         F: Fn(A) -> O,
         O: FnOutput<X>,
     {
+        self.run_pure_with(args, prep, |a| (self.f)(a).split(), body)
+    }
+
+    /// [`Self::run_pure`] with the function's evaluation (value and aux) given as `eval`.
+    fn run_pure_with<T, Aux: Tree>(
+        &self,
+        args: &A,
+        prep: &Prepared,
+        eval: impl Fn(A) -> Result<(Tensor, Aux)>,
+        body: impl FnOnce(&PureFn<'_>, &[Tensor]) -> Result<T>,
+    ) -> Result<(T, Aux)>
+    where
+        A: Args,
+    {
         let Prepared {
             argnums,
             leaves,
@@ -715,7 +729,7 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
                 inputs.extend(l.iter().cloned());
                 ranges.push(start..inputs.len());
             }
-            let aux_cell: RefCell<Option<O::Aux>> = RefCell::new(None);
+            let aux_cell: RefCell<Option<Aux>> = RefCell::new(None);
             let pure = |inp: &[Tensor]| -> Result<Tensor> {
                 if inp.len() != inputs.len() {
                     return Err(Error::MalformedPluginResult {
@@ -740,7 +754,7 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
                     off += counts[k];
                 }
                 let ((value, aux), touched) =
-                    engine::with_states(overrides, ExitPolicy::KeepWrites, || (self.f)(a).split())?;
+                    engine::with_states(overrides, ExitPolicy::KeepWrites, || eval(a))?;
                 if self.check_states {
                     for (label, s) in unique {
                         if !touched.iter().any(|(t, _)| t.same(s)) {
@@ -893,6 +907,89 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
             crate::trace::strip_dead(&value),
             crate::trace::strip_dead(&out_tangent),
         ))
+    }
+}
+
+impl<F, A, O, S, N, K: OrderMarker> GradientTransform<F, A, O, S, N, NoAux, NoValue, K> {
+    /// Jacobians of a function whose output is a tree of tensors (a tuple, `Vec`, array or map of
+    /// them): the result has the output's structure outermost, and at each leaf the structure
+    /// the return table gives for that output (`V`, `G` or `(V, G)`), each block with the leaf's
+    /// shape first (JAX's layout; the reference cannot do this with states).
+    ///
+    /// ```
+    /// use stategrad_core::{jacrev, State, Tensor};
+    /// let w = State::new(Tensor::new([1.0f32, 2.0]));
+    /// let f = |x: Tensor| (&x * &w.value(), x.sum());
+    /// let (j_prod, j_sum) = jacrev(f).grad_states(w.clone()).call_tree(Tensor::new([3.0f32, 4.0])).unwrap();
+    /// assert_eq!(j_prod.to_string(), "[[3. 0.]\n [0. 4.]]"); // d(x*w)/dw
+    /// assert_eq!(j_sum.shape(), &[2]); // d(sum x)/dw: zeros of w's shape
+    /// ```
+    pub fn call_tree(&self, args: A) -> Result<O::Out<<(S, N) as Selection<A, K>>::Grads>>
+    where
+        A: Args,
+        F: Fn(A) -> O,
+        O: OutTree,
+        (S, N): Selection<A, K>,
+    {
+        let prep = self.prepare(&args)?;
+        let template: RefCell<Option<O>> = RefCell::new(None);
+        // The pure function returns every leaf flattened and joined; its Jacobian is split back.
+        let eval = |a: A| -> Result<(Tensor, ())> {
+            let out = (self.f)(a);
+            let flat: Vec<Tensor> = out
+                .leaves()
+                .iter()
+                .map(|t| t.try_reshape_to(&[t.numel()]))
+                .collect::<Result<_>>()?;
+            *template.borrow_mut() = Some(out);
+            let refs: Vec<&Tensor> = flat.iter().collect();
+            if refs.is_empty() {
+                return Ok((Tensor::zeros(&[0]), ()));
+            }
+            Ok((Tensor::try_concat(&refs, 0)?, ()))
+        };
+        let (out, ()) = self.run_pure_with(&args, &prep, eval, |pure_fn, inputs| {
+            let out = self.plugin.transform(pure_fn, inputs, &self.params)?;
+            self.check_plugin_output(&out, inputs)?;
+            Ok(out)
+        })?;
+        let template = template
+            .into_inner()
+            .ok_or_else(|| Error::MalformedPluginResult {
+                plugin: self.plugin.name().to_string(),
+                msg: "the plugin never evaluated the function".into(),
+            })?;
+        let leaves = template.leaves();
+        let mut per_leaf = Vec::with_capacity(leaves.len());
+        let mut offset = 0;
+        for leaf in &leaves {
+            let n = leaf.numel();
+            let grads = out
+                .grads
+                .iter()
+                .map(|g| {
+                    // Each result starts with the flat output axis (or the two of a Hessian block
+                    // are split the same way on the first axis).
+                    let rest = g.shape()[1..].to_vec();
+                    let mut shape = leaf.shape().to_vec();
+                    shape.extend_from_slice(&rest);
+                    g.try_slice_axis(0, offset, offset + n)?
+                        .try_reshape_to(&shape)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            offset += n;
+            let raw = RawResult {
+                args: args.clone(),
+                argnums: prep.argnums.clone(),
+                grads: grads.iter().map(crate::trace::strip_dead).collect(),
+                state_slots: prep.slots.clone(),
+                n_unique: prep.unique.len(),
+                arg_leaf_counts: prep.leaves.iter().map(Vec::len).collect(),
+                value: crate::trace::strip_dead(leaf),
+            };
+            per_leaf.push(self.sel.assemble(raw)?);
+        }
+        Ok(template.build(&mut per_leaf.into_iter()))
     }
 }
 

@@ -421,3 +421,79 @@ pub(crate) fn flatten_states<S: StateTree>(tree: &S) -> Vec<(String, State)> {
     });
     out
 }
+
+// ------------------------------------------------------------------ output trees
+
+/// A function output made of several tensors, for [`crate::GradientTransform::call_tree`]: the
+/// result mirrors it with `Out<T>` holding a Jacobian structure per leaf.
+pub trait OutTree: Sized {
+    /// The same structure holding `T` in place of each tensor.
+    type Out<T>;
+    /// The tensors, in a fixed order.
+    fn leaves(&self) -> Vec<Tensor>;
+    /// Rebuild the structure from one item per tensor, in [`OutTree::leaves`] order.
+    fn build<T>(&self, items: &mut dyn Iterator<Item = T>) -> Self::Out<T>;
+}
+
+impl OutTree for Tensor {
+    type Out<T> = T;
+    fn leaves(&self) -> Vec<Tensor> {
+        vec![self.clone()]
+    }
+    fn build<T>(&self, items: &mut dyn Iterator<Item = T>) -> T {
+        items
+            .next()
+            .expect("internal error: missing item for output")
+    }
+}
+
+impl<O: OutTree> OutTree for Vec<O> {
+    type Out<T> = Vec<O::Out<T>>;
+    fn leaves(&self) -> Vec<Tensor> {
+        self.iter().flat_map(OutTree::leaves).collect()
+    }
+    fn build<T>(&self, items: &mut dyn Iterator<Item = T>) -> Self::Out<T> {
+        self.iter().map(|o| o.build(items)).collect()
+    }
+}
+
+impl<O: OutTree, const N: usize> OutTree for [O; N] {
+    type Out<T> = [O::Out<T>; N];
+    fn leaves(&self) -> Vec<Tensor> {
+        self.iter().flat_map(OutTree::leaves).collect()
+    }
+    fn build<T>(&self, items: &mut dyn Iterator<Item = T>) -> Self::Out<T> {
+        std::array::from_fn(|i| self[i].build(items))
+    }
+}
+
+impl<K: Ord + Clone, O: OutTree> OutTree for BTreeMap<K, O> {
+    type Out<T> = BTreeMap<K, O::Out<T>>;
+    fn leaves(&self) -> Vec<Tensor> {
+        self.values().flat_map(OutTree::leaves).collect()
+    }
+    fn build<T>(&self, items: &mut dyn Iterator<Item = T>) -> Self::Out<T> {
+        self.iter()
+            .map(|(k, o)| (k.clone(), o.build(items)))
+            .collect()
+    }
+}
+
+macro_rules! tuple_out_tree {
+    ($($n:tt $t:ident),+) => {
+        impl<$($t: OutTree),+> OutTree for ($($t,)+) {
+            type Out<T> = ($($t::Out<T>,)+);
+            fn leaves(&self) -> Vec<Tensor> {
+                let mut v = Vec::new();
+                $(v.extend(self.$n.leaves());)+
+                v
+            }
+            fn build<T>(&self, items: &mut dyn Iterator<Item = T>) -> Self::Out<T> {
+                ($(self.$n.build(items),)+)
+            }
+        }
+    };
+}
+tuple_out_tree!(0 A, 1 B);
+tuple_out_tree!(0 A, 1 B, 2 C);
+tuple_out_tree!(0 A, 1 B, 2 C, 3 D);
