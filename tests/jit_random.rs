@@ -421,3 +421,54 @@ fn fused_elementwise_passes_match_eager() {
     };
     assert_eq!(run(1), run(2));
 }
+
+#[test]
+fn cond_chooses_under_jit_with_states_and_gradients() {
+    let count = State::new(Tensor::scalar(0.0f64));
+    let f = jit(|x: Tensor| {
+        stategrad::jit::cond(
+            &x.sum().gt_scalar(0.0),
+            || {
+                count.set_value(count.value() + 1.0);
+                x.square()
+            },
+            || x.sin(),
+        )
+    });
+    let a = f.call(Tensor::new([1.0f64, 2.0])).unwrap();
+    assert_eq!(a.to_vec::<f64>(), vec![1.0, 4.0]);
+    assert_eq!(count.value().item().unwrap(), 1.0);
+    let b = f.call(Tensor::new([-1.0f64, -2.0])).unwrap();
+    assert_eq!(b.to_vec::<f64>(), vec![(-1.0f64).sin(), (-2.0f64).sin()]);
+    assert_eq!(
+        count.value().item().unwrap(),
+        1.0,
+        "the false branch leaves the state alone"
+    );
+    assert_eq!(f.trace_count(), 1);
+    // Gradients through the chosen branch, eager and jitted.
+    let g = |x: Tensor| {
+        stategrad::jit::cond(
+            &x.sum().gt_scalar(0.0),
+            || x.square().sum(),
+            || x.sin().sum(),
+        )
+    };
+    let ge = grad(g).call(Tensor::new([-1.0f64, -2.0])).unwrap();
+    let gj = jit(|x: Tensor| grad(g).call(x))
+        .call(Tensor::new([-1.0f64, -2.0]))
+        .unwrap();
+    assert!(ge.allclose(
+        &Tensor::new([(-1.0f64).cos(), (-2.0f64).cos()]),
+        1e-12,
+        1e-12
+    ));
+    assert!(gj.allclose(&ge, 1e-12, 1e-12));
+    // A predicate with several elements is a typed error.
+    let e = stategrad::jit::cond(
+        &Tensor::new([1.0f32, 0.0]),
+        || Tensor::scalar(1.0f32),
+        || Tensor::scalar(0.0f32),
+    );
+    assert!(matches!(e, Err(Error::InvalidArgument { op: "cond", .. })));
+}

@@ -516,3 +516,97 @@ where
     };
     Ok((carry, stacked))
 }
+
+/// `cond(pred, on_true, on_false)`: a data-dependent choice that works inside `jit`.
+///
+/// Outside `jit` (or when `pred` is not traced) only the chosen branch runs. Under `jit` both
+/// branches are traced (each sees the states as they were before the `cond`), and the outputs
+/// and every state either branch writes become an elementwise select on `pred`, so one compiled
+/// program serves both outcomes. `pred` must have one element (nonzero is true); the branches
+/// must return trees of the same structure and shapes. Gradients flow through the chosen branch.
+///
+/// ```
+/// use stategrad_core::{jit, jit::cond, Tensor};
+/// let f = jit(|x: Tensor| cond(&x.sum().gt_scalar(0.0), || &x * 2.0, || -&x));
+/// assert_eq!(f.call(Tensor::new([1.0f32, 2.0])).unwrap().to_string(), "[2. 4.]");
+/// assert_eq!(f.call(Tensor::new([-1.0f32, -2.0])).unwrap().to_string(), "[1. 2.]");
+/// assert_eq!(f.trace_count(), 1);
+/// ```
+pub fn cond<T: Tree + Clone>(
+    pred: &Tensor,
+    on_true: impl FnOnce() -> T,
+    on_false: impl FnOnce() -> T,
+) -> Result<T> {
+    if pred.numel() != 1 {
+        return Err(crate::error::Error::InvalidArgument {
+            op: "cond",
+            msg: format!(
+                "the predicate must have one element, it has shape {}",
+                pred.shape_display()
+            ),
+        });
+    }
+    if !trace::jit_traced(pred) {
+        return Ok(if pred.buf().get_f64(0) != 0.0 {
+            on_true()
+        } else {
+            on_false()
+        });
+    }
+    let branch = |f: Box<dyn FnOnce() -> T + '_>| {
+        crate::transform::engine::with_states(HashMap::new(), trace::ExitPolicy::RestoreAll, || {
+            let out = f();
+            Ok((out, trace::innermost_written()))
+        })
+        .map(|(r, _)| r)
+    };
+    let (t_out, t_writes) = branch(Box::new(on_true))?;
+    let (f_out, f_writes) = branch(Box::new(on_false))?;
+    let mut f_leaves = Vec::new();
+    f_out.for_each_tensor(&mut |t| f_leaves.push(t.clone()));
+    let mut t_count = 0;
+    t_out.for_each_tensor(&mut |_| t_count += 1);
+    if t_count != f_leaves.len() {
+        return Err(crate::error::Error::InvalidArgument {
+            op: "cond",
+            msg: format!(
+                "the branches return {t_count} and {} tensors",
+                f_leaves.len()
+            ),
+        });
+    }
+    let mut err = None;
+    let mut it = f_leaves.iter();
+    let out = t_out.map_tensors(&mut |a| {
+        let b = it.next().expect("counted above");
+        Tensor::try_select(pred, a, b).unwrap_or_else(|e| {
+            err.get_or_insert(e);
+            a.clone()
+        })
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    // States written by either branch take the selected value (the other branch's value, or the
+    // value before the cond, where a branch left the state alone).
+    let mut states: Vec<State> = Vec::new();
+    for (s, _) in t_writes.iter().chain(&f_writes) {
+        if !states.iter().any(|x| x.same(s)) {
+            states.push(s.clone());
+        }
+    }
+    for s in states {
+        let before = s.value();
+        let pick = |w: &[(State, Tensor)]| {
+            w.iter()
+                .find(|(x, _)| x.same(&s))
+                .map_or(before.clone(), |(_, v)| v.clone())
+        };
+        s.set_value(Tensor::try_select(
+            pred,
+            &pick(&t_writes),
+            &pick(&f_writes),
+        )?);
+    }
+    Ok(out)
+}

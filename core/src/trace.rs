@@ -526,3 +526,19 @@ pub(crate) fn frame_written_states(level: u64) -> Vec<(State, Tensor)> {
             .unwrap_or_default()
     })
 }
+
+/// The states written so far in the innermost open frame, with their current values.
+pub(crate) fn innermost_written() -> Vec<(State, Tensor)> {
+    FRAMES.with(|f| {
+        f.borrow()
+            .last()
+            .map(|fr| {
+                fr.touched
+                    .iter()
+                    .filter(|(_, _, a)| a.written)
+                    .map(|(s, _, _)| (s.clone(), s.raw_value()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
