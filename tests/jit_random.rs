@@ -472,3 +472,28 @@ fn cond_chooses_under_jit_with_states_and_gradients() {
     );
     assert!(matches!(e, Err(Error::InvalidArgument { op: "cond", .. })));
 }
+
+#[test]
+fn static_arguments_are_part_of_the_jit_key() {
+    let f = jit(|(x, k): (Tensor, stategrad::Static<usize>)| x.powf(k.0 as f64).sum());
+    let x = Tensor::new([2.0f64, 3.0]);
+    assert_eq!(
+        f.call((x.clone(), stategrad::Static(2)))
+            .unwrap()
+            .item()
+            .unwrap(),
+        13.0
+    );
+    assert_eq!(
+        f.call((x.clone(), stategrad::Static(3)))
+            .unwrap()
+            .item()
+            .unwrap(),
+        35.0
+    );
+    assert_eq!(
+        f.call((x, stategrad::Static(2))).unwrap().item().unwrap(),
+        13.0
+    );
+    assert_eq!(f.trace_count(), 2);
+}

@@ -203,11 +203,12 @@ macro_rules! tuple_arg {
 tuple_arg!(0 A, 1 B);
 tuple_arg!(0 A, 1 B, 2 C);
 
-/// A non-differentiable argument of any type (a closure, a config): never traced.
+/// A non-differentiable argument (a config, a flag, a size): never traced. Under `jit` its
+/// `Debug` form is part of the cache key, so a different value retraces.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Static<T>(pub T);
 
-impl<T: Clone> Arg for Static<T> {
+impl<T: Clone + std::fmt::Debug> Arg for Static<T> {
     type Grad = Tensor;
     fn leaves(&self) -> std::result::Result<Vec<Tensor>, String> {
         Err("a `Static` argument is not differentiable".into())
@@ -217,6 +218,9 @@ impl<T: Clone> Arg for Static<T> {
     }
     fn grad_from(&self, _: &mut dyn Iterator<Item = Tensor>) -> Tensor {
         unreachable!("static arguments are refused before differentiation")
+    }
+    fn static_key(&self) -> String {
+        format!("{:?}", self.0)
     }
 }
 
