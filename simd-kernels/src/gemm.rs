@@ -65,6 +65,86 @@ fn axpby<T: Element>(n: usize, s: T, x: &[T], sx: usize, beta: T, out: &mut [T],
     }
 }
 
+/// The row of the single nonzero of column `j` of a `k x n` matrix, `Some(None)` for an empty
+/// column, `None` if the column has two nonzeros.
+fn column_nonzero<T: Element>(
+    x: &[T],
+    rs: usize,
+    cs: usize,
+    k: usize,
+    j: usize,
+) -> Option<Option<usize>> {
+    let mut found = None;
+    for p in 0..k {
+        if x[p * rs + j * cs] != T::ZERO {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(p);
+        }
+    }
+    Some(found)
+}
+
+/// Products where one operand is a selection (at most one nonzero per column of B, or per row
+/// of A) — the basis chunks of batched Jacobians — are row/column gathers with a scale, not
+/// GEMMs. Checks the structure (stopping at the first column or row that breaks it, so a dense
+/// operand costs a few reads) and computes it directly, returning true; false otherwise.
+/// Zero entries are skipped rather than multiplied, so an infinite entry of the other operand
+/// meeting one of them gives 0, not NaN.
+fn selection_gemm<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    rsa: usize,
+    csa: usize,
+    b: &[T],
+    rsb: usize,
+    csb: usize,
+    beta: T,
+    c: &mut [T],
+    rsc: usize,
+    csc: usize,
+) -> bool {
+    let write = |c: &mut [T], i: usize, j: usize, v: T| {
+        let at = i * rsc + j * csc;
+        c[at] = if beta == T::ZERO { v } else { beta * c[at] + v };
+    };
+    if (0..n).all(|j| column_nonzero(b, rsb, csb, k, j).is_some()) {
+        // C[:, j] = alpha · b[r_j, j] · A[:, r_j].
+        for j in 0..n {
+            match column_nonzero(b, rsb, csb, k, j).flatten() {
+                Some(r) => {
+                    let s = alpha * b[r * rsb + j * csb];
+                    for i in 0..m {
+                        write(c, i, j, s * a[i * rsa + r * csa]);
+                    }
+                }
+                None => (0..m).for_each(|i| write(c, i, j, T::ZERO)),
+            }
+        }
+        return true;
+    }
+    // The same for rows of A (columns of A transposed).
+    if (0..m).all(|i| column_nonzero(a, csa, rsa, k, i).is_some()) {
+        for i in 0..m {
+            match column_nonzero(a, csa, rsa, k, i).flatten() {
+                Some(r) => {
+                    let s = alpha * a[i * rsa + r * csa];
+                    for j in 0..n {
+                        write(c, i, j, s * b[r * rsb + j * csb]);
+                    }
+                }
+                None => (0..n).for_each(|j| write(c, i, j, T::ZERO)),
+            }
+        }
+        return true;
+    }
+    false
+}
+
 /// Products with a dimension of 1 (vector-matrix, matrix-vector, outer products) are memory-
 /// bound: packing panels as a blocked GEMM does would cost more than the product. Handles them
 /// directly and returns true, or returns false for the blocked path. Strides are already checked.
@@ -251,6 +331,11 @@ pub fn gemm<T: Element>(
         return;
     }
     let work = m.saturating_mul(n).saturating_mul(k);
+    if work >= GEMM_CRATE_MIN_FLOPS
+        && selection_gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    {
+        return;
+    }
     if k > 0 && work >= GEMM_CRATE_MIN_FLOPS {
         // Large products go to the `gemm` crate: packed AVX-512/AVX2/SSE micro-kernels chosen at
         // run time (its `x86-v4` feature), parallelised at one level over rayon when allowed.
