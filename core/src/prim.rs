@@ -264,9 +264,9 @@ fn is_comparison(op: BinaryOp) -> bool {
 fn binary_kernel<T: simd::Element>(
     op: BinaryOp,
     a: &[T],
-    sa: &[usize],
+    a_shape: &[usize],
     b: &[T],
-    sb: &[usize],
+    b_shape: &[usize],
     out_shape: &[usize],
     o: &mut [T],
 ) {
@@ -278,7 +278,12 @@ fn binary_kernel<T: simd::Element>(
     } else if a.len() == 1 && b.len() == o.len() {
         simd::scalar_binary(op, a[0], b, o, p)
     } else {
-        simd::binary_strided(op, a, sa, b, sb, out_shape, o)
+        // Only a true broadcast needs strides.
+        let (sa, sb) = (
+            broadcast_strides(a_shape, out_shape),
+            broadcast_strides(b_shape, out_shape),
+        );
+        simd::binary_strided(op, a, &sa, b, &sb, out_shape, o)
     }
 }
 
@@ -294,17 +299,13 @@ impl Primitive for Binary {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
         let n: usize = shape.iter().product();
-        let (sa, sb) = (
-            broadcast_strides(a.shape(), &shape),
-            broadcast_strides(b.shape(), &shape),
-        );
         let mut out = new_buffer(a.dtype(), n);
         match (a.buf(), b.buf(), &mut out) {
             (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
-                binary_kernel(self.0, x, &sa, y, &sb, &shape, o)
+                binary_kernel(self.0, x, a.shape(), y, b.shape(), &shape, o)
             }
             (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
-                binary_kernel(self.0, x, &sa, y, &sb, &shape, o)
+                binary_kernel(self.0, x, a.shape(), y, b.shape(), &shape, o)
             }
             _ => {
                 return Err(Error::DTypeMismatch {
