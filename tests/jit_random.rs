@@ -406,6 +406,11 @@ fn fused_elementwise_passes_match_eager() {
     let fused = jg.call(x.clone()).unwrap();
     let fused2 = jg.call(x.clone()).unwrap();
     assert!(fused.allclose(&eager, 1e-13, 1e-13));
+    // The forward and backward elementwise runs and the sum became one fused pass.
+    let stats = jg.program_stats();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].fused_passes, 1, "{stats:?}");
+    assert_eq!(stats[0].fused_primitives, stats[0].primitives, "{stats:?}");
     assert_eq!(fused.to_vec::<f64>(), fused2.to_vec::<f64>());
     let jw5 = jit(w5);
     let through = grad(|x: Tensor| jw5.call(x)).call(x.clone()).unwrap();

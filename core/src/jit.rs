@@ -149,6 +149,17 @@ fn compile_steps(tape: &Tape, roots: &[&Source]) -> (Vec<Step>, Vec<(u32, u32)>)
     (steps, aliased)
 }
 
+/// The shape of one compiled program (see [`Jit::program_stats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramStats {
+    /// Primitives run per replay (after dead-code and common-subexpression elimination).
+    pub primitives: usize,
+    /// Fused elementwise passes.
+    pub fused_passes: usize,
+    /// Primitives run inside those passes.
+    pub fused_primitives: usize,
+}
+
 /// A jitted function; see the [module docs](self).
 ///
 /// ```
@@ -187,6 +198,30 @@ where
     /// How many times the function was traced (once per new key).
     pub fn trace_count(&self) -> usize {
         self.traces.load(Ordering::Relaxed)
+    }
+
+    /// For each compiled program (one per traced key): the number of primitives it runs after
+    /// dead-code and common-subexpression elimination, how many fused passes it makes, and how
+    /// many primitives those passes absorb.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let mut out = Vec::new();
+        for entry in self.cache.iter() {
+            for c in entry.value() {
+                let (mut passes, mut fused) = (0, 0);
+                for i in &c.plan {
+                    if let fuse::Instr::Fused(g) = i {
+                        passes += 1;
+                        fused += g.ops.len() + g.sums.len();
+                    }
+                }
+                out.push(ProgramStats {
+                    primitives: c.steps.len(),
+                    fused_passes: passes,
+                    fused_primitives: fused,
+                });
+            }
+        }
+        out
     }
 
     /// Forget every compiled tape.
