@@ -1322,3 +1322,43 @@ fn hessian_of_vector_output() {
         );
     }
 }
+
+/// `jit` gives the eager numbers on every table entry, on the trace and on replays (with new
+/// inputs of the same shapes), for the function and for its gradient function.
+#[test]
+fn jit_matches_eager_on_every_primitive() {
+    for (i, case) in cases().iter().enumerate() {
+        let mut r = Rng(0xA11C_E000 + i as u64);
+        let f = case.f;
+        let jf = stategrad::jit(move |(xs,): (Vec<Tensor>,)| f(&xs));
+        let g = grad_fn(case.f);
+        let jg = stategrad::jit(move |(xs,): (Vec<Tensor>,)| g(&xs));
+        for round in 0..3 {
+            let xs = (case.gen)(&mut r);
+            let want = (case.f)(&xs).unwrap();
+            let got = jf.call((xs.clone(),)).unwrap();
+            assert_close(
+                case.name,
+                &format!("jit round {round}"),
+                &vals(&got),
+                &vals(&want),
+                1e-12,
+                1e-12,
+            );
+            let mut xc = xs.clone();
+            xc.push(rand_like(&mut r, &want));
+            let gw = grad_fn(case.f)(&xc).unwrap();
+            let gg = jg.call((xc,)).unwrap();
+            assert_close(
+                case.name,
+                &format!("jit(grad) round {round}"),
+                &vals(&gg),
+                &vals(&gw),
+                1e-12,
+                1e-12,
+            );
+        }
+        assert_eq!(jf.trace_count(), 1, "{}: retraced", case.name);
+        assert_eq!(jg.trace_count(), 1, "{}: retraced", case.name);
+    }
+}
