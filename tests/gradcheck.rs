@@ -1362,3 +1362,60 @@ fn jit_matches_eager_on_every_primitive() {
         assert_eq!(jg.trace_count(), 1, "{}: retraced", case.name);
     }
 }
+
+/// `vmap` over a batch of three inputs equals a loop over them, for every table entry and for
+/// its gradient function: every primitive's batch rule, forward and backward.
+#[test]
+fn vmap_matches_a_loop_on_every_primitive() {
+    for (i, case) in cases().iter().enumerate() {
+        let mut r = Rng(0xBA7C_0000 + i as u64);
+        let examples: Vec<Vec<Tensor>> = (0..3).map(|_| (case.gen)(&mut r)).collect();
+        let n_in = examples[0].len();
+        let stacked: Vec<Tensor> = (0..n_in)
+            .map(|k| {
+                let parts: Vec<&Tensor> = examples.iter().map(|e| &e[k]).collect();
+                Tensor::stack(&parts, 0)
+            })
+            .collect();
+        let f = case.f;
+        let got = vmap(move |(xs,): (Vec<Tensor>,)| f(&xs))
+            .call((stacked.clone(),))
+            .unwrap();
+        for (b, e) in examples.iter().enumerate() {
+            let want = (case.f)(e).unwrap();
+            assert_close(
+                case.name,
+                &format!("vmap example {b}"),
+                &vals(&got.at(b as isize)),
+                &vals(&want),
+                1e-12,
+                1e-12,
+            );
+        }
+        // The gradient function, batched over the point and the cotangent.
+        let cots: Vec<Tensor> = examples
+            .iter()
+            .map(|e| rand_like(&mut r, &(case.f)(e).unwrap()))
+            .collect();
+        let cot_refs: Vec<&Tensor> = cots.iter().collect();
+        let mut with_cot = stacked.clone();
+        with_cot.push(Tensor::stack(&cot_refs, 0));
+        let g = grad_fn(case.f);
+        let got = vmap(move |(xs,): (Vec<Tensor>,)| g(&xs))
+            .call((with_cot,))
+            .unwrap();
+        for (b, e) in examples.iter().enumerate() {
+            let mut xc = e.clone();
+            xc.push(cots[b].clone());
+            let want = grad_fn(case.f)(&xc).unwrap();
+            assert_close(
+                case.name,
+                &format!("vmap(grad) example {b}"),
+                &vals(&got.at(b as isize)),
+                &vals(&want),
+                1e-12,
+                1e-12,
+            );
+        }
+    }
+}

@@ -160,3 +160,30 @@ fn grad_of_vmap_differentiates_through_the_map() {
         assert!((a - b).abs() < 1e-12);
     }
 }
+
+#[test]
+fn data_dependent_functions_are_mapped_example_by_example() {
+    // Reads a value to branch: not traceable, so vmap falls back to one call per example.
+    let f = |x: Tensor| -> Result<Tensor> {
+        Ok(if x.sum().item()? > 0.0 {
+            x.square()
+        } else {
+            x.neg()
+        })
+    };
+    let xs = Tensor::new([[1.0f32, 2.0], [-1.0, -3.0]]);
+    let y = vmap(f).call(xs).unwrap();
+    assert_eq!(y.to_string(), "[[1. 4.]\n [1. 3.]]");
+}
+
+#[test]
+fn unbatched_outputs_are_broadcast_over_the_batch() {
+    let c = Tensor::new([5.0f32, 6.0]);
+    let f = |x: Tensor| (x.sum(), c.clone());
+    let (s, k) = vmap(f)
+        .call(Tensor::new([[1.0f32, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+        .unwrap();
+    assert_eq!(s.to_string(), "[ 3.  7. 11.]");
+    assert_eq!(k.shape(), &[3, 2]);
+    assert_eq!(k.to_vec::<f32>(), vec![5.0, 6.0, 5.0, 6.0, 5.0, 6.0]);
+}

@@ -16,6 +16,17 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     /// Shape rule and kernel: compute the output from the inputs' data (their tags are ignored).
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor>;
+    /// Batch rule (vmap): apply the primitive to inputs of which those flagged in `batched` carry
+    /// a leading batch axis (the rest are shared by every example); the result carries the batch
+    /// axis. `this` is the primitive itself, to apply. The default maps example by example.
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
+        batch_by_loop(this, inputs, batched)
+    }
     /// Fusion rule: how `jit` may run this primitive inside a fused elementwise pass (`None`:
     /// it runs on its own).
     fn fusion(&self) -> Option<Fusion> {
@@ -69,6 +80,83 @@ pub(crate) fn sum_to_batched(t: &Tensor, nb: usize, shape: &[usize]) -> Result<T
     padded.extend_from_slice(shape);
     t.try_sum_to(&padded)?
         .try_reshape_to(&batched(t, nb, shape))
+}
+
+/// The fallback batch rule: slice each batched input per example, apply, stack.
+pub(crate) fn batch_by_loop(
+    this: &Arc<dyn Primitive>,
+    inputs: &[&Tensor],
+    batched: &[bool],
+) -> Result<Tensor> {
+    let n = batch_size(inputs, batched);
+    let outs = (0..n)
+        .map(|b| {
+            let ex: Vec<Tensor> = inputs
+                .iter()
+                .zip(batched)
+                .map(|(t, &bt)| {
+                    if bt {
+                        t.try_index_axis(0, b as isize)
+                    } else {
+                        Ok((*t).clone())
+                    }
+                })
+                .collect::<Result<_>>()?;
+            let refs: Vec<&Tensor> = ex.iter().collect();
+            apply(this.clone(), &refs)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = outs.iter().collect();
+    Tensor::try_stack(&refs, 0)
+}
+
+fn batch_size(inputs: &[&Tensor], batched: &[bool]) -> usize {
+    inputs
+        .iter()
+        .zip(batched)
+        .find(|(_, &b)| b)
+        .map_or(1, |(t, _)| t.shape()[0])
+}
+
+/// The per-example rank of an input.
+fn example_rank(t: &Tensor, batched: bool) -> usize {
+    t.ndim() - usize::from(batched)
+}
+
+/// A batched input reshaped to `(B, 1, …, 1, example shape)` of per-example rank `rank`, so
+/// that numpy broadcasting against unbatched operands (which align from the right) keeps the
+/// batch axis apart. Unbatched inputs are returned as they are.
+fn align_batched(t: &Tensor, batched: bool, rank: usize) -> Result<Tensor> {
+    let r = example_rank(t, batched);
+    if !batched || r >= rank {
+        return Ok(t.clone());
+    }
+    let mut shape = vec![t.shape()[0]];
+    shape.extend(std::iter::repeat_n(1, rank - r));
+    shape.extend_from_slice(&t.shape()[1..]);
+    t.try_reshape_to(&shape)
+}
+
+/// Batch rule of broadcasting primitives (elementwise, select, matmul): align every batched
+/// operand to the largest per-example rank, then apply the primitive unchanged.
+fn batch_broadcasting(
+    this: &Arc<dyn Primitive>,
+    inputs: &[&Tensor],
+    batched: &[bool],
+) -> Result<Tensor> {
+    let rank = inputs
+        .iter()
+        .zip(batched)
+        .map(|(t, &b)| example_rank(t, b))
+        .max()
+        .unwrap_or(0);
+    let aligned: Vec<Tensor> = inputs
+        .iter()
+        .zip(batched)
+        .map(|(t, &b)| align_batched(t, b, rank))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&Tensor> = aligned.iter().collect();
+    apply(this.clone(), &refs)
 }
 
 /// Apply a primitive: run its kernel and record it on every open tape that sees its inputs.
@@ -198,6 +286,9 @@ impl Primitive for Unary {
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Unary(self.0))
     }
+    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        apply(this.clone(), inputs)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         let out = fill_like!(x, x.numel(), |a, o| simd::unary(self.0, a, o, par()));
@@ -295,6 +386,14 @@ impl Primitive for Binary {
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Binary(self.0))
     }
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
+        batch_broadcasting(this, inputs, batched)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
@@ -390,6 +489,14 @@ impl Primitive for Select {
         "select"
     }
 
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
+        batch_broadcasting(this, inputs, batched)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
         let s1 = broadcast_shapes("select", c.shape(), a.shape())?;
@@ -450,6 +557,9 @@ impl Primitive for Cast {
     fn name(&self) -> &'static str {
         "convert_element_type"
     }
+    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        apply(this.clone(), inputs)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         Ok(Tensor::from_buffer(
             inputs[0].buf().cast(self.0),
@@ -504,6 +614,14 @@ impl Primitive for Reduce {
     fn fusion(&self) -> Option<Fusion> {
         // Only a reduction to one element ends a fused pass (checked by the planner).
         (self.op == ReduceOp::Sum).then_some(Fusion::SumAll)
+    }
+    fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        let shifted = Reduce {
+            op: self.op,
+            axes: self.axes.iter().map(|a| a + 1).collect(),
+            keepdims: self.keepdims,
+        };
+        apply(Arc::new(shifted), inputs)
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
@@ -562,6 +680,12 @@ impl Primitive for BroadcastTo {
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Splat)
     }
+    fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        let x = align_batched(inputs[0], true, self.0.len())?;
+        let mut shape: Shape = Shape::from_slice(&[x.shape()[0]]);
+        shape.extend_from_slice(&self.0);
+        apply(Arc::new(BroadcastTo(shape)), &[&x])
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         let shape = broadcast_shapes("broadcast_to", x.shape(), &self.0)?;
@@ -617,6 +741,11 @@ impl Primitive for Reshape {
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Copy)
     }
+    fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        let mut shape: Shape = Shape::from_slice(&[inputs[0].shape()[0]]);
+        shape.extend_from_slice(&self.0);
+        apply(Arc::new(Reshape(shape)), inputs)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         Ok(Tensor::from_parts(
@@ -648,6 +777,12 @@ pub(crate) struct Permute(pub Vec<usize>);
 impl Primitive for Permute {
     fn name(&self) -> &'static str {
         "transpose"
+    }
+    fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        let perm: Vec<usize> = std::iter::once(0)
+            .chain(self.0.iter().map(|p| p + 1))
+            .collect();
+        apply(Arc::new(Permute(perm)), inputs)
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
@@ -684,6 +819,20 @@ pub(crate) struct Slice {
 impl Primitive for Slice {
     fn name(&self) -> &'static str {
         "slice"
+    }
+    fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        let shifted = Slice {
+            starts: std::iter::once(0)
+                .chain(self.starts.iter().copied())
+                .collect(),
+            ends: std::iter::once(inputs[0].shape()[0])
+                .chain(self.ends.iter().copied())
+                .collect(),
+            steps: std::iter::once(1)
+                .chain(self.steps.iter().copied())
+                .collect(),
+        };
+        apply(Arc::new(shifted), inputs)
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
@@ -757,6 +906,20 @@ impl Primitive for Pad {
     fn name(&self) -> &'static str {
         "pad"
     }
+    fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        let shifted = Pad {
+            starts: std::iter::once(0)
+                .chain(self.starts.iter().copied())
+                .collect(),
+            steps: std::iter::once(1)
+                .chain(self.steps.iter().copied())
+                .collect(),
+            shape: std::iter::once(inputs[0].shape()[0])
+                .chain(self.shape.iter().copied())
+                .collect(),
+        };
+        apply(Arc::new(shifted), inputs)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let g = inputs[0];
         let n: usize = self.shape.iter().product();
@@ -824,6 +987,30 @@ pub(crate) struct Concat(pub usize);
 impl Primitive for Concat {
     fn name(&self) -> &'static str {
         "concatenate"
+    }
+    fn batch(
+        &self,
+        _: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
+        // Every operand gets the batch axis (shared ones are broadcast along it).
+        let n = batch_size(inputs, batched);
+        let all: Vec<Tensor> = inputs
+            .iter()
+            .zip(batched)
+            .map(|(t, &b)| {
+                if b {
+                    Ok((*t).clone())
+                } else {
+                    let mut shape = vec![n];
+                    shape.extend_from_slice(t.shape());
+                    t.try_broadcast_to(&shape)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let refs: Vec<&Tensor> = all.iter().collect();
+        apply(Arc::new(Concat(self.0 + 1)), &refs)
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let axis = self.0;
@@ -928,6 +1115,14 @@ impl Primitive for MatMul {
         "dot_general"
     }
 
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
+        batch_broadcasting(this, inputs, batched)
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (a, b) = (inputs[0], inputs[1]);
         let err = || Error::ShapeMismatch {

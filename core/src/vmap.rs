@@ -1,18 +1,20 @@
 //! `vmap`: map a function over a batch axis of its arguments.
 //!
-//! Each example runs the function on its slice of the batched arguments (`in_axes`), with
-//! unbatched arguments and every state it reads shared (broadcast); the per-example outputs are
-//! stacked along `out_axes`. Examples run in parallel over rayon (kernels inside an example stay
-//! sequential) unless an enclosing transform is recording on this thread, in which case they run
-//! in order on this thread so that `grad(vmap(f))` differentiates through them. Results do not
-//! depend on the thread count.
+//! Each example sees its slice of the batched arguments (`in_axes`); unbatched arguments and
+//! every state the function reads are shared (broadcast); outputs are stacked along `out_axes`.
+//! Operations run through the normal primitives, so `grad(vmap(f))` differentiates through the
+//! map, and results do not depend on the thread count.
 //!
 //! Writing a state inside a vmapped function is an error ([`Error::Unsupported`] naming the
 //! state): one state cannot hold one value per example. Per-example gradients are
 //! `vmap(|x| grad(loss).grad_states(params.clone()).call(x))`, with the path-keyed result batched.
 //!
-//! This version maps example by example; it does not yet fuse the examples into batched kernels
-//! through per-primitive batch rules.
+//! The function is traced once (on the first example) and the recorded program runs once over
+//! the whole batch through the batch rule each primitive declares, so per-example products
+//! become batched GEMMs. A function that cannot be traced because it reads data to decide what
+//! to do (`item`, `to_vec` on a traced value) is mapped example by example instead: examples
+//! then run in parallel over rayon (kernels inside an example sequential), or in order on this
+//! thread when an enclosing transform records them.
 
 use crate::error::{Error, Result};
 use crate::jit::JitOutput;
@@ -69,7 +71,7 @@ impl<F, A, O> Vmap<F, A, O>
 where
     A: Args + Send + Sync,
     O: JitOutput,
-    O::Tree: Send,
+    O::Tree: Send + Sync,
 {
     /// Run the map.
     ///
@@ -134,6 +136,13 @@ where
                 msg: "the batch is empty".into(),
             });
         }
+        // The batched interpretation: trace one example, then run the program once over the
+        // whole batch through each primitive's batch rule (GEMMs stay GEMMs over the batch).
+        // A function that reads traced values (data-dependent control flow) cannot be traced
+        // and is mapped example by example instead.
+        if let Some(out) = self.call_batched(&args, &axes, &leaves, n)? {
+            return Ok(out);
+        }
         let example = |b: usize| -> Result<O::Tree> {
             let mut a = args.clone();
             for (i, ls) in leaves.iter().enumerate() {
@@ -166,6 +175,100 @@ where
                 .collect::<Result<_>>()?
         };
         stack_outputs(outs, self.out_axes)
+    }
+}
+
+impl<F, A, O> Vmap<F, A, O>
+where
+    A: Args + Send + Sync,
+    O: JitOutput,
+    O::Tree: Send,
+{
+    fn call_batched(
+        &self,
+        args: &A,
+        axes: &[Option<usize>],
+        leaves: &[Option<Vec<Tensor>>],
+        n: usize,
+    ) -> Result<Option<O::Tree>>
+    where
+        F: Fn(A) -> O,
+        O::Tree: Sync,
+    {
+        let mut first = args.clone();
+        let mut batched_leaves: Vec<(Tensor, bool)> = Vec::new();
+        for i in 0..A::LEN {
+            match (&leaves[i], axes[i]) {
+                (Some(ls), Some(ax)) => {
+                    let sliced: Vec<Tensor> = ls
+                        .iter()
+                        .map(|t| t.try_index_axis(ax, 0))
+                        .collect::<Result<_>>()?;
+                    first.replace_arg(i, &mut sliced.into_iter());
+                    for t in ls {
+                        let mut perm: Vec<usize> = (0..t.ndim()).filter(|&d| d != ax).collect();
+                        perm.insert(0, ax);
+                        batched_leaves.push((t.try_permute(&perm)?, true));
+                    }
+                }
+                _ => {
+                    if let Ok(ls) = args.arg_leaves(i) {
+                        batched_leaves.extend(ls.into_iter().map(|t| (t, false)));
+                    }
+                }
+            }
+        }
+        let traced = match crate::jit::trace_for_batching(&self.f, first) {
+            Ok(t) => t,
+            Err(Error::TracedValueRead { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Some(s) = traced.written_states().first() {
+            return Err(Error::Unsupported(format!(
+                "state {} is written inside vmap; a state holds one value, not one per example",
+                s.label()
+            )));
+        }
+        let (template, outs) = traced.run_batched(&batched_leaves)?;
+        let mut it = outs.into_iter();
+        let mut err = None;
+        let axis = self.out_axes;
+        let out = template.map_tensors(&mut |_| {
+            let (t, batched) = it.next().expect("internal error: output count");
+            let r = (|| {
+                let t = if batched {
+                    t
+                } else {
+                    let mut shape = vec![n];
+                    shape.extend_from_slice(t.shape());
+                    t.try_reshape_to(&[&[1], t.shape()].concat())?
+                        .try_broadcast_to(&shape)?
+                };
+                if axis == 0 {
+                    return Ok(t);
+                }
+                let mut perm: Vec<usize> = (1..t.ndim()).collect();
+                if axis > perm.len() {
+                    return Err(Error::InvalidOption {
+                        option: "out_axes",
+                        msg: format!(
+                            "axis {axis} out of range for an output of rank {}",
+                            t.ndim() - 1
+                        ),
+                    });
+                }
+                perm.insert(axis, 0);
+                t.try_permute(&perm)
+            })();
+            r.unwrap_or_else(|e| {
+                err.get_or_insert(e);
+                Tensor::zeros(&[0])
+            })
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(Some(out)),
+        }
     }
 }
 
