@@ -3,7 +3,7 @@
 //! The key is the arguments' shapes, dtypes and static values; the states the function touches
 //! are inputs (their shapes are checked on every call: a changed shape retraces, a changed value
 //! does not) and the states it writes are outputs, written back after each replay. Reading a
-//! traced value inside the function (to branch on it) is an error ([`Error::TracedValueRead`]);
+//! traced value inside the function (to branch on it) is an error ([`crate::Error::TracedValueRead`]);
 //! use [`Tensor::select`] / [`where_`](crate::where_) for data-dependent choices. A replay runs
 //! only the primitives the outputs need (dead code is dropped) and goes through the same
 //! primitives as eager code, so `grad(jit(f))`, `jit(grad(f))` and Jacobians of jitted

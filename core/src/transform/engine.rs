@@ -56,7 +56,7 @@ impl PureFn<'_> {
     }
 }
 
-/// The linear map `cotangent -> input cotangents` of one evaluation (see [`vjp`]).
+/// The linear map `cotangent -> input cotangents` of one evaluation (see [`vjp_pure`]).
 pub struct Pullback {
     tape: trace::Tape,
     out_node: Option<u32>,
