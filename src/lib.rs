@@ -58,3 +58,8 @@ pub mod prelude {
     };
     pub use stategrad_derive::Module;
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
