@@ -1,0 +1,1 @@
+//! Empty library: the benchmarks live in benches/peers.rs.
