@@ -254,5 +254,69 @@ fn w6(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, w1, w2, w3, w4, w5, w6);
+/// W7: the machine limits — SGEMM at 1024³ and 2048³ through the tensor API, and the triad
+/// a = b + s·c over 64M floats (jitted: one fused pass).
+fn w7(c: &mut Criterion) {
+    let mut g = c.benchmark_group("W7_limits");
+    g.sample_size(10);
+    for n in [1024usize, 2048] {
+        random::seed(7);
+        let a = random::normal(&[n, n]);
+        let b = random::normal(&[n, n]);
+        let c0 = a.matmul(&b);
+        // Guard: one entry against a dot product in f64.
+        let (av, bv) = (a.to_vec::<f64>(), b.to_vec::<f64>());
+        let want: f64 = (0..n).map(|k| av[3 * n + k] * bv[k * n + 5]).sum();
+        let got = c0.to_vec::<f64>()[3 * n + 5];
+        assert!(
+            (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+            "W7 guard: {got} vs {want}"
+        );
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        for threads in [1, 2] {
+            let p = pool(threads);
+            g.bench_with_input(
+                BenchmarkId::new(format!("sgemm_{n}"), threads),
+                &threads,
+                |bch, _| p.install(|| bch.iter(|| a.matmul(&b))),
+            );
+        }
+    }
+    let n = 1 << 26;
+    let b = Tensor::ones(&[n]);
+    let cc = Tensor::full(&[n], 2.0);
+    let triad = jit(|(b, c): (Tensor, Tensor)| &b + 3.0 * &c);
+    let t = triad.call((b.clone(), cc.clone())).unwrap();
+    assert_eq!(t.to_vec::<f32>()[n - 1], 7.0, "W7 triad guard");
+    g.throughput(Throughput::Bytes((3 * 4 * n) as u64));
+    for threads in [1, 2] {
+        let p = pool(threads);
+        g.bench_with_input(
+            BenchmarkId::new("triad_64M", threads),
+            &threads,
+            |bch, _| p.install(|| bch.iter(|| triad.call((b.clone(), cc.clone())).unwrap())),
+        );
+    }
+    g.finish();
+}
+
+/// Per-call dispatch: the cost of one tiny primitive, and of one tiny gradient, eager and jitted.
+fn dispatch(c: &mut Criterion) {
+    let x = Tensor::new([1.0f32, 2.0, 3.0]);
+    let f = |x: Tensor| (&x * &x).sum();
+    let jf = jit(|x: Tensor| grad(f).call(x));
+    assert_eq!(
+        jf.call(x.clone()).unwrap().to_vec::<f32>(),
+        vec![2.0, 4.0, 6.0]
+    );
+    let mut g = c.benchmark_group("dispatch");
+    g.bench_function("add_3", |bch| bch.iter(|| &x + &x));
+    g.bench_function("grad_3_eager", |bch| {
+        bch.iter(|| grad(f).call(x.clone()).unwrap())
+    });
+    g.bench_function("grad_3_jit", |bch| bch.iter(|| jf.call(x.clone()).unwrap()));
+    g.finish();
+}
+
+criterion_group!(benches, w1, w2, w3, w4, w5, w6, w7, dispatch);
 criterion_main!(benches);
