@@ -3,13 +3,45 @@
 
 use crate::error::{raise, Error, Result};
 use crate::prim::{
-    self, apply, Binary, BroadcastTo, Cast, Concat, MatMul, Permute, Reduce, Reshape, Select,
-    Slice, Unary,
+    self, apply, Binary, BroadcastTo, Cast, Concat, MatMul, Permute, Primitive, Reduce, Reshape,
+    Select, Slice, Unary,
 };
 use crate::tensor::{DType, Tensor};
 use stategrad_simd::{BinaryOp, ReduceOp, UnaryOp};
 use std::ops;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// The shared primitive object of each elementwise op: made once, so that an operation costs no
+/// allocation for its primitive (per-call dispatch matters for small models).
+fn unary_prim(op: UnaryOp) -> Arc<dyn Primitive> {
+    static CACHE: OnceLock<Vec<Arc<dyn Primitive>>> = OnceLock::new();
+    let all = CACHE.get_or_init(|| {
+        UnaryOp::ALL
+            .iter()
+            .map(|&o| Arc::new(Unary(o)) as Arc<dyn Primitive>)
+            .collect()
+    });
+    let i = UnaryOp::ALL
+        .iter()
+        .position(|&o| o == op)
+        .expect("every op is in ALL");
+    all[i].clone()
+}
+
+fn binary_prim(op: BinaryOp) -> Arc<dyn Primitive> {
+    static CACHE: OnceLock<Vec<Arc<dyn Primitive>>> = OnceLock::new();
+    let all = CACHE.get_or_init(|| {
+        BinaryOp::ALL
+            .iter()
+            .map(|&o| Arc::new(Binary(o)) as Arc<dyn Primitive>)
+            .collect()
+    });
+    let i = BinaryOp::ALL
+        .iter()
+        .position(|&o| o == op)
+        .expect("every op is in ALL");
+    all[i].clone()
+}
 
 fn ok<T>(r: Result<T>) -> T {
     r.unwrap_or_else(|e| raise(e))
@@ -48,7 +80,7 @@ macro_rules! unary_ops {
             $(
                 $(#[$doc])*
                 pub fn $try_name(&self) -> Result<Tensor> {
-                    apply(Arc::new(Unary(UnaryOp::$op)), &[self])
+                    apply(unary_prim(UnaryOp::$op), &[self])
                 }
                 $(#[$doc])*
                 pub fn $name(&self) -> Tensor {
@@ -172,7 +204,7 @@ impl Tensor {
             let dt = self.dtype().promote(other.dtype());
             return self.cast(dt).binary(op, &other.cast(dt));
         }
-        apply(Arc::new(Binary(op)), &[self, other])
+        apply(binary_prim(op), &[self, other])
     }
 
     /// Convert to `dtype` (differentiable; the gradient is cast back).
