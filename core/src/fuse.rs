@@ -14,7 +14,7 @@ use stategrad_simd::{self as simd, BinaryOp, Par, ReduceOp, UnaryOp};
 use std::collections::{HashMap, HashSet};
 
 /// Elements per chunk: a handful of scratch vectors of this size stay in L1/L2.
-const CHUNK: usize = 4096;
+const CHUNK: usize = 1024;
 /// Smaller tensors are not worth fusing (W1-sized programs stay on the plain path).
 pub(crate) const FUSE_MIN: usize = 1 << 14;
 
