@@ -1,20 +1,17 @@
 //! Elementwise fusion for `jit`: runs of elementwise primitives over tensors of one size (with
 //! scalar operands broadcast) and the full sums that end them become one pass over the data.
-//! The pass walks the elements in cache-sized chunks, spread over rayon; inside a chunk each
-//! primitive runs its SIMD kernel on chunk-sized scratch buffers, so intermediates never travel
-//! to memory and only the values needed outside the group are written out.
+//! The pass is [`stategrad_simd::fused`]: fixed chunks spread over rayon, each walked in
+//! L1-sized blocks on which every primitive runs its SIMD kernel in turn, so intermediates never
+//! travel to memory and only the values needed outside the group are written out.
 //!
 //! Each primitive says whether and how it fuses ([`crate::prim::Primitive::fusion`]).
 
 use crate::error::Result;
 use crate::prim::Fusion;
 use crate::tensor::{Buffer, DType, Float, Shape, Tensor};
-use rayon::prelude::*;
-use stategrad_simd::{self as simd, BinaryOp, Par, ReduceOp, UnaryOp};
+use stategrad_simd::{self as simd, BinaryOp, Par, UnaryOp};
 use std::collections::{HashMap, HashSet};
 
-/// Elements per chunk: a handful of scratch vectors of this size stay in L1/L2.
-const CHUNK: usize = 1024;
 /// Smaller tensors are not worth fusing (W1-sized programs stay on the plain path).
 pub(crate) const FUSE_MIN: usize = 1 << 14;
 
@@ -71,12 +68,13 @@ pub(crate) enum Instr<S> {
     Fused(Group<S>),
 }
 
-/// Plan fusion over `steps` in order. `numel(src)` gives an input's element count, `node(src)`
-/// the tape node a source refers to (None for constants). `roots` are nodes read after the
+/// Plan fusion over `steps` in order. `numel(src)` gives an input's element count and, for a
+/// constant whose elements are all equal, a one-element source to read instead; `node(src)` the
+/// tape node a source refers to (None for constants). `roots` are nodes read after the
 /// program (outputs, written states).
 pub(crate) fn plan<S: Clone>(
     steps: &[StepView<'_, S>],
-    numel: impl Fn(&S) -> usize,
+    numel: impl Fn(&S) -> (usize, Option<S>),
     node: impl Fn(&S) -> Option<u32>,
     roots: &[u32],
 ) -> Vec<Instr<S>> {
@@ -159,7 +157,7 @@ fn try_join<S: Clone>(
     s: &StepView<'_, S>,
     f: Fusion,
     n_out: usize,
-    numel: &impl Fn(&S) -> usize,
+    numel: &impl Fn(&S) -> (usize, Option<S>),
     node: &impl Fn(&S) -> Option<u32>,
 ) -> Option<()> {
     // Resolve operands without touching the group until the whole step is known to fit.
@@ -168,13 +166,11 @@ fn try_join<S: Clone>(
         if let Some(&k) = node(src).and_then(|n| local.get(&n)) {
             return Some(Operand::Op(k));
         }
-        let m = numel(src);
-        let inp = if m == g.n {
-            Input::Full(src.clone())
-        } else if m == 1 && scalar_ok {
-            Input::Scalar(src.clone())
-        } else {
-            return None;
+        let inp = match numel(src) {
+            (m, Some(one)) if m == g.n && scalar_ok => Input::Scalar(one),
+            (m, _) if m == g.n => Input::Full(src.clone()),
+            (1, _) if scalar_ok => Input::Scalar(src.clone()),
+            _ => return None,
         };
         new_inputs.push(inp);
         Some(Operand::In(g.inputs.len() + new_inputs.len() - 1))
@@ -224,9 +220,11 @@ pub(crate) fn run<S: Sync>(
     }
 }
 
-enum In<'a, T> {
-    Full(&'a [T]),
-    Scalar(T),
+fn arg(o: Operand) -> simd::FusedArg {
+    match o {
+        Operand::In(i) => simd::FusedArg::Input(i),
+        Operand::Op(j) => simd::FusedArg::Op(j),
+    }
 }
 
 fn run_typed<T: Float, S: Sync>(
@@ -234,119 +232,50 @@ fn run_typed<T: Float, S: Sync>(
     tensors: &[Tensor],
     par: Par,
 ) -> Result<Vec<(u32, Tensor)>> {
-    let inputs: Vec<In<'_, T>> = g
+    let inputs: Vec<simd::FusedInput<'_, T>> = g
         .inputs
         .iter()
         .zip(tensors)
         .map(|(x, t)| {
             let data = T::slice(t.buf()).expect("internal error: fused dtype");
             match x {
-                Input::Full(_) => In::Full(data),
-                Input::Scalar(_) => In::Scalar(data[0]),
+                Input::Full(_) => simd::FusedInput::Slice(data),
+                Input::Scalar(_) => simd::FusedInput::Scalar(data[0]),
             }
         })
         .collect();
-    let mut outs: Vec<Vec<T>> = g.outputs.iter().map(|_| take_buffer::<T>(g.n)).collect();
-    let n_chunks = g.n.div_ceil(CHUNK);
-    // Split every output into chunks; task c owns chunk c of each.
-    let mut per_chunk: Vec<Vec<&mut [T]>> = (0..n_chunks)
-        .map(|_| Vec::with_capacity(outs.len()))
+    let ops: Vec<simd::FusedOp> = g
+        .ops
+        .iter()
+        .map(|op| match *op {
+            Op::Unary(u, a) => simd::FusedOp::Unary(u, arg(a)),
+            Op::Binary(b, x, y) => simd::FusedOp::Binary(b, arg(x), arg(y)),
+            Op::Splat(a) | Op::Copy(a) => simd::FusedOp::Copy(arg(a)),
+        })
         .collect();
-    for o in &mut outs {
-        for (c, piece) in o.chunks_mut(CHUNK).enumerate() {
-            per_chunk[c].push(piece);
-        }
-    }
-    let task = |scratch: &mut Vec<Vec<T>>, (c, mut pieces): (usize, Vec<&mut [T]>)| -> Vec<T> {
-        let start = c * CHUNK;
-        let len = CHUNK.min(g.n - start);
-        if scratch.len() < g.ops.len() {
-            scratch.resize_with(g.ops.len(), Vec::new);
-        }
-        for k in 0..g.ops.len() {
-            scratch[k].resize(len, T::ZERO);
-        }
-        for (k, op) in g.ops.iter().enumerate() {
-            let (done, rest) = scratch.split_at_mut(k);
-            let dst = &mut rest[0][..len];
-            let get = |o: Operand| -> In<'_, T> {
-                match o {
-                    Operand::Op(j) => In::Full(&done[j][..len]),
-                    Operand::In(i) => match &inputs[i] {
-                        In::Full(s) => In::Full(&s[start..start + len]),
-                        In::Scalar(v) => In::Scalar(*v),
-                    },
-                }
-            };
-            match op {
-                Op::Unary(u, a) => match get(*a) {
-                    In::Full(x) => simd::unary(*u, x, dst, Par::Seq),
-                    In::Scalar(v) => {
-                        let mut r = [T::ZERO];
-                        simd::unary(*u, &[v], &mut r, Par::Seq);
-                        dst.fill(r[0]);
-                    }
-                },
-                Op::Binary(b, x, y) => match (get(*x), get(*y)) {
-                    (In::Full(x), In::Full(y)) => simd::binary(*b, x, y, dst, Par::Seq),
-                    (In::Full(x), In::Scalar(y)) => simd::binary_scalar(*b, x, y, dst, Par::Seq),
-                    (In::Scalar(x), In::Full(y)) => simd::scalar_binary(*b, x, y, dst, Par::Seq),
-                    (In::Scalar(x), In::Scalar(y)) => {
-                        let mut v = [T::ZERO];
-                        simd::binary(*b, &[x], &[y], &mut v, Par::Seq);
-                        dst.fill(v[0]);
-                    }
-                },
-                Op::Splat(a) => match get(*a) {
-                    In::Scalar(v) => dst.fill(v),
-                    In::Full(x) => dst.copy_from_slice(x),
-                },
-                Op::Copy(a) => match get(*a) {
-                    In::Full(x) => dst.copy_from_slice(x),
-                    In::Scalar(v) => dst.fill(v),
-                },
-            }
-        }
-        for (piece, &k) in pieces.iter_mut().zip(&g.outputs) {
-            piece.copy_from_slice(&scratch[k][..len]);
-        }
-        g.sums
-            .iter()
-            .map(|(a, _, _)| match a {
-                Operand::Op(j) => simd::reduce_all(ReduceOp::Sum, &scratch[*j][..len]),
-                Operand::In(i) => match &inputs[*i] {
-                    In::Full(s) => simd::reduce_all(ReduceOp::Sum, &s[start..start + len]),
-                    In::Scalar(v) => *v,
-                },
-            })
-            .collect()
-    };
-    let partials: Vec<Vec<T>> = if par == Par::Rayon && n_chunks > 1 {
-        per_chunk
-            .into_par_iter()
-            .enumerate()
-            .map_init(Vec::new, task)
-            .collect()
-    } else {
-        let mut scratch = Vec::new();
-        per_chunk
-            .into_iter()
-            .enumerate()
-            .map(|x| task(&mut scratch, x))
-            .collect()
-    };
+    let mut outs: Vec<Vec<T>> = g.outputs.iter().map(|_| take_buffer::<T>(g.n)).collect();
+    let sums = simd::fused(
+        &ops,
+        &inputs,
+        simd::FusedOutputs {
+            values: g
+                .outputs
+                .iter()
+                .copied()
+                .zip(outs.iter_mut().map(|o| &mut o[..]))
+                .collect(),
+            sums: g.sums.iter().map(|(a, _, _)| arg(*a)).collect(),
+        },
+        g.n,
+        par,
+    );
     let mut results: Vec<(u32, Tensor)> = Vec::with_capacity(g.outputs.len() + g.sums.len());
     for (k, v) in g.outputs.iter().zip(outs) {
         let (node, shape) = &g.op_nodes[*k];
         results.push((*node, Tensor::from_buffer(T::into_buffer(v), shape)));
     }
-    for (s, (_, node, shape)) in g.sums.iter().enumerate() {
-        // Chunk partial sums are combined in chunk order: the same result for any thread count.
-        let mut acc = T::ZERO;
-        for p in &partials {
-            acc += p[s];
-        }
-        results.push((*node, Tensor::from_buffer(T::into_buffer(vec![acc]), shape)));
+    for ((_, node, shape), v) in g.sums.iter().zip(sums) {
+        results.push((*node, Tensor::from_buffer(T::into_buffer(vec![v]), shape)));
     }
     Ok(results)
 }

@@ -13,7 +13,7 @@ use crate::error::{from_panic, Result};
 use crate::fuse;
 use crate::prim::{apply, Primitive};
 use crate::state::State;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{Buffer, DType, Tensor};
 use crate::trace::{self, Node, Tape};
 use crate::transform::{Args, Tree};
 use dashmap::DashMap;
@@ -377,11 +377,28 @@ where
                     Source::Const(_) => None,
                 })
                 .collect();
+            // A large constant whose elements are all equal (a broadcast cotangent seed, a
+            // `full`) is read by a fused pass as one scalar, not streamed from memory.
+            let mut uniform: HashMap<*const Buffer, Option<Source>> = HashMap::new();
+            for st in &steps {
+                for src in &st.inputs {
+                    if let Source::Const(t) = src {
+                        if t.numel() >= fuse::FUSE_MIN {
+                            uniform
+                                .entry(Arc::as_ptr(&t.0.buf))
+                                .or_insert_with(|| uniform_scalar(t).map(Source::Const));
+                        }
+                    }
+                }
+            }
             fuse::plan(
                 &views,
                 |s| match s {
-                    Source::Node(n) => numel.get(n).copied().unwrap_or(0),
-                    Source::Const(t) => t.numel(),
+                    Source::Node(n) => (numel.get(n).copied().unwrap_or(0), None),
+                    Source::Const(t) => (
+                        t.numel(),
+                        uniform.get(&Arc::as_ptr(&t.0.buf)).and_then(|u| u.clone()),
+                    ),
                 },
                 |s| match s {
                     Source::Node(n) => Some(*n),
@@ -734,4 +751,17 @@ where
         || j.trace(args, &leaves),
     )?;
     Ok(Traced { compiled })
+}
+
+/// The value of every element of `t` as a one-element tensor, if they are all equal (bitwise,
+/// so `-0.0` and NaN payloads are kept).
+fn uniform_scalar(t: &Tensor) -> Option<Tensor> {
+    fn first_if_uniform<T: Copy + PartialEq>(v: &[T], bits: impl Fn(T) -> u64) -> Option<T> {
+        let f = *v.first()?;
+        v.iter().all(|&x| bits(x) == bits(f)).then_some(f)
+    }
+    match t.buf() {
+        Buffer::F32(v) => first_if_uniform(v, |x: f32| x.to_bits().into()).map(Tensor::scalar),
+        Buffer::F64(v) => first_if_uniform(v, f64::to_bits).map(Tensor::scalar),
+    }
 }

@@ -876,3 +876,118 @@ fn gemm_aliasing_c_panics() {
         Par::Seq,
     );
 }
+
+/// The fused pass equals running its ops one kernel at a time over whole slices, for sizes
+/// around the block and chunk boundaries, with scalar inputs, several outputs and sums; its sums
+/// are identical sequentially and over rayon.
+fn fused_vs_kernels<T: Element>() {
+    use FusedArg::{Input as I, Op as O};
+    let mut rng = Rng::new(41);
+    let ops = [
+        FusedOp::Unary(UnaryOp::Tanh, I(0)),
+        FusedOp::Binary(BinaryOp::Mul, O(0), I(1)),
+        FusedOp::Binary(BinaryOp::Sub, I(2), O(1)),
+        FusedOp::Unary(UnaryOp::Sigmoid, O(2)),
+        FusedOp::Binary(BinaryOp::Div, I(2), O(3)),
+        FusedOp::Copy(I(2)),
+        FusedOp::Binary(BinaryOp::Add, I(2), I(2)),
+    ];
+    for n in [
+        1,
+        15,
+        FUSED_BLOCK - 1,
+        FUSED_BLOCK + 3,
+        FUSED_CHUNK,
+        3 * FUSED_CHUNK + 77,
+    ] {
+        let x: Vec<T> = rng.vec(n, -3.0, 3.0);
+        let y: Vec<T> = rng.vec(n, -3.0, 3.0);
+        let s = T::from_f64(0.75);
+        // Reference: one whole-slice kernel per op.
+        let mut v: Vec<Vec<T>> = vec![vec![T::ZERO; n]; ops.len()];
+        unary(UnaryOp::Tanh, &x, &mut v[0], Par::Seq);
+        let (a, b) = v.split_at_mut(1);
+        binary(BinaryOp::Mul, &a[0], &y, &mut b[0], Par::Seq);
+        let (a, b) = v.split_at_mut(2);
+        scalar_binary(BinaryOp::Sub, s, &a[1], &mut b[0], Par::Seq);
+        let (a, b) = v.split_at_mut(3);
+        unary(UnaryOp::Sigmoid, &a[2], &mut b[0], Par::Seq);
+        let (a, b) = v.split_at_mut(4);
+        scalar_binary(BinaryOp::Div, s, &a[3], &mut b[0], Par::Seq);
+        let inputs = [
+            FusedInput::Slice(&x[..]),
+            FusedInput::Slice(&y[..]),
+            FusedInput::Scalar(s),
+        ];
+        let mut results = Vec::new();
+        for par in [Par::Seq, Par::Rayon] {
+            let (mut o1, mut o4, mut o5, mut o6) = (
+                vec![T::NAN; n],
+                vec![T::NAN; n],
+                vec![T::NAN; n],
+                vec![T::NAN; n],
+            );
+            let sums = fused(
+                &ops,
+                &inputs,
+                FusedOutputs {
+                    values: vec![
+                        (1, &mut o1[..]),
+                        (4, &mut o4[..]),
+                        (5, &mut o5[..]),
+                        (6, &mut o6[..]),
+                    ],
+                    sums: vec![O(4), I(0), I(2)],
+                },
+                n,
+                par,
+            );
+            // Transcendentals on short tails may take the vector path here and `std` in the
+            // whole-slice kernel: compare within the documented bound.
+            assert_ulps(&o1, &v[1], 2, &format!("fused op 1, n={n}"));
+            assert_ulps(&o4, &v[4], 8, &format!("fused op 4, n={n}"));
+            assert!(o5.iter().all(|&e| e == s) && o6.iter().all(|&e| e == s + s));
+            let want_sum: f64 = v[4].iter().map(|e| e.to_f64()).sum();
+            let got = sums[0].to_f64();
+            assert!(
+                (got - want_sum).abs() <= 1e-4 * want_sum.abs().max(1.0),
+                "sum n={n}: {got} vs {want_sum}"
+            );
+            let xs: f64 = x.iter().map(|e| e.to_f64()).sum();
+            assert!((sums[1].to_f64() - xs).abs() <= 1e-3 * (n as f64).sqrt().max(1.0));
+            assert_eq!(sums[2].to_f64(), 0.75 * n as f64);
+            results.push(sums);
+        }
+        assert!(
+            same_slices(&results[0], &results[1]),
+            "sums differ Seq vs Rayon, n={n}"
+        );
+    }
+}
+
+fn same_slices<T: Element>(a: &[T], b: &[T]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| same(x, y))
+}
+
+#[test]
+fn fused_matches_kernels() {
+    fused_vs_kernels::<f32>();
+    fused_vs_kernels::<f64>();
+}
+
+#[test]
+#[should_panic(expected = "does not exist before it")]
+fn fused_rejects_forward_reference() {
+    let x = [1.0f32; 4];
+    let ops = [FusedOp::Copy(FusedArg::Op(0))];
+    fused(
+        &ops,
+        &[FusedInput::Slice(&x[..])],
+        FusedOutputs {
+            values: vec![],
+            sums: vec![],
+        },
+        4,
+        Par::Seq,
+    );
+}

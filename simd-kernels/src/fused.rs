@@ -1,0 +1,267 @@
+//! [`fused`]: one pass of an element-wise expression over many positions.
+//!
+//! The expression is a list of ops over inputs (slices or broadcast scalars) and earlier ops.
+//! Positions are split into fixed chunks of [`FUSED_CHUNK`] (spread over rayon), each chunk is
+//! walked in blocks of [`FUSED_BLOCK`] elements, and every op of the expression runs its vector
+//! kernel over the block before the next op starts: the block's intermediates (one small buffer
+//! per op) stay in L1, only the requested outputs are written to memory, and the vector kernel
+//! of each op is entered once per block rather than once per element.
+
+use rayon::prelude::*;
+
+use crate::elementwise::{binary_v, unary_v, Bcast, Src};
+use crate::{reduce_all, BinaryOp, Element, Par, ReduceOp, UnaryOp};
+
+/// Positions per parallel task. Fixed (not derived from the thread count), so sums combine
+/// the same partials in the same order for any number of threads.
+pub const FUSED_CHUNK: usize = 1 << 13;
+
+/// Positions per block: every op's intermediate for a block (1 KiB of `f32`) stays in L1.
+pub const FUSED_BLOCK: usize = 256;
+
+/// Operand of a fused op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedArg {
+    /// Input `i` of the pass.
+    Input(usize),
+    /// The result of op `k` (an earlier op).
+    Op(usize),
+}
+
+/// One element-wise op of a fused expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FusedOp {
+    /// `op(a)`.
+    Unary(UnaryOp, FusedArg),
+    /// `op(a, b)`.
+    Binary(BinaryOp, FusedArg, FusedArg),
+    /// `a` itself (a copy, or a scalar broadcast to every position).
+    Copy(FusedArg),
+}
+
+/// An input of a fused pass.
+#[derive(Clone, Copy, Debug)]
+pub enum FusedInput<'a, T> {
+    /// One element per position.
+    Slice(&'a [T]),
+    /// One value for every position.
+    Scalar(T),
+}
+
+/// Where a fused pass puts its results.
+#[derive(Debug)]
+pub struct FusedOutputs<'o, T> {
+    /// `(op, buffer)`: the value of op `k` at every position is written to the buffer.
+    pub values: Vec<(usize, &'o mut [T])>,
+    /// Operands whose values are summed over all positions.
+    pub sums: Vec<FusedArg>,
+}
+
+/// A raw output pointer shared by the chunk tasks; each task writes only its own chunk.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+// SAFETY: tasks write disjoint ranges of the buffer behind the pointer (see `fused`), and the
+// buffer outlives the parallel section (it is borrowed mutably for the whole call).
+unsafe impl<T: Send> Send for OutPtr<T> {}
+// SAFETY: as above; no two tasks touch the same element.
+unsafe impl<T: Send> Sync for OutPtr<T> {}
+
+/// Evaluates `ops` at `n` positions, writing the values of `out.values` and returning the sums
+/// of `out.sums` (in that order). Sums add one partial per [`FUSED_CHUNK`] in chunk order, so
+/// the result does not depend on the thread count.
+///
+/// Transcendental ops use their vector path with the usual per-lane `std` fallback (see the
+/// crate's accuracy notes), on blocks of any length.
+///
+/// # Panics
+/// If an op reads a later op, an index is out of range, an input slice or output buffer does
+/// not have `n` elements.
+///
+/// # Example
+/// ```
+/// use stategrad_simd::{fused, BinaryOp, FusedArg, FusedInput, FusedOp, FusedOutputs, Par, UnaryOp};
+/// // y = x * x + 1, and sum(y)
+/// let x = [1.0f32, 2.0, 3.0];
+/// let ops = [
+///     FusedOp::Unary(UnaryOp::Square, FusedArg::Input(0)),
+///     FusedOp::Binary(BinaryOp::Add, FusedArg::Op(0), FusedArg::Input(1)),
+/// ];
+/// let mut y = [0.0f32; 3];
+/// let sums = fused(
+///     &ops,
+///     &[FusedInput::Slice(&x), FusedInput::Scalar(1.0)],
+///     FusedOutputs { values: vec![(1, &mut y[..])], sums: vec![FusedArg::Op(1)] },
+///     3,
+///     Par::Seq,
+/// );
+/// assert_eq!(y, [2.0, 5.0, 10.0]);
+/// assert_eq!(sums, vec![17.0]);
+/// ```
+pub fn fused<T: Element>(
+    ops: &[FusedOp],
+    inputs: &[FusedInput<'_, T>],
+    out: FusedOutputs<'_, T>,
+    n: usize,
+    par: Par,
+) -> Vec<T> {
+    check(ops, inputs, &out, n);
+    let targets: Vec<(usize, OutPtr<T>)> = out
+        .values
+        .into_iter()
+        .map(|(k, b)| (k, OutPtr(b.as_mut_ptr())))
+        .collect();
+    let n_sums = out.sums.len();
+    let n_chunks = n.div_ceil(FUSED_CHUNK);
+    // One row of partial sums per chunk (at least one element, so every chunk gets a row).
+    let row = n_sums.max(1);
+    let mut partials = vec![T::ZERO; n_chunks * row];
+    let task = |scratch: &mut Vec<T>, c: usize, part: &mut [T]| {
+        let start = c * FUSED_CHUNK;
+        let end = n.min(start + FUSED_CHUNK);
+        let outs: Vec<(usize, &mut [T])> = targets
+            .iter()
+            .map(|&(k, p)| {
+                // SAFETY: `p` points to a buffer of `n` elements (checked), borrowed mutably for
+                // this call; chunk `c` is `start..end` within it and no other task uses it.
+                (k, unsafe {
+                    std::slice::from_raw_parts_mut(p.0.add(start), end - start)
+                })
+            })
+            .collect();
+        run_chunk(
+            ops,
+            inputs,
+            outs,
+            &out.sums,
+            start,
+            end,
+            scratch,
+            &mut part[..n_sums],
+        );
+    };
+    if par == Par::Rayon && n_chunks > 1 {
+        partials
+            .par_chunks_mut(row)
+            .enumerate()
+            .for_each_init(Vec::new, |s, (c, p)| task(s, c, p));
+    } else {
+        let mut scratch = Vec::new();
+        for (c, p) in partials.chunks_mut(row).enumerate() {
+            task(&mut scratch, c, p);
+        }
+    }
+    let mut sums = vec![T::ZERO; n_sums];
+    for p in partials.chunks(row) {
+        for (s, v) in sums.iter_mut().zip(p) {
+            *s += *v;
+        }
+    }
+    sums
+}
+
+fn check<T>(ops: &[FusedOp], inputs: &[FusedInput<'_, T>], out: &FusedOutputs<'_, T>, n: usize) {
+    let arg_ok = |a: FusedArg, k: usize| match a {
+        FusedArg::Input(i) => i < inputs.len(),
+        FusedArg::Op(j) => j < k,
+    };
+    for (k, op) in ops.iter().enumerate() {
+        let ok = match *op {
+            FusedOp::Unary(_, a) | FusedOp::Copy(a) => arg_ok(a, k),
+            FusedOp::Binary(_, a, b) => arg_ok(a, k) && arg_ok(b, k),
+        };
+        assert!(
+            ok,
+            "fused: op {k} reads an input or op that does not exist before it"
+        );
+    }
+    for x in inputs {
+        if let FusedInput::Slice(s) = x {
+            assert_eq!(s.len(), n, "fused: input slice length != n");
+        }
+    }
+    for (k, b) in &out.values {
+        assert!(*k < ops.len(), "fused: output of a missing op");
+        assert_eq!(b.len(), n, "fused: output buffer length != n");
+    }
+    for s in &out.sums {
+        assert!(arg_ok(*s, ops.len()), "fused: sum of a missing operand");
+    }
+}
+
+/// An operand within one block: a slice of the block's length or a scalar.
+#[derive(Clone, Copy)]
+enum Val<'a, T> {
+    Block(&'a [T]),
+    Scalar(T),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_chunk<T: Element>(
+    ops: &[FusedOp],
+    inputs: &[FusedInput<'_, T>],
+    mut outs: Vec<(usize, &mut [T])>,
+    sums: &[FusedArg],
+    start: usize,
+    end: usize,
+    scratch: &mut Vec<T>,
+    part: &mut [T],
+) {
+    scratch.resize(ops.len() * FUSED_BLOCK, T::ZERO);
+    let mut b0 = start;
+    while b0 < end {
+        let len = FUSED_BLOCK.min(end - b0);
+        for (k, op) in ops.iter().enumerate() {
+            let (done, rest) = scratch.split_at_mut(k * FUSED_BLOCK);
+            let dst = &mut rest[..len];
+            let get = |a: FusedArg| -> Val<'_, T> {
+                match a {
+                    FusedArg::Op(j) => Val::Block(&done[j * FUSED_BLOCK..j * FUSED_BLOCK + len]),
+                    FusedArg::Input(i) => match inputs[i] {
+                        FusedInput::Slice(s) => Val::Block(&s[b0..b0 + len]),
+                        FusedInput::Scalar(v) => Val::Scalar(v),
+                    },
+                }
+            };
+            match *op {
+                FusedOp::Unary(u, a) => match get(a) {
+                    Val::Block(x) => unary_v::<T::Vec>(u, x, dst, true),
+                    Val::Scalar(v) => dst.fill(crate::reference::unary_op(u, v)),
+                },
+                FusedOp::Binary(b, x, y) => match (get(x), get(y)) {
+                    (Val::Block(x), Val::Block(y)) => binary_v::<T::Vec, _, _>(b, x, y, dst, true),
+                    (Val::Block(x), Val::Scalar(y)) => bin(b, x, Bcast(y), dst),
+                    (Val::Scalar(x), Val::Block(y)) => bin(b, Bcast(x), y, dst),
+                    (Val::Scalar(x), Val::Scalar(y)) => {
+                        dst.fill(crate::reference::binary_op(b, x, y))
+                    }
+                },
+                FusedOp::Copy(a) => match get(a) {
+                    Val::Block(x) => dst.copy_from_slice(x),
+                    Val::Scalar(v) => dst.fill(v),
+                },
+            }
+        }
+        let off = b0 - start;
+        for (k, o) in outs.iter_mut() {
+            o[off..off + len].copy_from_slice(&scratch[*k * FUSED_BLOCK..*k * FUSED_BLOCK + len]);
+        }
+        for (acc, s) in part.iter_mut().zip(sums) {
+            *acc += match *s {
+                FusedArg::Op(j) => reduce_all(
+                    ReduceOp::Sum,
+                    &scratch[j * FUSED_BLOCK..j * FUSED_BLOCK + len],
+                ),
+                FusedArg::Input(i) => match inputs[i] {
+                    FusedInput::Slice(x) => reduce_all(ReduceOp::Sum, &x[b0..b0 + len]),
+                    FusedInput::Scalar(v) => v * T::from_f64(len as f64),
+                },
+            };
+        }
+        b0 += len;
+    }
+}
+
+#[inline(always)]
+fn bin<T: Element, A: Src<T>, B: Src<T>>(op: BinaryOp, a: A, b: B, dst: &mut [T]) {
+    binary_v::<T::Vec, A, B>(op, a, b, dst, true)
+}
