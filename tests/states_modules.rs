@@ -1128,3 +1128,28 @@ fn states_across_threads() {
     let ks = std::thread::scope(|scope| scope.spawn(|| keys(&m.all_states())).join().unwrap());
     assert_eq!(ks, ALL_KEYS);
 }
+
+/// Transforms over one shared state on several threads at once: each thread's traced view of
+/// the state is its own (a transform never sees another thread's traced value), and the state
+/// is unchanged afterwards.
+#[test]
+fn concurrent_transforms_on_one_state_do_not_interfere() {
+    let w = ParamState::new(Tensor::new([1.0f32, 2.0, 3.0])).named("w");
+    std::thread::scope(|scope| {
+        for i in 0..8 {
+            let w = w.clone();
+            scope.spawn(move || {
+                for r in 0..200 {
+                    let c = (i * 1000 + r) as f32;
+                    let x = Tensor::full(&[3], c);
+                    let f = |x: Tensor| (&x * &w.value()).sum();
+                    let gw = grad(f).grad_states(w.clone()).call(x.clone()).unwrap();
+                    assert_eq!(gw.to_f64_vec(), [c as f64; 3], "thread {i} round {r}");
+                    let h = jit(|x: Tensor| grad(f).grad_states(w.clone()).call(x));
+                    assert_eq!(h.call(x).unwrap().to_f64_vec(), [c as f64; 3]);
+                }
+            });
+        }
+    });
+    assert_eq!(w.value().to_f64_vec(), [1.0, 2.0, 3.0]);
+}

@@ -11,6 +11,7 @@
 
 use crate::error::{from_panic, Result};
 use crate::fuse;
+use crate::lower::{self, LSrc, LStep, Lowered};
 use crate::prim::{apply, Primitive};
 use crate::state::State;
 use crate::tensor::{Buffer, DType, Tensor};
@@ -47,7 +48,7 @@ impl<T: Tree + Clone> JitOutput for Result<T> {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Default)]
 struct Key {
     leaves: Vec<(Vec<usize>, DType)>,
     statics: Vec<String>,
@@ -77,11 +78,40 @@ struct Compiled<T> {
     /// The same program with runs of elementwise steps fused (used when no enclosing transform
     /// records the replay).
     plan: Vec<fuse::Instr<Source>>,
+    /// The program on one arena when it is small and every step has a slice kernel.
+    small: Option<Lowered>,
+    /// Nodes of `outputs` then `writes` (what a small replay hands back), when all are nodes.
+    small_wanted: Vec<u32>,
     arg_nodes: Vec<u32>,
     state_inputs: Vec<(State, u32, Vec<usize>, DType)>,
     outputs: Vec<Source>,
     writes: Vec<(State, Source)>,
     template: T,
+    /// The arguments' key it was compiled for.
+    key: Key,
+}
+
+impl<T> Compiled<T> {
+    /// Whether the states this program reads still have the traced shapes and dtypes.
+    fn states_fit(&self) -> bool {
+        self.state_inputs.iter().all(|(s, _, shape, dt)| {
+            let v = s.raw_value();
+            v.shape() == shape.as_slice() && v.dtype() == *dt
+        })
+    }
+
+    /// Whether this program was compiled for these arguments (and the states still fit).
+    fn fits(&self, leaves: &[Tensor], statics: &[String]) -> bool {
+        self.key.statics == statics
+            && self.key.leaves.len() == leaves.len()
+            && self
+                .key
+                .leaves
+                .iter()
+                .zip(leaves)
+                .all(|((shape, dt), t)| t.shape() == shape.as_slice() && t.dtype() == *dt)
+            && self.states_fit()
+    }
 }
 
 /// Turn a traced tape into a program: keep the operations some output needs (dead-code
@@ -177,6 +207,8 @@ pub struct ProgramStats {
 pub struct Jit<F, A, O: JitOutput> {
     f: F,
     cache: DashMap<Key, Vec<Arc<Compiled<O::Tree>>>>,
+    /// The program of the last call: checked first, without building and hashing a key.
+    last: parking_lot::Mutex<Option<Arc<Compiled<O::Tree>>>>,
     traces: AtomicUsize,
     _m: PhantomData<fn(A) -> O>,
 }
@@ -186,6 +218,7 @@ pub fn jit<F: Fn(A) -> O, A, O: JitOutput>(f: F) -> Jit<F, A, O> {
     Jit {
         f,
         cache: DashMap::new(),
+        last: parking_lot::Mutex::new(None),
         traces: AtomicUsize::new(0),
         _m: PhantomData,
     }
@@ -227,6 +260,7 @@ where
     /// Forget every compiled tape.
     pub fn clear_cache(&self) {
         self.cache.clear();
+        *self.last.lock() = None;
     }
 
     /// Call the function: replay a compiled tape when one fits, else trace and compile.
@@ -235,6 +269,10 @@ where
         F: Fn(A) -> O,
     {
         let (leaves, statics) = args.jit_leaves();
+        let last = self.last.lock().clone();
+        if let Some(c) = last.filter(|c| c.fits(&leaves, &statics)) {
+            return replay(&c, &leaves);
+        }
         let key = Key {
             leaves: leaves
                 .iter()
@@ -244,21 +282,19 @@ where
         };
         // Clone the fitting program out of the map before running it (no guard held across
         // user code).
-        let fitting: Option<Arc<Compiled<O::Tree>>> = self.cache.get(&key).and_then(|v| {
-            v.iter()
-                .find(|c| {
-                    c.state_inputs.iter().all(|(s, _, shape, dt)| {
-                        let v = s.raw_value();
-                        v.shape() == shape.as_slice() && v.dtype() == *dt
-                    })
-                })
-                .cloned()
-        });
+        let fitting: Option<Arc<Compiled<O::Tree>>> = self
+            .cache
+            .get(&key)
+            .and_then(|v| v.iter().find(|c| c.states_fit()).cloned());
         if let Some(c) = fitting {
+            *self.last.lock() = Some(c.clone());
             return replay(&c, &leaves);
         }
-        let (out, compiled) = self.trace(args, &leaves)?;
-        self.cache.entry(key).or_default().push(Arc::new(compiled));
+        let (out, mut compiled) = self.trace(args, &leaves)?;
+        compiled.key = key.clone();
+        let compiled = Arc::new(compiled);
+        self.cache.entry(key).or_default().push(compiled.clone());
+        *self.last.lock() = Some(compiled);
         Ok(out)
     }
 
@@ -407,6 +443,22 @@ where
                 &root_nodes,
             )
         };
+        let small = lower_program(
+            &steps,
+            &arg_nodes,
+            leaves,
+            &state_inputs,
+            frame.tape.nodes.len(),
+        );
+        let small_wanted: Vec<u32> = outputs
+            .iter()
+            .chain(writes.iter().map(|(_, s)| s))
+            .filter_map(|s| match s {
+                Source::Node(n) => Some(*n),
+                Source::Const(_) => None,
+            })
+            .collect();
+        let small = small.filter(|_| small_wanted.len() == outputs.len() + writes.len());
         let result = out.map_tensors(&mut |t| trace::strip(t, level));
         Ok((
             result,
@@ -414,17 +466,23 @@ where
                 n_values: frame.tape.nodes.len(),
                 steps,
                 plan,
+                small,
+                small_wanted,
                 arg_nodes,
                 state_inputs,
                 outputs,
                 writes,
                 template: out,
+                key: Key::default(),
             },
         ))
     }
 }
 
 fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
+    if let (Some(lw), false) = (&c.small, trace::recording()) {
+        return replay_small(c, lw, leaves);
+    }
     let mut vals: Vec<Option<Tensor>> = vec![None; c.n_values];
     for (n, l) in c.arg_nodes.iter().zip(leaves) {
         vals[*n as usize] = Some(l.clone());
@@ -491,6 +549,92 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
     let mut it = outs.into_iter();
     Ok(c.template
         .map_tensors(&mut |_| it.next().expect("internal error: output count")))
+}
+
+/// Replay a lowered program: arguments and state values in, outputs and written states out.
+fn replay_small<T: Tree + Clone>(c: &Compiled<T>, lw: &Lowered, leaves: &[Tensor]) -> Result<T> {
+    let values: SmallVec<[Tensor; 4]> = c.state_inputs.iter().map(|(s, ..)| s.value()).collect();
+    let inputs: SmallVec<[(u32, &Tensor); 8]> = c
+        .arg_nodes
+        .iter()
+        .copied()
+        .zip(leaves)
+        .chain(c.state_inputs.iter().map(|(_, n, ..)| *n).zip(&values))
+        .collect();
+    let mut results = lw.run(&inputs, &c.small_wanted).into_iter();
+    let outs: SmallVec<[Tensor; 4]> = results.by_ref().take(c.outputs.len()).collect();
+    for ((s, _), v) in c.writes.iter().zip(results) {
+        s.set_value(v);
+    }
+    let mut it = outs.into_iter();
+    Ok(c.template
+        .map_tensors(&mut |_| it.next().expect("internal error: output count")))
+}
+
+/// Lower a compiled program to one arena (see [`crate::lower`]), if every value is small, every
+/// value and constant has one dtype and every step has a slice kernel.
+fn lower_program(
+    steps: &[Step],
+    arg_nodes: &[u32],
+    leaves: &[Tensor],
+    state_inputs: &[(State, u32, Vec<usize>, DType)],
+    n_nodes: usize,
+) -> Option<Lowered> {
+    let dtype = steps.first()?.dtype;
+    let mut slots: Vec<Option<(usize, crate::tensor::Shape)>> = vec![None; n_nodes];
+    let mut size = 0usize;
+    type Slots = Vec<Option<(usize, crate::tensor::Shape)>>;
+    let place = |slots: &mut Slots, size: &mut usize, node: u32, shape: &[usize], dt: DType| {
+        if dt != dtype {
+            return None;
+        }
+        slots[node as usize] = Some((*size, shape.into()));
+        *size += shape.iter().product::<usize>();
+        (*size <= lower::SMALL_MAX).then_some(())
+    };
+    for (n, l) in arg_nodes.iter().zip(leaves) {
+        place(&mut slots, &mut size, *n, l.shape(), l.dtype())?;
+    }
+    for (_, n, shape, dt) in state_inputs {
+        place(&mut slots, &mut size, *n, shape, *dt)?;
+    }
+    let mut lsteps = Vec::with_capacity(steps.len());
+    for st in steps {
+        let mut in_shapes: SmallVec<[crate::tensor::Shape; 2]> = SmallVec::new();
+        let mut inputs: SmallVec<[LSrc; 2]> = SmallVec::new();
+        for src in &st.inputs {
+            match src {
+                Source::Node(n) => {
+                    let (off, shape) = slots[*n as usize].as_ref()?;
+                    in_shapes.push(shape.clone());
+                    inputs.push(LSrc::Slot(*off, shape.iter().product()));
+                }
+                Source::Const(t) => {
+                    if t.dtype() != dtype {
+                        return None;
+                    }
+                    in_shapes.push(t.shape().into());
+                    inputs.push(LSrc::Const(t.clone()));
+                }
+            }
+        }
+        let shapes: SmallVec<[&[usize]; 2]> = in_shapes.iter().map(|s| &s[..]).collect();
+        let kernel = st.prim.lower(&shapes, &st.shape)?;
+        let out = size;
+        place(&mut slots, &mut size, st.out, &st.shape, st.dtype)?;
+        lsteps.push(LStep {
+            kernel,
+            inputs,
+            out,
+            len: st.shape.iter().product(),
+        });
+    }
+    Some(Lowered {
+        dtype,
+        size,
+        slots,
+        steps: lsteps,
+    })
 }
 
 /// Run `step(i)` for `i in 0..n`, tracing it once and replaying its compiled tape for every

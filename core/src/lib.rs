@@ -7,6 +7,7 @@ pub mod error;
 pub mod finder;
 mod fuse;
 pub mod jit;
+mod lower;
 pub mod module;
 mod ops;
 mod prim;

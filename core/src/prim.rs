@@ -32,6 +32,12 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     fn fusion(&self) -> Option<Fusion> {
         None
     }
+    /// Slice kernel for `jit`'s small-program replay ([`crate::lower`]): the kernel that
+    /// computes this primitive's output (of shape `out`) from inputs of shapes `inputs` and one
+    /// dtype, or `None` when it has no such form (the program then replays through `forward`).
+    fn lower(&self, _inputs: &[&[usize]], _out: &[usize]) -> Option<Kernel> {
+        None
+    }
     /// Transpose rule: cotangents of the inputs given the output cotangent `g`, for the inputs
     /// where `needs[i]` (`None` is a symbolic zero). `g` may carry `nb` leading batch dimensions
     /// (a chunk of Jacobian rows in one pass); each result then has those batch dimensions
@@ -45,6 +51,43 @@ pub trait Primitive: Send + Sync + fmt::Debug {
         needs: &[bool],
         nb: usize,
     ) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// A primitive's forward computation as one kernel on slices (see [`Primitive::lower`]); run by
+/// [`crate::lower`].
+#[derive(Clone, Debug)]
+pub(crate) enum Kernel {
+    /// Elementwise unary op.
+    Unary(UnaryOp),
+    /// Elementwise binary op with numpy broadcasting of `a` and `b` to `out`.
+    Binary {
+        op: BinaryOp,
+        a: Shape,
+        b: Shape,
+        out: Shape,
+    },
+    /// Reduction of every element.
+    ReduceAll(ReduceOp),
+    /// Reduction of `shape` over `axes`.
+    ReduceAxes {
+        op: ReduceOp,
+        shape: Shape,
+        axes: Vec<usize>,
+    },
+    /// The same elements (a reshape, a broadcast to the same shape).
+    Copy,
+    /// A strided read of the input into `out` (a broadcast).
+    Gather { strides: Vec<usize>, out: Shape },
+    /// One `(m x k) @ (k x n)` product with the operands' row/column strides.
+    Gemm {
+        m: usize,
+        k: usize,
+        n: usize,
+        rsa: usize,
+        csa: usize,
+        rsb: usize,
+        csb: usize,
+    },
 }
 
 /// How a primitive takes part in `jit`'s elementwise fusion ([`crate::fuse`]).
@@ -286,6 +329,9 @@ impl Primitive for Unary {
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Unary(self.0))
     }
+    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Option<Kernel> {
+        Some(Kernel::Unary(self.0))
+    }
     fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         apply(this.clone(), inputs)
     }
@@ -352,7 +398,8 @@ fn is_comparison(op: BinaryOp) -> bool {
     )
 }
 
-fn binary_kernel<T: simd::Element>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_kernel<T: simd::Element>(
     op: BinaryOp,
     a: &[T],
     a_shape: &[usize],
@@ -360,8 +407,8 @@ fn binary_kernel<T: simd::Element>(
     b_shape: &[usize],
     out_shape: &[usize],
     o: &mut [T],
+    p: Par,
 ) {
-    let p = par();
     if a.len() == o.len() && b.len() == o.len() {
         simd::binary(op, a, b, o, p)
     } else if b.len() == 1 && a.len() == o.len() {
@@ -386,6 +433,14 @@ impl Primitive for Binary {
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Binary(self.0))
     }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Option<Kernel> {
+        Some(Kernel::Binary {
+            op: self.0,
+            a: inputs[0].into(),
+            b: inputs[1].into(),
+            out: out.into(),
+        })
+    }
     fn batch(
         &self,
         this: &Arc<dyn Primitive>,
@@ -401,10 +456,10 @@ impl Primitive for Binary {
         let mut out = new_buffer(a.dtype(), n);
         match (a.buf(), b.buf(), &mut out) {
             (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
-                binary_kernel(self.0, x, a.shape(), y, b.shape(), &shape, o)
+                binary_kernel(self.0, x, a.shape(), y, b.shape(), &shape, o, par())
             }
             (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
-                binary_kernel(self.0, x, a.shape(), y, b.shape(), &shape, o)
+                binary_kernel(self.0, x, a.shape(), y, b.shape(), &shape, o, par())
             }
             _ => {
                 return Err(Error::DTypeMismatch {
@@ -615,6 +670,21 @@ impl Primitive for Reduce {
         // Only a reduction to one element ends a fused pass (checked by the planner).
         (self.op == ReduceOp::Sum).then_some(Fusion::SumAll)
     }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Option<Kernel> {
+        let shape = inputs[0];
+        if shape.contains(&0) {
+            return None;
+        }
+        Some(if self.axes.len() == shape.len() {
+            Kernel::ReduceAll(self.op)
+        } else {
+            Kernel::ReduceAxes {
+                op: self.op,
+                shape: shape.into(),
+                axes: self.axes.clone(),
+            }
+        })
+    }
     fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         let shifted = Reduce {
             op: self.op,
@@ -680,6 +750,16 @@ impl Primitive for BroadcastTo {
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Splat)
     }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Option<Kernel> {
+        Some(if inputs[0] == out {
+            Kernel::Copy
+        } else {
+            Kernel::Gather {
+                strides: broadcast_strides(inputs[0], out),
+                out: out.into(),
+            }
+        })
+    }
     fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         let x = align_batched(inputs[0], true, self.0.len())?;
         let mut shape: Shape = Shape::from_slice(&[x.shape()[0]]);
@@ -740,6 +820,9 @@ impl Primitive for Reshape {
     }
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Copy)
+    }
+    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Option<Kernel> {
+        Some(Kernel::Copy)
     }
     fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         let mut shape: Shape = Shape::from_slice(&[inputs[0].shape()[0]]);
@@ -1113,6 +1196,29 @@ pub(crate) struct MatMul {
 impl Primitive for MatMul {
     fn name(&self) -> &'static str {
         "dot_general"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Option<Kernel> {
+        let (a, b) = (inputs[0], inputs[1]);
+        if a.len() != 2 || b.len() != 2 {
+            return None;
+        }
+        let (ar, ac, br, bc) = (a[0], a[1], b[0], b[1]);
+        let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
+        let n = if self.tb { br } else { bc };
+        if k == 0 {
+            return None;
+        }
+        let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
+        let (rsb, csb) = if self.tb { (1, bc) } else { (bc, 1) };
+        Some(Kernel::Gemm {
+            m,
+            k,
+            n,
+            rsa,
+            csa,
+            rsb,
+            csb,
+        })
     }
 
     fn batch(

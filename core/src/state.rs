@@ -211,15 +211,38 @@ impl State {
 
     /// The shape of the current value (does not count as a read).
     pub fn shape(&self) -> Vec<usize> {
-        self.0.value.read().shape().to_vec()
+        self.raw_value().shape().to_vec()
     }
 
+    /// The value this thread sees: its transform's view while one is open here, else the shared
+    /// value.
     pub(crate) fn raw_value(&self) -> Tensor {
+        if let Some(v) = views::get(self.0.id) {
+            return v;
+        }
         self.0.value.read().clone()
     }
 
+    /// Write the value this thread sees (the view of its open transform, if any).
     pub(crate) fn raw_set(&self, v: Tensor) {
-        *self.0.value.write() = v;
+        if let Err(v) = views::set(self.0.id, v) {
+            *self.0.value.write() = v;
+        }
+    }
+
+    /// Start a per-thread view of this state (a transform on this thread touched it): until
+    /// [`State::end_view`], reads and writes on this thread go to the view, so transforms on
+    /// other threads never see this thread's traced values.
+    pub(crate) fn begin_view(&self) {
+        let v = self.0.value.read().clone();
+        views::begin(self.0.id, v);
+    }
+
+    /// End this thread's view, publishing its value as the shared value.
+    pub(crate) fn end_view(&self) {
+        if let Some(v) = views::end(self.0.id) {
+            *self.0.value.write() = v;
+        }
     }
 
     /// True if both handles refer to the same state.
@@ -324,5 +347,58 @@ impl<T: crate::tensor::Float> From<Vec<T>> for Tensor {
 impl From<&Tensor> for Tensor {
     fn from(v: &Tensor) -> Tensor {
         v.clone()
+    }
+}
+
+/// Per-thread views of states touched by the transforms open on this thread.
+mod views {
+    use super::StateId;
+    use crate::tensor::Tensor;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        static VIEWS: RefCell<HashMap<StateId, Tensor>> = RefCell::new(HashMap::new());
+    }
+
+    pub(super) fn get(id: StateId) -> Option<Tensor> {
+        VIEWS
+            .try_with(|m| {
+                let m = m.borrow();
+                if m.is_empty() {
+                    None
+                } else {
+                    m.get(&id).cloned()
+                }
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Writes the view if there is one; gives the value back otherwise.
+    pub(super) fn set(id: StateId, v: Tensor) -> Result<(), Tensor> {
+        let mut v = Some(v);
+        let _ = VIEWS.try_with(|m| {
+            if let Some(slot) = m.borrow_mut().get_mut(&id) {
+                *slot = v.take().expect("set once");
+            }
+        });
+        match v {
+            None => Ok(()),
+            Some(v) => Err(v),
+        }
+    }
+
+    pub(super) fn begin(id: StateId, v: Tensor) {
+        let _ = VIEWS.try_with(|m| {
+            m.borrow_mut().entry(id).or_insert(v);
+        });
+    }
+
+    pub(super) fn end(id: StateId) -> Option<Tensor> {
+        VIEWS
+            .try_with(|m| m.borrow_mut().remove(&id))
+            .ok()
+            .flatten()
     }
 }

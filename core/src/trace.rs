@@ -253,7 +253,21 @@ fn pop(level: u64) -> Frame {
     })
 }
 
+fn frame_is_outermost(level: u64, outermost: &Option<u64>) -> bool {
+    *outermost == Some(level)
+}
+
 fn finish_states(frame: &Frame, ok: bool) {
+    finish_views(frame, ok);
+    // The outermost frame on this thread publishes the values of the states it touched.
+    if FRAMES.with(|f| f.borrow().is_empty()) {
+        for (state, _, _) in &frame.touched {
+            state.end_view();
+        }
+    }
+}
+
+fn finish_views(frame: &Frame, ok: bool) {
     for (state, entry, access) in frame.touched.iter().rev() {
         if ok && access.written && frame.policy == ExitPolicy::KeepWrites {
             let v = state.raw_value();
@@ -288,6 +302,7 @@ pub(crate) fn on_state_created(id: StateId) {
 pub(crate) fn on_state_access(state: &State, write: bool) {
     FRAMES.with(|f| {
         let mut frames = f.borrow_mut();
+        let outermost = frames.first().map(|fr| fr.level);
         for frame in frames.iter_mut() {
             let id = state.id();
             if frame.created.contains(&id) {
@@ -303,6 +318,9 @@ pub(crate) fn on_state_access(state: &State, write: bool) {
                     }
                 }
                 None => {
+                    if frame_is_outermost(frame.level, &outermost) {
+                        state.begin_view();
+                    }
                     let entry = state.raw_value();
                     frame.touched_index.insert(id, frame.touched.len());
                     frame.touched.push((

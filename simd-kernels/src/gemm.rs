@@ -195,6 +195,19 @@ fn thin_gemm<T: Element>(
         }
         return true;
     }
+    if k == 1 && n == 1 {
+        // c_i = alpha · a_i · b_0 + beta c_i (a column scaled by one number).
+        let s = alpha * b[0];
+        for i in 0..m {
+            let v = s * a[i * rsa];
+            c[i * rsc] = if beta == T::ZERO {
+                v
+            } else {
+                beta * c[i * rsc] + v
+            };
+        }
+        return true;
+    }
     if n == 1 {
         // c_i = alpha · dot(row i of A, b) + beta c_i.
         for i in 0..m {
