@@ -168,7 +168,7 @@ pub(crate) mod pool {
     /// Buffers allocated because no freed one fitted (all threads).
     pub(crate) static FRESH: AtomicU64 = AtomicU64::new(0);
 
-    const MAX_BUFFERS: usize = 32;
+    const MAX_BUFFERS: usize = 64;
     /// Per thread and dtype: 64M elements (256 MB of f32) at most stay pooled.
     const MAX_ELEMENTS: usize = 1 << 26;
 
@@ -207,12 +207,32 @@ pub(crate) mod pool {
                 if v.capacity() == 0 {
                     return;
                 }
+                let cap = v.capacity();
+                if cap > MAX_ELEMENTS {
+                    return;
+                }
                 let _ = $slot.try_with(|p| {
                     let mut p = p.borrow_mut();
-                    if p.0.len() < MAX_BUFFERS && p.1 + v.capacity() <= MAX_ELEMENTS {
-                        p.1 += v.capacity();
-                        p.0.push(v);
+                    // When full, smaller buffers make room for a larger one: a large buffer
+                    // saves page faults on every element, a small one only a malloc.
+                    while p.0.len() >= MAX_BUFFERS || p.1 + cap > MAX_ELEMENTS {
+                        let Some((i, c)) = p
+                            .0
+                            .iter()
+                            .enumerate()
+                            .map(|(i, b)| (i, b.capacity()))
+                            .min_by_key(|&(_, c)| c)
+                        else {
+                            break;
+                        };
+                        if c >= cap {
+                            return;
+                        }
+                        p.0.swap_remove(i);
+                        p.1 -= c;
                     }
+                    p.1 += cap;
+                    p.0.push(v);
                 });
             }
         };
