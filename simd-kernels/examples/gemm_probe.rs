@@ -1,4 +1,5 @@
-//! Compares the two GEMM paths on the W2 shapes: `cargo run --release -p stategrad-simd --example gemm_probe`.
+//! The machine's FMA peak (the roofline of every GEMM figure) and the two GEMM paths on the W2
+//! shapes: `cargo run --release -p stategrad-simd --example gemm_probe`.
 use std::time::Instant;
 
 fn time(f: &mut dyn FnMut()) -> f64 {
@@ -11,7 +12,32 @@ fn time(f: &mut dyn FnMut()) -> f64 {
     t.elapsed().as_secs_f64() / n as f64 * 1e3
 }
 
+/// Single-precision FMA throughput of one thread, GFLOP/s: independent vector FMA chains (more
+/// chains than the FMA latency times the ports), nothing else in the loop.
+fn fma_gflops() -> f64 {
+    use wide::f32x16 as V;
+    const CHAINS: usize = 24;
+    let iters = 20_000_000usize;
+    let mut acc = [V::splat(0.0); CHAINS];
+    let (m, a) = (V::splat(0.999_999), V::splat(1e-7));
+    let t = Instant::now();
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = x.mul_add(m, a);
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    std::hint::black_box(&acc);
+    (iters * CHAINS * 16 * 2) as f64 / secs / 1e9
+}
+
 fn main() {
+    let one = fma_gflops();
+    let all: f64 = rayon::broadcast(|_| fma_gflops()).iter().sum();
+    println!(
+        "FMA peak (f32x16 mul_add): {one:.0} GFLOP/s on 1 thread, {all:.0} GFLOP/s on {} threads",
+        rayon::current_num_threads()
+    );
     // (m, k, n, a transposed, b transposed): the forward and backward products of W2.
     let shapes = [
         (256, 784, 512, false, false),
