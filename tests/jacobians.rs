@@ -1905,3 +1905,30 @@ fn jacobians_of_tree_valued_outputs_with_states_put_the_output_structure_outermo
         assert!(jh.1.allclose(&gh, 1e-12, 1e-12) && jm["norm"].1.allclose(&gn, 1e-12, 1e-12));
     }
 }
+
+/// A shared matrix times a stack of column vectors (the product batched Jacobian columns make)
+/// equals the per-vector products, also with the matrix transposed.
+#[test]
+fn stacked_matrix_vector_products_match_a_loop() {
+    stategrad::random::seed(21);
+    let a = stategrad::random::normal(&[6, 4]);
+    let v = stategrad::random::normal(&[5, 4, 1]);
+    let w = stategrad::random::normal(&[5, 6, 1]);
+    let av = a.matmul(&v);
+    let atw = a.t().matmul(&w);
+    assert_eq!(av.shape(), &[5, 6, 1]);
+    assert_eq!(atw.shape(), &[5, 4, 1]);
+    for b in 0..5 {
+        let vb = v.try_index_axis(0, b as isize).unwrap();
+        let wb = w.try_index_axis(0, b as isize).unwrap();
+        assert!(av
+            .try_index_axis(0, b as isize)
+            .unwrap()
+            .allclose(&a.matmul(&vb), 1e-5, 1e-6));
+        assert!(atw.try_index_axis(0, b as isize).unwrap().allclose(
+            &a.t().matmul(&wb),
+            1e-5,
+            1e-6
+        ));
+    }
+}

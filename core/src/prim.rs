@@ -1288,6 +1288,14 @@ impl Primitive for MatMul {
             );
             return Ok(c.with_shape(shape));
         }
+        if nb > 1 && a.ndim() == 2 && n == 1 && b.shape()[..b.ndim() - 2] == batch[..] {
+            // A stack of matrix-vector products (batched Jacobian columns): row b of the
+            // output is A @ v_b, so the whole stack is V (nb x k) @ op(A)^T, already in the
+            // output's layout.
+            let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
+            let c = plain_gemm(b, br * bc, rsb_of(self.tb, bc), a, csa, rsa, nb, k, m);
+            return Ok(c.with_shape(shape));
+        }
         if nb > 1 && a.ndim() == 2 && b.shape()[..b.ndim() - 2] == batch[..] {
             let (rsb, csb) = (rsb_of(self.tb, bc), csb_of(self.tb, bc));
             let bp = gather(b, &[rsb, br * bc, csb], 0, &[k, nb, n]);

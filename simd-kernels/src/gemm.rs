@@ -112,10 +112,18 @@ fn selection_gemm<T: Element>(
         let at = i * rsc + j * csc;
         c[at] = if beta == T::ZERO { v } else { beta * c[at] + v };
     };
-    if (0..n).all(|j| column_nonzero(b, rsb, csb, k, j).is_some()) {
+    // The nonzero of every column of B (or of every row of A), scanned once.
+    let select = |x: &[T], s_inner: usize, s_outer: usize, count: usize| {
+        let mut rows = Vec::with_capacity(count);
+        for j in 0..count {
+            rows.push(column_nonzero(x, s_inner, s_outer, k, j)?);
+        }
+        Some(rows)
+    };
+    if let Some(rows) = select(b, rsb, csb, n) {
         // C[:, j] = alpha · b[r_j, j] · A[:, r_j].
-        for j in 0..n {
-            match column_nonzero(b, rsb, csb, k, j).flatten() {
+        for (j, r) in rows.into_iter().enumerate() {
+            match r {
                 Some(r) => {
                     let s = alpha * b[r * rsb + j * csb];
                     for i in 0..m {
@@ -127,15 +135,13 @@ fn selection_gemm<T: Element>(
         }
         return true;
     }
-    // The same for rows of A (columns of A transposed).
-    if (0..m).all(|i| column_nonzero(a, csa, rsa, k, i).is_some()) {
-        for i in 0..m {
-            match column_nonzero(a, csa, rsa, k, i).flatten() {
+    // The same for rows of A (columns of A transposed): C[i, :] = alpha · a[i, r_i] · B[r_i, :].
+    if let Some(rows) = select(a, csa, rsa, m) {
+        for (i, r) in rows.into_iter().enumerate() {
+            match r {
                 Some(r) => {
                     let s = alpha * a[i * rsa + r * csa];
-                    for j in 0..n {
-                        write(c, i, j, s * b[r * rsb + j * csb]);
-                    }
+                    axpby(n, s, &b[r * rsb..], csb, beta, &mut c[i * rsc..], csc);
                 }
                 None => (0..n).for_each(|j| write(c, i, j, T::ZERO)),
             }
