@@ -502,3 +502,59 @@ fn static_arguments_are_part_of_the_jit_key() {
     );
     assert_eq!(f.trace_count(), 2);
 }
+
+/// A compiled loop over a small training step (the state carry runs inside one arena) gives
+/// the same parameters, losses and last output as calling the jitted step once per iteration,
+/// with the iteration index used, a state only written, and f64 values.
+#[test]
+fn for_loop_matches_repeated_jitted_steps() {
+    fn run<T: stategrad::tensor::Float>(compiled_loop: bool) -> (Vec<f64>, Vec<f64>, f64, f64) {
+        let w = ParamState::new(Tensor::from_vec(vec![T::from_f64(0.5); 3], &[3, 1]).unwrap());
+        let b = ParamState::new(Tensor::from_vec(vec![T::from_f64(0.0)], &[1]).unwrap());
+        let last_i = State::new(Tensor::from_vec(vec![T::from_f64(-1.0)], &[]).unwrap());
+        let x = Tensor::linspace(-1.0, 1.0, 12)
+            .reshape(&[4, 3])
+            .cast(w.value().dtype());
+        let y = (x.sum_along(&[1], true) * 2.0 + 0.5).reshape(&[4, 1]);
+        let params: StateMap = [(path!("b"), b.clone()), (path!("w"), w.clone())]
+            .into_iter()
+            .collect();
+        let step = |i: Tensor| {
+            let loss = |x: Tensor| (x.matmul(&w.value()) + b.value() - &y).square().mean();
+            let (g, l) = grad(loss)
+                .grad_states(params.clone())
+                .return_value()
+                .call(x.clone())?;
+            let lr = 0.1 / (1.0 + 0.001 * i.cast(w.value().dtype()));
+            for (p, s) in &params {
+                s.set_value(s.value() - &lr * &g[p]);
+            }
+            last_i.set_value(i.cast(w.value().dtype()));
+            Ok::<Tensor, stategrad::Error>(l)
+        };
+        let l = if compiled_loop {
+            stategrad::jit::for_loop(300, step).unwrap()
+        } else {
+            let j = jit(step);
+            let mut l = Tensor::scalar(0.0f32);
+            for i in 0..300 {
+                l = j.call(Tensor::scalar(i as f32)).unwrap();
+            }
+            l
+        };
+        (
+            w.value().to_f64_vec(),
+            b.value().to_f64_vec(),
+            l.item().unwrap(),
+            last_i.value().item().unwrap(),
+        )
+    }
+    for (looped, stepped) in [
+        (run::<f32>(true), run::<f32>(false)),
+        (run::<f64>(true), run::<f64>(false)),
+    ] {
+        assert_eq!(looped, stepped);
+        assert_eq!(looped.3, 299.0);
+        assert!(looped.2 < 0.05, "the loop trains: loss {}", looped.2);
+    }
+}

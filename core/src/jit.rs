@@ -257,6 +257,51 @@ where
         out
     }
 
+    /// Iterations `start..end` of a [`for_loop`] over this (single tensor argument) function, on
+    /// one arena when its last program is a small one: states written by an iteration are copied
+    /// to the slots the next one reads, and only the last iteration's outputs and states come
+    /// out as tensors. `None` when that does not apply (the caller then loops over `call`).
+    fn replay_loop(&self, start: usize, end: usize) -> Option<Result<O::Tree>> {
+        if trace::recording() {
+            return None;
+        }
+        let c = self.last.lock().clone()?;
+        let lw = c.small.as_ref()?;
+        if !c.fits(&[Tensor::scalar(start as f32)], &[]) {
+            return None;
+        }
+        let mut carries = Vec::new();
+        for (k, (s, _)) in c.writes.iter().enumerate() {
+            let w = c.small_wanted[c.outputs.len() + k];
+            if let Some((_, r, ..)) = c.state_inputs.iter().find(|(t, ..)| t.same(s)) {
+                if lw.shape_of(w) != lw.shape_of(*r) {
+                    return None;
+                }
+                carries.push((w, *r));
+            }
+        }
+        let iter_node = *c.arg_nodes.first()?;
+        let values: SmallVec<[Tensor; 4]> =
+            c.state_inputs.iter().map(|(s, ..)| s.value()).collect();
+        let inputs: SmallVec<[(u32, &Tensor); 8]> = c
+            .state_inputs
+            .iter()
+            .map(|(_, n, ..)| *n)
+            .zip(&values)
+            .collect();
+        let mut results = lw
+            .run_loop(&inputs, iter_node, (start, end), &carries, &c.small_wanted)
+            .into_iter();
+        let outs: SmallVec<[Tensor; 4]> = results.by_ref().take(c.outputs.len()).collect();
+        for ((s, _), v) in c.writes.iter().zip(results) {
+            s.set_value(v);
+        }
+        let mut it = outs.into_iter();
+        Some(Ok(c.template.map_tensors(&mut |_| {
+            it.next().expect("internal error: output count")
+        })))
+    }
+
     /// Forget every compiled tape.
     pub fn clear_cache(&self) {
         self.cache.clear();
@@ -667,6 +712,11 @@ where
     }
     let body = jit(step);
     let mut out = body.call(Tensor::scalar(0.0f32))?;
+    if n > 1 {
+        if let Some(last) = body.replay_loop(1, n) {
+            return last;
+        }
+    }
     for i in 1..n {
         out = body.call(Tensor::scalar(i as f32))?;
     }

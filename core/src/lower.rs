@@ -141,41 +141,107 @@ impl Lowered {
 
     fn run_typed<T: ArenaFloat>(&self, inputs: &[(u32, &Tensor)], wanted: &[u32]) -> Vec<Tensor> {
         T::with_arena(|arena| {
-            if arena.len() < self.size {
-                arena.resize(self.size, T::ZERO);
-            }
-            for (node, t) in inputs {
-                let (off, _) = self.slot(*node);
-                let data = T::slice(t.buf()).expect("internal error: lowered input dtype");
-                arena[*off..*off + data.len()].copy_from_slice(data);
-            }
-            for st in &self.steps {
-                // Every input slot precedes the output slot (slots are laid out in program
-                // order), so the arena splits into a read part and the output.
-                let (lo, hi) = arena.split_at_mut(st.out);
-                let lo: &[T] = lo;
-                let get = |s| operand(lo, s);
-                let out = &mut hi[..st.len];
-                match &st.inputs[..] {
-                    [a] => st.kernel.run(&[get(a)], out),
-                    [a, b] => st.kernel.run(&[get(a), get(b)], out),
-                    more => {
-                        let ins: SmallVec<[&[T]; 4]> = more.iter().map(get).collect();
-                        st.kernel.run(&ins, out)
+            self.load(arena, inputs);
+            self.exec(arena);
+            self.collect(arena, wanted)
+        })
+    }
+
+    /// The shape of a node's slot.
+    pub(crate) fn shape_of(&self, node: u32) -> &[usize] {
+        &self.slot(node).1
+    }
+
+    /// Run the program for `i` in `start..end`, with `i` written (as a number) into the slot of
+    /// `iter_node` each time and, after each run, every `(from, to)` of `carries` copied from
+    /// slot `from` to slot `to` (written states feeding the next iteration's reads). Returns
+    /// the `wanted` values of the last iteration.
+    pub(crate) fn run_loop(
+        &self,
+        inputs: &[(u32, &Tensor)],
+        iter_node: u32,
+        (start, end): (usize, usize),
+        carries: &[(u32, u32)],
+        wanted: &[u32],
+    ) -> Vec<Tensor> {
+        match self.dtype {
+            DType::F32 => self.loop_typed::<f32>(inputs, iter_node, (start, end), carries, wanted),
+            DType::F64 => self.loop_typed::<f64>(inputs, iter_node, (start, end), carries, wanted),
+        }
+    }
+
+    fn loop_typed<T: ArenaFloat>(
+        &self,
+        inputs: &[(u32, &Tensor)],
+        iter_node: u32,
+        (start, end): (usize, usize),
+        carries: &[(u32, u32)],
+        wanted: &[u32],
+    ) -> Vec<Tensor> {
+        let moves: SmallVec<[(usize, usize, usize); 4]> = carries
+            .iter()
+            .map(|&(from, to)| {
+                let (f, shape) = self.slot(from);
+                (*f, self.slot(to).0, shape.iter().product())
+            })
+            .collect();
+        let it = self.slot(iter_node).0;
+        T::with_arena(|arena| {
+            self.load(arena, inputs);
+            for i in start..end {
+                arena[it] = T::from_f64(i as f64);
+                self.exec(arena);
+                if i + 1 < end {
+                    for &(f, t, len) in &moves {
+                        arena.copy_within(f..f + len, t);
                     }
                 }
             }
-            wanted
-                .iter()
-                .map(|n| {
-                    let (off, shape) = self.slot(*n);
-                    let len: usize = shape.iter().product();
-                    let mut buf = crate::tensor::Buffer::for_overwrite(T::DTYPE, len);
-                    let mut v = T::take_vec(&mut buf);
-                    v.copy_from_slice(&arena[*off..*off + len]);
-                    Tensor::from_buffer(T::into_buffer(v), shape)
-                })
-                .collect()
+            self.collect(arena, wanted)
         })
+    }
+
+    fn load<T: ArenaFloat>(&self, arena: &mut Vec<T>, inputs: &[(u32, &Tensor)]) {
+        if arena.len() < self.size {
+            arena.resize(self.size, T::ZERO);
+        }
+        for (node, t) in inputs {
+            let (off, _) = self.slot(*node);
+            let data = T::slice(t.buf()).expect("internal error: lowered input dtype");
+            arena[*off..*off + data.len()].copy_from_slice(data);
+        }
+    }
+
+    fn exec<T: ArenaFloat>(&self, arena: &mut [T]) {
+        for st in &self.steps {
+            // Every input slot precedes the output slot (slots are laid out in program
+            // order), so the arena splits into a read part and the output.
+            let (lo, hi) = arena.split_at_mut(st.out);
+            let lo: &[T] = lo;
+            let get = |s| operand(lo, s);
+            let out = &mut hi[..st.len];
+            match &st.inputs[..] {
+                [a] => st.kernel.run(&[get(a)], out),
+                [a, b] => st.kernel.run(&[get(a), get(b)], out),
+                more => {
+                    let ins: SmallVec<[&[T]; 4]> = more.iter().map(get).collect();
+                    st.kernel.run(&ins, out)
+                }
+            }
+        }
+    }
+
+    fn collect<T: ArenaFloat>(&self, arena: &[T], wanted: &[u32]) -> Vec<Tensor> {
+        wanted
+            .iter()
+            .map(|n| {
+                let (off, shape) = self.slot(*n);
+                let len: usize = shape.iter().product();
+                let mut buf = crate::tensor::Buffer::for_overwrite(T::DTYPE, len);
+                let mut v = T::take_vec(&mut buf);
+                v.copy_from_slice(&arena[*off..*off + len]);
+                Tensor::from_buffer(T::into_buffer(v), shape)
+            })
+            .collect()
     }
 }
