@@ -558,3 +558,32 @@ fn for_loop_matches_repeated_jitted_steps() {
         assert!(looped.2 < 0.05, "the loop trains: loss {}", looped.2);
     }
 }
+
+/// Multiplications by one inside a fused pass compute nothing (the value is read through), and
+/// are still correct where their value leaves the pass (an output) or feeds a later step.
+#[test]
+fn fused_multiplications_by_one_are_elided_and_still_correct() {
+    random::seed(5);
+    let x = random::normal(&[1 << 15]);
+    let f = |x: Tensor| {
+        let one = &x * 1.0;
+        let y = (&one * 2.0).tanh();
+        (
+            one.clone(),
+            (&y * 1.0).sum(),
+            one.reshape(&[-1, 2]).sum_along(&[1], false),
+        )
+    };
+    let j = jit(f);
+    let (a, b, c) = j.call(x.clone()).unwrap();
+    let (a2, b2, c2) = j.call(x.clone()).unwrap();
+    let (ea, eb, ec) = f(x.clone());
+    for (got, want) in [(&a, &ea), (&a2, &ea), (&c, &ec), (&c2, &ec)] {
+        assert!(got.allclose(want, 1e-6, 1e-6));
+    }
+    assert!(b.allclose(&eb, 1e-4, 1e-3) && b2.allclose(&eb, 1e-4, 1e-3));
+    assert_eq!(a.to_f64_vec(), x.to_f64_vec());
+    let stats = j.program_stats();
+    assert_eq!(stats.len(), 1);
+    assert!(stats[0].fused_passes >= 1, "{stats:?}");
+}

@@ -51,6 +51,10 @@ pub(crate) struct Group<S> {
     pub(crate) sums: Vec<(Operand, u32, Shape)>,
     /// Ops whose values are needed outside the group.
     pub(crate) outputs: Vec<usize>,
+    /// Steps that compute nothing new (`x * 1`): their node reads the operand directly.
+    pub(crate) aliases: Vec<(u32, Operand, Shape)>,
+    /// Steps of the group that run no op (aliases not needed outside).
+    pub(crate) elided: usize,
 }
 
 /// What a compiled program step looks like to the fusion planner.
@@ -76,11 +80,12 @@ pub(crate) fn plan<S: Clone>(
     steps: &[StepView<'_, S>],
     numel: impl Fn(&S) -> (usize, Option<S>),
     node: impl Fn(&S) -> Option<u32>,
+    is_one: impl Fn(&S) -> bool,
     roots: &[u32],
 ) -> Vec<Instr<S>> {
     let mut instrs: Vec<Instr<S>> = Vec::new();
-    let mut group: Option<(Group<S>, HashMap<u32, usize>, Vec<usize>)> = None;
-    let close = |g: Option<(Group<S>, HashMap<u32, usize>, Vec<usize>)>,
+    let mut group: Option<(Group<S>, HashMap<u32, Operand>, Vec<usize>)> = None;
+    let close = |g: Option<(Group<S>, HashMap<u32, Operand>, Vec<usize>)>,
                  instrs: &mut Vec<Instr<S>>| {
         if let Some((g, _, members)) = g {
             // A lone primitive gains nothing from the chunked pass.
@@ -95,7 +100,7 @@ pub(crate) fn plan<S: Clone>(
         let n_out: usize = s.shape.iter().product();
         let joined = match (&mut group, s.fusion) {
             (Some((g, local, members)), Some(f)) if s.dtype == g.dtype => {
-                try_join(g, local, s, f, n_out, &numel, &node)
+                try_join(g, local, s, f, n_out, &numel, &node, &is_one)
                     .map(|_| members.push(i))
                     .is_some()
             }
@@ -118,10 +123,12 @@ pub(crate) fn plan<S: Clone>(
                 op_nodes: Vec::new(),
                 sums: Vec::new(),
                 outputs: Vec::new(),
+                aliases: Vec::new(),
+                elided: 0,
             };
             let mut local = HashMap::new();
             let f = s.fusion.expect("checked above");
-            if try_join(&mut g, &mut local, s, f, n_out, &numel, &node).is_some() {
+            if try_join(&mut g, &mut local, s, f, n_out, &numel, &node, &is_one).is_some() {
                 group = Some((g, local, vec![i]));
                 continue;
             }
@@ -141,6 +148,15 @@ pub(crate) fn plan<S: Clone>(
     }
     for ins in &mut instrs {
         if let Instr::Fused(g) = ins {
+            // An alias needed outside the group is materialised by a copy of what it reads.
+            for (n, o, shape) in std::mem::take(&mut g.aliases) {
+                if used.contains(&n) {
+                    g.ops.push(Op::Copy(o));
+                    g.op_nodes.push((n, shape));
+                } else {
+                    g.elided += 1;
+                }
+            }
             g.outputs = (0..g.ops.len())
                 .filter(|&k| used.contains(&g.op_nodes[k].0))
                 .collect();
@@ -153,18 +169,19 @@ pub(crate) fn plan<S: Clone>(
 /// scalars); `None` leaves the group unchanged.
 fn try_join<S: Clone>(
     g: &mut Group<S>,
-    local: &mut HashMap<u32, usize>,
+    local: &mut HashMap<u32, Operand>,
     s: &StepView<'_, S>,
     f: Fusion,
     n_out: usize,
     numel: &impl Fn(&S) -> (usize, Option<S>),
     node: &impl Fn(&S) -> Option<u32>,
+    is_one: &impl Fn(&S) -> bool,
 ) -> Option<()> {
     // Resolve operands without touching the group until the whole step is known to fit.
     let mut new_inputs: Vec<Input<S>> = Vec::new();
     let mut operand = |src: &S, scalar_ok: bool| -> Option<Operand> {
-        if let Some(&k) = node(src).and_then(|n| local.get(&n)) {
-            return Some(Operand::Op(k));
+        if let Some(&o) = node(src).and_then(|n| local.get(&n)) {
+            return Some(o);
         }
         let inp = match numel(src) {
             (m, Some(one)) if m == g.n && scalar_ok => Input::Scalar(one),
@@ -187,6 +204,40 @@ fn try_join<S: Clone>(
         Fusion::Binary(b) => {
             let a = operand(&s.inputs[0], true)?;
             let c = operand(&s.inputs[1], true)?;
+            // `x * 1` (a cotangent seed of ones, broadcast) is `x`: no op, the node reads `x`.
+            let full = |o: Operand| match o {
+                Operand::Op(_) => true,
+                Operand::In(i) => {
+                    let k = i.checked_sub(g.inputs.len());
+                    let inp = match k {
+                        Some(k) => new_inputs.get(k),
+                        None => g.inputs.get(i),
+                    };
+                    matches!(inp, Some(Input::Full(_)))
+                }
+            };
+            let one_of = |o: Operand| match o {
+                Operand::In(i) => match i.checked_sub(g.inputs.len()) {
+                    Some(k) => matches!(new_inputs.get(k), Some(Input::Scalar(x)) if is_one(x)),
+                    None => matches!(g.inputs.get(i), Some(Input::Scalar(x)) if is_one(x)),
+                },
+                Operand::Op(_) => false,
+            };
+            if b == BinaryOp::Mul {
+                let keep = if one_of(c) && full(a) {
+                    Some(a)
+                } else if one_of(a) && full(c) {
+                    Some(c)
+                } else {
+                    None
+                };
+                if let Some(x) = keep {
+                    g.inputs.extend(new_inputs);
+                    local.insert(s.out, x);
+                    g.aliases.push((s.out, x, s.shape.into()));
+                    return Some(());
+                }
+            }
             Op::Binary(b, a, c)
         }
         Fusion::Splat => Op::Splat(operand(&s.inputs[0], true)?),
@@ -194,7 +245,7 @@ fn try_join<S: Clone>(
         Fusion::SumAll => return None,
     };
     g.inputs.extend(new_inputs);
-    local.insert(s.out, g.ops.len());
+    local.insert(s.out, Operand::Op(g.ops.len()));
     g.ops.push(op);
     g.op_nodes.push((s.out, s.shape.into()));
     Some(())

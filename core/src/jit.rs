@@ -244,7 +244,7 @@ where
                 for i in &c.plan {
                     if let fuse::Instr::Fused(g) = i {
                         passes += 1;
-                        fused += g.ops.len() + g.sums.len();
+                        fused += g.ops.len() + g.sums.len() + g.elided;
                     }
                 }
                 out.push(ProgramStats {
@@ -484,6 +484,10 @@ where
                 |s| match s {
                     Source::Node(n) => Some(*n),
                     Source::Const(_) => None,
+                },
+                |s| match s {
+                    Source::Const(t) => t.numel() == 1 && t.to_vec::<f64>()[0] == 1.0,
+                    Source::Node(_) => false,
                 },
                 &root_nodes,
             )
