@@ -8,6 +8,16 @@ use stategrad::jit::for_loop;
 use stategrad::prelude::*;
 use stategrad::{jit, random};
 
+/// Thread counts to measure: 1 and 2, or the comma-separated list in
+/// `STATEGRAD_BENCH_THREADS` (e.g. `1,2,4,8,16` on a larger machine).
+fn thread_counts() -> Vec<usize> {
+    std::env::var("STATEGRAD_BENCH_THREADS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 2])
+}
+
 fn pool(n: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
@@ -70,7 +80,6 @@ fn w1(c: &mut Criterion) {
         assert!(s.value().allclose(v, 1e-5, 1e-6), "W1 loop guard (params)");
     }
     let mut g = c.benchmark_group("W1_linear_loop_1000");
-    g.throughput(Throughput::Elements(steps as u64));
     g.bench_function("for_loop", |bch| bch.iter(|| looped().unwrap()));
     g.finish();
 }
@@ -97,7 +106,7 @@ fn w3(c: &mut Criterion) {
     assert!(jr.allclose(&jf, 1e-4, 1e-5), "W3 guard: jacrev != jacfwd");
     let mut g = c.benchmark_group("W3_jacobian_256");
     g.sample_size(10);
-    for threads in [1, 2] {
+    for threads in thread_counts() {
         let p = pool(threads);
         g.bench_with_input(BenchmarkId::new("jacrev", threads), &threads, |bch, _| {
             p.install(|| bch.iter(|| jacrev(f).call(x.clone()).unwrap()))
@@ -124,7 +133,7 @@ fn w4(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("W4_hessian_512");
     g.sample_size(10);
-    for threads in [1, 2] {
+    for threads in thread_counts() {
         let p = pool(threads);
         g.bench_with_input(BenchmarkId::new("hessian", threads), &threads, |bch, _| {
             p.install(|| bch.iter(|| hessian(f).call(x.clone()).unwrap()))
@@ -152,7 +161,7 @@ fn w5(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Bytes(128 << 20));
     let jf = jit(move |x: Tensor| grad(f).call(x));
-    for threads in [1, 2] {
+    for threads in thread_counts() {
         let p = pool(threads);
         g.bench_with_input(BenchmarkId::new("eager", threads), &threads, |bch, _| {
             p.install(|| bch.iter(|| grad(f).call(x.clone()).unwrap()))
@@ -231,7 +240,7 @@ fn w2(c: &mut Criterion) {
     let mut g = c.benchmark_group("W2_mlp_step_b256");
     g.sample_size(10);
     g.throughput(Throughput::Elements(flops as u64));
-    for threads in [1, 2] {
+    for threads in thread_counts() {
         let p = pool(threads);
         g.bench_with_input(BenchmarkId::new("eager", threads), &threads, |bch, _| {
             p.install(|| bch.iter(|| step((x.clone(), y.clone())).unwrap()))
@@ -271,7 +280,7 @@ fn w6(c: &mut Criterion) {
     }
     let mut g = c.benchmark_group("W6_per_example_grads_b64");
     g.sample_size(10);
-    for threads in [1, 2] {
+    for threads in thread_counts() {
         let p = pool(threads);
         g.bench_with_input(
             BenchmarkId::new("vmap_grad", threads),
@@ -303,7 +312,7 @@ fn w7(c: &mut Criterion) {
             "W7 guard: {got} vs {want}"
         );
         g.throughput(Throughput::Elements((2 * n * n * n) as u64));
-        for threads in [1, 2] {
+        for threads in thread_counts() {
             let p = pool(threads);
             g.bench_with_input(
                 BenchmarkId::new(format!("sgemm_{n}"), threads),
@@ -319,7 +328,7 @@ fn w7(c: &mut Criterion) {
     let t = triad.call((b.clone(), cc.clone())).unwrap();
     assert_eq!(t.to_vec::<f32>()[n - 1], 7.0, "W7 triad guard");
     g.throughput(Throughput::Bytes((3 * 4 * n) as u64));
-    for threads in [1, 2] {
+    for threads in thread_counts() {
         let p = pool(threads);
         g.bench_with_input(
             BenchmarkId::new("triad_64M", threads),

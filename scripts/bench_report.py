@@ -21,6 +21,7 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "target", "criterion")
 # Best peer per workload, in nanoseconds (BENCHMARK-WORKLOADS.md, 2 threads unless noted).
 PEERS = {
     "W1_linear_step": ("JAX jit", 7.5e3),
+    "W1_linear_loop_1000": ("JAX jit fori_loop (39 ns/step)", 39e3),
     "W2_mlp_step_b256": ("JAX jit", 2.27e6),
     "W3_jacobian_256/jacrev": ("JAX jit jacrev", 270e3),
     "W3_jacobian_256/jacfwd": ("JAX jit jacfwd", 318e3),
