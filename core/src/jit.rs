@@ -12,7 +12,7 @@
 use crate::error::{from_panic, Result};
 use crate::fuse;
 use crate::lower::{self, LSrc, LStep, Lowered};
-use crate::prim::{apply, Primitive};
+use crate::prim::{apply, Kernel, Primitive};
 use crate::state::State;
 use crate::tensor::{Buffer, DType, Tensor};
 use crate::trace::{self, Node, Tape};
@@ -647,6 +647,8 @@ fn lower_program(
     for (_, n, shape, dt) in state_inputs {
         place(&mut slots, &mut size, *n, shape, *dt)?;
     }
+    // Slots below this hold arguments and state inputs (a loop's carries overwrite them).
+    let inputs_end = size;
     let mut lsteps = Vec::with_capacity(steps.len());
     for st in steps {
         let mut in_shapes: SmallVec<[crate::tensor::Shape; 2]> = SmallVec::new();
@@ -669,6 +671,13 @@ fn lower_program(
         }
         let shapes: SmallVec<[&[usize]; 2]> = in_shapes.iter().map(|s| &s[..]).collect();
         let kernel = st.prim.lower(&shapes, &st.shape)?;
+        // A copy of a step's result (a reshape) is the same slot under another shape.
+        if let (Kernel::Copy, [LSrc::Slot(off, _)]) = (&kernel, &inputs[..]) {
+            if *off >= inputs_end {
+                slots[st.out as usize] = Some((*off, st.shape.clone()));
+                continue;
+            }
+        }
         let out = size;
         place(&mut slots, &mut size, st.out, &st.shape, st.dtype)?;
         lsteps.push(LStep {

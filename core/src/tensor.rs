@@ -178,13 +178,18 @@ pub(crate) mod pool {
                 static $slot: RefCell<(Vec<Vec<$t>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
             }
 
-            /// A vector of length `n` (contents unspecified), from the pool when one fits.
+            /// A vector of length `n` (contents unspecified), from the pool when one fits (the
+            /// smallest pooled buffer of at least `n`, if it is not over twice as large).
             pub(crate) fn $take(n: usize) -> Vec<$t> {
                 let reused = $slot
                     .try_with(|p| {
                         let mut p = p.borrow_mut();
-                        let i = p.0.iter().position(|v| v.capacity() >= n && v.capacity() <= 2 * n + 64)?;
-                        let v = p.0.swap_remove(i);
+                        // The pool is sorted by capacity: the first that fits fits best.
+                        let i = p.0.partition_point(|v| v.capacity() < n);
+                        if p.0.get(i)?.capacity() > 2 * n + 64 {
+                            return None;
+                        }
+                        let v = p.0.remove(i);
                         p.1 -= v.capacity();
                         Some(v)
                     })
@@ -202,13 +207,10 @@ pub(crate) mod pool {
                 }
             }
 
-            /// Return a vector to the pool (dropped if the pool is full).
+            /// Return a vector to the pool (dropped if the pool is full of larger ones).
             pub(crate) fn $give(v: Vec<$t>) {
-                if v.capacity() == 0 {
-                    return;
-                }
                 let cap = v.capacity();
-                if cap > MAX_ELEMENTS {
+                if cap == 0 || cap > MAX_ELEMENTS {
                     return;
                 }
                 let _ = $slot.try_with(|p| {
@@ -216,23 +218,18 @@ pub(crate) mod pool {
                     // When full, smaller buffers make room for a larger one: a large buffer
                     // saves page faults on every element, a small one only a malloc.
                     while p.0.len() >= MAX_BUFFERS || p.1 + cap > MAX_ELEMENTS {
-                        let Some((i, c)) = p
-                            .0
-                            .iter()
-                            .enumerate()
-                            .map(|(i, b)| (i, b.capacity()))
-                            .min_by_key(|&(_, c)| c)
-                        else {
+                        let Some(c) = p.0.first().map(Vec::capacity) else {
                             break;
                         };
                         if c >= cap {
                             return;
                         }
-                        p.0.swap_remove(i);
+                        p.0.remove(0);
                         p.1 -= c;
                     }
+                    let i = p.0.partition_point(|b| b.capacity() < cap);
                     p.1 += cap;
-                    p.0.push(v);
+                    p.0.insert(i, v);
                 });
             }
         };
