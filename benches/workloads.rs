@@ -357,5 +357,123 @@ fn dispatch(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, w1, w2, w3, w4, w5, w6, w7, dispatch);
+/// Kernels on their own (`stategrad::simd`, sequential): elementwise ops and reductions over
+/// 1M f32 (GB/s), and the GEMM shapes of W2 (forward and backward), W3 and W4 (GFLOP/s) at 1
+/// and 2 threads. Each checks one output element against a direct computation first.
+fn kernels(c: &mut Criterion) {
+    use stategrad::simd::{self, BinaryOp, Par, ReduceOp, UnaryOp};
+    let n = 1 << 20;
+    random::seed(9);
+    let a = random::normal(&[n]).to_vec::<f32>();
+    let b = random::normal(&[n]).to_vec::<f32>();
+    let mut o = vec![0.0f32; n];
+    let mut g = c.benchmark_group("kernels_elementwise_1M");
+    g.throughput(Throughput::Bytes((3 * 4 * n) as u64));
+    simd::binary(BinaryOp::Mul, &a, &b, &mut o, Par::Seq);
+    assert_eq!(o[7], a[7] * b[7], "kernel guard");
+    g.bench_function("mul", |bch| {
+        bch.iter(|| simd::binary(BinaryOp::Mul, &a, &b, &mut o, Par::Seq))
+    });
+    g.throughput(Throughput::Bytes((2 * 4 * n) as u64));
+    for op in [UnaryOp::Exp, UnaryOp::Tanh, UnaryOp::Sigmoid] {
+        simd::unary(op, &a, &mut o, Par::Seq);
+        let want = simd::reference::unary_op(op, a[5]);
+        assert!(
+            (o[5] - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "kernel guard {op:?}"
+        );
+        g.bench_function(format!("{op:?}").to_lowercase(), |bch| {
+            bch.iter(|| simd::unary(op, &a, &mut o, Par::Seq))
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("kernels_reduce_1M");
+    g.throughput(Throughput::Bytes((4 * n) as u64));
+    g.bench_function("sum_all", |bch| {
+        bch.iter(|| simd::reduce_all(ReduceOp::Sum, &a))
+    });
+    let mut rows = vec![0.0f32; 1024];
+    g.bench_function("sum_rows_1024x1024", |bch| {
+        bch.iter(|| simd::reduce_axes(ReduceOp::Sum, &a, &[1024, 1024], &[1], &mut rows))
+    });
+    let mut cols = vec![0.0f32; 1024];
+    g.bench_function("sum_cols_1024x1024", |bch| {
+        bch.iter(|| simd::reduce_axes(ReduceOp::Sum, &a, &[1024, 1024], &[0], &mut cols))
+    });
+    g.finish();
+    // (name, m, k, n, A transposed, B transposed)
+    let shapes = [
+        ("w2_fwd_256x784x512", 256, 784, 512, false, false),
+        ("w2_fwd_256x512x512", 256, 512, 512, false, false),
+        ("w2_fwd_256x512x10", 256, 512, 10, false, false),
+        ("w2_dx_256x512x784_bt", 256, 512, 784, false, true),
+        ("w2_dw_784x256x512_at", 784, 256, 512, true, false),
+        ("w2_dw_512x256x512_at", 512, 256, 512, true, false),
+        ("w3_256x256x256", 256, 256, 256, false, false),
+        ("w4_512x512x512", 512, 512, 512, false, false),
+    ];
+    let mut g = c.benchmark_group("kernels_gemm");
+    g.sample_size(20);
+    for (name, m, k, nn, ta, tb) in shapes {
+        let x = random::normal(&[m * k]).to_vec::<f32>();
+        let y = random::normal(&[k * nn]).to_vec::<f32>();
+        let mut z = vec![0.0f32; m * nn];
+        let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
+        let (rsb, csb) = if tb { (1, k) } else { (nn, 1) };
+        simd::gemm(
+            m,
+            k,
+            nn,
+            1.0,
+            &x,
+            rsa,
+            csa,
+            &y,
+            rsb,
+            csb,
+            0.0,
+            &mut z,
+            nn,
+            1,
+            Par::Seq,
+        );
+        let want: f64 = (0..k)
+            .map(|p| x[rsa + p * csa] as f64 * y[p * rsb + 2 * csb] as f64)
+            .sum();
+        assert!(
+            (z[nn + 2] as f64 - want).abs() < 1e-3 * (k as f64).sqrt(),
+            "GEMM guard {name}"
+        );
+        g.throughput(Throughput::Elements((2 * m * k * nn) as u64));
+        for threads in thread_counts() {
+            let p = pool(threads);
+            g.bench_with_input(BenchmarkId::new(name, threads), &threads, |bch, _| {
+                p.install(|| {
+                    bch.iter(|| {
+                        simd::gemm(
+                            m,
+                            k,
+                            nn,
+                            1.0,
+                            &x,
+                            rsa,
+                            csa,
+                            &y,
+                            rsb,
+                            csb,
+                            0.0,
+                            &mut z,
+                            nn,
+                            1,
+                            Par::Rayon,
+                        )
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, w1, w2, w3, w4, w5, w6, w7, dispatch, kernels);
 criterion_main!(benches);
