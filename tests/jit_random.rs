@@ -411,6 +411,10 @@ fn fused_elementwise_passes_match_eager() {
     assert_eq!(stats.len(), 1);
     assert_eq!(stats[0].fused_passes, 1, "{stats:?}");
     assert_eq!(stats[0].fused_primitives, stats[0].primitives, "{stats:?}");
+    assert!(
+        !stats[0].arena,
+        "a 16M-element program is not an arena program"
+    );
     assert_eq!(fused.to_vec::<f64>(), fused2.to_vec::<f64>());
     let jw5 = jit(w5);
     let through = grad(|x: Tensor| jw5.call(x)).call(x.clone()).unwrap();

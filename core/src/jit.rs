@@ -188,6 +188,9 @@ pub struct ProgramStats {
     pub fused_passes: usize,
     /// Primitives run inside those passes.
     pub fused_primitives: usize,
+    /// Whether replays run on one arena with a slice kernel per primitive (small programs whose
+    /// primitives all have one; enclosing transforms still see the primitives one by one).
+    pub arena: bool,
 }
 
 /// A jitted function; see the [module docs](self).
@@ -251,6 +254,7 @@ where
                     primitives: c.steps.len(),
                     fused_passes: passes,
                     fused_primitives: fused,
+                    arena: c.small.is_some(),
                 });
             }
         }

@@ -2,8 +2,9 @@
 //!
 //! This crate knows nothing about graphs or autodiff: it provides element-wise, broadcasting,
 //! gather, reduction and matrix-multiplication kernels over plain `f32` / `f64` slices. Every
-//! kernel writes into a caller-provided output buffer and does not allocate (the only exception
-//! is [`gemm`], whose backend `matrixmultiply` allocates packing buffers).
+//! kernel writes into a caller-provided output buffer and does not allocate (the exceptions are
+//! [`gemm`], whose backends allocate packing buffers, and [`fused`], which keeps one small
+//! scratch buffer per task and one partial sum per chunk).
 //!
 //! Vector code uses [`wide`] (`f32x16`/`f64x8` when the build enables AVX-512F, `f32x8`/`f64x4`
 //! otherwise); every kernel has a scalar counterpart in [`reference`](mod@reference), against
