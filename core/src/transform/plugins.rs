@@ -2,7 +2,7 @@
 
 use super::engine::{vjp_pure, Pullback, PureFn};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::trace;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -280,16 +280,22 @@ impl TransformPlugin for VectorGradPlugin {
 
 /// Rows `start..start + count` of the identity of size `n`, shaped `(count,) + shape`.
 fn basis_chunk(shape: &[usize], start: usize, count: usize, like: &Tensor) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut v = vec![0.0f64; count * n];
-    for r in 0..count {
-        v[r * n + start + r] = 1.0;
+    fn rows<T: crate::tensor::Float>(n: usize, start: usize, count: usize) -> Vec<T> {
+        let mut v = vec![T::ZERO; count * n];
+        for r in 0..count {
+            v[r * n + start + r] = T::ONE;
+        }
+        v
     }
+    let n: usize = shape.iter().product();
     let mut full = vec![count];
     full.extend_from_slice(shape);
-    Tensor::from_vec(v, &full)
-        .expect("internal error: basis length")
-        .cast(like.dtype())
+    // Made in the value's dtype directly (no f64 buffer and cast per chunk).
+    match like.dtype() {
+        DType::F32 => Tensor::from_vec(rows::<f32>(n, start, count), &full),
+        DType::F64 => Tensor::from_vec(rows::<f64>(n, start, count), &full),
+    }
+    .expect("internal error: basis length")
 }
 
 /// Run `f(i)` for `i in 0..n`, in parallel over rayon when no transform is recording on this
