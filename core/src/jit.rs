@@ -78,6 +78,9 @@ struct Compiled<T> {
     /// The same program with runs of elementwise steps fused (used when no enclosing transform
     /// records the replay).
     plan: Vec<fuse::Instr<Source>>,
+    /// Per instruction of `plan`: the values read for the last time there (not outputs or
+    /// written states), dropped right after it so their buffers serve the next steps.
+    frees: Vec<SmallVec<[u32; 4]>>,
     /// The program on one arena when it is small and every step has a slice kernel.
     small: Option<Lowered>,
     /// Nodes of `outputs` then `writes` (what a small replay hands back), when all are nodes.
@@ -496,6 +499,7 @@ where
                 &root_nodes,
             )
         };
+        let frees = last_uses(&plan, &steps, &outputs, &writes);
         let small = lower_program(
             &steps,
             &arg_nodes,
@@ -519,6 +523,7 @@ where
                 n_values: frame.tape.nodes.len(),
                 steps,
                 plan,
+                frees,
                 small,
                 small_wanted,
                 arg_nodes,
@@ -567,7 +572,7 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
             run_step(step, &mut vals)?;
         }
     } else {
-        for instr in &c.plan {
+        for (instr, dead) in c.plan.iter().zip(&c.frees) {
             match instr {
                 fuse::Instr::Step(i) => run_step(&c.steps[*i], &mut vals)?,
                 fuse::Instr::Fused(g) => {
@@ -587,6 +592,9 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
                     }
                 }
             }
+            for n in dead {
+                vals[*n as usize] = None;
+            }
         }
     }
     let get = |s: &Source| match s {
@@ -602,6 +610,44 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
     let mut it = outs.into_iter();
     Ok(c.template
         .map_tensors(&mut |_| it.next().expect("internal error: output count")))
+}
+
+/// For each instruction of `plan`, the nodes it reads for the last time, except the program's
+/// outputs and written states (liveness: the replay drops them there).
+fn last_uses(
+    plan: &[fuse::Instr<Source>],
+    steps: &[Step],
+    outputs: &[Source],
+    writes: &[(State, Source)],
+) -> Vec<SmallVec<[u32; 4]>> {
+    let mut last: HashMap<u32, usize> = HashMap::new();
+    for (k, instr) in plan.iter().enumerate() {
+        let reads: Vec<&Source> = match instr {
+            fuse::Instr::Step(i) => steps[*i].inputs.iter().collect(),
+            fuse::Instr::Fused(g) => g
+                .inputs
+                .iter()
+                .map(|x| match x {
+                    fuse::Input::Full(s) | fuse::Input::Scalar(s) => s,
+                })
+                .collect(),
+        };
+        for src in reads {
+            if let Source::Node(n) = src {
+                last.insert(*n, k);
+            }
+        }
+    }
+    for src in outputs.iter().chain(writes.iter().map(|(_, s)| s)) {
+        if let Source::Node(n) = src {
+            last.remove(n);
+        }
+    }
+    let mut frees = vec![SmallVec::new(); plan.len()];
+    for (n, k) in last {
+        frees[k].push(n);
+    }
+    frees
 }
 
 /// Replay a lowered program: arguments and state values in, outputs and written states out.
