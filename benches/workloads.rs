@@ -420,23 +420,12 @@ fn kernels(c: &mut Criterion) {
         let mut z = vec![0.0f32; m * nn];
         let (rsa, csa) = if ta { (1, m) } else { (k, 1) };
         let (rsb, csb) = if tb { (1, k) } else { (nn, 1) };
-        simd::gemm(
-            m,
-            k,
-            nn,
-            1.0,
-            &x,
-            rsa,
-            csa,
-            &y,
-            rsb,
-            csb,
-            0.0,
-            &mut z,
-            nn,
-            1,
-            Par::Seq,
-        );
+        let product = |z: &mut [f32], par: Par| {
+            simd::gemm(
+                m, k, nn, 1.0, &x, rsa, csa, &y, rsb, csb, 0.0, z, nn, 1, par,
+            )
+        };
+        product(&mut z, Par::Seq);
         let want: f64 = (0..k)
             .map(|p| x[rsa + p * csa] as f64 * y[p * rsb + 2 * csb] as f64)
             .sum();
@@ -448,27 +437,7 @@ fn kernels(c: &mut Criterion) {
         for threads in thread_counts() {
             let p = pool(threads);
             g.bench_with_input(BenchmarkId::new(name, threads), &threads, |bch, _| {
-                p.install(|| {
-                    bch.iter(|| {
-                        simd::gemm(
-                            m,
-                            k,
-                            nn,
-                            1.0,
-                            &x,
-                            rsa,
-                            csa,
-                            &y,
-                            rsb,
-                            csb,
-                            0.0,
-                            &mut z,
-                            nn,
-                            1,
-                            Par::Rayon,
-                        )
-                    })
-                })
+                p.install(|| bch.iter(|| product(&mut z, Par::Rayon)))
             });
         }
     }

@@ -205,24 +205,17 @@ fn try_join<S: Clone>(
             let a = operand(&s.inputs[0], true)?;
             let c = operand(&s.inputs[1], true)?;
             // `x * 1` (a cotangent seed of ones, broadcast) is `x`: no op, the node reads `x`.
-            let full = |o: Operand| match o {
-                Operand::Op(_) => true,
-                Operand::In(i) => {
-                    let k = i.checked_sub(g.inputs.len());
-                    let inp = match k {
-                        Some(k) => new_inputs.get(k),
-                        None => g.inputs.get(i),
-                    };
-                    matches!(inp, Some(Input::Full(_)))
-                }
-            };
-            let one_of = |o: Operand| match o {
+            let input_of = |o: Operand| match o {
                 Operand::In(i) => match i.checked_sub(g.inputs.len()) {
-                    Some(k) => matches!(new_inputs.get(k), Some(Input::Scalar(x)) if is_one(x)),
-                    None => matches!(g.inputs.get(i), Some(Input::Scalar(x)) if is_one(x)),
+                    Some(k) => new_inputs.get(k),
+                    None => g.inputs.get(i),
                 },
-                Operand::Op(_) => false,
+                Operand::Op(_) => None,
             };
+            let full = |o: Operand| {
+                matches!(o, Operand::Op(_)) || matches!(input_of(o), Some(Input::Full(_)))
+            };
+            let one_of = |o: Operand| matches!(input_of(o), Some(Input::Scalar(x)) if is_one(x));
             if b == BinaryOp::Mul {
                 let keep = if one_of(c) && full(a) {
                     Some(a)

@@ -288,24 +288,9 @@ where
             }
         }
         let iter_node = *c.arg_nodes.first()?;
-        let values: SmallVec<[Tensor; 4]> =
-            c.state_inputs.iter().map(|(s, ..)| s.value()).collect();
-        let inputs: SmallVec<[(u32, &Tensor); 8]> = c
-            .state_inputs
-            .iter()
-            .map(|(_, n, ..)| *n)
-            .zip(&values)
-            .collect();
-        let mut results = lw
-            .run_loop(&inputs, iter_node, (start, end), &carries, &c.small_wanted)
-            .into_iter();
-        let outs: SmallVec<[Tensor; 4]> = results.by_ref().take(c.outputs.len()).collect();
-        for ((s, _), v) in c.writes.iter().zip(results) {
-            s.set_value(v);
-        }
-        let mut it = outs.into_iter();
-        Some(Ok(c.template.map_tensors(&mut |_| {
-            it.next().expect("internal error: output count")
+        let first = Tensor::scalar(start as f32);
+        Some(Ok(replay_small_with(&c, &[first], |inputs| {
+            lw.run_loop(inputs, iter_node, (start, end), &carries, &c.small_wanted)
         })))
     }
 
@@ -652,6 +637,19 @@ fn last_uses(
 
 /// Replay a lowered program: arguments and state values in, outputs and written states out.
 fn replay_small<T: Tree + Clone>(c: &Compiled<T>, lw: &Lowered, leaves: &[Tensor]) -> Result<T> {
+    Ok(replay_small_with(c, leaves, |inputs| {
+        lw.run(inputs, &c.small_wanted)
+    }))
+}
+
+/// Feed a small program's arguments (`leaves`) and current state values to `run`, which returns
+/// the values of `small_wanted`; write the written states and give back the outputs.
+fn replay_small_with<T: Tree + Clone>(
+    c: &Compiled<T>,
+    leaves: &[Tensor],
+    run: impl FnOnce(&[(u32, &Tensor)]) -> Vec<Tensor>,
+) -> T {
+    // Read through `value()`, so enclosing frames register the reads.
     let values: SmallVec<[Tensor; 4]> = c.state_inputs.iter().map(|(s, ..)| s.value()).collect();
     let inputs: SmallVec<[(u32, &Tensor); 8]> = c
         .arg_nodes
@@ -660,14 +658,14 @@ fn replay_small<T: Tree + Clone>(c: &Compiled<T>, lw: &Lowered, leaves: &[Tensor
         .zip(leaves)
         .chain(c.state_inputs.iter().map(|(_, n, ..)| *n).zip(&values))
         .collect();
-    let mut results = lw.run(&inputs, &c.small_wanted).into_iter();
+    let mut results = run(&inputs).into_iter();
     let outs: SmallVec<[Tensor; 4]> = results.by_ref().take(c.outputs.len()).collect();
     for ((s, _), v) in c.writes.iter().zip(results) {
         s.set_value(v);
     }
     let mut it = outs.into_iter();
-    Ok(c.template
-        .map_tensors(&mut |_| it.next().expect("internal error: output count")))
+    c.template
+        .map_tensors(&mut |_| it.next().expect("internal error: output count"))
 }
 
 /// Lower a compiled program to one arena (see [`crate::lower`]), if every value is small, every

@@ -1143,22 +1143,6 @@ impl Primitive for Concat {
 
 // ------------------------------------------------------------------ matmul
 
-fn rsb_of(tb: bool, bc: usize) -> usize {
-    if tb {
-        1
-    } else {
-        bc
-    }
-}
-
-fn csb_of(tb: bool, bc: usize) -> usize {
-    if tb {
-        bc
-    } else {
-        1
-    }
-}
-
 /// One `(m x k) @ (k x n)` product of two tensors' data read with the given strides.
 fn plain_gemm(
     a: &Tensor,
@@ -1185,6 +1169,40 @@ fn plain_gemm(
     Tensor::from_buffer(out, &[m, n])
 }
 
+/// The dims of one `op(A) @ op(B)` product and the row/column strides of `op(A)` and `op(B)`
+/// inside one matrix, from the operands' last two dims.
+struct MatDims {
+    m: usize,
+    k: usize,
+    n: usize,
+    rsa: usize,
+    csa: usize,
+    rsb: usize,
+    csb: usize,
+}
+
+impl MatMul {
+    /// `None` when the inner dims differ (or an operand has fewer than two dims).
+    fn dims(&self, a: &[usize], b: &[usize]) -> Option<MatDims> {
+        let (&[.., ar, ac], &[.., br, bc]) = (a, b) else {
+            return None;
+        };
+        let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if self.tb { (bc, br) } else { (br, bc) };
+        let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
+        let (rsb, csb) = if self.tb { (1, bc) } else { (bc, 1) };
+        (k == k2).then_some(MatDims {
+            m,
+            k,
+            n,
+            rsa,
+            csa,
+            rsb,
+            csb,
+        })
+    }
+}
+
 /// `op(A) @ op(B)` over the last two dims, batch dims broadcast; `op` transposes when the flag
 /// is set (no copy: the kernel reads with swapped strides).
 #[derive(Debug)]
@@ -1202,15 +1220,16 @@ impl Primitive for MatMul {
         if a.len() != 2 || b.len() != 2 {
             return None;
         }
-        let (ar, ac, br, bc) = (a[0], a[1], b[0], b[1]);
-        let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
-        let n = if self.tb { br } else { bc };
-        if k == 0 {
-            return None;
-        }
-        let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
-        let (rsb, csb) = if self.tb { (1, bc) } else { (bc, 1) };
-        Some(Kernel::Gemm {
+        let MatDims {
+            m,
+            k,
+            n,
+            rsa,
+            csa,
+            rsb,
+            csb,
+        } = self.dims(a, b)?;
+        (k > 0).then_some(Kernel::Gemm {
             m,
             k,
             n,
@@ -1248,11 +1267,15 @@ impl Primitive for MatMul {
         }
         let (ar, ac) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1]);
         let (br, bc) = (b.shape()[b.ndim() - 2], b.shape()[b.ndim() - 1]);
-        let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
-        let (k2, n) = if self.tb { (bc, br) } else { (br, bc) };
-        if k != k2 {
-            return Err(err());
-        }
+        let MatDims {
+            m,
+            k,
+            n,
+            rsa,
+            csa,
+            rsb,
+            csb,
+        } = self.dims(a.shape(), b.shape()).ok_or_else(err)?;
         let batch = broadcast_shapes(
             "matmul",
             &a.shape()[..a.ndim() - 2],
@@ -1266,40 +1289,24 @@ impl Primitive for MatMul {
         shape.push(m);
         shape.push(n);
         let mut out = new_buffer(a.dtype(), nb * m * n);
-        // Row/column strides of op(A) and op(B) inside one matrix.
-        let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
-        let (rsb, csb) = if self.tb { (1, bc) } else { (bc, 1) };
         if k == 0 {
             return Ok(Tensor::full_dtype(&shape, 0.0, a.dtype()));
         }
         // A stack of products with one shared operand is one large GEMM (the common case of
         // batched Jacobian chunks): fold the batch into the rows of A, or into the columns of B.
         if nb > 1 && b.ndim() == 2 && !self.ta && a.shape()[..a.ndim() - 2] == batch[..] {
-            let c = plain_gemm(
-                a,
-                ac,
-                1,
-                b,
-                rsb_of(self.tb, bc),
-                csb_of(self.tb, bc),
-                nb * m,
-                k,
-                n,
-            );
+            let c = plain_gemm(a, ac, 1, b, rsb, csb, nb * m, k, n);
             return Ok(c.with_shape(shape));
         }
         if nb > 1 && a.ndim() == 2 && n == 1 && b.shape()[..b.ndim() - 2] == batch[..] {
             // A stack of matrix-vector products (batched Jacobian columns): row b of the
             // output is A @ v_b, so the whole stack is V (nb x k) @ op(A)^T, already in the
             // output's layout.
-            let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
-            let c = plain_gemm(b, br * bc, rsb_of(self.tb, bc), a, csa, rsa, nb, k, m);
+            let c = plain_gemm(b, br * bc, rsb, a, csa, rsa, nb, k, m);
             return Ok(c.with_shape(shape));
         }
         if nb > 1 && a.ndim() == 2 && b.shape()[..b.ndim() - 2] == batch[..] {
-            let (rsb, csb) = (rsb_of(self.tb, bc), csb_of(self.tb, bc));
             let bp = gather(b, &[rsb, br * bc, csb], 0, &[k, nb, n]);
-            let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
             let cp = plain_gemm(a, rsa, csa, &bp, nb * n, 1, m, k, nb * n);
             return Ok(gather(&cp, &[n, nb * n, 1], 0, &[nb, m, n]).with_shape(shape));
         }
