@@ -591,3 +591,73 @@ fn fused_multiplications_by_one_are_elided_and_still_correct() {
     assert_eq!(stats.len(), 1);
     assert!(stats[0].fused_passes >= 1, "{stats:?}");
 }
+
+/// `Jit::call_loop` traces its body once: later loops replay the cached program, continue from
+/// the states the last loop left, and equal calling the body once per iteration.
+#[test]
+fn call_loop_traces_once_and_continues_from_the_states() {
+    let run = |looped: bool| {
+        let w = ParamState::new(Tensor::new([0.5f32, -0.25]));
+        let x = Tensor::new([1.0f32, 2.0]);
+        let body = jit(|i: Tensor| {
+            let l = (&x * &w.value() - 1.0).square().sum() * (1.0 + 0.01 * &i);
+            w.set_value(w.value() * 0.9 + 0.05);
+            l
+        });
+        let mut outs = Vec::new();
+        for _ in 0..3 {
+            let l = if looped {
+                body.call_loop(50).unwrap()
+            } else {
+                let mut l = Tensor::scalar(0.0f32);
+                for i in 0..50 {
+                    l = body.call(Tensor::scalar(i as f32)).unwrap();
+                }
+                l
+            };
+            outs.push(l.item().unwrap());
+        }
+        assert_eq!(body.trace_count(), 1);
+        (outs, w.value().to_f64_vec())
+    };
+    let (a, b) = (run(true), run(false));
+    assert_eq!(a, b);
+    assert_ne!(
+        a.0[0], a.0[1],
+        "the second loop starts from the first one's states"
+    );
+    let body = jit(|_i: Tensor| Tensor::scalar(1.0f32));
+    assert!(matches!(
+        body.call_loop(0),
+        Err(stategrad::Error::InvalidArgument { .. })
+    ));
+}
+
+/// The small-program replay's direct steps (same-length, broadcast-element and constant
+/// operands, inline arithmetic and kernel-routed ops, full sums, rank-1 products) and its
+/// general kernels (true broadcasts against constants) give the eager numbers exactly.
+#[test]
+fn small_program_steps_equal_eager_bit_for_bit() {
+    random::seed(11);
+    let x = random::normal(&[4, 3]);
+    let v = random::normal(&[3]);
+    let c = random::normal(&[3]);
+    let f = |(x, v): (Tensor, Tensor)| {
+        let s = x.sum();
+        let a = (&x * 2.0 + &v) / (1.5 + &x.square());
+        let b = a.maximum(&(&x - &s)).powf(2.0) - &c;
+        let p = x.reshape(&[12, 1]).matmul(&s.reshape(&[1, 1]));
+        let q = (v.reshape(&[3, 1]).matmul(&v.reshape(&[1, 3])) + &c).tanh();
+        (b.sum_along(&[0], false) * &s, p, q, (-&x).exp().sum())
+    };
+    let j = jit(f);
+    for _ in 0..2 {
+        let got = j.call((x.clone(), v.clone())).unwrap();
+        let want = f((x.clone(), v.clone()));
+        assert_eq!(got.0.to_f64_vec(), want.0.to_f64_vec());
+        assert_eq!(got.1.to_f64_vec(), want.1.to_f64_vec());
+        assert_eq!(got.2.to_f64_vec(), want.2.to_f64_vec());
+        assert_eq!(got.3.to_f64_vec(), want.3.to_f64_vec());
+    }
+    assert!(j.program_stats()[0].arena);
+}

@@ -11,7 +11,7 @@
 
 use crate::error::{from_panic, Result};
 use crate::fuse;
-use crate::lower::{self, LSrc, LStep, Lowered};
+use crate::lower::{self, LIn, LStep, Lowered};
 use crate::prim::{apply, Kernel, Primitive};
 use crate::state::State;
 use crate::tensor::{Buffer, DType, Tensor};
@@ -698,29 +698,39 @@ fn lower_program(
     // Slots below this hold arguments and state inputs (a loop's carries overwrite them).
     let inputs_end = size;
     let mut lsteps = Vec::with_capacity(steps.len());
+    let mut consts = Vec::new();
     for st in steps {
         let mut in_shapes: SmallVec<[crate::tensor::Shape; 2]> = SmallVec::new();
-        let mut inputs: SmallVec<[LSrc; 2]> = SmallVec::new();
         for src in &st.inputs {
             match src {
-                Source::Node(n) => {
-                    let (off, shape) = slots[*n as usize].as_ref()?;
-                    in_shapes.push(shape.clone());
-                    inputs.push(LSrc::Slot(*off, shape.iter().product()));
-                }
-                Source::Const(t) => {
-                    if t.dtype() != dtype {
-                        return None;
-                    }
-                    in_shapes.push(t.shape().into());
-                    inputs.push(LSrc::Const(t.clone()));
-                }
+                Source::Node(n) => in_shapes.push(slots[*n as usize].as_ref()?.1.clone()),
+                Source::Const(t) if t.dtype() == dtype => in_shapes.push(t.shape().into()),
+                Source::Const(_) => return None,
             }
         }
         let shapes: SmallVec<[&[usize]; 2]> = in_shapes.iter().map(|s| &s[..]).collect();
         let kernel = st.prim.lower(&shapes, &st.shape)?;
+        let binary = matches!(kernel, Kernel::Binary { .. });
+        let mut inputs: SmallVec<[LIn; 2]> = SmallVec::new();
+        for src in &st.inputs {
+            match src {
+                Source::Node(n) => {
+                    let (off, shape) = slots[*n as usize].as_ref()?;
+                    inputs.push(LIn::Slot(*off, shape.iter().product()));
+                }
+                Source::Const(t) => match uniform_scalar(t).filter(|_| binary) {
+                    Some(v) => inputs.push(LIn::Imm(v.item().ok()?)),
+                    None => {
+                        let off = size;
+                        size += t.numel();
+                        consts.push((off, t.clone()));
+                        inputs.push(LIn::Slot(off, t.numel()));
+                    }
+                },
+            }
+        }
         // A copy of a step's result (a reshape) is the same slot under another shape.
-        if let (Kernel::Copy, [LSrc::Slot(off, _)]) = (&kernel, &inputs[..]) {
+        if let (Kernel::Copy, [LIn::Slot(off, _)]) = (&kernel, &inputs[..]) {
             if *off >= inputs_end {
                 slots[st.out as usize] = Some((*off, st.shape.clone()));
                 continue;
@@ -728,19 +738,76 @@ fn lower_program(
         }
         let out = size;
         place(&mut slots, &mut size, st.out, &st.shape, st.dtype)?;
-        lsteps.push(LStep {
-            kernel,
-            inputs,
-            out,
-            len: st.shape.iter().product(),
-        });
+        let n = st.shape.iter().product();
+        let step = LStep::new(kernel.clone(), &inputs, out, n).or_else(|| {
+            // A broadcast the direct forms cannot take: the constant gets a slot after all.
+            let ins: SmallVec<[LIn; 2]> = st
+                .inputs
+                .iter()
+                .zip(&inputs)
+                .map(|(src, i)| match (src, i) {
+                    (Source::Const(t), LIn::Imm(_)) => {
+                        let off = size;
+                        size += t.numel();
+                        consts.push((off, t.clone()));
+                        LIn::Slot(off, t.numel())
+                    }
+                    _ => *i,
+                })
+                .collect();
+            LStep::new(kernel, &ins, out, n)
+        })?;
+        lsteps.push(step);
     }
     Some(Lowered {
         dtype,
         size,
         slots,
+        consts,
         steps: lsteps,
     })
+}
+
+impl<F: Fn(Tensor) -> O, O: JitOutput> Jit<F, Tensor, O>
+where
+    O::Tree: Send + Sync,
+{
+    /// Run this jitted loop body for `i in 0..n` (`i` a 0-d f32 tensor) and return the last
+    /// output: [`for_loop`] over a body compiled once. The first call traces; later calls replay
+    /// the cached program, and when it is a small one all `n` iterations run on one arena (states
+    /// written by an iteration are copied to the slots the next one reads; only the last
+    /// iteration's outputs and states become tensors). Errors as [`Jit::call`]; `n == 0` is
+    /// [`crate::Error::InvalidArgument`].
+    ///
+    /// ```
+    /// use stategrad_core::{jit, State, Tensor};
+    /// let x = State::new(Tensor::scalar(1.0f32));
+    /// let body = jit(|_i: Tensor| {
+    ///     x.set_value(x.value() * 2.0);
+    ///     x.value()
+    /// });
+    /// assert_eq!(body.call_loop(10).unwrap().item().unwrap(), 1024.0);
+    /// assert_eq!(body.call_loop(2).unwrap().item().unwrap(), 4096.0);
+    /// assert_eq!(body.trace_count(), 1);
+    /// ```
+    pub fn call_loop(&self, n: usize) -> Result<O::Tree> {
+        if n == 0 {
+            return Err(crate::error::Error::InvalidArgument {
+                op: "for_loop",
+                msg: "needs at least one iteration".into(),
+            });
+        }
+        let mut out = self.call(Tensor::scalar(0.0f32))?;
+        if n > 1 {
+            if let Some(last) = self.replay_loop(1, n) {
+                return last;
+            }
+        }
+        for i in 1..n {
+            out = self.call(Tensor::scalar(i as f32))?;
+        }
+        Ok(out)
+    }
 }
 
 /// Run `step(i)` for `i in 0..n`, tracing it once and replaying its compiled tape for every
@@ -765,23 +832,7 @@ where
     O: JitOutput,
     O::Tree: Send + Sync,
 {
-    if n == 0 {
-        return Err(crate::error::Error::InvalidArgument {
-            op: "for_loop",
-            msg: "needs at least one iteration".into(),
-        });
-    }
-    let body = jit(step);
-    let mut out = body.call(Tensor::scalar(0.0f32))?;
-    if n > 1 {
-        if let Some(last) = body.replay_loop(1, n) {
-            return last;
-        }
-    }
-    for i in 1..n {
-        out = body.call(Tensor::scalar(i as f32))?;
-    }
-    Ok(out)
+    jit(step).call_loop(n)
 }
 
 /// `scan(f, carry, xs)`: `carry, y = f(carry, x)` for every row `x` of `xs` (along axis 0),

@@ -8,7 +8,7 @@
 use crate::prim::{binary_kernel, Kernel};
 use crate::tensor::{DType, Float, Shape, Tensor};
 use smallvec::SmallVec;
-use stategrad_simd::{self as simd, Par};
+use stategrad_simd::{self as simd, BinaryOp, Par, ReduceOp};
 use std::cell::RefCell;
 
 /// Programs whose values total more elements than this replay through tensors (their kernels,
@@ -16,21 +16,234 @@ use std::cell::RefCell;
 pub(crate) const SMALL_MAX: usize = 1 << 15;
 
 /// Where a lowered step reads an operand.
-#[derive(Debug)]
-pub(crate) enum LSrc {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum LIn {
     /// Arena slot `(offset, len)`.
     Slot(usize, usize),
-    /// A constant captured at trace time.
-    Const(Tensor),
+    /// A constant whose elements are all this value (only binary steps take one).
+    Imm(f64),
 }
 
-/// One step: `kernel(inputs) -> arena[out..out + len]`.
+/// An operand of an elementwise binary step, resolved at lowering.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Opd {
+    /// The step's length of elements from this offset.
+    Slice(usize),
+    /// The one element at this offset, broadcast.
+    Splat(usize),
+    /// A constant value, broadcast.
+    Imm(f64),
+}
+
+/// One step, specialised at lowering so that the common small cases (same-length or scalar
+/// operands, full sums, rank-1 products) run as a direct loop with no shape logic per call.
 #[derive(Debug)]
-pub(crate) struct LStep {
-    pub(crate) kernel: Kernel,
-    pub(crate) inputs: SmallVec<[LSrc; 2]>,
-    pub(crate) out: usize,
-    pub(crate) len: usize,
+pub(crate) enum LStep {
+    /// `out[..n] = op(x[..n])`.
+    Unary {
+        op: simd::UnaryOp,
+        x: usize,
+        out: usize,
+        n: usize,
+    },
+    /// `out[..n] = op(a, b)` elementwise, each operand a slice, a broadcast element or a value.
+    Binary {
+        op: BinaryOp,
+        a: Opd,
+        b: Opd,
+        out: usize,
+        n: usize,
+    },
+    /// `out[0] = sum(x[..n])`.
+    Sum { x: usize, n: usize, out: usize },
+    /// `out[i * n + j] = a[i * rsa] * b[j * csb]`: a product with one inner index.
+    Outer {
+        a: usize,
+        rsa: usize,
+        b: usize,
+        csb: usize,
+        m: usize,
+        n: usize,
+        out: usize,
+    },
+    /// Any other kernel on slots `(offset, len)`.
+    Kernel {
+        kernel: Kernel,
+        inputs: SmallVec<[(usize, usize); 2]>,
+        out: usize,
+        n: usize,
+    },
+}
+
+impl LStep {
+    /// The step running `kernel` on `inputs` into `out[..n]` (every input slot precedes `out`).
+    /// `None` if an input is an [`LIn::Imm`] the chosen form cannot take.
+    pub(crate) fn new(kernel: Kernel, inputs: &[LIn], out: usize, n: usize) -> Option<LStep> {
+        let opd = |i: &LIn| match *i {
+            LIn::Slot(off, len) if len == n => Some(Opd::Slice(off)),
+            LIn::Slot(off, 1) => Some(Opd::Splat(off)),
+            LIn::Imm(v) => Some(Opd::Imm(v)),
+            LIn::Slot(..) => None,
+        };
+        let slot = |i: &LIn| match *i {
+            LIn::Slot(off, len) => Some((off, len)),
+            LIn::Imm(_) => None,
+        };
+        Some(match (&kernel, inputs) {
+            (Kernel::Unary(op), [LIn::Slot(x, _)]) => LStep::Unary {
+                op: *op,
+                x: *x,
+                out,
+                n,
+            },
+            (Kernel::Binary { op, .. }, [a, b]) if opd(a).is_some() && opd(b).is_some() => {
+                LStep::Binary {
+                    op: *op,
+                    a: opd(a)?,
+                    b: opd(b)?,
+                    out,
+                    n,
+                }
+            }
+            (Kernel::ReduceAll(ReduceOp::Sum), [LIn::Slot(x, len)]) => LStep::Sum {
+                x: *x,
+                n: *len,
+                out,
+            },
+            (
+                Kernel::Gemm {
+                    m,
+                    k: 1,
+                    n: cols,
+                    rsa,
+                    csb,
+                    ..
+                },
+                [LIn::Slot(a, _), LIn::Slot(b, _)],
+            ) => LStep::Outer {
+                a: *a,
+                rsa: *rsa,
+                b: *b,
+                csb: *csb,
+                m: *m,
+                n: *cols,
+                out,
+            },
+            _ => LStep::Kernel {
+                inputs: inputs.iter().map(slot).collect::<Option<_>>()?,
+                kernel,
+                out,
+                n,
+            },
+        })
+    }
+
+    /// Run on the arena (inputs below `out`, so the arena splits into a read part and the
+    /// output).
+    fn run<T: Float>(&self, arena: &mut [T]) {
+        match *self {
+            LStep::Unary { op, x, out, n } => {
+                let (lo, hi) = arena.split_at_mut(out);
+                unary(op, &lo[x..x + n], &mut hi[..n]);
+            }
+            LStep::Binary { op, a, b, out, n } => {
+                let (lo, hi) = arena.split_at_mut(out);
+                let val = |o: Opd| match o {
+                    Opd::Slice(off) => Val::S(&lo[off..off + n]),
+                    Opd::Splat(off) => Val::C(lo[off]),
+                    Opd::Imm(v) => Val::C(T::from_f64(v)),
+                };
+                binary(op, val(a), val(b), &mut hi[..n]);
+            }
+            LStep::Sum { x, n, out } => {
+                arena[out] = match n {
+                    1 => arena[x],
+                    _ => simd::reduce_all(ReduceOp::Sum, &arena[x..x + n]),
+                };
+            }
+            LStep::Outer {
+                a,
+                rsa,
+                b,
+                csb,
+                m,
+                n,
+                out,
+            } => {
+                let (lo, hi) = arena.split_at_mut(out);
+                for (i, row) in hi[..m * n].chunks_exact_mut(n).enumerate() {
+                    let ai = lo[a + i * rsa];
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = ai * lo[b + j * csb];
+                    }
+                }
+            }
+            LStep::Kernel {
+                ref kernel,
+                ref inputs,
+                out,
+                n,
+            } => {
+                let (lo, hi) = arena.split_at_mut(out);
+                let lo: &[T] = lo;
+                let ins: SmallVec<[&[T]; 4]> = inputs.iter().map(|&(o, l)| &lo[o..o + l]).collect();
+                kernel.run(&ins, &mut hi[..n]);
+            }
+        }
+    }
+}
+
+/// A binary operand at run time.
+#[derive(Clone, Copy)]
+enum Val<'a, T> {
+    S(&'a [T]),
+    C(T),
+}
+
+/// Elementwise unary op on a short slice: the exact one-operation ops inline, the rest through
+/// the SIMD kernel (so results equal the eager kernels' bit for bit).
+fn unary<T: Float>(op: simd::UnaryOp, x: &[T], out: &mut [T]) {
+    use simd::UnaryOp as U;
+    match op {
+        U::Neg => out.iter_mut().zip(x).for_each(|(o, &x)| *o = -x),
+        U::Square => out.iter_mut().zip(x).for_each(|(o, &x)| *o = x * x),
+        _ => simd::unary(op, x, out, Par::Seq),
+    }
+}
+
+/// `out = op(a, b)`: the four arithmetic ops inline (one IEEE operation each, so the same
+/// numbers as the SIMD kernels), the rest through the SIMD kernels.
+fn binary<T: Float>(op: BinaryOp, a: Val<T>, b: Val<T>, out: &mut [T]) {
+    macro_rules! map {
+        ($f:expr) => {{
+            let f = $f;
+            match (a, b) {
+                (Val::S(a), Val::S(b)) => out
+                    .iter_mut()
+                    .zip(a.iter().zip(b))
+                    .for_each(|(o, (&a, &b))| *o = f(a, b)),
+                (Val::S(a), Val::C(b)) => out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
+                (Val::C(a), Val::S(b)) => out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
+                (Val::C(a), Val::C(b)) => out.fill(f(a, b)),
+            }
+        }};
+    }
+    match op {
+        BinaryOp::Add => map!(|a: T, b: T| a + b),
+        BinaryOp::Sub => map!(|a: T, b: T| a - b),
+        BinaryOp::Mul => map!(|a: T, b: T| a * b),
+        BinaryOp::Div => map!(|a: T, b: T| a / b),
+        _ => match (a, b) {
+            (Val::S(a), Val::S(b)) => simd::binary(op, a, b, out, Par::Seq),
+            (Val::S(a), Val::C(b)) => simd::binary_scalar(op, a, b, out, Par::Seq),
+            (Val::C(a), Val::S(b)) => simd::scalar_binary(op, a, b, out, Par::Seq),
+            (Val::C(a), Val::C(b)) => {
+                let mut one = [T::ZERO];
+                simd::binary(op, &[a], &[b], &mut one, Par::Seq);
+                out.fill(one[0]);
+            }
+        },
+    }
 }
 
 /// A lowered program.
@@ -41,6 +254,8 @@ pub(crate) struct Lowered {
     pub(crate) size: usize,
     /// `(offset, shape)` of each tape node that has a slot, by node index.
     pub(crate) slots: Vec<Option<(usize, Shape)>>,
+    /// Constants copied into their slots at the start of every call.
+    pub(crate) consts: Vec<(usize, Tensor)>,
     pub(crate) steps: Vec<LStep>,
 }
 
@@ -112,14 +327,6 @@ impl ArenaFloat for f32 {
 impl ArenaFloat for f64 {
     fn with_arena<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
         ARENA_F64.with(|a| f(&mut a.borrow_mut()))
-    }
-}
-
-/// The data of an operand: its arena slot (within `lo`) or the constant's buffer.
-fn operand<'a, T: Float>(lo: &'a [T], s: &'a LSrc) -> &'a [T] {
-    match s {
-        LSrc::Slot(off, len) => &lo[*off..*off + *len],
-        LSrc::Const(t) => T::slice(t.buf()).expect("internal error: lowered const dtype"),
     }
 }
 
@@ -210,24 +417,15 @@ impl Lowered {
             let data = T::slice(t.buf()).expect("internal error: lowered input dtype");
             arena[*off..*off + data.len()].copy_from_slice(data);
         }
+        for (off, t) in &self.consts {
+            let data = T::slice(t.buf()).expect("internal error: lowered const dtype");
+            arena[*off..*off + data.len()].copy_from_slice(data);
+        }
     }
 
     fn exec<T: ArenaFloat>(&self, arena: &mut [T]) {
         for st in &self.steps {
-            // Every input slot precedes the output slot (slots are laid out in program
-            // order), so the arena splits into a read part and the output.
-            let (lo, hi) = arena.split_at_mut(st.out);
-            let lo: &[T] = lo;
-            let get = |s| operand(lo, s);
-            let out = &mut hi[..st.len];
-            match &st.inputs[..] {
-                [a] => st.kernel.run(&[get(a)], out),
-                [a, b] => st.kernel.run(&[get(a), get(b)], out),
-                more => {
-                    let ins: SmallVec<[&[T]; 4]> = more.iter().map(get).collect();
-                    st.kernel.run(&ins, out)
-                }
-            }
+            st.run(arena);
         }
     }
 
