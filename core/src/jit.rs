@@ -764,7 +764,7 @@ fn lower_program(
         size,
         slots,
         consts,
-        steps: lsteps,
+        steps: lower::compile_steps(dtype, &lsteps),
     })
 }
 

@@ -37,7 +37,7 @@ pub(crate) enum Opd {
 
 /// One step, specialised at lowering so that the common small cases (same-length or scalar
 /// operands, full sums, rank-1 products) run as a direct loop with no shape logic per call.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum LStep {
     /// `out[..n] = op(x[..n])`.
     Unary {
@@ -54,6 +54,19 @@ pub(crate) enum LStep {
         out: usize,
         n: usize,
     },
+    /// `out[0] = op(x[0])`: a one-element unary step.
+    Unary1 {
+        op: simd::UnaryOp,
+        x: usize,
+        out: usize,
+    },
+    /// `out[0] = op(a, b)`: a one-element binary step.
+    Binary1 {
+        op: BinaryOp,
+        a: Opd,
+        b: Opd,
+        out: usize,
+    },
     /// `out[0] = sum(x[..n])`.
     Sum { x: usize, n: usize, out: usize },
     /// `out[i * n + j] = a[i * rsa] * b[j * csb]`: a product with one inner index.
@@ -64,6 +77,16 @@ pub(crate) enum LStep {
         csb: usize,
         m: usize,
         n: usize,
+        out: usize,
+    },
+    /// `out[0] = dot(a[0], a[sa], …; b[0], b[sb], …)` over `k` terms: a `1 x k` by `k x 1`
+    /// product.
+    Dot {
+        a: usize,
+        sa: usize,
+        b: usize,
+        sb: usize,
+        k: usize,
         out: usize,
     },
     /// Any other kernel on slots `(offset, len)`.
@@ -90,6 +113,17 @@ impl LStep {
             LIn::Imm(_) => None,
         };
         Some(match (&kernel, inputs) {
+            (Kernel::Unary(op), [LIn::Slot(x, _)]) if n == 1 => LStep::Unary1 {
+                op: *op,
+                x: *x,
+                out,
+            },
+            (Kernel::Binary { op, .. }, [a, b]) if n == 1 => LStep::Binary1 {
+                op: *op,
+                a: opd(a)?,
+                b: opd(b)?,
+                out,
+            },
             (Kernel::Unary(op), [LIn::Slot(x, _)]) => LStep::Unary {
                 op: *op,
                 x: *x,
@@ -105,7 +139,14 @@ impl LStep {
                     n,
                 }
             }
-            (Kernel::ReduceAll(ReduceOp::Sum), [LIn::Slot(x, len)]) => LStep::Sum {
+            // A sum into one element over a contiguous slice: what `reduce_axes` computes then.
+            (Kernel::ReduceAll(ReduceOp::Sum), [LIn::Slot(x, len)])
+            | (
+                Kernel::ReduceAxes {
+                    op: ReduceOp::Sum, ..
+                },
+                [LIn::Slot(x, len)],
+            ) if n == 1 => LStep::Sum {
                 x: *x,
                 n: *len,
                 out,
@@ -129,6 +170,24 @@ impl LStep {
                 n: *cols,
                 out,
             },
+            (
+                Kernel::Gemm {
+                    m: 1,
+                    k,
+                    n: 1,
+                    csa,
+                    rsb,
+                    ..
+                },
+                [LIn::Slot(a, _), LIn::Slot(b, _)],
+            ) => LStep::Dot {
+                a: *a,
+                sa: *csa,
+                b: *b,
+                sb: *rsb,
+                k: *k,
+                out,
+            },
             _ => LStep::Kernel {
                 inputs: inputs.iter().map(slot).collect::<Option<_>>()?,
                 kernel,
@@ -141,7 +200,23 @@ impl LStep {
     /// Run on the arena (inputs below `out`, so the arena splits into a read part and the
     /// output).
     fn run<T: Float>(&self, arena: &mut [T]) {
+        let one = |arena: &[T], o: Opd| match o {
+            Opd::Slice(off) | Opd::Splat(off) => arena[off],
+            Opd::Imm(v) => T::from_f64(v),
+        };
         match *self {
+            // One element: what the slice kernels compute below `SIMD_MIN_LEN` (std math).
+            LStep::Unary1 { op, x, out } => arena[out] = simd::reference::unary_op(op, arena[x]),
+            LStep::Binary1 { op, a, b, out } => {
+                let (a, b) = (one(arena, a), one(arena, b));
+                arena[out] = match op {
+                    BinaryOp::Add => a + b,
+                    BinaryOp::Sub => a - b,
+                    BinaryOp::Mul => a * b,
+                    BinaryOp::Div => a / b,
+                    _ => simd::reference::binary_op(op, a, b),
+                };
+            }
             LStep::Unary { op, x, out, n } => {
                 let (lo, hi) = arena.split_at_mut(out);
                 unary(op, &lo[x..x + n], &mut hi[..n]);
@@ -156,10 +231,7 @@ impl LStep {
                 binary(op, val(a), val(b), &mut hi[..n]);
             }
             LStep::Sum { x, n, out } => {
-                arena[out] = match n {
-                    1 => arena[x],
-                    _ => simd::reduce_all(ReduceOp::Sum, &arena[x..x + n]),
-                };
+                arena[out] = simd::reduce_all(ReduceOp::Sum, &arena[x..x + n]);
             }
             LStep::Outer {
                 a,
@@ -178,6 +250,14 @@ impl LStep {
                     }
                 }
             }
+            LStep::Dot {
+                a,
+                sa,
+                b,
+                sb,
+                k,
+                out,
+            } => arena[out] = simd::dot(k, &arena[a..], sa, &arena[b..], sb),
             LStep::Kernel {
                 ref kernel,
                 ref inputs,
@@ -246,6 +326,162 @@ fn binary<T: Float>(op: BinaryOp, a: Val<T>, b: Val<T>, out: &mut [T]) {
     }
 }
 
+/// A step compiled to a closure for one element type: the op and the operand forms are fixed
+/// when it is built, so a replay makes one indirect call per step and no decisions inside it.
+pub(crate) type StepFn<T> = Box<dyn Fn(&mut [T]) + Send + Sync>;
+
+/// A program's steps as closures, for its element type.
+pub(crate) enum StepFns {
+    F32(Vec<StepFn<f32>>),
+    F64(Vec<StepFn<f64>>),
+}
+
+impl std::fmt::Debug for StepFns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = match self {
+            StepFns::F32(v) => v.len(),
+            StepFns::F64(v) => v.len(),
+        };
+        write!(f, "StepFns({n})")
+    }
+}
+
+/// `out[0] = f(a, b)` with the operand forms resolved now.
+fn scalar_step<T: Float>(
+    f: impl Fn(T, T) -> T + Copy + Send + Sync + 'static,
+    a: Opd,
+    b: Opd,
+    out: usize,
+) -> StepFn<T> {
+    let at = |o: Opd| match o {
+        Opd::Slice(p) | Opd::Splat(p) => Ok(p),
+        Opd::Imm(v) => Err(T::from_f64(v)),
+    };
+    match (at(a), at(b)) {
+        (Ok(p), Ok(q)) => Box::new(move |r: &mut [T]| r[out] = f(r[p], r[q])),
+        (Ok(p), Err(y)) => Box::new(move |r: &mut [T]| r[out] = f(r[p], y)),
+        (Err(x), Ok(q)) => Box::new(move |r: &mut [T]| r[out] = f(x, r[q])),
+        (Err(x), Err(y)) => {
+            let v = f(x, y);
+            Box::new(move |r: &mut [T]| r[out] = v)
+        }
+    }
+}
+
+/// `out[..n] = f(a, b)` elementwise.
+fn map_step<T: Float>(
+    f: impl Fn(T, T) -> T + Copy + Send + Sync + 'static,
+    a: Opd,
+    b: Opd,
+    out: usize,
+    n: usize,
+) -> StepFn<T> {
+    Box::new(move |r: &mut [T]| {
+        let (lo, hi) = r.split_at_mut(out);
+        let val = |o: Opd| match o {
+            Opd::Slice(off) => Val::S(&lo[off..off + n]),
+            Opd::Splat(off) => Val::C(lo[off]),
+            Opd::Imm(v) => Val::C(T::from_f64(v)),
+        };
+        let out = &mut hi[..n];
+        match (val(a), val(b)) {
+            (Val::S(a), Val::S(b)) => out
+                .iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(o, (&a, &b))| *o = f(a, b)),
+            (Val::S(a), Val::C(b)) => out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
+            (Val::C(a), Val::S(b)) => out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
+            (Val::C(a), Val::C(b)) => out.fill(f(a, b)),
+        }
+    })
+}
+
+impl LStep {
+    /// This step as a closure over the arena.
+    fn compile<T: Float>(&self) -> StepFn<T> {
+        macro_rules! by_op {
+            ($op:expr, $mk:ident, $($arg:expr),*) => {
+                match $op {
+                    BinaryOp::Add => $mk(|a: T, b: T| a + b, $($arg),*),
+                    BinaryOp::Sub => $mk(|a: T, b: T| a - b, $($arg),*),
+                    BinaryOp::Mul => $mk(|a: T, b: T| a * b, $($arg),*),
+                    BinaryOp::Div => $mk(|a: T, b: T| a / b, $($arg),*),
+                    op => $mk(move |a: T, b: T| simd::reference::binary_op(op, a, b), $($arg),*),
+                }
+            };
+        }
+        match *self {
+            LStep::Binary1 { op, a, b, out } => by_op!(op, scalar_step, a, b, out),
+            // Below `SIMD_MIN_LEN` the slice kernels compute every op with std math per element.
+            LStep::Binary { op, a, b, out, n }
+                if n < simd::SIMD_MIN_LEN
+                    || matches!(
+                        op,
+                        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+                    ) =>
+            {
+                by_op!(op, map_step, a, b, out, n)
+            }
+            LStep::Unary1 { op, x, out } => match op {
+                simd::UnaryOp::Neg => Box::new(move |r: &mut [T]| r[out] = -r[x]),
+                simd::UnaryOp::Square => Box::new(move |r: &mut [T]| r[out] = r[x] * r[x]),
+                op => Box::new(move |r: &mut [T]| {
+                    r[out] = simd::reference::unary_op(op, r[x]);
+                }),
+            },
+            LStep::Unary {
+                op: simd::UnaryOp::Square,
+                x,
+                out,
+                n,
+            } => Box::new(move |r: &mut [T]| {
+                let (lo, hi) = r.split_at_mut(out);
+                for (o, &v) in hi[..n].iter_mut().zip(&lo[x..x + n]) {
+                    *o = v * v;
+                }
+            }),
+            LStep::Outer {
+                a,
+                rsa,
+                b,
+                csb: _,
+                m,
+                n: 1,
+                out,
+            } => Box::new(move |r: &mut [T]| {
+                let (lo, hi) = r.split_at_mut(out);
+                let s = lo[b];
+                for (i, o) in hi[..m].iter_mut().enumerate() {
+                    *o = lo[a + i * rsa] * s;
+                }
+            }),
+            LStep::Sum { x, n, out } => Box::new(move |r: &mut [T]| {
+                r[out] = simd::reduce_all(ReduceOp::Sum, &r[x..x + n]);
+            }),
+            LStep::Dot {
+                a,
+                sa,
+                b,
+                sb,
+                k,
+                out,
+            } => Box::new(move |r: &mut [T]| r[out] = simd::dot(k, &r[a..], sa, &r[b..], sb)),
+            _ => {
+                let st = self.clone();
+                Box::new(move |r: &mut [T]| st.run(r))
+            }
+        }
+    }
+}
+
+/// Compile every step for the program's element type.
+pub(crate) fn compile_steps(dtype: DType, steps: &[LStep]) -> StepFns {
+    match dtype {
+        DType::F32 => StepFns::F32(steps.iter().map(LStep::compile::<f32>).collect()),
+        DType::F64 => StepFns::F64(steps.iter().map(LStep::compile::<f64>).collect()),
+    }
+}
+
 /// A lowered program.
 #[derive(Debug)]
 pub(crate) struct Lowered {
@@ -256,7 +492,8 @@ pub(crate) struct Lowered {
     pub(crate) slots: Vec<Option<(usize, Shape)>>,
     /// Constants copied into their slots at the start of every call.
     pub(crate) consts: Vec<(usize, Tensor)>,
-    pub(crate) steps: Vec<LStep>,
+    /// The steps as closures (see [`LStep`] for what each does).
+    pub(crate) steps: StepFns,
 }
 
 impl Kernel {
@@ -311,6 +548,8 @@ impl Kernel {
 /// Element types with a per-thread arena.
 pub(crate) trait ArenaFloat: Float {
     fn with_arena<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R;
+    /// The program's steps compiled for this type (its dtype is checked before).
+    fn steps(s: &StepFns) -> &[StepFn<Self>];
 }
 
 thread_local! {
@@ -322,11 +561,23 @@ impl ArenaFloat for f32 {
     fn with_arena<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
         ARENA_F32.with(|a| f(&mut a.borrow_mut()))
     }
+    fn steps(s: &StepFns) -> &[StepFn<Self>] {
+        match s {
+            StepFns::F32(v) => v,
+            StepFns::F64(_) => &[],
+        }
+    }
 }
 
 impl ArenaFloat for f64 {
     fn with_arena<R>(f: impl FnOnce(&mut Vec<Self>) -> R) -> R {
         ARENA_F64.with(|a| f(&mut a.borrow_mut()))
+    }
+    fn steps(s: &StepFns) -> &[StepFn<Self>] {
+        match s {
+            StepFns::F64(v) => v,
+            StepFns::F32(_) => &[],
+        }
     }
 }
 
@@ -424,8 +675,8 @@ impl Lowered {
     }
 
     fn exec<T: ArenaFloat>(&self, arena: &mut [T]) {
-        for st in &self.steps {
-            st.run(arena);
+        for st in T::steps(&self.steps) {
+            st(arena);
         }
     }
 

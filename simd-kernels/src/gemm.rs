@@ -14,8 +14,19 @@ const ROW_ALIGN: usize = 16;
 pub const GEMM_CRATE_MIN_FLOPS: usize = 1 << 18;
 
 /// `dot(x[0], x[sx], …; y[0], y[sy], …)` over `k` terms, with eight accumulators so that the
-/// loop vectorises (the summation order differs from a plain loop by rounding only).
-fn dot<T: Element>(k: usize, x: &[T], sx: usize, y: &[T], sy: usize) -> T {
+/// loop vectorises (the summation order differs from a plain loop by rounding only). This is
+/// what [`gemm`] computes for a `1 x k` by `k x 1` product.
+///
+/// # Panics
+/// If `x` or `y` is shorter than its `k` strided terms.
+///
+/// # Example
+/// ```
+/// let x = [1.0f32, 2.0, 3.0];
+/// let y = [4.0f32, 0.0, 5.0, 0.0, 6.0];
+/// assert_eq!(stategrad_simd::dot(3, &x, 1, &y, 2), 32.0);
+/// ```
+pub fn dot<T: Element>(k: usize, x: &[T], sx: usize, y: &[T], sy: usize) -> T {
     let mut acc = [T::ZERO; 8];
     if sx == 1 && sy == 1 {
         let (xc, yc) = (x[..k].chunks_exact(8), y[..k].chunks_exact(8));

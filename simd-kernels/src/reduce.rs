@@ -7,7 +7,8 @@ use crate::{reference, Element, ReduceOp, MAX_RANK};
 /// Number of independent vector accumulators in [`fold`].
 const ACC: usize = 4;
 
-/// Folds `x` with `ACC` vector accumulators, then the lanes in order, then the scalar tail.
+/// Folds `x` with `ACC` vector accumulators, then the lanes (pairwise), then the scalar tail;
+/// a slice shorter than one vector folds in order.
 #[inline(always)]
 fn fold<V: SimdVec>(
     x: &[V::Elem],
@@ -16,6 +17,9 @@ fn fold<V: SimdVec>(
     sf: impl Fn(V::Elem, V::Elem) -> V::Elem,
 ) -> V::Elem {
     let l = V::LANES;
+    if x.len() < l {
+        return x.iter().fold(init, |r, &e| sf(r, e));
+    }
     let mut acc = [V::splat(init); ACC];
     let mut big = x.chunks_exact(ACC * l);
     for c in &mut big {

@@ -81,16 +81,25 @@ pub trait SimdVec:
         Self::splat(Self::Elem::ZERO)
     }
 
-    /// Folds the lanes in order with `f`, starting from `init`.
+    /// Folds the lanes pairwise with `f` (lane `i` with lane `i + LANES/2`, and so on), then
+    /// `f(init, result)`.
     #[inline(always)]
     fn fold_lanes(
         self,
         init: Self::Elem,
         f: impl Fn(Self::Elem, Self::Elem) -> Self::Elem,
     ) -> Self::Elem {
+        // Pairwise halving: log2(LANES) dependent steps instead of LANES.
         let mut buf = [Self::Elem::ZERO; 16];
         self.store(&mut buf[..Self::LANES]);
-        buf[..Self::LANES].iter().fold(init, |acc, &x| f(acc, x))
+        let mut w = Self::LANES / 2;
+        while w > 0 {
+            for i in 0..w {
+                buf[i] = f(buf[i], buf[i + w]);
+            }
+            w /= 2;
+        }
+        f(init, buf[0])
     }
 }
 
