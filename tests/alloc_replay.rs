@@ -1,5 +1,6 @@
-//! A jitted W1 step in steady state reuses every tensor buffer of the previous replay (a
-//! counting allocator in this test binary measures what is still allocated per step).
+//! A jitted W1 step in steady state reuses every tensor buffer of the previous replay and
+//! updates its parameters in place (a counting allocator in this test binary measures what is
+//! still allocated per step).
 
 use stategrad::prelude::*;
 use stategrad::tensor::fresh_buffer_count;
@@ -77,12 +78,14 @@ fn steady_state_jit_replays_allocate_no_tensor_buffers() {
         "{per_step} bytes allocated per replay ({calls_per_step} calls)"
     );
     assert!(last.is_finite() && step.trace_count() == 1);
-    // The step is small: it replays on the arena, one slice kernel per primitive, so a step
-    // allocates only the handles of its inputs and outputs (10 allocations when written).
+    // The step is small: it replays on the arena, one slice kernel per primitive, and writes
+    // the new parameters into the old ones' buffers (no one else holds them). A step allocates
+    // only the loss tensor's two handles and four small vectors of bookkeeping: 6 allocations
+    // (10 when the two written states got new tensors).
     let stats = step.program_stats();
     assert!(stats.len() == 1 && stats[0].arena, "{stats:?}");
     assert!(
-        calls_per_step <= 16,
+        calls_per_step <= 6,
         "{calls_per_step} allocations per replay"
     );
     eprintln!("jitted W1 replay: {per_step} bytes in {calls_per_step} allocations per step, no tensor buffers");

@@ -661,3 +661,46 @@ fn small_program_steps_equal_eager_bit_for_bit() {
     }
     assert!(j.program_stats()[0].arena);
 }
+
+/// A jitted step writes a state's new value into the old value's buffer only when no one else
+/// holds the old value: a value read out before the call keeps its numbers, in f32 and f64.
+#[test]
+fn in_place_state_writes_never_change_a_value_someone_holds() {
+    fn check<T: stategrad::tensor::Float>() {
+        let v = |a: f64, b: f64| Tensor::from_vec(vec![T::from_f64(a), T::from_f64(b)], &[2]);
+        let w = ParamState::new(v(1.0, 2.0).unwrap());
+        let step = jit(|x: Tensor| {
+            w.set_value(w.value() * &x);
+            w.value().sum()
+        });
+        step.call(v(2.0, 2.0).unwrap()).unwrap();
+        let held = w.value();
+        let also = held.clone();
+        assert_eq!(
+            step.call(v(3.0, 3.0).unwrap()).unwrap().item().unwrap(),
+            18.0
+        );
+        assert_eq!(held.to_f64_vec(), vec![2.0, 4.0]);
+        assert_eq!(also.to_f64_vec(), vec![2.0, 4.0]);
+        drop((held, also));
+        // Nobody holds the value now: this write goes in place, and reads see it.
+        assert_eq!(
+            step.call(v(0.5, 2.0).unwrap()).unwrap().item().unwrap(),
+            27.0
+        );
+        assert_eq!(w.value().to_f64_vec(), vec![3.0, 24.0]);
+        // A value passed in as an argument is held by the caller too.
+        let arg = w.value();
+        let f = jit(|x: Tensor| {
+            w.set_value(&x + 1.0);
+            x.sum()
+        });
+        f.call(arg.clone()).unwrap();
+        f.call(arg.clone()).unwrap();
+        assert_eq!(arg.to_f64_vec(), vec![3.0, 24.0]);
+        assert_eq!(w.value().to_f64_vec(), vec![4.0, 25.0]);
+        assert_eq!(step.trace_count() + f.trace_count(), 2);
+    }
+    check::<f32>();
+    check::<f64>();
+}

@@ -289,8 +289,8 @@ where
         }
         let iter_node = *c.arg_nodes.first()?;
         let first = Tensor::scalar(start as f32);
-        Some(Ok(replay_small_with(&c, &[first], |inputs| {
-            lw.run_loop(inputs, iter_node, (start, end), &carries, &c.small_wanted)
+        Some(Ok(replay_small_with(&c, lw, &[first], |inputs| {
+            lw.run_loop(inputs, iter_node, (start, end), &carries)
         })))
     }
 
@@ -637,33 +637,36 @@ fn last_uses(
 
 /// Replay a lowered program: arguments and state values in, outputs and written states out.
 fn replay_small<T: Tree + Clone>(c: &Compiled<T>, lw: &Lowered, leaves: &[Tensor]) -> Result<T> {
-    Ok(replay_small_with(c, leaves, |inputs| {
-        lw.run(inputs, &c.small_wanted)
-    }))
+    Ok(replay_small_with(c, lw, leaves, |inputs| lw.run(inputs)))
 }
 
-/// Feed a small program's arguments (`leaves`) and current state values to `run`, which returns
-/// the values of `small_wanted`; write the written states and give back the outputs.
+/// Feed a small program's arguments (`leaves`) and current state values to `run`, which leaves
+/// the results in this thread's arena; then write the written states (in place where their old
+/// value has no other reference: our reads are dropped first) and give back the outputs.
 fn replay_small_with<T: Tree + Clone>(
     c: &Compiled<T>,
+    lw: &Lowered,
     leaves: &[Tensor],
-    run: impl FnOnce(&[(u32, &Tensor)]) -> Vec<Tensor>,
+    run: impl FnOnce(&[(u32, &Tensor)]),
 ) -> T {
-    // Read through `value()`, so enclosing frames register the reads.
-    let values: SmallVec<[Tensor; 4]> = c.state_inputs.iter().map(|(s, ..)| s.value()).collect();
-    let inputs: SmallVec<[(u32, &Tensor); 8]> = c
-        .arg_nodes
-        .iter()
-        .copied()
-        .zip(leaves)
-        .chain(c.state_inputs.iter().map(|(_, n, ..)| *n).zip(&values))
-        .collect();
-    let mut results = run(&inputs).into_iter();
-    let outs: SmallVec<[Tensor; 4]> = results.by_ref().take(c.outputs.len()).collect();
-    for ((s, _), v) in c.writes.iter().zip(results) {
-        s.set_value(v);
+    {
+        // Read through `value()`, so enclosing frames register the reads.
+        let values: SmallVec<[Tensor; 4]> =
+            c.state_inputs.iter().map(|(s, ..)| s.value()).collect();
+        let inputs: SmallVec<[(u32, &Tensor); 8]> = c
+            .arg_nodes
+            .iter()
+            .copied()
+            .zip(leaves)
+            .chain(c.state_inputs.iter().map(|(_, n, ..)| *n).zip(&values))
+            .collect();
+        run(&inputs);
     }
-    let mut it = outs.into_iter();
+    let (outs, writes) = c.small_wanted.split_at(c.outputs.len());
+    let mut it = lw.take(outs).into_iter();
+    for ((s, _), &node) in c.writes.iter().zip(writes) {
+        lw.store(node, s);
+    }
     c.template
         .map_tensors(&mut |_| it.next().expect("internal error: output count"))
 }

@@ -582,12 +582,19 @@ impl ArenaFloat for f64 {
 }
 
 impl Lowered {
-    /// Run the program: `inputs` are `(node, value)` for the argument and state nodes; returns
-    /// a tensor for each node of `wanted`.
-    pub(crate) fn run(&self, inputs: &[(u32, &Tensor)], wanted: &[u32]) -> Vec<Tensor> {
+    /// Run the program on this thread's arena: `inputs` are `(node, value)` for the argument
+    /// and state nodes. The results stay in the arena for [`Lowered::take`] and
+    /// [`Lowered::store`] (until the next program runs on this thread).
+    pub(crate) fn run(&self, inputs: &[(u32, &Tensor)]) {
         match self.dtype {
-            DType::F32 => self.run_typed::<f32>(inputs, wanted),
-            DType::F64 => self.run_typed::<f64>(inputs, wanted),
+            DType::F32 => f32::with_arena(|a| {
+                self.load(a, inputs);
+                self.exec(a)
+            }),
+            DType::F64 => f64::with_arena(|a| {
+                self.load(a, inputs);
+                self.exec(a)
+            }),
         }
     }
 
@@ -597,14 +604,6 @@ impl Lowered {
             .expect("internal error: lowered node without a slot")
     }
 
-    fn run_typed<T: ArenaFloat>(&self, inputs: &[(u32, &Tensor)], wanted: &[u32]) -> Vec<Tensor> {
-        T::with_arena(|arena| {
-            self.load(arena, inputs);
-            self.exec(arena);
-            self.collect(arena, wanted)
-        })
-    }
-
     /// The shape of a node's slot.
     pub(crate) fn shape_of(&self, node: u32) -> &[usize] {
         &self.slot(node).1
@@ -612,19 +611,18 @@ impl Lowered {
 
     /// Run the program for `i` in `start..end`, with `i` written (as a number) into the slot of
     /// `iter_node` each time and, after each run, every `(from, to)` of `carries` copied from
-    /// slot `from` to slot `to` (written states feeding the next iteration's reads). Returns
-    /// the `wanted` values of the last iteration.
+    /// slot `from` to slot `to` (written states feeding the next iteration's reads). The last
+    /// iteration's values stay in the arena, as after [`Lowered::run`].
     pub(crate) fn run_loop(
         &self,
         inputs: &[(u32, &Tensor)],
         iter_node: u32,
         (start, end): (usize, usize),
         carries: &[(u32, u32)],
-        wanted: &[u32],
-    ) -> Vec<Tensor> {
+    ) {
         match self.dtype {
-            DType::F32 => self.loop_typed::<f32>(inputs, iter_node, (start, end), carries, wanted),
-            DType::F64 => self.loop_typed::<f64>(inputs, iter_node, (start, end), carries, wanted),
+            DType::F32 => self.loop_typed::<f32>(inputs, iter_node, (start, end), carries),
+            DType::F64 => self.loop_typed::<f64>(inputs, iter_node, (start, end), carries),
         }
     }
 
@@ -634,8 +632,7 @@ impl Lowered {
         iter_node: u32,
         (start, end): (usize, usize),
         carries: &[(u32, u32)],
-        wanted: &[u32],
-    ) -> Vec<Tensor> {
+    ) {
         let moves: SmallVec<[(usize, usize, usize); 4]> = carries
             .iter()
             .map(|&(from, to)| {
@@ -655,8 +652,26 @@ impl Lowered {
                     }
                 }
             }
-            self.collect(arena, wanted)
         })
+    }
+
+    /// Tensors of the `wanted` nodes' values from the last run on this thread.
+    pub(crate) fn take(&self, wanted: &[u32]) -> Vec<Tensor> {
+        match self.dtype {
+            DType::F32 => f32::with_arena(|a| self.collect(a, wanted)),
+            DType::F64 => f64::with_arena(|a| self.collect(a, wanted)),
+        }
+    }
+
+    /// Write `node`'s value from the last run on this thread into `state` (in place when the
+    /// state holds the only reference to its value, see [`crate::State::set_from_slice`]).
+    pub(crate) fn store(&self, node: u32, state: &crate::State) {
+        let (off, shape) = self.slot(node);
+        let len: usize = shape.iter().product();
+        match self.dtype {
+            DType::F32 => f32::with_arena(|a| state.set_from_slice(shape, &a[*off..*off + len])),
+            DType::F64 => f64::with_arena(|a| state.set_from_slice(shape, &a[*off..*off + len])),
+        }
     }
 
     fn load<T: ArenaFloat>(&self, arena: &mut Vec<T>, inputs: &[(u32, &Tensor)]) {

@@ -8,7 +8,7 @@
 //! states return the traced input, writes are kept after the call, and if the function fails every
 //! state is restored to the value it had on entry.
 
-use crate::tensor::Tensor;
+use crate::tensor::{Float, Tensor};
 use parking_lot::RwLock;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -230,6 +230,27 @@ impl State {
         }
     }
 
+    /// Write `data` (of `shape`) as the new value, into the current value's buffer when this
+    /// state holds the only reference to it (an in-place update: no allocation, and no one can
+    /// observe the old value changing), else as a new tensor. Same semantics as
+    /// [`State::set_value`].
+    pub(crate) fn set_from_slice<T: Float>(&self, shape: &[usize], data: &[T]) {
+        let fresh = || {
+            let mut buf = crate::tensor::Buffer::for_overwrite(T::DTYPE, data.len());
+            let mut v = T::take_vec(&mut buf);
+            v.copy_from_slice(data);
+            Tensor::from_buffer(T::into_buffer(v), shape)
+        };
+        if crate::trace::tracing() || views::any() {
+            return self.set_value(fresh());
+        }
+        let mut g = self.0.value.write();
+        match g.unique_data_mut::<T>(shape) {
+            Some(v) => v.copy_from_slice(data),
+            None => *g = fresh(),
+        }
+    }
+
     /// Start a per-thread view of this state (a transform on this thread touched it): until
     /// [`State::end_view`], reads and writes on this thread go to the view, so transforms on
     /// other threads never see this thread's traced values.
@@ -375,11 +396,20 @@ mod views {
             .flatten()
     }
 
+    /// True if this thread has any view open.
+    pub(super) fn any() -> bool {
+        VIEWS.try_with(|m| !m.borrow().is_empty()).unwrap_or(false)
+    }
+
     /// Writes the view if there is one; gives the value back otherwise.
     pub(super) fn set(id: StateId, v: Tensor) -> Result<(), Tensor> {
         let mut v = Some(v);
         let _ = VIEWS.try_with(|m| {
-            if let Some(slot) = m.borrow_mut().get_mut(&id) {
+            let mut m = m.borrow_mut();
+            if m.is_empty() {
+                return;
+            }
+            if let Some(slot) = m.get_mut(&id) {
                 *slot = v.take().expect("set once");
             }
         });

@@ -48,6 +48,8 @@ pub trait Float: stategrad_simd::Element + fmt::Display {
     fn slice(b: &Buffer) -> Option<&[Self]>;
     #[doc(hidden)]
     fn take_vec(b: &mut Buffer) -> Vec<Self>;
+    #[doc(hidden)]
+    fn slice_mut(b: &mut Buffer) -> Option<&mut [Self]>;
 }
 
 impl Float for f32 {
@@ -67,6 +69,12 @@ impl Float for f32 {
             Buffer::F64(_) => Vec::new(),
         }
     }
+    fn slice_mut(b: &mut Buffer) -> Option<&mut [Self]> {
+        match b {
+            Buffer::F32(v) => Some(v),
+            Buffer::F64(_) => None,
+        }
+    }
 }
 
 impl Float for f64 {
@@ -84,6 +92,12 @@ impl Float for f64 {
         match b {
             Buffer::F64(v) => std::mem::take(v),
             Buffer::F32(_) => Vec::new(),
+        }
+    }
+    fn slice_mut(b: &mut Buffer) -> Option<&mut [Self]> {
+        match b {
+            Buffer::F64(v) => Some(v),
+            Buffer::F32(_) => None,
         }
     }
 }
@@ -305,6 +319,17 @@ pub struct Tensor(pub(crate) Arc<Inner>);
 impl Tensor {
     pub(crate) fn from_parts(buf: Arc<Buffer>, shape: Shape, tags: Tags) -> Tensor {
         Tensor(Arc::new(Inner { buf, shape, tags }))
+    }
+
+    /// The elements to overwrite, if this handle is the only reference to the tensor and to its
+    /// buffer (no one else can observe the change), it carries no transform tags and its shape
+    /// and element type are `shape` and `T`.
+    pub(crate) fn unique_data_mut<T: Float>(&mut self, shape: &[usize]) -> Option<&mut [T]> {
+        let inner = Arc::get_mut(&mut self.0)?;
+        if inner.shape[..] != *shape || !inner.tags.is_empty() {
+            return None;
+        }
+        T::slice_mut(Arc::get_mut(&mut inner.buf)?)
     }
 
     pub(crate) fn from_buffer(buf: Buffer, shape: &[usize]) -> Tensor {
