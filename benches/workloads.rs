@@ -161,11 +161,37 @@ fn w5(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Bytes(128 << 20));
     let jf = jit(move |x: Tensor| grad(f).call(x));
+    // The reference point of the goal: one hand-written pass, same vector math (checked first).
+    let xv = x.to_vec::<f32>();
+    let mut hand = vec![0.0f32; n];
+    stategrad::simd::baseline::w5_grad_hand_fused(&xv, &mut hand, stategrad::simd::Par::Rayon);
+    let jg = jf.call(x.clone()).unwrap().to_vec::<f32>();
+    let worst = hand
+        .iter()
+        .zip(&jg)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-5, "W5 hand-fused guard: {worst}");
     for threads in thread_counts() {
         let p = pool(threads);
         g.bench_with_input(BenchmarkId::new("eager", threads), &threads, |bch, _| {
             p.install(|| bch.iter(|| grad(f).call(x.clone()).unwrap()))
         });
+        g.bench_with_input(
+            BenchmarkId::new("hand_fused", threads),
+            &threads,
+            |bch, _| {
+                p.install(|| {
+                    bch.iter(|| {
+                        stategrad::simd::baseline::w5_grad_hand_fused(
+                            &xv,
+                            &mut hand,
+                            stategrad::simd::Par::Rayon,
+                        )
+                    })
+                })
+            },
+        );
         g.bench_with_input(BenchmarkId::new("jit", threads), &threads, |bch, _| {
             p.install(|| bch.iter(|| jf.call(x.clone()).unwrap()))
         });

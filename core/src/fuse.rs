@@ -36,6 +36,29 @@ pub(crate) enum Op {
     Binary(BinaryOp, Operand, Operand),
     Splat(Operand),
     Copy(Operand),
+    /// `a * b + c` (a product only this sum reads, contracted into it).
+    MulAdd(Operand, Operand, Operand),
+    /// `c - a * b`.
+    NegMulAdd(Operand, Operand, Operand),
+}
+
+impl Op {
+    fn operands(&self) -> impl Iterator<Item = Operand> {
+        let (a, b, c) = match *self {
+            Op::Unary(_, a) | Op::Splat(a) | Op::Copy(a) => (Some(a), None, None),
+            Op::Binary(_, a, b) => (Some(a), Some(b), None),
+            Op::MulAdd(a, b, c) | Op::NegMulAdd(a, b, c) => (Some(a), Some(b), Some(c)),
+        };
+        [a, b, c].into_iter().flatten()
+    }
+
+    fn map_operands(&mut self, f: impl Fn(Operand) -> Operand) {
+        match self {
+            Op::Unary(_, a) | Op::Splat(a) | Op::Copy(a) => *a = f(*a),
+            Op::Binary(_, a, b) => (*a, *b) = (f(*a), f(*b)),
+            Op::MulAdd(a, b, c) | Op::NegMulAdd(a, b, c) => (*a, *b, *c) = (f(*a), f(*b), f(*c)),
+        }
+    }
 }
 
 /// One fused pass.
@@ -55,6 +78,8 @@ pub(crate) struct Group<S> {
     pub(crate) aliases: Vec<(u32, Operand, Shape)>,
     /// Steps of the group that run no op (aliases not needed outside).
     pub(crate) elided: usize,
+    /// Products contracted into the sum that reads them (each runs inside a multiply-add).
+    pub(crate) contracted: usize,
 }
 
 /// What a compiled program step looks like to the fusion planner.
@@ -125,6 +150,7 @@ pub(crate) fn plan<S: Clone>(
                 outputs: Vec::new(),
                 aliases: Vec::new(),
                 elided: 0,
+                contracted: 0,
             };
             let mut local = HashMap::new();
             let f = s.fusion.expect("checked above");
@@ -160,9 +186,78 @@ pub(crate) fn plan<S: Clone>(
             g.outputs = (0..g.ops.len())
                 .filter(|&k| used.contains(&g.op_nodes[k].0))
                 .collect();
+            contract(g);
         }
     }
     instrs
+}
+
+/// Contract each product (or square) read only by one sum or difference (`a*b + c`, `c + a*b`,
+/// `c - a*b`) into a multiply-add op: one op and one pass over the block fewer. It rounds the
+/// product and the sum separately (no FMA), so results stay those of eager and of the trace.
+fn contract<S>(g: &mut Group<S>) {
+    let n = g.ops.len();
+    let mut uses = vec![0usize; n];
+    let operands = g
+        .ops
+        .iter()
+        .flat_map(Op::operands)
+        .chain(g.sums.iter().map(|(o, ..)| *o));
+    for o in operands {
+        if let Operand::Op(j) = o {
+            uses[j] += 1;
+        }
+    }
+    let mut dead = vec![false; n];
+    for &k in &g.outputs {
+        uses[k] = usize::MAX;
+    }
+    for k in 0..n {
+        let Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub), x, y) = g.ops[k] else {
+            continue;
+        };
+        let product = |o: Operand| match o {
+            Operand::Op(j) if uses[j] == 1 => match g.ops[j] {
+                Op::Binary(BinaryOp::Mul, p, q) => Some((j, p, q)),
+                Op::Unary(UnaryOp::Square, p) => Some((j, p, p)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let (j, op) = match (b, product(y), product(x)) {
+            (BinaryOp::Add, Some((j, p, q)), _) => (j, Op::MulAdd(p, q, x)),
+            (BinaryOp::Add, None, Some((j, p, q))) => (j, Op::MulAdd(p, q, y)),
+            (BinaryOp::Sub, Some((j, p, q)), _) => (j, Op::NegMulAdd(p, q, x)),
+            _ => continue,
+        };
+        dead[j] = true;
+        g.ops[k] = op;
+    }
+    // Drop the contracted products and renumber the ops after them.
+    let mut new_index = vec![0usize; n];
+    let mut next = 0;
+    for (k, d) in dead.iter().enumerate() {
+        new_index[k] = next;
+        next += usize::from(!d);
+    }
+    let remap = |o: Operand| match o {
+        Operand::Op(j) => Operand::Op(new_index[j]),
+        i => i,
+    };
+    let mut keep = dead.iter().map(|d| !d);
+    let mut keep2 = keep.clone();
+    g.ops.retain(|_| keep.next().unwrap_or(true));
+    g.op_nodes.retain(|_| keep2.next().unwrap_or(true));
+    for op in &mut g.ops {
+        op.map_operands(remap);
+    }
+    for (o, ..) in &mut g.sums {
+        *o = remap(*o);
+    }
+    for k in &mut g.outputs {
+        *k = new_index[*k];
+    }
+    g.contracted += dead.iter().filter(|d| **d).count();
 }
 
 /// Add step `s` to group `g` if it fits (same size, operands inside the group, of full size, or
@@ -189,6 +284,13 @@ fn try_join<S: Clone>(
             (1, _) if scalar_ok => Input::Scalar(src.clone()),
             _ => return None,
         };
+        // A tape value read again is the same input (one stream, and unary ops of it can pair).
+        if let (Input::Full(_), Some(n)) = (&inp, node(src)) {
+            let same = |x: &Input<S>| matches!(x, Input::Full(t) if node(t) == Some(n));
+            if let Some(i) = g.inputs.iter().chain(&new_inputs).position(same) {
+                return Some(Operand::In(i));
+            }
+        }
         new_inputs.push(inp);
         Some(Operand::In(g.inputs.len() + new_inputs.len() - 1))
     };
@@ -295,6 +397,8 @@ fn run_typed<T: Float, S: Sync>(
             Op::Unary(u, a) => simd::FusedOp::Unary(u, arg(a)),
             Op::Binary(b, x, y) => simd::FusedOp::Binary(b, arg(x), arg(y)),
             Op::Splat(a) | Op::Copy(a) => simd::FusedOp::Copy(arg(a)),
+            Op::MulAdd(a, b, c) => simd::FusedOp::MulAdd(arg(a), arg(b), arg(c)),
+            Op::NegMulAdd(a, b, c) => simd::FusedOp::NegMulAdd(arg(a), arg(b), arg(c)),
         })
         .collect();
     let mut outs: Vec<Vec<T>> = g.outputs.iter().map(|_| take_buffer::<T>(g.n)).collect();

@@ -250,7 +250,7 @@ where
                 for i in &c.plan {
                     if let fuse::Instr::Fused(g) = i {
                         passes += 1;
-                        fused += g.ops.len() + g.sums.len() + g.elided;
+                        fused += g.ops.len() + g.sums.len() + g.elided + g.contracted;
                     }
                 }
                 out.push(ProgramStats {

@@ -78,6 +78,7 @@ pub(crate) mod sealed {
         fn unary_ref(op: UnaryOp, x: Self) -> Self;
         /// Scalar binary op using `std`.
         fn binary_ref(op: BinaryOp, a: Self, b: Self) -> Self;
+
         /// `matrixmultiply::{s,d}gemm`.
         ///
         /// # Safety

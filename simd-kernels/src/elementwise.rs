@@ -113,6 +113,69 @@ pub(crate) fn unary_v<V: SimdVec>(op: UnaryOp, x: &[V::Elem], out: &mut [V::Elem
     }
 }
 
+/// `op(v)` on one vector and the mask of lanes to recompute with `std` (as [`unary_v`]).
+#[inline(always)]
+pub(crate) fn unary_vec<V: SimdVec>(op: UnaryOp, v: V) -> (V, V) {
+    use UnaryOp::*;
+    match op {
+        Neg => (-v, V::none()),
+        Abs => (v.abs(), V::none()),
+        Sqrt => (v.sqrt(), V::none()),
+        Square => (v * v, V::none()),
+        Recip => (V::splat(V::Elem::ONE) / v, V::none()),
+        Relu => (vm::max(v, V::none()), V::none()),
+        Sign => (vm::sign(v), V::none()),
+        Exp => vm::exp(v),
+        Log => vm::ln(v),
+        Tanh => vm::tanh(v),
+        Sigmoid => vm::sigmoid(v),
+        Sin => vm::sin(v),
+        Cos => vm::cos(v),
+    }
+}
+
+/// Two unary ops of one operand in one loop: each vector of `x` is loaded once and the two
+/// (independent) computations overlap in the core. Same results as two [`unary_v`] calls with
+/// the vector path on.
+pub(crate) fn unary2_v<V: SimdVec>(
+    ops: (UnaryOp, UnaryOp),
+    x: &[V::Elem],
+    out0: &mut [V::Elem],
+    out1: &mut [V::Elem],
+) {
+    let l = V::LANES;
+    let n = out0.len();
+    let (x, out1) = (&x[..n], &mut out1[..n]);
+    let body = n - n % l;
+    let fix = |o: &mut [V::Elem], xs: &[V::Elem], op: UnaryOp, bad: V| {
+        if bad.any() {
+            let m = bad.bitmask();
+            for (j, (o, &xv)) in o.iter_mut().zip(xs).enumerate() {
+                if (m >> j) & 1 != 0 {
+                    *o = reference::unary_op(op, xv);
+                }
+            }
+        }
+    };
+    let chunks = out0[..body]
+        .chunks_exact_mut(l)
+        .zip(out1[..body].chunks_exact_mut(l))
+        .zip(x[..body].chunks_exact(l));
+    for ((o0, o1), xs) in chunks {
+        let v = V::load(xs);
+        let (r0, b0) = unary_vec(ops.0, v);
+        let (r1, b1) = unary_vec(ops.1, v);
+        r0.store(o0);
+        r1.store(o1);
+        fix(o0, xs, ops.0, b0);
+        fix(o1, xs, ops.1, b1);
+    }
+    for i in body..n {
+        out0[i] = reference::unary_op(ops.0, x[i]);
+        out1[i] = reference::unary_op(ops.1, x[i]);
+    }
+}
+
 /// Sequential binary kernel on vector type `V` over any pair of operands.
 pub(crate) fn binary_v<V, A, B>(op: BinaryOp, a: A, b: B, out: &mut [V::Elem], simd_tr: bool)
 where

@@ -9,7 +9,8 @@
 
 use rayon::prelude::*;
 
-use crate::elementwise::{binary_v, unary_v, Bcast, Src};
+use crate::elementwise::{binary_v, unary2_v, unary_v, Bcast, Src};
+use crate::vector::SimdVec;
 use crate::{reduce_all, BinaryOp, Element, Par, ReduceOp, UnaryOp};
 
 /// Positions per parallel task. Fixed (not derived from the thread count), so sums combine
@@ -37,6 +38,11 @@ pub enum FusedOp {
     Binary(BinaryOp, FusedArg, FusedArg),
     /// `a` itself (a copy, or a scalar broadcast to every position).
     Copy(FusedArg),
+    /// `a * b + c`, rounded after the product and after the sum (the numbers of a `Mul` then
+    /// an `Add`, in one pass over the block).
+    MulAdd(FusedArg, FusedArg, FusedArg),
+    /// `c - a * b`, rounded as a `Mul` then a `Sub`.
+    NegMulAdd(FusedArg, FusedArg, FusedArg),
 }
 
 /// An input of a fused pass.
@@ -168,6 +174,9 @@ fn check<T>(ops: &[FusedOp], inputs: &[FusedInput<'_, T>], out: &FusedOutputs<'_
         let ok = match *op {
             FusedOp::Unary(_, a) | FusedOp::Copy(a) => arg_ok(a, k),
             FusedOp::Binary(_, a, b) => arg_ok(a, k) && arg_ok(b, k),
+            FusedOp::MulAdd(a, b, c) | FusedOp::NegMulAdd(a, b, c) => {
+                arg_ok(a, k) && arg_ok(b, k) && arg_ok(c, k)
+            }
         };
         assert!(
             ok,
@@ -207,12 +216,54 @@ fn run_chunk<T: Element>(
     part: &mut [T],
 ) {
     scratch.resize(ops.len() * FUSED_BLOCK, T::ZERO);
+    // The last op, when it is an output that no sum reads, writes straight into its output
+    // (no block copy).
+    let last = ops.len().wrapping_sub(1);
+    let direct = outs
+        .iter()
+        .position(|(k, _)| *k == last)
+        .filter(|_| !sums.contains(&FusedArg::Op(last)));
+    // Op `k` pairs with op `k + 1` when both are unary ops of one operand (run in one loop).
+    let paired: Vec<bool> = (0..ops.len())
+        .map(|k| match (ops[k], ops.get(k + 1)) {
+            (FusedOp::Unary(_, a), Some(&FusedOp::Unary(_, b))) => {
+                a == b && !(direct.is_some() && k + 1 == last)
+            }
+            _ => false,
+        })
+        .collect();
     let mut b0 = start;
     while b0 < end {
         let len = FUSED_BLOCK.min(end - b0);
+        let off = b0 - start;
+        let mut skip = false;
         for (k, op) in ops.iter().enumerate() {
+            if std::mem::take(&mut skip) {
+                continue;
+            }
             let (done, rest) = scratch.split_at_mut(k * FUSED_BLOCK);
-            let dst = &mut rest[..len];
+            if paired[k] {
+                let (FusedOp::Unary(u0, a), FusedOp::Unary(u1, _)) = (*op, ops[k + 1]) else {
+                    unreachable!("paired ops are unary")
+                };
+                let x = match a {
+                    FusedArg::Op(j) => Some(&done[j * FUSED_BLOCK..j * FUSED_BLOCK + len]),
+                    FusedArg::Input(i) => match inputs[i] {
+                        FusedInput::Slice(s) => Some(&s[b0..b0 + len]),
+                        FusedInput::Scalar(_) => None,
+                    },
+                };
+                if let Some(x) = x {
+                    let (d0, d1) = rest.split_at_mut(FUSED_BLOCK);
+                    unary2_v::<T::Vec>((u0, u1), x, &mut d0[..len], &mut d1[..len]);
+                    skip = true;
+                    continue;
+                }
+            }
+            let dst = match direct {
+                Some(d) if k == last => &mut outs[d].1[off..off + len],
+                _ => &mut rest[..len],
+            };
             let get = |a: FusedArg| -> Val<'_, T> {
                 match a {
                     FusedArg::Op(j) => Val::Block(&done[j * FUSED_BLOCK..j * FUSED_BLOCK + len]),
@@ -235,15 +286,19 @@ fn run_chunk<T: Element>(
                         dst.fill(crate::reference::binary_op(b, x, y))
                     }
                 },
+                FusedOp::MulAdd(x, y, z) => mul_add(get(x), get(y), get(z), false, dst),
+                FusedOp::NegMulAdd(x, y, z) => mul_add(get(x), get(y), get(z), true, dst),
                 FusedOp::Copy(a) => match get(a) {
                     Val::Block(x) => dst.copy_from_slice(x),
                     Val::Scalar(v) => dst.fill(v),
                 },
             }
         }
-        let off = b0 - start;
-        for (k, o) in outs.iter_mut() {
-            o[off..off + len].copy_from_slice(&scratch[*k * FUSED_BLOCK..*k * FUSED_BLOCK + len]);
+        for (i, (k, o)) in outs.iter_mut().enumerate() {
+            if direct != Some(i) {
+                o[off..off + len]
+                    .copy_from_slice(&scratch[*k * FUSED_BLOCK..*k * FUSED_BLOCK + len]);
+            }
         }
         for (acc, s) in part.iter_mut().zip(sums) {
             *acc += match *s {
@@ -264,4 +319,41 @@ fn run_chunk<T: Element>(
 #[inline(always)]
 fn bin<T: Element, A: Src<T>, B: Src<T>>(op: BinaryOp, a: A, b: B, dst: &mut [T]) {
     binary_v::<T::Vec, A, B>(op, a, b, dst, true)
+}
+
+/// `dst = a * b + c` (or `c - a * b`) for any mix of blocks and scalars.
+fn mul_add<T: Element>(a: Val<'_, T>, b: Val<'_, T>, c: Val<'_, T>, neg: bool, dst: &mut [T]) {
+    use Val::{Block as K, Scalar as S};
+    match (a, b, c) {
+        (K(a), K(b), K(c)) => fma_v::<T::Vec, _, _, _>(a, b, c, neg, dst),
+        (K(a), K(b), S(c)) => fma_v::<T::Vec, _, _, _>(a, b, Bcast(c), neg, dst),
+        (K(a), S(b), K(c)) => fma_v::<T::Vec, _, _, _>(a, Bcast(b), c, neg, dst),
+        (K(a), S(b), S(c)) => fma_v::<T::Vec, _, _, _>(a, Bcast(b), Bcast(c), neg, dst),
+        (S(a), K(b), K(c)) => fma_v::<T::Vec, _, _, _>(Bcast(a), b, c, neg, dst),
+        (S(a), K(b), S(c)) => fma_v::<T::Vec, _, _, _>(Bcast(a), b, Bcast(c), neg, dst),
+        (S(a), S(b), K(c)) => fma_v::<T::Vec, _, _, _>(Bcast(a), Bcast(b), c, neg, dst),
+        (S(a), S(b), S(c)) => dst.fill(if neg { c - a * b } else { a * b + c }),
+    }
+}
+
+#[inline(always)]
+fn fma_v<V: SimdVec, A: Src<V::Elem>, B: Src<V::Elem>, C: Src<V::Elem>>(
+    a: A,
+    b: B,
+    c: C,
+    neg: bool,
+    out: &mut [V::Elem],
+) {
+    let l = V::LANES;
+    let body = out.len() - out.len() % l;
+    for (ci, o) in out[..body].chunks_exact_mut(l).enumerate() {
+        let i = ci * l;
+        let p: V = a.vec::<V>(i) * b.vec(i);
+        let r = if neg { c.vec::<V>(i) - p } else { p + c.vec(i) };
+        r.store(o);
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(body) {
+        let p = a.get(i) * b.get(i);
+        *o = if neg { c.get(i) - p } else { p + c.get(i) };
+    }
 }

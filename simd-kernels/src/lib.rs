@@ -48,6 +48,7 @@
 //! assert_eq!(reduce_all(ReduceOp::Sum, &z), 35.0);
 //! ```
 
+pub mod baseline;
 mod element;
 mod elementwise;
 mod fused;

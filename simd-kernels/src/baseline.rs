@@ -1,0 +1,70 @@
+//! Hand-fused kernels: what a user would write by hand for one benchmark workload, with the
+//! same vector math as the kernels (so a benchmark can compare a compiled program against the
+//! best single pass on the same machine, in the same run).
+
+use rayon::prelude::*;
+
+use crate::element::sealed::Sealed;
+use crate::vector::{self as vm, SimdVec};
+use crate::{reference, Par, UnaryOp, FUSED_CHUNK};
+
+/// The gradient of W5 (`sum(tanh(x)·σ(x) + x²/2)`), `(1 - t²)·s + t·s·(1 - s) + x` with
+/// `t = tanh(x)`, `s = σ(x)`, in one pass: each vector of `x` is loaded once, every
+/// intermediate stays in registers, and `out` is written once. Chunks of [`FUSED_CHUNK`]
+/// elements run over rayon when `par` is [`Par::Rayon`].
+///
+/// # Panics
+/// If `x.len() != out.len()`.
+///
+/// # Example
+/// ```
+/// use stategrad_simd::{baseline::w5_grad_hand_fused, Par};
+/// let x = [0.0f32, 1.0];
+/// let mut g = [0.0f32; 2];
+/// w5_grad_hand_fused(&x, &mut g, Par::Seq);
+/// assert_eq!(g[0], 0.5);
+/// let (t, s) = (1.0f32.tanh(), 1.0 / (1.0 + (-1.0f32).exp()));
+/// assert!((g[1] - ((1.0 - t * t) * s + t * s * (1.0 - s) + 1.0)).abs() < 1e-6);
+/// ```
+pub fn w5_grad_hand_fused(x: &[f32], out: &mut [f32], par: Par) {
+    assert_eq!(x.len(), out.len(), "w5_grad_hand_fused: lengths differ");
+    if par == Par::Rayon {
+        out.par_chunks_mut(FUSED_CHUNK)
+            .zip(x.par_chunks(FUSED_CHUNK))
+            .for_each(|(o, x)| chunk(x, o));
+    } else {
+        chunk(x, out);
+    }
+}
+
+fn scalar(x: f32) -> f32 {
+    let t = reference::unary_op(UnaryOp::Tanh, x);
+    let s = reference::unary_op(UnaryOp::Sigmoid, x);
+    (1.0 - t * t) * s + t * s * (1.0 - s) + x
+}
+
+fn chunk(x: &[f32], out: &mut [f32]) {
+    type V = <f32 as Sealed>::Vec;
+    let l = V::LANES;
+    let one = V::splat(1.0);
+    let mut oc = out.chunks_exact_mut(l);
+    let mut xc = x.chunks_exact(l);
+    for (o, xs) in (&mut oc).zip(&mut xc) {
+        let v = V::load(xs);
+        let (t, _) = vm::tanh(v);
+        let (s, bad) = vm::sigmoid(v);
+        let g = (one - t * t) * s + t * s * (one - s) + v;
+        g.store(o);
+        if bad.any() {
+            let m = bad.bitmask();
+            for (j, (o, &xv)) in o.iter_mut().zip(xs).enumerate() {
+                if (m >> j) & 1 != 0 {
+                    *o = scalar(xv);
+                }
+            }
+        }
+    }
+    for (o, &xv) in oc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *o = scalar(xv);
+    }
+}
