@@ -79,8 +79,19 @@ fn w1(c: &mut Criterion) {
     for (s, v) in params.values().zip(&after_loop) {
         assert!(s.value().allclose(v, 1e-5, 1e-6), "W1 loop guard (params)");
     }
+    // The same loop with its body compiled once (JAX's figure excludes compilation too): every
+    // call replays the cached program 1000 times on one arena.
+    let body = jit(|_i: Tensor| step((x.clone(), y.clone())));
+    for (s, v) in params.values().zip(&start) {
+        s.set_value(v.clone());
+    }
+    let l_body = body.call_loop(steps).unwrap();
+    assert!(l_body.allclose(&l_steps, 1e-5, 1e-6), "W1 call_loop guard");
     let mut g = c.benchmark_group("W1_linear_loop_1000");
     g.bench_function("for_loop", |bch| bch.iter(|| looped().unwrap()));
+    g.bench_function("call_loop", |bch| {
+        bch.iter(|| body.call_loop(steps).unwrap())
+    });
     g.finish();
 }
 

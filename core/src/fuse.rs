@@ -346,23 +346,18 @@ fn try_join<S: Clone>(
     Some(())
 }
 
-/// Run a group, reading its inputs through `resolve`; returns (node, value) for every output
+/// Run a group on its input values (in `g.inputs` order, each with whether the caller gave up
+/// its last reference: such an input, when nothing else holds it, lends its buffer to an output
+/// of the same size, which is then written in place); returns (node, value) for every output
 /// and sum.
 pub(crate) fn run<S: Sync>(
     g: &Group<S>,
-    resolve: &dyn Fn(&S) -> Tensor,
+    inputs: Vec<(Tensor, bool)>,
     par: Par,
 ) -> Result<Vec<(u32, Tensor)>> {
-    let tensors: Vec<Tensor> = g
-        .inputs
-        .iter()
-        .map(|x| match x {
-            Input::Full(s) | Input::Scalar(s) => resolve(s),
-        })
-        .collect();
     match g.dtype {
-        DType::F32 => run_typed::<f32, S>(g, &tensors, par),
-        DType::F64 => run_typed::<f64, S>(g, &tensors, par),
+        DType::F32 => run_typed::<f32, S>(g, inputs, par),
+        DType::F64 => run_typed::<f64, S>(g, inputs, par),
     }
 }
 
@@ -375,19 +370,54 @@ fn arg(o: Operand) -> simd::FusedArg {
 
 fn run_typed<T: Float, S: Sync>(
     g: &Group<S>,
-    tensors: &[Tensor],
+    inputs: Vec<(Tensor, bool)>,
     par: Par,
 ) -> Result<Vec<(u32, Tensor)>> {
+    // Inputs whose buffers can be taken over: full-size, given up by the caller, unshared.
+    let mut donors: Vec<(usize, Vec<T>)> = Vec::new();
+    let mut tensors: Vec<Option<Tensor>> = Vec::with_capacity(inputs.len());
+    for (i, ((t, given), x)) in inputs.into_iter().zip(&g.inputs).enumerate() {
+        let full = matches!(x, Input::Full(_)) && t.numel() == g.n;
+        if !(given && full && donors.len() < g.outputs.len()) {
+            tensors.push(Some(t));
+            continue;
+        }
+        match t.try_into_vec::<T>() {
+            Ok(v) => {
+                donors.push((i, v));
+                tensors.push(None);
+            }
+            Err(t) => tensors.push(Some(t)),
+        }
+    }
+    // Output `j` (in `g.outputs` order) reuses the `j`-th donor's buffer.
+    let mut outs: Vec<Vec<T>> = Vec::with_capacity(g.outputs.len());
+    let mut from_output = vec![None; tensors.len()];
+    let mut donated = donors.into_iter();
+    for j in 0..g.outputs.len() {
+        match donated.next() {
+            Some((i, v)) => {
+                from_output[i] = Some(j);
+                outs.push(v);
+            }
+            None => outs.push(take_buffer::<T>(g.n)),
+        }
+    }
     let inputs: Vec<simd::FusedInput<'_, T>> = g
         .inputs
         .iter()
-        .zip(tensors)
-        .map(|(x, t)| {
-            let data = T::slice(t.buf()).expect("internal error: fused dtype");
-            match x {
-                Input::Full(_) => simd::FusedInput::Slice(data),
-                Input::Scalar(_) => simd::FusedInput::Scalar(data[0]),
+        .zip(&tensors)
+        .zip(&from_output)
+        .map(|((x, t), o)| match (o, t) {
+            (Some(j), _) => simd::FusedInput::Output(*j),
+            (None, Some(t)) => {
+                let data = T::slice(t.buf()).expect("internal error: fused dtype");
+                match x {
+                    Input::Full(_) => simd::FusedInput::Slice(data),
+                    Input::Scalar(_) => simd::FusedInput::Scalar(data[0]),
+                }
             }
+            (None, None) => unreachable!("an input is either kept or lent to an output"),
         })
         .collect();
     let ops: Vec<simd::FusedOp> = g
@@ -401,7 +431,6 @@ fn run_typed<T: Float, S: Sync>(
             Op::NegMulAdd(a, b, c) => simd::FusedOp::NegMulAdd(arg(a), arg(b), arg(c)),
         })
         .collect();
-    let mut outs: Vec<Vec<T>> = g.outputs.iter().map(|_| take_buffer::<T>(g.n)).collect();
     let sums = simd::fused(
         &ops,
         &inputs,

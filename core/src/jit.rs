@@ -561,18 +561,33 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
             match instr {
                 fuse::Instr::Step(i) => run_step(&c.steps[*i], &mut vals)?,
                 fuse::Instr::Fused(g) => {
-                    let resolve = |s: &Source| match s {
-                        Source::Node(n) => vals[*n as usize]
-                            .clone()
-                            .expect("internal error: replay order"),
-                        Source::Const(t) => t.clone(),
-                    };
+                    // A value read here for the last time is handed over (not cloned), so the
+                    // pass can write an output into its buffer when nothing else holds it.
+                    let inputs: Vec<(Tensor, bool)> = g
+                        .inputs
+                        .iter()
+                        .map(|x| match x {
+                            fuse::Input::Full(Source::Node(n)) if dead.contains(n) => {
+                                let t = vals[*n as usize].take();
+                                (t.expect("internal error: replay order"), true)
+                            }
+                            fuse::Input::Full(s) | fuse::Input::Scalar(s) => match s {
+                                Source::Node(n) => (
+                                    vals[*n as usize]
+                                        .clone()
+                                        .expect("internal error: replay order"),
+                                    false,
+                                ),
+                                Source::Const(t) => (t.clone(), false),
+                            },
+                        })
+                        .collect();
                     let par = if trace::sequential() {
                         Par::Seq
                     } else {
                         Par::Rayon
                     };
-                    for (node, t) in fuse::run(g, &resolve, par)? {
+                    for (node, t) in fuse::run(g, inputs, par)? {
                         vals[node as usize] = Some(t);
                     }
                 }

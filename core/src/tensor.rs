@@ -332,6 +332,24 @@ impl Tensor {
         T::slice_mut(Arc::get_mut(&mut inner.buf)?)
     }
 
+    /// The elements as an owned vector when this handle is the only reference to the tensor
+    /// and its buffer, it carries no transform tags and holds `T`s (no one can observe the
+    /// buffer being reused); the tensor back otherwise.
+    pub(crate) fn try_into_vec<T: Float>(self) -> std::result::Result<Vec<T>, Tensor> {
+        let inner = match Arc::try_unwrap(self.0) {
+            Ok(inner) => inner,
+            Err(shared) => return Err(Tensor(shared)),
+        };
+        if !inner.tags.is_empty() || inner.buf.dtype() != T::DTYPE {
+            return Err(Tensor(Arc::new(inner)));
+        }
+        let Inner { buf, shape, tags } = inner;
+        match Arc::try_unwrap(buf) {
+            Ok(mut b) => Ok(T::take_vec(&mut b)),
+            Err(buf) => Err(Tensor(Arc::new(Inner { buf, shape, tags }))),
+        }
+    }
+
     pub(crate) fn from_buffer(buf: Buffer, shape: &[usize]) -> Tensor {
         debug_assert_eq!(buf.len(), shape.iter().product::<usize>());
         Tensor::from_parts(Arc::new(buf), shape.into(), Tags::new())

@@ -52,6 +52,10 @@ pub enum FusedInput<'a, T> {
     Slice(&'a [T]),
     /// One value for every position.
     Scalar(T),
+    /// The initial contents of output `j` (its index in [`FusedOutputs::values`]): an input
+    /// whose buffer is reused for that output (an in-place update). Each block of it is read
+    /// before that block of the output is written.
+    Output(usize),
 }
 
 /// Where a fused pass puts its results.
@@ -184,8 +188,13 @@ fn check<T>(ops: &[FusedOp], inputs: &[FusedInput<'_, T>], out: &FusedOutputs<'_
         );
     }
     for x in inputs {
-        if let FusedInput::Slice(s) = x {
-            assert_eq!(s.len(), n, "fused: input slice length != n");
+        match x {
+            FusedInput::Slice(s) => assert_eq!(s.len(), n, "fused: input slice length != n"),
+            FusedInput::Output(j) => assert!(
+                *j < out.values.len(),
+                "fused: input reads an output that does not exist"
+            ),
+            FusedInput::Scalar(_) => {}
         }
     }
     for (k, b) in &out.values {
@@ -215,7 +224,19 @@ fn run_chunk<T: Element>(
     scratch: &mut Vec<T>,
     part: &mut [T],
 ) {
-    scratch.resize(ops.len() * FUSED_BLOCK, T::ZERO);
+    // One scratch block per op, then one per input read from an output's buffer (copied in at
+    // the start of each block, before anything writes that block of the output).
+    let aliased: Vec<(usize, usize)> = inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, x)| match x {
+            FusedInput::Output(j) => Some((i, *j)),
+            _ => None,
+        })
+        .collect();
+    let slot_of = |i: usize| aliased.iter().position(|&(a, _)| a == i).unwrap_or(0);
+    scratch.resize((ops.len() + aliased.len()) * FUSED_BLOCK, T::ZERO);
+    let (scratch, alias_buf) = scratch.split_at_mut(ops.len() * FUSED_BLOCK);
     // The last op, when it is an output that no sum reads, writes straight into its output
     // (no block copy).
     let last = ops.len().wrapping_sub(1);
@@ -236,6 +257,15 @@ fn run_chunk<T: Element>(
     while b0 < end {
         let len = FUSED_BLOCK.min(end - b0);
         let off = b0 - start;
+        for (slot, &(_, j)) in aliased.iter().enumerate() {
+            alias_buf[slot * FUSED_BLOCK..slot * FUSED_BLOCK + len]
+                .copy_from_slice(&outs[j].1[off..off + len]);
+        }
+        let alias: &[T] = alias_buf;
+        let aliased_block = |i: usize| {
+            let s = slot_of(i) * FUSED_BLOCK;
+            &alias[s..s + len]
+        };
         let mut skip = false;
         for (k, op) in ops.iter().enumerate() {
             if std::mem::take(&mut skip) {
@@ -250,6 +280,7 @@ fn run_chunk<T: Element>(
                     FusedArg::Op(j) => Some(&done[j * FUSED_BLOCK..j * FUSED_BLOCK + len]),
                     FusedArg::Input(i) => match inputs[i] {
                         FusedInput::Slice(s) => Some(&s[b0..b0 + len]),
+                        FusedInput::Output(_) => Some(aliased_block(i)),
                         FusedInput::Scalar(_) => None,
                     },
                 };
@@ -269,6 +300,7 @@ fn run_chunk<T: Element>(
                     FusedArg::Op(j) => Val::Block(&done[j * FUSED_BLOCK..j * FUSED_BLOCK + len]),
                     FusedArg::Input(i) => match inputs[i] {
                         FusedInput::Slice(s) => Val::Block(&s[b0..b0 + len]),
+                        FusedInput::Output(_) => Val::Block(aliased_block(i)),
                         FusedInput::Scalar(v) => Val::Scalar(v),
                     },
                 }
@@ -308,6 +340,7 @@ fn run_chunk<T: Element>(
                 ),
                 FusedArg::Input(i) => match inputs[i] {
                     FusedInput::Slice(x) => reduce_all(ReduceOp::Sum, &x[b0..b0 + len]),
+                    FusedInput::Output(_) => reduce_all(ReduceOp::Sum, aliased_block(i)),
                     FusedInput::Scalar(v) => v * T::from_f64(len as f64),
                 },
             };
