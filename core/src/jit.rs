@@ -8,6 +8,21 @@
 //! only the primitives the outputs need (dead code is dropped) and goes through the same
 //! primitives as eager code, so `grad(jit(f))`, `jit(grad(f))` and Jacobians of jitted
 //! functions all work.
+//!
+//! How a replay runs (when no enclosing transform records it):
+//! - **Small programs** (values totalling at most 32K elements, every primitive with a slice
+//!   kernel) run on one per-thread arena: each value has a fixed slot and each primitive is one
+//!   closure built at compile time with its op and operand forms fixed. Written states are
+//!   updated **in place** (into the old value's buffer) when the state holds the only reference
+//!   to its value: a value anyone kept is never changed. [`Jit::call_loop`] runs many iterations
+//!   of such a body on the arena.
+//! - **Larger programs** run their steps in order; runs of elementwise primitives over one size
+//!   and the sums ending them become one fused pass (blocks in L1, chunks over rayon; a product
+//!   read once by a sum becomes one multiply-add op, rounded as the two ops). Each value is
+//!   dropped right after its last read, and a fused pass writes its output **in place** into the
+//!   buffer of an input it reads for the last time when nothing else holds it. GEMMs stay GEMMs.
+//!
+//! Results equal eager ones (the replay runs the same kernels with the same rounding).
 
 use crate::error::{from_panic, Result};
 use crate::fuse;
