@@ -704,3 +704,36 @@ fn in_place_state_writes_never_change_a_value_someone_holds() {
     check::<f32>();
     check::<f64>();
 }
+
+/// In-place state writes racing with readers on other threads: a value a reader holds never
+/// changes under it (every element of the state is always equal, and a held value reads the
+/// same twice), and no update is torn.
+#[test]
+fn in_place_state_writes_are_safe_under_concurrent_readers() {
+    let w = ParamState::new(Tensor::zeros(&[4096]));
+    let step = jit(|_: Tensor| {
+        w.set_value(w.value() + 1.0);
+        w.value().sum()
+    });
+    step.call(Tensor::scalar(0.0f32)).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..3000 {
+                step.call(Tensor::scalar(0.0f32)).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut reads = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || reads < 10 {
+            let v = w.value();
+            let a = v.to_vec::<f32>();
+            assert!(a.iter().all(|&e| e == a[0]), "a torn state value");
+            std::hint::spin_loop();
+            assert_eq!(v.to_vec::<f32>(), a, "a held value changed");
+            reads += 1;
+        }
+    });
+    assert_eq!(w.value().to_vec::<f32>()[0], 3001.0);
+    assert_eq!(step.trace_count(), 1);
+}
