@@ -15,7 +15,7 @@ pub const GEMM_CRATE_MIN_FLOPS: usize = 1 << 18;
 
 /// `dot(x[0], x[sx], …; y[0], y[sy], …)` over `k` terms, with eight accumulators so that the
 /// loop vectorises (the summation order differs from a plain loop by rounding only). This is
-/// what [`gemm`] computes for a `1 x k` by `k x 1` product.
+/// what [`gemm()`] computes for a `1 x k` by `k x 1` product.
 ///
 /// # Panics
 /// If `x` or `y` is shorter than its `k` strided terms.
