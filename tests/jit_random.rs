@@ -737,3 +737,41 @@ fn in_place_state_writes_are_safe_under_concurrent_readers() {
     assert_eq!(w.value().to_vec::<f32>()[0], 3001.0);
     assert_eq!(step.trace_count(), 1);
 }
+
+/// A scan over a small body runs every row on one arena: the carry, the stacked outputs and
+/// the written states equal an eager loop over the rows bit for bit (f32 and f64), with rows
+/// of a vector shape, a carry of another shape and an output of a third.
+#[test]
+fn compiled_scan_equals_an_eager_loop_over_rows() {
+    fn check<T: stategrad::tensor::Float>() {
+        let dt = Tensor::from_vec(vec![T::from_f64(0.0)], &[])
+            .unwrap()
+            .dtype();
+        let xs =
+            stategrad::random::seed_context(12, || stategrad::random::normal_dtype(&[300, 3], dt));
+        let w = Tensor::linspace(-0.5, 0.5, 6).cast(dt).reshape(&[3, 2]);
+        let counter = State::new(Tensor::zeros(&[2]).cast(dt));
+        let body = |(c, x): (Tensor, Tensor)| {
+            let h = (x.reshape(&[1, 3]).matmul(&w).reshape(&[2]) + &c * 0.9).tanh();
+            counter.set_value(counter.value() + &h);
+            let y = (&h * &h).sum() + x.sum();
+            (h, y)
+        };
+        let init = Tensor::new([0.1f32, -0.2]).cast(dt);
+        let (c, ys) = stategrad::jit::scan(body, init.clone(), &xs).unwrap();
+        let after = counter.value().to_f64_vec();
+        counter.set_value(Tensor::zeros(&[2]).cast(dt));
+        let (mut ce, mut ye) = (init, Vec::new());
+        for i in 0..300 {
+            let (c2, y) = body((ce, xs.try_index_axis(0, i).unwrap()));
+            ce = c2;
+            ye.extend(y.to_f64_vec());
+        }
+        assert_eq!(c.to_f64_vec(), ce.to_f64_vec());
+        assert_eq!(ys.shape(), &[300]);
+        assert_eq!(ys.to_f64_vec(), ye);
+        assert_eq!(after, counter.value().to_f64_vec());
+    }
+    check::<f32>();
+    check::<f64>();
+}

@@ -309,6 +309,49 @@ where
         })))
     }
 
+    /// Rows `start..end` of a [`scan`] over this (`(carry, x)` argument, `(carry, y)` output)
+    /// function, on one arena when its last program is a small one: the carry and the written
+    /// states are copied to the slots the next iteration reads, each row of `xs` into the `x`
+    /// slot. Returns the last iteration's outputs and the stacked `y` rows; `None` when that
+    /// does not apply (the caller then loops over `call`).
+    fn replay_scan(
+        &self,
+        carry: &Tensor,
+        xs: &Tensor,
+        (start, end): (usize, usize),
+    ) -> Option<Result<(O::Tree, Tensor)>> {
+        if trace::recording() {
+            return None;
+        }
+        let c = self.last.lock().clone()?;
+        let lw = c.small.as_ref()?;
+        let row = xs.try_index_axis(0, start as isize).ok()?;
+        let leaves = [carry.clone(), row];
+        if !c.fits(&leaves, &[]) || c.outputs.len() != 2 || xs.dtype() != lw.dtype {
+            return None;
+        }
+        let (&c_in, &x_in) = (c.arg_nodes.first()?, c.arg_nodes.get(1)?);
+        let (c_out, y_out) = (c.small_wanted[0], c.small_wanted[1]);
+        if lw.shape_of(c_out) != lw.shape_of(c_in) {
+            return None;
+        }
+        let mut carries = vec![(c_out, c_in)];
+        for (k, (s, _)) in c.writes.iter().enumerate() {
+            let w = c.small_wanted[c.outputs.len() + k];
+            if let Some((_, r, ..)) = c.state_inputs.iter().find(|(t, ..)| t.same(s)) {
+                if lw.shape_of(w) != lw.shape_of(*r) {
+                    return None;
+                }
+                carries.push((w, *r));
+            }
+        }
+        let mut ys = None;
+        let out = replay_small_with(&c, lw, &leaves, |inputs| {
+            ys = Some(lw.run_scan(inputs, x_in, xs, (start, end), &carries, y_out));
+        });
+        Some(Ok((out, ys?)))
+    }
+
     /// Forget every compiled tape.
     pub fn clear_cache(&self) {
         self.cache.clear();
@@ -870,7 +913,9 @@ where
 
 /// `scan(f, carry, xs)`: `carry, y = f(carry, x)` for every row `x` of `xs` (along axis 0),
 /// traced once and replayed per row; returns the final carry and the stacked `y`s. States the
-/// body writes carry over too, and gradients flow through the whole loop.
+/// body writes carry over too, and gradients flow through the whole loop. A small body runs
+/// every row on one arena (carry and states copied between iterations, like
+/// [`Jit::call_loop`]); under a recording transform each row is a recorded replay.
 ///
 /// ```
 /// use stategrad_core::{jit::scan, Tensor};
@@ -890,22 +935,28 @@ where
             op: "scan",
             msg: "xs must have a leading axis to scan over".into(),
         })?;
+    if n == 0 {
+        return Ok((init, Tensor::zeros(&[0])));
+    }
     let body = jit(f);
-    let mut carry = init;
+    let (mut carry, y0) = body.call((init, xs.try_index_axis(0, 0)?))?;
+    if n > 1 {
+        if let Some(r) = body.replay_scan(&carry, xs, (1, n)) {
+            let ((last, _), rest) = r?;
+            let first = Tensor::try_stack(&[&y0], 0)?;
+            return Ok((last, Tensor::try_concat(&[&first, &rest], 0)?));
+        }
+    }
     let mut ys = Vec::with_capacity(n);
-    for i in 0..n {
+    ys.push(y0);
+    for i in 1..n {
         let x = xs.try_index_axis(0, i as isize)?;
         let (c, y) = body.call((carry, x))?;
         carry = c;
         ys.push(y);
     }
     let refs: Vec<&Tensor> = ys.iter().collect();
-    let stacked = if refs.is_empty() {
-        Tensor::zeros(&[0])
-    } else {
-        Tensor::try_stack(&refs, 0)?
-    };
-    Ok((carry, stacked))
+    Ok((carry, Tensor::try_stack(&refs, 0)?))
 }
 
 /// `cond(pred, on_true, on_false)`: a data-dependent choice that works inside `jit`.

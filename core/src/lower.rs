@@ -655,6 +655,72 @@ impl Lowered {
         })
     }
 
+    /// A scan over the rows `start..end` of `xs`: each iteration copies row `i` into the slot
+    /// of `x_node`, runs the program, appends the value of `y_node` to the result, and (before
+    /// the next one) copies every `(from, to)` of `carries`. Returns the stacked `y` rows
+    /// (`[end - start, ..y's shape]`); the last iteration's values stay in the arena.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_scan(
+        &self,
+        inputs: &[(u32, &Tensor)],
+        x_node: u32,
+        xs: &Tensor,
+        (start, end): (usize, usize),
+        carries: &[(u32, u32)],
+        y_node: u32,
+    ) -> Tensor {
+        match self.dtype {
+            DType::F32 => self.scan_typed::<f32>(inputs, x_node, xs, (start, end), carries, y_node),
+            DType::F64 => self.scan_typed::<f64>(inputs, x_node, xs, (start, end), carries, y_node),
+        }
+    }
+
+    fn scan_typed<T: ArenaFloat>(
+        &self,
+        inputs: &[(u32, &Tensor)],
+        x_node: u32,
+        xs: &Tensor,
+        (start, end): (usize, usize),
+        carries: &[(u32, u32)],
+        y_node: u32,
+    ) -> Tensor {
+        let moves: SmallVec<[(usize, usize, usize); 4]> = carries
+            .iter()
+            .map(|&(from, to)| {
+                let (f, shape) = self.slot(from);
+                (*f, self.slot(to).0, shape.iter().product())
+            })
+            .collect();
+        let (x_off, x_shape) = self.slot(x_node);
+        let x_len: usize = x_shape.iter().product();
+        let (y_off, y_shape) = self.slot(y_node);
+        let y_len: usize = y_shape.iter().product();
+        let data = T::slice(xs.buf()).expect("internal error: scan xs dtype");
+        let mut buf = crate::tensor::Buffer::for_overwrite(T::DTYPE, (end - start) * y_len);
+        let mut ys = T::take_vec(&mut buf);
+        T::with_arena(|arena| {
+            self.load(arena, inputs);
+            for (i, row) in ys
+                .chunks_exact_mut(y_len.max(1))
+                .enumerate()
+                .take(end - start)
+            {
+                let r = start + i;
+                arena[*x_off..*x_off + x_len].copy_from_slice(&data[r * x_len..(r + 1) * x_len]);
+                self.exec(arena);
+                row.copy_from_slice(&arena[*y_off..*y_off + y_len]);
+                if r + 1 < end {
+                    for &(f, t, len) in &moves {
+                        arena.copy_within(f..f + len, t);
+                    }
+                }
+            }
+        });
+        let mut shape: Vec<usize> = vec![end - start];
+        shape.extend_from_slice(y_shape);
+        Tensor::from_buffer(T::into_buffer(ys), &shape)
+    }
+
     /// Tensors of the `wanted` nodes' values from the last run on this thread.
     pub(crate) fn take(&self, wanted: &[u32]) -> Vec<Tensor> {
         match self.dtype {
