@@ -761,8 +761,10 @@ fn lower_program(
         if dt != dtype {
             return None;
         }
+        let len = shape.iter().product::<usize>();
+        *size = lower::slot_start(*size, len);
         slots[node as usize] = Some((*size, shape.into()));
-        *size += shape.iter().product::<usize>();
+        *size += len;
         (*size <= lower::SMALL_MAX).then_some(())
     };
     for (n, l) in arg_nodes.iter().zip(leaves) {
@@ -797,8 +799,8 @@ fn lower_program(
                 Source::Const(t) => match uniform_scalar(t).filter(|_| binary) {
                     Some(v) => inputs.push(LIn::Imm(v.item().ok()?)),
                     None => {
-                        let off = size;
-                        size += t.numel();
+                        let off = lower::slot_start(size, t.numel());
+                        size = off + t.numel();
                         consts.push((off, t.clone()));
                         inputs.push(LIn::Slot(off, t.numel()));
                     }
@@ -812,8 +814,8 @@ fn lower_program(
                 continue;
             }
         }
-        let out = size;
         place(&mut slots, &mut size, st.out, &st.shape, st.dtype)?;
+        let out = slots[st.out as usize].as_ref()?.0;
         let n = st.shape.iter().product();
         let step = LStep::new(kernel.clone(), &inputs, out, n).or_else(|| {
             // A broadcast the direct forms cannot take: the constant gets a slot after all.
@@ -823,8 +825,8 @@ fn lower_program(
                 .zip(&inputs)
                 .map(|(src, i)| match (src, i) {
                     (Source::Const(t), LIn::Imm(_)) => {
-                        let off = size;
-                        size += t.numel();
+                        let off = lower::slot_start(size, t.numel());
+                        size = off + t.numel();
                         consts.push((off, t.clone()));
                         LIn::Slot(off, t.numel())
                     }
