@@ -196,81 +196,6 @@ impl LStep {
             },
         })
     }
-
-    /// Run on the arena (inputs below `out`, so the arena splits into a read part and the
-    /// output).
-    fn run<T: Float>(&self, arena: &mut [T]) {
-        let one = |arena: &[T], o: Opd| match o {
-            Opd::Slice(off) | Opd::Splat(off) => arena[off],
-            Opd::Imm(v) => T::from_f64(v),
-        };
-        match *self {
-            // One element: what the slice kernels compute below `SIMD_MIN_LEN` (std math).
-            LStep::Unary1 { op, x, out } => arena[out] = simd::reference::unary_op(op, arena[x]),
-            LStep::Binary1 { op, a, b, out } => {
-                let (a, b) = (one(arena, a), one(arena, b));
-                arena[out] = match op {
-                    BinaryOp::Add => a + b,
-                    BinaryOp::Sub => a - b,
-                    BinaryOp::Mul => a * b,
-                    BinaryOp::Div => a / b,
-                    _ => simd::reference::binary_op(op, a, b),
-                };
-            }
-            LStep::Unary { op, x, out, n } => {
-                let (lo, hi) = arena.split_at_mut(out);
-                unary(op, &lo[x..x + n], &mut hi[..n]);
-            }
-            LStep::Binary { op, a, b, out, n } => {
-                let (lo, hi) = arena.split_at_mut(out);
-                let val = |o: Opd| match o {
-                    Opd::Slice(off) => Val::S(&lo[off..off + n]),
-                    Opd::Splat(off) => Val::C(lo[off]),
-                    Opd::Imm(v) => Val::C(T::from_f64(v)),
-                };
-                binary(op, val(a), val(b), &mut hi[..n]);
-            }
-            LStep::Sum { x, n, out } => {
-                arena[out] = simd::reduce_all(ReduceOp::Sum, &arena[x..x + n]);
-            }
-            LStep::Outer {
-                a,
-                rsa,
-                b,
-                csb,
-                m,
-                n,
-                out,
-            } => {
-                let (lo, hi) = arena.split_at_mut(out);
-                for (i, row) in hi[..m * n].chunks_exact_mut(n).enumerate() {
-                    let ai = lo[a + i * rsa];
-                    for (j, o) in row.iter_mut().enumerate() {
-                        *o = ai * lo[b + j * csb];
-                    }
-                }
-            }
-            LStep::Dot {
-                a,
-                sa,
-                b,
-                sb,
-                k,
-                out,
-            } => arena[out] = simd::dot(k, &arena[a..], sa, &arena[b..], sb),
-            LStep::Kernel {
-                ref kernel,
-                ref inputs,
-                out,
-                n,
-            } => {
-                let (lo, hi) = arena.split_at_mut(out);
-                let lo: &[T] = lo;
-                let ins: SmallVec<[&[T]; 4]> = inputs.iter().map(|&(o, l)| &lo[o..o + l]).collect();
-                kernel.run(&ins, &mut hi[..n]);
-            }
-        }
-    }
 }
 
 /// A binary operand at run time.
@@ -280,49 +205,12 @@ enum Val<'a, T> {
     C(T),
 }
 
-/// Elementwise unary op on a short slice: the exact one-operation ops inline, the rest through
-/// the SIMD kernel (so results equal the eager kernels' bit for bit).
-fn unary<T: Float>(op: simd::UnaryOp, x: &[T], out: &mut [T]) {
-    use simd::UnaryOp as U;
-    match op {
-        U::Neg => out.iter_mut().zip(x).for_each(|(o, &x)| *o = -x),
-        U::Square => out.iter_mut().zip(x).for_each(|(o, &x)| *o = x * x),
-        _ => simd::unary(op, x, out, Par::Seq),
-    }
-}
-
-/// `out = op(a, b)`: the four arithmetic ops inline (one IEEE operation each, so the same
-/// numbers as the SIMD kernels), the rest through the SIMD kernels.
-fn binary<T: Float>(op: BinaryOp, a: Val<T>, b: Val<T>, out: &mut [T]) {
-    macro_rules! map {
-        ($f:expr) => {{
-            let f = $f;
-            match (a, b) {
-                (Val::S(a), Val::S(b)) => out
-                    .iter_mut()
-                    .zip(a.iter().zip(b))
-                    .for_each(|(o, (&a, &b))| *o = f(a, b)),
-                (Val::S(a), Val::C(b)) => out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
-                (Val::C(a), Val::S(b)) => out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
-                (Val::C(a), Val::C(b)) => out.fill(f(a, b)),
-            }
-        }};
-    }
-    match op {
-        BinaryOp::Add => map!(|a: T, b: T| a + b),
-        BinaryOp::Sub => map!(|a: T, b: T| a - b),
-        BinaryOp::Mul => map!(|a: T, b: T| a * b),
-        BinaryOp::Div => map!(|a: T, b: T| a / b),
-        _ => match (a, b) {
-            (Val::S(a), Val::S(b)) => simd::binary(op, a, b, out, Par::Seq),
-            (Val::S(a), Val::C(b)) => simd::binary_scalar(op, a, b, out, Par::Seq),
-            (Val::C(a), Val::S(b)) => simd::scalar_binary(op, a, b, out, Par::Seq),
-            (Val::C(a), Val::C(b)) => {
-                let mut one = [T::ZERO];
-                simd::binary(op, &[a], &[b], &mut one, Par::Seq);
-                out.fill(one[0]);
-            }
-        },
+/// Operand `o` of an `n`-element step, read from the part of the arena below its output.
+fn val<T: Float>(lo: &[T], o: Opd, n: usize) -> Val<'_, T> {
+    match o {
+        Opd::Slice(off) => Val::S(&lo[off..off + n]),
+        Opd::Splat(off) => Val::C(lo[off]),
+        Opd::Imm(v) => Val::C(T::from_f64(v)),
     }
 }
 
@@ -378,13 +266,8 @@ fn map_step<T: Float>(
 ) -> StepFn<T> {
     Box::new(move |r: &mut [T]| {
         let (lo, hi) = r.split_at_mut(out);
-        let val = |o: Opd| match o {
-            Opd::Slice(off) => Val::S(&lo[off..off + n]),
-            Opd::Splat(off) => Val::C(lo[off]),
-            Opd::Imm(v) => Val::C(T::from_f64(v)),
-        };
         let out = &mut hi[..n];
-        match (val(a), val(b)) {
+        match (val(lo, a, n), val(lo, b, n)) {
             (Val::S(a), Val::S(b)) => out
                 .iter_mut()
                 .zip(a.iter().zip(b))
@@ -392,6 +275,21 @@ fn map_step<T: Float>(
             (Val::S(a), Val::C(b)) => out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
             (Val::C(a), Val::S(b)) => out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
             (Val::C(a), Val::C(b)) => out.fill(f(a, b)),
+        }
+    })
+}
+
+/// `out[..n] = op(a, b)` through the SIMD kernels (ops other than the four arithmetic ones, at
+/// `SIMD_MIN_LEN` elements or more: what eager code runs).
+fn kernel_binary_step<T: Float>(op: BinaryOp, a: Opd, b: Opd, out: usize, n: usize) -> StepFn<T> {
+    Box::new(move |r: &mut [T]| {
+        let (lo, hi) = r.split_at_mut(out);
+        let out = &mut hi[..n];
+        match (val(lo, a, n), val(lo, b, n)) {
+            (Val::S(a), Val::S(b)) => simd::binary(op, a, b, out, Par::Seq),
+            (Val::S(a), Val::C(b)) => simd::binary_scalar(op, a, b, out, Par::Seq),
+            (Val::C(a), Val::S(b)) => simd::scalar_binary(op, a, b, out, Par::Seq),
+            (Val::C(a), Val::C(b)) => out.fill(simd::reference::binary_op(op, a, b)),
         }
     })
 }
@@ -429,30 +327,32 @@ impl LStep {
                     r[out] = simd::reference::unary_op(op, r[x]);
                 }),
             },
-            LStep::Unary {
-                op: simd::UnaryOp::Square,
-                x,
-                out,
-                n,
-            } => Box::new(move |r: &mut [T]| {
+            LStep::Binary { op, a, b, out, n } => kernel_binary_step(op, a, b, out, n),
+            // Exact one-operation ops inline, the rest through the SIMD kernel (what eager runs).
+            LStep::Unary { op, x, out, n } => Box::new(move |r: &mut [T]| {
                 let (lo, hi) = r.split_at_mut(out);
-                for (o, &v) in hi[..n].iter_mut().zip(&lo[x..x + n]) {
-                    *o = v * v;
+                let (x, o) = (&lo[x..x + n], &mut hi[..n]);
+                match op {
+                    simd::UnaryOp::Neg => o.iter_mut().zip(x).for_each(|(o, &v)| *o = -v),
+                    simd::UnaryOp::Square => o.iter_mut().zip(x).for_each(|(o, &v)| *o = v * v),
+                    _ => simd::unary(op, x, o, Par::Seq),
                 }
             }),
             LStep::Outer {
                 a,
                 rsa,
                 b,
-                csb: _,
+                csb,
                 m,
-                n: 1,
+                n,
                 out,
             } => Box::new(move |r: &mut [T]| {
                 let (lo, hi) = r.split_at_mut(out);
-                let s = lo[b];
-                for (i, o) in hi[..m].iter_mut().enumerate() {
-                    *o = lo[a + i * rsa] * s;
+                for (i, row) in hi[..m * n].chunks_exact_mut(n).enumerate() {
+                    let ai = lo[a + i * rsa];
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = ai * lo[b + j * csb];
+                    }
                 }
             }),
             LStep::Sum { x, n, out } => Box::new(move |r: &mut [T]| {
@@ -466,9 +366,20 @@ impl LStep {
                 k,
                 out,
             } => Box::new(move |r: &mut [T]| r[out] = simd::dot(k, &r[a..], sa, &r[b..], sb)),
-            _ => {
-                let st = self.clone();
-                Box::new(move |r: &mut [T]| st.run(r))
+            LStep::Kernel {
+                ref kernel,
+                ref inputs,
+                out,
+                n,
+            } => {
+                let (kernel, inputs) = (kernel.clone(), inputs.clone());
+                Box::new(move |r: &mut [T]| {
+                    let (lo, hi) = r.split_at_mut(out);
+                    let lo: &[T] = lo;
+                    let ins: SmallVec<[&[T]; 4]> =
+                        inputs.iter().map(|&(o, l)| &lo[o..o + l]).collect();
+                    kernel.run(&ins, &mut hi[..n]);
+                })
             }
         }
     }
