@@ -118,6 +118,24 @@ impl<T> Compiled<T> {
         })
     }
 
+    /// For a small program looped on its arena: `(written, read)` slot pairs of every state it
+    /// both writes and reads (the write feeds the next iteration's read). `None` if a written
+    /// value's shape differs from the read one's (the loop must then retrace).
+    fn state_carries(&self) -> Option<Vec<(u32, u32)>> {
+        let lw = self.small.as_ref()?;
+        let mut carries = Vec::new();
+        for (k, (s, _)) in self.writes.iter().enumerate() {
+            let w = self.small_wanted[self.outputs.len() + k];
+            if let Some((_, r, ..)) = self.state_inputs.iter().find(|(t, ..)| t.same(s)) {
+                if lw.shape_of(w) != lw.shape_of(*r) {
+                    return None;
+                }
+                carries.push((w, *r));
+            }
+        }
+        Some(carries)
+    }
+
     /// Whether this program was compiled for these arguments (and the states still fit).
     fn fits(&self, leaves: &[Tensor], statics: &[String]) -> bool {
         self.key.statics == statics
@@ -279,29 +297,26 @@ where
         out
     }
 
+    /// The last program, when it runs on the arena and no enclosing transform records (a
+    /// compiled loop or scan can then run all its iterations there).
+    fn last_small(&self) -> Option<Arc<Compiled<O::Tree>>> {
+        if trace::recording() {
+            return None;
+        }
+        self.last.lock().clone().filter(|c| c.small.is_some())
+    }
+
     /// Iterations `start..end` of a [`for_loop`] over this (single tensor argument) function, on
     /// one arena when its last program is a small one: states written by an iteration are copied
     /// to the slots the next one reads, and only the last iteration's outputs and states come
     /// out as tensors. `None` when that does not apply (the caller then loops over `call`).
     fn replay_loop(&self, start: usize, end: usize) -> Option<Result<O::Tree>> {
-        if trace::recording() {
-            return None;
-        }
-        let c = self.last.lock().clone()?;
+        let c = self.last_small()?;
         let lw = c.small.as_ref()?;
         if !c.fits(&[Tensor::scalar(start as f32)], &[]) {
             return None;
         }
-        let mut carries = Vec::new();
-        for (k, (s, _)) in c.writes.iter().enumerate() {
-            let w = c.small_wanted[c.outputs.len() + k];
-            if let Some((_, r, ..)) = c.state_inputs.iter().find(|(t, ..)| t.same(s)) {
-                if lw.shape_of(w) != lw.shape_of(*r) {
-                    return None;
-                }
-                carries.push((w, *r));
-            }
-        }
+        let carries = c.state_carries()?;
         let iter_node = *c.arg_nodes.first()?;
         let first = Tensor::scalar(start as f32);
         Some(Ok(replay_small_with(&c, lw, &[first], |inputs| {
@@ -320,10 +335,7 @@ where
         xs: &Tensor,
         (start, end): (usize, usize),
     ) -> Option<Result<(O::Tree, Tensor)>> {
-        if trace::recording() {
-            return None;
-        }
-        let c = self.last.lock().clone()?;
+        let c = self.last_small()?;
         let lw = c.small.as_ref()?;
         let row = xs.try_index_axis(0, start as isize).ok()?;
         let leaves = [carry.clone(), row];
@@ -335,16 +347,8 @@ where
         if lw.shape_of(c_out) != lw.shape_of(c_in) {
             return None;
         }
-        let mut carries = vec![(c_out, c_in)];
-        for (k, (s, _)) in c.writes.iter().enumerate() {
-            let w = c.small_wanted[c.outputs.len() + k];
-            if let Some((_, r, ..)) = c.state_inputs.iter().find(|(t, ..)| t.same(s)) {
-                if lw.shape_of(w) != lw.shape_of(*r) {
-                    return None;
-                }
-                carries.push((w, *r));
-            }
-        }
+        let mut carries = c.state_carries()?;
+        carries.push((c_out, c_in));
         let mut ys = None;
         let out = replay_small_with(&c, lw, &leaves, |inputs| {
             ys = Some(lw.run_scan(inputs, x_in, xs, (start, end), &carries, y_out));
