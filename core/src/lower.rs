@@ -151,43 +151,25 @@ impl LStep {
                 n: *len,
                 out,
             },
-            (
-                Kernel::Gemm {
-                    m,
-                    k: 1,
-                    n: cols,
-                    rsa,
-                    csb,
-                    ..
-                },
-                [LIn::Slot(a, _), LIn::Slot(b, _)],
-            ) => LStep::Outer {
+            (Kernel::Gemm(d), [LIn::Slot(a, _), LIn::Slot(b, _)]) if d.k == 1 => LStep::Outer {
                 a: *a,
-                rsa: *rsa,
+                rsa: d.rsa,
                 b: *b,
-                csb: *csb,
-                m: *m,
-                n: *cols,
+                csb: d.csb,
+                m: d.m,
+                n: d.n,
                 out,
             },
-            (
-                Kernel::Gemm {
-                    m: 1,
-                    k,
-                    n: 1,
-                    csa,
-                    rsb,
-                    ..
-                },
-                [LIn::Slot(a, _), LIn::Slot(b, _)],
-            ) => LStep::Dot {
-                a: *a,
-                sa: *csa,
-                b: *b,
-                sb: *rsb,
-                k: *k,
-                out,
-            },
+            (Kernel::Gemm(d), [LIn::Slot(a, _), LIn::Slot(b, _)]) if d.m == 1 && d.n == 1 => {
+                LStep::Dot {
+                    a: *a,
+                    sa: d.csa,
+                    b: *b,
+                    sb: d.rsb,
+                    k: d.k,
+                    out,
+                }
+            }
             _ => LStep::Kernel {
                 inputs: inputs.iter().map(slot).collect::<Option<_>>()?,
                 kernel,
@@ -427,28 +409,20 @@ impl Kernel {
                 strides,
                 out: shape,
             } => simd::gather_strided(ins[0], strides, 0, shape, out),
-            Kernel::Gemm {
-                m,
-                k,
-                n,
-                rsa,
-                csa,
-                rsb,
-                csb,
-            } => simd::gemm(
-                *m,
-                *k,
-                *n,
+            Kernel::Gemm(d) => simd::gemm(
+                d.m,
+                d.k,
+                d.n,
                 T::ONE,
                 ins[0],
-                *rsa,
-                *csa,
+                d.rsa,
+                d.csa,
                 ins[1],
-                *rsb,
-                *csb,
+                d.rsb,
+                d.csb,
                 T::ZERO,
                 out,
-                *n,
+                d.n,
                 1,
                 Par::Seq,
             ),

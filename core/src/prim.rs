@@ -79,15 +79,7 @@ pub(crate) enum Kernel {
     /// A strided read of the input into `out` (a broadcast).
     Gather { strides: Vec<usize>, out: Shape },
     /// One `(m x k) @ (k x n)` product with the operands' row/column strides.
-    Gemm {
-        m: usize,
-        k: usize,
-        n: usize,
-        rsa: usize,
-        csa: usize,
-        rsb: usize,
-        csb: usize,
-    },
+    Gemm(MatDims),
 }
 
 /// How a primitive takes part in `jit`'s elementwise fusion ([`crate::fuse`]).
@@ -1171,14 +1163,15 @@ fn plain_gemm(
 
 /// The dims of one `op(A) @ op(B)` product and the row/column strides of `op(A)` and `op(B)`
 /// inside one matrix, from the operands' last two dims.
-struct MatDims {
-    m: usize,
-    k: usize,
-    n: usize,
-    rsa: usize,
-    csa: usize,
-    rsb: usize,
-    csb: usize,
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatDims {
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) rsa: usize,
+    pub(crate) csa: usize,
+    pub(crate) rsb: usize,
+    pub(crate) csb: usize,
 }
 
 impl MatMul {
@@ -1220,24 +1213,8 @@ impl Primitive for MatMul {
         if a.len() != 2 || b.len() != 2 {
             return None;
         }
-        let MatDims {
-            m,
-            k,
-            n,
-            rsa,
-            csa,
-            rsb,
-            csb,
-        } = self.dims(a, b)?;
-        (k > 0).then_some(Kernel::Gemm {
-            m,
-            k,
-            n,
-            rsa,
-            csa,
-            rsb,
-            csb,
-        })
+        let d = self.dims(a, b)?;
+        (d.k > 0).then_some(Kernel::Gemm(d))
     }
 
     fn batch(
