@@ -949,7 +949,8 @@ where
     if n > 1 {
         if let Some(r) = body.replay_scan(&carry, xs, (1, n)) {
             let ((last, _), rest) = r?;
-            let first = Tensor::try_stack(&[&y0], 0)?;
+            // A leading axis on the first row is a reshape (no copy); the concat is the one copy.
+            let first = y0.try_reshape_to(&[&[1], y0.shape()].concat())?;
             return Ok((last, Tensor::try_concat(&[&first, &rest], 0)?));
         }
     }
