@@ -846,7 +846,7 @@ fn lower_program(
         size,
         slots,
         consts,
-        steps: lower::compile_steps(dtype, &lsteps),
+        program: lower::build(dtype, &lsteps, size),
     })
 }
 

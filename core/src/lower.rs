@@ -8,7 +8,8 @@
 use crate::prim::{binary_kernel, Kernel};
 use crate::tensor::{DType, Float, Shape, Tensor};
 use smallvec::SmallVec;
-use stategrad_simd::{self as simd, BinaryOp, Par, ReduceOp};
+use stategrad_simd::arena::{ArenaFn, ArenaOpd, ArenaProgram, ArenaStep};
+use stategrad_simd::{self as simd, Par, ReduceOp};
 use std::cell::RefCell;
 
 /// Programs whose values total more elements than this replay through tensors (their kernels,
@@ -24,78 +25,14 @@ pub(crate) enum LIn {
     Imm(f64),
 }
 
-/// An operand of an elementwise binary step, resolved at lowering.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Opd {
-    /// The step's length of elements from this offset.
-    Slice(usize),
-    /// The one element at this offset, broadcast.
-    Splat(usize),
-    /// A constant value, broadcast.
-    Imm(f64),
-}
-
-/// One step, specialised at lowering so that the common small cases (same-length or scalar
-/// operands, full sums, rank-1 products) run as a direct loop with no shape logic per call.
+/// One lowered step: the arena step, specialised so that the common small cases (same-length
+/// or scalar operands, full sums, rank-1 products) run as direct loops (or inline native code)
+/// with no shape logic per call; any other kernel is an [`ArenaStep::Call`] with the kernel and
+/// its input slots `(offset, len)`.
 #[derive(Clone, Debug)]
-pub(crate) enum LStep {
-    /// `out[..n] = op(x[..n])`.
-    Unary {
-        op: simd::UnaryOp,
-        x: usize,
-        out: usize,
-        n: usize,
-    },
-    /// `out[..n] = op(a, b)` elementwise, each operand a slice, a broadcast element or a value.
-    Binary {
-        op: BinaryOp,
-        a: Opd,
-        b: Opd,
-        out: usize,
-        n: usize,
-    },
-    /// `out[0] = op(x[0])`: a one-element unary step.
-    Unary1 {
-        op: simd::UnaryOp,
-        x: usize,
-        out: usize,
-    },
-    /// `out[0] = op(a, b)`: a one-element binary step.
-    Binary1 {
-        op: BinaryOp,
-        a: Opd,
-        b: Opd,
-        out: usize,
-    },
-    /// `out[0] = sum(x[..n])`.
-    Sum { x: usize, n: usize, out: usize },
-    /// `out[i * n + j] = a[i * rsa] * b[j * csb]`: a product with one inner index.
-    Outer {
-        a: usize,
-        rsa: usize,
-        b: usize,
-        csb: usize,
-        m: usize,
-        n: usize,
-        out: usize,
-    },
-    /// `out[0] = dot(a[0], a[sa], …; b[0], b[sb], …)` over `k` terms: a `1 x k` by `k x 1`
-    /// product.
-    Dot {
-        a: usize,
-        sa: usize,
-        b: usize,
-        sb: usize,
-        k: usize,
-        out: usize,
-    },
-    /// Any other kernel on slots `(offset, len)`.
-    Kernel {
-        kernel: Kernel,
-        inputs: SmallVec<[(usize, usize); 2]>,
-        out: usize,
-        n: usize,
-    },
+pub(crate) struct LStep {
+    step: ArenaStep,
+    kernel: Option<(Kernel, SmallVec<[(usize, usize); 2]>)>,
 }
 
 impl LStep {
@@ -103,35 +40,35 @@ impl LStep {
     /// `None` if an input is an [`LIn::Imm`] the chosen form cannot take.
     pub(crate) fn new(kernel: Kernel, inputs: &[LIn], out: usize, n: usize) -> Option<LStep> {
         let opd = |i: &LIn| match *i {
-            LIn::Slot(off, len) if len == n => Some(Opd::Slice(off)),
-            LIn::Slot(off, 1) => Some(Opd::Splat(off)),
-            LIn::Imm(v) => Some(Opd::Imm(v)),
+            LIn::Slot(off, len) if len == n => Some(ArenaOpd::Slice(off)),
+            LIn::Slot(off, 1) => Some(ArenaOpd::Splat(off)),
+            LIn::Imm(v) => Some(ArenaOpd::Imm(v)),
             LIn::Slot(..) => None,
         };
         let slot = |i: &LIn| match *i {
             LIn::Slot(off, len) => Some((off, len)),
             LIn::Imm(_) => None,
         };
-        Some(match (&kernel, inputs) {
-            (Kernel::Unary(op), [LIn::Slot(x, _)]) if n == 1 => LStep::Unary1 {
+        let step = match (&kernel, inputs) {
+            (Kernel::Unary(op), [LIn::Slot(x, _)]) if n == 1 => ArenaStep::Unary1 {
                 op: *op,
                 x: *x,
                 out,
             },
-            (Kernel::Binary { op, .. }, [a, b]) if n == 1 => LStep::Binary1 {
+            (Kernel::Binary { op, .. }, [a, b]) if n == 1 => ArenaStep::Binary1 {
                 op: *op,
                 a: opd(a)?,
                 b: opd(b)?,
                 out,
             },
-            (Kernel::Unary(op), [LIn::Slot(x, _)]) => LStep::Unary {
+            (Kernel::Unary(op), [LIn::Slot(x, _)]) => ArenaStep::Unary {
                 op: *op,
                 x: *x,
                 out,
                 n,
             },
             (Kernel::Binary { op, .. }, [a, b]) if opd(a).is_some() && opd(b).is_some() => {
-                LStep::Binary {
+                ArenaStep::Binary {
                     op: *op,
                     a: opd(a)?,
                     b: opd(b)?,
@@ -146,12 +83,12 @@ impl LStep {
                     op: ReduceOp::Sum, ..
                 },
                 [LIn::Slot(x, len)],
-            ) if n == 1 => LStep::Sum {
+            ) if n == 1 => ArenaStep::Sum {
                 x: *x,
                 n: *len,
                 out,
             },
-            (Kernel::Gemm(d), [LIn::Slot(a, _), LIn::Slot(b, _)]) if d.k == 1 => LStep::Outer {
+            (Kernel::Gemm(d), [LIn::Slot(a, _), LIn::Slot(b, _)]) if d.k == 1 => ArenaStep::Outer {
                 a: *a,
                 rsa: d.rsa,
                 b: *b,
@@ -161,7 +98,7 @@ impl LStep {
                 out,
             },
             (Kernel::Gemm(d), [LIn::Slot(a, _), LIn::Slot(b, _)]) if d.m == 1 && d.n == 1 => {
-                LStep::Dot {
+                ArenaStep::Dot {
                     a: *a,
                     sa: d.csa,
                     b: *b,
@@ -170,208 +107,47 @@ impl LStep {
                     out,
                 }
             }
-            _ => LStep::Kernel {
-                inputs: inputs.iter().map(slot).collect::<Option<_>>()?,
-                kernel,
-                out,
-                n,
-            },
-        })
-    }
-}
-
-/// A binary operand at run time.
-#[derive(Clone, Copy)]
-enum Val<'a, T> {
-    S(&'a [T]),
-    C(T),
-}
-
-/// Operand `o` of an `n`-element step, read from the part of the arena below its output.
-fn val<T: Float>(lo: &[T], o: Opd, n: usize) -> Val<'_, T> {
-    match o {
-        Opd::Slice(off) => Val::S(&lo[off..off + n]),
-        Opd::Splat(off) => Val::C(lo[off]),
-        Opd::Imm(v) => Val::C(T::from_f64(v)),
-    }
-}
-
-/// A step compiled to a closure for one element type: the op and the operand forms are fixed
-/// when it is built, so a replay makes one indirect call per step and no decisions inside it.
-pub(crate) type StepFn<T> = Box<dyn Fn(&mut [T]) + Send + Sync>;
-
-/// A program's steps as closures, for its element type.
-pub(crate) enum StepFns {
-    F32(Vec<StepFn<f32>>),
-    F64(Vec<StepFn<f64>>),
-}
-
-impl std::fmt::Debug for StepFns {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = match self {
-            StepFns::F32(v) => v.len(),
-            StepFns::F64(v) => v.len(),
+            _ => {
+                let slots = inputs.iter().map(slot).collect::<Option<_>>()?;
+                return Some(LStep {
+                    step: ArenaStep::Call { out, n },
+                    kernel: Some((kernel, slots)),
+                });
+            }
         };
-        write!(f, "StepFns({n})")
+        Some(LStep { step, kernel: None })
+    }
+
+    /// A `Call` step's closure: its kernel on its input slots.
+    fn call<T: Float>(&self) -> Option<ArenaFn<T>> {
+        let (kernel, inputs) = self.kernel.clone()?;
+        let (out, n) = self.step.output();
+        Some(Box::new(move |r: &mut [T]| {
+            let (lo, hi) = r.split_at_mut(out);
+            let lo: &[T] = lo;
+            let ins: SmallVec<[&[T]; 4]> = inputs.iter().map(|&(o, l)| &lo[o..o + l]).collect();
+            kernel.run(&ins, &mut hi[..n]);
+        }))
     }
 }
 
-/// `out[0] = f(a, b)` with the operand forms resolved now.
-fn scalar_step<T: Float>(
-    f: impl Fn(T, T) -> T + Copy + Send + Sync + 'static,
-    a: Opd,
-    b: Opd,
-    out: usize,
-) -> StepFn<T> {
-    let at = |o: Opd| match o {
-        Opd::Slice(p) | Opd::Splat(p) => Ok(p),
-        Opd::Imm(v) => Err(T::from_f64(v)),
-    };
-    match (at(a), at(b)) {
-        (Ok(p), Ok(q)) => Box::new(move |r: &mut [T]| r[out] = f(r[p], r[q])),
-        (Ok(p), Err(y)) => Box::new(move |r: &mut [T]| r[out] = f(r[p], y)),
-        (Err(x), Ok(q)) => Box::new(move |r: &mut [T]| r[out] = f(x, r[q])),
-        (Err(x), Err(y)) => {
-            let v = f(x, y);
-            Box::new(move |r: &mut [T]| r[out] = v)
-        }
+/// A program's steps, built for its element type.
+#[derive(Debug)]
+pub(crate) enum Program {
+    F32(ArenaProgram<f32>),
+    F64(ArenaProgram<f64>),
+}
+
+/// Build the program of `steps` on an arena of `size` elements for `dtype`.
+pub(crate) fn build(dtype: DType, steps: &[LStep], size: usize) -> Program {
+    fn typed<T: Float>(steps: &[LStep], size: usize) -> ArenaProgram<T> {
+        let arena_steps: Vec<ArenaStep> = steps.iter().map(|s| s.step.clone()).collect();
+        let calls = steps.iter().filter_map(LStep::call::<T>).collect();
+        ArenaProgram::new(&arena_steps, calls, size)
     }
-}
-
-/// `out[..n] = f(a, b)` elementwise.
-fn map_step<T: Float>(
-    f: impl Fn(T, T) -> T + Copy + Send + Sync + 'static,
-    a: Opd,
-    b: Opd,
-    out: usize,
-    n: usize,
-) -> StepFn<T> {
-    Box::new(move |r: &mut [T]| {
-        let (lo, hi) = r.split_at_mut(out);
-        let out = &mut hi[..n];
-        match (val(lo, a, n), val(lo, b, n)) {
-            (Val::S(a), Val::S(b)) => out
-                .iter_mut()
-                .zip(a.iter().zip(b))
-                .for_each(|(o, (&a, &b))| *o = f(a, b)),
-            (Val::S(a), Val::C(b)) => out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
-            (Val::C(a), Val::S(b)) => out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
-            (Val::C(a), Val::C(b)) => out.fill(f(a, b)),
-        }
-    })
-}
-
-/// `out[..n] = op(a, b)` through the SIMD kernels (ops other than the four arithmetic ones, at
-/// `SIMD_MIN_LEN` elements or more: what eager code runs).
-fn kernel_binary_step<T: Float>(op: BinaryOp, a: Opd, b: Opd, out: usize, n: usize) -> StepFn<T> {
-    Box::new(move |r: &mut [T]| {
-        let (lo, hi) = r.split_at_mut(out);
-        let out = &mut hi[..n];
-        match (val(lo, a, n), val(lo, b, n)) {
-            (Val::S(a), Val::S(b)) => simd::binary(op, a, b, out, Par::Seq),
-            (Val::S(a), Val::C(b)) => simd::binary_scalar(op, a, b, out, Par::Seq),
-            (Val::C(a), Val::S(b)) => simd::scalar_binary(op, a, b, out, Par::Seq),
-            (Val::C(a), Val::C(b)) => out.fill(simd::reference::binary_op(op, a, b)),
-        }
-    })
-}
-
-impl LStep {
-    /// This step as a closure over the arena.
-    fn compile<T: Float>(&self) -> StepFn<T> {
-        macro_rules! by_op {
-            ($op:expr, $mk:ident, $($arg:expr),*) => {
-                match $op {
-                    BinaryOp::Add => $mk(|a: T, b: T| a + b, $($arg),*),
-                    BinaryOp::Sub => $mk(|a: T, b: T| a - b, $($arg),*),
-                    BinaryOp::Mul => $mk(|a: T, b: T| a * b, $($arg),*),
-                    BinaryOp::Div => $mk(|a: T, b: T| a / b, $($arg),*),
-                    op => $mk(move |a: T, b: T| simd::reference::binary_op(op, a, b), $($arg),*),
-                }
-            };
-        }
-        match *self {
-            LStep::Binary1 { op, a, b, out } => by_op!(op, scalar_step, a, b, out),
-            // Below `SIMD_MIN_LEN` the slice kernels compute every op with std math per element.
-            LStep::Binary { op, a, b, out, n }
-                if n < simd::SIMD_MIN_LEN
-                    || matches!(
-                        op,
-                        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
-                    ) =>
-            {
-                by_op!(op, map_step, a, b, out, n)
-            }
-            LStep::Unary1 { op, x, out } => match op {
-                simd::UnaryOp::Neg => Box::new(move |r: &mut [T]| r[out] = -r[x]),
-                simd::UnaryOp::Square => Box::new(move |r: &mut [T]| r[out] = r[x] * r[x]),
-                op => Box::new(move |r: &mut [T]| {
-                    r[out] = simd::reference::unary_op(op, r[x]);
-                }),
-            },
-            LStep::Binary { op, a, b, out, n } => kernel_binary_step(op, a, b, out, n),
-            // Exact one-operation ops inline, the rest through the SIMD kernel (what eager runs).
-            LStep::Unary { op, x, out, n } => Box::new(move |r: &mut [T]| {
-                let (lo, hi) = r.split_at_mut(out);
-                let (x, o) = (&lo[x..x + n], &mut hi[..n]);
-                match op {
-                    simd::UnaryOp::Neg => o.iter_mut().zip(x).for_each(|(o, &v)| *o = -v),
-                    simd::UnaryOp::Square => o.iter_mut().zip(x).for_each(|(o, &v)| *o = v * v),
-                    _ => simd::unary(op, x, o, Par::Seq),
-                }
-            }),
-            LStep::Outer {
-                a,
-                rsa,
-                b,
-                csb,
-                m,
-                n,
-                out,
-            } => Box::new(move |r: &mut [T]| {
-                let (lo, hi) = r.split_at_mut(out);
-                for (i, row) in hi[..m * n].chunks_exact_mut(n).enumerate() {
-                    let ai = lo[a + i * rsa];
-                    for (j, o) in row.iter_mut().enumerate() {
-                        *o = ai * lo[b + j * csb];
-                    }
-                }
-            }),
-            LStep::Sum { x, n, out } => Box::new(move |r: &mut [T]| {
-                r[out] = simd::reduce_all(ReduceOp::Sum, &r[x..x + n]);
-            }),
-            LStep::Dot {
-                a,
-                sa,
-                b,
-                sb,
-                k,
-                out,
-            } => Box::new(move |r: &mut [T]| r[out] = simd::dot(k, &r[a..], sa, &r[b..], sb)),
-            LStep::Kernel {
-                ref kernel,
-                ref inputs,
-                out,
-                n,
-            } => {
-                let (kernel, inputs) = (kernel.clone(), inputs.clone());
-                Box::new(move |r: &mut [T]| {
-                    let (lo, hi) = r.split_at_mut(out);
-                    let lo: &[T] = lo;
-                    let ins: SmallVec<[&[T]; 4]> =
-                        inputs.iter().map(|&(o, l)| &lo[o..o + l]).collect();
-                    kernel.run(&ins, &mut hi[..n]);
-                })
-            }
-        }
-    }
-}
-
-/// Compile every step for the program's element type.
-pub(crate) fn compile_steps(dtype: DType, steps: &[LStep]) -> StepFns {
     match dtype {
-        DType::F32 => StepFns::F32(steps.iter().map(LStep::compile::<f32>).collect()),
-        DType::F64 => StepFns::F64(steps.iter().map(LStep::compile::<f64>).collect()),
+        DType::F32 => Program::F32(typed(steps, size)),
+        DType::F64 => Program::F64(typed(steps, size)),
     }
 }
 
@@ -385,8 +161,8 @@ pub(crate) struct Lowered {
     pub(crate) slots: Vec<Option<(usize, Shape)>>,
     /// Constants copied into their slots at the start of every call.
     pub(crate) consts: Vec<(usize, Tensor)>,
-    /// The steps as closures (see [`LStep`] for what each does).
-    pub(crate) steps: StepFns,
+    /// The steps (see [`LStep`] for what each does).
+    pub(crate) program: Program,
 }
 
 impl Kernel {
@@ -435,8 +211,8 @@ pub(crate) trait ArenaFloat: Float {
     /// This thread's arena as `size` elements starting on a 64-byte boundary (slot offsets are
     /// laid out against that boundary; see [`slot_start`]).
     fn with_arena<R>(size: usize, f: impl FnOnce(&mut [Self]) -> R) -> R;
-    /// The program's steps compiled for this type (its dtype is checked before).
-    fn steps(s: &StepFns) -> &[StepFn<Self>];
+    /// The program built for this type (its dtype is checked before).
+    fn program(p: &Program) -> &ArenaProgram<Self>;
 }
 
 /// Where a slot of `len` elements goes when the arena has `size` elements so far: vectors of 8
@@ -470,10 +246,10 @@ impl ArenaFloat for f32 {
     fn with_arena<R>(size: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
         ARENA_F32.with(|a| aligned(&mut a.borrow_mut(), size, f))
     }
-    fn steps(s: &StepFns) -> &[StepFn<Self>] {
-        match s {
-            StepFns::F32(v) => v,
-            StepFns::F64(_) => &[],
+    fn program(p: &Program) -> &ArenaProgram<Self> {
+        match p {
+            Program::F32(p) => p,
+            Program::F64(_) => unreachable!("internal error: lowered program dtype"),
         }
     }
 }
@@ -482,10 +258,10 @@ impl ArenaFloat for f64 {
     fn with_arena<R>(size: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
         ARENA_F64.with(|a| aligned(&mut a.borrow_mut(), size, f))
     }
-    fn steps(s: &StepFns) -> &[StepFn<Self>] {
-        match s {
-            StepFns::F64(v) => v,
-            StepFns::F32(_) => &[],
+    fn program(p: &Program) -> &ArenaProgram<Self> {
+        match p {
+            Program::F64(p) => p,
+            Program::F32(_) => unreachable!("internal error: lowered program dtype"),
         }
     }
 }
@@ -666,9 +442,7 @@ impl Lowered {
     }
 
     fn exec<T: ArenaFloat>(&self, arena: &mut [T]) {
-        for st in T::steps(&self.steps) {
-            st(arena);
-        }
+        T::program(&self.program).run(arena);
     }
 
     fn collect<T: ArenaFloat>(&self, arena: &[T], wanted: &[u32]) -> Vec<Tensor> {

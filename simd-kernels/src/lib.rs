@@ -48,7 +48,10 @@
 //! assert_eq!(reduce_all(ReduceOp::Sum, &z), 35.0);
 //! ```
 
+pub mod arena;
 pub mod baseline;
+#[cfg(feature = "codegen")]
+mod codegen;
 mod element;
 mod elementwise;
 mod fused;

@@ -1056,3 +1056,197 @@ fn fused_in_place_inputs_match_separate_inputs() {
         }
     }
 }
+
+/// A random arena program over every step form (inlined and not), operands drawn from the
+/// values so far; returns the steps, the arena's initial contents and its size.
+fn random_arena_program<T: Element>(rng: &mut Rng) -> (Vec<arena::ArenaStep>, Vec<T>) {
+    use arena::{ArenaOpd as O, ArenaStep as S};
+    let mut init: Vec<T> = rng.vec(80, -3.0, 3.0);
+    let sp = specials::<T>();
+    for (i, v) in sp.iter().enumerate() {
+        init[(i * 7) % 64] = *v;
+    }
+    let mut end = init.len();
+    let mut steps = Vec::new();
+    let bin = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+    ];
+    let un = [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Sqrt,
+        UnaryOp::Square,
+        UnaryOp::Exp,
+    ];
+    for _ in 0..40 {
+        let n = [1, 3, 4, 8, 17, 20, 33, 64, 70][rng.below(9)];
+        let src = |rng: &mut Rng, len: usize| rng.below(end - len + 1);
+        let opd = |rng: &mut Rng, n: usize| match rng.below(3) {
+            0 => O::Slice(src(rng, n)),
+            1 => O::Splat(src(rng, 1)),
+            _ => O::Imm(rng.range(-2.0, 2.0)),
+        };
+        let out = end;
+        let (step, len) = match rng.below(8) {
+            0 => (
+                S::Binary {
+                    op: bin[rng.below(5)],
+                    a: opd(rng, n),
+                    b: opd(rng, n),
+                    out,
+                    n,
+                },
+                n,
+            ),
+            1 => (
+                S::Binary1 {
+                    op: bin[rng.below(5)],
+                    a: opd(rng, 1),
+                    b: opd(rng, 1),
+                    out,
+                },
+                1,
+            ),
+            2 => (
+                S::Unary {
+                    op: un[rng.below(5)],
+                    x: src(rng, n),
+                    out,
+                    n,
+                },
+                n,
+            ),
+            3 => (
+                S::Unary1 {
+                    op: un[rng.below(5)],
+                    x: src(rng, 1),
+                    out,
+                },
+                1,
+            ),
+            4 => {
+                let n = rng.below(end.min(150)) + 1;
+                (
+                    S::Sum {
+                        x: src(rng, n),
+                        n,
+                        out,
+                    },
+                    1,
+                )
+            }
+            5 => {
+                let (sa, sb) = (rng.below(2) + 1, rng.below(2) + 1);
+                let k = rng.below(30) + 1;
+                (
+                    S::Dot {
+                        a: src(rng, (k - 1) * sa + 1),
+                        sa,
+                        b: src(rng, (k - 1) * sb + 1),
+                        sb,
+                        k,
+                        out,
+                    },
+                    1,
+                )
+            }
+            6 => {
+                let (m, n) = [(20, 1), (1, 9), (3, 4), (5, 5)][rng.below(4)];
+                let (rsa, csb) = (rng.below(2) + 1, rng.below(2) + 1);
+                (
+                    S::Outer {
+                        a: src(rng, (m - 1) * rsa + 1),
+                        rsa,
+                        b: src(rng, (n - 1) * csb + 1),
+                        csb,
+                        m,
+                        n,
+                        out,
+                    },
+                    m * n,
+                )
+            }
+            _ => (S::Call { out, n: 1 }, 1),
+        };
+        steps.push(step);
+        end += len;
+    }
+    init.resize(end, T::ZERO);
+    (steps, init)
+}
+
+/// A `Call` step's closure: `out = 2 * (value at a fixed earlier offset) + 1`.
+fn call_closures<T: Element>(steps: &[arena::ArenaStep]) -> Vec<arena::ArenaFn<T>> {
+    steps
+        .iter()
+        .filter_map(|s| match *s {
+            arena::ArenaStep::Call { out, .. } => {
+                let src = out / 2;
+                let f: arena::ArenaFn<T> =
+                    Box::new(move |r: &mut [T]| r[out] = T::from_f64(2.0) * r[src] + T::ONE);
+                Some(f)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn check_arena_native_equals_closures<T: Element>() {
+    let mut rng = Rng::new(41);
+    for _ in 0..60 {
+        let (steps, init) = random_arena_program::<T>(&mut rng);
+        let size = init.len();
+        let closures = arena::ArenaProgram::build(&steps, call_closures(&steps), size, false);
+        let native = arena::ArenaProgram::build(&steps, call_closures(&steps), size, true);
+        assert!(!closures.is_native());
+        assert_eq!(
+            native.is_native(),
+            cfg!(feature = "codegen") && arena::native_code_enabled()
+        );
+        let (mut a, mut b) = (init.clone(), init.clone());
+        closures.run(&mut a);
+        native.run(&mut b);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let same = x.to_f64().to_bits() == y.to_f64().to_bits() || (x.is_nan() && y.is_nan());
+            assert!(
+                same,
+                "element {i}: closures {x:?}, native {y:?}\n{steps:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn arena_native_code_equals_closures_bit_for_bit() {
+    check_arena_native_equals_closures::<f32>();
+    check_arena_native_equals_closures::<f64>();
+}
+
+#[test]
+fn arena_step_closure_panic_is_passed_on_and_program_stays_usable() {
+    use arena::{ArenaProgram, ArenaStep as S};
+    let steps = [
+        S::Call { out: 1, n: 1 },
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: 1,
+            out: 2,
+        },
+    ];
+    let f: arena::ArenaFn<f32> = Box::new(|r: &mut [f32]| {
+        assert!(r[0] >= 0.0, "negative input");
+        r[1] = r[0] * 3.0;
+    });
+    let p = ArenaProgram::new(&steps, vec![f], 3);
+    let mut bad = [-1.0f32, 0.0, 0.0];
+    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.run(&mut bad)));
+    let msg = err.expect_err("the closure's panic reaches the caller");
+    assert_eq!(msg.downcast_ref::<&str>(), Some(&"negative input"));
+    let mut good = [2.0f32, 0.0, 0.0];
+    p.run(&mut good);
+    assert_eq!(good, [2.0, 6.0, -6.0]);
+}

@@ -1,0 +1,421 @@
+//! Arena programs: a list of steps over one flat buffer (the arena), each reading earlier
+//! parts of it and writing its own slot. A compiled small `jit` program runs this way: every
+//! value has a fixed offset, every step is specialised when the program is built, and nothing
+//! is allocated per call.
+//!
+//! An [`ArenaProgram`] runs its steps as closures built once per step, or — where the target
+//! has a native code generator (the `codegen` feature, Cranelift) — as one generated function in
+//! which the simple steps (arithmetic on short slots, one-element ops, short sums, dot
+//! products) are inlined with their values kept in registers, and every other step is a call
+//! into its closure. Both give the same bits: the inlined steps are exact IEEE operations in the
+//! order the closures perform them.
+
+use crate::{reference, BinaryOp, Element, Par, ReduceOp, UnaryOp};
+
+/// An operand of an elementwise binary step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArenaOpd {
+    /// The step's length of elements from this offset.
+    Slice(usize),
+    /// The one element at this offset, broadcast.
+    Splat(usize),
+    /// A constant value, broadcast.
+    Imm(f64),
+}
+
+/// One step of an arena program. Offsets are in elements; every operand lies below the step's
+/// output slot (`out`), which it writes whole.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArenaStep {
+    /// `out[..n] = op(x[..n])`.
+    Unary {
+        /// The op.
+        op: UnaryOp,
+        /// Operand offset.
+        x: usize,
+        /// Output offset.
+        out: usize,
+        /// Elements.
+        n: usize,
+    },
+    /// `out[..n] = op(a, b)` elementwise.
+    Binary {
+        /// The op.
+        op: BinaryOp,
+        /// Left operand.
+        a: ArenaOpd,
+        /// Right operand.
+        b: ArenaOpd,
+        /// Output offset.
+        out: usize,
+        /// Elements.
+        n: usize,
+    },
+    /// `out[0] = op(x[0])`.
+    Unary1 {
+        /// The op.
+        op: UnaryOp,
+        /// Operand offset.
+        x: usize,
+        /// Output offset.
+        out: usize,
+    },
+    /// `out[0] = op(a, b)`.
+    Binary1 {
+        /// The op.
+        op: BinaryOp,
+        /// Left operand.
+        a: ArenaOpd,
+        /// Right operand.
+        b: ArenaOpd,
+        /// Output offset.
+        out: usize,
+    },
+    /// `out[0] = sum(x[..n])`, as [`crate::reduce_all`].
+    Sum {
+        /// Operand offset.
+        x: usize,
+        /// Elements summed.
+        n: usize,
+        /// Output offset.
+        out: usize,
+    },
+    /// `out[i * n + j] = a[i * rsa] * b[j * csb]`: a product with one inner index.
+    Outer {
+        /// Left factor offset.
+        a: usize,
+        /// Its stride.
+        rsa: usize,
+        /// Right factor offset.
+        b: usize,
+        /// Its stride.
+        csb: usize,
+        /// Rows.
+        m: usize,
+        /// Columns.
+        n: usize,
+        /// Output offset.
+        out: usize,
+    },
+    /// `out[0] = dot(a[0], a[sa], …; b[0], b[sb], …)` over `k` terms, as [`crate::dot`].
+    Dot {
+        /// Left offset.
+        a: usize,
+        /// Its stride.
+        sa: usize,
+        /// Right offset.
+        b: usize,
+        /// Its stride.
+        sb: usize,
+        /// Terms.
+        k: usize,
+        /// Output offset.
+        out: usize,
+    },
+    /// A step given as a closure ([`ArenaFn`]) that writes `out[..n]`.
+    Call {
+        /// Output offset.
+        out: usize,
+        /// Elements written.
+        n: usize,
+    },
+}
+
+/// A step as a closure over the whole arena.
+pub type ArenaFn<T> = Box<dyn Fn(&mut [T]) + Send + Sync>;
+
+/// A binary operand at run time.
+#[derive(Clone, Copy)]
+enum Val<'a, T> {
+    S(&'a [T]),
+    C(T),
+}
+
+/// Operand `o` of an `n`-element step, read from the part of the arena below its output.
+fn val<T: Element>(lo: &[T], o: ArenaOpd, n: usize) -> Val<'_, T> {
+    match o {
+        ArenaOpd::Slice(off) => Val::S(&lo[off..off + n]),
+        ArenaOpd::Splat(off) => Val::C(lo[off]),
+        ArenaOpd::Imm(v) => Val::C(T::from_f64(v)),
+    }
+}
+
+/// `out[0] = f(a, b)` with the operand forms resolved now.
+fn scalar_step<T: Element>(
+    f: impl Fn(T, T) -> T + Copy + Send + Sync + 'static,
+    a: ArenaOpd,
+    b: ArenaOpd,
+    out: usize,
+) -> ArenaFn<T> {
+    let at = |o: ArenaOpd| match o {
+        ArenaOpd::Slice(p) | ArenaOpd::Splat(p) => Ok(p),
+        ArenaOpd::Imm(v) => Err(T::from_f64(v)),
+    };
+    match (at(a), at(b)) {
+        (Ok(p), Ok(q)) => Box::new(move |r: &mut [T]| r[out] = f(r[p], r[q])),
+        (Ok(p), Err(y)) => Box::new(move |r: &mut [T]| r[out] = f(r[p], y)),
+        (Err(x), Ok(q)) => Box::new(move |r: &mut [T]| r[out] = f(x, r[q])),
+        (Err(x), Err(y)) => {
+            let v = f(x, y);
+            Box::new(move |r: &mut [T]| r[out] = v)
+        }
+    }
+}
+
+/// `out[..n] = f(a, b)` elementwise.
+fn map_step<T: Element>(
+    f: impl Fn(T, T) -> T + Copy + Send + Sync + 'static,
+    a: ArenaOpd,
+    b: ArenaOpd,
+    out: usize,
+    n: usize,
+) -> ArenaFn<T> {
+    Box::new(move |r: &mut [T]| {
+        let (lo, hi) = r.split_at_mut(out);
+        let out = &mut hi[..n];
+        match (val(lo, a, n), val(lo, b, n)) {
+            (Val::S(a), Val::S(b)) => out
+                .iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(o, (&a, &b))| *o = f(a, b)),
+            (Val::S(a), Val::C(b)) => out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
+            (Val::C(a), Val::S(b)) => out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
+            (Val::C(a), Val::C(b)) => out.fill(f(a, b)),
+        }
+    })
+}
+
+/// `out[..n] = op(a, b)` through the SIMD kernels (ops other than the four arithmetic ones, at
+/// `SIMD_MIN_LEN` elements or more: what eager code runs).
+fn kernel_binary_step<T: Element>(
+    op: BinaryOp,
+    a: ArenaOpd,
+    b: ArenaOpd,
+    out: usize,
+    n: usize,
+) -> ArenaFn<T> {
+    Box::new(move |r: &mut [T]| {
+        let (lo, hi) = r.split_at_mut(out);
+        let out = &mut hi[..n];
+        match (val(lo, a, n), val(lo, b, n)) {
+            (Val::S(a), Val::S(b)) => crate::binary(op, a, b, out, Par::Seq),
+            (Val::S(a), Val::C(b)) => crate::binary_scalar(op, a, b, out, Par::Seq),
+            (Val::C(a), Val::S(b)) => crate::scalar_binary(op, a, b, out, Par::Seq),
+            (Val::C(a), Val::C(b)) => out.fill(reference::binary_op(op, a, b)),
+        }
+    })
+}
+
+impl ArenaStep {
+    /// This step as a closure over the arena (`None` for [`ArenaStep::Call`], which is one).
+    /// Each op computes what the slice kernels compute on the same operands.
+    pub fn closure<T: Element>(&self) -> Option<ArenaFn<T>> {
+        macro_rules! by_op {
+            ($op:expr, $mk:ident, $($arg:expr),*) => {
+                match $op {
+                    BinaryOp::Add => $mk(|a: T, b: T| a + b, $($arg),*),
+                    BinaryOp::Sub => $mk(|a: T, b: T| a - b, $($arg),*),
+                    BinaryOp::Mul => $mk(|a: T, b: T| a * b, $($arg),*),
+                    BinaryOp::Div => $mk(|a: T, b: T| a / b, $($arg),*),
+                    op => $mk(move |a: T, b: T| reference::binary_op(op, a, b), $($arg),*),
+                }
+            };
+        }
+        Some(match *self {
+            ArenaStep::Binary1 { op, a, b, out } => by_op!(op, scalar_step, a, b, out),
+            // Below `SIMD_MIN_LEN` the slice kernels compute every op with std math per element.
+            ArenaStep::Binary { op, a, b, out, n }
+                if n < crate::SIMD_MIN_LEN
+                    || matches!(
+                        op,
+                        BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+                    ) =>
+            {
+                by_op!(op, map_step, a, b, out, n)
+            }
+            ArenaStep::Unary1 { op, x, out } => match op {
+                UnaryOp::Neg => Box::new(move |r: &mut [T]| r[out] = -r[x]),
+                UnaryOp::Square => Box::new(move |r: &mut [T]| r[out] = r[x] * r[x]),
+                op => Box::new(move |r: &mut [T]| {
+                    r[out] = reference::unary_op(op, r[x]);
+                }),
+            },
+            ArenaStep::Binary { op, a, b, out, n } => kernel_binary_step(op, a, b, out, n),
+            // Exact one-operation ops inline, the rest through the SIMD kernel (what eager runs).
+            ArenaStep::Unary { op, x, out, n } => Box::new(move |r: &mut [T]| {
+                let (lo, hi) = r.split_at_mut(out);
+                let (x, o) = (&lo[x..x + n], &mut hi[..n]);
+                match op {
+                    UnaryOp::Neg => o.iter_mut().zip(x).for_each(|(o, &v)| *o = -v),
+                    UnaryOp::Square => o.iter_mut().zip(x).for_each(|(o, &v)| *o = v * v),
+                    _ => crate::unary(op, x, o, Par::Seq),
+                }
+            }),
+            ArenaStep::Outer {
+                a,
+                rsa,
+                b,
+                csb,
+                m,
+                n,
+                out,
+            } => Box::new(move |r: &mut [T]| {
+                let (lo, hi) = r.split_at_mut(out);
+                for (i, row) in hi[..m * n].chunks_exact_mut(n).enumerate() {
+                    let ai = lo[a + i * rsa];
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = ai * lo[b + j * csb];
+                    }
+                }
+            }),
+            ArenaStep::Sum { x, n, out } => Box::new(move |r: &mut [T]| {
+                r[out] = crate::reduce_all(ReduceOp::Sum, &r[x..x + n]);
+            }),
+            ArenaStep::Dot {
+                a,
+                sa,
+                b,
+                sb,
+                k,
+                out,
+            } => Box::new(move |r: &mut [T]| r[out] = crate::dot(k, &r[a..], sa, &r[b..], sb)),
+            ArenaStep::Call { .. } => return None,
+        })
+    }
+
+    /// The output slot `(offset, elements)` this step writes.
+    pub fn output(&self) -> (usize, usize) {
+        match *self {
+            ArenaStep::Unary { out, n, .. }
+            | ArenaStep::Binary { out, n, .. }
+            | ArenaStep::Call { out, n } => (out, n),
+            ArenaStep::Outer { out, m, n, .. } => (out, m * n),
+            ArenaStep::Unary1 { out, .. }
+            | ArenaStep::Binary1 { out, .. }
+            | ArenaStep::Sum { out, .. }
+            | ArenaStep::Dot { out, .. } => (out, 1),
+        }
+    }
+}
+
+/// A program of [`ArenaStep`]s ready to run on an arena of at least `size` elements.
+pub struct ArenaProgram<T: Element> {
+    size: usize,
+    fns: Vec<ArenaFn<T>>,
+    #[cfg(feature = "codegen")]
+    code: Option<crate::codegen::Code<T>>,
+}
+
+impl<T: Element> std::fmt::Debug for ArenaProgram<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArenaProgram")
+            .field("steps", &self.fns.len())
+            .field("native", &self.is_native())
+            .finish()
+    }
+}
+
+impl<T: Element> ArenaProgram<T> {
+    /// Builds the program: `calls` are the closures of the [`ArenaStep::Call`] steps, in order.
+    /// Native code is generated when [`native_code_enabled`] (else, or if generation fails, the
+    /// steps run as closures).
+    ///
+    /// # Panics
+    /// If the number of `calls` differs from the number of `Call` steps, or a step writes past
+    /// `size`.
+    ///
+    /// # Example
+    /// ```
+    /// use stategrad_simd::arena::{ArenaOpd, ArenaProgram, ArenaStep};
+    /// use stategrad_simd::BinaryOp;
+    /// // arena: [x0, x1, y0, y1, sum]; y = x * 2, sum = y0 + y1 (a closure step)
+    /// let steps = [
+    ///     ArenaStep::Binary { op: BinaryOp::Mul, a: ArenaOpd::Slice(0), b: ArenaOpd::Imm(2.0), out: 2, n: 2 },
+    ///     ArenaStep::Call { out: 4, n: 1 },
+    /// ];
+    /// let add: Box<dyn Fn(&mut [f32]) + Send + Sync> = Box::new(|r| r[4] = r[2] + r[3]);
+    /// let p = ArenaProgram::new(&steps, vec![add], 5);
+    /// let mut arena = [1.0f32, 2.5, 0.0, 0.0, 0.0];
+    /// p.run(&mut arena);
+    /// assert_eq!(arena, [1.0, 2.5, 2.0, 5.0, 7.0]);
+    /// ```
+    pub fn new(steps: &[ArenaStep], calls: Vec<ArenaFn<T>>, size: usize) -> Self {
+        Self::build(steps, calls, size, native_code_enabled())
+    }
+
+    /// [`ArenaProgram::new`], generating native code only if `native`.
+    pub(crate) fn build(
+        steps: &[ArenaStep],
+        calls: Vec<ArenaFn<T>>,
+        size: usize,
+        native: bool,
+    ) -> Self {
+        let mut calls = calls.into_iter();
+        let fns: Vec<ArenaFn<T>> = steps
+            .iter()
+            .map(|s| {
+                let (out, n) = s.output();
+                assert!(
+                    out + n <= size,
+                    "ArenaProgram: a step writes past the arena"
+                );
+                s.closure()
+                    .unwrap_or_else(|| calls.next().expect("ArenaProgram: too few calls"))
+            })
+            .collect();
+        assert!(calls.next().is_none(), "ArenaProgram: too many calls");
+        #[cfg(not(feature = "codegen"))]
+        let _ = native;
+        #[cfg(feature = "codegen")]
+        let code = if native {
+            crate::codegen::compile::<T>(steps, size)
+        } else {
+            None
+        };
+        ArenaProgram {
+            size,
+            fns,
+            #[cfg(feature = "codegen")]
+            code,
+        }
+    }
+
+    /// Whether the program runs as generated native code.
+    pub fn is_native(&self) -> bool {
+        #[cfg(feature = "codegen")]
+        return self.code.is_some();
+        #[cfg(not(feature = "codegen"))]
+        false
+    }
+
+    /// Runs every step on `arena`.
+    ///
+    /// # Panics
+    /// If `arena` is shorter than the program's size, or a closure step panics (the panic is
+    /// passed on).
+    pub fn run(&self, arena: &mut [T]) {
+        assert!(arena.len() >= self.size, "ArenaProgram: arena too short");
+        #[cfg(feature = "codegen")]
+        if let Some(code) = &self.code {
+            return code.run(&mut arena[..self.size], &self.fns);
+        }
+        for f in &self.fns {
+            f(arena);
+        }
+    }
+}
+
+/// Whether [`ArenaProgram::new`] generates native code: the `codegen` feature is on, the host
+/// has a code generator, and the environment variable `STATEGRAD_NO_CODEGEN` is not set (read
+/// once; setting it runs every program as closures, for comparison).
+pub fn native_code_enabled() -> bool {
+    #[cfg(feature = "codegen")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            std::env::var_os("STATEGRAD_NO_CODEGEN").is_none() && crate::codegen::available()
+        })
+    }
+    #[cfg(not(feature = "codegen"))]
+    false
+}

@@ -1,0 +1,523 @@
+//! Native code for [`ArenaProgram`](crate::arena::ArenaProgram)s, generated with Cranelift.
+//!
+//! One function per program: the simple steps (the four arithmetic ops and the exact unary ops
+//! on short slots, one-element ops, sums shorter than one vector, dot products, short outer
+//! products) are emitted inline, one-element values stay in registers from the step that makes
+//! them to the steps that read them, and every other step calls its closure through
+//! [`call_step`]. Inlined steps do exactly what their closures do, operation by operation
+//! (Cranelift neither reassociates nor contracts floating-point operations), so a program gives
+//! the same bits either way.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use cranelift_codegen::ir::{
+    types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value,
+};
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+
+use crate::arena::{ArenaFn, ArenaOpd, ArenaStep};
+use crate::element::sealed::Sealed;
+use crate::vector::SimdVec;
+use crate::{BinaryOp, Element, UnaryOp};
+
+/// Steps over more elements than this run as calls (the slice kernels' wider vectors win).
+const INLINE_MAX: usize = 64;
+
+/// What a generated function sees of one run: the step closures, the arena, and the first
+/// panic of a closure (passed on when the function returns).
+struct Ctx<'a, T> {
+    fns: &'a [ArenaFn<T>],
+    arena: *mut T,
+    len: usize,
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+/// Runs closure `k` of the program on the arena; called from generated code.
+extern "C" fn call_step<T: Element>(ctx: *mut Ctx<'_, T>, k: usize) {
+    // SAFETY: `ctx` is the `Ctx` that `Code::run` built on its stack and keeps alive for the
+    // whole call of the generated function, which passes it here unchanged; nothing else
+    // refers to it while this runs.
+    let ctx = unsafe { &mut *ctx };
+    if ctx.panic.is_some() {
+        return;
+    }
+    // SAFETY: `arena`/`len` come from the `&mut [T]` that `Code::run` holds for the call; the
+    // generated code does not touch the arena while a closure runs, so this is the only live
+    // reference to it.
+    let arena = unsafe { std::slice::from_raw_parts_mut(ctx.arena, ctx.len) };
+    let f = &ctx.fns[k];
+    if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(arena))) {
+        ctx.panic = Some(p);
+    }
+}
+
+/// The JIT module that owns a function's machine code, freed with it.
+struct Owned(ManuallyDrop<JITModule>);
+
+// SAFETY: after `finalize_definitions` the module is never used again except to free its
+// memory in `drop` (which needs `&mut self`); the code it owns is immutable and may run on any
+// thread.
+unsafe impl Send for Owned {}
+// SAFETY: as above: no `&self` method of the module is ever called.
+unsafe impl Sync for Owned {}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        // SAFETY: the module is taken once, here; the only pointer into its memory is the
+        // `entry` of the `Code` being dropped with it, which can no longer be called.
+        unsafe { ManuallyDrop::take(&mut self.0).free_memory() };
+    }
+}
+
+/// A generated program: `entry(arena, ctx)`.
+pub(crate) struct Code<T> {
+    entry: extern "C" fn(*mut T, *mut Ctx<'_, T>),
+    calls: usize,
+    _module: Owned,
+}
+
+impl<T: Element> Code<T> {
+    /// Runs the program on `arena` (exactly the program's size); `fns[k]` is step `k`'s closure.
+    pub(crate) fn run(&self, arena: &mut [T], fns: &[ArenaFn<T>]) {
+        assert!(fns.len() >= self.calls, "codegen: missing step closures");
+        let mut ctx = Ctx {
+            fns,
+            arena: arena.as_mut_ptr(),
+            len: arena.len(),
+            panic: None,
+        };
+        (self.entry)(arena.as_mut_ptr(), &mut ctx);
+        if let Some(p) = ctx.panic {
+            std::panic::resume_unwind(p);
+        }
+    }
+}
+
+fn isa() -> Option<&'static OwnedTargetIsa> {
+    static ISA: OnceLock<Option<OwnedTargetIsa>> = OnceLock::new();
+    ISA.get_or_init(|| {
+        if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+            return None;
+        }
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").ok()?;
+        flags.set("is_pic", "false").ok()?;
+        flags.set("use_colocated_libcalls", "false").ok()?;
+        cranelift_native::builder()
+            .ok()?
+            .finish(settings::Flags::new(flags))
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Whether this host has a code generator.
+pub(crate) fn available() -> bool {
+    isa().is_some()
+}
+
+/// Generates the program's function, or `None` if the host has no code generator or
+/// generation fails (the program then runs as closures).
+pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Code<T>> {
+    let isa = isa()?.clone();
+    // Offsets are emitted as 32-bit displacements.
+    if size.checked_mul(std::mem::size_of::<T>())? > i32::MAX as usize {
+        return None;
+    }
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let ptr = module.target_config().pointer_type();
+    let call_conv = module.isa().default_call_conv();
+    let mut ctx = module.make_context();
+    ctx.func.signature.params.push(AbiParam::new(ptr));
+    ctx.func.signature.params.push(AbiParam::new(ptr));
+    let id = module
+        .declare_function("arena_program", Linkage::Local, &ctx.func.signature)
+        .ok()?;
+    let frontend = module.isa().frontend_config();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+    let block = b.create_block();
+    b.append_block_params_for_function_params(block);
+    b.switch_to_block(block);
+    b.seal_block(block);
+    let (base, cx) = (b.block_params(block)[0], b.block_params(block)[1]);
+    let mut sig = Signature::new(call_conv);
+    sig.params.push(AbiParam::new(ptr));
+    sig.params.push(AbiParam::new(ptr));
+    let call_sig = b.import_signature(sig);
+    let (ty, vty) = if std::mem::size_of::<T>() == 4 {
+        (types::F32, types::F32X4)
+    } else {
+        (types::F64, types::F64X2)
+    };
+    let mut g = Gen {
+        b,
+        base,
+        cx,
+        ptr,
+        ty,
+        vty,
+        lanes: (16 / std::mem::size_of::<T>()),
+        esize: std::mem::size_of::<T>(),
+        call_sig,
+        tramp: call_step::<T> as extern "C" fn(*mut Ctx<'_, T>, usize) as usize,
+        known: HashMap::new(),
+    };
+    let mut calls = 0;
+    for (k, step) in steps.iter().enumerate() {
+        if !g.inline::<T>(step) {
+            g.call(k, step.output());
+            calls = k + 1;
+        }
+    }
+    g.b.ins().return_(&[]);
+    g.b.finalize(frontend);
+    module.define_function(id, &mut ctx).ok()?;
+    module.clear_context(&mut ctx);
+    module.finalize_definitions().ok()?;
+    let code = module.get_finalized_function(id);
+    // SAFETY: `code` is the finalized function declared above with two pointer parameters and
+    // no results in the platform's default (C) calling convention; it stays valid while the
+    // module (kept in `Code::_module`) lives.
+    let entry =
+        unsafe { std::mem::transmute::<*const u8, extern "C" fn(*mut T, *mut Ctx<'_, T>)>(code) };
+    Some(Code {
+        entry,
+        calls,
+        _module: Owned(ManuallyDrop::new(module)),
+    })
+}
+
+/// The function being generated.
+struct Gen<'f> {
+    b: FunctionBuilder<'f>,
+    base: Value,
+    cx: Value,
+    ptr: Type,
+    ty: Type,
+    vty: Type,
+    lanes: usize,
+    esize: usize,
+    call_sig: SigRef,
+    tramp: usize,
+    /// Arena elements whose current value is in a register.
+    known: HashMap<usize, Value>,
+}
+
+/// An operand of an inlined elementwise step.
+#[derive(Clone, Copy)]
+enum Opnd {
+    Slice(usize),
+    Value(Value),
+}
+
+impl Gen<'_> {
+    fn disp(&self, off: usize) -> i32 {
+        (off * self.esize) as i32
+    }
+
+    fn load(&mut self, off: usize) -> Value {
+        if let Some(&v) = self.known.get(&off) {
+            return v;
+        }
+        let d = self.disp(off);
+        let v = self
+            .b
+            .ins()
+            .load(self.ty, MemFlagsData::trusted(), self.base, d);
+        self.known.insert(off, v);
+        v
+    }
+
+    fn store(&mut self, off: usize, v: Value) {
+        let d = self.disp(off);
+        self.b.ins().store(MemFlagsData::trusted(), v, self.base, d);
+        self.known.insert(off, v);
+    }
+
+    /// Vector accesses may be unaligned (short slots pack without alignment).
+    fn load_vec(&mut self, off: usize) -> Value {
+        let d = self.disp(off);
+        let flags = MemFlagsData::new().with_notrap();
+        self.b.ins().load(self.vty, flags, self.base, d)
+    }
+
+    fn store_vec(&mut self, off: usize, v: Value) {
+        self.forget(off, self.lanes);
+        let d = self.disp(off);
+        let flags = MemFlagsData::new().with_notrap();
+        self.b.ins().store(flags, v, self.base, d);
+    }
+
+    fn forget(&mut self, off: usize, n: usize) {
+        if n == 1 {
+            self.known.remove(&off);
+        } else {
+            self.known.retain(|&k, _| k < off || k >= off + n);
+        }
+    }
+
+    fn constant<T: Element>(&mut self, v: f64) -> Value {
+        if self.esize == 4 {
+            self.b.ins().f32const(T::from_f64(v).to_f64() as f32)
+        } else {
+            self.b.ins().f64const(v)
+        }
+    }
+
+    fn arith(&mut self, op: BinaryOp, x: Value, y: Value) -> Value {
+        let i = self.b.ins();
+        match op {
+            BinaryOp::Add => i.fadd(x, y),
+            BinaryOp::Sub => i.fsub(x, y),
+            BinaryOp::Mul => i.fmul(x, y),
+            BinaryOp::Div => i.fdiv(x, y),
+            _ => unreachable!("codegen: only the four arithmetic ops are inlined"),
+        }
+    }
+
+    fn unary(&mut self, op: UnaryOp, x: Value) -> Value {
+        let i = self.b.ins();
+        match op {
+            UnaryOp::Neg => i.fneg(x),
+            UnaryOp::Abs => i.fabs(x),
+            UnaryOp::Sqrt => i.sqrt(x),
+            UnaryOp::Square => i.fmul(x, x),
+            _ => unreachable!("codegen: only exact unary ops are inlined"),
+        }
+    }
+
+    fn scalar_opd<T: Element>(&mut self, o: ArenaOpd) -> Value {
+        match o {
+            ArenaOpd::Slice(p) | ArenaOpd::Splat(p) => self.load(p),
+            ArenaOpd::Imm(v) => self.constant::<T>(v),
+        }
+    }
+
+    fn elem_opd<T: Element>(&mut self, o: ArenaOpd) -> Opnd {
+        match o {
+            ArenaOpd::Slice(p) => Opnd::Slice(p),
+            o => Opnd::Value(self.scalar_opd::<T>(o)),
+        }
+    }
+
+    /// `out[i] = f(a[i], b[i])` for `i < n`, a vector at a time then one element at a time.
+    fn map2(
+        &mut self,
+        a: Opnd,
+        b: Opnd,
+        out: usize,
+        n: usize,
+        f: impl Fn(&mut Self, Value, Value) -> Value,
+    ) {
+        let l = self.lanes;
+        let body = n - n % l;
+        let mut splats: [Option<Value>; 2] = [None, None];
+        for i in (0..body).step_by(l) {
+            let mut get = |g: &mut Self, o: Opnd, s: usize| match o {
+                Opnd::Slice(p) => g.load_vec(p + i),
+                Opnd::Value(v) => *splats[s].get_or_insert_with(|| g.b.ins().splat(g.vty, v)),
+            };
+            let x = get(self, a, 0);
+            let y = get(self, b, 1);
+            let r = f(self, x, y);
+            self.store_vec(out + i, r);
+        }
+        for i in body..n {
+            let get = |g: &mut Self, o: Opnd| match o {
+                Opnd::Slice(p) => g.load(p + i),
+                Opnd::Value(v) => v,
+            };
+            let x = get(self, a);
+            let y = get(self, b);
+            let r = f(self, x, y);
+            self.store(out + i, r);
+        }
+    }
+
+    /// Emits `step` inline if it is one of the inlined forms; `false` leaves it to a call.
+    fn inline<T: Element>(&mut self, step: &ArenaStep) -> bool {
+        let arith = |op: BinaryOp| {
+            matches!(
+                op,
+                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+            )
+        };
+        let exact = |op: UnaryOp| {
+            matches!(
+                op,
+                UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sqrt | UnaryOp::Square
+            )
+        };
+        match *step {
+            ArenaStep::Binary1 { op, a, b, out } if arith(op) => {
+                let (x, y) = (self.scalar_opd::<T>(a), self.scalar_opd::<T>(b));
+                let r = self.arith(op, x, y);
+                self.store(out, r);
+            }
+            ArenaStep::Unary1 { op, x, out } if exact(op) => {
+                let v = self.load(x);
+                let r = self.unary(op, v);
+                self.store(out, r);
+            }
+            ArenaStep::Binary { op, a, b, out, n } if arith(op) && n <= INLINE_MAX => {
+                let (a, b) = (self.elem_opd::<T>(a), self.elem_opd::<T>(b));
+                self.map2(a, b, out, n, |g, x, y| g.arith(op, x, y));
+            }
+            ArenaStep::Unary { op, x, out, n } if exact(op) && n <= INLINE_MAX => {
+                self.map2(Opnd::Slice(x), Opnd::Slice(x), out, n, |g, v, _| {
+                    g.unary(op, v)
+                });
+            }
+            ArenaStep::Sum { x, n, out } if n <= INLINE_MAX => self.sum::<T>(x, n, out),
+            ArenaStep::Dot {
+                a,
+                sa,
+                b,
+                sb,
+                k,
+                out,
+            } if k <= INLINE_MAX => self.dot::<T>((a, sa), (b, sb), k, out),
+            ArenaStep::Outer {
+                a,
+                rsa,
+                b,
+                csb,
+                m,
+                n,
+                out,
+            } if m * n <= INLINE_MAX => {
+                if n == 1 && (rsa == 1 || m == 1) {
+                    let s = self.load(b);
+                    self.map2(Opnd::Slice(a), Opnd::Value(s), out, m, |g, x, y| {
+                        g.arith(BinaryOp::Mul, x, y)
+                    });
+                } else if m == 1 && csb == 1 {
+                    let s = self.load(a);
+                    self.map2(Opnd::Value(s), Opnd::Slice(b), out, n, |g, x, y| {
+                        g.arith(BinaryOp::Mul, x, y)
+                    });
+                } else {
+                    for i in 0..m {
+                        let ai = self.load(a + i * rsa);
+                        for j in 0..n {
+                            let bj = self.load(b + j * csb);
+                            let r = self.b.ins().fmul(ai, bj);
+                            self.store(out + i * n + j, r);
+                        }
+                    }
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// [`crate::reduce_all`]'s sum element by element: below one vector (`L` lanes of the
+    /// build's widest vector) in order from zero; else four vector accumulators of `L` lanes
+    /// (blocks of `4L` to each in turn, then single vectors to the first), summed
+    /// `(a0 + a1) + (a2 + a3)`, the lanes folded pairwise, then the tail in order.
+    ///
+    /// A lane that nothing was added to is `+0` and is tracked as `None`: every value that is
+    /// tracked started as `0 + x`, and a sum of values none of which is `-0` is never `-0`, so
+    /// adding `+0` to it is the identity and is not emitted.
+    fn sum<T: Element>(&mut self, x: usize, n: usize, out: usize) {
+        let l = <T as Sealed>::Vec::LANES;
+        let zero = self.constant::<T>(0.0);
+        if n < l {
+            let mut s = zero;
+            for i in 0..n {
+                let v = self.load(x + i);
+                s = self.b.ins().fadd(s, v);
+            }
+            return self.store(out, s);
+        }
+        let mut acc: Vec<Vec<Option<Value>>> = vec![vec![None; l]; 4];
+        let add_in = |g: &mut Self, a: Option<Value>, off: usize| {
+            let v = g.load(off);
+            Some(g.b.ins().fadd(a.unwrap_or(zero), v))
+        };
+        let big = n - n % (4 * l);
+        for c in (0..big).step_by(4 * l) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                for (i, lane) in a.iter_mut().enumerate() {
+                    *lane = add_in(self, *lane, x + c + j * l + i);
+                }
+            }
+        }
+        let small = big + (n - big) / l * l;
+        for c in (big..small).step_by(l) {
+            for i in 0..l {
+                acc[0][i] = add_in(self, acc[0][i], x + c + i);
+            }
+        }
+        let add = |g: &mut Self, a: Option<Value>, b: Option<Value>| match (a, b) {
+            (Some(a), Some(b)) => Some(g.b.ins().fadd(a, b)),
+            (a, None) => a,
+            (None, b) => b,
+        };
+        let mut buf: Vec<Option<Value>> = (0..l)
+            .map(|i| {
+                let p = add(self, acc[0][i], acc[1][i]);
+                let q = add(self, acc[2][i], acc[3][i]);
+                add(self, p, q)
+            })
+            .collect();
+        let mut w = l / 2;
+        while w > 0 {
+            for i in 0..w {
+                buf[i] = add(self, buf[i], buf[i + w]);
+            }
+            w /= 2;
+        }
+        let mut s = buf[0].unwrap_or(zero);
+        for i in small..n {
+            let v = self.load(x + i);
+            s = self.b.ins().fadd(s, v);
+        }
+        self.store(out, s);
+    }
+
+    /// [`crate::dot`] term by term: eight accumulators (a contiguous remainder goes to the
+    /// first), combined as `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+    fn dot<T: Element>(
+        &mut self,
+        (a, sa): (usize, usize),
+        (b, sb): (usize, usize),
+        k: usize,
+        out: usize,
+    ) {
+        let zero = self.constant::<T>(0.0);
+        let mut acc = [zero; 8];
+        let body = if sa == 1 && sb == 1 { k - k % 8 } else { k };
+        for p in 0..k {
+            let (x, y) = (self.load(a + p * sa), self.load(b + p * sb));
+            let prod = self.b.ins().fmul(x, y);
+            let lane = if p < body { p % 8 } else { 0 };
+            acc[lane] = self.b.ins().fadd(acc[lane], prod);
+        }
+        let mut add = |x: Value, y: Value| self.b.ins().fadd(x, y);
+        let (p, q) = (add(acc[0], acc[4]), add(acc[1], acc[5]));
+        let (r, s) = (add(acc[2], acc[6]), add(acc[3], acc[7]));
+        let (l, h) = (add(p, r), add(q, s));
+        let v = add(l, h);
+        self.store(out, v);
+    }
+
+    /// A call of closure `k`, which writes `out[..n]`.
+    fn call(&mut self, k: usize, (out, n): (usize, usize)) {
+        let f = self.b.ins().iconst(self.ptr, self.tramp as i64);
+        let kv = self.b.ins().iconst(self.ptr, k as i64);
+        let cx = self.cx;
+        self.b.ins().call_indirect(self.call_sig, f, &[cx, kv]);
+        self.forget(out, n);
+    }
+}
