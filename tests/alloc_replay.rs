@@ -55,28 +55,39 @@ fn steady_state_jit_replays_allocate_no_tensor_buffers() {
     for _ in 0..5 {
         step.call((x.clone(), y.clone())).unwrap();
     }
-    let (fresh, bytes, calls) = (
-        fresh_buffer_count(),
-        BYTES.load(Ordering::Relaxed),
-        CALLS.load(Ordering::Relaxed),
-    );
-    let steps = 100;
-    let mut last = 0.0;
-    for _ in 0..steps {
-        last = step.call((x.clone(), y.clone())).unwrap().item().unwrap();
+    let measure = || {
+        let (fresh, bytes, calls) = (
+            fresh_buffer_count(),
+            BYTES.load(Ordering::Relaxed),
+            CALLS.load(Ordering::Relaxed),
+        );
+        let steps = 100;
+        let mut last = 0.0;
+        for _ in 0..steps {
+            last = step.call((x.clone(), y.clone())).unwrap().item().unwrap();
+        }
+        assert_eq!(
+            fresh_buffer_count(),
+            fresh,
+            "a steady-state replay allocated a tensor buffer"
+        );
+        let per_step = (BYTES.load(Ordering::Relaxed) - bytes) / steps;
+        let calls_per_step = (CALLS.load(Ordering::Relaxed) - calls) / steps;
+        // Bookkeeping only (tensor handles, small vectors); one 8 KB buffer alone would exceed
+        // this.
+        assert!(
+            per_step < 8000,
+            "{per_step} bytes allocated per replay ({calls_per_step} calls)"
+        );
+        (last, per_step, calls_per_step)
+    };
+    // First as closures, then (after enough runs) as native code: neither allocates per run.
+    let (last, per_step, calls_per_step) = measure();
+    for _ in 0..stategrad::simd::arena::NATIVE_AFTER_RUNS {
+        step.call((x.clone(), y.clone())).unwrap();
     }
-    assert_eq!(
-        fresh_buffer_count(),
-        fresh,
-        "a steady-state replay allocated a tensor buffer"
-    );
-    let per_step = (BYTES.load(Ordering::Relaxed) - bytes) / steps;
-    let calls_per_step = (CALLS.load(Ordering::Relaxed) - calls) / steps;
-    // Bookkeeping only (tensor handles, small vectors); one 8 KB buffer alone would exceed this.
-    assert!(
-        per_step < 8000,
-        "{per_step} bytes allocated per replay ({calls_per_step} calls)"
-    );
+    let native = measure();
+    assert_eq!((native.1, native.2), (per_step, calls_per_step));
     assert!(last.is_finite() && step.trace_count() == 1);
     // The step is small: it replays on the arena, one slice kernel per primitive, and writes
     // the new parameters into the old ones' buffers (no one else holds them). A step allocates

@@ -593,31 +593,34 @@ fn fused_multiplications_by_one_are_elided_and_still_correct() {
 }
 
 /// `Jit::call_loop` traces its body once: later loops replay the cached program, continue from
-/// the states the last loop left, and equal calling the body once per iteration.
+/// the states the last loop left, and equal calling the (un-jitted) body once per iteration,
+/// bit for bit, before and after the loop body turns into native code.
 #[test]
 fn call_loop_traces_once_and_continues_from_the_states() {
     let run = |looped: bool| {
         let w = ParamState::new(Tensor::new([0.5f32, -0.25]));
         let x = Tensor::new([1.0f32, 2.0]);
-        let body = jit(|i: Tensor| {
+        let f = |i: Tensor| {
             let l = (&x * &w.value() - 1.0).square().sum() * (1.0 + 0.01 * &i);
-            w.set_value(w.value() * 0.9 + 0.05);
+            w.set_value(w.value() * 0.9995 + 0.0003);
             l
-        });
+        };
+        let body = jit(f);
         let mut outs = Vec::new();
+        // 3 x 4000 iterations: the last loop runs as native code (after NATIVE_AFTER_RUNS runs).
         for _ in 0..3 {
             let l = if looped {
-                body.call_loop(50).unwrap()
+                body.call_loop(4000).unwrap()
             } else {
                 let mut l = Tensor::scalar(0.0f32);
-                for i in 0..50 {
-                    l = body.call(Tensor::scalar(i as f32)).unwrap();
+                for i in 0..4000 {
+                    l = f(Tensor::scalar(i as f32));
                 }
                 l
             };
             outs.push(l.item().unwrap());
         }
-        assert_eq!(body.trace_count(), 1);
+        assert_eq!(body.trace_count(), usize::from(looped));
         (outs, w.value().to_f64_vec())
     };
     let (a, b) = (run(true), run(false));
@@ -651,8 +654,12 @@ fn small_program_steps_equal_eager_bit_for_bit() {
         (b.sum_along(&[0], false) * &s, p, q, (-&x).exp().sum())
     };
     let j = jit(f);
-    for _ in 0..2 {
+    // The first replays run the steps as closures, the last one as native code.
+    for i in 0..=stategrad::simd::arena::NATIVE_AFTER_RUNS {
         let got = j.call((x.clone(), v.clone())).unwrap();
+        if i > 1 && i < stategrad::simd::arena::NATIVE_AFTER_RUNS {
+            continue;
+        }
         let want = f((x.clone(), v.clone()));
         assert_eq!(got.0.to_f64_vec(), want.0.to_f64_vec());
         assert_eq!(got.1.to_f64_vec(), want.1.to_f64_vec());

@@ -10,6 +10,10 @@
 //! into its closure. Both give the same bits: the inlined steps are exact IEEE operations in the
 //! order the closures perform them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use crate::codegen::{self, Code};
 use crate::{reference, BinaryOp, Element, Par, ReduceOp, UnaryOp};
 
 /// An operand of an elementwise binary step.
@@ -298,27 +302,47 @@ impl ArenaStep {
     }
 }
 
-/// A program of [`ArenaStep`]s ready to run on an arena of at least `size` elements.
+/// When an [`ArenaProgram`] gets native code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Native {
+    /// Never: the steps always run as closures.
+    Never,
+    /// When it is built.
+    Now,
+    /// Once it has run this many times (closures until then): generating the code of a
+    /// 30-step program takes about a millisecond, what ten thousand runs of W1's step save, so a
+    /// program run a few times never pays for it and a training loop pays once.
+    AfterRuns(usize),
+}
+
+/// How many runs [`ArenaProgram::new`] waits before generating native code.
+pub const NATIVE_AFTER_RUNS: usize = 10_000;
+
+/// A program of [`ArenaStep`]s ready to run on an arena of at least `size` elements: closures
+/// from the start, native code (see [`Native`]) once generated.
 pub struct ArenaProgram<T: Element> {
     size: usize,
+    steps: Vec<ArenaStep>,
     fns: Vec<ArenaFn<T>>,
-    #[cfg(feature = "codegen")]
-    code: Option<crate::codegen::Code<T>>,
+    native: Native,
+    runs: AtomicUsize,
+    code: OnceLock<Option<Code<T>>>,
 }
 
 impl<T: Element> std::fmt::Debug for ArenaProgram<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArenaProgram")
-            .field("steps", &self.fns.len())
-            .field("native", &self.is_native())
+            .field("steps", &self.steps.len())
+            .field("native", &self.native)
+            .field("is_native", &self.is_native())
             .finish()
     }
 }
 
 impl<T: Element> ArenaProgram<T> {
     /// Builds the program: `calls` are the closures of the [`ArenaStep::Call`] steps, in order.
-    /// Native code is generated when [`native_code_enabled`] (else, or if generation fails, the
-    /// steps run as closures).
+    /// Native code is generated after [`NATIVE_AFTER_RUNS`] runs when [`native_code_enabled`]
+    /// (see [`ArenaProgram::with_native`]).
     ///
     /// # Panics
     /// If the number of `calls` differs from the number of `Call` steps, or a step writes past
@@ -340,15 +364,24 @@ impl<T: Element> ArenaProgram<T> {
     /// assert_eq!(arena, [1.0, 2.5, 2.0, 5.0, 7.0]);
     /// ```
     pub fn new(steps: &[ArenaStep], calls: Vec<ArenaFn<T>>, size: usize) -> Self {
-        Self::build(steps, calls, size, native_code_enabled())
+        let native = if native_code_enabled() {
+            Native::AfterRuns(NATIVE_AFTER_RUNS)
+        } else {
+            Native::Never
+        };
+        Self::with_native(steps, calls, size, native)
     }
 
-    /// [`ArenaProgram::new`], generating native code only if `native`.
-    pub(crate) fn build(
+    /// [`ArenaProgram::new`] with native code generated as `native` says (if the host has a
+    /// code generator at all, and generation succeeds; else the closures run).
+    ///
+    /// # Panics
+    /// As [`ArenaProgram::new`].
+    pub fn with_native(
         steps: &[ArenaStep],
         calls: Vec<ArenaFn<T>>,
         size: usize,
-        native: bool,
+        native: Native,
     ) -> Self {
         let mut calls = calls.into_iter();
         let fns: Vec<ArenaFn<T>> = steps
@@ -364,28 +397,30 @@ impl<T: Element> ArenaProgram<T> {
             })
             .collect();
         assert!(calls.next().is_none(), "ArenaProgram: too many calls");
-        #[cfg(not(feature = "codegen"))]
-        let _ = native;
-        #[cfg(feature = "codegen")]
-        let code = if native {
-            crate::codegen::compile::<T>(steps, size)
-        } else {
-            None
-        };
-        ArenaProgram {
+        let program = ArenaProgram {
             size,
+            steps: steps.to_vec(),
             fns,
-            #[cfg(feature = "codegen")]
-            code,
+            native,
+            runs: AtomicUsize::new(0),
+            code: OnceLock::new(),
+        };
+        if native == Native::Now {
+            program.native_code();
         }
+        program
     }
 
-    /// Whether the program runs as generated native code.
+    /// The native code, generated on the first call.
+    fn native_code(&self) -> Option<&Code<T>> {
+        self.code
+            .get_or_init(|| codegen::compile::<T>(&self.steps, self.size))
+            .as_ref()
+    }
+
+    /// Whether the program now runs as generated native code.
     pub fn is_native(&self) -> bool {
-        #[cfg(feature = "codegen")]
-        return self.code.is_some();
-        #[cfg(not(feature = "codegen"))]
-        false
+        matches!(self.code.get(), Some(Some(_)))
     }
 
     /// Runs every step on `arena`.
@@ -395,12 +430,16 @@ impl<T: Element> ArenaProgram<T> {
     /// passed on).
     pub fn run(&self, arena: &mut [T]) {
         assert!(arena.len() >= self.size, "ArenaProgram: arena too short");
-        #[cfg(feature = "codegen")]
-        if let Some(code) = &self.code {
-            return code.run(&mut arena[..self.size], &self.fns);
-        }
-        for f in &self.fns {
-            f(arena);
+        let code = match (self.code.get(), self.native) {
+            (Some(code), _) => code.as_ref(),
+            (None, Native::AfterRuns(n)) if self.runs.fetch_add(1, Ordering::Relaxed) + 1 >= n => {
+                self.native_code()
+            }
+            _ => None,
+        };
+        match code {
+            Some(code) => code.run(&mut arena[..self.size], &self.fns),
+            None => self.fns.iter().for_each(|f| f(arena)),
         }
     }
 }
@@ -409,13 +448,6 @@ impl<T: Element> ArenaProgram<T> {
 /// has a code generator, and the environment variable `STATEGRAD_NO_CODEGEN` is not set (read
 /// once; setting it runs every program as closures, for comparison).
 pub fn native_code_enabled() -> bool {
-    #[cfg(feature = "codegen")]
-    {
-        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *ON.get_or_init(|| {
-            std::env::var_os("STATEGRAD_NO_CODEGEN").is_none() && crate::codegen::available()
-        })
-    }
-    #[cfg(not(feature = "codegen"))]
-    false
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("STATEGRAD_NO_CODEGEN").is_none() && codegen::available())
 }

@@ -52,6 +52,9 @@ pub mod arena;
 pub mod baseline;
 #[cfg(feature = "codegen")]
 mod codegen;
+#[cfg(not(feature = "codegen"))]
+#[path = "codegen_none.rs"]
+mod codegen;
 mod element;
 mod elementwise;
 mod fused;

@@ -1200,13 +1200,12 @@ fn check_arena_native_equals_closures<T: Element>() {
     for _ in 0..60 {
         let (steps, init) = random_arena_program::<T>(&mut rng);
         let size = init.len();
-        let closures = arena::ArenaProgram::build(&steps, call_closures(&steps), size, false);
-        let native = arena::ArenaProgram::build(&steps, call_closures(&steps), size, true);
+        let program =
+            |native| arena::ArenaProgram::with_native(&steps, call_closures(&steps), size, native);
+        let closures = program(arena::Native::Never);
+        let native = program(arena::Native::Now);
         assert!(!closures.is_native());
-        assert_eq!(
-            native.is_native(),
-            cfg!(feature = "codegen") && arena::native_code_enabled()
-        );
+        assert_eq!(native.is_native(), crate::codegen::available());
         let (mut a, mut b) = (init.clone(), init.clone());
         closures.run(&mut a);
         native.run(&mut b);
@@ -1228,7 +1227,7 @@ fn arena_native_code_equals_closures_bit_for_bit() {
 
 #[test]
 fn arena_step_closure_panic_is_passed_on_and_program_stays_usable() {
-    use arena::{ArenaProgram, ArenaStep as S};
+    use arena::{ArenaProgram, ArenaStep as S, Native};
     let steps = [
         S::Call { out: 1, n: 1 },
         S::Unary1 {
@@ -1237,16 +1236,40 @@ fn arena_step_closure_panic_is_passed_on_and_program_stays_usable() {
             out: 2,
         },
     ];
-    let f: arena::ArenaFn<f32> = Box::new(|r: &mut [f32]| {
-        assert!(r[0] >= 0.0, "negative input");
-        r[1] = r[0] * 3.0;
-    });
-    let p = ArenaProgram::new(&steps, vec![f], 3);
-    let mut bad = [-1.0f32, 0.0, 0.0];
-    let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.run(&mut bad)));
-    let msg = err.expect_err("the closure's panic reaches the caller");
-    assert_eq!(msg.downcast_ref::<&str>(), Some(&"negative input"));
-    let mut good = [2.0f32, 0.0, 0.0];
-    p.run(&mut good);
-    assert_eq!(good, [2.0, 6.0, -6.0]);
+    for native in [Native::Never, Native::Now] {
+        let f: arena::ArenaFn<f32> = Box::new(|r: &mut [f32]| {
+            assert!(r[0] >= 0.0, "negative input");
+            r[1] = r[0] * 3.0;
+        });
+        let p = ArenaProgram::with_native(&steps, vec![f], 3, native);
+        let mut bad = [-1.0f32, 0.0, 0.0];
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.run(&mut bad)));
+        let msg = err.expect_err("the closure's panic reaches the caller");
+        assert_eq!(msg.downcast_ref::<&str>(), Some(&"negative input"));
+        let mut good = [2.0f32, 0.0, 0.0];
+        p.run(&mut good);
+        assert_eq!(good, [2.0, 6.0, -6.0]);
+    }
+}
+
+#[test]
+fn arena_program_turns_native_after_its_runs() {
+    use arena::{ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    let steps = [S::Binary1 {
+        op: BinaryOp::Mul,
+        a: O::Slice(0),
+        b: O::Imm(3.0),
+        out: 1,
+    }];
+    let p = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(3));
+    for run in 1..=4 {
+        let mut a = [run as f64, 0.0];
+        p.run(&mut a);
+        assert_eq!(a[1], 3.0 * run as f64);
+        assert_eq!(
+            p.is_native(),
+            run >= 3 && crate::codegen::available(),
+            "run {run}"
+        );
+    }
 }

@@ -1,0 +1,29 @@
+//! Builds without the `codegen` feature: no code generator, every arena program runs as
+//! closures.
+
+use crate::arena::{ArenaFn, ArenaStep};
+use crate::Element;
+
+/// Generated code; none exists in this build.
+pub(crate) enum Code<T> {
+    #[allow(dead_code)]
+    Never(std::convert::Infallible, std::marker::PhantomData<T>),
+}
+
+impl<T: Element> Code<T> {
+    pub(crate) fn run(&self, _: &mut [T], _: &[ArenaFn<T>]) {
+        match *self {
+            Code::Never(never, _) => match never {},
+        }
+    }
+}
+
+/// No code generator in this build.
+pub(crate) fn available() -> bool {
+    false
+}
+
+/// Never generates code in this build.
+pub(crate) fn compile<T: Element>(_: &[ArenaStep], _: usize) -> Option<Code<T>> {
+    None
+}
