@@ -12,7 +12,10 @@
 //! How a replay runs (when no enclosing transform records it):
 //! - **Small programs** (values totalling at most 32K elements, every primitive with a slice
 //!   kernel) run on one per-thread arena: each value has a fixed slot and each primitive is one
-//!   closure built at compile time with its op and operand forms fixed. Written states are
+//!   step specialised at compile time ([`stategrad_simd::arena`]). The steps run as closures
+//!   at first; after [`NATIVE_AFTER_RUNS`](stategrad_simd::arena::NATIVE_AFTER_RUNS) runs the
+//!   program becomes one generated native function (Cranelift; one-element values in registers,
+//!   short slots inline, the rest calls into their closures), with the same bits. Written states are
 //!   updated **in place** (into the old value's buffer) when the state holds the only reference
 //!   to its value: a value anyone kept is never changed. [`Jit::call_loop`] runs many iterations
 //!   of such a body on the arena.

@@ -3,7 +3,9 @@
 //! per-thread arena: each value has a fixed slot, each step is one kernel call on slices, and
 //! no tensor is made until the outputs. Per-call overhead (W1: ~30 primitives on 20-element
 //! tensors) is then the kernels themselves, not tensor handles, reference counts and buffer
-//! bookkeeping per primitive.
+//! bookkeeping per primitive. This module lowers a program's steps to
+//! [`ArenaStep`]s (the kernels without a direct form become calls); running them, as closures
+//! or as generated native code, is [`ArenaProgram`]'s.
 
 use crate::prim::{binary_kernel, Kernel};
 use crate::tensor::{DType, Float, Shape, Tensor};
