@@ -287,6 +287,36 @@ impl ArenaStep {
         })
     }
 
+    /// The ranges `(offset, elements)` this step reads (a strided operand as the span from its
+    /// first to its last element; a [`ArenaStep::Call`]'s closure checks its own).
+    pub fn reads(&self) -> Vec<(usize, usize)> {
+        let opd = |o: ArenaOpd, n: usize| match o {
+            ArenaOpd::Slice(p) => Some((p, n)),
+            ArenaOpd::Splat(p) => Some((p, 1)),
+            ArenaOpd::Imm(_) => None,
+        };
+        let span = |p: usize, count: usize, stride: usize| (p, (count.max(1) - 1) * stride + 1);
+        match *self {
+            ArenaStep::Unary { x, n, .. } | ArenaStep::Sum { x, n, .. } => vec![(x, n)],
+            ArenaStep::Unary1 { x, .. } => vec![(x, 1)],
+            ArenaStep::Binary { a, b, n, .. } => opd(a, n).into_iter().chain(opd(b, n)).collect(),
+            ArenaStep::Binary1 { a, b, .. } => opd(a, 1).into_iter().chain(opd(b, 1)).collect(),
+            ArenaStep::Outer {
+                a,
+                rsa,
+                b,
+                csb,
+                m,
+                n,
+                ..
+            } => vec![span(a, m, rsa), span(b, n, csb)],
+            ArenaStep::Dot {
+                a, sa, b, sb, k, ..
+            } => vec![span(a, k, sa), span(b, k, sb)],
+            ArenaStep::Call { .. } => vec![],
+        }
+    }
+
     /// The output slot `(offset, elements)` this step writes.
     pub fn output(&self) -> (usize, usize) {
         match *self {
@@ -345,8 +375,8 @@ impl<T: Element> ArenaProgram<T> {
     /// (see [`ArenaProgram::with_native`]).
     ///
     /// # Panics
-    /// If the number of `calls` differs from the number of `Call` steps, or a step writes past
-    /// `size`.
+    /// If the number of `calls` differs from the number of `Call` steps, or a step reads or
+    /// writes past `size`.
     ///
     /// # Example
     /// ```
@@ -392,6 +422,13 @@ impl<T: Element> ArenaProgram<T> {
                     out + n <= size,
                     "ArenaProgram: a step writes past the arena"
                 );
+                // Generated code reads without bounds checks: every read must be in the arena.
+                for (at, len) in s.reads() {
+                    assert!(
+                        at + len <= size,
+                        "ArenaProgram: a step reads past the arena"
+                    );
+                }
                 s.closure()
                     .unwrap_or_else(|| calls.next().expect("ArenaProgram: too few calls"))
             })

@@ -62,9 +62,9 @@ extern "C" fn call_step<T: Element>(ctx: *mut Ctx<'_, T>, k: usize) {
 /// The JIT module that owns a function's machine code, freed with it.
 struct Owned(ManuallyDrop<JITModule>);
 
-// SAFETY: after `finalize_definitions` the module is never used again except to free its
-// memory in `drop` (which needs `&mut self`); the code it owns is immutable and may run on any
-// thread.
+// SAFETY: the module is used through `&mut` only while its function is generated (by the one
+// thread generating it, before the `Code` exists), and afterwards only freed in `drop` (which
+// needs `&mut self`); the code it owns is immutable and may run on any thread.
 unsafe impl Send for Owned {}
 // SAFETY: as above: no `&self` method of the module is ever called.
 unsafe impl Sync for Owned {}
@@ -80,14 +80,15 @@ impl Drop for Owned {
 /// A generated program: `entry(arena, ctx)`.
 pub(crate) struct Code<T> {
     entry: extern "C" fn(*mut T, *mut Ctx<'_, T>),
-    calls: usize,
+    /// Steps of the program (its closures are indexed by step).
+    steps: usize,
     _module: Owned,
 }
 
 impl<T: Element> Code<T> {
     /// Runs the program on `arena` (exactly the program's size); `fns[k]` is step `k`'s closure.
     pub(crate) fn run(&self, arena: &mut [T], fns: &[ArenaFn<T>]) {
-        assert!(fns.len() >= self.calls, "codegen: missing step closures");
+        assert_eq!(fns.len(), self.steps, "codegen: one closure per step");
         let mut ctx = Ctx {
             fns,
             arena: arena.as_mut_ptr(),
@@ -139,7 +140,12 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
     if size.checked_mul(std::mem::size_of::<T>())? > i32::MAX as usize {
         return None;
     }
-    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    // Owned from the start: a failed generation frees what the module allocated.
+    let mut owned = Owned(ManuallyDrop::new(JITModule::new(JITBuilder::with_isa(
+        isa,
+        default_libcall_names(),
+    ))));
+    let module = &mut *owned.0;
     let ptr = module.target_config().pointer_type();
     let call_conv = module.isa().default_call_conv();
     let mut ctx = module.make_context();
@@ -178,11 +184,9 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
         tramp: call_step::<T> as extern "C" fn(*mut Ctx<'_, T>, usize) as usize,
         known: HashMap::new(),
     };
-    let mut calls = 0;
     for (k, step) in steps.iter().enumerate() {
         if !g.inline::<T>(step) {
             g.call(k, step.output());
-            calls = k + 1;
         }
     }
     g.b.ins().return_(&[]);
@@ -198,8 +202,8 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
         unsafe { std::mem::transmute::<*const u8, extern "C" fn(*mut T, *mut Ctx<'_, T>)>(code) };
     Some(Code {
         entry,
-        calls,
-        _module: Owned(ManuallyDrop::new(module)),
+        steps: steps.len(),
+        _module: owned,
     })
 }
 

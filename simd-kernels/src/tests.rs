@@ -1273,3 +1273,18 @@ fn arena_program_turns_native_after_its_runs() {
         );
     }
 }
+
+#[test]
+#[should_panic(expected = "reads past the arena")]
+fn arena_program_refuses_a_read_past_the_arena() {
+    use arena::{ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    // Output in range, left operand's 4 elements from offset 6 are not (size 8).
+    let steps = [S::Binary {
+        op: BinaryOp::Add,
+        a: O::Slice(6),
+        b: O::Imm(1.0),
+        out: 2,
+        n: 4,
+    }];
+    let _ = ArenaProgram::<f32>::with_native(&steps, vec![], 8, Native::Now);
+}
