@@ -1288,3 +1288,55 @@ fn arena_program_refuses_a_read_past_the_arena() {
     }];
     let _ = ArenaProgram::<f32>::with_native(&steps, vec![], 8, Native::Now);
 }
+
+#[test]
+fn arena_program_runs_on_many_threads_across_the_switch_to_native_code() {
+    use arena::{ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    // y = x * x + x0 over 20 elements, then s = sum(y) (a call past 16 lanes on AVX-512).
+    let steps = [
+        S::Binary {
+            op: BinaryOp::Mul,
+            a: O::Slice(0),
+            b: O::Slice(0),
+            out: 32,
+            n: 20,
+        },
+        S::Binary {
+            op: BinaryOp::Add,
+            a: O::Slice(32),
+            b: O::Splat(0),
+            out: 64,
+            n: 20,
+        },
+        S::Sum {
+            x: 64,
+            n: 20,
+            out: 84,
+        },
+    ];
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], 85, Native::AfterRuns(50));
+    let want = |x0: f32| {
+        (0..20)
+            .map(|i| x0 + i as f32)
+            .fold(0.0f32, |s, v| s + v * v + x0)
+    };
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let p = &p;
+            s.spawn(move || {
+                for r in 0..200 {
+                    let x0 = (t * 1000 + r) as f32 * 1e-3;
+                    let mut arena = vec![0.0f32; 85];
+                    for i in 0..20 {
+                        arena[i] = x0 + i as f32;
+                    }
+                    p.run(&mut arena);
+                    let got = arena[84];
+                    let w = want(x0);
+                    assert!((got - w).abs() <= 1e-4 * w.abs().max(1.0), "{got} vs {w}");
+                }
+            });
+        }
+    });
+    assert_eq!(p.is_native(), crate::codegen::available());
+}
