@@ -448,10 +448,17 @@ impl<T: Element> ArenaProgram<T> {
         program
     }
 
-    /// The native code, generated on the first call.
+    /// The native code, generated on the first call. A generator that fails — an error, or a
+    /// panic (say, a host that refuses executable memory) — leaves the program on its closures
+    /// for good, and the run goes on.
     fn native_code(&self) -> Option<&Code<T>> {
         self.code
-            .get_or_init(|| codegen::compile::<T>(&self.steps, self.size))
+            .get_or_init(|| {
+                let compile = || codegen::compile::<T>(&self.steps, self.size);
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(compile))
+                    .ok()
+                    .flatten()
+            })
             .as_ref()
     }
 
