@@ -31,6 +31,11 @@ use crate::{BinaryOp, Element, UnaryOp};
 /// Steps over more elements than this run as calls (the slice kernels' wider vectors win).
 const INLINE_MAX: usize = 64;
 
+/// Programs that generate more instructions than this stay on closures: Cranelift takes
+/// ~3.5 µs per instruction (measured on W1's program), so this bounds the one-time pause of a
+/// switch to native code to about 100 ms.
+const MAX_INSTRUCTIONS: usize = 30_000;
+
 /// What a generated function sees of one run: the step closures, the arena, and the first
 /// panic of a closure (passed on when the function returns).
 struct Ctx<'a, T> {
@@ -191,6 +196,9 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
     }
     g.b.ins().return_(&[]);
     g.b.finalize(frontend);
+    if ctx.func.dfg.num_insts() > MAX_INSTRUCTIONS {
+        return None;
+    }
     module.define_function(id, &mut ctx).ok()?;
     module.clear_context(&mut ctx);
     module.finalize_definitions().ok()?;

@@ -1340,3 +1340,25 @@ fn arena_program_runs_on_many_threads_across_the_switch_to_native_code() {
     });
     assert_eq!(p.is_native(), crate::codegen::available());
 }
+
+#[test]
+fn arena_program_too_large_for_native_code_stays_on_closures() {
+    use arena::{ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    // 600 steps of 64-element products: far more instructions than the generator takes.
+    let steps: Vec<S> = (0..600)
+        .map(|k| S::Binary {
+            op: BinaryOp::Mul,
+            a: O::Slice(k * 64),
+            b: O::Imm(1.0 + 1.0 / 1024.0),
+            out: (k + 1) * 64,
+            n: 64,
+        })
+        .collect();
+    let size = 601 * 64;
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now);
+    assert!(!p.is_native());
+    let mut arena = vec![1.0f32; size];
+    p.run(&mut arena);
+    let want = (0..600).fold(1.0f32, |v, _| v * (1.0 + 1.0 / 1024.0));
+    assert_eq!(arena[size - 1], want);
+}
