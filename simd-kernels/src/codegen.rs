@@ -1,8 +1,8 @@
 //! Native code for [`ArenaProgram`](crate::arena::ArenaProgram)s, generated with Cranelift.
 //!
 //! One function per program: the simple steps (the four arithmetic ops and the exact unary ops
-//! on short slots, one-element ops, sums shorter than one vector, dot products, short outer
-//! products) are emitted inline, one-element values stay in registers from the step that makes
+//! on short slots, one-element ops, short sums in `reduce_all`'s fold order, short dot
+//! products in `dot`'s order, short outer products) are emitted inline, one-element values stay in registers from the step that makes
 //! them to the steps that read them, and every other step calls its closure through
 //! [`call_step`]. Inlined steps do exactly what their closures do, operation by operation
 //! (Cranelift neither reassociates nor contracts floating-point operations), so a program gives
@@ -94,13 +94,15 @@ impl<T: Element> Code<T> {
     /// Runs the program on `arena` (exactly the program's size); `fns[k]` is step `k`'s closure.
     pub(crate) fn run(&self, arena: &mut [T], fns: &[ArenaFn<T>]) {
         assert_eq!(fns.len(), self.steps, "codegen: one closure per step");
+        // One pointer for the generated code and the closures it calls (never both at once).
+        let ptr = arena.as_mut_ptr();
         let mut ctx = Ctx {
             fns,
-            arena: arena.as_mut_ptr(),
+            arena: ptr,
             len: arena.len(),
             panic: None,
         };
-        (self.entry)(arena.as_mut_ptr(), &mut ctx);
+        (self.entry)(ptr, &mut ctx);
         if let Some(p) = ctx.panic {
             std::panic::resume_unwind(p);
         }
