@@ -166,6 +166,20 @@ fn scalar_step<T: Element>(
     }
 }
 
+/// A closure giving `kernel` the step's two operands (read below `out`) and its output slot.
+fn binary_step<T: Element>(
+    a: ArenaOpd,
+    b: ArenaOpd,
+    out: usize,
+    n: usize,
+    kernel: impl Fn(Val<'_, T>, Val<'_, T>, &mut [T]) + Send + Sync + 'static,
+) -> ArenaFn<T> {
+    Box::new(move |r: &mut [T]| {
+        let (lo, hi) = r.split_at_mut(out);
+        kernel(val(lo, a, n), val(lo, b, n), &mut hi[..n]);
+    })
+}
+
 /// `out[..n] = f(a, b)` elementwise.
 fn map_step<T: Element>(
     f: impl Fn(T, T) -> T + Copy + Send + Sync + 'static,
@@ -174,18 +188,14 @@ fn map_step<T: Element>(
     out: usize,
     n: usize,
 ) -> ArenaFn<T> {
-    Box::new(move |r: &mut [T]| {
-        let (lo, hi) = r.split_at_mut(out);
-        let out = &mut hi[..n];
-        match (val(lo, a, n), val(lo, b, n)) {
-            (Val::S(a), Val::S(b)) => out
-                .iter_mut()
-                .zip(a.iter().zip(b))
-                .for_each(|(o, (&a, &b))| *o = f(a, b)),
-            (Val::S(a), Val::C(b)) => out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
-            (Val::C(a), Val::S(b)) => out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
-            (Val::C(a), Val::C(b)) => out.fill(f(a, b)),
-        }
+    binary_step(a, b, out, n, move |a, b, out| match (a, b) {
+        (Val::S(a), Val::S(b)) => out
+            .iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(o, (&a, &b))| *o = f(a, b)),
+        (Val::S(a), Val::C(b)) => out.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a, b)),
+        (Val::C(a), Val::S(b)) => out.iter_mut().zip(b).for_each(|(o, &b)| *o = f(a, b)),
+        (Val::C(a), Val::C(b)) => out.fill(f(a, b)),
     })
 }
 
@@ -198,15 +208,11 @@ fn kernel_binary_step<T: Element>(
     out: usize,
     n: usize,
 ) -> ArenaFn<T> {
-    Box::new(move |r: &mut [T]| {
-        let (lo, hi) = r.split_at_mut(out);
-        let out = &mut hi[..n];
-        match (val(lo, a, n), val(lo, b, n)) {
-            (Val::S(a), Val::S(b)) => crate::binary(op, a, b, out, Par::Seq),
-            (Val::S(a), Val::C(b)) => crate::binary_scalar(op, a, b, out, Par::Seq),
-            (Val::C(a), Val::S(b)) => crate::scalar_binary(op, a, b, out, Par::Seq),
-            (Val::C(a), Val::C(b)) => out.fill(reference::binary_op(op, a, b)),
-        }
+    binary_step(a, b, out, n, move |a, b, out| match (a, b) {
+        (Val::S(a), Val::S(b)) => crate::binary(op, a, b, out, Par::Seq),
+        (Val::S(a), Val::C(b)) => crate::binary_scalar(op, a, b, out, Par::Seq),
+        (Val::C(a), Val::S(b)) => crate::scalar_binary(op, a, b, out, Par::Seq),
+        (Val::C(a), Val::C(b)) => out.fill(reference::binary_op(op, a, b)),
     })
 }
 
