@@ -15,7 +15,8 @@
 //!   step specialised at compile time ([`stategrad_simd::arena`]). The steps run as closures
 //!   at first; after [`NATIVE_AFTER_RUNS`](stategrad_simd::arena::NATIVE_AFTER_RUNS) runs the
 //!   program becomes one generated native function (Cranelift; one-element values in registers,
-//!   short slots inline, the rest calls into their closures), with the same bits. Written states are
+//!   short slots inline, the rest calls into their closures), with the same bits; a loop that
+//!   will pass that count gets its code before its first iteration. Written states are
 //!   updated **in place** (into the old value's buffer) when the state holds the only reference
 //!   to its value: a value anyone kept is never changed. [`Jit::call_loop`] runs many iterations
 //!   of such a body on the arena.

@@ -328,6 +328,7 @@ impl Lowered {
             })
             .collect();
         let it = self.slot(iter_node).0;
+        T::program(&self.program).expect_runs(end - start);
         T::with_arena(self.size, |arena| {
             self.load(arena, inputs);
             for i in start..end {
@@ -385,6 +386,7 @@ impl Lowered {
         let data = T::slice(xs.buf()).expect("internal error: scan xs dtype");
         let mut buf = crate::tensor::Buffer::for_overwrite(T::DTYPE, (end - start) * y_len);
         let mut ys = T::take_vec(&mut buf);
+        T::program(&self.program).expect_runs(end - start);
         T::with_arena(self.size, |arena| {
             self.load(arena, inputs);
             for (i, row) in ys

@@ -468,6 +468,17 @@ impl<T: Element> ArenaProgram<T> {
             .as_ref()
     }
 
+    /// Tells the program it is about to run `n` times (a loop): when that takes it to its
+    /// [`Native::AfterRuns`] threshold, the native code is generated now, before the first of
+    /// those runs, rather than partway through.
+    pub fn expect_runs(&self, n: usize) {
+        if let Native::AfterRuns(t) = self.native {
+            if self.code.get().is_none() && self.runs.load(Ordering::Relaxed) + n >= t {
+                self.native_code();
+            }
+        }
+    }
+
     /// Whether the program now runs as generated native code.
     pub fn is_native(&self) -> bool {
         matches!(self.code.get(), Some(Some(_)))

@@ -1272,6 +1272,12 @@ fn arena_program_turns_native_after_its_runs() {
             "run {run}"
         );
     }
+    // A loop announced to run past the threshold gets its code before its first run.
+    let q = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(100));
+    q.expect_runs(99);
+    assert!(!q.is_native());
+    q.expect_runs(100);
+    assert_eq!(q.is_native(), crate::codegen::available());
 }
 
 #[test]
