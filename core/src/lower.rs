@@ -320,6 +320,23 @@ impl Lowered {
         (start, end): (usize, usize),
         carries: &[(u32, u32)],
     ) {
+        let it = self.slot(iter_node).0;
+        self.iterate::<T>(inputs, end - start, carries, |arena, k| {
+            arena[it] = T::from_f64((start + k) as f64);
+            self.exec(arena);
+        })
+    }
+
+    /// Loads the inputs, then runs `body(arena, k)` for `k in 0..runs`, copying every
+    /// `(from, to)` of `carries` (slot to slot) between one iteration and the next. A loop that
+    /// takes the program past its native-code threshold gets the code before it starts.
+    fn iterate<T: ArenaFloat>(
+        &self,
+        inputs: &[(u32, &Tensor)],
+        runs: usize,
+        carries: &[(u32, u32)],
+        mut body: impl FnMut(&mut [T], usize),
+    ) {
         let moves: SmallVec<[(usize, usize, usize); 4]> = carries
             .iter()
             .map(|&(from, to)| {
@@ -327,14 +344,12 @@ impl Lowered {
                 (*f, self.slot(to).0, shape.iter().product())
             })
             .collect();
-        let it = self.slot(iter_node).0;
-        T::program(&self.program).expect_runs(end - start);
+        T::program(&self.program).expect_runs(runs);
         T::with_arena(self.size, |arena| {
             self.load(arena, inputs);
-            for i in start..end {
-                arena[it] = T::from_f64(i as f64);
-                self.exec(arena);
-                if i + 1 < end {
+            for k in 0..runs {
+                body(arena, k);
+                if k + 1 < runs {
                     for &(f, t, len) in &moves {
                         arena.copy_within(f..f + len, t);
                     }
@@ -372,13 +387,6 @@ impl Lowered {
         carries: &[(u32, u32)],
         y_node: u32,
     ) -> Tensor {
-        let moves: SmallVec<[(usize, usize, usize); 4]> = carries
-            .iter()
-            .map(|&(from, to)| {
-                let (f, shape) = self.slot(from);
-                (*f, self.slot(to).0, shape.iter().product())
-            })
-            .collect();
         let (x_off, x_shape) = self.slot(x_node);
         let x_len: usize = x_shape.iter().product();
         let (y_off, y_shape) = self.slot(y_node);
@@ -386,24 +394,11 @@ impl Lowered {
         let data = T::slice(xs.buf()).expect("internal error: scan xs dtype");
         let mut buf = crate::tensor::Buffer::for_overwrite(T::DTYPE, (end - start) * y_len);
         let mut ys = T::take_vec(&mut buf);
-        T::program(&self.program).expect_runs(end - start);
-        T::with_arena(self.size, |arena| {
-            self.load(arena, inputs);
-            for (i, row) in ys
-                .chunks_exact_mut(y_len.max(1))
-                .enumerate()
-                .take(end - start)
-            {
-                let r = start + i;
-                arena[*x_off..*x_off + x_len].copy_from_slice(&data[r * x_len..(r + 1) * x_len]);
-                self.exec(arena);
-                row.copy_from_slice(&arena[*y_off..*y_off + y_len]);
-                if r + 1 < end {
-                    for &(f, t, len) in &moves {
-                        arena.copy_within(f..f + len, t);
-                    }
-                }
-            }
+        self.iterate::<T>(inputs, end - start, carries, |arena, k| {
+            let r = start + k;
+            arena[*x_off..*x_off + x_len].copy_from_slice(&data[r * x_len..(r + 1) * x_len]);
+            self.exec(arena);
+            ys[k * y_len..(k + 1) * y_len].copy_from_slice(&arena[*y_off..*y_off + y_len]);
         });
         let mut shape: Vec<usize> = vec![end - start];
         shape.extend_from_slice(y_shape);
