@@ -1,6 +1,8 @@
 //! Liveness in jit replays, alone in its test binary: it counts freshly allocated tensor
 //! buffers, a process-wide counter that tests running beside it would disturb.
 
+mod common;
+
 use stategrad::prelude::*;
 use stategrad::{jit, random};
 
@@ -20,12 +22,7 @@ fn replays_free_intermediates_after_their_last_use() {
     };
     let j = jit(chain);
     let want = chain(x.clone());
-    assert!(j.call(x.clone()).unwrap().allclose(&want, 1e-6, 1e-6));
-    stategrad::tensor::release_pooled_buffers();
-    let before = stategrad::tensor::fresh_buffer_count();
-    let got = j.call(x.clone()).unwrap();
-    let fresh = stategrad::tensor::fresh_buffer_count() - before;
-    assert!(got.allclose(&want, 1e-6, 1e-6));
+    let fresh = common::fresh_buffers_in_replay(|| j.call(x.clone()).unwrap(), &want);
     // 36 steps each make a 64K-element buffer; with liveness a handful are live at once.
     assert!(
         fresh <= 6,
