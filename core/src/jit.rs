@@ -806,12 +806,7 @@ fn lower_program(
                 }
                 Source::Const(t) => match uniform_scalar(t).filter(|_| binary) {
                     Some(v) => inputs.push(LIn::Imm(v.item().ok()?)),
-                    None => {
-                        let off = lower::slot_start(size, t.numel());
-                        size = off + t.numel();
-                        consts.push((off, t.clone()));
-                        inputs.push(LIn::Slot(off, t.numel()));
-                    }
+                    None => inputs.push(const_slot(&mut size, &mut consts, t)),
                 },
             }
         }
@@ -832,12 +827,7 @@ fn lower_program(
                 .iter()
                 .zip(&inputs)
                 .map(|(src, i)| match (src, i) {
-                    (Source::Const(t), LIn::Imm(_)) => {
-                        let off = lower::slot_start(size, t.numel());
-                        size = off + t.numel();
-                        consts.push((off, t.clone()));
-                        LIn::Slot(off, t.numel())
-                    }
+                    (Source::Const(t), LIn::Imm(_)) => const_slot(&mut size, &mut consts, t),
                     _ => *i,
                 })
                 .collect();
@@ -852,6 +842,15 @@ fn lower_program(
         consts,
         program: lower::build(dtype, &lsteps, size),
     })
+}
+
+/// A slot for constant `t` at the end of the arena (`size` elements so far), its value copied
+/// in at the start of every run.
+fn const_slot(size: &mut usize, consts: &mut Vec<(usize, Tensor)>, t: &Tensor) -> LIn {
+    let off = lower::slot_start(*size, t.numel());
+    *size = off + t.numel();
+    consts.push((off, t.clone()));
+    LIn::Slot(off, t.numel())
 }
 
 impl<F: Fn(Tensor) -> O, O: JitOutput> Jit<F, Tensor, O>
