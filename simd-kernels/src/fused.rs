@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use crate::elementwise::{binary_v, unary2_v, unary_v, Bcast, Src};
+use crate::fused_native as native;
 use crate::vector::SimdVec;
 use crate::{reduce_all, BinaryOp, Element, Par, ReduceOp, UnaryOp};
 
@@ -21,7 +22,7 @@ pub const FUSED_CHUNK: usize = 1 << 13;
 pub const FUSED_BLOCK: usize = 256;
 
 /// Operand of a fused op.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FusedArg {
     /// Input `i` of the pass.
     Input(usize),
@@ -30,7 +31,7 @@ pub enum FusedArg {
 }
 
 /// One element-wise op of a fused expression.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FusedOp {
     /// `op(a)`.
     Unary(UnaryOp, FusedArg),
@@ -114,7 +115,28 @@ pub fn fused<T: Element>(
     n: usize,
     par: Par,
 ) -> Vec<T> {
+    fused_with(ops, inputs, out, n, par, true)
+}
+
+/// [`fused`], with the generated code for runs of exact ops allowed or not (the same bits
+/// either way; tests compare the two).
+pub(crate) fn fused_with<T: Element>(
+    ops: &[FusedOp],
+    inputs: &[FusedInput<'_, T>],
+    out: FusedOutputs<'_, T>,
+    n: usize,
+    par: Par,
+    allow_native: bool,
+) -> Vec<T> {
     check(ops, inputs, &out, n);
+    let native = if allow_native && n >= NATIVE_MIN_LEN {
+        let outputs: Vec<usize> = out.values.iter().map(|(k, _)| *k).collect();
+        let direct = direct_op(ops, &outputs, &out.sums);
+        native::plan(ops, inputs, &outputs, &out.sums, direct)
+    } else {
+        None
+    };
+    let native = native.as_deref();
     let targets: Vec<(usize, OutPtr<T>)> = out
         .values
         .into_iter()
@@ -141,6 +163,7 @@ pub fn fused<T: Element>(
         run_chunk(
             ops,
             inputs,
+            native,
             outs,
             &out.sums,
             start,
@@ -167,6 +190,17 @@ pub fn fused<T: Element>(
         }
     }
     sums
+}
+
+/// Passes shorter than this never make or look up generated code (a few blocks: the lookup
+/// would cost more than it saves).
+const NATIVE_MIN_LEN: usize = 4 * FUSED_BLOCK;
+
+/// The op written straight into its output buffer rather than through a scratch block: the
+/// last op, when it is an output that no sum reads.
+fn direct_op(ops: &[FusedOp], outputs: &[usize], sums: &[FusedArg]) -> Option<usize> {
+    let last = ops.len().checked_sub(1)?;
+    (outputs.contains(&last) && !sums.contains(&FusedArg::Op(last))).then_some(last)
 }
 
 fn check<T>(ops: &[FusedOp], inputs: &[FusedInput<'_, T>], out: &FusedOutputs<'_, T>, n: usize) {
@@ -217,6 +251,7 @@ enum Val<'a, T> {
 fn run_chunk<T: Element>(
     ops: &[FusedOp],
     inputs: &[FusedInput<'_, T>],
+    native: Option<&native::Plan>,
     mut outs: Vec<(usize, &mut [T])>,
     sums: &[FusedArg],
     start: usize,
@@ -252,15 +287,33 @@ fn run_chunk<T: Element>(
         .iter()
         .position(|(k, _)| *k == last)
         .filter(|_| !sums.contains(&FusedArg::Op(last)));
+    let covered = |k: usize| native.is_some_and(|p| p.covers(k));
     // Op `k` pairs with op `k + 1` when both are unary ops of one operand (run in one loop).
     let paired: Vec<bool> = (0..ops.len())
         .map(|k| match (ops[k], ops.get(k + 1)) {
             (FusedOp::Unary(_, a), Some(&FusedOp::Unary(_, b))) => {
-                a == b && !(direct.is_some() && k + 1 == last)
+                let run_or_direct =
+                    covered(k) || covered(k + 1) || (direct.is_some() && k + 1 == last);
+                a == b && !run_or_direct
             }
             _ => false,
         })
         .collect();
+    // The scalars each run reads, in its table order.
+    let run_scalars: Vec<Vec<T>> = native.map_or(Vec::new(), |p| {
+        p.runs
+            .iter()
+            .map(|r| {
+                r.scalars
+                    .iter()
+                    .map(|&i| match inputs[i] {
+                        FusedInput::Scalar(v) => v,
+                        _ => unreachable!("a run's scalars are scalar inputs"),
+                    })
+                    .collect()
+            })
+            .collect()
+    });
     let mut b0 = start;
     while b0 < end {
         let len = FUSED_BLOCK.min(end - b0);
@@ -274,9 +327,39 @@ fn run_chunk<T: Element>(
             let s = slot_of(i) * FUSED_BLOCK;
             &alias[s..s + len]
         };
-        let mut skip = false;
+        // Ops before this one were done (by a pair or a run of generated code).
+        let mut next = 0;
         for (k, op) in ops.iter().enumerate() {
-            if std::mem::take(&mut skip) {
+            if k < next {
+                continue;
+            }
+            let whole_vectors = (len * size_of::<T>()).is_multiple_of(native::VECTOR_BYTES);
+            if let Some((r, run)) = native.and_then(|p| p.run_at(k)).filter(|_| whole_vectors) {
+                let scratch_at = scratch.as_mut_ptr();
+                let mut table = [std::ptr::null_mut::<u8>(); native::MAX_BASES];
+                for (t, base) in table.iter_mut().zip(&run.bases) {
+                    *t = match *base {
+                        native::Base::Input(i) => match inputs[i] {
+                            FusedInput::Slice(s) => s[b0..b0 + len].as_ptr().cast_mut().cast(),
+                            FusedInput::Output(_) => aliased_block(i).as_ptr().cast_mut().cast(),
+                            FusedInput::Scalar(_) => unreachable!("scalars are not bases"),
+                        },
+                        // SAFETY: op `j`'s scratch block lies inside `scratch`.
+                        native::Base::Scratch(j) => unsafe {
+                            scratch_at.add(j * FUSED_BLOCK).cast()
+                        },
+                        native::Base::Direct => match direct {
+                            Some(d) => outs[d].1[off..off + len].as_mut_ptr().cast(),
+                            None => unreachable!("a direct base exists only with a direct output"),
+                        },
+                    };
+                }
+                // SAFETY: every base points at `len` elements of a buffer that lives through
+                // the call (input slices and the alias block are only read; the run stores only
+                // to scratch blocks and the direct output, which nothing else borrows now), the
+                // scalars are the run's, and `len` is a whole number of vectors.
+                unsafe { run.call(&table, &run_scalars[r], len) };
+                next = run.end;
                 continue;
             }
             let (done, rest) = scratch.split_at_mut(k * FUSED_BLOCK);
@@ -295,7 +378,7 @@ fn run_chunk<T: Element>(
                 if let Some(x) = x {
                     let (d0, d1) = rest.split_at_mut(FUSED_BLOCK);
                     unary2_v::<T::Vec>((u0, u1), x, &mut d0[..len], &mut d1[..len]);
-                    skip = true;
+                    next = k + 2;
                     continue;
                 }
             }

@@ -58,6 +58,11 @@ mod codegen;
 mod element;
 mod elementwise;
 mod fused;
+#[cfg(all(feature = "codegen", target_arch = "x86_64"))]
+mod fused_native;
+#[cfg(not(all(feature = "codegen", target_arch = "x86_64")))]
+#[path = "fused_native_none.rs"]
+mod fused_native;
 mod gemm;
 mod reduce;
 pub mod reference;

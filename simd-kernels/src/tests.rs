@@ -1368,3 +1368,204 @@ fn arena_program_too_large_for_native_code_stays_on_closures() {
     let want = (0..600).fold(1.0f32, |v, _| v * (1.0 + 1.0 / 1024.0));
     assert_eq!(arena[size - 1], want);
 }
+
+/// A random fused pass: exact ops (the ones generated code covers) mixed with transcendental
+/// ones, operands drawn from slice, scalar and in-place inputs and earlier ops; returns the ops,
+/// the number of inputs and which input (if any) reads output 0's buffer.
+fn random_fused_pass(rng: &mut Rng, n_inputs: usize) -> Vec<FusedOp> {
+    use FusedArg::{Input as I, Op as O};
+    let unary = [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Sqrt,
+        UnaryOp::Square,
+        UnaryOp::Recip,
+        UnaryOp::Relu,
+        UnaryOp::Tanh,
+        UnaryOp::Exp,
+    ];
+    let binary = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ];
+    let n_ops = 3 + rng.below(14);
+    let mut ops = Vec::with_capacity(n_ops);
+    for k in 0..n_ops {
+        // Recent ops are likelier operands (long chains, like a gradient's).
+        let arg = |rng: &mut Rng| {
+            if k > 0 && rng.below(3) > 0 {
+                O(k - 1 - rng.below(k.min(4)))
+            } else {
+                I(rng.below(n_inputs))
+            }
+        };
+        let op = match rng.below(12) {
+            0..=2 => FusedOp::Unary(unary[rng.below(unary.len())], arg(rng)),
+            3..=7 => FusedOp::Binary(binary[rng.below(binary.len())], arg(rng), arg(rng)),
+            8 => FusedOp::Copy(arg(rng)),
+            9 | 10 => FusedOp::MulAdd(arg(rng), arg(rng), arg(rng)),
+            _ => FusedOp::NegMulAdd(arg(rng), arg(rng), arg(rng)),
+        };
+        ops.push(op);
+    }
+    ops
+}
+
+fn check_fused_native_equals_kernels<T: Element>() -> usize {
+    let mut rng = Rng::new(2026);
+    let mut with_runs = 0;
+    for case in 0..60 {
+        let n = [
+            1024,
+            1024 + 5,
+            3 * FUSED_BLOCK + 16,
+            FUSED_CHUNK + 37,
+            2 * FUSED_CHUNK,
+        ][case % 5];
+        let x: Vec<T> = mixed(&mut rng, n, -4.0, 4.0);
+        let y: Vec<T> = mixed(&mut rng, n, -4.0, 4.0);
+        let sp = specials::<T>();
+        let scalars = [T::from_f64(rng.range(-2.0, 2.0)), sp[rng.below(sp.len())]];
+        let in_place = case % 3 == 0;
+        let ops = random_fused_pass(&mut rng, 5);
+        let last = ops.len() - 1;
+        let mut outputs = vec![last];
+        for _ in 0..rng.below(3) {
+            let k = rng.below(ops.len());
+            if !outputs.contains(&k) {
+                outputs.push(k);
+            }
+        }
+        // Output 0 is written last in some passes (not the direct write of the last op).
+        if case % 4 == 1 {
+            outputs.rotate_left(1);
+        }
+        let sums: Vec<FusedArg> = (0..rng.below(3))
+            .map(|_| FusedArg::Op(rng.below(ops.len())))
+            .collect();
+        let par = if case % 2 == 0 { Par::Seq } else { Par::Rayon };
+        let run = |native: bool| {
+            let mut bufs: Vec<Vec<T>> = outputs.iter().map(|_| vec![T::NAN; n]).collect();
+            if in_place {
+                bufs[0] = y.clone();
+            }
+            let mut inputs = vec![
+                FusedInput::Slice(&x[..]),
+                FusedInput::Slice(&y[..]),
+                FusedInput::Scalar(scalars[0]),
+                FusedInput::Scalar(scalars[1]),
+                FusedInput::Slice(&x[..]),
+            ];
+            if in_place {
+                inputs[4] = FusedInput::Output(0);
+            }
+            let values = outputs
+                .iter()
+                .copied()
+                .zip(bufs.iter_mut().map(|b| &mut b[..]));
+            let s = crate::fused::fused_with(
+                &ops,
+                &inputs,
+                FusedOutputs {
+                    values: values.collect(),
+                    sums: sums.clone(),
+                },
+                n,
+                par,
+                native,
+            );
+            (bufs, s)
+        };
+        let (got, got_sums) = run(true);
+        let (want, want_sums) = run(false);
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let first = g.iter().zip(w).position(|(&a, &b)| !same(a, b));
+            assert!(
+                first.is_none(),
+                "case {case}: output {k} (op {}) differs at {first:?}: {:?} vs {:?}; ops {ops:?}",
+                outputs[k],
+                first.map(|i| g[i]),
+                first.map(|i| w[i]),
+            );
+        }
+        assert!(same_slices(&got_sums, &want_sums), "case {case}: sums");
+        let inputs_kinds: Vec<FusedInput<'_, T>> = vec![
+            FusedInput::Slice(&x[..]),
+            FusedInput::Slice(&x[..]),
+            FusedInput::Scalar(scalars[0]),
+            FusedInput::Scalar(scalars[1]),
+            FusedInput::Slice(&x[..]),
+        ];
+        let direct = (!sums.contains(&FusedArg::Op(last))).then_some(last);
+        with_runs += usize::from(
+            crate::fused_native::plan(&ops, &inputs_kinds, &outputs, &sums, direct).is_some(),
+        );
+    }
+    with_runs
+}
+
+/// Generated code for runs of exact ops gives the block kernels' bits exactly (outputs and sums;
+/// NaN for NaN, as Rust leaves a NaN's sign and payload unspecified), with in-place inputs, partial last blocks, sequential and over rayon), in f32 and
+/// f64; on a host with AVX-512F most random passes do get code.
+#[test]
+fn fused_native_code_equals_block_kernels_bit_for_bit() {
+    let runs = [
+        check_fused_native_equals_kernels::<f32>(),
+        check_fused_native_equals_kernels::<f64>(),
+    ];
+    if crate::fused_native::available() {
+        assert!(runs.iter().all(|&r| r >= 30), "passes with code: {runs:?}");
+    } else {
+        assert_eq!(runs, [0, 0]);
+    }
+}
+
+/// W5's gradient pass (the one `jit` makes) gets code for its seven cheap ops and gives the
+/// block kernels' bits.
+#[test]
+fn fused_w5_gradient_pass_native_equals_kernels() {
+    use FusedArg::{Input as I, Op as O};
+    let ops = [
+        FusedOp::Unary(UnaryOp::Tanh, I(0)),
+        FusedOp::Unary(UnaryOp::Sigmoid, I(0)),
+        FusedOp::Binary(BinaryOp::Mul, I(1), I(0)),
+        FusedOp::MulAdd(I(0), I(1), O(2)),
+        FusedOp::Binary(BinaryOp::Mul, O(0), O(1)),
+        FusedOp::Binary(BinaryOp::Sub, I(2), O(1)),
+        FusedOp::MulAdd(O(4), O(5), O(3)),
+        FusedOp::NegMulAdd(O(0), O(0), I(2)),
+        FusedOp::MulAdd(O(1), O(7), O(6)),
+    ];
+    let mut rng = Rng::new(5);
+    let n = 3 * FUSED_CHUNK + 100;
+    let x: Vec<f32> = mixed(&mut rng, n, -6.0, 6.0);
+    let inputs = [
+        FusedInput::Slice(&x[..]),
+        FusedInput::Scalar(0.5),
+        FusedInput::Scalar(1.0),
+    ];
+    let run = |native: bool| {
+        let mut g = vec![0.0f32; n];
+        let values = vec![(8, &mut g[..])];
+        let out = FusedOutputs {
+            values,
+            sums: vec![],
+        };
+        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, native);
+        g
+    };
+    let (got, want) = (run(true), run(false));
+    assert!(same_slices(&got, &want));
+    let plan = crate::fused_native::plan(&ops, &inputs, &[8], &[], Some(8));
+    if crate::fused_native::available() {
+        let plan = plan.expect("W5's cheap ops get code");
+        assert_eq!(
+            (plan.runs.len(), plan.runs[0].start, plan.runs[0].end),
+            (1, 2, 9)
+        );
+    }
+}
