@@ -333,8 +333,10 @@ fn run_chunk<T: Element>(
             if k < next {
                 continue;
             }
-            let whole_vectors = (len * size_of::<T>()).is_multiple_of(native::VECTOR_BYTES);
-            if let Some((r, run)) = native.and_then(|p| p.run_at(k)).filter(|_| whole_vectors) {
+            // The code covers whole loop iterations (one or two vectors): a shorter last block
+            // of the pass runs on the kernels.
+            let covers = |run: &native::Run| (len * size_of::<T>()).is_multiple_of(run.step);
+            if let Some((r, run)) = native.and_then(|p| p.run_at(k)).filter(|(_, r)| covers(r)) {
                 let scratch_at = scratch.as_mut_ptr();
                 let mut table = [std::ptr::null_mut::<u8>(); native::MAX_BASES];
                 for (t, base) in table.iter_mut().zip(&run.bases) {
@@ -358,9 +360,12 @@ fn run_chunk<T: Element>(
                 // the call (input slices and the alias block are only read; the run stores only
                 // to scratch blocks and the direct output, which nothing else borrows now), the
                 // scalars are the run's, and `len` is a whole number of vectors.
-                unsafe { run.call(&table, &run_scalars[r], len) };
-                next = run.end;
-                continue;
+                if unsafe { run.call(&table, &run_scalars[r], len) } {
+                    next = run.end;
+                    continue;
+                }
+                // A lane needs `std`: the block kernels redo the run's ops on this block (over
+                // the code's partial results; their inputs are untouched).
             }
             let (done, rest) = scratch.split_at_mut(k * FUSED_BLOCK);
             if paired[k] {

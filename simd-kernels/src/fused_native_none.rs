@@ -9,9 +9,6 @@ use crate::Element;
 /// Most base pointers of a run (unused in this build).
 pub(crate) const MAX_BASES: usize = 10;
 
-/// Bytes per vector of a run (unused in this build).
-pub(crate) const VECTOR_BYTES: usize = 64;
-
 /// What a base pointer of a run points at (no run exists in this build).
 #[allow(dead_code)]
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +23,7 @@ pub(crate) struct Run {
     #[allow(dead_code)]
     pub(crate) start: usize,
     pub(crate) end: usize,
+    pub(crate) step: usize,
     pub(crate) bases: Vec<Base>,
     pub(crate) scalars: Vec<usize>,
     never: std::convert::Infallible,
@@ -36,7 +34,7 @@ impl Run {
     ///
     /// # Safety
     /// None needed; no value of this type exists.
-    pub(crate) unsafe fn call<T: Element>(&self, _: &[*mut u8], _: &[T], _: usize) {
+    pub(crate) unsafe fn call<T: Element>(&self, _: &[*mut u8], _: &[T], _: usize) -> bool {
         match self.never {}
     }
 }

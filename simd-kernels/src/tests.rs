@@ -1383,6 +1383,8 @@ fn random_fused_pass(rng: &mut Rng, n_inputs: usize) -> Vec<FusedOp> {
         UnaryOp::Relu,
         UnaryOp::Tanh,
         UnaryOp::Exp,
+        UnaryOp::Sigmoid,
+        UnaryOp::Log,
     ];
     let binary = [
         BinaryOp::Add,
@@ -1415,9 +1417,10 @@ fn random_fused_pass(rng: &mut Rng, n_inputs: usize) -> Vec<FusedOp> {
     ops
 }
 
-fn check_fused_native_equals_kernels<T: Element>() -> usize {
+/// Returns how many passes got code, and how many of those with a transcendental op in it.
+fn check_fused_native_equals_kernels<T: Element>() -> (usize, usize) {
     let mut rng = Rng::new(2026);
-    let mut with_runs = 0;
+    let (mut with_runs, mut with_transcendental) = (0, 0);
     for case in 0..60 {
         let n = [
             1024,
@@ -1426,8 +1429,10 @@ fn check_fused_native_equals_kernels<T: Element>() -> usize {
             FUSED_CHUNK + 37,
             2 * FUSED_CHUNK,
         ][case % 5];
+        // `x` has special values in every block (transcendental lanes fall back to `std`), `y`
+        // only ordinary ones (the generated code's results stand).
         let x: Vec<T> = mixed(&mut rng, n, -4.0, 4.0);
-        let y: Vec<T> = mixed(&mut rng, n, -4.0, 4.0);
+        let y: Vec<T> = rng.vec(n, -4.0, 4.0);
         let sp = specials::<T>();
         let scalars = [T::from_f64(rng.range(-2.0, 2.0)), sp[rng.below(sp.len())]];
         let in_place = case % 3 == 0;
@@ -1501,11 +1506,21 @@ fn check_fused_native_equals_kernels<T: Element>() -> usize {
             FusedInput::Slice(&x[..]),
         ];
         let direct = (!sums.contains(&FusedArg::Op(last))).then_some(last);
-        with_runs += usize::from(
-            crate::fused_native::plan(&ops, &inputs_kinds, &outputs, &sums, direct).is_some(),
-        );
+        if let Some(plan) = crate::fused_native::plan(&ops, &inputs_kinds, &outputs, &sums, direct)
+        {
+            with_runs += 1;
+            let transcendental = plan.runs.iter().any(|r| {
+                ops[r.start..r.end].iter().any(|op| {
+                    matches!(
+                        op,
+                        FusedOp::Unary(UnaryOp::Exp | UnaryOp::Tanh | UnaryOp::Sigmoid, _)
+                    )
+                })
+            });
+            with_transcendental += usize::from(transcendental);
+        }
     }
-    with_runs
+    (with_runs, with_transcendental)
 }
 
 /// Generated code for runs of exact ops gives the block kernels' bits exactly (outputs and sums;
@@ -1513,14 +1528,26 @@ fn check_fused_native_equals_kernels<T: Element>() -> usize {
 /// f64; on a host with AVX-512F most random passes do get code.
 #[test]
 fn fused_native_code_equals_block_kernels_bit_for_bit() {
-    let runs = [
+    let (f32_runs, f64_runs) = (
         check_fused_native_equals_kernels::<f32>(),
         check_fused_native_equals_kernels::<f64>(),
-    ];
+    );
     if crate::fused_native::available() {
-        assert!(runs.iter().all(|&r| r >= 30), "passes with code: {runs:?}");
+        assert!(
+            f32_runs.0 >= 30 && f64_runs.0 >= 30,
+            "{f32_runs:?} {f64_runs:?}"
+        );
+        // `exp`, `tanh` and `sigmoid` get code in f32 where the build's kernels are the ones
+        // the generator reproduces (AVX-512F and FMA), never in f64.
+        if cfg!(all(target_feature = "avx512f", target_feature = "fma")) {
+            assert!(
+                f32_runs.1 >= 15,
+                "f32 passes with transcendental code: {f32_runs:?}"
+            );
+        }
+        assert_eq!(f64_runs.1, 0);
     } else {
-        assert_eq!(runs, [0, 0]);
+        assert_eq!((f32_runs.0, f64_runs.0), (0, 0));
     }
 }
 
@@ -1562,10 +1589,68 @@ fn fused_w5_gradient_pass_native_equals_kernels() {
     assert!(same_slices(&got, &want));
     let plan = crate::fused_native::plan(&ops, &inputs, &[8], &[], Some(8));
     if crate::fused_native::available() {
-        let plan = plan.expect("W5's cheap ops get code");
+        let plan = plan.expect("W5's pass gets code");
+        // All of it where the build's tanh and sigmoid are reproduced, else its cheap ops.
+        let first = if cfg!(all(target_feature = "avx512f", target_feature = "fma")) {
+            0
+        } else {
+            2
+        };
         assert_eq!(
             (plan.runs.len(), plan.runs[0].start, plan.runs[0].end),
-            (1, 2, 9)
+            (1, first, 9)
         );
+    }
+}
+
+/// Inputs where `exp`'s range reduction meets a tie (`x·log2(e)` exactly `k + 1/2`, rounded to
+/// even by the kernels) and the edges of its domain give the kernels' bits in generated code,
+/// for `exp`, `tanh` (whose argument is `2|x|`) and `sigmoid` (`-|x|`).
+#[test]
+fn fused_native_transcendentals_match_kernels_at_ties_and_edges() {
+    use FusedArg::{Input as I, Op as O};
+    let mut x = Vec::new();
+    for k in -40..40 {
+        let t = k as f32 + 0.5;
+        let x0 = t / std::f32::consts::LOG2_E;
+        let mut v = f32::from_bits(x0.to_bits().saturating_sub(64));
+        for _ in 0..128 {
+            if v * std::f32::consts::LOG2_E == t {
+                // Also as tanh's `2|x|` and sigmoid's `-|x|`.
+                x.extend([v, v / 2.0, -v.abs()]);
+            }
+            v = f32::from_bits(v.to_bits() + 1);
+        }
+    }
+    assert!(x.len() > 30, "found {} ties", x.len());
+    x.extend([
+        -87.0, 88.0, -87.5, 88.5, 44.0, -44.0, 0.625, -0.625, 9.0, -9.0,
+    ]);
+    let n = x.len().div_ceil(32) * 32 * 4;
+    let x: Vec<f32> = x.iter().copied().cycle().take(n).collect();
+    for u in [UnaryOp::Exp, UnaryOp::Tanh, UnaryOp::Sigmoid] {
+        let ops = [
+            FusedOp::Unary(u, I(0)),
+            FusedOp::Binary(BinaryOp::Mul, O(0), I(0)),
+        ];
+        let run = |native: bool| {
+            let mut g = vec![0.0f32; n];
+            let out = FusedOutputs {
+                values: vec![(1, &mut g[..])],
+                sums: vec![],
+            };
+            crate::fused::fused_with(&ops, &[FusedInput::Slice(&x[..])], out, n, Par::Seq, native);
+            g
+        };
+        let (got, want) = (run(true), run(false));
+        for i in 0..n {
+            assert!(
+                same(got[i], want[i]),
+                "{u:?}({}) = {} vs {}",
+                x[i],
+                got[i],
+                want[i]
+            );
+        }
     }
 }
