@@ -129,14 +129,15 @@ pub(crate) fn fused_with<T: Element>(
     allow_native: bool,
 ) -> Vec<T> {
     check(ops, inputs, &out, n);
+    let outputs: Vec<usize> = out.values.iter().map(|(k, _)| *k).collect();
+    let direct = direct_op(ops, &outputs, &out.sums);
     let native = if allow_native && n >= NATIVE_MIN_LEN {
-        let outputs: Vec<usize> = out.values.iter().map(|(k, _)| *k).collect();
-        let direct = direct_op(ops, &outputs, &out.sums);
         native::plan(ops, inputs, &outputs, &out.sums, direct)
     } else {
         None
     };
     let native = native.as_deref();
+    let layout = PassLayout::new(ops, inputs, &outputs, direct, native);
     let targets: Vec<(usize, OutPtr<T>)> = out
         .values
         .into_iter()
@@ -164,6 +165,7 @@ pub(crate) fn fused_with<T: Element>(
             ops,
             inputs,
             native,
+            &layout,
             outs,
             &out.sums,
             start,
@@ -190,6 +192,71 @@ pub(crate) fn fused_with<T: Element>(
         }
     }
     sums
+}
+
+/// What every chunk of a pass shares (made once per call).
+struct PassLayout<T> {
+    /// `(input, output)`: inputs read from an output's buffer. One scratch block per op, then
+    /// one per such input (copied in at the start of each block, before anything writes that
+    /// block of the output).
+    aliased: Vec<(usize, usize)>,
+    /// The output (its index in the outputs) that the last op writes straight into, when it is
+    /// an output that no sum reads (no block copy).
+    direct: Option<usize>,
+    /// Op `k` pairs with op `k + 1` when both are unary ops of one operand (run in one loop).
+    paired: Vec<bool>,
+    /// The scalars each generated run reads, in its table order.
+    run_scalars: Vec<Vec<T>>,
+}
+
+impl<T: Element> PassLayout<T> {
+    fn new(
+        ops: &[FusedOp],
+        inputs: &[FusedInput<'_, T>],
+        outputs: &[usize],
+        direct_op: Option<usize>,
+        native: Option<&native::Plan>,
+    ) -> Self {
+        let aliased = inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, x)| match x {
+                FusedInput::Output(j) => Some((i, *j)),
+                _ => None,
+            })
+            .collect();
+        let direct = direct_op.and_then(|d| outputs.iter().position(|&k| k == d));
+        let covered = |k: usize| native.is_some_and(|p| p.covers(k));
+        let paired = (0..ops.len())
+            .map(|k| match (ops[k], ops.get(k + 1)) {
+                (FusedOp::Unary(_, a), Some(&FusedOp::Unary(_, b))) => {
+                    let run_or_direct = covered(k) || covered(k + 1) || direct_op == Some(k + 1);
+                    a == b && !run_or_direct
+                }
+                _ => false,
+            })
+            .collect();
+        let run_scalars = native.map_or(Vec::new(), |p| {
+            p.runs
+                .iter()
+                .map(|r| {
+                    r.scalars
+                        .iter()
+                        .map(|&i| match inputs[i] {
+                            FusedInput::Scalar(v) => v,
+                            _ => unreachable!("a run's scalars are scalar inputs"),
+                        })
+                        .collect()
+                })
+                .collect()
+        });
+        Self {
+            aliased,
+            direct,
+            paired,
+            run_scalars,
+        }
+    }
 }
 
 /// Passes shorter than this never make or look up generated code (a few blocks: the lookup
@@ -252,6 +319,7 @@ fn run_chunk<T: Element>(
     ops: &[FusedOp],
     inputs: &[FusedInput<'_, T>],
     native: Option<&native::Plan>,
+    layout: &PassLayout<T>,
     mut outs: Vec<(usize, &mut [T])>,
     sums: &[FusedArg],
     start: usize,
@@ -259,16 +327,12 @@ fn run_chunk<T: Element>(
     scratch: &mut Vec<T>,
     part: &mut [T],
 ) {
-    // One scratch block per op, then one per input read from an output's buffer (copied in at
-    // the start of each block, before anything writes that block of the output).
-    let aliased: Vec<(usize, usize)> = inputs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, x)| match x {
-            FusedInput::Output(j) => Some((i, *j)),
-            _ => None,
-        })
-        .collect();
+    let PassLayout {
+        aliased,
+        direct,
+        paired,
+        run_scalars,
+    } = layout;
     let slot_of = |i: usize| aliased.iter().position(|&(a, _)| a == i).unwrap_or(0);
     // Blocks start on 64-byte boundaries: a vector load or store that straddles two cache lines
     // costs twice, and a load of a block just stored across lines cannot be forwarded from the
@@ -280,41 +344,31 @@ fn run_chunk<T: Element>(
         .align_offset(64)
         .min(scratch.len() - needed);
     let (scratch, alias_buf) = scratch[at..at + needed].split_at_mut(ops.len() * FUSED_BLOCK);
-    // The last op, when it is an output that no sum reads, writes straight into its output
-    // (no block copy).
+    let direct = *direct;
     let last = ops.len().wrapping_sub(1);
-    let direct = outs
-        .iter()
-        .position(|(k, _)| *k == last)
-        .filter(|_| !sums.contains(&FusedArg::Op(last)));
-    let covered = |k: usize| native.is_some_and(|p| p.covers(k));
-    // Op `k` pairs with op `k + 1` when both are unary ops of one operand (run in one loop).
-    let paired: Vec<bool> = (0..ops.len())
-        .map(|k| match (ops[k], ops.get(k + 1)) {
-            (FusedOp::Unary(_, a), Some(&FusedOp::Unary(_, b))) => {
-                let run_or_direct =
-                    covered(k) || covered(k + 1) || (direct.is_some() && k + 1 == last);
-                a == b && !run_or_direct
-            }
-            _ => false,
-        })
-        .collect();
-    // The scalars each run reads, in its table order.
-    let run_scalars: Vec<Vec<T>> = native.map_or(Vec::new(), |p| {
-        p.runs
-            .iter()
-            .map(|r| {
-                r.scalars
-                    .iter()
-                    .map(|&i| match inputs[i] {
-                        FusedInput::Scalar(v) => v,
-                        _ => unreachable!("a run's scalars are scalar inputs"),
-                    })
-                    .collect()
-            })
-            .collect()
-    });
     let mut b0 = start;
+    if let Some(run) = native.filter(|p| p.whole).map(|p| &p.runs[0]) {
+        // One call for the chunk's whole vectors (no block state to keep in L1); the rest, or
+        // all of it when a lane needs `std`, goes block by block below.
+        let body = (end - start) / (run.step / size_of::<T>()) * (run.step / size_of::<T>());
+        let mut table = [std::ptr::null_mut::<u8>(); native::MAX_BASES];
+        for (t, base) in table.iter_mut().zip(&run.bases) {
+            *t = match (*base, direct) {
+                (native::Base::Input(i), _) => match inputs[i] {
+                    FusedInput::Slice(s) => s[start..end].as_ptr().cast_mut().cast(),
+                    _ => unreachable!("a whole-pass run reads input slices only"),
+                },
+                (native::Base::Direct, Some(d)) => outs[d].1.as_mut_ptr().cast(),
+                _ => unreachable!("a whole-pass run writes the direct output only"),
+            };
+        }
+        // SAFETY: every base points at the chunk's `end - start >= body` elements (input
+        // slices only read, the direct output borrowed mutably by this task alone), the
+        // scalars are the run's, and `body` is a whole number of the run's steps.
+        if body > 0 && unsafe { run.call(&table, &run_scalars[0], body) } {
+            b0 += body;
+        }
+    }
     while b0 < end {
         let len = FUSED_BLOCK.min(end - b0);
         let off = b0 - start;

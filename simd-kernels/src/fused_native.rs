@@ -97,6 +97,9 @@ impl Run {
 /// The runs of one pass structure, in op order.
 pub(crate) struct Plan {
     pub(crate) runs: Vec<Run>,
+    /// The one run is the whole pass, reading only input slices and scalars and writing only
+    /// the direct output (no scratch block, no sum): it can cover a whole chunk in one call.
+    pub(crate) whole: bool,
 }
 
 impl Plan {
@@ -117,6 +120,8 @@ struct Key {
     elem_bytes: usize,
     ops: Vec<FusedOp>,
     scalar_inputs: Vec<bool>,
+    /// Inputs read from an output's buffer (copied per block by the pass).
+    aliased_inputs: Vec<bool>,
     outputs: Vec<usize>,
     sums: Vec<FusedArg>,
     direct: Option<usize>,
@@ -152,6 +157,10 @@ pub(crate) fn plan<T: Element>(
         scalar_inputs: inputs
             .iter()
             .map(|x| matches!(x, FusedInput::Scalar(_)))
+            .collect(),
+        aliased_inputs: inputs
+            .iter()
+            .map(|x| matches!(x, FusedInput::Output(_)))
             .collect(),
         outputs: outputs.to_vec(),
         sums: sums.to_vec(),
@@ -231,7 +240,20 @@ fn make_plan(key: &Key) -> Option<Arc<Plan>> {
         }
         k = end.max(k + 1);
     }
-    (!runs.is_empty()).then(|| Arc::new(Plan { runs }))
+    let whole = match runs.as_slice() {
+        [run] => {
+            run.start == 0
+                && run.end == key.ops.len()
+                && key.sums.is_empty()
+                && run.bases.iter().all(|b| match *b {
+                    Base::Input(i) => !key.aliased_inputs[i],
+                    Base::Direct => true,
+                    Base::Scratch(_) => false,
+                })
+        }
+        _ => false,
+    };
+    (!runs.is_empty()).then(|| Arc::new(Plan { runs, whole }))
 }
 
 /// A value the run's code holds in a register.

@@ -42,6 +42,7 @@ impl Run {
 /// The runs of a pass; none exists in this build.
 pub(crate) struct Plan {
     pub(crate) runs: Vec<Run>,
+    pub(crate) whole: bool,
     never: std::convert::Infallible,
 }
 

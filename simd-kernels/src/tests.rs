@@ -1551,8 +1551,8 @@ fn fused_native_code_equals_block_kernels_bit_for_bit() {
     }
 }
 
-/// W5's gradient pass (the one `jit` makes) gets code for its seven cheap ops and gives the
-/// block kernels' bits.
+/// W5's gradient pass (the one `jit` makes) gets code (all of it where the build's `tanh` and
+/// `sigmoid` are reproduced, else its seven cheap ops) and gives the block kernels' bits.
 #[test]
 fn fused_w5_gradient_pass_native_equals_kernels() {
     use FusedArg::{Input as I, Op as O};
@@ -1600,6 +1600,8 @@ fn fused_w5_gradient_pass_native_equals_kernels() {
             (plan.runs.len(), plan.runs[0].start, plan.runs[0].end),
             (1, first, 9)
         );
+        // The whole pass in one run: each chunk is one call.
+        assert_eq!(plan.whole, first == 0);
     }
 }
 
