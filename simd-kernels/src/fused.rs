@@ -6,6 +6,10 @@
 //! kernel over the block before the next op starts: the block's intermediates (one small buffer
 //! per op) stay in L1, only the requested outputs are written to memory, and the vector kernel
 //! of each op is entered once per block rather than once per element.
+//!
+//! On x86-64 hosts with AVX-512F, runs of consecutive ops (often the whole pass) are compiled
+//! to one loop that keeps every intermediate in registers (`fused_native`), with the same
+//! results bit for bit.
 
 use rayon::prelude::*;
 

@@ -1,20 +1,28 @@
-//! AVX-512 code for runs of exact element-wise ops inside a fused pass.
+//! AVX-512 code for runs of element-wise ops inside a fused pass.
 //!
 //! The block walk of [`fused`](crate::fused) runs each op over a block before the next one
 //! starts, so every op loads its operands from L1 and stores its result there. For cheap ops
 //! that traffic is most of the cost (about 1.4 ns per op per 16-lane vector, where the op
-//! itself takes a cycle). Here a run of two or more consecutive *exact* ops (arithmetic,
-//! multiply-add, max/min, neg, abs, sqrt, square, recip, relu, copies: the ops that are
-//! IEEE-754 exact lane by lane) becomes one generated loop over the block: each operand is
-//! loaded once per vector, every intermediate stays in a `zmm` register, and only the values
-//! that something outside the run reads are stored. Transcendental ops keep their block
-//! kernels.
+//! itself takes a cycle). Here a run of two or more consecutive ops that the generator
+//! reproduces becomes one generated loop: each operand is loaded once per vector, every
+//! intermediate stays in a `zmm` register, and only the values that something outside the run
+//! reads are stored. Each iteration handles two vectors with their instructions interleaved
+//! (one vector's `exp` is a long chain of dependent instructions; two independent chains keep
+//! both vector ports busy), or one when the registers do not allow two. A pass that is a
+//! single run reading only input slices covers a whole chunk per call.
 //!
-//! The generated code computes every lane with the same IEEE operation, in the same operand
-//! order, as the block kernels (a multiply-add is a multiply then an add, never a contracted
-//! FMA), so a pass gives the same bits with and without it. Code is made once per distinct
-//! pass structure and kept in a process-wide cache; hosts without AVX-512F, and builds where
-//! [`native_code_enabled`](crate::arena::native_code_enabled) is off, never use it.
+//! The ops: the IEEE-exact ones (arithmetic, multiply-add, max/min, neg, abs, sqrt, square,
+//! recip, relu, copies), and, for `f32` in a build for AVX-512F and FMA, `exp`, `tanh` and
+//! `sigmoid` (the block kernels' own polynomials, instruction for instruction). Every lane is
+//! computed with the same operations, in the same order and rounding, as the block kernels (a
+//! multiply-add op is a multiply then an add, never a contracted FMA), so a pass gives the
+//! same bits with and without generated code. Lanes where the kernels fall back to `std`
+//! (`exp` outside `[-87, 88]`, say) are detected in the loop: the call reports them and the
+//! block kernels redo that part of the pass.
+//!
+//! Code is made once per distinct pass structure and kept in a process-wide cache (at most
+//! [`CACHE_LIMIT`] structures; it is never freed); hosts without AVX-512F, and processes
+//! where [`native_code_enabled`](crate::arena::native_code_enabled) is off, never use it.
 
 use std::sync::{Arc, OnceLock};
 
