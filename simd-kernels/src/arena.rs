@@ -506,9 +506,26 @@ impl<T: Element> ArenaProgram<T> {
 }
 
 /// Whether [`ArenaProgram::new`] generates native code: the `codegen` feature is on, the host
-/// has a code generator, and the environment variable `STATEGRAD_NO_CODEGEN` is not set (read
-/// once; setting it runs every program as closures, for comparison).
+/// has a code generator, and native code is not switched off (see [`codegen_switched_off`]).
 pub fn native_code_enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("STATEGRAD_NO_CODEGEN").is_none() && codegen::available())
+    *ON.get_or_init(|| !codegen_switched_off() && codegen::available())
+}
+
+/// Whether the environment variable `STATEGRAD_NO_CODEGEN` is set (read once): then every arena
+/// program runs as closures and every fused pass on its block kernels, for comparison. Results
+/// are the same bits either way.
+///
+/// ```
+/// use stategrad_simd::arena::{codegen_switched_off, native_code_enabled};
+/// assert_eq!(
+///     codegen_switched_off(),
+///     std::env::var_os("STATEGRAD_NO_CODEGEN").is_some()
+/// );
+/// // Switched off means no native code for arena programs either.
+/// assert!(!(codegen_switched_off() && native_code_enabled()));
+/// ```
+pub fn codegen_switched_off() -> bool {
+    static OFF: OnceLock<bool> = OnceLock::new();
+    *OFF.get_or_init(|| std::env::var_os("STATEGRAD_NO_CODEGEN").is_some())
 }

@@ -22,7 +22,7 @@
 //!
 //! Code is made once per distinct pass structure and kept in a process-wide cache (at most
 //! [`CACHE_LIMIT`] structures; it is never freed); hosts without AVX-512F, and processes
-//! where [`native_code_enabled`](crate::arena::native_code_enabled) is off, never use it.
+//! where [`codegen_switched_off`](crate::arena::codegen_switched_off), never use it.
 
 use std::sync::{Arc, OnceLock};
 
@@ -41,7 +41,8 @@ const CACHE_LIMIT: usize = 1024;
 /// Bytes per vector (one `zmm` register): 16 `f32` or 8 `f64` lanes; runs cover whole vectors.
 pub(crate) const VECTOR_BYTES: usize = 64;
 
-/// What a base pointer of a run points at, at the start of each block.
+/// What a base pointer of a run points at: the first position the call covers (a block, or a
+/// whole chunk for a whole-pass run).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Base {
     /// Input `i`: its slice, or the block copy of the output it aliases.
@@ -89,9 +90,11 @@ impl Run {
     ) -> bool {
         debug_assert!(bases.len() >= self.bases.len() && scalars.len() >= self.scalars.len());
         debug_assert_eq!(len * size_of::<T>() % self.step, 0);
-        // SAFETY: the code reads `bases.len()` table entries and `scalars.len()` scalars (the
-        // lengths it was generated for), and touches `len` elements behind each base, which
-        // the caller guarantees are valid; it preserves every callee-saved register.
+        // SAFETY: the code reads `self.bases.len()` table entries and `self.scalars.len()`
+        // scalars (what it was generated for; asserted above), touches `len` elements behind
+        // each base, which the caller guarantees are valid, uses no stack beyond the
+        // callee-saved registers it pushes and pops, and leaves every callee-saved register as
+        // it found it.
         unsafe {
             (self.entry)(
                 bases.as_ptr(),
@@ -139,7 +142,7 @@ struct Key {
 pub(crate) fn available() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx512f") && crate::arena::native_code_enabled()
+        std::arch::is_x86_feature_detected!("avx512f") && !crate::arena::codegen_switched_off()
     })
 }
 
