@@ -360,15 +360,17 @@ fn run_chunk<T: Element>(
             *t = match (*base, direct) {
                 (native::Base::Input(i), _) => match inputs[i] {
                     FusedInput::Slice(s) => s[start..end].as_ptr().cast_mut().cast(),
-                    _ => unreachable!("a whole-pass run reads input slices only"),
+                    FusedInput::Output(j) => outs[j].1.as_mut_ptr().cast(),
+                    FusedInput::Scalar(_) => unreachable!("scalars are not bases"),
                 },
                 (native::Base::Direct, Some(d)) => outs[d].1.as_mut_ptr().cast(),
                 _ => unreachable!("a whole-pass run writes the direct output only"),
             };
         }
         // SAFETY: every base points at the chunk's `end - start >= body` elements (input
-        // slices only read, the direct output borrowed mutably by this task alone), the
-        // scalars are the run's, and `body` is a whole number of the run's steps.
+        // slices only read; the direct output, which an input may share, borrowed mutably by
+        // this task alone), the scalars are the run's, and `body` is a whole number of the
+        // run's steps.
         if body > 0 && unsafe { run.call(&table, &run_scalars[0], body) } {
             b0 += body;
         }

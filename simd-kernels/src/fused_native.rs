@@ -108,8 +108,9 @@ impl Run {
 /// The runs of one pass structure, in op order.
 pub(crate) struct Plan {
     pub(crate) runs: Vec<Run>,
-    /// The one run is the whole pass, reading only input slices and scalars and writing only
-    /// the direct output (no scratch block, no sum): it can cover a whole chunk in one call.
+    /// The one run is the whole pass, reading only input slices, scalars and the direct
+    /// output's initial contents, and writing only the direct output (no scratch block, no
+    /// sum): it can cover a whole chunk in one call.
     pub(crate) whole: bool,
 }
 
@@ -131,8 +132,8 @@ struct Key {
     elem_bytes: usize,
     ops: Vec<FusedOp>,
     scalar_inputs: Vec<bool>,
-    /// Inputs read from an output's buffer (copied per block by the pass).
-    aliased_inputs: Vec<bool>,
+    /// For each input read from an output's buffer, the op of that output.
+    aliased_inputs: Vec<Option<usize>>,
     outputs: Vec<usize>,
     sums: Vec<FusedArg>,
     direct: Option<usize>,
@@ -171,7 +172,10 @@ pub(crate) fn plan<T: Element>(
             .collect(),
         aliased_inputs: inputs
             .iter()
-            .map(|x| matches!(x, FusedInput::Output(_)))
+            .map(|x| match x {
+                FusedInput::Output(j) => outputs.get(*j).copied(),
+                _ => None,
+            })
             .collect(),
         outputs: outputs.to_vec(),
         sums: sums.to_vec(),
@@ -257,7 +261,9 @@ fn make_plan(key: &Key) -> Option<Arc<Plan>> {
                 && run.end == key.ops.len()
                 && key.sums.is_empty()
                 && run.bases.iter().all(|b| match *b {
-                    Base::Input(i) => !key.aliased_inputs[i],
+                    // An input living in the direct output's buffer is read there: every load
+                    // of an iteration comes before its one store, at the same positions.
+                    Base::Input(i) => key.aliased_inputs[i].is_none_or(|k| key.direct == Some(k)),
                     Base::Direct => true,
                     Base::Scratch(_) => false,
                 })

@@ -1656,3 +1656,42 @@ fn fused_native_transcendentals_match_kernels_at_ties_and_edges() {
         }
     }
 }
+
+/// A whole-pass run whose input lives in the buffer of the output it writes (an in-place
+/// update) reads it there, without the block copy, and gives the same bits as the same pass
+/// with the input in a slice of its own, over chunks and a partial last block.
+#[test]
+fn fused_native_whole_pass_in_place_matches_separate_input() {
+    use FusedArg::{Input as I, Op as O};
+    let ops = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(1)),
+        FusedOp::MulAdd(O(0), I(0), I(1)),
+        FusedOp::Unary(UnaryOp::Neg, O(1)),
+        FusedOp::Binary(BinaryOp::Max, O(2), I(0)),
+    ];
+    let mut rng = Rng::new(77);
+    for n in [1024, 2 * FUSED_CHUNK + 77] {
+        let x: Vec<f32> = mixed(&mut rng, n, -3.0, 3.0);
+        for par in [Par::Seq, Par::Rayon] {
+            let mut separate = vec![f32::NAN; n];
+            let out = FusedOutputs {
+                values: vec![(3, &mut separate[..])],
+                sums: vec![],
+            };
+            let inputs = [FusedInput::Slice(&x[..]), FusedInput::Scalar(0.75)];
+            crate::fused::fused_with(&ops, &inputs, out, n, par, false);
+            let mut in_place = x.clone();
+            let out = FusedOutputs {
+                values: vec![(3, &mut in_place[..])],
+                sums: vec![],
+            };
+            let inputs = [FusedInput::Output(0), FusedInput::Scalar(0.75)];
+            crate::fused::fused_with(&ops, &inputs, out, n, par, true);
+            assert!(same_slices(&in_place, &separate), "n={n}");
+            let plan = crate::fused_native::plan(&ops, &inputs, &[3], &[], Some(3));
+            if crate::fused_native::available() {
+                assert!(plan.expect("an exact pass gets code").whole);
+            }
+        }
+    }
+}
