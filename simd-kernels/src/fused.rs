@@ -419,7 +419,7 @@ fn run_chunk<T: Element>(
                 // SAFETY: every base points at `len` elements of a buffer that lives through
                 // the call (input slices and the alias block are only read; the run stores only
                 // to scratch blocks and the direct output, which nothing else borrows now), the
-                // scalars are the run's, and `len` is a whole number of vectors.
+                // scalars are the run's, and `len` is a whole number of the run's steps.
                 if unsafe { run.call(&table, &run_scalars[r], len) } {
                     next = run.end;
                     continue;
