@@ -119,26 +119,40 @@ pub fn fused<T: Element>(
     n: usize,
     par: Par,
 ) -> Vec<T> {
-    fused_with(ops, inputs, out, n, par, true)
+    fused_with(ops, inputs, out, n, par, NativeCode::Tiered)
 }
 
-/// [`fused`], with the generated code for runs of exact ops allowed or not (the same bits
-/// either way; tests compare the two).
+/// When a pass runs generated code (where the host has it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NativeCode {
+    /// Never: the block kernels only.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Never,
+    /// Once its structure has gone through `fused_native::NATIVE_AFTER_ELEMENTS` positions.
+    Tiered,
+    /// From this call on.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Now,
+}
+
+/// [`fused`], with generated code when `native` says (the same bits either way; tests compare
+/// the two).
 pub(crate) fn fused_with<T: Element>(
     ops: &[FusedOp],
     inputs: &[FusedInput<'_, T>],
     out: FusedOutputs<'_, T>,
     n: usize,
     par: Par,
-    allow_native: bool,
+    native: NativeCode,
 ) -> Vec<T> {
     check(ops, inputs, &out, n);
     let outputs: Vec<usize> = out.values.iter().map(|(k, _)| *k).collect();
     let direct = direct_op(ops, &outputs, &out.sums);
-    let native = if allow_native && n >= NATIVE_MIN_LEN {
-        native::plan(ops, inputs, &outputs, &out.sums, direct)
-    } else {
-        None
+    let native = match native {
+        NativeCode::Never => None,
+        _ if n < NATIVE_MIN_LEN => None,
+        NativeCode::Tiered => native::plan(ops, inputs, &outputs, &out.sums, direct, n),
+        NativeCode::Now => native::plan(ops, inputs, &outputs, &out.sums, direct, usize::MAX),
     };
     let native = native.as_deref();
     let layout = PassLayout::new(ops, inputs, &outputs, direct, native);

@@ -20,7 +20,9 @@
 //! (`exp` outside `[-87, 88]`, say) are detected in the loop: the call reports them and the
 //! block kernels redo that part of the pass.
 //!
-//! Code is made once per distinct pass structure and kept in a process-wide cache (at most
+//! Code is made once per distinct pass structure, after the structure has gone through
+//! [`NATIVE_AFTER_ELEMENTS`] positions on the block kernels (at once or over several calls: the
+//! making costs a fraction of a millisecond), and kept in a process-wide cache (at most
 //! [`CACHE_LIMIT`] structures; it is never freed); hosts without AVX-512F, and processes
 //! where [`codegen_switched_off`](crate::arena::codegen_switched_off), never use it.
 
@@ -147,21 +149,35 @@ pub(crate) fn available() -> bool {
     })
 }
 
-/// The code for a pass, made on first use of its structure: `None` when the host has no
-/// AVX-512F, the pass has no run of two or more exact ops, or the code could not be made.
-/// `outputs` are the ops whose values leave the pass, `direct` the one written straight into
-/// its output buffer.
+/// Positions a pass structure goes through on the block kernels (in one call or over several)
+/// before its code is made: making it takes 0.15–0.2 ms (about 1 ms for the first in a
+/// process), which pays off over about this much work; a pass of 16M positions gets its code
+/// on its first call, one of 1024 after 1024 calls.
+pub(crate) const NATIVE_AFTER_ELEMENTS: usize = 1 << 20;
+
+/// A cached pass structure: positions seen so far, or its code once made.
+enum Cached {
+    Seen(usize),
+    Made(Option<Arc<Plan>>),
+}
+
+/// The code for a pass of `elements` positions, once its structure has gone through
+/// [`NATIVE_AFTER_ELEMENTS`] positions (`usize::MAX` makes it now): `None` before, or when the
+/// host has no AVX-512F, the pass has no run of two or more ops with code, or the code could
+/// not be made. `outputs` are the ops whose values leave the pass, `direct` the one written
+/// straight into its output buffer.
 pub(crate) fn plan<T: Element>(
     ops: &[FusedOp],
     inputs: &[FusedInput<'_, T>],
     outputs: &[usize],
     sums: &[FusedArg],
     direct: Option<usize>,
+    elements: usize,
 ) -> Option<Arc<Plan>> {
     if !available() {
         return None;
     }
-    static CACHE: OnceLock<DashMap<Key, Option<Arc<Plan>>>> = OnceLock::new();
+    static CACHE: OnceLock<DashMap<Key, Cached>> = OnceLock::new();
     let cache = CACHE.get_or_init(DashMap::new);
     let key = Key {
         elem_bytes: size_of::<T>(),
@@ -181,14 +197,30 @@ pub(crate) fn plan<T: Element>(
         sums: sums.to_vec(),
         direct,
     };
-    if let Some(p) = cache.get(&key) {
-        return p.clone();
+    match cache.get_mut(&key).as_deref_mut() {
+        Some(Cached::Made(p)) => return p.clone(),
+        Some(Cached::Seen(seen)) => {
+            *seen = seen.saturating_add(elements);
+            if *seen < NATIVE_AFTER_ELEMENTS {
+                return None;
+            }
+        }
+        None if cache.len() >= CACHE_LIMIT => return None,
+        None if elements < NATIVE_AFTER_ELEMENTS => {
+            cache.insert(key, Cached::Seen(elements));
+            return None;
+        }
+        None => {}
     }
-    if cache.len() >= CACHE_LIMIT {
-        return None;
-    }
+    // Made outside the map's lock (two threads may both make it; the first stored wins).
     let made = make_plan(&key);
-    cache.entry(key).or_insert(made).clone()
+    match &mut *cache.entry(key).or_insert(Cached::Seen(0)) {
+        Cached::Made(p) => p.clone(),
+        slot => {
+            *slot = Cached::Made(made.clone());
+            made
+        }
+    }
 }
 
 /// Whether the block kernels' vector `exp`, `tanh` and `sigmoid` are the ones [`Emitter`]

@@ -9,6 +9,10 @@ use crate::Element;
 /// Most base pointers of a run (unused in this build).
 pub(crate) const MAX_BASES: usize = 10;
 
+/// Positions before a pass structure gets code (no code in this build).
+#[allow(dead_code)]
+pub(crate) const NATIVE_AFTER_ELEMENTS: usize = 1 << 20;
+
 /// What a base pointer of a run points at (no run exists in this build).
 #[allow(dead_code)]
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +73,7 @@ pub(crate) fn plan<T: Element>(
     _: &[usize],
     _: &[FusedArg],
     _: Option<usize>,
+    _: usize,
 ) -> Option<Arc<Plan>> {
     None
 }

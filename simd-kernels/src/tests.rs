@@ -1369,6 +1369,15 @@ fn arena_program_too_large_for_native_code_stays_on_closures() {
     assert_eq!(arena[size - 1], want);
 }
 
+/// Generated code from the first call (`true`), or the block kernels only.
+fn code(native: bool) -> crate::fused::NativeCode {
+    if native {
+        crate::fused::NativeCode::Now
+    } else {
+        crate::fused::NativeCode::Never
+    }
+}
+
 /// A random fused pass: exact ops (the ones generated code covers) mixed with transcendental
 /// ones, operands drawn from slice, scalar and in-place inputs and earlier ops; returns the ops,
 /// the number of inputs and which input (if any) reads output 0's buffer.
@@ -1481,7 +1490,7 @@ fn check_fused_native_equals_kernels<T: Element>() -> (usize, usize) {
                 },
                 n,
                 par,
-                native,
+                code(native),
             );
             (bufs, s)
         };
@@ -1506,7 +1515,8 @@ fn check_fused_native_equals_kernels<T: Element>() -> (usize, usize) {
             FusedInput::Slice(&x[..]),
         ];
         let direct = (!sums.contains(&FusedArg::Op(last))).then_some(last);
-        if let Some(plan) = crate::fused_native::plan(&ops, &inputs_kinds, &outputs, &sums, direct)
+        if let Some(plan) =
+            crate::fused_native::plan(&ops, &inputs_kinds, &outputs, &sums, direct, usize::MAX)
         {
             with_runs += 1;
             let transcendental = plan.runs.iter().any(|r| {
@@ -1582,12 +1592,12 @@ fn fused_w5_gradient_pass_native_equals_kernels() {
             values,
             sums: vec![],
         };
-        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, native);
+        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native));
         g
     };
     let (got, want) = (run(true), run(false));
     assert!(same_slices(&got, &want));
-    let plan = crate::fused_native::plan(&ops, &inputs, &[8], &[], Some(8));
+    let plan = crate::fused_native::plan(&ops, &inputs, &[8], &[], Some(8), usize::MAX);
     if crate::fused_native::available() {
         let plan = plan.expect("W5's pass gets code");
         // All of it where the build's tanh and sigmoid are reproduced, else its cheap ops.
@@ -1641,7 +1651,8 @@ fn fused_native_transcendentals_match_kernels_at_ties_and_edges() {
                 values: vec![(1, &mut g[..])],
                 sums: vec![],
             };
-            crate::fused::fused_with(&ops, &[FusedInput::Slice(&x[..])], out, n, Par::Seq, native);
+            let x = [FusedInput::Slice(&x[..])];
+            crate::fused::fused_with(&ops, &x, out, n, Par::Seq, code(native));
             g
         };
         let (got, want) = (run(true), run(false));
@@ -1679,19 +1690,74 @@ fn fused_native_whole_pass_in_place_matches_separate_input() {
                 sums: vec![],
             };
             let inputs = [FusedInput::Slice(&x[..]), FusedInput::Scalar(0.75)];
-            crate::fused::fused_with(&ops, &inputs, out, n, par, false);
+            crate::fused::fused_with(&ops, &inputs, out, n, par, code(false));
             let mut in_place = x.clone();
             let out = FusedOutputs {
                 values: vec![(3, &mut in_place[..])],
                 sums: vec![],
             };
             let inputs = [FusedInput::Output(0), FusedInput::Scalar(0.75)];
-            crate::fused::fused_with(&ops, &inputs, out, n, par, true);
+            crate::fused::fused_with(&ops, &inputs, out, n, par, code(true));
             assert!(same_slices(&in_place, &separate), "n={n}");
-            let plan = crate::fused_native::plan(&ops, &inputs, &[3], &[], Some(3));
+            let plan = crate::fused_native::plan(&ops, &inputs, &[3], &[], Some(3), usize::MAX);
             if crate::fused_native::available() {
                 assert!(plan.expect("an exact pass gets code").whole);
             }
         }
     }
+}
+
+/// A pass structure gets its code once it has gone through `NATIVE_AFTER_ELEMENTS` positions on
+/// the block kernels, over however many calls (a small pass run once never pays for it).
+#[test]
+fn fused_code_is_made_after_enough_work() {
+    use crate::fused_native::{available, plan, NATIVE_AFTER_ELEMENTS};
+    use FusedArg::{Input as I, Op as O};
+    // A structure no other test uses.
+    let ops = [
+        FusedOp::Binary(BinaryOp::Min, I(0), I(1)),
+        FusedOp::Binary(BinaryOp::Div, O(0), I(1)),
+        FusedOp::Unary(UnaryOp::Abs, O(1)),
+        FusedOp::Binary(BinaryOp::Sub, O(2), I(0)),
+    ];
+    let n = 4 * FUSED_BLOCK;
+    let x: Vec<f32> = Rng::new(9).vec(n, -2.0, 2.0);
+    let inputs = [FusedInput::Slice(&x[..]), FusedInput::Scalar(0.3f32)];
+    let calls_needed = NATIVE_AFTER_ELEMENTS.div_ceil(n);
+    let mut first = None;
+    for call in 0..calls_needed {
+        let has_code = plan(&ops, &inputs, &[3], &[], Some(3), 0).is_some();
+        assert!(!has_code, "code before enough work (call {call})");
+        let mut out = vec![0.0f32; n];
+        let values = vec![(3, &mut out[..])];
+        fused(
+            &ops,
+            &inputs,
+            FusedOutputs {
+                values,
+                sums: vec![],
+            },
+            n,
+            Par::Seq,
+        );
+        first.get_or_insert(out);
+    }
+    assert_eq!(
+        plan(&ops, &inputs, &[3], &[], Some(3), 0).is_some(),
+        available()
+    );
+    // And the code gives what the first call gave.
+    let mut out = vec![0.0f32; n];
+    let values = vec![(3, &mut out[..])];
+    fused(
+        &ops,
+        &inputs,
+        FusedOutputs {
+            values,
+            sums: vec![],
+        },
+        n,
+        Par::Seq,
+    );
+    assert!(same_slices(&out, first.as_deref().unwrap()));
 }
