@@ -1723,23 +1723,19 @@ fn fused_code_is_made_after_enough_work() {
     let n = 4 * FUSED_BLOCK;
     let x: Vec<f32> = Rng::new(9).vec(n, -2.0, 2.0);
     let inputs = [FusedInput::Slice(&x[..]), FusedInput::Scalar(0.3f32)];
+    let run = || {
+        let mut out = vec![0.0f32; n];
+        let values = vec![(3, &mut out[..])];
+        let sums = vec![];
+        fused(&ops, &inputs, FusedOutputs { values, sums }, n, Par::Seq);
+        out
+    };
     let calls_needed = NATIVE_AFTER_ELEMENTS.div_ceil(n);
     let mut first = None;
     for call in 0..calls_needed {
         let has_code = plan(&ops, &inputs, &[3], &[], Some(3), 0).is_some();
         assert!(!has_code, "code before enough work (call {call})");
-        let mut out = vec![0.0f32; n];
-        let values = vec![(3, &mut out[..])];
-        fused(
-            &ops,
-            &inputs,
-            FusedOutputs {
-                values,
-                sums: vec![],
-            },
-            n,
-            Par::Seq,
-        );
+        let out = run();
         first.get_or_insert(out);
     }
     assert_eq!(
@@ -1747,17 +1743,5 @@ fn fused_code_is_made_after_enough_work() {
         available()
     );
     // And the code gives what the first call gave.
-    let mut out = vec![0.0f32; n];
-    let values = vec![(3, &mut out[..])];
-    fused(
-        &ops,
-        &inputs,
-        FusedOutputs {
-            values,
-            sums: vec![],
-        },
-        n,
-        Par::Seq,
-    );
-    assert!(same_slices(&out, first.as_deref().unwrap()));
+    assert!(same_slices(&run(), first.as_deref().unwrap()));
 }
