@@ -200,6 +200,17 @@ pub enum Error {
         /// What tried to read it.
         what: &'static str,
     },
+
+    // ---- the engine itself ----
+    /// A defect in stategrad: an internal invariant failed while running `primitive`. The call
+    /// changed no state; please report it with the program that triggers it.
+    #[error("internal error in `{primitive}`: {msg} (states unchanged; please report this)")]
+    Internal {
+        /// The primitive (or engine stage) that was running.
+        primitive: String,
+        /// What went wrong.
+        msg: String,
+    },
 }
 
 /// The result type of stategrad.

@@ -278,6 +278,13 @@ fn try_join<S: Clone>(
         if let Some(&o) = node(src).and_then(|n| local.get(&n)) {
             return Some(o);
         }
+        // A sum of this group exists only once the whole pass is over: a step that reads it
+        // (`e / e.sum()`) starts a new group instead.
+        if let Some(n) = node(src) {
+            if g.sums.iter().any(|&(_, sum, _)| sum == n) {
+                return None;
+            }
+        }
         let inp = match numel(src) {
             (m, Some(one)) if m == g.n && scalar_ok => Input::Scalar(one),
             (m, _) if m == g.n => Input::Full(src.clone()),

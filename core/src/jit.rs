@@ -28,7 +28,7 @@
 //!
 //! Results equal eager ones (the replay runs the same kernels with the same rounding).
 
-use crate::error::{from_panic, Result};
+use crate::error::{from_panic, Error, Result};
 use crate::fuse;
 use crate::lower::{self, LIn, LStep, Lowered};
 use crate::prim::{apply, Kernel, Primitive};
@@ -254,6 +254,24 @@ pub struct Jit<F, A, O: JitOutput> {
     last: parking_lot::Mutex<Option<Arc<Compiled<O::Tree>>>>,
     traces: AtomicUsize,
     _m: PhantomData<fn(A) -> O>,
+}
+
+/// True while `jit` traces a function on this thread: code that keeps host-side state between
+/// calls (a counter, a random stream) runs only once per trace, and its result is frozen into the
+/// compiled program. Such code should keep its state in a [`State`] (which the trace sees and
+/// every replay updates) or refuse to run here, as stateful gradient processors do.
+///
+/// ```
+/// use stategrad_core::{jit, jit::in_jit_trace, Tensor};
+/// assert!(!in_jit_trace());
+/// let f = jit(|x: Tensor| {
+///     assert!(in_jit_trace());
+///     x * 2.0
+/// });
+/// f.call(Tensor::new([1.0f32])).unwrap();
+/// ```
+pub fn in_jit_trace() -> bool {
+    trace::jit_tracing()
 }
 
 /// Compile `f` (see [`Jit`]).
@@ -588,8 +606,37 @@ where
     }
 }
 
+thread_local! {
+    /// The primitive a replay on this thread is running, for the message of an internal error.
+    static RUNNING: std::cell::Cell<&'static str> = const { std::cell::Cell::new("replay") };
+}
+
+/// Replay a compiled program. A panic inside it is a defect of the engine (the trace already ran
+/// the same primitives on the same shapes), so it comes back as [`Error::Internal`] naming the
+/// primitive that was running, never as an unwind out of [`Jit::call`]; typed operator errors
+/// come back as themselves. States are written only after every value is computed.
 fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
+    protect(|| replay_unprotected(c, leaves))
+}
+
+/// Run `body`, turning a panic into the typed error it carries, or [`Error::Internal`].
+fn protect<R>(body: impl FnOnce() -> Result<R>) -> Result<R> {
+    RUNNING.with(|r| r.set("replay"));
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(p) => Err(match from_panic(p) {
+            Error::Panicked(msg) => Error::Internal {
+                primitive: RUNNING.with(|r| r.get()).to_string(),
+                msg,
+            },
+            e => e,
+        }),
+    }
+}
+
+fn replay_unprotected<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
     if let (Some(lw), false) = (&c.small, trace::recording()) {
+        RUNNING.with(|r| r.set("arena program"));
         return replay_small(c, lw, leaves);
     }
     let mut vals: Vec<Option<Tensor>> = vec![None; c.n_values];
@@ -612,6 +659,7 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
                     Source::Const(t) => t,
                 })
                 .collect();
+            RUNNING.with(|r| r.set(step.prim.name()));
             apply(step.prim.clone(), &refs)?
         };
         vals[step.out as usize] = Some(out);
@@ -653,6 +701,7 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
                     } else {
                         Par::Rayon
                     };
+                    RUNNING.with(|r| r.set("fused pass"));
                     for (node, t) in fuse::run(g, inputs, par)? {
                         vals[node as usize] = Some(t);
                     }
@@ -670,8 +719,9 @@ fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
         Source::Const(t) => t.clone(),
     };
     let outs: Vec<Tensor> = c.outputs.iter().map(get).collect();
-    for (s, src) in &c.writes {
-        s.set_value(get(src));
+    let written: Vec<Tensor> = c.writes.iter().map(|(_, src)| get(src)).collect();
+    for ((s, _), v) in c.writes.iter().zip(written) {
+        s.set_value(v);
     }
     let mut it = outs.into_iter();
     Ok(c.template
@@ -882,16 +932,19 @@ where
                 msg: "needs at least one iteration".into(),
             });
         }
-        let mut out = self.call(Tensor::scalar(0.0f32))?;
-        if n > 1 {
-            if let Some(last) = self.replay_loop(1, n) {
-                return last;
+        // One transaction: an iteration that fails restores every state to its entry value.
+        all_or_nothing(|| {
+            let mut out = self.call(Tensor::scalar(0.0f32))?;
+            if n > 1 {
+                if let Some(last) = self.replay_loop(1, n) {
+                    return last;
+                }
             }
-        }
-        for i in 1..n {
-            out = self.call(Tensor::scalar(i as f32))?;
-        }
-        Ok(out)
+            for i in 1..n {
+                out = self.call(Tensor::scalar(i as f32))?;
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -947,6 +1000,21 @@ where
     if n == 0 {
         return Ok((init, Tensor::zeros(&[0])));
     }
+    all_or_nothing(|| scan_rows(f, init, xs, n))
+}
+
+/// Run `body` as one transaction over the states it touches: if it fails (or panics), every
+/// state is back at its entry value, however many iterations had already written it.
+fn all_or_nothing<R>(body: impl FnOnce() -> Result<R>) -> Result<R> {
+    let (r, _) =
+        crate::transform::engine::with_states(HashMap::new(), trace::ExitPolicy::KeepWrites, body)?;
+    Ok(r)
+}
+
+fn scan_rows<F>(f: F, init: Tensor, xs: &Tensor, n: usize) -> Result<(Tensor, Tensor)>
+where
+    F: Fn((Tensor, Tensor)) -> (Tensor, Tensor),
+{
     let body = jit(f);
     let (mut carry, y0) = body.call((init, xs.try_index_axis(0, 0)?))?;
     if n > 1 {

@@ -259,10 +259,12 @@ impl State {
         views::begin(self.0.id, v);
     }
 
-    /// End this thread's view, publishing its value as the shared value.
-    pub(crate) fn end_view(&self) {
+    /// End this thread's view; with `publish`, its value becomes the shared value.
+    pub(crate) fn end_view(&self, publish: bool) {
         if let Some(v) = views::end(self.0.id) {
-            *self.0.value.write() = v;
+            if publish {
+                *self.0.value.write() = v;
+            }
         }
     }
 

@@ -186,6 +186,11 @@ pub(crate) fn push_jit_frame() -> FrameGuard {
     g
 }
 
+/// True while a `jit` trace is open on this thread.
+pub(crate) fn jit_tracing() -> bool {
+    FRAMES.with(|f| f.borrow().iter().any(|fr| fr.jit))
+}
+
 /// True if `t` is traced by an open `jit` frame (its value must not steer the computation).
 pub(crate) fn jit_traced(t: &Tensor) -> bool {
     if t.tags().is_empty() {
@@ -259,10 +264,13 @@ fn frame_is_outermost(level: u64, outermost: &Option<u64>) -> bool {
 
 fn finish_states(frame: &Frame, ok: bool) {
     finish_views(frame, ok);
-    // The outermost frame on this thread publishes the values of the states it touched.
+    // The outermost frame on this thread ends its views. Only a state this call wrote and kept is
+    // published: publishing a read-only (or restored) view would overwrite values that other
+    // threads wrote meanwhile with this thread's stale copy.
     if FRAMES.with(|f| f.borrow().is_empty()) {
-        for (state, _, _) in &frame.touched {
-            state.end_view();
+        let keeps = ok && frame.policy == ExitPolicy::KeepWrites;
+        for (state, _, access) in &frame.touched {
+            state.end_view(keeps && access.written);
         }
     }
 }

@@ -54,6 +54,16 @@ impl ProcState {
         }
     }
 
+    /// True if this state carries anything from one step to the next (a counter, tensors, or a
+    /// stage holding either): a processor with such a state is stateful.
+    pub fn is_stateful(&self) -> bool {
+        match self {
+            ProcState::Empty => false,
+            ProcState::Count(_) | ProcState::Tensors(_) => true,
+            ProcState::Chain(v) => v.iter().any(ProcState::is_stateful),
+        }
+    }
+
     fn kind(&self) -> String {
         match self {
             ProcState::Empty => "Empty".into(),
@@ -233,16 +243,41 @@ impl StatefulProcessor {
     }
 
     /// Process a gradient set, advancing the state.
+    ///
+    /// Inside a `jit` trace a stateful processor (see [`ProcState::is_stateful`]) is an
+    /// [`Error::Unsupported`]: its state lives on the host, so the trace would run it once and
+    /// every replay would reuse that step's result (the same noise, a counter stuck at 1). A
+    /// failed update leaves the state as it was.
+    ///
+    /// ```
+    /// use stategrad_core::{jit, Error, Tensor};
+    /// use stategrad_plugins::{add_noise, scale, StatefulProcessor};
+    /// let noisy = StatefulProcessor::new(add_noise(0.1, 7));
+    /// let f = jit(|g: Tensor| noisy.apply(&g));
+    /// assert!(matches!(f.call(Tensor::zeros(&[3])), Err(Error::Unsupported(m)) if m.contains("inside jit")));
+    /// let scaled = StatefulProcessor::new(scale(2.0)); // stateless: fine under jit
+    /// let f = jit(|g: Tensor| scaled.apply(&g).unwrap());
+    /// assert_eq!(f.call(Tensor::ones(&[2])).unwrap().to_string(), "[2. 2.]");
+    /// ```
     pub fn apply_set(&self, grads: GradSet) -> Result<GradSet> {
         let mut guard = self.lock();
-        // Taken out so that a panicking processor leaves no half-updated state behind.
-        let mut state = match guard.take() {
-            Some(s) => s,
+        let mut state = match guard.as_ref() {
+            Some(s) => s.clone(),
             None => self.processor.init(&grads),
         };
-        let out = update_checked(&*self.processor, grads, &mut state);
+        if stategrad_core::jit::in_jit_trace() && state.is_stateful() {
+            return Err(Error::Unsupported(format!(
+                "the stateful gradient processor `{}` inside jit: its state lives on the host, \
+                 so every replay would repeat the traced step; apply it outside the jitted \
+                 function",
+                self.processor.name()
+            )));
+        }
+        // Updated on a copy, so that a failing or panicking processor leaves no half-updated
+        // state behind.
+        let out = update_checked(&*self.processor, grads, &mut state)?;
         *guard = Some(state);
-        out
+        Ok(out)
     }
 
     /// Process any labelled gradient container, advancing the state.
