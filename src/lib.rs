@@ -38,6 +38,9 @@
 //! assert_eq!(grads[&path!("weight")].to_string(), "[[-3.]]");
 //! ```
 
+// Unsafe code lives only in `stategrad-simd`, where each block states its proof.
+#![forbid(unsafe_code)]
+
 pub use stategrad_core::*;
 pub use stategrad_derive::Module;
 

@@ -74,7 +74,9 @@ fn transforms_that_only_read_a_state_lose_no_concurrent_writes() {
                         s.set_value(Tensor::scalar(-1.0f64));
                         &x + &Tensor::new([1.0f64, 2.0, 3.0])
                     };
-                    assert!(vector_grad(failing).call(Tensor::new([1.0f64, 2.0])).is_err());
+                    assert!(vector_grad(failing)
+                        .call(Tensor::new([1.0f64, 2.0]))
+                        .is_err());
                     calls += 1;
                 }
                 calls
@@ -150,11 +152,169 @@ fn stateful_processors_refuse_to_be_frozen_into_jit() {
     let f = jit(|g: Tensor| noisy.apply(&g));
     for _ in 0..2 {
         let err = f.call(Tensor::zeros(&[4])).unwrap_err();
-        assert!(matches!(&err, Error::Unsupported(m) if m.contains("add_noise")), "{err}");
+        assert!(
+            matches!(&err, Error::Unsupported(m) if m.contains("add_noise")),
+            "{err}"
+        );
     }
     assert!(noisy.state().is_none());
     // Outside jit it advances every call.
     let a = noisy.apply(&Tensor::zeros(&[4])).unwrap();
     let b = noisy.apply(&Tensor::zeros(&[4])).unwrap();
     assert!(!a.allclose(&b, 0.0, 0.0));
+}
+
+/// The compiled-program cache is bounded: it keeps at most its limit, and the least recently used
+/// program goes first (it grew by one program per shape, forever; `tests/jit_cache_memory.rs`
+/// measures the memory).
+#[test]
+fn jit_cache_is_bounded_and_evicts_least_recently_used() {
+    let f = jit(|x: Tensor| (&x * 2.0 + 1.0).sum()).with_cache_limit(64);
+    for n in 1..=64 {
+        f.call(Tensor::ones(&[n])).unwrap();
+    }
+    // Shape [1] is used again, so [2] is the oldest when [65] arrives.
+    f.call(Tensor::ones(&[1])).unwrap();
+    f.call(Tensor::ones(&[65])).unwrap();
+    assert_eq!(f.cache_len(), 64);
+    let traces = f.trace_count();
+    f.call(Tensor::ones(&[1])).unwrap();
+    assert_eq!(f.trace_count(), traces, "[1] was recently used and stays");
+    f.call(Tensor::ones(&[2])).unwrap();
+    assert_eq!(f.trace_count(), traces + 1, "[2] was evicted");
+}
+
+/// Writers outside transforms and readers inside every kind of transform, on the same states,
+/// for a bounded time: every write lands (the last value is the last one written, the counter
+/// reaches its count) and no reader ever sees a torn value (a mix of two writes).
+#[test]
+fn writers_and_readers_in_every_transform_kind_agree() {
+    use stategrad::jit::{cond, for_loop};
+    use stategrad::{hessian, jacfwd, jacrev, vmap, StateFinder};
+    const LEN: usize = 64;
+    const WRITES: usize = 3_000;
+    let s = State::new(Tensor::zeros(&[LEN])).named("shared");
+    let counter = State::new(Tensor::scalar(0.0f64)).named("counter");
+    let done = AtomicBool::new(false);
+    // Every written value is constant across its elements: a torn read is not.
+    let untorn = |t: &Tensor, what: &str| {
+        let v = t.to_f64_vec();
+        assert!(v.iter().all(|e| *e == v[0]), "{what}: torn value {v:?}");
+    };
+    let x = Tensor::ones(&[LEN]);
+    let readers: Vec<(&str, Box<dyn Fn() + Sync>)> = vec![
+        (
+            "grad",
+            Box::new(|| {
+                let g = grad(|x: Tensor| {
+                    untorn(&s.value(), "grad");
+                    (&x * &s.value()).sum()
+                })
+                .call(x.clone())
+                .unwrap();
+                untorn(&g, "grad result");
+            }),
+        ),
+        (
+            "vector_grad",
+            Box::new(|| {
+                let g = vector_grad(|x: Tensor| &x * &s.value())
+                    .call(x.clone())
+                    .unwrap();
+                untorn(&g, "vector_grad result");
+            }),
+        ),
+        (
+            "jacrev",
+            Box::new(|| {
+                let f = |x: Tensor| (&x * &s.value()).slice_axis(0, 0, 2);
+                jacrev(f).call(x.clone()).unwrap();
+            }),
+        ),
+        (
+            "jacfwd",
+            Box::new(|| {
+                let f = |x: Tensor| (&x * &s.value()).slice_axis(0, 0, 2);
+                jacfwd(f).call(x.clone()).unwrap();
+            }),
+        ),
+        (
+            "hessian",
+            Box::new(|| {
+                let f = |x: Tensor| {
+                    (&x.slice_axis(0, 0, 3).square() * &s.value().slice_axis(0, 0, 3)).sum()
+                };
+                hessian(f).call(x.clone()).unwrap();
+            }),
+        ),
+        (
+            "vmap",
+            Box::new(|| {
+                let xs = Tensor::ones(&[2, LEN]);
+                let y = vmap(|x: Tensor| &x * &s.value()).call(xs).unwrap();
+                untorn(&y, "vmap result");
+            }),
+        ),
+        (
+            "jit",
+            Box::new(|| {
+                let f = jit(|x: Tensor| &x * &s.value());
+                for _ in 0..3 {
+                    untorn(&f.call(x.clone()).unwrap(), "jit result");
+                }
+            }),
+        ),
+        (
+            "for_loop",
+            Box::new(|| {
+                let y = for_loop(3, |_i: Tensor| s.value() * 1.0).unwrap();
+                untorn(&y, "for_loop result");
+            }),
+        ),
+        (
+            "cond",
+            Box::new(|| {
+                let f = jit(|x: Tensor| {
+                    cond(&x.sum().gt_scalar(0.0), || s.value() * 2.0, || s.value())
+                });
+                untorn(&f.call(x.clone()).unwrap(), "cond result");
+            }),
+        ),
+        (
+            "StateFinder",
+            Box::new(|| {
+                let found = StateFinder::new(|x: Tensor| (&x * &s.value()).sum())
+                    .find_list(x.clone())
+                    .unwrap();
+                assert_eq!(found.len(), 1);
+            }),
+        ),
+    ];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = readers
+            .iter()
+            .map(|(name, read)| {
+                let done = &done;
+                scope.spawn(move || {
+                    let mut n = 0usize;
+                    while !done.load(Ordering::Relaxed) || n < 5 {
+                        read();
+                        n += 1;
+                    }
+                    (*name, n)
+                })
+            })
+            .collect();
+        for i in 1..=WRITES {
+            s.set_value(Tensor::full(&[LEN], i as f32));
+            counter.set_value(counter.value() + 1.0);
+        }
+        done.store(true, Ordering::Relaxed);
+        for h in handles {
+            let (name, n) = h.join().unwrap();
+            assert!(n >= 5, "{name} ran {n} times");
+        }
+    });
+    assert_eq!(counter.value().item().unwrap(), WRITES as f64);
+    assert_eq!(s.value().to_f64_vec(), vec![WRITES as f64; LEN]);
 }

@@ -42,7 +42,7 @@ use stategrad_simd::Par;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// What a jitted function may return: a [`Tree`] of tensors, or a `Result` of one.
@@ -111,6 +111,8 @@ struct Compiled<T> {
     template: T,
     /// The arguments' key it was compiled for.
     key: Key,
+    /// When it last served a call (the cache's clock), for least-recently-used eviction.
+    used: AtomicU64,
 }
 
 impl<T> Compiled<T> {
@@ -249,7 +251,12 @@ pub struct ProgramStats {
 /// ```
 pub struct Jit<F, A, O: JitOutput> {
     f: F,
+    /// Compiled programs by argument key (several per key when the states' shapes differ).
     cache: DashMap<Key, Vec<Arc<Compiled<O::Tree>>>>,
+    /// Programs in `cache`, at most `limit`; the clock that stamps each use.
+    cached: AtomicUsize,
+    limit: AtomicUsize,
+    clock: AtomicU64,
     /// The program of the last call: checked first, without building and hashing a key.
     last: parking_lot::Mutex<Option<Arc<Compiled<O::Tree>>>>,
     traces: AtomicUsize,
@@ -274,11 +281,17 @@ pub fn in_jit_trace() -> bool {
     trace::jit_tracing()
 }
 
+/// How many compiled programs a [`Jit`] keeps by default (see [`Jit::with_cache_limit`]).
+pub const DEFAULT_CACHE_LIMIT: usize = 256;
+
 /// Compile `f` (see [`Jit`]).
 pub fn jit<F: Fn(A) -> O, A, O: JitOutput>(f: F) -> Jit<F, A, O> {
     Jit {
         f,
         cache: DashMap::new(),
+        cached: AtomicUsize::new(0),
+        limit: AtomicUsize::new(DEFAULT_CACHE_LIMIT),
+        clock: AtomicU64::new(0),
         last: parking_lot::Mutex::new(None),
         traces: AtomicUsize::new(0),
         _m: PhantomData,
@@ -381,7 +394,76 @@ where
     /// Forget every compiled tape.
     pub fn clear_cache(&self) {
         self.cache.clear();
+        self.cached.store(0, Ordering::Relaxed);
         *self.last.lock() = None;
+    }
+
+    /// Keep at most `limit` compiled programs (at least one): when a new signature would exceed
+    /// it, the program used least recently is dropped, with its native code (a later call with
+    /// that signature traces again). The default is [`DEFAULT_CACHE_LIMIT`]; each program holds
+    /// its steps, constants and arena (a few KB for small programs).
+    ///
+    /// ```
+    /// use stategrad_core::{jit, Tensor};
+    /// let f = jit(|x: Tensor| &x * 2.0).with_cache_limit(2);
+    /// for n in 1..=5 {
+    ///     f.call(Tensor::ones(&[n])).unwrap();
+    /// }
+    /// assert_eq!(f.cache_len(), 2);
+    /// f.call(Tensor::ones(&[5])).unwrap(); // still cached
+    /// assert_eq!(f.trace_count(), 5);
+    /// f.call(Tensor::ones(&[1])).unwrap(); // evicted: traced again
+    /// assert_eq!(f.trace_count(), 6);
+    /// ```
+    pub fn with_cache_limit(self, limit: usize) -> Self {
+        self.limit.store(limit.max(1), Ordering::Relaxed);
+        self
+    }
+
+    /// The number of compiled programs held now.
+    pub fn cache_len(&self) -> usize {
+        self.cached.load(Ordering::Relaxed)
+    }
+
+    /// Make `c` the program checked first. Calls served through `last` skip the clock, so the
+    /// program it replaces is stamped now, as used until this moment.
+    fn set_last(&self, c: Arc<Compiled<O::Tree>>) {
+        c.used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if let Some(old) = self.last.lock().replace(c) {
+            old.used.store(
+                self.clock.fetch_add(1, Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Make room for one more program: drop least recently used ones (never the last one run).
+    fn evict_for_one(&self) {
+        let last = self.last.lock().clone();
+        while self.cached.load(Ordering::Relaxed) >= self.limit.load(Ordering::Relaxed) {
+            let mut oldest: Option<(u64, Key, *const Compiled<O::Tree>)> = None;
+            for entry in self.cache.iter() {
+                for c in entry.value() {
+                    if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, c)) {
+                        continue;
+                    }
+                    let t = c.used.load(Ordering::Relaxed);
+                    if oldest.as_ref().map_or(true, |(o, ..)| t < *o) {
+                        oldest = Some((t, entry.key().clone(), Arc::as_ptr(c)));
+                    }
+                }
+            }
+            let Some((_, key, ptr)) = oldest else { return };
+            if let Some(mut v) = self.cache.get_mut(&key) {
+                let before = v.len();
+                v.retain(|c| Arc::as_ptr(c) != ptr);
+                self.cached.fetch_sub(before - v.len(), Ordering::Relaxed);
+            }
+            self.cache.remove_if(&key, |_, v| v.is_empty());
+        }
     }
 
     /// Call the function: replay a compiled tape when one fits, else trace and compile.
@@ -408,14 +490,17 @@ where
             .get(&key)
             .and_then(|v| v.iter().find(|c| c.states_fit()).cloned());
         if let Some(c) = fitting {
-            *self.last.lock() = Some(c.clone());
+            self.set_last(c.clone());
             return replay(&c, &leaves);
         }
         let (out, mut compiled) = self.trace(args, &leaves)?;
         compiled.key = key.clone();
+        compiled.used = AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed));
         let compiled = Arc::new(compiled);
+        self.evict_for_one();
         self.cache.entry(key).or_default().push(compiled.clone());
-        *self.last.lock() = Some(compiled);
+        self.cached.fetch_add(1, Ordering::Relaxed);
+        self.set_last(compiled);
         Ok(out)
     }
 
@@ -601,6 +686,7 @@ where
                 writes,
                 template: out,
                 key: Key::default(),
+                used: AtomicU64::new(0),
             },
         ))
     }

@@ -3,6 +3,9 @@
 //!
 //! See the facade crate `stategrad` for the guide; everything here is re-exported there.
 
+// Unsafe code lives only in `stategrad-simd`, where each block states its proof.
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod finder;
 mod fuse;

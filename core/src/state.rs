@@ -7,6 +7,44 @@
 //! Inside a transform every read and write is seen by the transform: reads of differentiated
 //! states return the traced input, writes are kept after the call, and if the function fails every
 //! state is restored to the value it had on entry.
+//!
+//! # Threading model
+//!
+//! A `State` is shared between threads (`Send + Sync`); its value is one tensor behind a
+//! read-write lock.
+//!
+//! - **Atomic**: each [`State::value`] and [`State::set_value`] outside a transform. A read sees a
+//!   whole value that some write stored, never a mix of two writes (tensors are immutable; a
+//!   write swaps the handle).
+//! - **A transaction per transform**: the outermost transform on a thread (`grad`, `jit`,
+//!   `vmap`, `for_loop`, `scan`, `cond`, a `StateFinder` …) reads each state once, at its first
+//!   access, into a view private to the thread; the function's later reads and writes go to
+//!   that view. When the transform ends, only the states it **wrote** are published (each
+//!   atomically, in first-access order), and only if it succeeded: a transform that only reads a
+//!   state, or that fails, never overwrites what other threads wrote meanwhile. A compiled
+//!   loop's iterations are one such transaction.
+//! - **A race (last writer wins)**: a read-modify-write such as
+//!   `s.set_value(s.value() + 1.0)` from two threads at once, outside or inside transforms. Two
+//!   transforms that write the same state publish one after the other; neither sees the other's
+//!   write. Serialise such updates yourself (one writer per state, or a lock around the step),
+//!   as with any shared variable.
+//!
+//! ```
+//! use stategrad_core::{grad, State, Tensor};
+//! let w = State::new(Tensor::scalar(2.0f64));
+//! std::thread::scope(|s| {
+//!     // A reader inside a transform never publishes its (stale) view of `w`.
+//!     s.spawn(|| {
+//!         for _ in 0..100 {
+//!             grad(|x: Tensor| (&x * &w.value()).sum()).call(Tensor::ones(&[2])).unwrap();
+//!         }
+//!     });
+//!     for _ in 0..100 {
+//!         w.set_value(w.value() + 1.0); // the only writer: no update is lost
+//!     }
+//! });
+//! assert_eq!(w.value().item().unwrap(), 102.0);
+//! ```
 
 use crate::tensor::{Float, Tensor};
 use parking_lot::RwLock;

@@ -4,6 +4,9 @@
 //! (`stategrad::Module`), which re-exports it next to the trait of the same name. See
 //! [`macro@Module`] for what the derive generates and which attributes it accepts.
 
+// Unsafe code lives only in `stategrad-simd`, where each block states its proof.
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, HashSet};
 
 use proc_macro::TokenStream;

@@ -239,6 +239,9 @@
 //! [`GradientTransform::new`]: stategrad_core::GradientTransform::new
 //! [`Params`]: stategrad_core::Params
 
+// Unsafe code lives only in `stategrad-simd`, where each block states its proof.
+#![forbid(unsafe_code)]
+
 mod builtin;
 mod gradset;
 mod plugin;
