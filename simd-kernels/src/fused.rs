@@ -282,10 +282,13 @@ impl<T: Element> PassLayout<T> {
 const NATIVE_MIN_LEN: usize = 4 * FUSED_BLOCK;
 
 /// The op written straight into its output buffer rather than through a scratch block: the
-/// last op, when it is an output that no sum reads.
+/// last op, when it is exactly one output and no sum reads it. Every other output is copied
+/// from the op's scratch block, which a direct op never fills: an op that is two outputs goes
+/// through its scratch block like any other.
 fn direct_op(ops: &[FusedOp], outputs: &[usize], sums: &[FusedArg]) -> Option<usize> {
     let last = ops.len().checked_sub(1)?;
-    (outputs.contains(&last) && !sums.contains(&FusedArg::Op(last))).then_some(last)
+    let once = outputs.iter().filter(|&&k| k == last).count() == 1;
+    (once && !sums.contains(&FusedArg::Op(last))).then_some(last)
 }
 
 fn check<T>(ops: &[FusedOp], inputs: &[FusedInput<'_, T>], out: &FusedOutputs<'_, T>, n: usize) {

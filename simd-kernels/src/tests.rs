@@ -1745,3 +1745,36 @@ fn fused_code_is_made_after_enough_work() {
     // And the code gives what the first call gave.
     assert!(same_slices(&run(), first.as_deref().unwrap()));
 }
+
+/// Two outputs of the pass's last op: both get its values, with generated code and on the
+/// block kernels (both used to write only the first, straight into its buffer, and copy the
+/// second from a scratch block nothing had filled).
+#[test]
+fn fused_two_outputs_of_the_last_op_are_both_written() {
+    use FusedArg::{Input as I, Op as O};
+    let n = 4 * FUSED_CHUNK + 3 * FUSED_BLOCK + 5;
+    let x: Vec<f32> = Rng::new(21).vec(n, -3.0, 3.0);
+    let y: Vec<f32> = Rng::new(22).vec(n, -3.0, 3.0);
+    let ops = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(1)),
+        FusedOp::Binary(BinaryOp::Add, O(0), I(0)),
+        FusedOp::Unary(UnaryOp::Abs, O(1)),
+    ];
+    let inputs = [FusedInput::Slice(&x[..]), FusedInput::Slice(&y[..])];
+    let run = |native: bool| {
+        let (mut a, mut b) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+        let values = vec![(2, &mut a[..]), (2, &mut b[..])];
+        let out = FusedOutputs { values, sums: vec![] };
+        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native));
+        (a, b)
+    };
+    let want: Vec<f32> = x.iter().zip(&y).map(|(&x, &y)| (x * y + x).abs()).collect();
+    // The generated-code run does run code where the host has it.
+    let planned = crate::fused_native::plan(&ops, &inputs, &[2, 2], &[], None, usize::MAX);
+    assert_eq!(planned.is_some(), crate::fused_native::available());
+    for native in [false, true] {
+        let (a, b) = run(native);
+        assert!(same_slices(&a, &want), "first output, native {native}");
+        assert!(same_slices(&b, &want), "second output, native {native}");
+    }
+}
