@@ -1201,14 +1201,14 @@ fn check_arena_native_equals_closures<T: Element>() {
         let (steps, init) = random_arena_program::<T>(&mut rng);
         let size = init.len();
         let program =
-            |native| arena::ArenaProgram::with_native(&steps, call_closures(&steps), size, native);
+            |native| arena::ArenaProgram::with_native(&steps, call_closures(&steps), size, native).unwrap();
         let closures = program(arena::Native::Never);
         let native = program(arena::Native::Now);
         assert!(!closures.is_native());
         assert_eq!(native.is_native(), crate::codegen::available());
         let (mut a, mut b) = (init.clone(), init.clone());
-        closures.run(&mut a);
-        native.run(&mut b);
+        closures.run(&mut a).unwrap();
+        native.run(&mut b).unwrap();
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             let same = x.to_f64().to_bits() == y.to_f64().to_bits() || (x.is_nan() && y.is_nan());
             assert!(
@@ -1241,13 +1241,13 @@ fn arena_step_closure_panic_is_passed_on_and_program_stays_usable() {
             assert!(r[0] >= 0.0, "negative input");
             r[1] = r[0] * 3.0;
         });
-        let p = ArenaProgram::with_native(&steps, vec![f], 3, native);
+        let p = ArenaProgram::with_native(&steps, vec![f], 3, native).unwrap();
         let mut bad = [-1.0f32, 0.0, 0.0];
         let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.run(&mut bad)));
         let msg = err.expect_err("the closure's panic reaches the caller");
         assert_eq!(msg.downcast_ref::<&str>(), Some(&"negative input"));
         let mut good = [2.0f32, 0.0, 0.0];
-        p.run(&mut good);
+        p.run(&mut good).unwrap();
         assert_eq!(good, [2.0, 6.0, -6.0]);
     }
 }
@@ -1261,10 +1261,10 @@ fn arena_program_turns_native_after_its_runs() {
         b: O::Imm(3.0),
         out: 1,
     }];
-    let p = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(3));
+    let p = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(3)).unwrap();
     for run in 1..=4 {
         let mut a = [run as f64, 0.0];
-        p.run(&mut a);
+        p.run(&mut a).unwrap();
         assert_eq!(a[1], 3.0 * run as f64);
         assert_eq!(
             p.is_native(),
@@ -1273,7 +1273,7 @@ fn arena_program_turns_native_after_its_runs() {
         );
     }
     // A loop announced to run past the threshold gets its code before its first run.
-    let q = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(100));
+    let q = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(100)).unwrap();
     q.expect_runs(99);
     assert!(!q.is_native());
     q.expect_runs(100);
@@ -1281,7 +1281,6 @@ fn arena_program_turns_native_after_its_runs() {
 }
 
 #[test]
-#[should_panic(expected = "reads past the arena")]
 fn arena_program_refuses_a_read_past_the_arena() {
     use arena::{ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
     // Output in range, left operand's 4 elements from offset 6 are not (size 8).
@@ -1292,7 +1291,8 @@ fn arena_program_refuses_a_read_past_the_arena() {
         out: 2,
         n: 4,
     }];
-    let _ = ArenaProgram::<f32>::with_native(&steps, vec![], 8, Native::Now);
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], 8, Native::Now);
+    assert_eq!(p.unwrap_err(), arena::ArenaError::OutsideArena { step: 0 });
 }
 
 #[test]
@@ -1320,7 +1320,7 @@ fn arena_program_runs_on_many_threads_across_the_switch_to_native_code() {
             out: 84,
         },
     ];
-    let p = ArenaProgram::<f32>::with_native(&steps, vec![], 85, Native::AfterRuns(50));
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], 85, Native::AfterRuns(50)).unwrap();
     let want = |x0: f32| {
         (0..20)
             .map(|i| x0 + i as f32)
@@ -1336,7 +1336,7 @@ fn arena_program_runs_on_many_threads_across_the_switch_to_native_code() {
                     for i in 0..20 {
                         arena[i] = x0 + i as f32;
                     }
-                    p.run(&mut arena);
+                    p.run(&mut arena).unwrap();
                     let got = arena[84];
                     let w = want(x0);
                     assert!((got - w).abs() <= 1e-4 * w.abs().max(1.0), "{got} vs {w}");
@@ -1361,10 +1361,10 @@ fn arena_program_too_large_for_native_code_stays_on_closures() {
         })
         .collect();
     let size = 601 * 64;
-    let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now);
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now).unwrap();
     assert!(!p.is_native());
     let mut arena = vec![1.0f32; size];
-    p.run(&mut arena);
+    p.run(&mut arena).unwrap();
     let want = (0..600).fold(1.0f32, |v, _| v * (1.0 + 1.0 / 1024.0));
     assert_eq!(arena[size - 1], want);
 }
@@ -1776,5 +1776,126 @@ fn fused_two_outputs_of_the_last_op_are_both_written() {
         let (a, b) = run(native);
         assert!(same_slices(&a, &want), "first output, native {native}");
         assert!(same_slices(&b, &want), "second output, native {native}");
+    }
+}
+
+/// Steps whose offsets or extents wrap `usize` (or lie far outside the arena) are refused when
+/// the program is built, whatever its native-code policy: none of them ever runs. Before, the
+/// checks added and multiplied without overflow checks, so a release build let `out:
+/// usize::MAX` through to generated code, which wrote before the arena.
+#[test]
+fn arena_program_rejects_wrapping_offsets() {
+    use arena::{ArenaError, ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    let big = usize::MAX;
+    let near_i32 = i32::MAX as usize / 4 + 1;
+    let bad: Vec<S> = vec![
+        S::Unary1 { op: UnaryOp::Neg, x: 0, out: big },
+        S::Unary1 { op: UnaryOp::Neg, x: big, out: 1 },
+        S::Unary1 { op: UnaryOp::Neg, x: 0, out: near_i32 },
+        S::Binary1 { op: BinaryOp::Add, a: O::Splat(big), b: O::Imm(1.0), out: 1 },
+        S::Binary { op: BinaryOp::Add, a: O::Slice(0), b: O::Imm(1.0), out: 4, n: big },
+        S::Binary { op: BinaryOp::Add, a: O::Slice(big - 2), b: O::Imm(1.0), out: 4, n: 4 },
+        S::Binary { op: BinaryOp::Mul, a: O::Slice(0), b: O::Splat(big), out: 4, n: 2 },
+        S::Unary { op: UnaryOp::Neg, x: big - 1, out: 4, n: 2 },
+        S::Sum { x: 1, n: big, out: 0 },
+        S::Outer { a: 0, rsa: 1, b: 0, csb: 1, m: 1 << 33, n: 1 << 33, out: 4 },
+        S::Outer { a: 0, rsa: big, b: 0, csb: 1, m: 3, n: 1, out: 4 },
+        S::Outer { a: 0, rsa: 1, b: 0, csb: near_i32, m: 1, n: 2, out: 4 },
+        S::Dot { a: 0, sa: big / 2 + 1, b: 0, sb: 1, k: 3, out: 4 },
+        S::Dot { a: 0, sa: 1, b: big, sb: 1, k: 1, out: 4 },
+        S::Call { out: big, n: 2 },
+        S::Call { out: 4, n: big - 3 },
+    ];
+    for step in bad {
+        // A valid step first: the error names the bad one.
+        let steps = [S::Unary1 { op: UnaryOp::Neg, x: 0, out: 1 }, step.clone()];
+        let calls = || -> Vec<arena::ArenaFn<f32>> {
+            match step {
+                S::Call { .. } => vec![Box::new(|_: &mut [f32]| unreachable!("never runs"))],
+                _ => vec![],
+            }
+        };
+        let want = Err(ArenaError::OutsideArena { step: 1 });
+        for native in [Native::Never, Native::Now, Native::AfterRuns(1)] {
+            let p = ArenaProgram::<f32>::with_native(&steps, calls(), 8, native);
+            assert_eq!(p.map(|_| ()), want, "{step:?} {native:?}");
+            let p = ArenaProgram::<f64>::with_native(&steps, vec![], 8, native);
+            assert!(p.is_err(), "{step:?} {native:?}");
+        }
+        let p = ArenaProgram::<f32>::new(&steps, calls(), 8);
+        assert_eq!(p.map(|_| ()), want, "{step:?}");
+        // What the public accessors report overflows no further.
+        let (out, n) = step.output();
+        let reads = step.reads();
+        assert!(out.checked_add(n).is_none_or(|e| e > 8) || reads.iter().any(|&(a, l)| {
+            a.checked_add(l).is_none_or(|e| e > 8)
+        }));
+    }
+}
+
+/// A program whose size puts offsets past what 32-bit displacements reach stays on its
+/// closures, and a run on an arena shorter than the program is refused before any step runs.
+#[test]
+fn arena_program_past_i32_offsets_stays_on_closures_and_short_arenas_are_refused() {
+    use arena::{ArenaError, ArenaProgram, ArenaStep as S, Native};
+    let size = i32::MAX as usize / 4 + 8;
+    let steps = [S::Unary1 { op: UnaryOp::Neg, x: 0, out: size - 1 }];
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now).unwrap();
+    assert!(!p.is_native());
+    let mut short = vec![1.0f32; 16];
+    assert_eq!(
+        p.run(&mut short),
+        Err(ArenaError::ArenaTooShort { len: 16, size })
+    );
+    // A small program, native or not, on an arena one element short: nothing is written.
+    let steps = [S::Unary1 { op: UnaryOp::Neg, x: 0, out: 3 }];
+    for native in [Native::Never, Native::Now] {
+        let p = ArenaProgram::<f64>::with_native(&steps, vec![], 4, native).unwrap();
+        let mut a = [2.0f64; 3];
+        assert_eq!(p.run(&mut a), Err(ArenaError::ArenaTooShort { len: 3, size: 4 }));
+        assert_eq!(a, [2.0; 3]);
+        let mut b = [2.0f64; 5];
+        p.run(&mut b).unwrap();
+        assert_eq!(b, [2.0, 2.0, 2.0, -2.0, 2.0]);
+    }
+}
+
+/// Building errors that used to be panics: a step reading at or above its own output (its
+/// closure would have panicked when run), closure counts that do not match the `Call` steps.
+/// And an outer product without columns runs (its closure used to panic in
+/// `chunks_exact_mut(0)`).
+#[test]
+fn arena_program_reports_build_errors_and_runs_empty_outer_products() {
+    use arena::{ArenaError, ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    let above = [S::Binary {
+        op: BinaryOp::Add,
+        a: O::Slice(4),
+        b: O::Imm(1.0),
+        out: 2,
+        n: 2,
+    }];
+    let p = ArenaProgram::<f32>::with_native(&above, vec![], 8, Native::Now);
+    assert_eq!(p.unwrap_err(), ArenaError::ReadsAtOutput { step: 0 });
+    let call = [S::Call { out: 1, n: 1 }];
+    let p = ArenaProgram::<f32>::new(&call, vec![], 2);
+    assert_eq!(
+        p.unwrap_err(),
+        ArenaError::CallCount { calls: 0, call_steps: 1 }
+    );
+    let two: Vec<arena::ArenaFn<f32>> = vec![Box::new(|_| ()), Box::new(|_| ())];
+    let p = ArenaProgram::<f32>::new(&call, two, 2);
+    assert_eq!(
+        p.unwrap_err(),
+        ArenaError::CallCount { calls: 2, call_steps: 1 }
+    );
+    let empty = [
+        S::Outer { a: 0, rsa: 1, b: 0, csb: 1, m: 3, n: 0, out: 3 },
+        S::Unary1 { op: UnaryOp::Neg, x: 0, out: 3 },
+    ];
+    for native in [Native::Never, Native::Now] {
+        let p = ArenaProgram::<f32>::with_native(&empty, vec![], 4, native).unwrap();
+        let mut a = [1.0f32, 2.0, 3.0, 0.0];
+        p.run(&mut a).unwrap();
+        assert_eq!(a, [1.0, 2.0, 3.0, -1.0]);
     }
 }
