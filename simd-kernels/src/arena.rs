@@ -437,7 +437,10 @@ impl std::fmt::Display for ArenaError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ArenaError::OutsideArena { step } => {
-                write!(f, "arena program: step {step} reads or writes past the arena")
+                write!(
+                    f,
+                    "arena program: step {step} reads or writes past the arena"
+                )
             }
             ArenaError::ReadsAtOutput { step } => write!(
                 f,

@@ -110,7 +110,10 @@ impl<T: Element> Code<T> {
     /// If `arena` is shorter than the program's size or `fns` has not one closure per step
     /// (callers pass the program's own; checked because the code relies on both).
     pub(crate) fn run(&self, arena: &mut [T], fns: &[ArenaFn<T>]) {
-        assert!(arena.len() >= self.size, "codegen: arena shorter than the program");
+        assert!(
+            arena.len() >= self.size,
+            "codegen: arena shorter than the program"
+        );
         assert_eq!(fns.len(), self.steps, "codegen: one closure per step");
         // One pointer for the generated code and the closures it calls (never both at once).
         let ptr = arena.as_mut_ptr();

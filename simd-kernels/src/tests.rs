@@ -941,7 +941,8 @@ fn fused_vs_kernels<T: Element>() {
                 },
                 n,
                 par,
-            );
+            )
+            .unwrap();
             // Transcendentals on short tails may take the vector path here and `std` in the
             // whole-slice kernel: compare within the documented bound.
             assert_ulps(&o1, &v[1], 2, &format!("fused op 1, n={n}"));
@@ -976,11 +977,10 @@ fn fused_matches_kernels() {
 }
 
 #[test]
-#[should_panic(expected = "does not exist before it")]
 fn fused_rejects_forward_reference() {
     let x = [1.0f32; 4];
     let ops = [FusedOp::Copy(FusedArg::Op(0))];
-    fused(
+    let r = fused(
         &ops,
         &[FusedInput::Slice(&x[..])],
         FusedOutputs {
@@ -990,6 +990,7 @@ fn fused_rejects_forward_reference() {
         4,
         Par::Seq,
     );
+    assert_eq!(r, Err(crate::FusedError::BadOperand { op: 0 }));
 }
 
 /// An input read from an output's buffer (`FusedInput::Output`, an in-place update) gives the
@@ -1025,7 +1026,8 @@ fn fused_in_place_inputs_match_separate_inputs() {
                 },
                 n,
                 par,
-            );
+            )
+            .unwrap();
             // The same pass with `x` living in output 1's buffer.
             let (mut b3, mut b4) = (vec![f32::NAN; n], x.clone());
             let sums_b = fused(
@@ -1041,7 +1043,8 @@ fn fused_in_place_inputs_match_separate_inputs() {
                 },
                 n,
                 par,
-            );
+            )
+            .unwrap();
             assert!(same_slices(&a3, &b3) && same_slices(&a4, &b4), "n={n}");
             assert!(same_slices(&sums_a, &sums_b), "n={n}");
             // And the multiply-adds round like the separate ops.
@@ -1200,8 +1203,9 @@ fn check_arena_native_equals_closures<T: Element>() {
     for _ in 0..60 {
         let (steps, init) = random_arena_program::<T>(&mut rng);
         let size = init.len();
-        let program =
-            |native| arena::ArenaProgram::with_native(&steps, call_closures(&steps), size, native).unwrap();
+        let program = |native| {
+            arena::ArenaProgram::with_native(&steps, call_closures(&steps), size, native).unwrap()
+        };
         let closures = program(arena::Native::Never);
         let native = program(arena::Native::Now);
         assert!(!closures.is_native());
@@ -1491,7 +1495,8 @@ fn check_fused_native_equals_kernels<T: Element>() -> (usize, usize) {
                 n,
                 par,
                 code(native),
-            );
+            )
+            .unwrap();
             (bufs, s)
         };
         let (got, got_sums) = run(true);
@@ -1592,7 +1597,7 @@ fn fused_w5_gradient_pass_native_equals_kernels() {
             values,
             sums: vec![],
         };
-        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native));
+        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native)).unwrap();
         g
     };
     let (got, want) = (run(true), run(false));
@@ -1652,7 +1657,7 @@ fn fused_native_transcendentals_match_kernels_at_ties_and_edges() {
                 sums: vec![],
             };
             let x = [FusedInput::Slice(&x[..])];
-            crate::fused::fused_with(&ops, &x, out, n, Par::Seq, code(native));
+            crate::fused::fused_with(&ops, &x, out, n, Par::Seq, code(native)).unwrap();
             g
         };
         let (got, want) = (run(true), run(false));
@@ -1690,14 +1695,14 @@ fn fused_native_whole_pass_in_place_matches_separate_input() {
                 sums: vec![],
             };
             let inputs = [FusedInput::Slice(&x[..]), FusedInput::Scalar(0.75)];
-            crate::fused::fused_with(&ops, &inputs, out, n, par, code(false));
+            crate::fused::fused_with(&ops, &inputs, out, n, par, code(false)).unwrap();
             let mut in_place = x.clone();
             let out = FusedOutputs {
                 values: vec![(3, &mut in_place[..])],
                 sums: vec![],
             };
             let inputs = [FusedInput::Output(0), FusedInput::Scalar(0.75)];
-            crate::fused::fused_with(&ops, &inputs, out, n, par, code(true));
+            crate::fused::fused_with(&ops, &inputs, out, n, par, code(true)).unwrap();
             assert!(same_slices(&in_place, &separate), "n={n}");
             let plan = crate::fused_native::plan(&ops, &inputs, &[3], &[], Some(3), usize::MAX);
             if crate::fused_native::available() {
@@ -1727,7 +1732,7 @@ fn fused_code_is_made_after_enough_work() {
         let mut out = vec![0.0f32; n];
         let values = vec![(3, &mut out[..])];
         let sums = vec![];
-        fused(&ops, &inputs, FusedOutputs { values, sums }, n, Par::Seq);
+        fused(&ops, &inputs, FusedOutputs { values, sums }, n, Par::Seq).unwrap();
         out
     };
     let calls_needed = NATIVE_AFTER_ELEMENTS.div_ceil(n);
@@ -1764,8 +1769,11 @@ fn fused_two_outputs_of_the_last_op_are_both_written() {
     let run = |native: bool| {
         let (mut a, mut b) = (vec![f32::NAN; n], vec![f32::NAN; n]);
         let values = vec![(2, &mut a[..]), (2, &mut b[..])];
-        let out = FusedOutputs { values, sums: vec![] };
-        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native));
+        let out = FusedOutputs {
+            values,
+            sums: vec![],
+        };
+        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native)).unwrap();
         (a, b)
     };
     let want: Vec<f32> = x.iter().zip(&y).map(|(&x, &y)| (x * y + x).abs()).collect();
@@ -1789,26 +1797,115 @@ fn arena_program_rejects_wrapping_offsets() {
     let big = usize::MAX;
     let near_i32 = i32::MAX as usize / 4 + 1;
     let bad: Vec<S> = vec![
-        S::Unary1 { op: UnaryOp::Neg, x: 0, out: big },
-        S::Unary1 { op: UnaryOp::Neg, x: big, out: 1 },
-        S::Unary1 { op: UnaryOp::Neg, x: 0, out: near_i32 },
-        S::Binary1 { op: BinaryOp::Add, a: O::Splat(big), b: O::Imm(1.0), out: 1 },
-        S::Binary { op: BinaryOp::Add, a: O::Slice(0), b: O::Imm(1.0), out: 4, n: big },
-        S::Binary { op: BinaryOp::Add, a: O::Slice(big - 2), b: O::Imm(1.0), out: 4, n: 4 },
-        S::Binary { op: BinaryOp::Mul, a: O::Slice(0), b: O::Splat(big), out: 4, n: 2 },
-        S::Unary { op: UnaryOp::Neg, x: big - 1, out: 4, n: 2 },
-        S::Sum { x: 1, n: big, out: 0 },
-        S::Outer { a: 0, rsa: 1, b: 0, csb: 1, m: 1 << 33, n: 1 << 33, out: 4 },
-        S::Outer { a: 0, rsa: big, b: 0, csb: 1, m: 3, n: 1, out: 4 },
-        S::Outer { a: 0, rsa: 1, b: 0, csb: near_i32, m: 1, n: 2, out: 4 },
-        S::Dot { a: 0, sa: big / 2 + 1, b: 0, sb: 1, k: 3, out: 4 },
-        S::Dot { a: 0, sa: 1, b: big, sb: 1, k: 1, out: 4 },
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: 0,
+            out: big,
+        },
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: big,
+            out: 1,
+        },
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: 0,
+            out: near_i32,
+        },
+        S::Binary1 {
+            op: BinaryOp::Add,
+            a: O::Splat(big),
+            b: O::Imm(1.0),
+            out: 1,
+        },
+        S::Binary {
+            op: BinaryOp::Add,
+            a: O::Slice(0),
+            b: O::Imm(1.0),
+            out: 4,
+            n: big,
+        },
+        S::Binary {
+            op: BinaryOp::Add,
+            a: O::Slice(big - 2),
+            b: O::Imm(1.0),
+            out: 4,
+            n: 4,
+        },
+        S::Binary {
+            op: BinaryOp::Mul,
+            a: O::Slice(0),
+            b: O::Splat(big),
+            out: 4,
+            n: 2,
+        },
+        S::Unary {
+            op: UnaryOp::Neg,
+            x: big - 1,
+            out: 4,
+            n: 2,
+        },
+        S::Sum {
+            x: 1,
+            n: big,
+            out: 0,
+        },
+        S::Outer {
+            a: 0,
+            rsa: 1,
+            b: 0,
+            csb: 1,
+            m: 1 << 33,
+            n: 1 << 33,
+            out: 4,
+        },
+        S::Outer {
+            a: 0,
+            rsa: big,
+            b: 0,
+            csb: 1,
+            m: 3,
+            n: 1,
+            out: 4,
+        },
+        S::Outer {
+            a: 0,
+            rsa: 1,
+            b: 0,
+            csb: near_i32,
+            m: 1,
+            n: 2,
+            out: 4,
+        },
+        S::Dot {
+            a: 0,
+            sa: big / 2 + 1,
+            b: 0,
+            sb: 1,
+            k: 3,
+            out: 4,
+        },
+        S::Dot {
+            a: 0,
+            sa: 1,
+            b: big,
+            sb: 1,
+            k: 1,
+            out: 4,
+        },
         S::Call { out: big, n: 2 },
         S::Call { out: 4, n: big - 3 },
     ];
     for step in bad {
         // A valid step first: the error names the bad one.
-        let steps = [S::Unary1 { op: UnaryOp::Neg, x: 0, out: 1 }, step.clone()];
+        let steps = [
+            S::Unary1 {
+                op: UnaryOp::Neg,
+                x: 0,
+                out: 1,
+            },
+            step.clone(),
+        ];
         let calls = || -> Vec<arena::ArenaFn<f32>> {
             match step {
                 S::Call { .. } => vec![Box::new(|_: &mut [f32]| unreachable!("never runs"))],
@@ -1827,9 +1924,12 @@ fn arena_program_rejects_wrapping_offsets() {
         // What the public accessors report overflows no further.
         let (out, n) = step.output();
         let reads = step.reads();
-        assert!(out.checked_add(n).is_none_or(|e| e > 8) || reads.iter().any(|&(a, l)| {
-            a.checked_add(l).is_none_or(|e| e > 8)
-        }));
+        assert!(
+            out.checked_add(n).is_none_or(|e| e > 8)
+                || reads
+                    .iter()
+                    .any(|&(a, l)| { a.checked_add(l).is_none_or(|e| e > 8) })
+        );
     }
 }
 
@@ -1839,7 +1939,11 @@ fn arena_program_rejects_wrapping_offsets() {
 fn arena_program_past_i32_offsets_stays_on_closures_and_short_arenas_are_refused() {
     use arena::{ArenaError, ArenaProgram, ArenaStep as S, Native};
     let size = i32::MAX as usize / 4 + 8;
-    let steps = [S::Unary1 { op: UnaryOp::Neg, x: 0, out: size - 1 }];
+    let steps = [S::Unary1 {
+        op: UnaryOp::Neg,
+        x: 0,
+        out: size - 1,
+    }];
     let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now).unwrap();
     assert!(!p.is_native());
     let mut short = vec![1.0f32; 16];
@@ -1848,11 +1952,18 @@ fn arena_program_past_i32_offsets_stays_on_closures_and_short_arenas_are_refused
         Err(ArenaError::ArenaTooShort { len: 16, size })
     );
     // A small program, native or not, on an arena one element short: nothing is written.
-    let steps = [S::Unary1 { op: UnaryOp::Neg, x: 0, out: 3 }];
+    let steps = [S::Unary1 {
+        op: UnaryOp::Neg,
+        x: 0,
+        out: 3,
+    }];
     for native in [Native::Never, Native::Now] {
         let p = ArenaProgram::<f64>::with_native(&steps, vec![], 4, native).unwrap();
         let mut a = [2.0f64; 3];
-        assert_eq!(p.run(&mut a), Err(ArenaError::ArenaTooShort { len: 3, size: 4 }));
+        assert_eq!(
+            p.run(&mut a),
+            Err(ArenaError::ArenaTooShort { len: 3, size: 4 })
+        );
         assert_eq!(a, [2.0; 3]);
         let mut b = [2.0f64; 5];
         p.run(&mut b).unwrap();
@@ -1880,17 +1991,35 @@ fn arena_program_reports_build_errors_and_runs_empty_outer_products() {
     let p = ArenaProgram::<f32>::new(&call, vec![], 2);
     assert_eq!(
         p.unwrap_err(),
-        ArenaError::CallCount { calls: 0, call_steps: 1 }
+        ArenaError::CallCount {
+            calls: 0,
+            call_steps: 1
+        }
     );
     let two: Vec<arena::ArenaFn<f32>> = vec![Box::new(|_| ()), Box::new(|_| ())];
     let p = ArenaProgram::<f32>::new(&call, two, 2);
     assert_eq!(
         p.unwrap_err(),
-        ArenaError::CallCount { calls: 2, call_steps: 1 }
+        ArenaError::CallCount {
+            calls: 2,
+            call_steps: 1
+        }
     );
     let empty = [
-        S::Outer { a: 0, rsa: 1, b: 0, csb: 1, m: 3, n: 0, out: 3 },
-        S::Unary1 { op: UnaryOp::Neg, x: 0, out: 3 },
+        S::Outer {
+            a: 0,
+            rsa: 1,
+            b: 0,
+            csb: 1,
+            m: 3,
+            n: 0,
+            out: 3,
+        },
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: 0,
+            out: 3,
+        },
     ];
     for native in [Native::Never, Native::Now] {
         let p = ArenaProgram::<f32>::with_native(&empty, vec![], 4, native).unwrap();
@@ -1898,4 +2027,120 @@ fn arena_program_reports_build_errors_and_runs_empty_outer_products() {
         p.run(&mut a).unwrap();
         assert_eq!(a, [1.0, 2.0, 3.0, -1.0]);
     }
+}
+
+/// Passes with indices or lengths out of range are refused with a typed error before anything
+/// is read or written, on the block kernels and with generated code, past the length that
+/// makes code (they used to panic, mid-check).
+#[test]
+fn fused_rejects_bad_indices_and_lengths_without_writing() {
+    use crate::FusedError as E;
+    use FusedArg::{Input as I, Op as O};
+    let n = 4 * FUSED_BLOCK;
+    let x = vec![1.5f32; n];
+    let short = vec![1.5f32; n - 1];
+    let good = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(1)),
+        FusedOp::Binary(BinaryOp::Add, O(0), I(0)),
+    ];
+    let later = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), O(1)),
+        FusedOp::Binary(BinaryOp::Add, O(0), I(0)),
+    ];
+    let missing_input = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(7)),
+        FusedOp::Binary(BinaryOp::Add, O(0), I(0)),
+    ];
+    let itself = [
+        FusedOp::Unary(UnaryOp::Neg, I(0)),
+        FusedOp::Unary(UnaryOp::Neg, O(1)),
+    ];
+    let slices = |a: &'static str| -> Vec<FusedInput<'_, f32>> {
+        match a {
+            "short" => vec![FusedInput::Slice(&x), FusedInput::Slice(&short)],
+            "alias" => vec![FusedInput::Slice(&x), FusedInput::Output(5)],
+            _ => vec![FusedInput::Slice(&x), FusedInput::Scalar(2.0)],
+        }
+    };
+    type Case<'a> = (&'a [FusedOp], &'static str, usize, usize, Vec<FusedArg>, E);
+    let cases: Vec<Case<'_>> = vec![
+        (&later, "", 1, n, vec![], E::BadOperand { op: 0 }),
+        (&missing_input, "", 1, n, vec![], E::BadOperand { op: 0 }),
+        (&itself, "", 1, n, vec![], E::BadOperand { op: 1 }),
+        (
+            &good,
+            "short",
+            1,
+            n,
+            vec![],
+            E::InputLength {
+                input: 1,
+                len: n - 1,
+            },
+        ),
+        (
+            &good,
+            "alias",
+            1,
+            n,
+            vec![],
+            E::BadAliasedOutput {
+                input: 1,
+                output: 5,
+            },
+        ),
+        (&good, "", 2, n, vec![], E::BadOutputOp { output: 0, op: 2 }),
+        (
+            &good,
+            "",
+            usize::MAX,
+            n,
+            vec![],
+            E::BadOutputOp {
+                output: 0,
+                op: usize::MAX,
+            },
+        ),
+        (
+            &good,
+            "",
+            1,
+            n + 1,
+            vec![],
+            E::OutputLength {
+                output: 0,
+                len: n + 1,
+            },
+        ),
+        (&good, "", 1, n, vec![O(0), O(2)], E::BadSum { sum: 1 }),
+        (&good, "", 1, n, vec![I(usize::MAX)], E::BadSum { sum: 0 }),
+    ];
+    for (ops, inputs, op, len, sums, want) in cases {
+        for native in [false, true] {
+            let mut buf = vec![-7.0f32; len];
+            let out = FusedOutputs {
+                values: vec![(op, &mut buf[..])],
+                sums: sums.clone(),
+            };
+            let r =
+                crate::fused::fused_with(ops, &slices(inputs), out, n, Par::Rayon, code(native));
+            assert_eq!(r, Err(want.clone()), "{ops:?} {inputs}");
+            assert!(buf.iter().all(|&v| v == -7.0), "nothing written: {want:?}");
+        }
+    }
+    // A pass over more positions than any slice could hold, of scalars only: its chunk
+    // partials would overflow `usize`.
+    let ops = [FusedOp::Copy(I(0)), FusedOp::Copy(O(0))];
+    let sums = vec![O(0), O(1), I(0), O(1)];
+    let r = fused(
+        &ops,
+        &[FusedInput::Scalar(1.0f32)],
+        FusedOutputs {
+            values: vec![],
+            sums,
+        },
+        usize::MAX,
+        Par::Seq,
+    );
+    assert_eq!(r, Err(E::TooLong));
 }
