@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::codegen::{self, Code};
+use crate::tuning;
 use crate::{reference, BinaryOp, Element, Par, ReduceOp, UnaryOp};
 
 /// An operand of an elementwise binary step.
@@ -473,7 +474,8 @@ pub enum Native {
     AfterRuns(usize),
 }
 
-/// How many runs [`ArenaProgram::new`] waits before generating native code.
+/// How many runs [`ArenaProgram::new`] waits before generating native code, by default (see
+/// [`tuning::arena_native_after_runs`](crate::tuning::arena_native_after_runs)).
 pub const NATIVE_AFTER_RUNS: usize = 10_000;
 
 /// A program of [`ArenaStep`]s ready to run on an arena of at least `size` elements: closures
@@ -482,7 +484,9 @@ pub struct ArenaProgram<T: Element> {
     size: usize,
     steps: Vec<ArenaStep>,
     fns: Vec<ArenaFn<T>>,
-    native: Native,
+    /// The policy given to [`ArenaProgram::with_native`]; `None` for [`ArenaProgram::new`]'s:
+    /// after [`tuning::arena_native_after_runs`] runs, if [`tuning::codegen_enabled`] then.
+    native: Option<Native>,
     runs: AtomicUsize,
     code: OnceLock<Option<Code<T>>>,
 }
@@ -491,7 +495,7 @@ impl<T: Element> std::fmt::Debug for ArenaProgram<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArenaProgram")
             .field("steps", &self.steps.len())
-            .field("native", &self.native)
+            .field("native", &self.policy())
             .field("is_native", &self.is_native())
             .finish()
     }
@@ -499,8 +503,9 @@ impl<T: Element> std::fmt::Debug for ArenaProgram<T> {
 
 impl<T: Element> ArenaProgram<T> {
     /// Builds the program: `calls` are the closures of the [`ArenaStep::Call`] steps, in order.
-    /// Native code is generated after [`NATIVE_AFTER_RUNS`] runs when [`native_code_enabled`]
-    /// (see [`ArenaProgram::with_native`]).
+    /// Native code is generated after [`tuning::arena_native_after_runs`] runs (default
+    /// [`NATIVE_AFTER_RUNS`]) if [`native_code_enabled`] when the program reaches them (see
+    /// [`ArenaProgram::with_native`] for a fixed policy).
     ///
     /// # Errors
     /// [`ArenaError::CallCount`] if the number of `calls` differs from the number of `Call`
@@ -528,12 +533,9 @@ impl<T: Element> ArenaProgram<T> {
         calls: Vec<ArenaFn<T>>,
         size: usize,
     ) -> Result<Self, ArenaError> {
-        let native = if native_code_enabled() {
-            Native::AfterRuns(NATIVE_AFTER_RUNS)
-        } else {
-            Native::Never
-        };
-        Self::with_native(steps, calls, size, native)
+        let mut program = Self::with_native(steps, calls, size, Native::Never)?;
+        program.native = None;
+        Ok(program)
     }
 
     /// [`ArenaProgram::new`] with native code generated as `native` says (if the host has a
@@ -568,7 +570,7 @@ impl<T: Element> ArenaProgram<T> {
             size,
             steps: steps.to_vec(),
             fns,
-            native,
+            native: Some(native),
             runs: AtomicUsize::new(0),
             code: OnceLock::new(),
         };
@@ -592,13 +594,25 @@ impl<T: Element> ArenaProgram<T> {
             .as_ref()
     }
 
+    /// The policy in force now: a fixed one, or the tuned threshold of [`ArenaProgram::new`]'s
+    /// (`Never` while code generation is switched off).
+    fn policy(&self) -> Native {
+        match self.native {
+            Some(native) => native,
+            None if native_code_enabled() => Native::AfterRuns(tuning::arena_native_after_runs()),
+            None => Native::Never,
+        }
+    }
+
     /// Tells the program it is about to run `n` times (a loop): when that takes it to its
     /// [`Native::AfterRuns`] threshold, the native code is generated now, before the first of
     /// those runs, rather than partway through.
     pub fn expect_runs(&self, n: usize) {
-        if let Native::AfterRuns(t) = self.native {
-            let after = self.runs.load(Ordering::Relaxed).saturating_add(n);
-            if self.code.get().is_none() && after >= t {
+        if self.code.get().is_some() {
+            return;
+        }
+        if let Native::AfterRuns(t) = self.policy() {
+            if self.runs.load(Ordering::Relaxed).saturating_add(n) >= t {
                 self.native_code();
             }
         }
@@ -624,12 +638,18 @@ impl<T: Element> ArenaProgram<T> {
                 size: self.size,
             });
         };
-        let code = match (self.code.get(), self.native) {
-            (Some(code), _) => code.as_ref(),
-            (None, Native::AfterRuns(n)) if self.runs.fetch_add(1, Ordering::Relaxed) + 1 >= n => {
-                self.native_code()
-            }
-            _ => None,
+        let code = match self.code.get() {
+            Some(code) => code.as_ref(),
+            // Until the code exists: the threshold (tuned, or the switch, may change between
+            // runs) read now.
+            None => match self.policy() {
+                Native::AfterRuns(n)
+                    if self.runs.fetch_add(1, Ordering::Relaxed) >= n.saturating_sub(1) =>
+                {
+                    self.native_code()
+                }
+                _ => None,
+            },
         };
         match code {
             Some(code) => code.run(arena, &self.fns),
@@ -639,16 +659,18 @@ impl<T: Element> ArenaProgram<T> {
     }
 }
 
-/// Whether [`ArenaProgram::new`] generates native code: the `codegen` feature is on, the host
-/// has a code generator, and native code is not switched off (see [`codegen_switched_off`]).
+/// Whether [`ArenaProgram::new`]'s programs get native code now: the `codegen` feature is on,
+/// the host has a code generator, and code generation is not switched off (see
+/// [`codegen_switched_off`]).
 pub fn native_code_enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| !codegen_switched_off() && codegen::available())
+    tuning::codegen_enabled() && codegen::available()
 }
 
-/// Whether the environment variable `STATEGRAD_NO_CODEGEN` is set (read once): then every arena
-/// program runs as closures and every fused pass on its block kernels, for comparison. Results
-/// are the same bits either way.
+/// Whether code generation is switched off: the environment variable `STATEGRAD_NO_CODEGEN`
+/// was set when first read, or [`tuning::set_codegen_enabled`] switched it off (the negation
+/// of [`tuning::codegen_enabled`]). Then arena programs of [`ArenaProgram::new`] stay on their
+/// closures and fused passes on their block kernels, for comparison. Results are the same
+/// bits either way.
 ///
 /// ```
 /// use stategrad_simd::arena::{codegen_switched_off, native_code_enabled};
@@ -658,8 +680,9 @@ pub fn native_code_enabled() -> bool {
 /// );
 /// // Switched off means no native code for arena programs either.
 /// assert!(!(codegen_switched_off() && native_code_enabled()));
+/// stategrad_simd::tuning::set_codegen_enabled(false);
+/// assert!(codegen_switched_off() && !native_code_enabled());
 /// ```
 pub fn codegen_switched_off() -> bool {
-    static OFF: OnceLock<bool> = OnceLock::new();
-    *OFF.get_or_init(|| std::env::var_os("STATEGRAD_NO_CODEGEN").is_some())
+    !tuning::codegen_enabled()
 }

@@ -208,7 +208,8 @@ pub(crate) enum NativeCode {
     /// Never: the block kernels only.
     #[cfg_attr(not(test), allow(dead_code))]
     Never,
-    /// Once its structure has gone through `fused_native::NATIVE_AFTER_ELEMENTS` positions.
+    /// Once its structure has gone through [`crate::tuning::fused_native_after_elements`]
+    /// positions.
     Tiered,
     /// From this call on.
     #[cfg_attr(not(test), allow(dead_code))]

@@ -67,6 +67,7 @@ mod gemm;
 mod reduce;
 pub mod reference;
 mod strided;
+pub mod tuning;
 mod vector;
 
 #[cfg(test)]

@@ -2144,3 +2144,105 @@ fn fused_rejects_bad_indices_and_lengths_without_writing() {
     );
     assert_eq!(r, Err(E::TooLong));
 }
+
+/// Pass structure `j` of a family of distinct ones: the same two exact ops, with `j` unused
+/// scalar inputs after the slice (part of the structure's key).
+fn nth_structure(x: &[f32], j: usize) -> (Vec<FusedOp>, Vec<FusedInput<'_, f32>>) {
+    use FusedArg::{Input as I, Op as O};
+    let ops = vec![
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(0)),
+        FusedOp::Binary(BinaryOp::Sub, O(0), I(0)),
+    ];
+    let mut inputs = vec![FusedInput::Slice(x)];
+    inputs.extend((0..j).map(|_| FusedInput::Scalar(0.5f32)));
+    (ops, inputs)
+}
+
+/// A process that has seen more small pass structures than the code cache holds still gets
+/// code for a new large pass: only structures with code count toward the limit (before, every
+/// structure seen counted, and the 1025th and later never got code: a 4M pass ran 2.5x
+/// slower).
+#[test]
+fn fused_code_for_a_large_pass_after_many_small_structures() {
+    use crate::fused_native::{available, plan};
+    let x = vec![1.0f32; 8];
+    let limit = crate::tuning::fused_code_cache_limit();
+    // Offsets past the other tests' structures (they use at most a few inputs).
+    for j in 1000..1000 + limit + 100 {
+        let (ops, inputs) = nth_structure(&x, j);
+        assert!(plan(&ops, &inputs, &[1], &[], Some(1), 1024).is_none());
+    }
+    let (ops, inputs) = nth_structure(&x, 1000 + limit + 100);
+    let code = plan(&ops, &inputs, &[1], &[], Some(1), 4 << 20);
+    assert_eq!(code.is_some(), available());
+    // The same with a cache of its own (code is made, not run: this checks the cache on
+    // hosts without AVX-512F too): 40 structures seen, a limit of 16, then a large pass.
+    let cache = std::sync::Mutex::new(crate::fused_native::Cache::new());
+    let look = |j: usize, n: usize| {
+        let (ops, inputs) = nth_structure(&x, j);
+        crate::fused_native::plan_in(&cache, &ops, &inputs, &[1], &[], Some(1), n, 1 << 20, 16)
+    };
+    for j in 0..40 {
+        assert!(look(j, 1024).is_none());
+    }
+    assert!(look(40, 4 << 20).is_some());
+}
+
+/// The cache keeps at most its limit of structures with code, frees the least recently used
+/// (its code is unmapped once no pass holds it), and keeps a code that a running pass holds
+/// mapped until that pass lets go.
+#[test]
+fn fused_code_cache_is_bounded_and_frees_evicted_code() {
+    use crate::fused_native::{live_plans, plan_in, Cache};
+    use std::sync::{Arc, Mutex};
+    let x = vec![1.0f32; 8];
+    let cache = Mutex::new(Cache::new());
+    let limit = 8;
+    let make = |j: usize| {
+        let (ops, inputs) = nth_structure(&x, j);
+        plan_in(&cache, &ops, &inputs, &[1], &[], Some(1), 0, 0, limit)
+    };
+    let first = Arc::downgrade(&make(0).expect("code for structure 0"));
+    let held = make(1).expect("code for structure 1");
+    for j in 2..3 * limit {
+        // Structure 2 is used again and again: the most recently used, it stays.
+        assert!(make(2).is_some() && make(j).is_some());
+        assert!(cache.lock().unwrap().made_len() <= limit);
+    }
+    assert_eq!(cache.lock().unwrap().made_len(), limit);
+    // Structure 0 was evicted and nothing holds it: its code is freed.
+    assert!(first.upgrade().is_none());
+    // Structure 1 was evicted too, but this "running pass" holds it: still mapped and usable.
+    assert!(!held.runs.is_empty());
+    let held_weak = Arc::downgrade(&held);
+    drop(held);
+    assert!(held_weak.upgrade().is_none());
+    // Structure 2 is still cached: the same code comes back.
+    let again = make(2).unwrap();
+    assert!(Arc::ptr_eq(&again, &make(2).unwrap()));
+    // Every plan this cache made and evicted is gone: what is alive is at most what this
+    // cache holds plus what other tests hold right now (well under the bound the global
+    // cache allows them).
+    drop(cache);
+    assert!(live_plans() <= crate::tuning::fused_code_cache_limit() + 64);
+}
+
+/// Structures seen but below the threshold are remembered with their positions, and reach it
+/// over several calls; the limit does not stop a structure from being counted.
+#[test]
+fn fused_code_cache_counts_positions_over_calls() {
+    use crate::fused_native::{plan_in, Cache};
+    use std::sync::Mutex;
+    let x = vec![1.0f32; 8];
+    let cache = Mutex::new(Cache::new());
+    let (ops, inputs) = nth_structure(&x, 3);
+    let call = |n| plan_in(&cache, &ops, &inputs, &[1], &[], Some(1), n, 5000, 2);
+    assert!(call(2000).is_none());
+    assert!(call(2000).is_none());
+    assert!(call(1000).is_some());
+    assert!(call(0).is_some());
+    // A limit of zero keeps no code and makes none.
+    let none = Mutex::new(Cache::new());
+    assert!(plan_in(&none, &ops, &inputs, &[1], &[], Some(1), usize::MAX, 0, 0).is_none());
+    assert_eq!(none.lock().unwrap().made_len(), 0);
+}
