@@ -438,6 +438,8 @@ fn run_typed<T: Float, S: Sync>(
             Op::NegMulAdd(a, b, c) => simd::FusedOp::NegMulAdd(arg(a), arg(b), arg(c)),
         })
         .collect();
+    // The group was built with its operands, outputs and sums in range and every buffer of
+    // `g.n` elements.
     let sums = simd::fused(
         &ops,
         &inputs,
@@ -452,7 +454,8 @@ fn run_typed<T: Float, S: Sync>(
         },
         g.n,
         par,
-    );
+    )
+    .unwrap_or_else(|e| unreachable!("internal error: fused pass: {e}"));
     let mut results: Vec<(u32, Tensor)> = Vec::with_capacity(g.outputs.len() + g.sums.len());
     for (k, v) in g.outputs.iter().zip(outs) {
         let (node, shape) = &g.op_nodes[*k];

@@ -145,7 +145,9 @@ pub(crate) fn build(dtype: DType, steps: &[LStep], size: usize) -> Program {
     fn typed<T: Float>(steps: &[LStep], size: usize) -> ArenaProgram<T> {
         let arena_steps: Vec<ArenaStep> = steps.iter().map(|s| s.step.clone()).collect();
         let calls = steps.iter().filter_map(LStep::call::<T>).collect();
+        // The lowering lays every slot inside `size` and gives one closure per call step.
         ArenaProgram::new(&arena_steps, calls, size)
+            .unwrap_or_else(|e| unreachable!("internal error: lowered program: {e}"))
     }
     match dtype {
         DType::F32 => Program::F32(typed(steps, size)),
@@ -441,7 +443,10 @@ impl Lowered {
     }
 
     fn exec<T: ArenaFloat>(&self, arena: &mut [T]) {
-        T::program(&self.program).run(arena);
+        // `with_arena` hands out exactly the program's size.
+        if let Err(e) = T::program(&self.program).run(arena) {
+            unreachable!("internal error: lowered program: {e}");
+        }
     }
 
     fn collect<T: ArenaFloat>(&self, arena: &[T], wanted: &[u32]) -> Vec<Tensor> {

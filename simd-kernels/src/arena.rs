@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::codegen::{self, Code};
+use crate::tuning;
 use crate::{reference, BinaryOp, Element, Par, ReduceOp, UnaryOp};
 
 /// An operand of an elementwise binary step.
@@ -270,6 +271,10 @@ impl ArenaStep {
                 n,
                 out,
             } => Box::new(move |r: &mut [T]| {
+                // `chunks_exact_mut(0)` panics; a product without columns writes nothing.
+                if n == 0 {
+                    return;
+                }
                 let (lo, hi) = r.split_at_mut(out);
                 for (i, row) in hi[..m * n].chunks_exact_mut(n).enumerate() {
                     let ai = lo[a + i * rsa];
@@ -294,17 +299,31 @@ impl ArenaStep {
     }
 
     /// The ranges `(offset, elements)` this step reads (a strided operand as the span from its
-    /// first to its last element; a [`ArenaStep::Call`]'s closure checks its own).
+    /// first to its last element; a [`ArenaStep::Call`]'s closure checks its own). A span too
+    /// long for `usize` is given as `usize::MAX` elements.
     pub fn reads(&self) -> Vec<(usize, usize)> {
+        self.checked_reads()
+            .into_iter()
+            .map(|(p, len)| (p, len.unwrap_or(usize::MAX)))
+            .collect()
+    }
+
+    /// [`ArenaStep::reads`], with `None` for a span whose length overflows `usize`.
+    fn checked_reads(&self) -> Vec<(usize, Option<usize>)> {
         let opd = |o: ArenaOpd, n: usize| match o {
-            ArenaOpd::Slice(p) => Some((p, n)),
-            ArenaOpd::Splat(p) => Some((p, 1)),
+            ArenaOpd::Slice(p) => Some((p, Some(n))),
+            ArenaOpd::Splat(p) => Some((p, Some(1))),
             ArenaOpd::Imm(_) => None,
         };
-        let span = |p: usize, count: usize, stride: usize| (p, (count.max(1) - 1) * stride + 1);
+        let span = |p: usize, count: usize, stride: usize| {
+            let len = (count.max(1) - 1)
+                .checked_mul(stride)
+                .and_then(|s| s.checked_add(1));
+            (p, len)
+        };
         match *self {
-            ArenaStep::Unary { x, n, .. } | ArenaStep::Sum { x, n, .. } => vec![(x, n)],
-            ArenaStep::Unary1 { x, .. } => vec![(x, 1)],
+            ArenaStep::Unary { x, n, .. } | ArenaStep::Sum { x, n, .. } => vec![(x, Some(n))],
+            ArenaStep::Unary1 { x, .. } => vec![(x, Some(1))],
             ArenaStep::Binary { a, b, n, .. } => opd(a, n).into_iter().chain(opd(b, n)).collect(),
             ArenaStep::Binary1 { a, b, .. } => opd(a, 1).into_iter().chain(opd(b, 1)).collect(),
             ArenaStep::Outer {
@@ -323,20 +342,124 @@ impl ArenaStep {
         }
     }
 
-    /// The output slot `(offset, elements)` this step writes.
+    /// The output slot `(offset, elements)` this step writes (`usize::MAX` elements for an
+    /// outer product whose size overflows `usize`).
     pub fn output(&self) -> (usize, usize) {
+        let (out, n) = self.checked_output();
+        (out, n.unwrap_or(usize::MAX))
+    }
+
+    /// [`ArenaStep::output`], with `None` for a size that overflows `usize`.
+    fn checked_output(&self) -> (usize, Option<usize>) {
         match *self {
             ArenaStep::Unary { out, n, .. }
             | ArenaStep::Binary { out, n, .. }
-            | ArenaStep::Call { out, n } => (out, n),
-            ArenaStep::Outer { out, m, n, .. } => (out, m * n),
+            | ArenaStep::Call { out, n } => (out, Some(n)),
+            ArenaStep::Outer { out, m, n, .. } => (out, m.checked_mul(n)),
             ArenaStep::Unary1 { out, .. }
             | ArenaStep::Binary1 { out, .. }
             | ArenaStep::Sum { out, .. }
-            | ArenaStep::Dot { out, .. } => (out, 1),
+            | ArenaStep::Dot { out, .. } => (out, Some(1)),
+        }
+    }
+
+    /// Whether the step's closure reads its operands from the part of the arena below its
+    /// output (it splits the arena there to hold both at once).
+    fn reads_below_output(&self) -> bool {
+        matches!(
+            self,
+            ArenaStep::Unary { .. } | ArenaStep::Binary { .. } | ArenaStep::Outer { .. }
+        )
+    }
+
+    /// Checks that the step, as step `index` of a program over `size` elements, touches only
+    /// the arena: its output and every read end at or below `size` (computed without
+    /// overflow), and a step whose closure splits the arena at its output reads below it.
+    fn check(&self, index: usize, size: usize) -> Result<(), ArenaError> {
+        let outside = ArenaError::OutsideArena { step: index };
+        let end = |at: usize, len: Option<usize>| len.and_then(|l| at.checked_add(l));
+        let (out, n) = self.checked_output();
+        if end(out, n).is_none_or(|e| e > size) {
+            return Err(outside);
+        }
+        let limit = if self.reads_below_output() { out } else { size };
+        for (at, len) in self.checked_reads() {
+            match end(at, len) {
+                Some(e) if e <= limit => {}
+                Some(e) if e <= size => return Err(ArenaError::ReadsAtOutput { step: index }),
+                _ => return Err(outside),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks every step of a program over `size` elements (see [`ArenaStep::check`]): what makes
+/// generated code, which indexes without bounds checks, stay in the arena.
+pub(crate) fn check_steps(steps: &[ArenaStep], size: usize) -> Result<(), ArenaError> {
+    steps
+        .iter()
+        .enumerate()
+        .try_for_each(|(k, s)| s.check(k, size))
+}
+
+/// Why an [`ArenaProgram`] was not built, or did not run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArenaError {
+    /// Step `step` writes or reads past the arena's size (or its extent overflows `usize`).
+    OutsideArena {
+        /// The step's index.
+        step: usize,
+    },
+    /// Step `step` (an elementwise or outer-product step) reads at or above its own output
+    /// slot; its operands must lie below it.
+    ReadsAtOutput {
+        /// The step's index.
+        step: usize,
+    },
+    /// The number of closures differs from the number of [`ArenaStep::Call`] steps.
+    CallCount {
+        /// Closures given.
+        calls: usize,
+        /// `Call` steps in the program.
+        call_steps: usize,
+    },
+    /// The arena given to [`ArenaProgram::run`] is shorter than the program's size.
+    ArenaTooShort {
+        /// Elements given.
+        len: usize,
+        /// The program's size.
+        size: usize,
+    },
+}
+
+impl std::fmt::Display for ArenaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArenaError::OutsideArena { step } => {
+                write!(
+                    f,
+                    "arena program: step {step} reads or writes past the arena"
+                )
+            }
+            ArenaError::ReadsAtOutput { step } => write!(
+                f,
+                "arena program: step {step} reads at or above its output slot"
+            ),
+            ArenaError::CallCount { calls, call_steps } => write!(
+                f,
+                "arena program: {calls} closures for {call_steps} call steps"
+            ),
+            ArenaError::ArenaTooShort { len, size } => write!(
+                f,
+                "arena program: arena of {len} elements, the program needs {size}"
+            ),
         }
     }
 }
+
+impl std::error::Error for ArenaError {}
 
 /// When an [`ArenaProgram`] gets native code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,7 +474,8 @@ pub enum Native {
     AfterRuns(usize),
 }
 
-/// How many runs [`ArenaProgram::new`] waits before generating native code.
+/// How many runs [`ArenaProgram::new`] waits before generating native code, by default (see
+/// [`tuning::arena_native_after_runs`](crate::tuning::arena_native_after_runs)).
 pub const NATIVE_AFTER_RUNS: usize = 10_000;
 
 /// A program of [`ArenaStep`]s ready to run on an arena of at least `size` elements: closures
@@ -360,7 +484,9 @@ pub struct ArenaProgram<T: Element> {
     size: usize,
     steps: Vec<ArenaStep>,
     fns: Vec<ArenaFn<T>>,
-    native: Native,
+    /// The policy given to [`ArenaProgram::with_native`]; `None` for [`ArenaProgram::new`]'s:
+    /// after [`tuning::arena_native_after_runs`] runs, if [`tuning::codegen_enabled`] then.
+    native: Option<Native>,
     runs: AtomicUsize,
     code: OnceLock<Option<Code<T>>>,
 }
@@ -369,7 +495,7 @@ impl<T: Element> std::fmt::Debug for ArenaProgram<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArenaProgram")
             .field("steps", &self.steps.len())
-            .field("native", &self.native)
+            .field("native", &self.policy())
             .field("is_native", &self.is_native())
             .finish()
     }
@@ -377,12 +503,15 @@ impl<T: Element> std::fmt::Debug for ArenaProgram<T> {
 
 impl<T: Element> ArenaProgram<T> {
     /// Builds the program: `calls` are the closures of the [`ArenaStep::Call`] steps, in order.
-    /// Native code is generated after [`NATIVE_AFTER_RUNS`] runs when [`native_code_enabled`]
-    /// (see [`ArenaProgram::with_native`]).
+    /// Native code is generated after [`tuning::arena_native_after_runs`] runs (default
+    /// [`NATIVE_AFTER_RUNS`]) if [`native_code_enabled`] when the program reaches them (see
+    /// [`ArenaProgram::with_native`] for a fixed policy).
     ///
-    /// # Panics
-    /// If the number of `calls` differs from the number of `Call` steps, or a step reads or
-    /// writes past `size`.
+    /// # Errors
+    /// [`ArenaError::CallCount`] if the number of `calls` differs from the number of `Call`
+    /// steps; [`ArenaError::OutsideArena`] if a step reads or writes past `size` (or its
+    /// extent overflows `usize`); [`ArenaError::ReadsAtOutput`] if an elementwise or
+    /// outer-product step reads at or above its output slot.
     ///
     /// # Example
     /// ```
@@ -394,64 +523,61 @@ impl<T: Element> ArenaProgram<T> {
     ///     ArenaStep::Call { out: 4, n: 1 },
     /// ];
     /// let add: Box<dyn Fn(&mut [f32]) + Send + Sync> = Box::new(|r| r[4] = r[2] + r[3]);
-    /// let p = ArenaProgram::new(&steps, vec![add], 5);
+    /// let p = ArenaProgram::new(&steps, vec![add], 5).unwrap();
     /// let mut arena = [1.0f32, 2.5, 0.0, 0.0, 0.0];
-    /// p.run(&mut arena);
+    /// p.run(&mut arena).unwrap();
     /// assert_eq!(arena, [1.0, 2.5, 2.0, 5.0, 7.0]);
     /// ```
-    pub fn new(steps: &[ArenaStep], calls: Vec<ArenaFn<T>>, size: usize) -> Self {
-        let native = if native_code_enabled() {
-            Native::AfterRuns(NATIVE_AFTER_RUNS)
-        } else {
-            Native::Never
-        };
-        Self::with_native(steps, calls, size, native)
+    pub fn new(
+        steps: &[ArenaStep],
+        calls: Vec<ArenaFn<T>>,
+        size: usize,
+    ) -> Result<Self, ArenaError> {
+        let mut program = Self::with_native(steps, calls, size, Native::Never)?;
+        program.native = None;
+        Ok(program)
     }
 
     /// [`ArenaProgram::new`] with native code generated as `native` says (if the host has a
     /// code generator at all, and generation succeeds; else the closures run).
     ///
-    /// # Panics
+    /// # Errors
     /// As [`ArenaProgram::new`].
     pub fn with_native(
         steps: &[ArenaStep],
         calls: Vec<ArenaFn<T>>,
         size: usize,
         native: Native,
-    ) -> Self {
+    ) -> Result<Self, ArenaError> {
+        // Generated code indexes without bounds checks: every access must be in the arena.
+        check_steps(steps, size)?;
+        let call_steps = steps
+            .iter()
+            .filter(|s| matches!(s, ArenaStep::Call { .. }))
+            .count();
+        if calls.len() != call_steps {
+            return Err(ArenaError::CallCount {
+                calls: calls.len(),
+                call_steps,
+            });
+        }
         let mut calls = calls.into_iter();
         let fns: Vec<ArenaFn<T>> = steps
             .iter()
-            .map(|s| {
-                let (out, n) = s.output();
-                assert!(
-                    out + n <= size,
-                    "ArenaProgram: a step writes past the arena"
-                );
-                // Generated code reads without bounds checks: every read must be in the arena.
-                for (at, len) in s.reads() {
-                    assert!(
-                        at + len <= size,
-                        "ArenaProgram: a step reads past the arena"
-                    );
-                }
-                s.closure()
-                    .unwrap_or_else(|| calls.next().expect("ArenaProgram: too few calls"))
-            })
+            .filter_map(|s| s.closure().or_else(|| calls.next()))
             .collect();
-        assert!(calls.next().is_none(), "ArenaProgram: too many calls");
         let program = ArenaProgram {
             size,
             steps: steps.to_vec(),
             fns,
-            native,
+            native: Some(native),
             runs: AtomicUsize::new(0),
             code: OnceLock::new(),
         };
         if native == Native::Now {
             program.native_code();
         }
-        program
+        Ok(program)
     }
 
     /// The native code, generated on the first call. A generator that fails — an error, or a
@@ -468,12 +594,25 @@ impl<T: Element> ArenaProgram<T> {
             .as_ref()
     }
 
+    /// The policy in force now: a fixed one, or the tuned threshold of [`ArenaProgram::new`]'s
+    /// (`Never` while code generation is switched off).
+    fn policy(&self) -> Native {
+        match self.native {
+            Some(native) => native,
+            None if native_code_enabled() => Native::AfterRuns(tuning::arena_native_after_runs()),
+            None => Native::Never,
+        }
+    }
+
     /// Tells the program it is about to run `n` times (a loop): when that takes it to its
     /// [`Native::AfterRuns`] threshold, the native code is generated now, before the first of
     /// those runs, rather than partway through.
     pub fn expect_runs(&self, n: usize) {
-        if let Native::AfterRuns(t) = self.native {
-            if self.code.get().is_none() && self.runs.load(Ordering::Relaxed) + n >= t {
+        if self.code.get().is_some() {
+            return;
+        }
+        if let Native::AfterRuns(t) = self.policy() {
+            if self.runs.load(Ordering::Relaxed).saturating_add(n) >= t {
                 self.native_code();
             }
         }
@@ -484,37 +623,54 @@ impl<T: Element> ArenaProgram<T> {
         matches!(self.code.get(), Some(Some(_)))
     }
 
-    /// Runs every step on `arena`.
+    /// Runs every step on the first `size` elements of `arena`.
+    ///
+    /// # Errors
+    /// [`ArenaError::ArenaTooShort`] (and nothing runs) if `arena` is shorter than the
+    /// program's size.
     ///
     /// # Panics
-    /// If `arena` is shorter than the program's size, or a closure step panics (the panic is
-    /// passed on).
-    pub fn run(&self, arena: &mut [T]) {
-        assert!(arena.len() >= self.size, "ArenaProgram: arena too short");
-        let code = match (self.code.get(), self.native) {
-            (Some(code), _) => code.as_ref(),
-            (None, Native::AfterRuns(n)) if self.runs.fetch_add(1, Ordering::Relaxed) + 1 >= n => {
-                self.native_code()
-            }
-            _ => None,
+    /// If a closure step panics (the panic is passed on).
+    pub fn run(&self, arena: &mut [T]) -> Result<(), ArenaError> {
+        let Some(arena) = arena.get_mut(..self.size) else {
+            return Err(ArenaError::ArenaTooShort {
+                len: arena.len(),
+                size: self.size,
+            });
+        };
+        let code = match self.code.get() {
+            Some(code) => code.as_ref(),
+            // Until the code exists: the threshold (tuned, or the switch, may change between
+            // runs) read now.
+            None => match self.policy() {
+                Native::AfterRuns(n)
+                    if self.runs.fetch_add(1, Ordering::Relaxed) >= n.saturating_sub(1) =>
+                {
+                    self.native_code()
+                }
+                _ => None,
+            },
         };
         match code {
-            Some(code) => code.run(&mut arena[..self.size], &self.fns),
+            Some(code) => code.run(arena, &self.fns),
             None => self.fns.iter().for_each(|f| f(arena)),
         }
+        Ok(())
     }
 }
 
-/// Whether [`ArenaProgram::new`] generates native code: the `codegen` feature is on, the host
-/// has a code generator, and native code is not switched off (see [`codegen_switched_off`]).
+/// Whether [`ArenaProgram::new`]'s programs get native code now: the `codegen` feature is on,
+/// the host has a code generator, and code generation is not switched off (see
+/// [`codegen_switched_off`]).
 pub fn native_code_enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| !codegen_switched_off() && codegen::available())
+    tuning::codegen_enabled() && codegen::available()
 }
 
-/// Whether the environment variable `STATEGRAD_NO_CODEGEN` is set (read once): then every arena
-/// program runs as closures and every fused pass on its block kernels, for comparison. Results
-/// are the same bits either way.
+/// Whether code generation is switched off: the environment variable `STATEGRAD_NO_CODEGEN`
+/// was set when first read, or [`tuning::set_codegen_enabled`] switched it off (the negation
+/// of [`tuning::codegen_enabled`]). Then arena programs of [`ArenaProgram::new`] stay on their
+/// closures and fused passes on their block kernels, for comparison. Results are the same
+/// bits either way.
 ///
 /// ```
 /// use stategrad_simd::arena::{codegen_switched_off, native_code_enabled};
@@ -524,8 +680,9 @@ pub fn native_code_enabled() -> bool {
 /// );
 /// // Switched off means no native code for arena programs either.
 /// assert!(!(codegen_switched_off() && native_code_enabled()));
+/// stategrad_simd::tuning::set_codegen_enabled(false);
+/// assert!(codegen_switched_off() && !native_code_enabled());
 /// ```
 pub fn codegen_switched_off() -> bool {
-    static OFF: OnceLock<bool> = OnceLock::new();
-    *OFF.get_or_init(|| std::env::var_os("STATEGRAD_NO_CODEGEN").is_some())
+    !tuning::codegen_enabled()
 }

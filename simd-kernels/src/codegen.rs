@@ -46,7 +46,11 @@ struct Ctx<'a, T> {
 }
 
 /// Runs closure `k` of the program on the arena; called from generated code.
-extern "C" fn call_step<T: Element>(ctx: *mut Ctx<'_, T>, k: usize) {
+///
+/// # Safety
+/// `ctx` points to a live `Ctx` that nothing else refers to during the call, whose
+/// `arena`/`len` describe a slice that nothing else refers to either.
+unsafe extern "C" fn call_step<T: Element>(ctx: *mut Ctx<'_, T>, k: usize) {
     // SAFETY: `ctx` is the `Ctx` that `Code::run` built on its stack and keeps alive for the
     // whole call of the generated function, which passes it here unchanged; nothing else
     // refers to it while this runs.
@@ -58,8 +62,10 @@ extern "C" fn call_step<T: Element>(ctx: *mut Ctx<'_, T>, k: usize) {
     // generated code does not touch the arena while a closure runs, so this is the only live
     // reference to it.
     let arena = unsafe { std::slice::from_raw_parts_mut(ctx.arena, ctx.len) };
-    let f = &ctx.fns[k];
-    if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(arena))) {
+    // A closure index the code was not generated with is a bug; unwinding out of `extern "C"`
+    // would abort, so it is passed on like a closure's panic.
+    let result = catch_unwind(AssertUnwindSafe(|| (ctx.fns[k])(arena)));
+    if let Err(p) = result {
         ctx.panic = Some(p);
     }
 }
@@ -82,17 +88,32 @@ impl Drop for Owned {
     }
 }
 
+/// The generated function: `entry(arena, ctx)`. Calling it is `unsafe`: it reads and writes
+/// the arena without bounds checks.
+type Entry<T> = unsafe extern "C" fn(*mut T, *mut Ctx<'_, T>);
+
 /// A generated program: `entry(arena, ctx)`.
 pub(crate) struct Code<T> {
-    entry: extern "C" fn(*mut T, *mut Ctx<'_, T>),
+    entry: Entry<T>,
     /// Steps of the program (its closures are indexed by step).
     steps: usize,
+    /// Elements of the arena the steps were checked against: the code touches no element at
+    /// or past it.
+    size: usize,
     _module: Owned,
 }
 
 impl<T: Element> Code<T> {
-    /// Runs the program on `arena` (exactly the program's size); `fns[k]` is step `k`'s closure.
+    /// Runs the program on `arena`; `fns[k]` is step `k`'s closure.
+    ///
+    /// # Panics
+    /// If `arena` is shorter than the program's size or `fns` has not one closure per step
+    /// (callers pass the program's own; checked because the code relies on both).
     pub(crate) fn run(&self, arena: &mut [T], fns: &[ArenaFn<T>]) {
+        assert!(
+            arena.len() >= self.size,
+            "codegen: arena shorter than the program"
+        );
         assert_eq!(fns.len(), self.steps, "codegen: one closure per step");
         // One pointer for the generated code and the closures it calls (never both at once).
         let ptr = arena.as_mut_ptr();
@@ -102,7 +123,14 @@ impl<T: Element> Code<T> {
             len: arena.len(),
             panic: None,
         };
-        (self.entry)(ptr, &mut ctx);
+        // SAFETY: `compile` generated `entry` only for steps that `check_steps` found inside
+        // `0..self.size` (every read and write, extents computed without overflow), with
+        // every displacement below `i32::MAX` bytes; `arena` has at least `self.size`
+        // elements (asserted), so every access of the code is inside it. The code calls
+        // `call_step` with `&mut ctx` unchanged and closure indices below `self.steps`, which
+        // is `fns.len()` (asserted); `ctx` lives on this frame for the whole call, and the
+        // code touches the arena only between closure calls, never while one runs.
+        unsafe { (self.entry)(ptr, &mut ctx) };
         if let Some(p) = ctx.panic {
             std::panic::resume_unwind(p);
         }
@@ -143,7 +171,9 @@ pub(crate) fn available() -> bool {
 /// generation fails (the program then runs as closures).
 pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Code<T>> {
     let isa = isa()?.clone();
-    // Offsets are emitted as 32-bit displacements.
+    // The code indexes without bounds checks: only steps inside the arena get code.
+    crate::arena::check_steps(steps, size).ok()?;
+    // Offsets are emitted as 32-bit displacements; every one is below `size` elements.
     if size.checked_mul(std::mem::size_of::<T>())? > i32::MAX as usize {
         return None;
     }
@@ -188,7 +218,7 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
         lanes: (16 / std::mem::size_of::<T>()),
         esize: std::mem::size_of::<T>(),
         call_sig,
-        tramp: call_step::<T> as extern "C" fn(*mut Ctx<'_, T>, usize) as usize,
+        tramp: call_step::<T> as unsafe extern "C" fn(*mut Ctx<'_, T>, usize) as usize,
         known: HashMap::new(),
     };
     for (k, step) in steps.iter().enumerate() {
@@ -207,12 +237,13 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
     let code = module.get_finalized_function(id);
     // SAFETY: `code` is the finalized function declared above with two pointer parameters and
     // no results in the platform's default (C) calling convention; it stays valid while the
-    // module (kept in `Code::_module`) lives.
-    let entry =
-        unsafe { std::mem::transmute::<*const u8, extern "C" fn(*mut T, *mut Ctx<'_, T>)>(code) };
+    // module (kept in `Code::_module`) lives. The type is an `unsafe fn`: what makes a call
+    // sound is stated at the one call, in `Code::run`.
+    let entry = unsafe { std::mem::transmute::<*const u8, Entry<T>>(code) };
     Some(Code {
         entry,
         steps: steps.len(),
+        size,
         _module: owned,
     })
 }
@@ -242,7 +273,11 @@ enum Opnd {
 
 impl Gen<'_> {
     fn disp(&self, off: usize) -> i32 {
-        (off * self.esize) as i32
+        // `compile` checked every offset lies below `size` elements, and `size` bytes fit `i32`;
+        // a failure here is a bug, and the program stays on its closures (caught there).
+        off.checked_mul(self.esize)
+            .and_then(|b| i32::try_from(b).ok())
+            .expect("codegen: an arena offset past the checked size")
     }
 
     fn load(&mut self, off: usize) -> Value {

@@ -88,9 +88,9 @@ unsafe impl<T: Send> Sync for OutPtr<T> {}
 /// Transcendental ops use their vector path with the usual per-lane `std` fallback (see the
 /// crate's accuracy notes), on blocks of any length.
 ///
-/// # Panics
-/// If an op reads a later op, an index is out of range, an input slice or output buffer does
-/// not have `n` elements.
+/// # Errors
+/// A [`FusedError`] (and nothing is computed or written) if an op reads itself or a later op,
+/// an index is out of range, or an input slice or output buffer does not have `n` elements.
 ///
 /// # Example
 /// ```
@@ -108,7 +108,8 @@ unsafe impl<T: Send> Sync for OutPtr<T> {}
 ///     FusedOutputs { values: vec![(1, &mut y[..])], sums: vec![FusedArg::Op(1)] },
 ///     3,
 ///     Par::Seq,
-/// );
+/// )
+/// .unwrap();
 /// assert_eq!(y, [2.0, 5.0, 10.0]);
 /// assert_eq!(sums, vec![17.0]);
 /// ```
@@ -118,9 +119,88 @@ pub fn fused<T: Element>(
     out: FusedOutputs<'_, T>,
     n: usize,
     par: Par,
-) -> Vec<T> {
+) -> Result<Vec<T>, FusedError> {
     fused_with(ops, inputs, out, n, par, NativeCode::Tiered)
 }
+
+/// Why [`fused`] refused a pass (before computing anything).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FusedError {
+    /// Op `op` reads an input that does not exist, or an op that is not before it.
+    BadOperand {
+        /// The op's index.
+        op: usize,
+    },
+    /// Input `input` is a slice whose length is not the pass's length.
+    InputLength {
+        /// The input's index.
+        input: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// Input `input` reads output `output`, which does not exist.
+    BadAliasedOutput {
+        /// The input's index.
+        input: usize,
+        /// The output it names.
+        output: usize,
+    },
+    /// Output `output` is the value of op `op`, which does not exist.
+    BadOutputOp {
+        /// The output's index.
+        output: usize,
+        /// The op it names.
+        op: usize,
+    },
+    /// Output `output`'s buffer length is not the pass's length.
+    OutputLength {
+        /// The output's index.
+        output: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// Sum `sum` reads an input or op that does not exist.
+    BadSum {
+        /// The sum's index.
+        sum: usize,
+    },
+    /// The pass is too long to keep one partial per chunk and sum in memory.
+    TooLong,
+}
+
+impl std::fmt::Display for FusedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FusedError::BadOperand { op } => write!(
+                f,
+                "fused: op {op} reads an input or op that does not exist before it"
+            ),
+            FusedError::InputLength { input, len } => {
+                write!(f, "fused: input {input} has {len} elements, not the pass's")
+            }
+            FusedError::BadAliasedOutput { input, output } => write!(
+                f,
+                "fused: input {input} reads output {output}, which does not exist"
+            ),
+            FusedError::BadOutputOp { output, op } => {
+                write!(f, "fused: output {output} is op {op}, which does not exist")
+            }
+            FusedError::OutputLength { output, len } => {
+                write!(
+                    f,
+                    "fused: output {output} has {len} elements, not the pass's"
+                )
+            }
+            FusedError::BadSum { sum } => {
+                write!(f, "fused: sum {sum} reads an operand that does not exist")
+            }
+            FusedError::TooLong => write!(f, "fused: the pass is too long"),
+        }
+    }
+}
+
+impl std::error::Error for FusedError {}
 
 /// When a pass runs generated code (where the host has it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +208,8 @@ pub(crate) enum NativeCode {
     /// Never: the block kernels only.
     #[cfg_attr(not(test), allow(dead_code))]
     Never,
-    /// Once its structure has gone through `fused_native::NATIVE_AFTER_ELEMENTS` positions.
+    /// Once its structure has gone through [`crate::tuning::fused_native_after_elements`]
+    /// positions.
     Tiered,
     /// From this call on.
     #[cfg_attr(not(test), allow(dead_code))]
@@ -144,8 +225,19 @@ pub(crate) fn fused_with<T: Element>(
     n: usize,
     par: Par,
     native: NativeCode,
-) -> Vec<T> {
-    check(ops, inputs, &out, n);
+) -> Result<Vec<T>, FusedError> {
+    check(ops, inputs, &out, n)?;
+    let n_chunks = n.div_ceil(FUSED_CHUNK);
+    // One row of partial sums per chunk (at least one element, so every chunk gets a row).
+    let row = out.sums.len().max(1);
+    let partials_len = n_chunks.checked_mul(row).ok_or(FusedError::TooLong)?;
+    // A pass of scalars only has no slice bounding its length: the partials of an absurd one
+    // are refused here rather than aborting the process in the allocator.
+    let mut partials: Vec<T> = Vec::new();
+    partials
+        .try_reserve_exact(partials_len)
+        .map_err(|_| FusedError::TooLong)?;
+    partials.resize(partials_len, T::ZERO);
     let outputs: Vec<usize> = out.values.iter().map(|(k, _)| *k).collect();
     let direct = direct_op(ops, &outputs, &out.sums);
     let native = match native {
@@ -162,10 +254,6 @@ pub(crate) fn fused_with<T: Element>(
         .map(|(k, b)| (k, OutPtr(b.as_mut_ptr())))
         .collect();
     let n_sums = out.sums.len();
-    let n_chunks = n.div_ceil(FUSED_CHUNK);
-    // One row of partial sums per chunk (at least one element, so every chunk gets a row).
-    let row = n_sums.max(1);
-    let mut partials = vec![T::ZERO; n_chunks * row];
     let task = |scratch: &mut Vec<T>, c: usize, part: &mut [T]| {
         let start = c * FUSED_CHUNK;
         let end = n.min(start + FUSED_CHUNK);
@@ -209,7 +297,7 @@ pub(crate) fn fused_with<T: Element>(
             *s += *v;
         }
     }
-    sums
+    Ok(sums)
 }
 
 /// What every chunk of a pass shares (made once per call).
@@ -282,13 +370,23 @@ impl<T: Element> PassLayout<T> {
 const NATIVE_MIN_LEN: usize = 4 * FUSED_BLOCK;
 
 /// The op written straight into its output buffer rather than through a scratch block: the
-/// last op, when it is an output that no sum reads.
+/// last op, when it is exactly one output and no sum reads it. Every other output is copied
+/// from the op's scratch block, which a direct op never fills: an op that is two outputs goes
+/// through its scratch block like any other.
 fn direct_op(ops: &[FusedOp], outputs: &[usize], sums: &[FusedArg]) -> Option<usize> {
     let last = ops.len().checked_sub(1)?;
-    (outputs.contains(&last) && !sums.contains(&FusedArg::Op(last))).then_some(last)
+    let once = outputs.iter().filter(|&&k| k == last).count() == 1;
+    (once && !sums.contains(&FusedArg::Op(last))).then_some(last)
 }
 
-fn check<T>(ops: &[FusedOp], inputs: &[FusedInput<'_, T>], out: &FusedOutputs<'_, T>, n: usize) {
+/// Everything the pass indexes with: operands, aliased outputs, output ops and sums in range,
+/// every slice and buffer of `n` elements (the chunk tasks index them without checks).
+fn check<T>(
+    ops: &[FusedOp],
+    inputs: &[FusedInput<'_, T>],
+    out: &FusedOutputs<'_, T>,
+    n: usize,
+) -> Result<(), FusedError> {
     let arg_ok = |a: FusedArg, k: usize| match a {
         FusedArg::Input(i) => i < inputs.len(),
         FusedArg::Op(j) => j < k,
@@ -301,27 +399,41 @@ fn check<T>(ops: &[FusedOp], inputs: &[FusedInput<'_, T>], out: &FusedOutputs<'_
                 arg_ok(a, k) && arg_ok(b, k) && arg_ok(c, k)
             }
         };
-        assert!(
-            ok,
-            "fused: op {k} reads an input or op that does not exist before it"
-        );
-    }
-    for x in inputs {
-        match x {
-            FusedInput::Slice(s) => assert_eq!(s.len(), n, "fused: input slice length != n"),
-            FusedInput::Output(j) => assert!(
-                *j < out.values.len(),
-                "fused: input reads an output that does not exist"
-            ),
-            FusedInput::Scalar(_) => {}
+        if !ok {
+            return Err(FusedError::BadOperand { op: k });
         }
     }
-    for (k, b) in &out.values {
-        assert!(*k < ops.len(), "fused: output of a missing op");
-        assert_eq!(b.len(), n, "fused: output buffer length != n");
+    for (i, x) in inputs.iter().enumerate() {
+        match *x {
+            FusedInput::Slice(s) if s.len() != n => {
+                return Err(FusedError::InputLength {
+                    input: i,
+                    len: s.len(),
+                })
+            }
+            FusedInput::Output(j) if j >= out.values.len() => {
+                return Err(FusedError::BadAliasedOutput {
+                    input: i,
+                    output: j,
+                })
+            }
+            _ => {}
+        }
     }
-    for s in &out.sums {
-        assert!(arg_ok(*s, ops.len()), "fused: sum of a missing operand");
+    for (j, (k, b)) in out.values.iter().enumerate() {
+        if *k >= ops.len() {
+            return Err(FusedError::BadOutputOp { output: j, op: *k });
+        }
+        if b.len() != n {
+            return Err(FusedError::OutputLength {
+                output: j,
+                len: b.len(),
+            });
+        }
+    }
+    match out.sums.iter().position(|s| !arg_ok(*s, ops.len())) {
+        Some(sum) => Err(FusedError::BadSum { sum }),
+        None => Ok(()),
     }
 }
 

@@ -21,24 +21,34 @@
 //! block kernels redo that part of the pass.
 //!
 //! Code is made once per distinct pass structure, after the structure has gone through
-//! [`NATIVE_AFTER_ELEMENTS`] positions on the block kernels (at once or over several calls: the
-//! making costs a fraction of a millisecond), and kept in a process-wide cache (at most
-//! [`CACHE_LIMIT`] structures; it is never freed); hosts without AVX-512F, and processes
-//! where [`codegen_switched_off`](crate::arena::codegen_switched_off), never use it.
+//! [`tuning::fused_native_after_elements`] positions on the block kernels (at once or over
+//! several calls: the making costs a fraction of a millisecond), and kept in a process-wide
+//! cache of at most [`tuning::fused_code_cache_limit`] structures with code, the least
+//! recently used freed first (a pass running its code holds it: it is unmapped when the last
+//! holder lets go). Hosts without AVX-512F, and processes where
+//! [`codegen_switched_off`](crate::arena::codegen_switched_off), never use it.
 
-use std::sync::{Arc, OnceLock};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use dashmap::DashMap;
 use iced_x86::code_asm::*;
+use lru::LruCache;
 
 use crate::fused::{FusedArg, FusedInput, FusedOp};
+use crate::tuning;
 use crate::{BinaryOp, Element, UnaryOp};
 
 /// Most base pointers one run may read or write (the general registers it keeps them in).
 pub(crate) const MAX_BASES: usize = 10;
 
-/// Most distinct pass structures whose code is kept; passes beyond it use the block kernels.
-const CACHE_LIMIT: usize = 1024;
+/// Most pass structures remembered as seen without code yet (with the positions they went
+/// through); the least recently seen is forgotten first (and starts counting again if seen
+/// again). Bounds the memory of a process that sees ever new structures.
+const SEEN_LIMIT: usize = 4096;
+
+/// Plans alive (in the cache or held by a running pass): each holds its runs' code mapped.
+static LIVE_PLANS: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes per vector (one `zmm` register): 16 `f32` or 8 `f64` lanes; runs cover whole vectors.
 pub(crate) const VECTOR_BYTES: usize = 64;
@@ -116,6 +126,18 @@ pub(crate) struct Plan {
     pub(crate) whole: bool,
 }
 
+impl Drop for Plan {
+    fn drop(&mut self) {
+        LIVE_PLANS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Plans alive now (each one's code is mapped until it drops).
+#[cfg(test)]
+pub(crate) fn live_plans() -> usize {
+    LIVE_PLANS.load(Ordering::Relaxed)
+}
+
 impl Plan {
     /// The run that starts at op `k`, if any, and its index.
     pub(crate) fn run_at(&self, k: usize) -> Option<(usize, &Run)> {
@@ -141,31 +163,110 @@ struct Key {
     direct: Option<usize>,
 }
 
-/// Whether this host runs the generated code (AVX-512F, and native code not switched off).
+/// Whether this host runs the generated code (AVX-512F, and code generation not switched
+/// off now).
 pub(crate) fn available() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx512f") && !crate::arena::codegen_switched_off()
-    })
+    static AVX512F: OnceLock<bool> = OnceLock::new();
+    *AVX512F.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+        && tuning::codegen_enabled()
 }
 
 /// Positions a pass structure goes through on the block kernels (in one call or over several)
-/// before its code is made: making it takes 0.15–0.2 ms (about 1 ms for the first in a
-/// process), which pays off over about this much work; a pass of 16M positions gets its code
-/// on its first call, one of 1024 after 1024 calls.
+/// before its code is made, by default (see [`tuning::fused_native_after_elements`]): making
+/// it takes 0.15–0.2 ms (about 1 ms for the first in a process), which pays off over about
+/// this much work; a pass of 16M positions gets its code on its first call, one of 1024 after
+/// 1024 calls.
 pub(crate) const NATIVE_AFTER_ELEMENTS: usize = 1 << 20;
 
-/// A cached pass structure: positions seen so far, or its code once made.
-enum Cached {
-    Seen(usize),
+/// Pass structures: those whose code was made (`None` where none could be), at most the
+/// tuned limit of them, and those only seen so far with the positions they went through.
+/// Both are hashed maps kept in order of use.
+pub(crate) struct Cache {
+    made: LruCache<Key, Option<Arc<Plan>>>,
+    seen: LruCache<Key, usize>,
+}
+
+/// What [`Cache::lookup`] found.
+enum Found {
+    /// The structure's code (or that it has none).
     Made(Option<Arc<Plan>>),
+    /// Not enough positions yet.
+    Wait,
+    /// Enough positions: make the code now.
+    Make,
+}
+
+impl Cache {
+    pub(crate) fn new() -> Self {
+        Self {
+            made: LruCache::unbounded(),
+            seen: LruCache::new(NonZeroUsize::new(SEEN_LIMIT).expect("SEEN_LIMIT > 0")),
+        }
+    }
+
+    /// Adds `elements` positions to structure `key` and says what to do.
+    fn lookup(&mut self, key: &Key, elements: usize, threshold: usize) -> Found {
+        if let Some(p) = self.made.get(key) {
+            return Found::Made(p.clone());
+        }
+        let seen = match self.seen.get_mut(key) {
+            Some(seen) => {
+                *seen = seen.saturating_add(elements);
+                *seen
+            }
+            None => elements,
+        };
+        if seen >= threshold {
+            self.seen.pop(key);
+            return Found::Make;
+        }
+        if !self.seen.contains(key) {
+            self.seen.push(key.clone(), seen);
+        }
+        Found::Wait
+    }
+
+    /// Stores the code made for `key` (the first stored wins when two threads made it) and
+    /// frees the least recently used codes past `limit`; returns the code to run and what
+    /// was evicted (to drop outside the lock: unmapping is a system call).
+    fn store(
+        &mut self,
+        key: Key,
+        made: Option<Arc<Plan>>,
+        limit: usize,
+    ) -> (Option<Arc<Plan>>, Vec<Option<Arc<Plan>>>) {
+        let plan = match self.made.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                if limit > 0 {
+                    self.made.put(key, made.clone());
+                }
+                made
+            }
+        };
+        let mut evicted = Vec::new();
+        while self.made.len() > limit {
+            match self.made.pop_lru() {
+                Some((_, p)) => evicted.push(p),
+                None => break,
+            }
+        }
+        (plan, evicted)
+    }
+
+    /// Structures with code (or known to have none) in the cache.
+    #[cfg(test)]
+    pub(crate) fn made_len(&self) -> usize {
+        self.made.len()
+    }
 }
 
 /// The code for a pass of `elements` positions, once its structure has gone through
-/// [`NATIVE_AFTER_ELEMENTS`] positions (`usize::MAX` makes it now): `None` before, or when the
-/// host has no AVX-512F, the pass has no run of two or more ops with code, or the code could
-/// not be made. `outputs` are the ops whose values leave the pass, `direct` the one written
-/// straight into its output buffer.
+/// [`tuning::fused_native_after_elements`] positions (`usize::MAX` makes it now): `None`
+/// before, or when the host has no AVX-512F, code generation is switched off, the pass has no
+/// run of two or more ops with code, or the code could not be made. `outputs` are the ops
+/// whose values leave the pass, `direct` the one written straight into its output buffer.
+/// The caller holds the returned code while it runs (the cache may free its own hold).
 pub(crate) fn plan<T: Element>(
     ops: &[FusedOp],
     inputs: &[FusedInput<'_, T>],
@@ -177,8 +278,39 @@ pub(crate) fn plan<T: Element>(
     if !available() {
         return None;
     }
-    static CACHE: OnceLock<DashMap<Key, Cached>> = OnceLock::new();
-    let cache = CACHE.get_or_init(DashMap::new);
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(Cache::new()));
+    plan_in(
+        cache,
+        ops,
+        inputs,
+        outputs,
+        sums,
+        direct,
+        elements,
+        tuning::fused_native_after_elements(),
+        tuning::fused_code_cache_limit(),
+    )
+}
+
+/// [`plan`] with its cache, threshold and limit given.
+pub(crate) fn plan_in<T: Element>(
+    cache: &Mutex<Cache>,
+    ops: &[FusedOp],
+    inputs: &[FusedInput<'_, T>],
+    outputs: &[usize],
+    sums: &[FusedArg],
+    direct: Option<usize>,
+    elements: usize,
+    threshold: usize,
+    limit: usize,
+) -> Option<Arc<Plan>> {
+    if limit == 0 {
+        return None;
+    }
+    // A thread that panicked while holding the lock left the maps consistent (every update
+    // is one call into them), so the cache goes on.
+    let lock = || cache.lock().unwrap_or_else(|e| e.into_inner());
     let key = Key {
         elem_bytes: size_of::<T>(),
         ops: ops.to_vec(),
@@ -197,28 +329,16 @@ pub(crate) fn plan<T: Element>(
         sums: sums.to_vec(),
         direct,
     };
-    match cache.get_mut(&key).as_deref_mut() {
-        Some(Cached::Made(p)) => return p.clone(),
-        Some(Cached::Seen(seen)) => {
-            *seen = seen.saturating_add(elements);
-            if *seen < NATIVE_AFTER_ELEMENTS {
-                return None;
-            }
-        }
-        None if cache.len() >= CACHE_LIMIT => return None,
-        None if elements < NATIVE_AFTER_ELEMENTS => {
-            cache.insert(key, Cached::Seen(elements));
-            return None;
-        }
-        None => {}
-    }
-    // Made outside the map's lock (two threads may both make it; the first stored wins).
-    let made = make_plan(&key);
-    match &mut *cache.entry(key).or_insert(Cached::Seen(0)) {
-        Cached::Made(p) => p.clone(),
-        slot => {
-            *slot = Cached::Made(made.clone());
-            made
+    let found = lock().lookup(&key, elements, threshold);
+    match found {
+        Found::Made(p) => p,
+        Found::Wait => None,
+        Found::Make => {
+            // Made outside the lock (two threads may both make it; the first stored wins).
+            let made = make_plan(&key);
+            let (plan, evicted) = lock().store(key, made, limit);
+            drop(evicted);
+            plan
         }
     }
 }
@@ -302,7 +422,11 @@ fn make_plan(key: &Key) -> Option<Arc<Plan>> {
         }
         _ => false,
     };
-    (!runs.is_empty()).then(|| Arc::new(Plan { runs, whole }))
+    if runs.is_empty() {
+        return None;
+    }
+    LIVE_PLANS.fetch_add(1, Ordering::Relaxed);
+    Some(Arc::new(Plan { runs, whole }))
 }
 
 /// A value the run's code holds in a register.

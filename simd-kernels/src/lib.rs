@@ -67,6 +67,7 @@ mod gemm;
 mod reduce;
 pub mod reference;
 mod strided;
+pub mod tuning;
 mod vector;
 
 #[cfg(test)]
@@ -74,7 +75,9 @@ mod tests;
 
 pub use element::Element;
 pub use elementwise::{binary, binary_scalar, scalar_binary, unary};
-pub use fused::{fused, FusedArg, FusedInput, FusedOp, FusedOutputs, FUSED_BLOCK, FUSED_CHUNK};
+pub use fused::{
+    fused, FusedArg, FusedError, FusedInput, FusedOp, FusedOutputs, FUSED_BLOCK, FUSED_CHUNK,
+};
 pub use gemm::{dot, gemm};
 pub use reduce::{reduce_all, reduce_axes};
 pub use strided::{binary_strided, gather_strided, select_strided};

@@ -941,7 +941,8 @@ fn fused_vs_kernels<T: Element>() {
                 },
                 n,
                 par,
-            );
+            )
+            .unwrap();
             // Transcendentals on short tails may take the vector path here and `std` in the
             // whole-slice kernel: compare within the documented bound.
             assert_ulps(&o1, &v[1], 2, &format!("fused op 1, n={n}"));
@@ -976,11 +977,10 @@ fn fused_matches_kernels() {
 }
 
 #[test]
-#[should_panic(expected = "does not exist before it")]
 fn fused_rejects_forward_reference() {
     let x = [1.0f32; 4];
     let ops = [FusedOp::Copy(FusedArg::Op(0))];
-    fused(
+    let r = fused(
         &ops,
         &[FusedInput::Slice(&x[..])],
         FusedOutputs {
@@ -990,6 +990,7 @@ fn fused_rejects_forward_reference() {
         4,
         Par::Seq,
     );
+    assert_eq!(r, Err(crate::FusedError::BadOperand { op: 0 }));
 }
 
 /// An input read from an output's buffer (`FusedInput::Output`, an in-place update) gives the
@@ -1025,7 +1026,8 @@ fn fused_in_place_inputs_match_separate_inputs() {
                 },
                 n,
                 par,
-            );
+            )
+            .unwrap();
             // The same pass with `x` living in output 1's buffer.
             let (mut b3, mut b4) = (vec![f32::NAN; n], x.clone());
             let sums_b = fused(
@@ -1041,7 +1043,8 @@ fn fused_in_place_inputs_match_separate_inputs() {
                 },
                 n,
                 par,
-            );
+            )
+            .unwrap();
             assert!(same_slices(&a3, &b3) && same_slices(&a4, &b4), "n={n}");
             assert!(same_slices(&sums_a, &sums_b), "n={n}");
             // And the multiply-adds round like the separate ops.
@@ -1200,15 +1203,16 @@ fn check_arena_native_equals_closures<T: Element>() {
     for _ in 0..60 {
         let (steps, init) = random_arena_program::<T>(&mut rng);
         let size = init.len();
-        let program =
-            |native| arena::ArenaProgram::with_native(&steps, call_closures(&steps), size, native);
+        let program = |native| {
+            arena::ArenaProgram::with_native(&steps, call_closures(&steps), size, native).unwrap()
+        };
         let closures = program(arena::Native::Never);
         let native = program(arena::Native::Now);
         assert!(!closures.is_native());
         assert_eq!(native.is_native(), crate::codegen::available());
         let (mut a, mut b) = (init.clone(), init.clone());
-        closures.run(&mut a);
-        native.run(&mut b);
+        closures.run(&mut a).unwrap();
+        native.run(&mut b).unwrap();
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             let same = x.to_f64().to_bits() == y.to_f64().to_bits() || (x.is_nan() && y.is_nan());
             assert!(
@@ -1241,13 +1245,13 @@ fn arena_step_closure_panic_is_passed_on_and_program_stays_usable() {
             assert!(r[0] >= 0.0, "negative input");
             r[1] = r[0] * 3.0;
         });
-        let p = ArenaProgram::with_native(&steps, vec![f], 3, native);
+        let p = ArenaProgram::with_native(&steps, vec![f], 3, native).unwrap();
         let mut bad = [-1.0f32, 0.0, 0.0];
         let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.run(&mut bad)));
         let msg = err.expect_err("the closure's panic reaches the caller");
         assert_eq!(msg.downcast_ref::<&str>(), Some(&"negative input"));
         let mut good = [2.0f32, 0.0, 0.0];
-        p.run(&mut good);
+        p.run(&mut good).unwrap();
         assert_eq!(good, [2.0, 6.0, -6.0]);
     }
 }
@@ -1261,10 +1265,10 @@ fn arena_program_turns_native_after_its_runs() {
         b: O::Imm(3.0),
         out: 1,
     }];
-    let p = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(3));
+    let p = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(3)).unwrap();
     for run in 1..=4 {
         let mut a = [run as f64, 0.0];
-        p.run(&mut a);
+        p.run(&mut a).unwrap();
         assert_eq!(a[1], 3.0 * run as f64);
         assert_eq!(
             p.is_native(),
@@ -1273,7 +1277,7 @@ fn arena_program_turns_native_after_its_runs() {
         );
     }
     // A loop announced to run past the threshold gets its code before its first run.
-    let q = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(100));
+    let q = ArenaProgram::<f64>::with_native(&steps, vec![], 2, Native::AfterRuns(100)).unwrap();
     q.expect_runs(99);
     assert!(!q.is_native());
     q.expect_runs(100);
@@ -1281,7 +1285,6 @@ fn arena_program_turns_native_after_its_runs() {
 }
 
 #[test]
-#[should_panic(expected = "reads past the arena")]
 fn arena_program_refuses_a_read_past_the_arena() {
     use arena::{ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
     // Output in range, left operand's 4 elements from offset 6 are not (size 8).
@@ -1292,7 +1295,8 @@ fn arena_program_refuses_a_read_past_the_arena() {
         out: 2,
         n: 4,
     }];
-    let _ = ArenaProgram::<f32>::with_native(&steps, vec![], 8, Native::Now);
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], 8, Native::Now);
+    assert_eq!(p.unwrap_err(), arena::ArenaError::OutsideArena { step: 0 });
 }
 
 #[test]
@@ -1320,7 +1324,7 @@ fn arena_program_runs_on_many_threads_across_the_switch_to_native_code() {
             out: 84,
         },
     ];
-    let p = ArenaProgram::<f32>::with_native(&steps, vec![], 85, Native::AfterRuns(50));
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], 85, Native::AfterRuns(50)).unwrap();
     let want = |x0: f32| {
         (0..20)
             .map(|i| x0 + i as f32)
@@ -1336,7 +1340,7 @@ fn arena_program_runs_on_many_threads_across_the_switch_to_native_code() {
                     for i in 0..20 {
                         arena[i] = x0 + i as f32;
                     }
-                    p.run(&mut arena);
+                    p.run(&mut arena).unwrap();
                     let got = arena[84];
                     let w = want(x0);
                     assert!((got - w).abs() <= 1e-4 * w.abs().max(1.0), "{got} vs {w}");
@@ -1361,10 +1365,10 @@ fn arena_program_too_large_for_native_code_stays_on_closures() {
         })
         .collect();
     let size = 601 * 64;
-    let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now);
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now).unwrap();
     assert!(!p.is_native());
     let mut arena = vec![1.0f32; size];
-    p.run(&mut arena);
+    p.run(&mut arena).unwrap();
     let want = (0..600).fold(1.0f32, |v, _| v * (1.0 + 1.0 / 1024.0));
     assert_eq!(arena[size - 1], want);
 }
@@ -1491,7 +1495,8 @@ fn check_fused_native_equals_kernels<T: Element>() -> (usize, usize) {
                 n,
                 par,
                 code(native),
-            );
+            )
+            .unwrap();
             (bufs, s)
         };
         let (got, got_sums) = run(true);
@@ -1592,7 +1597,7 @@ fn fused_w5_gradient_pass_native_equals_kernels() {
             values,
             sums: vec![],
         };
-        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native));
+        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native)).unwrap();
         g
     };
     let (got, want) = (run(true), run(false));
@@ -1652,7 +1657,7 @@ fn fused_native_transcendentals_match_kernels_at_ties_and_edges() {
                 sums: vec![],
             };
             let x = [FusedInput::Slice(&x[..])];
-            crate::fused::fused_with(&ops, &x, out, n, Par::Seq, code(native));
+            crate::fused::fused_with(&ops, &x, out, n, Par::Seq, code(native)).unwrap();
             g
         };
         let (got, want) = (run(true), run(false));
@@ -1690,14 +1695,14 @@ fn fused_native_whole_pass_in_place_matches_separate_input() {
                 sums: vec![],
             };
             let inputs = [FusedInput::Slice(&x[..]), FusedInput::Scalar(0.75)];
-            crate::fused::fused_with(&ops, &inputs, out, n, par, code(false));
+            crate::fused::fused_with(&ops, &inputs, out, n, par, code(false)).unwrap();
             let mut in_place = x.clone();
             let out = FusedOutputs {
                 values: vec![(3, &mut in_place[..])],
                 sums: vec![],
             };
             let inputs = [FusedInput::Output(0), FusedInput::Scalar(0.75)];
-            crate::fused::fused_with(&ops, &inputs, out, n, par, code(true));
+            crate::fused::fused_with(&ops, &inputs, out, n, par, code(true)).unwrap();
             assert!(same_slices(&in_place, &separate), "n={n}");
             let plan = crate::fused_native::plan(&ops, &inputs, &[3], &[], Some(3), usize::MAX);
             if crate::fused_native::available() {
@@ -1727,7 +1732,7 @@ fn fused_code_is_made_after_enough_work() {
         let mut out = vec![0.0f32; n];
         let values = vec![(3, &mut out[..])];
         let sums = vec![];
-        fused(&ops, &inputs, FusedOutputs { values, sums }, n, Par::Seq);
+        fused(&ops, &inputs, FusedOutputs { values, sums }, n, Par::Seq).unwrap();
         out
     };
     let calls_needed = NATIVE_AFTER_ELEMENTS.div_ceil(n);
@@ -1744,4 +1749,500 @@ fn fused_code_is_made_after_enough_work() {
     );
     // And the code gives what the first call gave.
     assert!(same_slices(&run(), first.as_deref().unwrap()));
+}
+
+/// Two outputs of the pass's last op: both get its values, with generated code and on the
+/// block kernels (both used to write only the first, straight into its buffer, and copy the
+/// second from a scratch block nothing had filled).
+#[test]
+fn fused_two_outputs_of_the_last_op_are_both_written() {
+    use FusedArg::{Input as I, Op as O};
+    let n = 4 * FUSED_CHUNK + 3 * FUSED_BLOCK + 5;
+    let x: Vec<f32> = Rng::new(21).vec(n, -3.0, 3.0);
+    let y: Vec<f32> = Rng::new(22).vec(n, -3.0, 3.0);
+    let ops = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(1)),
+        FusedOp::Binary(BinaryOp::Add, O(0), I(0)),
+        FusedOp::Unary(UnaryOp::Abs, O(1)),
+    ];
+    let inputs = [FusedInput::Slice(&x[..]), FusedInput::Slice(&y[..])];
+    let run = |native: bool| {
+        let (mut a, mut b) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+        let values = vec![(2, &mut a[..]), (2, &mut b[..])];
+        let out = FusedOutputs {
+            values,
+            sums: vec![],
+        };
+        crate::fused::fused_with(&ops, &inputs, out, n, Par::Rayon, code(native)).unwrap();
+        (a, b)
+    };
+    let want: Vec<f32> = x.iter().zip(&y).map(|(&x, &y)| (x * y + x).abs()).collect();
+    // The generated-code run does run code where the host has it.
+    let planned = crate::fused_native::plan(&ops, &inputs, &[2, 2], &[], None, usize::MAX);
+    assert_eq!(planned.is_some(), crate::fused_native::available());
+    for native in [false, true] {
+        let (a, b) = run(native);
+        assert!(same_slices(&a, &want), "first output, native {native}");
+        assert!(same_slices(&b, &want), "second output, native {native}");
+    }
+}
+
+/// Steps whose offsets or extents wrap `usize` (or lie far outside the arena) are refused when
+/// the program is built, whatever its native-code policy: none of them ever runs. Before, the
+/// checks added and multiplied without overflow checks, so a release build let `out:
+/// usize::MAX` through to generated code, which wrote before the arena.
+#[test]
+fn arena_program_rejects_wrapping_offsets() {
+    use arena::{ArenaError, ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    let big = usize::MAX;
+    let near_i32 = i32::MAX as usize / 4 + 1;
+    let bad: Vec<S> = vec![
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: 0,
+            out: big,
+        },
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: big,
+            out: 1,
+        },
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: 0,
+            out: near_i32,
+        },
+        S::Binary1 {
+            op: BinaryOp::Add,
+            a: O::Splat(big),
+            b: O::Imm(1.0),
+            out: 1,
+        },
+        S::Binary {
+            op: BinaryOp::Add,
+            a: O::Slice(0),
+            b: O::Imm(1.0),
+            out: 4,
+            n: big,
+        },
+        S::Binary {
+            op: BinaryOp::Add,
+            a: O::Slice(big - 2),
+            b: O::Imm(1.0),
+            out: 4,
+            n: 4,
+        },
+        S::Binary {
+            op: BinaryOp::Mul,
+            a: O::Slice(0),
+            b: O::Splat(big),
+            out: 4,
+            n: 2,
+        },
+        S::Unary {
+            op: UnaryOp::Neg,
+            x: big - 1,
+            out: 4,
+            n: 2,
+        },
+        S::Sum {
+            x: 1,
+            n: big,
+            out: 0,
+        },
+        S::Outer {
+            a: 0,
+            rsa: 1,
+            b: 0,
+            csb: 1,
+            m: 1 << 33,
+            n: 1 << 33,
+            out: 4,
+        },
+        S::Outer {
+            a: 0,
+            rsa: big,
+            b: 0,
+            csb: 1,
+            m: 3,
+            n: 1,
+            out: 4,
+        },
+        S::Outer {
+            a: 0,
+            rsa: 1,
+            b: 0,
+            csb: near_i32,
+            m: 1,
+            n: 2,
+            out: 4,
+        },
+        S::Dot {
+            a: 0,
+            sa: big / 2 + 1,
+            b: 0,
+            sb: 1,
+            k: 3,
+            out: 4,
+        },
+        S::Dot {
+            a: 0,
+            sa: 1,
+            b: big,
+            sb: 1,
+            k: 1,
+            out: 4,
+        },
+        S::Call { out: big, n: 2 },
+        S::Call { out: 4, n: big - 3 },
+    ];
+    for step in bad {
+        // A valid step first: the error names the bad one.
+        let steps = [
+            S::Unary1 {
+                op: UnaryOp::Neg,
+                x: 0,
+                out: 1,
+            },
+            step.clone(),
+        ];
+        let calls = || -> Vec<arena::ArenaFn<f32>> {
+            match step {
+                S::Call { .. } => vec![Box::new(|_: &mut [f32]| unreachable!("never runs"))],
+                _ => vec![],
+            }
+        };
+        let want = Err(ArenaError::OutsideArena { step: 1 });
+        for native in [Native::Never, Native::Now, Native::AfterRuns(1)] {
+            let p = ArenaProgram::<f32>::with_native(&steps, calls(), 8, native);
+            assert_eq!(p.map(|_| ()), want, "{step:?} {native:?}");
+            let p = ArenaProgram::<f64>::with_native(&steps, vec![], 8, native);
+            assert!(p.is_err(), "{step:?} {native:?}");
+        }
+        let p = ArenaProgram::<f32>::new(&steps, calls(), 8);
+        assert_eq!(p.map(|_| ()), want, "{step:?}");
+        // What the public accessors report overflows no further.
+        let (out, n) = step.output();
+        let reads = step.reads();
+        assert!(
+            out.checked_add(n).is_none_or(|e| e > 8)
+                || reads
+                    .iter()
+                    .any(|&(a, l)| { a.checked_add(l).is_none_or(|e| e > 8) })
+        );
+    }
+}
+
+/// A program whose size puts offsets past what 32-bit displacements reach stays on its
+/// closures, and a run on an arena shorter than the program is refused before any step runs.
+#[test]
+fn arena_program_past_i32_offsets_stays_on_closures_and_short_arenas_are_refused() {
+    use arena::{ArenaError, ArenaProgram, ArenaStep as S, Native};
+    let size = i32::MAX as usize / 4 + 8;
+    let steps = [S::Unary1 {
+        op: UnaryOp::Neg,
+        x: 0,
+        out: size - 1,
+    }];
+    let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now).unwrap();
+    assert!(!p.is_native());
+    let mut short = vec![1.0f32; 16];
+    assert_eq!(
+        p.run(&mut short),
+        Err(ArenaError::ArenaTooShort { len: 16, size })
+    );
+    // A small program, native or not, on an arena one element short: nothing is written.
+    let steps = [S::Unary1 {
+        op: UnaryOp::Neg,
+        x: 0,
+        out: 3,
+    }];
+    for native in [Native::Never, Native::Now] {
+        let p = ArenaProgram::<f64>::with_native(&steps, vec![], 4, native).unwrap();
+        let mut a = [2.0f64; 3];
+        assert_eq!(
+            p.run(&mut a),
+            Err(ArenaError::ArenaTooShort { len: 3, size: 4 })
+        );
+        assert_eq!(a, [2.0; 3]);
+        let mut b = [2.0f64; 5];
+        p.run(&mut b).unwrap();
+        assert_eq!(b, [2.0, 2.0, 2.0, -2.0, 2.0]);
+    }
+}
+
+/// Building errors that used to be panics: a step reading at or above its own output (its
+/// closure would have panicked when run), closure counts that do not match the `Call` steps.
+/// And an outer product without columns runs (its closure used to panic in
+/// `chunks_exact_mut(0)`).
+#[test]
+fn arena_program_reports_build_errors_and_runs_empty_outer_products() {
+    use arena::{ArenaError, ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    let above = [S::Binary {
+        op: BinaryOp::Add,
+        a: O::Slice(4),
+        b: O::Imm(1.0),
+        out: 2,
+        n: 2,
+    }];
+    let p = ArenaProgram::<f32>::with_native(&above, vec![], 8, Native::Now);
+    assert_eq!(p.unwrap_err(), ArenaError::ReadsAtOutput { step: 0 });
+    let call = [S::Call { out: 1, n: 1 }];
+    let p = ArenaProgram::<f32>::new(&call, vec![], 2);
+    assert_eq!(
+        p.unwrap_err(),
+        ArenaError::CallCount {
+            calls: 0,
+            call_steps: 1
+        }
+    );
+    let two: Vec<arena::ArenaFn<f32>> = vec![Box::new(|_| ()), Box::new(|_| ())];
+    let p = ArenaProgram::<f32>::new(&call, two, 2);
+    assert_eq!(
+        p.unwrap_err(),
+        ArenaError::CallCount {
+            calls: 2,
+            call_steps: 1
+        }
+    );
+    let empty = [
+        S::Outer {
+            a: 0,
+            rsa: 1,
+            b: 0,
+            csb: 1,
+            m: 3,
+            n: 0,
+            out: 3,
+        },
+        S::Unary1 {
+            op: UnaryOp::Neg,
+            x: 0,
+            out: 3,
+        },
+    ];
+    for native in [Native::Never, Native::Now] {
+        let p = ArenaProgram::<f32>::with_native(&empty, vec![], 4, native).unwrap();
+        let mut a = [1.0f32, 2.0, 3.0, 0.0];
+        p.run(&mut a).unwrap();
+        assert_eq!(a, [1.0, 2.0, 3.0, -1.0]);
+    }
+}
+
+/// Passes with indices or lengths out of range are refused with a typed error before anything
+/// is read or written, on the block kernels and with generated code, past the length that
+/// makes code (they used to panic, mid-check).
+#[test]
+fn fused_rejects_bad_indices_and_lengths_without_writing() {
+    use crate::FusedError as E;
+    use FusedArg::{Input as I, Op as O};
+    let n = 4 * FUSED_BLOCK;
+    let x = vec![1.5f32; n];
+    let short = vec![1.5f32; n - 1];
+    let good = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(1)),
+        FusedOp::Binary(BinaryOp::Add, O(0), I(0)),
+    ];
+    let later = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), O(1)),
+        FusedOp::Binary(BinaryOp::Add, O(0), I(0)),
+    ];
+    let missing_input = [
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(7)),
+        FusedOp::Binary(BinaryOp::Add, O(0), I(0)),
+    ];
+    let itself = [
+        FusedOp::Unary(UnaryOp::Neg, I(0)),
+        FusedOp::Unary(UnaryOp::Neg, O(1)),
+    ];
+    let slices = |a: &'static str| -> Vec<FusedInput<'_, f32>> {
+        match a {
+            "short" => vec![FusedInput::Slice(&x), FusedInput::Slice(&short)],
+            "alias" => vec![FusedInput::Slice(&x), FusedInput::Output(5)],
+            _ => vec![FusedInput::Slice(&x), FusedInput::Scalar(2.0)],
+        }
+    };
+    type Case<'a> = (&'a [FusedOp], &'static str, usize, usize, Vec<FusedArg>, E);
+    let cases: Vec<Case<'_>> = vec![
+        (&later, "", 1, n, vec![], E::BadOperand { op: 0 }),
+        (&missing_input, "", 1, n, vec![], E::BadOperand { op: 0 }),
+        (&itself, "", 1, n, vec![], E::BadOperand { op: 1 }),
+        (
+            &good,
+            "short",
+            1,
+            n,
+            vec![],
+            E::InputLength {
+                input: 1,
+                len: n - 1,
+            },
+        ),
+        (
+            &good,
+            "alias",
+            1,
+            n,
+            vec![],
+            E::BadAliasedOutput {
+                input: 1,
+                output: 5,
+            },
+        ),
+        (&good, "", 2, n, vec![], E::BadOutputOp { output: 0, op: 2 }),
+        (
+            &good,
+            "",
+            usize::MAX,
+            n,
+            vec![],
+            E::BadOutputOp {
+                output: 0,
+                op: usize::MAX,
+            },
+        ),
+        (
+            &good,
+            "",
+            1,
+            n + 1,
+            vec![],
+            E::OutputLength {
+                output: 0,
+                len: n + 1,
+            },
+        ),
+        (&good, "", 1, n, vec![O(0), O(2)], E::BadSum { sum: 1 }),
+        (&good, "", 1, n, vec![I(usize::MAX)], E::BadSum { sum: 0 }),
+    ];
+    for (ops, inputs, op, len, sums, want) in cases {
+        for native in [false, true] {
+            let mut buf = vec![-7.0f32; len];
+            let out = FusedOutputs {
+                values: vec![(op, &mut buf[..])],
+                sums: sums.clone(),
+            };
+            let r =
+                crate::fused::fused_with(ops, &slices(inputs), out, n, Par::Rayon, code(native));
+            assert_eq!(r, Err(want.clone()), "{ops:?} {inputs}");
+            assert!(buf.iter().all(|&v| v == -7.0), "nothing written: {want:?}");
+        }
+    }
+    // A pass over more positions than any slice could hold, of scalars only: its chunk
+    // partials would overflow `usize`.
+    let ops = [FusedOp::Copy(I(0)), FusedOp::Copy(O(0))];
+    let sums = vec![O(0), O(1), I(0), O(1)];
+    let r = fused(
+        &ops,
+        &[FusedInput::Scalar(1.0f32)],
+        FusedOutputs {
+            values: vec![],
+            sums,
+        },
+        usize::MAX,
+        Par::Seq,
+    );
+    assert_eq!(r, Err(E::TooLong));
+}
+
+/// Pass structure `j` of a family of distinct ones: the same two exact ops, with `j` unused
+/// scalar inputs after the slice (part of the structure's key).
+fn nth_structure(x: &[f32], j: usize) -> (Vec<FusedOp>, Vec<FusedInput<'_, f32>>) {
+    use FusedArg::{Input as I, Op as O};
+    let ops = vec![
+        FusedOp::Binary(BinaryOp::Mul, I(0), I(0)),
+        FusedOp::Binary(BinaryOp::Sub, O(0), I(0)),
+    ];
+    let mut inputs = vec![FusedInput::Slice(x)];
+    inputs.extend((0..j).map(|_| FusedInput::Scalar(0.5f32)));
+    (ops, inputs)
+}
+
+/// A process that has seen more small pass structures than the code cache holds still gets
+/// code for a new large pass: only structures with code count toward the limit (before, every
+/// structure seen counted, and the 1025th and later never got code: a 4M pass ran 2.5x
+/// slower).
+#[test]
+fn fused_code_for_a_large_pass_after_many_small_structures() {
+    use crate::fused_native::{available, plan};
+    let x = vec![1.0f32; 8];
+    let limit = crate::tuning::fused_code_cache_limit();
+    // Offsets past the other tests' structures (they use at most a few inputs).
+    for j in 1000..1000 + limit + 100 {
+        let (ops, inputs) = nth_structure(&x, j);
+        assert!(plan(&ops, &inputs, &[1], &[], Some(1), 1024).is_none());
+    }
+    let (ops, inputs) = nth_structure(&x, 1000 + limit + 100);
+    let code = plan(&ops, &inputs, &[1], &[], Some(1), 4 << 20);
+    assert_eq!(code.is_some(), available());
+    // The same with a cache of its own (code is made, not run: this checks the cache on
+    // hosts without AVX-512F too): 40 structures seen, a limit of 16, then a large pass.
+    let cache = std::sync::Mutex::new(crate::fused_native::Cache::new());
+    let look = |j: usize, n: usize| {
+        let (ops, inputs) = nth_structure(&x, j);
+        crate::fused_native::plan_in(&cache, &ops, &inputs, &[1], &[], Some(1), n, 1 << 20, 16)
+    };
+    for j in 0..40 {
+        assert!(look(j, 1024).is_none());
+    }
+    assert!(look(40, 4 << 20).is_some());
+}
+
+/// The cache keeps at most its limit of structures with code, frees the least recently used
+/// (its code is unmapped once no pass holds it), and keeps a code that a running pass holds
+/// mapped until that pass lets go.
+#[test]
+fn fused_code_cache_is_bounded_and_frees_evicted_code() {
+    use crate::fused_native::{live_plans, plan_in, Cache};
+    use std::sync::{Arc, Mutex};
+    let x = vec![1.0f32; 8];
+    let cache = Mutex::new(Cache::new());
+    let limit = 8;
+    let make = |j: usize| {
+        let (ops, inputs) = nth_structure(&x, j);
+        plan_in(&cache, &ops, &inputs, &[1], &[], Some(1), 0, 0, limit)
+    };
+    let first = Arc::downgrade(&make(0).expect("code for structure 0"));
+    let held = make(1).expect("code for structure 1");
+    for j in 2..3 * limit {
+        // Structure 2 is used again and again: the most recently used, it stays.
+        assert!(make(2).is_some() && make(j).is_some());
+        assert!(cache.lock().unwrap().made_len() <= limit);
+    }
+    assert_eq!(cache.lock().unwrap().made_len(), limit);
+    // Structure 0 was evicted and nothing holds it: its code is freed.
+    assert!(first.upgrade().is_none());
+    // Structure 1 was evicted too, but this "running pass" holds it: still mapped and usable.
+    assert!(!held.runs.is_empty());
+    let held_weak = Arc::downgrade(&held);
+    drop(held);
+    assert!(held_weak.upgrade().is_none());
+    // Structure 2 is still cached: the same code comes back.
+    let again = make(2).unwrap();
+    assert!(Arc::ptr_eq(&again, &make(2).unwrap()));
+    // Every plan this cache made and evicted is gone: what is alive is at most what this
+    // cache holds plus what other tests hold right now (well under the bound the global
+    // cache allows them).
+    drop(cache);
+    assert!(live_plans() <= crate::tuning::fused_code_cache_limit() + 64);
+}
+
+/// Structures seen but below the threshold are remembered with their positions, and reach it
+/// over several calls; the limit does not stop a structure from being counted.
+#[test]
+fn fused_code_cache_counts_positions_over_calls() {
+    use crate::fused_native::{plan_in, Cache};
+    use std::sync::Mutex;
+    let x = vec![1.0f32; 8];
+    let cache = Mutex::new(Cache::new());
+    let (ops, inputs) = nth_structure(&x, 3);
+    let call = |n| plan_in(&cache, &ops, &inputs, &[1], &[], Some(1), n, 5000, 2);
+    assert!(call(2000).is_none());
+    assert!(call(2000).is_none());
+    assert!(call(1000).is_some());
+    assert!(call(0).is_some());
+    // A limit of zero keeps no code and makes none.
+    let none = Mutex::new(Cache::new());
+    assert!(plan_in(&none, &ops, &inputs, &[1], &[], Some(1), usize::MAX, 0, 0).is_none());
+    assert_eq!(none.lock().unwrap().made_len(), 0);
 }
