@@ -233,6 +233,9 @@ pub struct ProgramStats {
     /// Whether replays run on one arena with a slice kernel per primitive (small programs whose
     /// primitives all have one; enclosing transforms still see the primitives one by one).
     pub arena: bool,
+    /// Whether that arena program runs as generated native code now (it switches once hot; see
+    /// `stategrad_simd::tuning`).
+    pub native: bool,
 }
 
 /// A jitted function; see the [module docs](self).
@@ -326,6 +329,7 @@ where
                     fused_passes: passes,
                     fused_primitives: fused,
                     arena: c.small.is_some(),
+                    native: c.small.as_ref().is_some_and(|lw| lw.program.is_native()),
                 });
             }
         }
@@ -761,6 +765,7 @@ fn replay_unprotected<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Re
             match instr {
                 fuse::Instr::Step(i) => run_step(&c.steps[*i], &mut vals)?,
                 fuse::Instr::Fused(g) => {
+                    RUNNING.with(|r| r.set("fused pass"));
                     // A value read here for the last time is handed over (not cloned), so the
                     // pass can write an output into its buffer when nothing else holds it.
                     let inputs: Vec<(Tensor, bool)> = g
@@ -787,7 +792,6 @@ fn replay_unprotected<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Re
                     } else {
                         Par::Rayon
                     };
-                    RUNNING.with(|r| r.set("fused pass"));
                     for (node, t) in fuse::run(g, inputs, par)? {
                         vals[node as usize] = Some(t);
                     }

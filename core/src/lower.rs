@@ -169,6 +169,16 @@ pub(crate) struct Lowered {
     pub(crate) program: Program,
 }
 
+impl Program {
+    /// Whether the program runs as generated native code now.
+    pub(crate) fn is_native(&self) -> bool {
+        match self {
+            Program::F32(p) => p.is_native(),
+            Program::F64(p) => p.is_native(),
+        }
+    }
+}
+
 impl Kernel {
     /// Run the kernel sequentially on slices (`ins` in the primitive's input order).
     pub(crate) fn run<T: simd::Element>(&self, ins: &[&[T]], out: &mut [T]) {
