@@ -722,6 +722,78 @@ fn operations_on_bad_inputs() {
         check(g.shape() == [0], "bad gradient shape")
     });
 
+    // Random draws: bad parameters and sizes leave the global key where it was.
+    let key = stategrad::random::default_state();
+    let rk: [&State; 1] = [key];
+    use stategrad::random;
+    c.add("normal of a huge shape", &rk, || {
+        err(
+            random::try_normal(&[usize::MAX, 2]),
+            is!(Error::ShapeOverflow { .. }),
+        )
+    });
+    c.add("normal_dtype unallocatable", &rk, || {
+        err(
+            random::try_normal_dtype(&[1 << 61], DType::F64),
+            is!(Error::AllocationFailed { .. }),
+        )
+    });
+    c.add("uniform NaN bound", &rk, || {
+        err(
+            random::try_uniform(&[2], f64::NAN, 1.0),
+            is!(Error::InvalidArgument { .. }),
+        )
+    });
+    c.add("uniform infinite bound", &rk, || {
+        err(
+            random::try_uniform(&[2], 0.0, f64::INFINITY),
+            is!(Error::InvalidArgument { .. }),
+        )
+    });
+    c.add("randint lo == hi", &rk, || {
+        err(
+            random::try_randint(&[2], 3, 3),
+            is!(Error::InvalidArgument { .. }),
+        )
+    });
+    c.add("randint lo > hi", &rk, || {
+        err(
+            random::try_randint(&[2], 5, -5),
+            is!(Error::InvalidArgument { .. }),
+        )
+    });
+    c.add("randint the widest range", &[], || {
+        let r = random::try_randint(&[64], i64::MIN, i64::MAX).map_err(|e| e.to_string())?;
+        check(r.to_f64_vec().iter().all(|v| v.is_finite()), "not finite")
+    });
+    c.add("bernoulli p > 1", &rk, || {
+        err(
+            random::try_bernoulli(&[2], 1.5),
+            is!(Error::InvalidArgument { .. }),
+        )
+    });
+    c.add("bernoulli p NaN", &rk, || {
+        err(
+            random::try_bernoulli(&[2], f64::NAN),
+            is!(Error::InvalidArgument { .. }),
+        )
+    });
+    c.add("normal panics with the message", &rk, || {
+        panics_with(
+            || random::normal(&[usize::MAX, 2]),
+            &["more elements than fit"],
+        )
+    });
+    c.add("bernoulli panics with the message", &rk, || {
+        panics_with(|| random::bernoulli(&[1], -0.5), &["bernoulli", "-0.5"])
+    });
+    c.add("normal_with_key huge", &rk, || {
+        panics_with(
+            || random::normal_with_key(&random::key(1), &[1 << 62, 4]),
+            &["normal"],
+        )
+    });
+
     c.run("operations");
 }
 

@@ -739,3 +739,28 @@ fn state_finder_returns_the_functions_error() {
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
     assert_eq!(v(&s.value()), [1.0]);
 }
+
+#[test]
+fn bad_random_draws_leave_the_key() {
+    let key = stategrad::random::default_state();
+    let before = key.value().to_f64_vec();
+    use stategrad::random;
+    assert!(matches!(
+        random::try_normal(&[usize::MAX, 2]),
+        Err(Error::ShapeOverflow { .. })
+    ));
+    assert!(matches!(
+        random::try_randint(&[2], 4, 4),
+        Err(Error::InvalidArgument { op: "randint", .. })
+    ));
+    assert!(random::try_bernoulli(&[2], 2.0).is_err());
+    assert!(random::try_uniform(&[2], 0.0, f64::NAN).is_err());
+    assert_eq!(
+        key.value().to_f64_vec(),
+        before,
+        "a failed draw advanced the key"
+    );
+    // The widest integer range does not overflow.
+    let r = random::try_randint(&[16], i64::MIN, i64::MAX).unwrap();
+    assert!(r.to_f64_vec().iter().all(|v| v.is_finite()));
+}

@@ -259,7 +259,7 @@ pub(crate) mod pool {
                     None => crate::error::raise(crate::Error::AllocationFailed {
                         op: "allocate",
                         elements: n,
-                        dtype: std::any::type_name::<$t>(),
+                        dtype: <$t as super::Float>::DTYPE.name(),
                     }),
                 }
             }
@@ -877,7 +877,7 @@ impl<A: NestedData> IntoTensor for A {
     fn into_tensor(self) -> Tensor {
         let mut shape = Vec::new();
         self.shape_into(&mut shape);
-        let mut data = Vec::with_capacity(shape.iter().product());
+        let mut data = Vec::with_capacity(ok(shape_numel("new", &shape)));
         self.push_into(&mut data);
         Tensor::from_buffer(A::Elem::into_buffer(data), &shape)
     }
