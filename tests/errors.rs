@@ -5,6 +5,7 @@
 //! hessian with states and argnums, are in `tests/ui`.)
 
 use stategrad::prelude::*;
+use stategrad::ParamValue;
 
 fn v(t: &Tensor) -> Vec<f64> {
     t.to_f64_vec()
@@ -519,4 +520,247 @@ fn debug_nan_names_the_backward_primitive_and_the_state_path() {
         vec![0.0, 4.0],
         "states untouched"
     );
+}
+
+// ------------------------------------------------------------------ sizes that do not fit
+
+/// The message of a panic payload (a `String` or `&str`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
+#[test]
+fn shapes_whose_size_overflows_are_typed_errors() {
+    let huge = [(1usize << 63) + 1, 2]; // wraps to 2 elements if unchecked
+    for err in [
+        Tensor::try_ones(&huge).unwrap_err(),
+        Tensor::try_zeros(&huge).unwrap_err(),
+        Tensor::try_full_dtype(&huge, 1.0, DType::F64).unwrap_err(),
+        Tensor::from_vec(vec![1.0f32, 2.0], &huge).unwrap_err(),
+        Tensor::new([1.0f32, 2.0])
+            .try_reshape_to(&huge)
+            .unwrap_err(),
+        Tensor::try_eye_dtype(1 << 32, DType::F32).unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::ShapeOverflow { .. }), "{err:?}");
+        assert!(err.to_string().contains("more elements than fit"), "{err}");
+    }
+    // A size that overflows only through its zero dimension's neighbours is refused too.
+    assert!(matches!(
+        Tensor::try_zeros(&[1 << 40, 1 << 40, 0]),
+        Err(Error::ShapeOverflow { .. })
+    ));
+    assert_eq!(Tensor::try_zeros(&[1 << 20, 0]).unwrap().numel(), 0);
+    // Operations whose output would not fit: broadcasting and matmul of zero-size operands.
+    let a = Tensor::zeros(&[1 << 40, 1, 0]);
+    let b = Tensor::zeros(&[1, 1 << 40, 0]);
+    assert!(matches!(a.try_add(&b), Err(Error::ShapeOverflow { .. })));
+    let m = Tensor::zeros(&[1 << 32, 0]);
+    let n = Tensor::zeros(&[0, 1 << 32]);
+    assert!(matches!(m.try_matmul(&n), Err(Error::ShapeOverflow { .. })));
+    assert!(matches!(
+        Tensor::zeros(&[1 << 40, 0]).try_reshape(&[-1, 1 << 40, 1 << 40]),
+        Err(Error::ShapeOverflow { .. })
+    ));
+}
+
+#[test]
+fn allocations_that_cannot_succeed_are_typed_errors() {
+    assert!(matches!(
+        Tensor::try_ones(&[1 << 62]),
+        Err(Error::AllocationFailed { .. })
+    ));
+    assert!(matches!(
+        Tensor::try_linspace(0.0, 1.0, 1 << 62),
+        Err(Error::AllocationFailed { .. })
+    ));
+    assert!(Tensor::arange(0.0, 1e30, 1.0).is_err());
+    let err = Tensor::arange(0.0, f32::NAN, 1.0).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { op: "arange", .. }),
+        "{err:?}"
+    );
+    assert!(Tensor::arange(f32::NEG_INFINITY, 0.0, 1.0).is_err());
+    // An operation's output buffer too (broadcast_to allocates inside its kernel).
+    let err = Tensor::ones(&[1]).try_broadcast_to(&[1 << 62]).unwrap_err();
+    assert!(matches!(err, Error::AllocationFailed { .. }), "{err:?}");
+    // Inside a transform: the transform's error, the state untouched.
+    let s = State::new(Tensor::scalar(1.0f32));
+    let err = grad(|x: Tensor| {
+        s.set_value(s.value() + 1.0);
+        (&x + &Tensor::ones(&[(1 << 63) + 1, 2])).sum()
+    })
+    .call(Tensor::ones(&[2]))
+    .unwrap_err();
+    assert!(matches!(err, Error::ShapeOverflow { .. }), "{err:?}");
+    assert_eq!(v(&s.value()), [1.0]);
+}
+
+#[test]
+fn panicking_constructors_panic_with_the_message() {
+    let r = std::panic::catch_unwind(|| Tensor::ones(&[(1 << 63) + 1, 2]));
+    let msg = panic_message(&*r.unwrap_err()).expect("a string payload");
+    assert!(msg.contains("more elements than fit"), "{msg}");
+    let r = std::panic::catch_unwind(|| Tensor::eye(1 << 32));
+    assert!(panic_message(&*r.unwrap_err()).is_some());
+    let r = std::panic::catch_unwind(|| Tensor::linspace(0.0, 1.0, 1 << 62));
+    let msg = panic_message(&*r.unwrap_err()).expect("a string payload");
+    assert!(msg.contains("cannot allocate"), "{msg}");
+}
+
+// ------------------------------------------------------------------ empty means
+
+#[test]
+fn mean_of_nothing_is_nan() {
+    let e = Tensor::zeros(&[0]);
+    assert!(e.mean().item().unwrap().is_nan());
+    let m = Tensor::zeros(&[0, 3]).mean_along(&[0], false);
+    assert_eq!(m.shape(), [3]);
+    assert!(v(&m).iter().all(|x| x.is_nan()));
+    // Over a non-empty axis of an empty tensor: an empty result.
+    assert_eq!(Tensor::zeros(&[0, 3]).mean_along(&[1], false).shape(), [0]);
+    // The gradient is an empty tensor, not a panic.
+    let g = grad(|x: Tensor| x.mean())
+        .call(Tensor::zeros(&[0]))
+        .unwrap();
+    assert_eq!(g.shape(), [0]);
+    let g = grad(|x: Tensor| x.mean_along(&[0], false).sum())
+        .call(Tensor::zeros(&[0, 2]))
+        .unwrap();
+    assert_eq!(g.shape(), [0, 2]);
+    // Non-empty means are unchanged.
+    assert_eq!(v(&Tensor::new([1.0f32, 2.0, 6.0]).mean()), [3.0]);
+}
+
+// ------------------------------------------------------------------ messages
+
+#[test]
+fn operator_error_outside_a_transform_names_the_shapes_and_the_line() {
+    use std::cell::RefCell;
+    thread_local! {
+        static LOCATION: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
+    }
+    // Make the library install its hook first, so that ours (chained) is not replaced.
+    let _ = grad(|x: Tensor| x.sum()).call(Tensor::ones(&[1]));
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(l) = info.location() {
+            let _ = LOCATION.try_with(|c| *c.borrow_mut() = Some((l.file().into(), l.line())));
+        }
+        prev(info);
+    }));
+    let a = Tensor::ones(&[2, 3]);
+    let b = Tensor::ones(&[4]);
+    let line = line!() + 1;
+    let r = std::panic::catch_unwind(|| &a + &b);
+    let msg = panic_message(&*r.unwrap_err()).expect("a String payload, not Box<dyn Any>");
+    assert!(msg.contains("(2, 3)") && msg.contains("(4,)"), "{msg}");
+    let (file, at) = LOCATION.with(|c| c.borrow().clone()).expect("hook ran");
+    assert!(file.ends_with("errors.rs"), "{file}");
+    assert_eq!(at, line);
+    // The method forms and scalar-operand forms too.
+    let line = line!() + 1;
+    let r = std::panic::catch_unwind(|| a.matmul(&b));
+    assert!(panic_message(&*r.unwrap_err()).unwrap().contains("matmul"));
+    assert_eq!(LOCATION.with(|c| c.borrow().clone()).unwrap().1, line);
+    let line = line!() + 1;
+    let r = std::panic::catch_unwind(|| a.reshape(&[7]));
+    assert!(panic_message(&*r.unwrap_err()).unwrap().contains("reshape"));
+    assert_eq!(LOCATION.with(|c| c.borrow().clone()).unwrap().1, line);
+    // Inside a transform the same error comes back typed.
+    let err = grad(|x: Tensor| (&x + &b).sum())
+        .call(a.clone())
+        .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
+}
+
+#[test]
+fn bad_transform_params_are_errors() {
+    let s = State::new(Tensor::scalar(2.0f32)).named("s");
+    let f = |x: Tensor| {
+        s.set_value(s.value() + 1.0);
+        &x * &s.value()
+    };
+    let x = || Tensor::new([1.0f32, 2.0]);
+    for (name, value) in [
+        ("chunk_size", ParamValue::I64(0)),
+        ("chunk_size", ParamValue::I64(-5)),
+        ("chunk_size", ParamValue::from("abc")),
+        ("chunk_size", ParamValue::F64(2.0)),
+        ("chunksize", ParamValue::I64(2)),
+    ] {
+        for err in [
+            jacrev(f).param(name, value.clone()).call(x()).unwrap_err(),
+            jacfwd(f).param(name, value.clone()).call(x()).unwrap_err(),
+            hessian(|x: Tensor| x.square().sum())
+                .param(name, value.clone())
+                .call(x())
+                .unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, Error::PluginParam { name: n, .. } if n == name),
+                "{name}={value:?}: {err:?}"
+            );
+        }
+        assert_eq!(v(&s.value()), [2.0]);
+    }
+    // grad takes no parameters at all.
+    let err = grad(|x: Tensor| x.sum())
+        .param("chunk_size", 2)
+        .call(x())
+        .unwrap_err();
+    assert!(err.to_string().contains("takes none"), "{err}");
+    // A good value still works.
+    let j = jacrev(f).param("chunk_size", 1).call(x()).unwrap();
+    assert_eq!(j.shape(), [2, 2]);
+}
+
+#[test]
+fn state_finder_returns_the_functions_error() {
+    let s = State::new(Tensor::scalar(1.0f32)).named("s");
+    let f = |x: Tensor| -> Result<Tensor> {
+        s.set_value(s.value() + 1.0);
+        x.try_matmul(&Tensor::ones(&[3]))
+    };
+    let err = StateFinder::new(f).find(Tensor::ones(&[2])).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
+    assert_eq!(v(&s.value()), [1.0]);
+    // A panicking operator inside: the typed error too.
+    let g = |x: Tensor| {
+        s.set_value(s.value() + 1.0);
+        &x + &Tensor::ones(&[3])
+    };
+    let err = StateFinder::new(g)
+        .find_list(Tensor::ones(&[2]))
+        .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err:?}");
+    assert_eq!(v(&s.value()), [1.0]);
+}
+
+#[test]
+fn bad_random_draws_leave_the_key() {
+    let key = stategrad::random::default_state();
+    let before = key.value().to_f64_vec();
+    use stategrad::random;
+    assert!(matches!(
+        random::try_normal(&[usize::MAX, 2]),
+        Err(Error::ShapeOverflow { .. })
+    ));
+    assert!(matches!(
+        random::try_randint(&[2], 4, 4),
+        Err(Error::InvalidArgument { op: "randint", .. })
+    ));
+    assert!(random::try_bernoulli(&[2], 2.0).is_err());
+    assert!(random::try_uniform(&[2], 0.0, f64::NAN).is_err());
+    assert_eq!(
+        key.value().to_f64_vec(),
+        before,
+        "a failed draw advanced the key"
+    );
+    // The widest integer range does not overflow.
+    let r = random::try_randint(&[16], i64::MIN, i64::MAX).unwrap();
+    assert!(r.to_f64_vec().iter().all(|v| v.is_finite()));
 }

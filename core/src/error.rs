@@ -74,6 +74,24 @@ pub enum Error {
         /// Requested shape.
         shape: ShapeDisplay,
     },
+    /// A shape whose element count does not fit in `usize`.
+    #[error("shape {shape} in `{op}` has more elements than fit in usize")]
+    ShapeOverflow {
+        /// The operation.
+        op: &'static str,
+        /// The shape asked for.
+        shape: ShapeDisplay,
+    },
+    /// A buffer of `elements` elements could not be allocated.
+    #[error("cannot allocate {elements} elements of {dtype} for `{op}`")]
+    AllocationFailed {
+        /// The operation.
+        op: &'static str,
+        /// How many elements were asked for.
+        elements: usize,
+        /// Their dtype.
+        dtype: &'static str,
+    },
     /// Operands have different dtypes where one is required.
     #[error("dtype mismatch in `{op}`: {lhs} and {rhs}")]
     DTypeMismatch {
@@ -221,10 +239,47 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub(crate) struct OpPanic(pub Error);
 
-/// Raise `err` from an infallible operator.
+/// Raise `err` from an infallible operator. Where something will catch it (a transform's frame
+/// is open, a parallel chunk of one runs, or [`catching`] is active) it travels as a typed
+/// payload that becomes `Err` again; otherwise nothing will, so it panics with the message as a
+/// `String` at the user's line (`#[track_caller]` down every infallible operator).
+#[track_caller]
 pub(crate) fn raise(err: Error) -> ! {
-    crate::trace::install_quiet_hook();
-    std::panic::panic_any(OpPanic(err))
+    if typed_panics() {
+        crate::trace::install_quiet_hook();
+        std::panic::panic_any(OpPanic(err))
+    }
+    panic!("{err}")
+}
+
+thread_local! {
+    static CATCHING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// True where a raised error is caught and turned back into `Err` on this thread.
+pub(crate) fn typed_panics() -> bool {
+    crate::trace::tracing()
+        || crate::trace::sequential()
+        || CATCHING.try_with(std::cell::Cell::get).unwrap_or(0) > 0
+}
+
+/// Run `f`, turning an error raised inside it back into `Err` (panics of other kinds go on).
+pub(crate) fn catching<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            CATCHING.with(|c| c.set(c.get() - 1));
+        }
+    }
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let _depth = Depth;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => match payload.downcast::<OpPanic>() {
+            Ok(op) => Err(op.0),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    }
 }
 
 /// Turn a caught panic payload back into an [`Error`].

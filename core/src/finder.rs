@@ -2,6 +2,7 @@
 //! state value.
 
 use crate::error::{Error, Result};
+use crate::jit::JitOutput;
 use crate::module::{Filter, Path};
 use crate::state::State;
 use crate::trace::ExitPolicy;
@@ -93,6 +94,8 @@ pub struct ReadWrite<T> {
 type KeyFn = Arc<dyn Fn(usize, &State) -> Option<String> + Send + Sync>;
 
 /// Discovers the states a function uses, by running it in a frame that restores every state.
+/// The function returns a tree of tensors or a `Result` of one; its error (or a shape error or
+/// panic inside it) is the finder's error.
 ///
 /// ```
 /// use stategrad_core::{ParamState, State, StateFinder, Tensor, Usage};
@@ -107,6 +110,9 @@ type KeyFn = Arc<dyn Fn(usize, &State) -> Option<String> + Send + Sync>;
 /// let found = StateFinder::new(energy).filter(ParamState).find(Tensor::ones(&[2])).unwrap();
 /// assert_eq!(found.len(), 1);
 /// assert_eq!(cache.value().item().unwrap(), 0.0); // nothing changed
+///
+/// let failing = |x: Tensor| -> stategrad_core::Result<Tensor> { x.try_matmul(&x.sum()) };
+/// assert!(StateFinder::new(failing).find(Tensor::ones(&[2])).is_err());
 /// ```
 pub struct StateFinder<F> {
     f: F,
@@ -152,10 +158,10 @@ impl<F> StateFinder<F> {
     fn trace<A, O>(&self, args: A) -> Result<Vec<(State, bool)>>
     where
         F: Fn(A) -> O,
+        O: JitOutput,
     {
         let (_, touched) = with_states(HashMap::new(), ExitPolicy::RestoreAll, || {
-            (self.f)(args);
-            Ok(())
+            (self.f)(args).into_result().map(drop)
         })?;
         Ok(touched
             .into_iter()
@@ -215,6 +221,7 @@ impl<F> StateFinder<F> {
     pub fn find<A, O>(&self, args: A) -> Result<FoundStates>
     where
         F: Fn(A) -> O,
+        O: JitOutput,
     {
         Ok(self.keyed(self.find_list(args)?))
     }
@@ -223,6 +230,7 @@ impl<F> StateFinder<F> {
     pub fn find_list<A, O>(&self, args: A) -> Result<Vec<State>>
     where
         F: Fn(A) -> O,
+        O: JitOutput,
     {
         if self.usage == Usage::Both {
             return Err(Error::InvalidOption {
@@ -238,6 +246,7 @@ impl<F> StateFinder<F> {
     pub fn find_both<A, O>(&self, args: A) -> Result<ReadWrite<FoundStates>>
     where
         F: Fn(A) -> O,
+        O: JitOutput,
     {
         let found = self.trace(args)?;
         Ok(ReadWrite {

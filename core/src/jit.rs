@@ -1185,14 +1185,35 @@ pub fn cond<T: Tree + Clone>(
             ),
         });
     }
+    // As in JAX, the branches must agree in shape and dtype: a select would broadcast, giving
+    // the traced program a shape that neither branch has on its own.
+    let same_type = |a: &Tensor, b: &Tensor| -> Result<()> {
+        if a.shape() != b.shape() {
+            return Err(crate::error::Error::ShapeMismatch {
+                op: "cond",
+                lhs: a.shape_display(),
+                rhs: b.shape_display(),
+            });
+        }
+        if a.dtype() != b.dtype() {
+            return Err(crate::error::Error::DTypeMismatch {
+                op: "cond",
+                lhs: a.dtype().name(),
+                rhs: b.dtype().name(),
+            });
+        }
+        Ok(())
+    };
     let mut err = None;
     let mut it = f_leaves.iter();
     let out = t_out.map_tensors(&mut |a| {
         let b = it.next().expect("counted above");
-        Tensor::try_select(pred, a, b).unwrap_or_else(|e| {
-            err.get_or_insert(e);
-            a.clone()
-        })
+        same_type(a, b)
+            .and_then(|()| Tensor::try_select(pred, a, b))
+            .unwrap_or_else(|e| {
+                err.get_or_insert(e);
+                a.clone()
+            })
     });
     if let Some(e) = err {
         return Err(e);
@@ -1205,18 +1226,21 @@ pub fn cond<T: Tree + Clone>(
             states.push(s.clone());
         }
     }
-    for s in states {
+    // Every selected value is computed before any state is written: a failure leaves them all.
+    let mut selected = Vec::with_capacity(states.len());
+    for s in &states {
         let before = s.value();
         let pick = |w: &[(State, Tensor)]| {
             w.iter()
-                .find(|(x, _)| x.same(&s))
+                .find(|(x, _)| x.same(s))
                 .map_or(before.clone(), |(_, v)| v.clone())
         };
-        s.set_value(Tensor::try_select(
-            pred,
-            &pick(&t_writes),
-            &pick(&f_writes),
-        )?);
+        let (t, f) = (pick(&t_writes), pick(&f_writes));
+        same_type(&t, &f)?;
+        selected.push(Tensor::try_select(pred, &t, &f)?);
+    }
+    for (s, v) in states.iter().zip(selected) {
+        s.set_value(v);
     }
     Ok(out)
 }

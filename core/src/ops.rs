@@ -43,8 +43,13 @@ fn binary_prim(op: BinaryOp) -> Arc<dyn Primitive> {
     all[i].clone()
 }
 
+/// The value, or the error raised at the caller's line (see [`raise`]).
+#[track_caller]
 fn ok<T>(r: Result<T>) -> T {
-    r.unwrap_or_else(|e| raise(e))
+    match r {
+        Ok(v) => v,
+        Err(e) => raise(e),
+    }
 }
 
 /// Normalise numpy-style axes (negative counts from the end) into sorted unique indices.
@@ -83,6 +88,7 @@ macro_rules! unary_ops {
                     apply(unary_prim(UnaryOp::$op), &[self])
                 }
                 $(#[$doc])*
+                #[track_caller]
                 pub fn $name(&self) -> Tensor {
                     ok(self.$try_name())
                 }
@@ -129,6 +135,7 @@ macro_rules! binary_ops {
                     self.binary(BinaryOp::$op, other)
                 }
                 $(#[$doc])*
+                #[track_caller]
                 pub fn $name(&self, other: &Tensor) -> Tensor {
                     ok(self.$try_name(other))
                 }
@@ -139,6 +146,7 @@ macro_rules! binary_ops {
                 }
                 $(#[$doc])*
                 /// (with a scalar right operand of the tensor's dtype)
+                #[track_caller]
                 pub fn $scalar(&self, other: f64) -> Tensor {
                     ok(self.$try_scalar(other))
                 }
@@ -178,6 +186,7 @@ binary_ops! {
 
 impl Tensor {
     /// A 0-d constant of `dtype`.
+    #[track_caller]
     pub fn scalar_of(v: f64, dtype: DType) -> Tensor {
         Tensor::full_dtype(&[], v, dtype)
     }
@@ -208,6 +217,7 @@ impl Tensor {
     }
 
     /// Convert to `dtype` (differentiable; the gradient is cast back).
+    #[track_caller]
     pub fn cast(&self, dtype: DType) -> Tensor {
         if self.dtype() == dtype {
             return self.clone();
@@ -232,6 +242,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_select`].
+    #[track_caller]
     pub fn select(cond: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Tensor {
         ok(Tensor::try_select(cond, on_true, on_false))
     }
@@ -246,6 +257,7 @@ impl Tensor {
     }
 
     /// Sum of all elements (0-d).
+    #[track_caller]
     pub fn sum(&self) -> Tensor {
         ok(self.reduce(ReduceOp::Sum, (0..self.ndim()).collect(), false))
     }
@@ -263,25 +275,43 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_sum_along`].
+    #[track_caller]
     pub fn sum_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
         ok(self.try_sum_along(axes, keepdims))
     }
 
     /// Mean of all elements (0-d).
+    #[track_caller]
+    ///
+    /// The mean of no elements is NaN, as in numpy and JAX (`0 * (1 / 0)`; its gradient is an
+    /// empty tensor).
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// assert_eq!(Tensor::new([1.0f32, 2.0]).mean().item().unwrap(), 1.5);
+    /// assert!(Tensor::zeros(&[0]).mean().item().unwrap().is_nan());
+    /// ```
     pub fn mean(&self) -> Tensor {
-        let n = self.numel().max(1) as f64;
+        let n = self.numel() as f64;
         self.sum().mul_scalar(1.0 / n)
     }
 
-    /// Mean over `axes`.
+    /// Mean over `axes`; NaN where the reduced axes are empty (numpy, JAX).
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// let m = Tensor::zeros(&[0, 2]).mean_along(&[0], false);
+    /// assert!(m.to_vec::<f32>().iter().all(|v| v.is_nan()));
+    /// ```
     pub fn try_mean_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
         let ax = normalize_axes("mean", axes, self.ndim())?;
         let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
         self.reduce(ReduceOp::Sum, ax, keepdims)?
-            .try_mul_scalar(1.0 / n.max(1) as f64)
+            .try_mul_scalar(1.0 / n as f64)
     }
 
     /// Infallible form of [`Tensor::try_mean_along`].
+    #[track_caller]
     pub fn mean_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
         ok(self.try_mean_along(axes, keepdims))
     }
@@ -292,6 +322,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_max`].
+    #[track_caller]
     pub fn max(&self) -> Tensor {
         ok(self.try_max())
     }
@@ -303,11 +334,13 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_max_along`].
+    #[track_caller]
     pub fn max_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
         ok(self.try_max_along(axes, keepdims))
     }
 
     /// Minimum of all elements (0-d).
+    #[track_caller]
     pub fn min(&self) -> Tensor {
         ok(self.reduce(ReduceOp::Min, (0..self.ndim()).collect(), false))
     }
@@ -319,6 +352,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_min_along`].
+    #[track_caller]
     pub fn min_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
         ok(self.try_min_along(axes, keepdims))
     }
@@ -374,6 +408,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_logsumexp`].
+    #[track_caller]
     pub fn logsumexp(&self, axes: &[isize], keepdims: bool) -> Tensor {
         ok(self.try_logsumexp(axes, keepdims))
     }
@@ -396,6 +431,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_log_softmax`].
+    #[track_caller]
     pub fn log_softmax(&self, axis: isize) -> Tensor {
         ok(self.try_log_softmax(axis))
     }
@@ -406,11 +442,13 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_softmax`].
+    #[track_caller]
     pub fn softmax(&self, axis: isize) -> Tensor {
         ok(self.try_softmax(axis))
     }
 
     /// The Euclidean (Frobenius) norm of all elements.
+    #[track_caller]
     pub fn norm(&self) -> Tensor {
         self.square().sum().sqrt()
     }
@@ -419,7 +457,7 @@ impl Tensor {
 
     /// Reshape to `shape` (same number of elements; no copy).
     pub fn try_reshape_to(&self, shape: &[usize]) -> Result<Tensor> {
-        if shape.iter().product::<usize>() != self.numel() {
+        if crate::tensor::shape_numel("reshape", shape)? != self.numel() {
             return Err(Error::InvalidArgument {
                 op: "reshape",
                 msg: format!(
@@ -443,7 +481,6 @@ impl Tensor {
     /// assert_eq!(x.shape(), &[5, 1]);
     /// ```
     pub fn try_reshape(&self, shape: &[isize]) -> Result<Tensor> {
-        let known: isize = shape.iter().filter(|&&d| d >= 0).product();
         let infer = shape.iter().filter(|&&d| d < 0).count();
         let bad = || Error::InvalidArgument {
             op: "reshape",
@@ -452,13 +489,19 @@ impl Tensor {
         if infer > 1 || shape.iter().any(|&d| d < -1) {
             return Err(bad());
         }
+        let known_dims: Vec<usize> = shape
+            .iter()
+            .filter(|&&d| d >= 0)
+            .map(|&d| d as usize)
+            .collect();
+        let known = crate::tensor::shape_numel("reshape", &known_dims)?;
         let dims: Vec<usize> = shape
             .iter()
             .map(|&d| {
                 if d >= 0 {
                     Ok(d as usize)
-                } else if known > 0 && self.numel().is_multiple_of(known as usize) {
-                    Ok(self.numel() / known as usize)
+                } else if known > 0 && self.numel().is_multiple_of(known) {
+                    Ok(self.numel() / known)
                 } else {
                     Err(bad())
                 }
@@ -468,6 +511,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_reshape`].
+    #[track_caller]
     pub fn reshape(&self, shape: &[isize]) -> Tensor {
         ok(self.try_reshape(shape))
     }
@@ -481,6 +525,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_broadcast_to`].
+    #[track_caller]
     pub fn broadcast_to(&self, shape: &[usize]) -> Tensor {
         ok(self.try_broadcast_to(shape))
     }
@@ -508,11 +553,13 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_permute`].
+    #[track_caller]
     pub fn permute(&self, perm: &[usize]) -> Tensor {
         ok(self.try_permute(perm))
     }
 
     /// Reverse the axes (`x.T`).
+    #[track_caller]
     pub fn t(&self) -> Tensor {
         let perm: Vec<usize> = (0..self.ndim()).rev().collect();
         self.permute(&perm)
@@ -569,6 +616,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_slice_axis`].
+    #[track_caller]
     pub fn slice_axis(&self, axis: usize, start: usize, end: usize) -> Tensor {
         ok(self.try_slice_axis(axis, start, end))
     }
@@ -605,6 +653,7 @@ impl Tensor {
     /// let x = Tensor::new([1.0f32, 2.0]);
     /// assert_eq!(x.at(1).item().unwrap(), 2.0);
     /// ```
+    #[track_caller]
     pub fn at(&self, i: isize) -> Tensor {
         ok(self.try_index_axis(0, i))
     }
@@ -629,6 +678,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_concat`].
+    #[track_caller]
     pub fn concat(tensors: &[&Tensor], axis: isize) -> Tensor {
         ok(Tensor::try_concat(tensors, axis))
     }
@@ -666,6 +716,7 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_stack`].
+    #[track_caller]
     pub fn stack(tensors: &[&Tensor], axis: isize) -> Tensor {
         ok(Tensor::try_stack(tensors, axis))
     }
@@ -727,17 +778,20 @@ impl Tensor {
     }
 
     /// Infallible form of [`Tensor::try_matmul`].
+    #[track_caller]
     pub fn matmul(&self, other: &Tensor) -> Tensor {
         ok(self.try_matmul(other))
     }
 
     /// Dot product (`jnp.dot`): the same as [`Tensor::matmul`] for 1-D and 2-D operands.
+    #[track_caller]
     pub fn dot(&self, other: &Tensor) -> Tensor {
         self.matmul(other)
     }
 }
 
 /// `jnp.where(cond, x, y)`.
+#[track_caller]
 pub fn where_(cond: &Tensor, x: &Tensor, y: &Tensor) -> Tensor {
     Tensor::select(cond, x, y)
 }
@@ -748,24 +802,28 @@ macro_rules! impl_binop {
     ($tr:ident, $method:ident, $try_method:ident, $scalar:ident) => {
         impl ops::$tr<&Tensor> for &Tensor {
             type Output = Tensor;
+            #[track_caller]
             fn $method(self, rhs: &Tensor) -> Tensor {
                 ok(self.$try_method(rhs))
             }
         }
         impl ops::$tr<Tensor> for &Tensor {
             type Output = Tensor;
+            #[track_caller]
             fn $method(self, rhs: Tensor) -> Tensor {
                 ok(self.$try_method(&rhs))
             }
         }
         impl ops::$tr<&Tensor> for Tensor {
             type Output = Tensor;
+            #[track_caller]
             fn $method(self, rhs: &Tensor) -> Tensor {
                 ok(self.$try_method(rhs))
             }
         }
         impl ops::$tr<Tensor> for Tensor {
             type Output = Tensor;
+            #[track_caller]
             fn $method(self, rhs: Tensor) -> Tensor {
                 ok(self.$try_method(&rhs))
             }
@@ -777,24 +835,28 @@ macro_rules! impl_binop {
     (@scalar $tr:ident, $method:ident, $try_method:ident, $t:ty) => {
         impl ops::$tr<$t> for &Tensor {
             type Output = Tensor;
+            #[track_caller]
             fn $method(self, rhs: $t) -> Tensor {
                 ok(self.$try_method(&Tensor::scalar_of(rhs as f64, self.dtype())))
             }
         }
         impl ops::$tr<$t> for Tensor {
             type Output = Tensor;
+            #[track_caller]
             fn $method(self, rhs: $t) -> Tensor {
                 ok(self.$try_method(&Tensor::scalar_of(rhs as f64, self.dtype())))
             }
         }
         impl ops::$tr<&Tensor> for $t {
             type Output = Tensor;
+            #[track_caller]
             fn $method(self, rhs: &Tensor) -> Tensor {
                 ok(Tensor::scalar_of(self as f64, rhs.dtype()).$try_method(rhs))
             }
         }
         impl ops::$tr<Tensor> for $t {
             type Output = Tensor;
+            #[track_caller]
             fn $method(self, rhs: Tensor) -> Tensor {
                 ok(Tensor::scalar_of(self as f64, rhs.dtype()).$try_method(&rhs))
             }
@@ -809,6 +871,7 @@ impl_binop!(Div, div, try_div, div_scalar);
 
 impl ops::Neg for &Tensor {
     type Output = Tensor;
+    #[track_caller]
     fn neg(self) -> Tensor {
         Tensor::neg(self)
     }
@@ -816,6 +879,7 @@ impl ops::Neg for &Tensor {
 
 impl ops::Neg for Tensor {
     type Output = Tensor;
+    #[track_caller]
     fn neg(self) -> Tensor {
         Tensor::neg(&self)
     }

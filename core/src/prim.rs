@@ -196,7 +196,9 @@ fn batch_broadcasting(
 
 /// Apply a primitive: run its kernel and record it on every open tape that sees its inputs.
 pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
-    let out = prim.forward(inputs)?;
+    // An output buffer that cannot be allocated is raised from deep in a kernel; it comes back
+    // here as the `Err` of this operation.
+    let out = crate::error::catching(|| prim.forward(inputs))?;
     Ok(trace::record(&prim, inputs, out))
 }
 
@@ -238,6 +240,7 @@ pub(crate) fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Re
             }
         });
     }
+    crate::tensor::shape_numel(op, &out)?;
     Ok(out)
 }
 
@@ -1102,10 +1105,16 @@ impl Primitive for Concat {
             }
         }
         let mut shape: Shape = first.shape().into();
-        shape[axis] = inputs.iter().map(|t| t.shape()[axis]).sum();
+        shape[axis] = inputs
+            .iter()
+            .try_fold(0usize, |acc, t| acc.checked_add(t.shape()[axis]))
+            .ok_or_else(|| Error::ShapeOverflow {
+                op: "concatenate",
+                shape: first.shape().into(),
+            })?;
+        let total = crate::tensor::shape_numel("concatenate", &shape)?;
         let outer: usize = first.shape()[..axis].iter().product();
         let inner: usize = first.shape()[axis + 1..].iter().product();
-        let total: usize = shape.iter().product();
         let out = fill_like!(first, total, |_x, o| concat_into(
             inputs, axis, outer, inner, o
         ));
@@ -1265,6 +1274,8 @@ impl Primitive for MatMul {
         let mut shape = batch.clone();
         shape.push(m);
         shape.push(n);
+        // Zero-size operands can ask for an output whose size does not fit.
+        crate::tensor::shape_numel("matmul", &shape)?;
         let mut out = new_buffer(a.dtype(), nb * m * n);
         if k == 0 {
             return Ok(Tensor::full_dtype(&shape, 0.0, a.dtype()));

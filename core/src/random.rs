@@ -18,7 +18,7 @@
 //! assert_ne!(a.to_vec::<f32>(), c.to_vec::<f32>());
 //! ```
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::prim::{apply, Primitive};
 use crate::state::{State, StateKind};
 use crate::tensor::{Buffer, DType, Shape, Tensor};
@@ -121,9 +121,10 @@ fn draw(k: [u32; 2], i: usize, dist: Dist) -> f64 {
         }
         Dist::Uniform(lo, hi) => lo + (hi - lo) * unit(b[0]),
         Dist::RandInt(lo, hi) => {
-            let span = (hi - lo).max(1) as u64;
-            let r = ((b[0] as u64) << 32 | b[1] as u64) % span;
-            (lo + r as i64) as f64
+            // In i128: `hi - lo` and `lo + r` overflow i64 for the widest ranges.
+            let span = (hi as i128 - lo as i128).max(1) as u128;
+            let r = ((b[0] as u128) << 32 | b[1] as u128) % span;
+            (lo as i128 + r as i128) as f64
         }
         Dist::Bernoulli(p) => {
             if unit(b[0]) < p {
@@ -141,18 +142,17 @@ impl Primitive for Sample {
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let k = key_words(inputs[0]);
-        let n: usize = self.shape.iter().product();
-        let mut v = vec![0.0f64; n];
+        let n = crate::tensor::shape_numel("random", &self.shape)?;
+        let mut buf = Buffer::try_filled("random", DType::F64, n, 0.0)?;
         let fill = |(i, x): (usize, &mut f64)| *x = draw(k, i, self.dist);
-        if n >= 1 << 16 && !crate::trace::sequential() {
-            v.par_iter_mut().enumerate().for_each(fill);
-        } else {
-            v.iter_mut().enumerate().for_each(fill);
+        if let Buffer::F64(v) = &mut buf {
+            if n >= 1 << 16 && !crate::trace::sequential() {
+                v.par_iter_mut().enumerate().for_each(fill);
+            } else {
+                v.iter_mut().enumerate().for_each(fill);
+            }
         }
-        Ok(Tensor::from_buffer(
-            Buffer::F64(v).cast(self.dtype),
-            &self.shape,
-        ))
+        Ok(Tensor::from_buffer(buf.cast(self.dtype), &self.shape))
     }
     fn vjp(
         &self,
@@ -173,7 +173,31 @@ pub fn split_key(key: &Tensor) -> (Tensor, Tensor) {
     (a, b)
 }
 
-fn sample_with(key: &Tensor, shape: &[usize], dtype: DType, dist: Dist) -> Tensor {
+/// Refuse distribution parameters numpy refuses, and shapes whose size does not fit.
+fn check(op: &'static str, shape: &[usize], dist: Dist) -> Result<()> {
+    crate::tensor::shape_numel(op, shape)?;
+    let bad = |msg: String| Err(Error::InvalidArgument { op, msg });
+    match dist {
+        Dist::Normal => Ok(()),
+        Dist::Uniform(lo, hi) if !(lo.is_finite() && hi.is_finite()) => {
+            bad(format!("bounds must be finite, got [{lo}, {hi})"))
+        }
+        Dist::RandInt(lo, hi) if lo >= hi => bad(format!("low {lo} must be below high {hi}")),
+        Dist::Bernoulli(p) if !(0.0..=1.0).contains(&p) => {
+            bad(format!("p must be in [0, 1], got {p}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn try_sample_with(
+    op: &'static str,
+    key: &Tensor,
+    shape: &[usize],
+    dtype: DType,
+    dist: Dist,
+) -> Result<Tensor> {
+    check(op, shape, dist)?;
     apply(
         Arc::new(Sample {
             shape: shape.into(),
@@ -182,12 +206,42 @@ fn sample_with(key: &Tensor, shape: &[usize], dtype: DType, dist: Dist) -> Tenso
         }),
         &[key],
     )
-    .expect("internal error: sampling cannot fail")
+}
+
+#[cfg(test)]
+fn sample_with(key: &Tensor, shape: &[usize], dtype: DType, dist: Dist) -> Tensor {
+    try_sample_with("random", key, shape, dtype, dist).expect("valid test sample")
+}
+
+/// Draw from the global state's next key. The state advances only when the draw succeeds, so a
+/// bad argument leaves it as it was.
+fn try_sample(op: &'static str, shape: &[usize], dtype: DType, dist: Dist) -> Result<Tensor> {
+    check(op, shape, dist)?;
+    let st = default_state();
+    let (next, sub) = split_key(&st.value());
+    let out = try_sample_with(op, &sub, shape, dtype, dist)?;
+    st.set_value(next);
+    Ok(out)
+}
+
+#[track_caller]
+fn ok(r: Result<Tensor>) -> Tensor {
+    match r {
+        Ok(t) => t,
+        Err(e) => crate::error::raise(e),
+    }
 }
 
 /// Standard normal samples drawn with an explicit key (no global state involved).
+#[track_caller]
 pub fn normal_with_key(key: &Tensor, shape: &[usize]) -> Tensor {
-    sample_with(key, shape, DType::F32, Dist::Normal)
+    ok(try_sample_with(
+        "normal",
+        key,
+        shape,
+        DType::F32,
+        Dist::Normal,
+    ))
 }
 
 /// The global random state (kind `RandomState`). Unseeded, it starts from the clock, like the
@@ -225,29 +279,93 @@ pub fn next_key() -> Tensor {
     sub
 }
 
-/// Standard normal samples (f32).
+/// Standard normal samples (f32). Panics (at the caller's line; inside a transform, the
+/// transform returns the error) where [`try_normal`] errs.
+#[track_caller]
 pub fn normal(shape: &[usize]) -> Tensor {
-    sample_with(&next_key(), shape, DType::F32, Dist::Normal)
+    ok(try_normal(shape))
+}
+
+/// Standard normal samples (f32); [`Error::ShapeOverflow`] or [`Error::AllocationFailed`] for a
+/// shape too large, with the global key left as it was.
+///
+/// ```
+/// use stategrad_core::{random, Error};
+/// assert_eq!(random::try_normal(&[2, 3]).unwrap().shape(), &[2, 3]);
+/// assert!(matches!(random::try_normal(&[usize::MAX, 2]), Err(Error::ShapeOverflow { .. })));
+/// ```
+pub fn try_normal(shape: &[usize]) -> Result<Tensor> {
+    try_sample("normal", shape, DType::F32, Dist::Normal)
 }
 
 /// Standard normal samples of `dtype`.
+#[track_caller]
 pub fn normal_dtype(shape: &[usize], dtype: DType) -> Tensor {
-    sample_with(&next_key(), shape, dtype, Dist::Normal)
+    ok(try_normal_dtype(shape, dtype))
+}
+
+/// Standard normal samples of `dtype`, or the errors of [`try_normal`].
+///
+/// ```
+/// use stategrad_core::{random, DType};
+/// assert_eq!(random::try_normal_dtype(&[2], DType::F64).unwrap().dtype(), DType::F64);
+/// ```
+pub fn try_normal_dtype(shape: &[usize], dtype: DType) -> Result<Tensor> {
+    try_sample("normal", shape, dtype, Dist::Normal)
 }
 
 /// Uniform samples on `[lo, hi)` (f32).
+#[track_caller]
 pub fn uniform(shape: &[usize], lo: f64, hi: f64) -> Tensor {
-    sample_with(&next_key(), shape, DType::F32, Dist::Uniform(lo, hi))
+    ok(try_uniform(shape, lo, hi))
+}
+
+/// Uniform samples on `[lo, hi)` (f32); non-finite bounds are an [`Error::InvalidArgument`].
+///
+/// ```
+/// use stategrad_core::random;
+/// assert!(random::try_uniform(&[3], 0.0, 1.0).is_ok());
+/// assert!(random::try_uniform(&[3], 0.0, f64::NAN).is_err());
+/// ```
+pub fn try_uniform(shape: &[usize], lo: f64, hi: f64) -> Result<Tensor> {
+    try_sample("uniform", shape, DType::F32, Dist::Uniform(lo, hi))
 }
 
 /// Integers uniform on `[lo, hi)`, stored as f32.
+#[track_caller]
 pub fn randint(shape: &[usize], lo: i64, hi: i64) -> Tensor {
-    sample_with(&next_key(), shape, DType::F32, Dist::RandInt(lo, hi))
+    ok(try_randint(shape, lo, hi))
+}
+
+/// Integers uniform on `[lo, hi)`, stored as f32; `lo >= hi` is an [`Error::InvalidArgument`],
+/// as in numpy.
+///
+/// ```
+/// use stategrad_core::random;
+/// let r = random::try_randint(&[100], -2, 2).unwrap();
+/// assert!(r.to_vec::<f32>().iter().all(|v| (-2.0..2.0).contains(v)));
+/// assert!(random::try_randint(&[1], 3, 3).is_err());
+/// ```
+pub fn try_randint(shape: &[usize], lo: i64, hi: i64) -> Result<Tensor> {
+    try_sample("randint", shape, DType::F32, Dist::RandInt(lo, hi))
 }
 
 /// 1.0 with probability `p`, else 0.0 (f32).
+#[track_caller]
 pub fn bernoulli(shape: &[usize], p: f64) -> Tensor {
-    sample_with(&next_key(), shape, DType::F32, Dist::Bernoulli(p))
+    ok(try_bernoulli(shape, p))
+}
+
+/// 1.0 with probability `p`, else 0.0 (f32); `p` outside `[0, 1]` (or NaN) is an
+/// [`Error::InvalidArgument`].
+///
+/// ```
+/// use stategrad_core::random;
+/// assert_eq!(random::try_bernoulli(&[4], 1.0).unwrap().to_vec::<f32>(), vec![1.0; 4]);
+/// assert!(random::try_bernoulli(&[4], 1.5).is_err());
+/// ```
+pub fn try_bernoulli(shape: &[usize], p: f64) -> Result<Tensor> {
+    try_sample("bernoulli", shape, DType::F32, Dist::Bernoulli(p))
 }
 
 #[cfg(test)]

@@ -132,18 +132,36 @@ impl Buffer {
         }
     }
     pub(crate) fn filled(dtype: DType, n: usize, value: f64) -> Buffer {
-        match dtype {
+        match Buffer::try_filled("allocate", dtype, n, value) {
+            Ok(b) => b,
+            Err(e) => crate::error::raise(e),
+        }
+    }
+
+    /// [`Buffer::filled`], or [`Error::AllocationFailed`] when `n` elements cannot be had.
+    pub(crate) fn try_filled(
+        op: &'static str,
+        dtype: DType,
+        n: usize,
+        value: f64,
+    ) -> Result<Buffer> {
+        let failed = || Error::AllocationFailed {
+            op,
+            elements: n,
+            dtype: dtype.name(),
+        };
+        Ok(match dtype {
             DType::F32 => {
-                let mut v = pool::take_f32(n);
+                let mut v = pool::try_take_f32(n).ok_or_else(failed)?;
                 v.fill(value as f32);
                 Buffer::F32(v)
             }
             DType::F64 => {
-                let mut v = pool::take_f64(n);
+                let mut v = pool::try_take_f64(n).ok_or_else(failed)?;
                 v.fill(value);
                 Buffer::F64(v)
             }
-        }
+        })
     }
 
     /// A buffer of `n` elements whose contents are unspecified (valid numbers, possibly left
@@ -186,15 +204,21 @@ pub(crate) mod pool {
     /// Per thread and dtype: 64M elements (256 MB of f32) at most stay pooled.
     const MAX_ELEMENTS: usize = 1 << 26;
 
+    /// Above this many elements a fresh buffer is first reserved fallibly, so that a size the
+    /// allocator refuses is an error instead of an abort; smaller ones are not worth the extra
+    /// reservation.
+    const PROBE_ABOVE: usize = 1 << 16;
+
     macro_rules! typed_pool {
-        ($slot:ident, $take:ident, $give:ident, $t:ty) => {
+        ($slot:ident, $try_take:ident, $take:ident, $give:ident, $t:ty) => {
             thread_local! {
                 static $slot: RefCell<(Vec<Vec<$t>>, usize)> = const { RefCell::new((Vec::new(), 0)) };
             }
 
             /// A vector of length `n` (contents unspecified), from the pool when one fits (the
             /// smallest pooled buffer of at least `n`, if it is not over twice as large).
-            pub(crate) fn $take(n: usize) -> Vec<$t> {
+            /// `None` when a fresh buffer of `n` elements cannot be allocated.
+            pub(crate) fn $try_take(n: usize) -> Option<Vec<$t>> {
                 let reused = $slot
                     .try_with(|p| {
                         let mut p = p.borrow_mut();
@@ -212,12 +236,31 @@ pub(crate) mod pool {
                 match reused {
                     Some(mut v) => {
                         v.resize(n, 0.0);
-                        v
+                        Some(v)
                     }
                     None => {
+                        if n > PROBE_ABOVE {
+                            // `vec!` of zeros gets pages zeroed lazily by the OS, which a
+                            // fallible reserve plus fill would lose; probe with a reservation
+                            // that is never touched, then allocate for real.
+                            let mut probe: Vec<$t> = Vec::new();
+                            probe.try_reserve_exact(n).ok()?;
+                        }
                         FRESH.fetch_add(1, Ordering::Relaxed);
-                        vec![0.0; n]
+                        Some(vec![0.0; n])
                     }
+                }
+            }
+
+            /// [`$try_take`], raising [`crate::Error::AllocationFailed`] on failure.
+            pub(crate) fn $take(n: usize) -> Vec<$t> {
+                match $try_take(n) {
+                    Some(v) => v,
+                    None => crate::error::raise(crate::Error::AllocationFailed {
+                        op: "allocate",
+                        elements: n,
+                        dtype: <$t as super::Float>::DTYPE.name(),
+                    }),
                 }
             }
 
@@ -249,8 +292,8 @@ pub(crate) mod pool {
         };
     }
 
-    typed_pool!(F32, take_f32, give_f32, f32);
-    typed_pool!(F64, take_f64, give_f64, f64);
+    typed_pool!(F32, try_take_f32, take_f32, give_f32, f32);
+    typed_pool!(F64, try_take_f64, take_f64, give_f64, f64);
 
     /// Free every buffer pooled by this thread.
     pub(crate) fn clear() {
@@ -294,6 +337,32 @@ macro_rules! with_slice {
 
 /// The shape of a tensor (dimensions, row-major).
 pub type Shape = SmallVec<[usize; 4]>;
+
+/// The number of elements of `shape`, or [`Error::ShapeOverflow`] naming `op` when the product
+/// of its non-zero dimensions does not fit in `usize`. Every shape a tensor is built with passes
+/// here. Zero-size shapes are held to the same bound (stricter than numpy), so that any partial
+/// product of a valid shape's dimensions, in any order, fits too.
+pub(crate) fn shape_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let overflow = || Error::ShapeOverflow {
+        op,
+        shape: shape.into(),
+    };
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(overflow)?;
+    Ok(if shape.contains(&0) { 0 } else { nonzero })
+}
+
+/// The value of `r`, or its error raised at the caller's line (as the infallible operators do).
+#[track_caller]
+fn ok<T>(r: Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => crate::error::raise(e),
+    }
+}
 
 /// Trace tags: the (level, node) pairs under which this value is recorded on active tapes.
 pub(crate) type Tags = SmallVec<[(u64, u32); 1]>;
@@ -368,9 +437,17 @@ impl Tensor {
         data.into_tensor()
     }
 
-    /// A tensor from a flat `Vec` and a shape; errors if the lengths disagree.
+    /// A tensor from a flat `Vec` and a shape; errors if the lengths disagree or the shape's
+    /// element count does not fit in `usize`.
+    ///
+    /// ```
+    /// use stategrad_core::{Error, Tensor};
+    /// assert_eq!(Tensor::from_vec(vec![1.0f32, 2.0], &[2, 1]).unwrap().shape(), &[2, 1]);
+    /// let huge = Tensor::from_vec(vec![1.0f32, 2.0], &[(1 << 63) + 1, 2]);
+    /// assert!(matches!(huge, Err(Error::ShapeOverflow { .. })));
+    /// ```
     pub fn from_vec<T: Float>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = shape_numel("from_vec", shape)?;
         if n != data.len() {
             return Err(Error::DataLength {
                 len: data.len(),
@@ -385,52 +462,132 @@ impl Tensor {
         Tensor::from_buffer(T::into_buffer(vec![v]), &[])
     }
 
-    /// A tensor of `shape` filled with `value`, of dtype `dtype`.
+    /// A tensor of `shape` filled with `value`, of dtype `dtype`: [`Error::ShapeOverflow`] when
+    /// the element count does not fit in `usize`, [`Error::AllocationFailed`] when the memory
+    /// cannot be had.
+    ///
+    /// ```
+    /// use stategrad_core::{DType, Error, Tensor};
+    /// let t = Tensor::try_full_dtype(&[2], 0.5, DType::F64).unwrap();
+    /// assert_eq!(t.to_vec::<f64>(), vec![0.5, 0.5]);
+    /// let err = Tensor::try_full_dtype(&[1 << 40, 1 << 40], 0.0, DType::F32).unwrap_err();
+    /// assert!(matches!(err, Error::ShapeOverflow { .. }));
+    /// let err = Tensor::try_full_dtype(&[1 << 62], 0.0, DType::F32).unwrap_err();
+    /// assert!(matches!(err, Error::AllocationFailed { .. }));
+    /// ```
+    pub fn try_full_dtype(shape: &[usize], value: f64, dtype: DType) -> Result<Tensor> {
+        let n = shape_numel("full", shape)?;
+        Ok(Tensor::from_buffer(
+            Buffer::try_filled("full", dtype, n, value)?,
+            shape,
+        ))
+    }
+
+    /// Infallible form of [`Tensor::try_full_dtype`]: a bad shape panics at the caller's line
+    /// (inside a transform, the transform returns the error).
+    #[track_caller]
     pub fn full_dtype(shape: &[usize], value: f64, dtype: DType) -> Tensor {
-        let n = shape.iter().product();
-        Tensor::from_buffer(Buffer::filled(dtype, n, value), shape)
+        ok(Tensor::try_full_dtype(shape, value, dtype))
+    }
+
+    /// A f32 tensor of `shape` filled with `value` (see [`Tensor::try_full_dtype`]).
+    pub fn try_full(shape: &[usize], value: f32) -> Result<Tensor> {
+        Tensor::try_full_dtype(shape, value as f64, DType::F32)
     }
 
     /// A f32 tensor of `shape` filled with `value`.
+    #[track_caller]
     pub fn full(shape: &[usize], value: f32) -> Tensor {
-        Tensor::full_dtype(shape, value as f64, DType::F32)
+        ok(Tensor::try_full(shape, value))
+    }
+
+    /// Zeros (f32), or the error of [`Tensor::try_full_dtype`].
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// assert!(Tensor::try_zeros(&[usize::MAX, 2]).is_err());
+    /// ```
+    pub fn try_zeros(shape: &[usize]) -> Result<Tensor> {
+        Tensor::try_full(shape, 0.0)
     }
 
     /// Zeros (f32).
+    #[track_caller]
     pub fn zeros(shape: &[usize]) -> Tensor {
-        Tensor::full(shape, 0.0)
+        ok(Tensor::try_zeros(shape))
+    }
+
+    /// Ones (f32), or the error of [`Tensor::try_full_dtype`].
+    ///
+    /// ```
+    /// use stategrad_core::{Error, Tensor};
+    /// let err = Tensor::try_ones(&[(1 << 63) + 1, 2]).unwrap_err();
+    /// assert!(matches!(err, Error::ShapeOverflow { op: "full", .. }));
+    /// ```
+    pub fn try_ones(shape: &[usize]) -> Result<Tensor> {
+        Tensor::try_full(shape, 1.0)
     }
 
     /// Ones (f32).
+    #[track_caller]
     pub fn ones(shape: &[usize]) -> Tensor {
-        Tensor::full(shape, 1.0)
+        ok(Tensor::try_ones(shape))
     }
 
     /// Zeros with the shape and dtype of `self`, carrying no trace.
+    #[track_caller]
     pub fn zeros_like(&self) -> Tensor {
         Tensor::full_dtype(self.shape(), 0.0, self.dtype())
     }
 
     /// Ones with the shape and dtype of `self`, carrying no trace.
+    #[track_caller]
     pub fn ones_like(&self) -> Tensor {
         Tensor::full_dtype(self.shape(), 1.0, self.dtype())
     }
 
     /// The `n x n` identity (f32).
+    #[track_caller]
     pub fn eye(n: usize) -> Tensor {
         Tensor::eye_dtype(n, DType::F32)
     }
 
     /// The `n x n` identity of `dtype`.
+    #[track_caller]
     pub fn eye_dtype(n: usize, dtype: DType) -> Tensor {
-        let mut v = vec![0.0f64; n * n];
-        for i in 0..n {
-            v[i * n + i] = 1.0;
-        }
-        Tensor::from_buffer(Buffer::F64(v).cast(dtype), &[n, n])
+        ok(Tensor::try_eye_dtype(n, dtype))
     }
 
-    /// `start, start+step, …` below `stop` (f32), like `numpy.arange`.
+    /// The `n x n` identity of `dtype`: [`Error::ShapeOverflow`] when `n * n` does not fit in
+    /// `usize`, [`Error::AllocationFailed`] when the memory cannot be had.
+    ///
+    /// ```
+    /// use stategrad_core::{DType, Error, Tensor};
+    /// assert_eq!(Tensor::try_eye_dtype(2, DType::F64).unwrap().to_vec::<f64>(), vec![1.0, 0.0, 0.0, 1.0]);
+    /// assert!(matches!(Tensor::try_eye_dtype(1 << 32, DType::F32), Err(Error::ShapeOverflow { .. })));
+    /// ```
+    pub fn try_eye_dtype(n: usize, dtype: DType) -> Result<Tensor> {
+        let shape = [n, n];
+        let total = shape_numel("eye", &shape)?;
+        let mut buf = Buffer::try_filled("eye", dtype, total, 0.0)?;
+        with_slice!(&mut buf, v => {
+            for i in 0..n {
+                v[i * n + i] = 1.0;
+            }
+        });
+        Ok(Tensor::from_buffer(buf, &shape))
+    }
+
+    /// `start, start+step, …` below `stop` (f32), like `numpy.arange`. Errors: a zero or
+    /// non-finite step, a length that cannot be computed (a NaN or infinite bound) or does not
+    /// fit in memory.
+    ///
+    /// ```
+    /// use stategrad_core::{Error, Tensor};
+    /// assert_eq!(Tensor::arange(0.0, 1.0, 0.25).unwrap().to_string(), "[0.   0.25 0.5  0.75]");
+    /// assert!(matches!(Tensor::arange(0.0, f32::NAN, 1.0), Err(Error::InvalidArgument { .. })));
+    /// assert!(Tensor::arange(0.0, 1e30, 1.0).is_err());
+    /// ```
     pub fn arange(start: f32, stop: f32, step: f32) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() {
             return Err(Error::InvalidArgument {
@@ -438,8 +595,29 @@ impl Tensor {
                 msg: format!("step must be finite and non-zero, got {step}"),
             });
         }
-        let n = ((stop - start) / step).ceil().max(0.0) as usize;
-        let v: Vec<f32> = (0..n).map(|i| start + i as f32 * step).collect();
+        let len = ((stop as f64 - start as f64) / step as f64).ceil();
+        if !len.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: "arange",
+                msg: format!("cannot compute the length of arange({start}, {stop}, {step})"),
+            });
+        }
+        // `usize::MAX as f64` rounds up to 2^64, so `<` keeps the conversion exact.
+        if len >= usize::MAX as f64 {
+            return Err(Error::InvalidArgument {
+                op: "arange",
+                msg: format!("arange({start}, {stop}, {step}) would have {len:e} elements"),
+            });
+        }
+        let n = len.max(0.0) as usize;
+        let mut v: Vec<f32> = Vec::new();
+        v.try_reserve_exact(n)
+            .map_err(|_| Error::AllocationFailed {
+                op: "arange",
+                elements: n,
+                dtype: DType::F32.name(),
+            })?;
+        v.extend((0..n).map(|i| start + i as f32 * step));
         Tensor::from_vec(v, &[n])
     }
 
@@ -449,26 +627,44 @@ impl Tensor {
     /// use stategrad_core::Tensor;
     /// assert_eq!(Tensor::linspace(-1.0, 1.0, 5).to_string(), "[-1.  -0.5  0.   0.5  1. ]");
     /// ```
+    #[track_caller]
     pub fn linspace(start: f32, stop: f32, num: usize) -> Tensor {
+        ok(Tensor::try_linspace(start, stop, num))
+    }
+
+    /// [`Tensor::linspace`], or [`Error::AllocationFailed`] when `num` values do not fit in
+    /// memory.
+    ///
+    /// ```
+    /// use stategrad_core::{Error, Tensor};
+    /// assert_eq!(Tensor::try_linspace(0.0, 1.0, 3).unwrap().to_string(), "[0.  0.5 1. ]");
+    /// assert!(matches!(Tensor::try_linspace(0.0, 1.0, 1 << 62), Err(Error::AllocationFailed { .. })));
+    /// ```
+    pub fn try_linspace(start: f32, stop: f32, num: usize) -> Result<Tensor> {
         // numpy computes in f64 and rounds once, so do the same for identical values.
         let (s, e) = (start as f64, stop as f64);
-        let v: Vec<f32> = match num {
-            0 => vec![],
-            1 => vec![start],
+        let mut v: Vec<f32> = Vec::new();
+        v.try_reserve_exact(num)
+            .map_err(|_| Error::AllocationFailed {
+                op: "linspace",
+                elements: num,
+                dtype: DType::F32.name(),
+            })?;
+        match num {
+            0 => {}
+            1 => v.push(start),
             _ => {
                 let step = (e - s) / (num - 1) as f64;
-                (0..num)
-                    .map(|i| {
-                        if i == num - 1 {
-                            stop
-                        } else {
-                            (s + i as f64 * step) as f32
-                        }
-                    })
-                    .collect()
+                v.extend((0..num).map(|i| {
+                    if i == num - 1 {
+                        stop
+                    } else {
+                        (s + i as f64 * step) as f32
+                    }
+                }));
             }
-        };
-        Tensor::from_buffer(Buffer::F32(v), &[num])
+        }
+        Ok(Tensor::from_buffer(Buffer::F32(v), &[num]))
     }
 
     /// The shape.
@@ -513,6 +709,7 @@ impl Tensor {
     ///
     /// Inside `jit`, reading a traced tensor raises [`Error::TracedValueRead`] (returned by the
     /// `jit` call): a value read on the trace would be baked into the compiled tape.
+    #[track_caller]
     pub fn to_vec<T: Float>(&self) -> Vec<T> {
         if crate::trace::jit_traced(self) {
             crate::error::raise(Error::TracedValueRead {
@@ -565,6 +762,7 @@ impl Tensor {
     }
 
     /// The values as `f64`, whatever the dtype.
+    #[track_caller]
     pub fn to_f64_vec(&self) -> Vec<f64> {
         self.to_vec::<f64>()
     }
@@ -679,7 +877,7 @@ impl<A: NestedData> IntoTensor for A {
     fn into_tensor(self) -> Tensor {
         let mut shape = Vec::new();
         self.shape_into(&mut shape);
-        let mut data = Vec::with_capacity(shape.iter().product());
+        let mut data = Vec::with_capacity(ok(shape_numel("new", &shape)));
         self.push_into(&mut data);
         Tensor::from_buffer(A::Elem::into_buffer(data), &shape)
     }

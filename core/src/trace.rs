@@ -116,10 +116,16 @@ pub(crate) fn sequential() -> bool {
 
 /// Run `f` with kernels kept sequential on this thread.
 pub(crate) fn with_sequential<R>(f: impl FnOnce() -> R) -> R {
-    let prev = SEQUENTIAL.with(|s| s.replace(true));
-    let r = f();
-    SEQUENTIAL.with(|s| s.set(prev));
-    r
+    // Restored on unwind too: the thread is a pooled rayon worker, and a flag left set by a
+    // panicking chunk would keep every later kernel on it sequential.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = SEQUENTIAL.try_with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SEQUENTIAL.with(|s| s.replace(true)));
+    f()
 }
 
 /// Silence the default panic message for typed operator errors, which transforms turn into `Err`.
@@ -132,7 +138,7 @@ pub(crate) fn install_quiet_hook() {
                 .payload()
                 .downcast_ref::<crate::error::OpPanic>()
                 .is_some()
-                && tracing()
+                && crate::error::typed_panics()
             {
                 return;
             }
@@ -567,4 +573,27 @@ pub(crate) fn innermost_written() -> Vec<(State, Tensor)> {
             })
             .unwrap_or_default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_sequential_restores_the_flag_on_unwind() {
+        assert!(!sequential());
+        let r = std::panic::catch_unwind(|| with_sequential(|| panic!("chunk failed")));
+        assert!(r.is_err());
+        assert!(
+            !sequential(),
+            "a panicking chunk left the thread sequential"
+        );
+        // Nested: the inner call restores the outer value, not `false`.
+        with_sequential(|| {
+            let r = std::panic::catch_unwind(|| with_sequential(|| panic!("inner")));
+            assert!(r.is_err());
+            assert!(sequential());
+        });
+        assert!(!sequential());
+    }
 }

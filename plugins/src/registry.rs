@@ -151,7 +151,10 @@ impl Registry {
 
     fn install_builtins(&self) {
         fn fixed(p: Arc<dyn TransformPlugin>) -> TransformFactory {
-            Arc::new(move |_: &Params| Ok(p.clone()))
+            Arc::new(move |params: &Params| {
+                p.check_params(params)?;
+                Ok(p.clone())
+            })
         }
         let t: [(&str, TransformFactory); 7] = [
             ("grad", fixed(Arc::new(GradPlugin))),

@@ -626,7 +626,17 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
         self
     }
 
-    /// Set a plugin parameter.
+    /// Set a plugin parameter. The plugin checks them when the transform is called: a name it
+    /// does not take or a value it cannot use is an [`Error::PluginParam`] from `call`.
+    ///
+    /// ```
+    /// use stategrad_core::{jacrev, Error, Tensor};
+    /// let f = |x: Tensor| x.square();
+    /// let j = jacrev(f).param("chunk_size", 1).call(Tensor::new([1.0f32, 2.0])).unwrap();
+    /// assert_eq!(j.shape(), &[2, 2]);
+    /// let err = jacrev(f).param("chunk_size", 0).call(Tensor::new([1.0f32])).unwrap_err();
+    /// assert!(matches!(err, Error::PluginParam { .. }));
+    /// ```
     pub fn param(mut self, name: &str, value: impl Into<ParamValue>) -> Self {
         self.params.insert(name, value);
         self
@@ -657,6 +667,7 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
         A: Args,
         (S, N): Selection<A, K>,
     {
+        self.plugin.check_params(&self.params)?;
         let listed = self.sel.state_list();
         let argnums = self.sel.argnums()?;
         // Leaves of the selected arguments (typed error for a non-differentiable one).

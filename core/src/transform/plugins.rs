@@ -222,6 +222,24 @@ pub trait TransformPlugin: Send + Sync {
     fn order(&self) -> Order {
         Order::First
     }
+    /// Refuse parameters this plugin does not take or whose values it cannot use, before the
+    /// function runs (transforms call it first, so a typo is an error rather than a default).
+    /// The default accepts anything: a plugin that reads its parameters in `transform` reports
+    /// their errors there.
+    ///
+    /// ```
+    /// use stategrad_core::transform::{JacRevPlugin, Params, TransformPlugin};
+    /// use stategrad_core::Error;
+    /// assert!(JacRevPlugin.check_params(&Params::new().with("chunk_size", 4)).is_ok());
+    /// let bad = JacRevPlugin.check_params(&Params::new().with("chunk_size", 0));
+    /// assert!(matches!(bad, Err(Error::PluginParam { .. })));
+    /// let typo = JacRevPlugin.check_params(&Params::new().with("chunksize", 4));
+    /// assert!(matches!(typo, Err(Error::PluginParam { .. })));
+    /// ```
+    fn check_params(&self, params: &Params) -> Result<()> {
+        let _ = params;
+        Ok(())
+    }
     /// Compute the derivatives of `f` at `inputs`.
     fn transform(
         &self,
@@ -234,6 +252,38 @@ pub trait TransformPlugin: Send + Sync {
 impl fmt::Debug for dyn TransformPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TransformPlugin({})", self.name())
+    }
+}
+
+/// Refuse parameters outside `accepted` (the check of the built-in plugins).
+fn only_params(plugin: &str, params: &Params, accepted: &[&str]) -> Result<()> {
+    for name in params.names() {
+        if !accepted.contains(&name) {
+            let msg = if accepted.is_empty() {
+                "unknown parameter; this transform takes none".to_string()
+            } else {
+                format!("unknown parameter; accepted: {}", accepted.join(", "))
+            };
+            return Err(Error::PluginParam {
+                plugin: plugin.into(),
+                name: name.into(),
+                msg,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The parameters of the Jacobian plugins: `chunk_size`, a positive integer, if given.
+fn check_chunk_params(plugin: &str, params: &Params) -> Result<()> {
+    only_params(plugin, params, &["chunk_size"])?;
+    match params.get("chunk_size") {
+        None | Some(ParamValue::I64(1..)) => Ok(()),
+        Some(v) => Err(Error::PluginParam {
+            plugin: plugin.into(),
+            name: "chunk_size".into(),
+            msg: format!("expected a positive int, got {} {v:?}", v.type_name()),
+        }),
     }
 }
 
@@ -257,6 +307,9 @@ impl TransformPlugin for GradPlugin {
     fn name(&self) -> &str {
         "grad"
     }
+    fn check_params(&self, params: &Params) -> Result<()> {
+        only_params(self.name(), params, &[])
+    }
     fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
         let (grads, value) = grad_pure(f, inputs)?;
         Ok(TransformOutput { grads, value })
@@ -270,6 +323,9 @@ pub struct VectorGradPlugin;
 impl TransformPlugin for VectorGradPlugin {
     fn name(&self) -> &str {
         "vector_grad"
+    }
+    fn check_params(&self, params: &Params) -> Result<()> {
+        only_params(self.name(), params, &[])
     }
     fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
         let (value, pb) = vjp_pure(f, inputs)?;
@@ -360,6 +416,9 @@ impl TransformPlugin for JacRevPlugin {
     fn name(&self) -> &str {
         "jacrev"
     }
+    fn check_params(&self, params: &Params) -> Result<()> {
+        check_chunk_params(self.name(), params)
+    }
     fn transform(
         &self,
         f: &PureFn<'_>,
@@ -379,6 +438,9 @@ pub struct JacFwdPlugin;
 impl TransformPlugin for JacFwdPlugin {
     fn name(&self) -> &str {
         "jacfwd"
+    }
+    fn check_params(&self, params: &Params) -> Result<()> {
+        check_chunk_params(self.name(), params)
     }
     fn transform(
         &self,
@@ -427,6 +489,9 @@ pub struct HessianPlugin;
 impl TransformPlugin for HessianPlugin {
     fn name(&self) -> &str {
         "hessian"
+    }
+    fn check_params(&self, params: &Params) -> Result<()> {
+        check_chunk_params(self.name(), params)
     }
     fn order(&self) -> Order {
         Order::Second
@@ -504,6 +569,9 @@ pub struct VjpPlugin {
 impl TransformPlugin for VjpPlugin {
     fn name(&self) -> &str {
         "vjp"
+    }
+    fn check_params(&self, params: &Params) -> Result<()> {
+        only_params(self.name(), params, &[])
     }
     fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
         let (value, pb) = vjp_pure(f, inputs)?;
