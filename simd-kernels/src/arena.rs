@@ -475,7 +475,7 @@ pub enum Native {
 }
 
 /// How many runs [`ArenaProgram::new`] waits before generating native code, by default (see
-/// [`tuning::arena_native_after_runs`](crate::tuning::arena_native_after_runs)).
+/// [`tuning::arena_native_after_runs`]).
 pub const NATIVE_AFTER_RUNS: usize = 10_000;
 
 /// A program of [`ArenaStep`]s ready to run on an arena of at least `size` elements: closures

@@ -2147,6 +2147,7 @@ fn fused_rejects_bad_indices_and_lengths_without_writing() {
 
 /// Pass structure `j` of a family of distinct ones: the same two exact ops, with `j` unused
 /// scalar inputs after the slice (part of the structure's key).
+#[cfg(all(feature = "codegen", target_arch = "x86_64"))]
 fn nth_structure(x: &[f32], j: usize) -> (Vec<FusedOp>, Vec<FusedInput<'_, f32>>) {
     use FusedArg::{Input as I, Op as O};
     let ops = vec![
@@ -2162,6 +2163,7 @@ fn nth_structure(x: &[f32], j: usize) -> (Vec<FusedOp>, Vec<FusedInput<'_, f32>>
 /// code for a new large pass: only structures with code count toward the limit (before, every
 /// structure seen counted, and the 1025th and later never got code: a 4M pass ran 2.5x
 /// slower).
+#[cfg(all(feature = "codegen", target_arch = "x86_64"))]
 #[test]
 fn fused_code_for_a_large_pass_after_many_small_structures() {
     use crate::fused_native::{available, plan};
@@ -2191,6 +2193,7 @@ fn fused_code_for_a_large_pass_after_many_small_structures() {
 /// The cache keeps at most its limit of structures with code, frees the least recently used
 /// (its code is unmapped once no pass holds it), and keeps a code that a running pass holds
 /// mapped until that pass lets go.
+#[cfg(all(feature = "codegen", target_arch = "x86_64"))]
 #[test]
 fn fused_code_cache_is_bounded_and_frees_evicted_code() {
     use crate::fused_native::{live_plans, plan_in, Cache};
@@ -2229,6 +2232,7 @@ fn fused_code_cache_is_bounded_and_frees_evicted_code() {
 
 /// Structures seen but below the threshold are remembered with their positions, and reach it
 /// over several calls; the limit does not stop a structure from being counted.
+#[cfg(all(feature = "codegen", target_arch = "x86_64"))]
 #[test]
 fn fused_code_cache_counts_positions_over_calls() {
     use crate::fused_native::{plan_in, Cache};
