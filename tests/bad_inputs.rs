@@ -1556,13 +1556,13 @@ fn transforms_on_bad_inputs() {
     });
     c.add("cond with a multi-element predicate", &st, || {
         err(
-            cond(&x(), || x(), || x()),
+            cond(&x(), x, x),
             is!(Error::InvalidArgument { .. }),
         )
     });
     c.add("cond with an empty predicate", &st, || {
         err(
-            cond(&Tensor::zeros(&[0]), || x(), || x()),
+            cond(&Tensor::zeros(&[0]), x, x),
             is!(Error::InvalidArgument { .. }),
         )
     });
