@@ -563,6 +563,25 @@ fn operations_on_bad_inputs() {
             is!(Error::ShapeOverflow { .. }),
         )
     });
+    c.add("try_ones past isize::MAX", &[], || {
+        err(
+            Tensor::try_ones(&[isize::MAX as usize + 1]),
+            is!(Error::ShapeOverflow { .. }),
+        )
+    });
+    c.add("try_zeros with a dim past isize::MAX and a 0", &[], || {
+        err(
+            Tensor::try_zeros(&[usize::MAX, 0]),
+            is!(Error::ShapeOverflow { .. }),
+        )
+    });
+    c.add("jacrev with a huge chunk_size", &[], || {
+        let j = jacrev(|x: Tensor| x.square())
+            .param("chunk_size", i64::MAX)
+            .call(Tensor::new([1.0f32, 2.0]))
+            .map_err(|e| e.to_string())?;
+        check(j.shape() == [2, 2], "bad shape")
+    });
     c.add("try_ones unallocatable", &[], || {
         err(
             Tensor::try_ones(&[1 << 62]),
@@ -1555,10 +1574,7 @@ fn transforms_on_bad_inputs() {
         )
     });
     c.add("cond with a multi-element predicate", &st, || {
-        err(
-            cond(&x(), x, x),
-            is!(Error::InvalidArgument { .. }),
-        )
+        err(cond(&x(), x, x), is!(Error::InvalidArgument { .. }))
     });
     c.add("cond with an empty predicate", &st, || {
         err(
