@@ -813,6 +813,12 @@ fn operations_on_bad_inputs() {
         )
     });
 
+    c.add("seed_context with a panicking body", &rk, || {
+        panics_with(
+            || random::seed_context(5, || panic!("body failed {}", std::hint::black_box(5))),
+            &["body failed 5"],
+        )
+    });
     c.run("operations");
 }
 
