@@ -563,6 +563,25 @@ fn operations_on_bad_inputs() {
             is!(Error::ShapeOverflow { .. }),
         )
     });
+    c.add("try_ones past isize::MAX", &[], || {
+        err(
+            Tensor::try_ones(&[isize::MAX as usize + 1]),
+            is!(Error::ShapeOverflow { .. }),
+        )
+    });
+    c.add("try_zeros with a dim past isize::MAX and a 0", &[], || {
+        err(
+            Tensor::try_zeros(&[usize::MAX, 0]),
+            is!(Error::ShapeOverflow { .. }),
+        )
+    });
+    c.add("jacrev with a huge chunk_size", &[], || {
+        let j = jacrev(|x: Tensor| x.square())
+            .param("chunk_size", i64::MAX)
+            .call(Tensor::new([1.0f32, 2.0]))
+            .map_err(|e| e.to_string())?;
+        check(j.shape() == [2, 2], "bad shape")
+    });
     c.add("try_ones unallocatable", &[], || {
         err(
             Tensor::try_ones(&[1 << 62]),
@@ -794,6 +813,12 @@ fn operations_on_bad_inputs() {
         )
     });
 
+    c.add("seed_context with a panicking body", &rk, || {
+        panics_with(
+            || random::seed_context(5, || panic!("body failed {}", std::hint::black_box(5))),
+            &["body failed 5"],
+        )
+    });
     c.run("operations");
 }
 
@@ -1555,14 +1580,11 @@ fn transforms_on_bad_inputs() {
         )
     });
     c.add("cond with a multi-element predicate", &st, || {
-        err(
-            cond(&x(), || x(), || x()),
-            is!(Error::InvalidArgument { .. }),
-        )
+        err(cond(&x(), x, x), is!(Error::InvalidArgument { .. }))
     });
     c.add("cond with an empty predicate", &st, || {
         err(
-            cond(&Tensor::zeros(&[0]), || x(), || x()),
+            cond(&Tensor::zeros(&[0]), x, x),
             is!(Error::InvalidArgument { .. }),
         )
     });

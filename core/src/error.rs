@@ -74,8 +74,9 @@ pub enum Error {
         /// Requested shape.
         shape: ShapeDisplay,
     },
-    /// A shape whose element count does not fit in `usize`.
-    #[error("shape {shape} in `{op}` has more elements than fit in usize")]
+    /// A shape whose element count does not fit in `usize` (more than `isize::MAX` elements,
+    /// numpy's bound).
+    #[error("shape {shape} in `{op}` has more elements than fit in a tensor (at most isize::MAX)")]
     ShapeOverflow {
         /// The operation.
         op: &'static str,

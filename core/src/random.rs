@@ -262,13 +262,26 @@ pub fn seed(s: u64) {
     default_state().set_value(key(s));
 }
 
-/// Run `f` with the global state seeded by `s`, then restore the previous key.
+/// Run `f` with the global state seeded by `s`, then restore the previous key (also when `f`
+/// panics).
+///
+/// ```
+/// use stategrad_core::random;
+/// let before = random::default_state().value().to_vec::<f32>();
+/// let r = std::panic::catch_unwind(|| random::seed_context(3, || panic!("inside")));
+/// assert!(r.is_err());
+/// assert_eq!(random::default_state().value().to_vec::<f32>(), before);
+/// ```
 pub fn seed_context<R>(s: u64, f: impl FnOnce() -> R) -> R {
-    let prev = default_state().value();
+    struct Restore(Tensor);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            default_state().set_value(self.0.clone());
+        }
+    }
+    let _restore = Restore(default_state().value());
     seed(s);
-    let r = f();
-    default_state().set_value(prev);
-    r
+    f()
 }
 
 /// Split the global key: advance it and return a fresh sub-key.

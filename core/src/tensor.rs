@@ -339,9 +339,10 @@ macro_rules! with_slice {
 pub type Shape = SmallVec<[usize; 4]>;
 
 /// The number of elements of `shape`, or [`Error::ShapeOverflow`] naming `op` when the product
-/// of its non-zero dimensions does not fit in `usize`. Every shape a tensor is built with passes
-/// here. Zero-size shapes are held to the same bound (stricter than numpy), so that any partial
-/// product of a valid shape's dimensions, in any order, fits too.
+/// of its non-zero dimensions exceeds `isize::MAX` (numpy's bound, and Rust's for a `Vec`).
+/// Every shape a tensor is built with passes here. Zero-size shapes are held to the same bound
+/// (stricter than numpy), so that any partial product of a valid shape's dimensions, in any
+/// order, fits, and every dimension converts to `isize` for index arithmetic.
 pub(crate) fn shape_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
     let overflow = || Error::ShapeOverflow {
         op,
@@ -351,6 +352,7 @@ pub(crate) fn shape_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
         .iter()
         .filter(|&&d| d != 0)
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize)
         .ok_or_else(overflow)?;
     Ok(if shape.contains(&0) { 0 } else { nonzero })
 }

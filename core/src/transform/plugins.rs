@@ -334,24 +334,35 @@ impl TransformPlugin for VectorGradPlugin {
     }
 }
 
-/// Rows `start..start + count` of the identity of size `n`, shaped `(count,) + shape`.
-fn basis_chunk(shape: &[usize], start: usize, count: usize, like: &Tensor) -> Tensor {
-    fn rows<T: crate::tensor::Float>(n: usize, start: usize, count: usize) -> Vec<T> {
-        let mut v = vec![T::ZERO; count * n];
+/// Rows `start..start + count` of the identity of size `n`, shaped `(count,) + shape`;
+/// `count` comes from the user's `chunk_size`, so its size is checked.
+fn basis_chunk(shape: &[usize], start: usize, count: usize, like: &Tensor) -> Result<Tensor> {
+    fn rows<T: crate::tensor::Float>(n: usize, start: usize, count: usize) -> Result<Vec<T>> {
+        let len = count.checked_mul(n).ok_or_else(|| Error::ShapeOverflow {
+            op: "jacobian",
+            shape: crate::ShapeDisplay(vec![count, n]),
+        })?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(len)
+            .map_err(|_| Error::AllocationFailed {
+                op: "jacobian",
+                elements: len,
+                dtype: T::DTYPE.name(),
+            })?;
+        v.resize(len, T::ZERO);
         for r in 0..count {
             v[r * n + start + r] = T::ONE;
         }
-        v
+        Ok(v)
     }
     let n: usize = shape.iter().product();
     let mut full = vec![count];
     full.extend_from_slice(shape);
     // Made in the value's dtype directly (no f64 buffer and cast per chunk).
     match like.dtype() {
-        DType::F32 => Tensor::from_vec(rows::<f32>(n, start, count), &full),
-        DType::F64 => Tensor::from_vec(rows::<f64>(n, start, count), &full),
+        DType::F32 => Tensor::from_vec(rows::<f32>(n, start, count)?, &full),
+        DType::F64 => Tensor::from_vec(rows::<f64>(n, start, count)?, &full),
     }
-    .expect("internal error: basis length")
 }
 
 /// Run `f(i)` for `i in 0..n`, in parallel over rayon when no transform is recording on this
@@ -392,7 +403,7 @@ pub fn jacobian_rows(pb: &Pullback, value: &Tensor, params: &Params) -> Result<V
     let parts = chunks(m, params);
     let rows = map_chunks(parts.len(), |ci| {
         let (start, count) = parts[ci];
-        pb.call_batch(&basis_chunk(value.shape(), start, count, value))
+        pb.call_batch(&basis_chunk(value.shape(), start, count, value)?)
     })?;
     (0..pb.inputs().len())
         .map(|j| {
@@ -400,7 +411,7 @@ pub fn jacobian_rows(pb: &Pullback, value: &Tensor, params: &Params) -> Result<V
             let mut shape = value.shape().to_vec();
             shape.extend_from_slice(x.shape());
             if m == 0 {
-                return Ok(Tensor::full_dtype(&shape, 0.0, x.dtype()));
+                return Tensor::try_full_dtype(&shape, 0.0, x.dtype());
             }
             let blocks: Vec<&Tensor> = rows.iter().map(|r| &r[j]).collect();
             Tensor::try_concat(&blocks, 0)?.try_reshape_to(&shape)
@@ -457,7 +468,7 @@ impl TransformPlugin for JacFwdPlugin {
                 let mut shape = value.shape().to_vec();
                 shape.extend_from_slice(x.shape());
                 if n == 0 {
-                    return Ok(Tensor::full_dtype(&shape, 0.0, x.dtype()));
+                    return Tensor::try_full_dtype(&shape, 0.0, x.dtype());
                 }
                 // Columns a chunk at a time: the basis tangents of input j (zero for the
                 // others, which then cost nothing) as a batch dimension.
@@ -465,8 +476,12 @@ impl TransformPlugin for JacFwdPlugin {
                 let cols = map_chunks(parts.len(), |ci| {
                     let (start, count) = parts[ci];
                     let tangents: Vec<Option<Tensor>> = (0..inputs.len())
-                        .map(|k| (k == j).then(|| basis_chunk(x.shape(), start, count, x)))
-                        .collect();
+                        .map(|k| {
+                            (k == j)
+                                .then(|| basis_chunk(x.shape(), start, count, x))
+                                .transpose()
+                        })
+                        .collect::<Result<_>>()?;
                     pb.jvp_batch(&tangents)
                 })?;
                 let blocks: Vec<&Tensor> = cols.iter().collect();
