@@ -277,6 +277,9 @@ fn cases() -> Vec<Case> {
         .try_logsumexp(&[0], true)),
         case!("logsumexp all", |r| vec![any(r, &[2, 3, 2])], |x| x[0]
             .try_logsumexp(&[0, 1, 2], false)),
+        // `stop_gradient` is checked here by the logsumexp and softmax cases (their shift's
+        // derivative cancels, so central differences agree); its zero derivative by
+        // `tests/trust.rs`.
         case!("softmax -1", |r| vec![any(r, &[3, 4])], |x| x[0]
             .try_softmax(-1)),
         case!("softmax 0", |r| vec![any(r, &[3, 4])], |x| x[0]

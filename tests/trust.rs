@@ -318,3 +318,55 @@ fn writers_and_readers_in_every_transform_kind_agree() {
     assert_eq!(counter.value().item().unwrap(), WRITES as f64);
     assert_eq!(s.value().to_f64_vec(), vec![WRITES as f64; LEN]);
 }
+
+/// `logsumexp` (and with it `log_softmax` and `softmax`) shifted by a maximum that `detach` had
+/// made a constant of the trace: a replay on other inputs shifted by the trace's maximum and
+/// overflowed to inf (found by the differential tester, seed 100853). The shift is now a
+/// `stop_gradient` step that every replay recomputes.
+#[test]
+fn jitted_softmax_shifts_by_each_calls_own_maximum() {
+    let f = |x: Tensor| (x.log_softmax(-1), x.softmax(0), x.logsumexp(&[-1], false));
+    let j = jit(f);
+    let small = Tensor::new([[1.0f32, 2.0, 3.0], [0.5, -1.0, 0.0]]);
+    let large = &small + 200.0; // exp(x - traced max) overflows
+    for x in [small.clone(), large, small - 1e4] {
+        let (a, b, c) = j.call(x.clone()).unwrap();
+        let (wa, wb, wc) = f(x);
+        assert_close(&a, &wa, "log_softmax");
+        assert_close(&b, &wb, "softmax");
+        assert_close(&c, &wc, "logsumexp");
+    }
+    assert_eq!(j.trace_count(), 1);
+    // A row of -inf shifts by 0 and gives -inf, on replays too.
+    let minf = Tensor::new([
+        [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY],
+        [0.0, 0.0, 0.0],
+    ]);
+    let got = j.call(minf).unwrap().2.to_f64_vec();
+    assert_eq!(got[0], f64::NEG_INFINITY);
+    assert!((got[1] - 3f64.ln()).abs() < 1e-6);
+}
+
+/// `stop_gradient` has a zero derivative in every transform, and inside `jit` it is recomputed.
+#[test]
+fn stop_gradient_cuts_derivatives_and_stays_on_the_jit_tape() {
+    let f = |x: Tensor| (&x.square() * &x.stop_gradient()).sum();
+    let x = Tensor::new([1.0f64, -2.0, 3.0]);
+    // d/dx [x² · c] = 2x · c with c = x.
+    let want = Tensor::new([2.0f64, 8.0, 18.0]);
+    assert_close(&grad(f).call(x.clone()).unwrap(), &want, "grad");
+    let jg = jit(|x: Tensor| grad(f).call(x));
+    assert_close(&jg.call(x.clone()).unwrap(), &want, "jit(grad)");
+    let other = Tensor::new([2.0f64, 1.0, -1.0]);
+    assert_close(
+        &jg.call(other).unwrap(),
+        &Tensor::new([8.0f64, 2.0, 2.0]),
+        "jit(grad) replay",
+    );
+    let hess = stategrad::hessian(f).call(x.clone()).unwrap();
+    assert_close(
+        &hess,
+        &Tensor::new([[2.0f64, 0.0, 0.0], [0.0, -4.0, 0.0], [0.0, 0.0, 6.0]]),
+        "hessian",
+    );
+}

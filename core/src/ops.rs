@@ -43,6 +43,11 @@ fn binary_prim(op: BinaryOp) -> Arc<dyn Primitive> {
     all[i].clone()
 }
 
+fn stop_gradient_prim() -> Arc<dyn Primitive> {
+    static PRIM: OnceLock<Arc<dyn Primitive>> = OnceLock::new();
+    PRIM.get_or_init(|| Arc::new(prim::StopGradient)).clone()
+}
+
 /// The value, or the error raised at the caller's line (see [`raise`]).
 #[track_caller]
 fn ok<T>(r: Result<T>) -> T {
@@ -391,9 +396,11 @@ impl Tensor {
     pub fn try_logsumexp(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
         let ax = normalize_axes("logsumexp", axes, self.ndim())?;
         let axi: Vec<isize> = ax.iter().map(|&a| a as isize).collect();
-        // The shift is a constant: its gradient cancels exactly.
-        let m = self.try_max_along(&axi, true)?.detach();
-        let m = Tensor::select(&m.is_finite_mask(), &m, &m.zeros_like());
+        // The shift's gradient cancels exactly, so it is cut; it must stay a computed value
+        // (not `detach`, a constant) so that a `jit` replay shifts by its own inputs' maximum.
+        // An infinite maximum (a row of -inf) shifts by 0: `m - m` is 0 exactly when finite.
+        let m = self.try_max_along(&axi, true)?.stop_gradient();
+        let m = Tensor::select(&m.try_sub(&m)?.try_eq_scalar(0.0)?, &m, &m.zeros_like());
         let s = self
             .try_sub(&m)?
             .try_exp()?
@@ -413,16 +420,19 @@ impl Tensor {
         ok(self.try_logsumexp(axes, keepdims))
     }
 
-    fn is_finite_mask(&self) -> Tensor {
-        let v: Vec<f64> = self
-            .f64_data()
-            .iter()
-            .map(|x| if x.is_finite() { 1.0 } else { 0.0 })
-            .collect();
-        Tensor::from_buffer(
-            crate::tensor::Buffer::F64(v).cast(self.dtype()),
-            self.shape(),
-        )
+    /// The same values with a zero derivative (JAX's `lax.stop_gradient`): gradients do not flow
+    /// through it, while `jit` still recomputes it on every call (unlike
+    /// [`Tensor::detach`], which turns a traced value into a constant).
+    ///
+    /// ```
+    /// use stategrad_core::{grad, Tensor};
+    /// // d/dx [x * stop_gradient(x)] = stop_gradient(x) = x.
+    /// let g = grad(|x: Tensor| (&x * &x.stop_gradient()).sum()).call(Tensor::new([3.0f32])).unwrap();
+    /// assert_eq!(g.to_string(), "[3.]");
+    /// ```
+    #[track_caller]
+    pub fn stop_gradient(&self) -> Tensor {
+        ok(apply(stop_gradient_prim(), &[self]))
     }
 
     /// `log_softmax` along `axis`.

@@ -805,6 +805,40 @@ pub(crate) fn gather(x: &Tensor, strides: &[usize], offset: usize, shape: &[usiz
     Tensor::from_buffer(out, shape)
 }
 
+/// The identity with a zero derivative (JAX's `lax.stop_gradient`). Unlike
+/// [`Tensor::detach`], which makes a constant, it stays a step of a `jit` program, so every
+/// replay recomputes it from that call's inputs.
+#[derive(Debug)]
+pub(crate) struct StopGradient;
+
+impl Primitive for StopGradient {
+    fn name(&self) -> &'static str {
+        "stop_gradient"
+    }
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::Copy)
+    }
+    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Option<Kernel> {
+        Some(Kernel::Copy)
+    }
+    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        apply(this.clone(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        Ok(inputs[0].detach())
+    }
+    fn vjp(
+        &self,
+        _: &[&Tensor],
+        _: &Tensor,
+        _: &Tensor,
+        _: &[bool],
+        _nb: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![None])
+    }
+}
+
 /// Same data, another shape (no copy).
 #[derive(Debug)]
 pub(crate) struct Reshape(pub Shape);

@@ -789,7 +789,9 @@ impl Tensor {
         }
     }
 
-    /// The same values with no trace tags: a constant to every transform (`stop_gradient`).
+    /// The same values with no trace tags: a constant to every transform, `jit` included (a
+    /// jitted function would keep the value of its trace). To cut gradients of a value that
+    /// must be recomputed on every call, use [`Tensor::stop_gradient`].
     pub fn detach(&self) -> Tensor {
         if self.0.tags.is_empty() {
             return self.clone();
