@@ -455,7 +455,7 @@ where
                         continue;
                     }
                     let t = c.used.load(Ordering::Relaxed);
-                    if oldest.as_ref().map_or(true, |(o, ..)| t < *o) {
+                    if oldest.as_ref().is_none_or(|(o, ..)| t < *o) {
                         oldest = Some((t, entry.key().clone(), Arc::as_ptr(c)));
                     }
                 }
