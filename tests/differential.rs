@@ -143,7 +143,8 @@ enum Op {
     Pow(usize, f64),
     /// `v.cast(other).op.cast(back)`: a round trip through the other dtype.
     Cast(usize),
-    /// `v.sum_along([0], true).broadcast_to(shape)`.
+    /// `v.max_along([0], true).broadcast_to(shape)` (a maximum is exact: a sum of a centred
+    /// value is rounding noise, which a later sum would amplify past any fair tolerance).
     Broadcast(usize),
 }
 
@@ -390,7 +391,7 @@ impl Program {
                     };
                     (vals[*a].cast(other) * 0.5).cast(self.dtype)
                 }
-                Op::Broadcast(a) => vals[*a].sum_along(&[0], true).broadcast_to(&self.shape) * 0.01,
+                Op::Broadcast(a) => vals[*a].max_along(&[0], true).broadcast_to(&self.shape),
             };
             if let Some(m) = magnitude {
                 let big = out.to_f64_vec().iter().fold(0.0f64, |a, v| a.max(v.abs()));
