@@ -258,7 +258,7 @@ pub struct Jit<F, A, O: JitOutput> {
     cache: DashMap<Key, Vec<Arc<Compiled<O::Tree>>>>,
     /// Programs in `cache`, at most `limit`; the clock that stamps each use.
     cached: AtomicUsize,
-    limit: AtomicUsize,
+    limit: usize,
     clock: AtomicU64,
     /// The program of the last call: checked first, without building and hashing a key.
     last: parking_lot::Mutex<Option<Arc<Compiled<O::Tree>>>>,
@@ -293,7 +293,7 @@ pub fn jit<F: Fn(A) -> O, A, O: JitOutput>(f: F) -> Jit<F, A, O> {
         f,
         cache: DashMap::new(),
         cached: AtomicUsize::new(0),
-        limit: AtomicUsize::new(DEFAULT_CACHE_LIMIT),
+        limit: DEFAULT_CACHE_LIMIT,
         clock: AtomicU64::new(0),
         last: parking_lot::Mutex::new(None),
         traces: AtomicUsize::new(0),
@@ -419,8 +419,8 @@ where
     /// f.call(Tensor::ones(&[1])).unwrap(); // evicted: traced again
     /// assert_eq!(f.trace_count(), 6);
     /// ```
-    pub fn with_cache_limit(self, limit: usize) -> Self {
-        self.limit.store(limit.max(1), Ordering::Relaxed);
+    pub fn with_cache_limit(mut self, limit: usize) -> Self {
+        self.limit = limit.max(1);
         self
     }
 
@@ -447,7 +447,7 @@ where
     /// Make room for one more program: drop least recently used ones (never the last one run).
     fn evict_for_one(&self) {
         let last = self.last.lock().clone();
-        while self.cached.load(Ordering::Relaxed) >= self.limit.load(Ordering::Relaxed) {
+        while self.cached.load(Ordering::Relaxed) >= self.limit {
             let mut oldest: Option<(u64, Key, *const Compiled<O::Tree>)> = None;
             for entry in self.cache.iter() {
                 for c in entry.value() {
