@@ -602,28 +602,23 @@ fn check(p: &Program) -> Result<(), String> {
             .argnums(0)
             .call(x)
     });
-    for c in 0..2 {
-        s.set_value(p.input(7));
-        let g = jg
-            .call(x.clone())
-            .map_err(|e| format!("jit(grad) {c}: {e}"))?;
-        close(&g.0, &g_eager.0, rtol * 10.0, mag)
-            .map_err(|e| format!("jit(grad) {c} state: {e}"))?;
-        close(&g.1, &g_eager.1, rtol * 10.0, mag).map_err(|e| format!("jit(grad) {c} x: {e}"))?;
-    }
-    let s = fresh_state(p);
     let jl = jit(|x: Tensor| p.loss(&x, &s));
     let gj = grad(|x: Tensor| jl.call(x))
         .grad_states(s.clone())
         .argnums(0);
-    for c in 0..2 {
-        s.set_value(p.input(7));
-        let g = gj
-            .call(x.clone())
-            .map_err(|e| format!("grad(jit) {c}: {e}"))?;
-        close(&g.0, &g_eager.0, rtol * 10.0, mag)
-            .map_err(|e| format!("grad(jit) {c} state: {e}"))?;
-        close(&g.1, &g_eager.1, rtol * 10.0, mag).map_err(|e| format!("grad(jit) {c} x: {e}"))?;
+    type GradPath<'a> = &'a dyn Fn(Tensor) -> stategrad::Result<(Tensor, Tensor)>;
+    let paths: [(&str, GradPath); 2] = [
+        ("jit(grad)", &|x| jg.call(x)),
+        ("grad(jit)", &|x| gj.call(x)),
+    ];
+    for (name, path) in paths {
+        for c in 0..2 {
+            s.set_value(p.input(7));
+            let g = path(x.clone()).map_err(|e| format!("{name} {c}: {e}"))?;
+            close(&g.0, &g_eager.0, rtol * 10.0, mag)
+                .map_err(|e| format!("{name} {c} state: {e}"))?;
+            close(&g.1, &g_eager.1, rtol * 10.0, mag).map_err(|e| format!("{name} {c} x: {e}"))?;
+        }
     }
 
     // vmap over three examples (state read, not written: a batched write has no meaning here).
