@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench --bench workloads` (HTML reports in target/criterion).
 
+mod hand_fused;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use stategrad::jit::for_loop;
 use stategrad::prelude::*;
@@ -175,7 +177,7 @@ fn w5(c: &mut Criterion) {
     // The reference point of the goal: one hand-written pass, same vector math (checked first).
     let xv = x.to_vec::<f32>();
     let mut hand = vec![0.0f32; n];
-    stategrad::simd::baseline::w5_grad_hand_fused(&xv, &mut hand, stategrad::simd::Par::Rayon);
+    hand_fused::w5_grad_hand_fused(&xv, &mut hand, stategrad::simd::Par::Rayon);
     let jg = jf.call(x.clone()).unwrap().to_vec::<f32>();
     let worst = hand
         .iter()
@@ -194,11 +196,7 @@ fn w5(c: &mut Criterion) {
             |bch, _| {
                 p.install(|| {
                     bch.iter(|| {
-                        stategrad::simd::baseline::w5_grad_hand_fused(
-                            &xv,
-                            &mut hand,
-                            stategrad::simd::Par::Rayon,
-                        )
+                        hand_fused::w5_grad_hand_fused(&xv, &mut hand, stategrad::simd::Par::Rayon)
                     })
                 })
             },

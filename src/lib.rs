@@ -38,7 +38,8 @@
 //! assert_eq!(grads[&path!("weight")].to_string(), "[[-3.]]");
 //! ```
 
-// Unsafe code lives only in `stategrad-simd`, where each block states its proof.
+// Unsafe code lives only in `stategrad-simd` and `stategrad-exec`, where each block states
+// its proof.
 #![forbid(unsafe_code)]
 
 pub use stategrad_core::*;
@@ -46,6 +47,10 @@ pub use stategrad_derive::Module;
 
 /// The SIMD kernels (`wide`) and GEMM (`matrixmultiply`) the tensors run on.
 pub use stategrad_simd as simd;
+
+/// Execution of compiled programs: arena programs, fused passes, generated code and its
+/// tuning.
+pub use stategrad_exec as exec;
 
 /// Gradient processors, processed-gradient plugins and the plugin registry.
 pub use stategrad_plugins as plugins;

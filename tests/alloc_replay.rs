@@ -83,7 +83,7 @@ fn steady_state_jit_replays_allocate_no_tensor_buffers() {
     };
     // First as closures, then (after enough runs) as native code: neither allocates per run.
     let (last, per_step, calls_per_step) = measure();
-    for _ in 0..stategrad::simd::arena::NATIVE_AFTER_RUNS {
+    for _ in 0..stategrad::exec::arena::NATIVE_AFTER_RUNS {
         step.call((x.clone(), y.clone())).unwrap();
     }
     let native = measure();

@@ -22,8 +22,8 @@
 //! with its seed. `STATEGRAD_FUZZ_CASES=n` runs `n` programs (default: as many as fit in
 //! `STATEGRAD_FUZZ_SECS`, 20 s); `STATEGRAD_FUZZ_SEED` picks the first seed.
 
+use stategrad::exec::tuning;
 use stategrad::prelude::*;
-use stategrad::simd::tuning;
 use stategrad::{jit, vmap, where_};
 use std::cell::Cell;
 use std::fmt;

@@ -48,7 +48,7 @@ fn jitting_ten_thousand_shapes_stays_within_a_memory_bound() {
         Ok(l)
     });
     // Past the switch to native code (a one-time allocation of the code generator's memory).
-    for _ in 0..2 * stategrad::simd::tuning::arena_native_after_runs() {
+    for _ in 0..2 * stategrad::exec::tuning::arena_native_after_runs() {
         step.call((x.clone(), y.clone())).unwrap();
     }
     let before = rss_kb();

@@ -655,9 +655,9 @@ fn small_program_steps_equal_eager_bit_for_bit() {
     };
     let j = jit(f);
     // The first replays run the steps as closures, the last one as native code.
-    for i in 0..=stategrad::simd::arena::NATIVE_AFTER_RUNS {
+    for i in 0..=stategrad::exec::arena::NATIVE_AFTER_RUNS {
         let got = j.call((x.clone(), v.clone())).unwrap();
-        if i > 1 && i < stategrad::simd::arena::NATIVE_AFTER_RUNS {
+        if i > 1 && i < stategrad::exec::arena::NATIVE_AFTER_RUNS {
             continue;
         }
         let want = f((x.clone(), v.clone()));

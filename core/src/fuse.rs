@@ -1,6 +1,6 @@
 //! Elementwise fusion for `jit`: runs of elementwise primitives over tensors of one size (with
 //! scalar operands broadcast) and the full sums that end them become one pass over the data.
-//! The pass is [`stategrad_simd::fused`]: fixed chunks spread over rayon, each walked in
+//! The pass is [`stategrad_exec::fused`]: fixed chunks spread over rayon, each walked in
 //! L1-sized blocks on which every primitive runs its SIMD kernel in turn, so intermediates never
 //! travel to memory and only the values needed outside the group are written out.
 //!
@@ -9,7 +9,8 @@
 use crate::error::Result;
 use crate::prim::Fusion;
 use crate::tensor::{Buffer, DType, Float, Shape, Tensor};
-use stategrad_simd::{self as simd, BinaryOp, Par, UnaryOp};
+use stategrad_exec as exec;
+use stategrad_simd::{BinaryOp, Par, UnaryOp};
 use std::collections::{HashMap, HashSet};
 
 /// Smaller tensors are not worth fusing (W1-sized programs stay on the plain path).
@@ -368,10 +369,10 @@ pub(crate) fn run<S: Sync>(
     }
 }
 
-fn arg(o: Operand) -> simd::FusedArg {
+fn arg(o: Operand) -> exec::FusedArg {
     match o {
-        Operand::In(i) => simd::FusedArg::Input(i),
-        Operand::Op(j) => simd::FusedArg::Op(j),
+        Operand::In(i) => exec::FusedArg::Input(i),
+        Operand::Op(j) => exec::FusedArg::Op(j),
     }
 }
 
@@ -410,40 +411,40 @@ fn run_typed<T: Float, S: Sync>(
             None => outs.push(take_buffer::<T>(g.n)),
         }
     }
-    let inputs: Vec<simd::FusedInput<'_, T>> = g
+    let inputs: Vec<exec::FusedInput<'_, T>> = g
         .inputs
         .iter()
         .zip(&tensors)
         .zip(&from_output)
         .map(|((x, t), o)| match (o, t) {
-            (Some(j), _) => simd::FusedInput::Output(*j),
+            (Some(j), _) => exec::FusedInput::Output(*j),
             (None, Some(t)) => {
                 let data = T::slice(t.buf()).expect("internal error: fused dtype");
                 match x {
-                    Input::Full(_) => simd::FusedInput::Slice(data),
-                    Input::Scalar(_) => simd::FusedInput::Scalar(data[0]),
+                    Input::Full(_) => exec::FusedInput::Slice(data),
+                    Input::Scalar(_) => exec::FusedInput::Scalar(data[0]),
                 }
             }
             (None, None) => unreachable!("an input is either kept or lent to an output"),
         })
         .collect();
-    let ops: Vec<simd::FusedOp> = g
+    let ops: Vec<exec::FusedOp> = g
         .ops
         .iter()
         .map(|op| match *op {
-            Op::Unary(u, a) => simd::FusedOp::Unary(u, arg(a)),
-            Op::Binary(b, x, y) => simd::FusedOp::Binary(b, arg(x), arg(y)),
-            Op::Splat(a) | Op::Copy(a) => simd::FusedOp::Copy(arg(a)),
-            Op::MulAdd(a, b, c) => simd::FusedOp::MulAdd(arg(a), arg(b), arg(c)),
-            Op::NegMulAdd(a, b, c) => simd::FusedOp::NegMulAdd(arg(a), arg(b), arg(c)),
+            Op::Unary(u, a) => exec::FusedOp::Unary(u, arg(a)),
+            Op::Binary(b, x, y) => exec::FusedOp::Binary(b, arg(x), arg(y)),
+            Op::Splat(a) | Op::Copy(a) => exec::FusedOp::Copy(arg(a)),
+            Op::MulAdd(a, b, c) => exec::FusedOp::MulAdd(arg(a), arg(b), arg(c)),
+            Op::NegMulAdd(a, b, c) => exec::FusedOp::NegMulAdd(arg(a), arg(b), arg(c)),
         })
         .collect();
     // The group was built with its operands, outputs and sums in range and every buffer of
     // `g.n` elements.
-    let sums = simd::fused(
+    let sums = exec::fused(
         &ops,
         &inputs,
-        simd::FusedOutputs {
+        exec::FusedOutputs {
             values: g
                 .outputs
                 .iter()

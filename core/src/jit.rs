@@ -12,8 +12,8 @@
 //! How a replay runs (when no enclosing transform records it):
 //! - **Small programs** (values totalling at most 32K elements, every primitive with a slice
 //!   kernel) run on one per-thread arena: each value has a fixed slot and each primitive is one
-//!   step specialised at compile time ([`stategrad_simd::arena`]). The steps run as closures
-//!   at first; after [`NATIVE_AFTER_RUNS`](stategrad_simd::arena::NATIVE_AFTER_RUNS) runs the
+//!   step specialised at compile time ([`stategrad_exec::arena`]). The steps run as closures
+//!   at first; after [`NATIVE_AFTER_RUNS`](stategrad_exec::arena::NATIVE_AFTER_RUNS) runs the
 //!   program becomes one generated native function (Cranelift; one-element values in registers,
 //!   short slots inline, the rest calls into their closures), with the same bits; a loop that
 //!   will pass that count gets its code before its first iteration. Written states are
@@ -234,7 +234,7 @@ pub struct ProgramStats {
     /// primitives all have one; enclosing transforms still see the primitives one by one).
     pub arena: bool,
     /// Whether that arena program runs as generated native code now (it switches once hot; see
-    /// `stategrad_simd::tuning`).
+    /// `stategrad_exec::tuning`).
     pub native: bool,
 }
 

@@ -10,7 +10,7 @@
 use crate::prim::{binary_kernel, Kernel};
 use crate::tensor::{DType, Float, Shape, Tensor};
 use smallvec::SmallVec;
-use stategrad_simd::arena::{ArenaFn, ArenaOpd, ArenaProgram, ArenaStep};
+use stategrad_exec::arena::{ArenaFn, ArenaOpd, ArenaProgram, ArenaStep};
 use stategrad_simd::{self as simd, Par, ReduceOp};
 use std::cell::RefCell;
 

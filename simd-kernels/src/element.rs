@@ -42,6 +42,9 @@ pub trait Element:
     const EPSILON: Self;
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;
+    /// The widest vector type the build enables (`wide`'s `f32x16`/`f64x8` with AVX-512F,
+    /// `f32x8`/`f64x4` otherwise); execution backends use it through [`block`](crate::block).
+    type Vec: SimdVec<Elem = Self>;
     /// Converts from `f64` (rounding to nearest for `f32`).
     fn from_f64(v: f64) -> Self;
     /// Converts to `f64` (exact).
@@ -55,8 +58,6 @@ pub(crate) mod sealed {
 
     /// Per-type internals: the native vector type, scalar math and the gemm backend.
     pub trait Sealed: Sized {
-        /// The widest vector type enabled by the build.
-        type Vec: SimdVec<Elem = Self>;
         /// Largest finite value.
         const MAX: Self;
         /// Smallest positive normal value.
@@ -114,6 +115,7 @@ macro_rules! impl_element {
             const NAN: Self = $t::NAN;
             const EPSILON: Self = $t::EPSILON;
             const NAME: &'static str = stringify!($t);
+            type Vec = $vec;
             #[inline]
             fn from_f64(v: f64) -> Self {
                 v as $t
@@ -129,7 +131,6 @@ macro_rules! impl_element {
         }
 
         impl sealed::Sealed for $t {
-            type Vec = $vec;
             const MAX: Self = $t::MAX;
             const MIN_POSITIVE: Self = $t::MIN_POSITIVE;
             const EXP_LO: Self = $exp_lo;

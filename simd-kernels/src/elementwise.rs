@@ -6,7 +6,7 @@ use crate::vector::{self as vm, SimdVec};
 use crate::{reference, BinaryOp, Element, Par, UnaryOp, PAR_CHUNK, SIMD_MIN_LEN};
 
 /// An operand read element by element or a vector at a time: a slice or a broadcast scalar.
-pub(crate) trait Src<T: Element>: Copy + Send + Sync {
+pub trait Src<T: Element>: Copy + Send + Sync {
     /// Element `i`.
     fn get(&self, i: usize) -> T;
     /// Elements `i..i + V::LANES`.
@@ -32,7 +32,7 @@ impl<T: Element> Src<T> for &[T] {
 
 /// A scalar broadcast to every position.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Bcast<T>(pub T);
+pub struct Bcast<T>(pub T);
 
 impl<T: Element> Src<T> for Bcast<T> {
     #[inline(always)]
@@ -86,7 +86,7 @@ pub(crate) fn zip_map<V, A, B>(
 
 /// Sequential unary kernel on vector type `V`; `simd_tr` enables the vector path of
 /// transcendental ops (exact ops always use it).
-pub(crate) fn unary_v<V: SimdVec>(op: UnaryOp, x: &[V::Elem], out: &mut [V::Elem], simd_tr: bool) {
+pub fn unary_v<V: SimdVec>(op: UnaryOp, x: &[V::Elem], out: &mut [V::Elem], simd_tr: bool) {
     use UnaryOp::*;
     let sf = |a: V::Elem, _| reference::unary_op(op, a);
     let z = Bcast(V::Elem::ZERO);
@@ -115,7 +115,7 @@ pub(crate) fn unary_v<V: SimdVec>(op: UnaryOp, x: &[V::Elem], out: &mut [V::Elem
 
 /// `op(v)` on one vector and the mask of lanes to recompute with `std` (as [`unary_v`]).
 #[inline(always)]
-pub(crate) fn unary_vec<V: SimdVec>(op: UnaryOp, v: V) -> (V, V) {
+pub fn unary_vec<V: SimdVec>(op: UnaryOp, v: V) -> (V, V) {
     use UnaryOp::*;
     match op {
         Neg => (-v, V::none()),
@@ -137,7 +137,7 @@ pub(crate) fn unary_vec<V: SimdVec>(op: UnaryOp, v: V) -> (V, V) {
 /// Two unary ops of one operand in one loop: each vector of `x` is loaded once and the two
 /// (independent) computations overlap in the core. Same results as two [`unary_v`] calls with
 /// the vector path on.
-pub(crate) fn unary2_v<V: SimdVec>(
+pub fn unary2_v<V: SimdVec>(
     ops: (UnaryOp, UnaryOp),
     x: &[V::Elem],
     out0: &mut [V::Elem],
@@ -177,7 +177,7 @@ pub(crate) fn unary2_v<V: SimdVec>(
 }
 
 /// Sequential binary kernel on vector type `V` over any pair of operands.
-pub(crate) fn binary_v<V, A, B>(op: BinaryOp, a: A, b: B, out: &mut [V::Elem], simd_tr: bool)
+pub fn binary_v<V, A, B>(op: BinaryOp, a: A, b: B, out: &mut [V::Elem], simd_tr: bool)
 where
     V: SimdVec,
     A: Src<V::Elem>,

@@ -2,9 +2,9 @@
 //!
 //! This crate knows nothing about graphs or autodiff: it provides element-wise, broadcasting,
 //! gather, reduction and matrix-multiplication kernels over plain `f32` / `f64` slices. Every
-//! kernel writes into a caller-provided output buffer and does not allocate (the exceptions are
-//! [`gemm`], whose backends allocate packing buffers, and [`fused`], which keeps one small
-//! scratch buffer per task and one partial sum per chunk).
+//! kernel writes into a caller-provided output buffer and does not allocate (the exception is
+//! [`gemm`], whose backends allocate packing buffers). Programs, fused passes and generated
+//! code live in `stategrad-exec`, built on the per-block layer in [`block`].
 //!
 //! Vector code uses [`wide`] (`f32x16`/`f64x8` when the build enables AVX-512F, `f32x8`/`f64x4`
 //! otherwise); every kernel has a scalar counterpart in [`reference`](mod@reference), against
@@ -48,26 +48,13 @@
 //! assert_eq!(reduce_all(ReduceOp::Sum, &z), 35.0);
 //! ```
 
-pub mod arena;
-pub mod baseline;
-#[cfg(feature = "codegen")]
-mod codegen;
-#[cfg(not(feature = "codegen"))]
-#[path = "codegen_none.rs"]
-mod codegen;
+pub mod block;
 mod element;
 mod elementwise;
-mod fused;
-#[cfg(all(feature = "codegen", target_arch = "x86_64"))]
-mod fused_native;
-#[cfg(not(all(feature = "codegen", target_arch = "x86_64")))]
-#[path = "fused_native_none.rs"]
-mod fused_native;
 mod gemm;
 mod reduce;
 pub mod reference;
 mod strided;
-pub mod tuning;
 mod vector;
 
 #[cfg(test)]
@@ -75,9 +62,6 @@ mod tests;
 
 pub use element::Element;
 pub use elementwise::{binary, binary_scalar, scalar_binary, unary};
-pub use fused::{
-    fused, FusedArg, FusedError, FusedInput, FusedOp, FusedOutputs, FUSED_BLOCK, FUSED_CHUNK,
-};
 pub use gemm::{dot, gemm};
 pub use reduce::{reduce_all, reduce_axes};
 pub use strided::{binary_strided, gather_strided, select_strided};

@@ -1,12 +1,13 @@
 //! Hand-fused kernels: what a user would write by hand for one benchmark workload, with the
 //! same vector math as the kernels (so a benchmark can compare a compiled program against the
-//! best single pass on the same machine, in the same run).
+//! best single pass on the same machine, in the same run). The workload guards it against
+//! the jitted gradient before timing it.
 
 use rayon::prelude::*;
 
-use crate::element::sealed::Sealed;
-use crate::vector::{self as vm, SimdVec};
-use crate::{reference, Par, UnaryOp, FUSED_CHUNK};
+use stategrad::exec::FUSED_CHUNK;
+use stategrad::simd::block::{vector as vm, SimdVec};
+use stategrad::simd::{reference, Element, Par, UnaryOp};
 
 /// The gradient of W5 (`sum(tanh(x)·σ(x) + x²/2)`), `(1 - t²)·s + t·s·(1 - s) + x` with
 /// `t = tanh(x)`, `s = σ(x)`, in one pass: each vector of `x` is loaded once, every
@@ -15,17 +16,6 @@ use crate::{reference, Par, UnaryOp, FUSED_CHUNK};
 ///
 /// # Panics
 /// If `x.len() != out.len()`.
-///
-/// # Example
-/// ```
-/// use stategrad_simd::{baseline::w5_grad_hand_fused, Par};
-/// let x = [0.0f32, 1.0];
-/// let mut g = [0.0f32; 2];
-/// w5_grad_hand_fused(&x, &mut g, Par::Seq);
-/// assert_eq!(g[0], 0.5);
-/// let (t, s) = (1.0f32.tanh(), 1.0 / (1.0 + (-1.0f32).exp()));
-/// assert!((g[1] - ((1.0 - t * t) * s + t * s * (1.0 - s) + 1.0)).abs() < 1e-6);
-/// ```
 pub fn w5_grad_hand_fused(x: &[f32], out: &mut [f32], par: Par) {
     assert_eq!(x.len(), out.len(), "w5_grad_hand_fused: lengths differ");
     if par == Par::Rayon {
@@ -44,7 +34,7 @@ fn scalar(x: f32) -> f32 {
 }
 
 fn chunk(x: &[f32], out: &mut [f32]) {
-    type V = <f32 as Sealed>::Vec;
+    type V = <f32 as Element>::Vec;
     let l = V::LANES;
     let one = V::splat(1.0);
     let mut oc = out.chunks_exact_mut(l);

@@ -13,10 +13,10 @@
 
 use rayon::prelude::*;
 
-use crate::elementwise::{binary_v, unary2_v, unary_v, Bcast, Src};
 use crate::fused_native as native;
-use crate::vector::SimdVec;
-use crate::{reduce_all, BinaryOp, Element, Par, ReduceOp, UnaryOp};
+use crate::{BinaryOp, Element, Par, ReduceOp, UnaryOp};
+use stategrad_simd::block::{binary_v, unary2_v, unary_v, Bcast, SimdVec, Src};
+use stategrad_simd::reduce_all;
 
 /// Positions per parallel task. Fixed (not derived from the thread count), so sums combine
 /// the same partials in the same order for any number of threads.
@@ -94,7 +94,7 @@ unsafe impl<T: Send> Sync for OutPtr<T> {}
 ///
 /// # Example
 /// ```
-/// use stategrad_simd::{fused, BinaryOp, FusedArg, FusedInput, FusedOp, FusedOutputs, Par, UnaryOp};
+/// use stategrad_exec::{fused, BinaryOp, FusedArg, FusedInput, FusedOp, FusedOutputs, Par, UnaryOp};
 /// // y = x * x + 1, and sum(y)
 /// let x = [1.0f32, 2.0, 3.0];
 /// let ops = [
@@ -590,14 +590,14 @@ fn run_chunk<T: Element>(
             match *op {
                 FusedOp::Unary(u, a) => match get(a) {
                     Val::Block(x) => unary_v::<T::Vec>(u, x, dst, true),
-                    Val::Scalar(v) => dst.fill(crate::reference::unary_op(u, v)),
+                    Val::Scalar(v) => dst.fill(stategrad_simd::reference::unary_op(u, v)),
                 },
                 FusedOp::Binary(b, x, y) => match (get(x), get(y)) {
                     (Val::Block(x), Val::Block(y)) => binary_v::<T::Vec, _, _>(b, x, y, dst, true),
                     (Val::Block(x), Val::Scalar(y)) => bin(b, x, Bcast(y), dst),
                     (Val::Scalar(x), Val::Block(y)) => bin(b, Bcast(x), y, dst),
                     (Val::Scalar(x), Val::Scalar(y)) => {
-                        dst.fill(crate::reference::binary_op(b, x, y))
+                        dst.fill(stategrad_simd::reference::binary_op(b, x, y))
                     }
                 },
                 FusedOp::MulAdd(x, y, z) => mul_add(get(x), get(y), get(z), false, dst),

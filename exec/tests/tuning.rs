@@ -1,11 +1,11 @@
-//! The run-time thresholds of `stategrad_simd::tuning`, crossed both ways. A process of its
+//! The run-time thresholds of `stategrad_exec::tuning`, crossed both ways. A process of its
 //! own (these tests change process-wide settings), the tests one at a time, each putting the
 //! defaults back.
 
 use std::sync::{Mutex, MutexGuard};
 
-use stategrad_simd::arena::{self, ArenaOpd, ArenaProgram, ArenaStep};
-use stategrad_simd::{fused, tuning, BinaryOp, FusedArg, FusedInput, FusedOp, FusedOutputs, Par};
+use stategrad_exec::arena::{self, ArenaOpd, ArenaProgram, ArenaStep};
+use stategrad_exec::{fused, tuning, BinaryOp, FusedArg, FusedInput, FusedOp, FusedOutputs, Par};
 
 static LOCK: Mutex<()> = Mutex::new(());
 

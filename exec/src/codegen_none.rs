@@ -1,4 +1,4 @@
-//! Builds without the `codegen` feature: no code generator, every arena program runs as
+//! Builds without the `native` feature: no code generator, every arena program runs as
 //! closures.
 
 use crate::arena::{ArenaFn, ArenaStep};

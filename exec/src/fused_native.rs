@@ -278,10 +278,8 @@ pub(crate) fn plan<T: Element>(
     if !available() {
         return None;
     }
-    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| Mutex::new(Cache::new()));
     plan_in(
-        cache,
+        process_cache(),
         ops,
         inputs,
         outputs,
@@ -291,6 +289,22 @@ pub(crate) fn plan<T: Element>(
         tuning::fused_native_after_elements(),
         tuning::fused_code_cache_limit(),
     )
+}
+
+/// The process-wide cache of [`plan`].
+fn process_cache() -> &'static Mutex<Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(Cache::new()))
+}
+
+/// Forgets every structure of the process-wide cache; code is unmapped once the passes running
+/// it (if any) let go. Returns how many structures had code (or were known to have none).
+pub(crate) fn clear() -> usize {
+    let old = {
+        let mut cache = process_cache().lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *cache, Cache::new())
+    };
+    old.made.len()
 }
 
 /// [`plan`] with its cache, threshold and limit given.

@@ -1,4 +1,4 @@
-//! Builds without generated code for fused passes (no `codegen` feature, or not x86-64): every
+//! Builds without generated code for fused passes (no `native` feature, or not x86-64): every
 //! op of a pass runs its block kernel.
 
 use std::sync::Arc;
@@ -76,4 +76,9 @@ pub(crate) fn plan<T: Element>(
     _: usize,
 ) -> Option<Arc<Plan>> {
     None
+}
+
+/// No cache in this build.
+pub(crate) fn clear() -> usize {
+    0
 }

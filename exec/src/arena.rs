@@ -4,7 +4,7 @@
 //! is allocated per call.
 //!
 //! An [`ArenaProgram`] runs its steps as closures built once per step, or — where the target
-//! has a native code generator (the `codegen` feature, Cranelift) — as one generated function in
+//! has a native code generator (the `native` feature, Cranelift) — as one generated function in
 //! which the simple steps (arithmetic on short slots, one-element ops, short sums, dot
 //! products) are inlined with their values kept in registers, and every other step is a call
 //! into its closure. Both give the same bits: the inlined steps are exact IEEE operations in the
@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 
 use crate::codegen::{self, Code};
 use crate::tuning;
-use crate::{reference, BinaryOp, Element, Par, ReduceOp, UnaryOp};
+use crate::{BinaryOp, Element, Par, ReduceOp, UnaryOp};
+use stategrad_simd::reference;
 
 /// An operand of an elementwise binary step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -76,7 +77,7 @@ pub enum ArenaStep {
         /// Output offset.
         out: usize,
     },
-    /// `out[0] = sum(x[..n])`, as [`crate::reduce_all`].
+    /// `out[0] = sum(x[..n])`, as [`reduce_all`](stategrad_simd::reduce_all).
     Sum {
         /// Operand offset.
         x: usize,
@@ -102,7 +103,7 @@ pub enum ArenaStep {
         /// Output offset.
         out: usize,
     },
-    /// `out[0] = dot(a[0], a[sa], …; b[0], b[sb], …)` over `k` terms, as [`crate::dot`].
+    /// `out[0] = dot(a[0], a[sa], …; b[0], b[sb], …)` over `k` terms, as [`dot`](stategrad_simd::dot).
     Dot {
         /// Left offset.
         a: usize,
@@ -210,9 +211,9 @@ fn kernel_binary_step<T: Element>(
     n: usize,
 ) -> ArenaFn<T> {
     binary_step(a, b, out, n, move |a, b, out| match (a, b) {
-        (Val::S(a), Val::S(b)) => crate::binary(op, a, b, out, Par::Seq),
-        (Val::S(a), Val::C(b)) => crate::binary_scalar(op, a, b, out, Par::Seq),
-        (Val::C(a), Val::S(b)) => crate::scalar_binary(op, a, b, out, Par::Seq),
+        (Val::S(a), Val::S(b)) => stategrad_simd::binary(op, a, b, out, Par::Seq),
+        (Val::S(a), Val::C(b)) => stategrad_simd::binary_scalar(op, a, b, out, Par::Seq),
+        (Val::C(a), Val::S(b)) => stategrad_simd::scalar_binary(op, a, b, out, Par::Seq),
         (Val::C(a), Val::C(b)) => out.fill(reference::binary_op(op, a, b)),
     })
 }
@@ -236,7 +237,7 @@ impl ArenaStep {
             ArenaStep::Binary1 { op, a, b, out } => by_op!(op, scalar_step, a, b, out),
             // Below `SIMD_MIN_LEN` the slice kernels compute every op with std math per element.
             ArenaStep::Binary { op, a, b, out, n }
-                if n < crate::SIMD_MIN_LEN
+                if n < stategrad_simd::SIMD_MIN_LEN
                     || matches!(
                         op,
                         BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
@@ -259,7 +260,7 @@ impl ArenaStep {
                 match op {
                     UnaryOp::Neg => o.iter_mut().zip(x).for_each(|(o, &v)| *o = -v),
                     UnaryOp::Square => o.iter_mut().zip(x).for_each(|(o, &v)| *o = v * v),
-                    _ => crate::unary(op, x, o, Par::Seq),
+                    _ => stategrad_simd::unary(op, x, o, Par::Seq),
                 }
             }),
             ArenaStep::Outer {
@@ -284,7 +285,7 @@ impl ArenaStep {
                 }
             }),
             ArenaStep::Sum { x, n, out } => Box::new(move |r: &mut [T]| {
-                r[out] = crate::reduce_all(ReduceOp::Sum, &r[x..x + n]);
+                r[out] = stategrad_simd::reduce_all(ReduceOp::Sum, &r[x..x + n]);
             }),
             ArenaStep::Dot {
                 a,
@@ -293,7 +294,9 @@ impl ArenaStep {
                 sb,
                 k,
                 out,
-            } => Box::new(move |r: &mut [T]| r[out] = crate::dot(k, &r[a..], sa, &r[b..], sb)),
+            } => Box::new(move |r: &mut [T]| {
+                r[out] = stategrad_simd::dot(k, &r[a..], sa, &r[b..], sb)
+            }),
             ArenaStep::Call { .. } => return None,
         })
     }
@@ -515,8 +518,8 @@ impl<T: Element> ArenaProgram<T> {
     ///
     /// # Example
     /// ```
-    /// use stategrad_simd::arena::{ArenaOpd, ArenaProgram, ArenaStep};
-    /// use stategrad_simd::BinaryOp;
+    /// use stategrad_exec::arena::{ArenaOpd, ArenaProgram, ArenaStep};
+    /// use stategrad_exec::BinaryOp;
     /// // arena: [x0, x1, y0, y1, sum]; y = x * 2, sum = y0 + y1 (a closure step)
     /// let steps = [
     ///     ArenaStep::Binary { op: BinaryOp::Mul, a: ArenaOpd::Slice(0), b: ArenaOpd::Imm(2.0), out: 2, n: 2 },
@@ -659,7 +662,7 @@ impl<T: Element> ArenaProgram<T> {
     }
 }
 
-/// Whether [`ArenaProgram::new`]'s programs get native code now: the `codegen` feature is on,
+/// Whether [`ArenaProgram::new`]'s programs get native code now: the `native` feature is on,
 /// the host has a code generator, and code generation is not switched off (see
 /// [`codegen_switched_off`]).
 pub fn native_code_enabled() -> bool {
@@ -673,14 +676,14 @@ pub fn native_code_enabled() -> bool {
 /// bits either way.
 ///
 /// ```
-/// use stategrad_simd::arena::{codegen_switched_off, native_code_enabled};
+/// use stategrad_exec::arena::{codegen_switched_off, native_code_enabled};
 /// assert_eq!(
 ///     codegen_switched_off(),
 ///     std::env::var_os("STATEGRAD_NO_CODEGEN").is_some()
 /// );
 /// // Switched off means no native code for arena programs either.
 /// assert!(!(codegen_switched_off() && native_code_enabled()));
-/// stategrad_simd::tuning::set_codegen_enabled(false);
+/// stategrad_exec::tuning::set_codegen_enabled(false);
 /// assert!(codegen_switched_off() && !native_code_enabled());
 /// ```
 pub fn codegen_switched_off() -> bool {

@@ -11,7 +11,7 @@
 //! bits).
 //!
 //! ```
-//! use stategrad_simd::tuning;
+//! use stategrad_exec::tuning;
 //! // Generated code for an arena program after its second run, and for a fused pass
 //! // structure once it has gone through 4096 positions.
 //! tuning::set_arena_native_after_runs(2);
@@ -44,10 +44,10 @@ const OFF: u8 = 2;
 /// also applies to programs built before it.
 ///
 /// ```
-/// use stategrad_simd::tuning;
+/// use stategrad_exec::tuning;
 /// assert_eq!(
 ///     tuning::arena_native_after_runs(),
-///     stategrad_simd::arena::NATIVE_AFTER_RUNS
+///     stategrad_exec::arena::NATIVE_AFTER_RUNS
 /// );
 /// ```
 pub fn arena_native_after_runs() -> usize {
@@ -57,8 +57,8 @@ pub fn arena_native_after_runs() -> usize {
 /// Sets [`arena_native_after_runs`]; `0` or `1` switches a program on its first run.
 ///
 /// ```
-/// use stategrad_simd::arena::{ArenaOpd, ArenaProgram, ArenaStep};
-/// use stategrad_simd::{tuning, BinaryOp};
+/// use stategrad_exec::arena::{ArenaOpd, ArenaProgram, ArenaStep};
+/// use stategrad_exec::{tuning, BinaryOp};
 /// tuning::set_arena_native_after_runs(3);
 /// let steps = [ArenaStep::Binary1 {
 ///     op: BinaryOp::Mul,
@@ -73,7 +73,7 @@ pub fn arena_native_after_runs() -> usize {
 ///     assert_eq!(arena[1], 2.0 * run as f32);
 /// }
 /// // Native after its third run, where the host has a code generator.
-/// assert_eq!(p.is_native(), stategrad_simd::arena::native_code_enabled());
+/// assert_eq!(p.is_native(), stategrad_exec::arena::native_code_enabled());
 /// ```
 pub fn set_arena_native_after_runs(n: usize) {
     ARENA_NATIVE_AFTER_RUNS.store(n, Relaxed);
@@ -84,7 +84,7 @@ pub fn set_arena_native_after_runs(n: usize) {
 /// yet.
 ///
 /// ```
-/// assert_eq!(stategrad_simd::tuning::fused_native_after_elements(), 1 << 20);
+/// assert_eq!(stategrad_exec::tuning::fused_native_after_elements(), 1 << 20);
 /// ```
 pub fn fused_native_after_elements() -> usize {
     FUSED_NATIVE_AFTER_ELEMENTS.load(Relaxed)
@@ -94,7 +94,7 @@ pub fn fused_native_after_elements() -> usize {
 /// of at least 1024 positions (shorter passes never use generated code).
 ///
 /// ```
-/// use stategrad_simd::{fused, tuning, BinaryOp, FusedArg, FusedInput, FusedOp, FusedOutputs, Par};
+/// use stategrad_exec::{fused, tuning, BinaryOp, FusedArg, FusedInput, FusedOp, FusedOutputs, Par};
 /// tuning::set_fused_native_after_elements(0);
 /// let x = vec![1.5f32; 4096];
 /// let ops = [
@@ -116,7 +116,7 @@ pub fn set_fused_native_after_elements(n: usize) {
 /// [`fused_native_after_elements`]) do not count.
 ///
 /// ```
-/// assert_eq!(stategrad_simd::tuning::fused_code_cache_limit(), 1024);
+/// assert_eq!(stategrad_exec::tuning::fused_code_cache_limit(), 1024);
 /// ```
 pub fn fused_code_cache_limit() -> usize {
     FUSED_CODE_CACHE.load(Relaxed)
@@ -127,7 +127,7 @@ pub fn fused_code_cache_limit() -> usize {
 /// generated code.
 ///
 /// ```
-/// use stategrad_simd::tuning;
+/// use stategrad_exec::tuning;
 /// tuning::set_fused_code_cache_limit(16);
 /// assert_eq!(tuning::fused_code_cache_limit(), 16);
 /// ```
@@ -141,7 +141,7 @@ pub fn set_fused_code_cache_limit(n: usize) {
 /// (or no AVX-512F, for fused passes) there is none either way.
 ///
 /// ```
-/// use stategrad_simd::tuning;
+/// use stategrad_exec::tuning;
 /// // Nothing has switched it in this process: the environment decides.
 /// assert_eq!(
 ///     tuning::codegen_enabled(),
@@ -174,8 +174,8 @@ pub fn codegen_enabled() -> bool {
 /// either way.
 ///
 /// ```
-/// use stategrad_simd::arena::{ArenaOpd, ArenaProgram, ArenaStep};
-/// use stategrad_simd::{tuning, BinaryOp};
+/// use stategrad_exec::arena::{ArenaOpd, ArenaProgram, ArenaStep};
+/// use stategrad_exec::{tuning, BinaryOp};
 /// tuning::set_codegen_enabled(false);
 /// tuning::set_arena_native_after_runs(1);
 /// let steps = [ArenaStep::Binary1 {
@@ -188,7 +188,7 @@ pub fn codegen_enabled() -> bool {
 /// p.run(&mut [1.0, 0.0]).unwrap();
 /// assert!(!p.is_native());
 /// assert!(!tuning::codegen_enabled());
-/// assert!(stategrad_simd::arena::codegen_switched_off());
+/// assert!(stategrad_exec::arena::codegen_switched_off());
 /// ```
 pub fn set_codegen_enabled(on: bool) {
     CODEGEN.store(if on { ON } else { OFF }, Relaxed);

@@ -24,9 +24,8 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use crate::arena::{ArenaFn, ArenaOpd, ArenaStep};
-use crate::element::sealed::Sealed;
-use crate::vector::SimdVec;
 use crate::{BinaryOp, Element, UnaryOp};
+use stategrad_simd::block::SimdVec;
 
 /// Steps over more elements than this run as calls (the slice kernels' wider vectors win).
 const INLINE_MAX: usize = 64;
@@ -477,7 +476,7 @@ impl Gen<'_> {
         true
     }
 
-    /// [`crate::reduce_all`]'s sum element by element: below one vector (`L` lanes of the
+    /// [`reduce_all`](stategrad_simd::reduce_all)'s sum element by element: below one vector (`L` lanes of the
     /// build's widest vector) in order from zero; else four vector accumulators of `L` lanes
     /// (blocks of `4L` to each in turn, then single vectors to the first), summed
     /// `(a0 + a1) + (a2 + a3)`, the lanes folded pairwise, then the tail in order.
@@ -486,7 +485,7 @@ impl Gen<'_> {
     /// tracked started as `0 + x`, and a sum of values none of which is `-0` is never `-0`, so
     /// adding `+0` to it is the identity and is not emitted.
     fn sum<T: Element>(&mut self, x: usize, n: usize, out: usize) {
-        let l = <T as Sealed>::Vec::LANES;
+        let l = <T as Element>::Vec::LANES;
         let zero = self.constant::<T>(0.0);
         if n < l {
             let mut s = zero;
@@ -542,7 +541,7 @@ impl Gen<'_> {
         self.store(out, s);
     }
 
-    /// [`crate::dot`] term by term: eight accumulators (a contiguous remainder goes to the
+    /// [`dot`](stategrad_simd::dot) term by term: eight accumulators (a contiguous remainder goes to the
     /// first), combined as `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
     fn dot<T: Element>(
         &mut self,
