@@ -9,7 +9,7 @@
 use crate::error::Result;
 use crate::prim::Fusion;
 use crate::tensor::{Buffer, DType, Float, Shape, Tensor};
-use stategrad_exec as exec;
+use stategrad_exec::{self as exec, FusedArg, FusedOp};
 use stategrad_simd::{BinaryOp, Par, UnaryOp};
 use std::collections::{HashMap, HashSet};
 
@@ -25,58 +25,21 @@ pub(crate) enum Input<S> {
     Scalar(S),
 }
 
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Operand {
-    In(usize),
-    Op(usize),
-}
-
-#[derive(Clone, Debug)]
-pub(crate) enum Op {
-    Unary(UnaryOp, Operand),
-    Binary(BinaryOp, Operand, Operand),
-    Splat(Operand),
-    Copy(Operand),
-    /// `a * b + c` (a product only this sum reads, contracted into it).
-    MulAdd(Operand, Operand, Operand),
-    /// `c - a * b`.
-    NegMulAdd(Operand, Operand, Operand),
-}
-
-impl Op {
-    fn operands(&self) -> impl Iterator<Item = Operand> {
-        let (a, b, c) = match *self {
-            Op::Unary(_, a) | Op::Splat(a) | Op::Copy(a) => (Some(a), None, None),
-            Op::Binary(_, a, b) => (Some(a), Some(b), None),
-            Op::MulAdd(a, b, c) | Op::NegMulAdd(a, b, c) => (Some(a), Some(b), Some(c)),
-        };
-        [a, b, c].into_iter().flatten()
-    }
-
-    fn map_operands(&mut self, f: impl Fn(Operand) -> Operand) {
-        match self {
-            Op::Unary(_, a) | Op::Splat(a) | Op::Copy(a) => *a = f(*a),
-            Op::Binary(_, a, b) => (*a, *b) = (f(*a), f(*b)),
-            Op::MulAdd(a, b, c) | Op::NegMulAdd(a, b, c) => (*a, *b, *c) = (f(*a), f(*b), f(*c)),
-        }
-    }
-}
-
 /// One fused pass.
 #[derive(Debug)]
 pub(crate) struct Group<S> {
     pub(crate) n: usize,
     pub(crate) dtype: DType,
     pub(crate) inputs: Vec<Input<S>>,
-    pub(crate) ops: Vec<Op>,
+    pub(crate) ops: Vec<FusedOp>,
     /// The tape node each op computes, and its shape.
     pub(crate) op_nodes: Vec<(u32, Shape)>,
     /// Full sums of an operand: (operand, node, output shape).
-    pub(crate) sums: Vec<(Operand, u32, Shape)>,
+    pub(crate) sums: Vec<(FusedArg, u32, Shape)>,
     /// Ops whose values are needed outside the group.
     pub(crate) outputs: Vec<usize>,
     /// Steps that compute nothing new (`x * 1`): their node reads the operand directly.
-    pub(crate) aliases: Vec<(u32, Operand, Shape)>,
+    pub(crate) aliases: Vec<(u32, FusedArg, Shape)>,
     /// Steps of the group that run no op (aliases not needed outside).
     pub(crate) elided: usize,
     /// Products contracted into the sum that reads them (each runs inside a multiply-add).
@@ -110,8 +73,8 @@ pub(crate) fn plan<S: Clone>(
     roots: &[u32],
 ) -> Vec<Instr<S>> {
     let mut instrs: Vec<Instr<S>> = Vec::new();
-    let mut group: Option<(Group<S>, HashMap<u32, Operand>, Vec<usize>)> = None;
-    let close = |g: Option<(Group<S>, HashMap<u32, Operand>, Vec<usize>)>,
+    let mut group: Option<(Group<S>, HashMap<u32, FusedArg>, Vec<usize>)> = None;
+    let close = |g: Option<(Group<S>, HashMap<u32, FusedArg>, Vec<usize>)>,
                  instrs: &mut Vec<Instr<S>>| {
         if let Some((g, _, members)) = g {
             // A lone primitive gains nothing from the chunked pass.
@@ -178,7 +141,7 @@ pub(crate) fn plan<S: Clone>(
             // An alias needed outside the group is materialised by a copy of what it reads.
             for (n, o, shape) in std::mem::take(&mut g.aliases) {
                 if used.contains(&n) {
-                    g.ops.push(Op::Copy(o));
+                    g.ops.push(FusedOp::Copy(o));
                     g.op_nodes.push((n, shape));
                 } else {
                     g.elided += 1;
@@ -202,10 +165,10 @@ fn contract<S>(g: &mut Group<S>) {
     let operands = g
         .ops
         .iter()
-        .flat_map(Op::operands)
+        .flat_map(FusedOp::operands)
         .chain(g.sums.iter().map(|(o, ..)| *o));
     for o in operands {
-        if let Operand::Op(j) = o {
+        if let FusedArg::Op(j) = o {
             uses[j] += 1;
         }
     }
@@ -214,21 +177,21 @@ fn contract<S>(g: &mut Group<S>) {
         uses[k] = usize::MAX;
     }
     for k in 0..n {
-        let Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub), x, y) = g.ops[k] else {
+        let FusedOp::Binary(b @ (BinaryOp::Add | BinaryOp::Sub), x, y) = g.ops[k] else {
             continue;
         };
-        let product = |o: Operand| match o {
-            Operand::Op(j) if uses[j] == 1 => match g.ops[j] {
-                Op::Binary(BinaryOp::Mul, p, q) => Some((j, p, q)),
-                Op::Unary(UnaryOp::Square, p) => Some((j, p, p)),
+        let product = |o: FusedArg| match o {
+            FusedArg::Op(j) if uses[j] == 1 => match g.ops[j] {
+                FusedOp::Binary(BinaryOp::Mul, p, q) => Some((j, p, q)),
+                FusedOp::Unary(UnaryOp::Square, p) => Some((j, p, p)),
                 _ => None,
             },
             _ => None,
         };
         let (j, op) = match (b, product(y), product(x)) {
-            (BinaryOp::Add, Some((j, p, q)), _) => (j, Op::MulAdd(p, q, x)),
-            (BinaryOp::Add, None, Some((j, p, q))) => (j, Op::MulAdd(p, q, y)),
-            (BinaryOp::Sub, Some((j, p, q)), _) => (j, Op::NegMulAdd(p, q, x)),
+            (BinaryOp::Add, Some((j, p, q)), _) => (j, FusedOp::MulAdd(p, q, x)),
+            (BinaryOp::Add, None, Some((j, p, q))) => (j, FusedOp::MulAdd(p, q, y)),
+            (BinaryOp::Sub, Some((j, p, q)), _) => (j, FusedOp::NegMulAdd(p, q, x)),
             _ => continue,
         };
         dead[j] = true;
@@ -241,8 +204,8 @@ fn contract<S>(g: &mut Group<S>) {
         new_index[k] = next;
         next += usize::from(!d);
     }
-    let remap = |o: Operand| match o {
-        Operand::Op(j) => Operand::Op(new_index[j]),
+    let remap = |o: FusedArg| match o {
+        FusedArg::Op(j) => FusedArg::Op(new_index[j]),
         i => i,
     };
     let mut keep = dead.iter().map(|d| !d);
@@ -265,7 +228,7 @@ fn contract<S>(g: &mut Group<S>) {
 /// scalars); `None` leaves the group unchanged.
 fn try_join<S: Clone>(
     g: &mut Group<S>,
-    local: &mut HashMap<u32, Operand>,
+    local: &mut HashMap<u32, FusedArg>,
     s: &StepView<'_, S>,
     f: Fusion,
     n_out: usize,
@@ -275,7 +238,7 @@ fn try_join<S: Clone>(
 ) -> Option<()> {
     // Resolve operands without touching the group until the whole step is known to fit.
     let mut new_inputs: Vec<Input<S>> = Vec::new();
-    let mut operand = |src: &S, scalar_ok: bool| -> Option<Operand> {
+    let mut operand = |src: &S, scalar_ok: bool| -> Option<FusedArg> {
         if let Some(&o) = node(src).and_then(|n| local.get(&n)) {
             return Some(o);
         }
@@ -296,11 +259,11 @@ fn try_join<S: Clone>(
         if let (Input::Full(_), Some(n)) = (&inp, node(src)) {
             let same = |x: &Input<S>| matches!(x, Input::Full(t) if node(t) == Some(n));
             if let Some(i) = g.inputs.iter().chain(&new_inputs).position(same) {
-                return Some(Operand::In(i));
+                return Some(FusedArg::Input(i));
             }
         }
         new_inputs.push(inp);
-        Some(Operand::In(g.inputs.len() + new_inputs.len() - 1))
+        Some(FusedArg::Input(g.inputs.len() + new_inputs.len() - 1))
     };
     let op = match f {
         Fusion::SumAll if n_out == 1 => {
@@ -310,22 +273,22 @@ fn try_join<S: Clone>(
             return Some(());
         }
         _ if n_out != g.n => return None,
-        Fusion::Unary(u) => Op::Unary(u, operand(&s.inputs[0], false)?),
+        Fusion::Unary(u) => FusedOp::Unary(u, operand(&s.inputs[0], false)?),
         Fusion::Binary(b) => {
             let a = operand(&s.inputs[0], true)?;
             let c = operand(&s.inputs[1], true)?;
             // `x * 1` (a cotangent seed of ones, broadcast) is `x`: no op, the node reads `x`.
-            let input_of = |o: Operand| match o {
-                Operand::In(i) => match i.checked_sub(g.inputs.len()) {
+            let input_of = |o: FusedArg| match o {
+                FusedArg::Input(i) => match i.checked_sub(g.inputs.len()) {
                     Some(k) => new_inputs.get(k),
                     None => g.inputs.get(i),
                 },
-                Operand::Op(_) => None,
+                FusedArg::Op(_) => None,
             };
-            let full = |o: Operand| {
-                matches!(o, Operand::Op(_)) || matches!(input_of(o), Some(Input::Full(_)))
+            let full = |o: FusedArg| {
+                matches!(o, FusedArg::Op(_)) || matches!(input_of(o), Some(Input::Full(_)))
             };
-            let one_of = |o: Operand| matches!(input_of(o), Some(Input::Scalar(x)) if is_one(x));
+            let one_of = |o: FusedArg| matches!(input_of(o), Some(Input::Scalar(x)) if is_one(x));
             if b == BinaryOp::Mul {
                 let keep = if one_of(c) && full(a) {
                     Some(a)
@@ -341,14 +304,14 @@ fn try_join<S: Clone>(
                     return Some(());
                 }
             }
-            Op::Binary(b, a, c)
+            FusedOp::Binary(b, a, c)
         }
-        Fusion::Splat => Op::Splat(operand(&s.inputs[0], true)?),
-        Fusion::Copy => Op::Copy(operand(&s.inputs[0], false)?),
+        Fusion::Splat => FusedOp::Copy(operand(&s.inputs[0], true)?),
+        Fusion::Copy => FusedOp::Copy(operand(&s.inputs[0], false)?),
         Fusion::SumAll => return None,
     };
     g.inputs.extend(new_inputs);
-    local.insert(s.out, Operand::Op(g.ops.len()));
+    local.insert(s.out, FusedArg::Op(g.ops.len()));
     g.ops.push(op);
     g.op_nodes.push((s.out, s.shape.into()));
     Some(())
@@ -366,13 +329,6 @@ pub(crate) fn run<S: Sync>(
     match g.dtype {
         DType::F32 => run_typed::<f32, S>(g, inputs, par),
         DType::F64 => run_typed::<f64, S>(g, inputs, par),
-    }
-}
-
-fn arg(o: Operand) -> exec::FusedArg {
-    match o {
-        Operand::In(i) => exec::FusedArg::Input(i),
-        Operand::Op(j) => exec::FusedArg::Op(j),
     }
 }
 
@@ -428,21 +384,10 @@ fn run_typed<T: Float, S: Sync>(
             (None, None) => unreachable!("an input is either kept or lent to an output"),
         })
         .collect();
-    let ops: Vec<exec::FusedOp> = g
-        .ops
-        .iter()
-        .map(|op| match *op {
-            Op::Unary(u, a) => exec::FusedOp::Unary(u, arg(a)),
-            Op::Binary(b, x, y) => exec::FusedOp::Binary(b, arg(x), arg(y)),
-            Op::Splat(a) | Op::Copy(a) => exec::FusedOp::Copy(arg(a)),
-            Op::MulAdd(a, b, c) => exec::FusedOp::MulAdd(arg(a), arg(b), arg(c)),
-            Op::NegMulAdd(a, b, c) => exec::FusedOp::NegMulAdd(arg(a), arg(b), arg(c)),
-        })
-        .collect();
     // The group was built with its operands, outputs and sums in range and every buffer of
     // `g.n` elements.
     let sums = exec::fused(
-        &ops,
+        &g.ops,
         &inputs,
         exec::FusedOutputs {
             values: g
@@ -451,7 +396,7 @@ fn run_typed<T: Float, S: Sync>(
                 .copied()
                 .zip(outs.iter_mut().map(|o| &mut o[..]))
                 .collect(),
-            sums: g.sums.iter().map(|(a, _, _)| arg(*a)).collect(),
+            sums: g.sums.iter().map(|(a, _, _)| *a).collect(),
         },
         g.n,
         par,

@@ -50,6 +50,45 @@ pub enum FusedOp {
     NegMulAdd(FusedArg, FusedArg, FusedArg),
 }
 
+impl FusedOp {
+    /// The op's operands, in order.
+    ///
+    /// ```
+    /// use stategrad_exec::{BinaryOp, FusedArg, FusedOp};
+    /// let op = FusedOp::Binary(BinaryOp::Add, FusedArg::Input(0), FusedArg::Op(1));
+    /// assert!(op.operands().eq([FusedArg::Input(0), FusedArg::Op(1)]));
+    /// ```
+    pub fn operands(&self) -> impl Iterator<Item = FusedArg> {
+        let (a, b, c) = match *self {
+            FusedOp::Unary(_, a) | FusedOp::Copy(a) => (Some(a), None, None),
+            FusedOp::Binary(_, a, b) => (Some(a), Some(b), None),
+            FusedOp::MulAdd(a, b, c) | FusedOp::NegMulAdd(a, b, c) => (Some(a), Some(b), Some(c)),
+        };
+        [a, b, c].into_iter().flatten()
+    }
+
+    /// Replaces each operand `a` by `f(a)` (renumbering ops, say).
+    ///
+    /// ```
+    /// use stategrad_exec::{FusedArg, FusedOp, UnaryOp};
+    /// let mut op = FusedOp::Unary(UnaryOp::Exp, FusedArg::Op(3));
+    /// op.map_operands(|a| match a {
+    ///     FusedArg::Op(k) => FusedArg::Op(k - 1),
+    ///     i => i,
+    /// });
+    /// assert_eq!(op, FusedOp::Unary(UnaryOp::Exp, FusedArg::Op(2)));
+    /// ```
+    pub fn map_operands(&mut self, f: impl Fn(FusedArg) -> FusedArg) {
+        match self {
+            FusedOp::Unary(_, a) | FusedOp::Copy(a) => *a = f(*a),
+            FusedOp::Binary(_, a, b) => (*a, *b) = (f(*a), f(*b)),
+            FusedOp::MulAdd(a, b, c) | FusedOp::NegMulAdd(a, b, c) => {
+                (*a, *b, *c) = (f(*a), f(*b), f(*c))
+            }
+        }
+    }
+}
+
 /// An input of a fused pass.
 #[derive(Clone, Copy, Debug)]
 pub enum FusedInput<'a, T> {
@@ -392,14 +431,7 @@ fn check<T>(
         FusedArg::Op(j) => j < k,
     };
     for (k, op) in ops.iter().enumerate() {
-        let ok = match *op {
-            FusedOp::Unary(_, a) | FusedOp::Copy(a) => arg_ok(a, k),
-            FusedOp::Binary(_, a, b) => arg_ok(a, k) && arg_ok(b, k),
-            FusedOp::MulAdd(a, b, c) | FusedOp::NegMulAdd(a, b, c) => {
-                arg_ok(a, k) && arg_ok(b, k) && arg_ok(c, k)
-            }
-        };
-        if !ok {
+        if !op.operands().all(|a| arg_ok(a, k)) {
             return Err(FusedError::BadOperand { op: k });
         }
     }

@@ -400,14 +400,6 @@ fn exact(op: &FusedOp) -> bool {
     }
 }
 
-fn operands(op: &FusedOp) -> Vec<FusedArg> {
-    match *op {
-        FusedOp::Unary(_, a) | FusedOp::Copy(a) => vec![a],
-        FusedOp::Binary(_, a, b) => vec![a, b],
-        FusedOp::MulAdd(a, b, c) | FusedOp::NegMulAdd(a, b, c) => vec![a, b, c],
-    }
-}
-
 fn make_plan(key: &Key) -> Option<Arc<Plan>> {
     let mut runs = Vec::new();
     let mut k = 0;
@@ -481,7 +473,7 @@ fn make_run(key: &Key, start: usize, end: usize) -> Option<Run> {
     // Last op of the run that reads each value (values read by nothing die at once).
     let mut last_use: Vec<(Value, usize)> = Vec::new();
     for k in start..end {
-        for a in operands(&ops[k]) {
+        for a in ops[k].operands() {
             let v = value_of(a);
             match last_use.iter_mut().find(|(w, _)| *w == v) {
                 Some(e) => e.1 = k,
@@ -495,7 +487,7 @@ fn make_run(key: &Key, start: usize, end: usize) -> Option<Run> {
             || key.sums.contains(&FusedArg::Op(k))
             || ops[end..]
                 .iter()
-                .any(|op| operands(op).contains(&FusedArg::Op(k)))
+                .any(|op| op.operands().any(|a| a == FusedArg::Op(k)))
     };
     let mut bases: Vec<Base> = Vec::new();
     let mut base_of = |b: Base| match bases.iter().position(|&c| c == b) {
@@ -509,7 +501,7 @@ fn make_run(key: &Key, start: usize, end: usize) -> Option<Run> {
     let mut loads = Vec::new();
     let mut stores = Vec::new();
     for k in start..end {
-        for a in operands(&ops[k]) {
+        for a in ops[k].operands() {
             if let Value::Loaded(a) = value_of(a) {
                 let b = match a {
                     FusedArg::Input(i) => Base::Input(i),
@@ -533,7 +525,7 @@ fn make_run(key: &Key, start: usize, end: usize) -> Option<Run> {
     let mut scalars: Vec<usize> = Vec::new();
     let mut consts: Vec<Konst> = Vec::new();
     for op in &ops[start..end] {
-        for a in operands(op) {
+        for a in op.operands() {
             if let Value::Scalar(i) = value_of(a) {
                 if !scalars.contains(&i) {
                     scalars.push(i);
@@ -558,9 +550,9 @@ fn make_run(key: &Key, start: usize, end: usize) -> Option<Run> {
         let mut em = Emitter::new(f64, groups, transcendental).ok()?;
         em.prologue(bases.len(), &scalars, &consts, pins).ok()?;
         for k in start..end {
-            let args: Vec<Value> = operands(&ops[k]).into_iter().map(value_of).collect();
+            let args: Vec<Value> = ops[k].operands().map(value_of).collect();
             let mut regs = Vec::with_capacity(args.len());
-            for (&v, a) in args.iter().zip(operands(&ops[k])) {
+            for (&v, a) in args.iter().zip(ops[k].operands()) {
                 let r = match em.reg_of(v) {
                     Some(r) => r,
                     None => {
