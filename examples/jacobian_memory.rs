@@ -54,18 +54,12 @@ fn run() {
     let x = stategrad::random::normal(&[n]);
     let f = |x: Tensor| w2.matmul(&w1.matmul(&x).tanh()).tanh();
     println!("W3 (256x256 Jacobian; the result alone is 256 KiB):");
-    for chunk in [8i64, 32, 128, 256] {
+    for chunk in [8usize, 32, 128, 256] {
         let r = peak_of(|| {
-            jacrev(f)
-                .param("chunk_size", chunk)
-                .call(x.clone())
-                .unwrap();
+            jacrev(f).chunk_size(chunk).call(x.clone()).unwrap();
         });
         let fw = peak_of(|| {
-            jacfwd(f)
-                .param("chunk_size", chunk)
-                .call(x.clone())
-                .unwrap();
+            jacfwd(f).chunk_size(chunk).call(x.clone()).unwrap();
         });
         println!(
             "  chunk_size {chunk:>3}: jacrev peak {:>6} KiB, jacfwd peak {:>6} KiB",
@@ -78,12 +72,9 @@ fn run() {
     let x = stategrad::random::normal(&[m]);
     let g = |x: Tensor| a.matmul(&x).logsumexp(&[0], false) + 0.5 * x.square().sum();
     println!("W4 (512x512 Hessian; the result alone is 1 MiB):");
-    for chunk in [16i64, 64, 256, 512] {
+    for chunk in [16usize, 64, 256, 512] {
         let h = peak_of(|| {
-            hessian(g)
-                .param("chunk_size", chunk)
-                .call(x.clone())
-                .unwrap();
+            hessian(g).chunk_size(chunk).call(x.clone()).unwrap();
         });
         println!("  chunk_size {chunk:>3}: peak {:>6} KiB", h / 1024);
     }

@@ -1,15 +1,14 @@
 //! The [`Registry`]: transform plugins and gradient processors by name, built from typed
 //! [`Params`] by factories, shared by every thread.
 
-use crate::builtin::{
-    param_error, AddNoise, ClipByGlobalNorm, ClipByValue, NanGuard, Scale, ZeroNans,
-};
+use crate::builtin::{AddNoise, ClipByGlobalNorm, ClipByValue, NanGuard, Scale, ZeroNans};
 use crate::plugin::ProcessedGrad;
 use crate::processor::{GradientProcessor, Identity, Processor};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use stategrad_core::transform::{
-    GradPlugin, HessianPlugin, JacFwdPlugin, JacRevPlugin, Order, VectorGradPlugin,
+    check_params_against, GradPlugin, HessianPlugin, JacFwdPlugin, JacRevPlugin, Order, ParamKind,
+    ParamSpec, VectorGradPlugin,
 };
 use stategrad_core::{Error, GradientTransform, Params, Result, TransformPlugin};
 use std::fmt;
@@ -73,20 +72,12 @@ impl fmt::Debug for Registry {
     }
 }
 
-/// Refuse parameters a built-in does not take.
-fn only(plugin: &str, params: &Params, accepted: &[&str]) -> Result<()> {
-    for name in params.names() {
-        if !accepted.contains(&name) {
-            let msg = if accepted.is_empty() {
-                "unknown parameter; this one takes none".to_string()
-            } else {
-                format!("unknown parameter; accepted: {}", accepted.join(", "))
-            };
-            return Err(param_error(plugin, name, msg));
-        }
-    }
-    Ok(())
+/// Refuse parameters outside a built-in's spec (unknown, missing, or of the wrong kind).
+fn only(plugin: &str, params: &Params, spec: &[ParamSpec]) -> Result<()> {
+    check_params_against(plugin, spec, params)
 }
+
+const NONE: &[ParamSpec] = &[];
 
 /// A built-in processor after checking its parameters.
 fn checked<P: GradientProcessor + 'static>(
@@ -98,7 +89,11 @@ fn checked<P: GradientProcessor + 'static>(
 }
 
 fn scale_from(plugin: &str, params: &Params) -> Result<Scale> {
-    only(plugin, params, &["scale"])?;
+    only(
+        plugin,
+        params,
+        &[ParamSpec::required("scale", ParamKind::Float)],
+    )?;
     let s = Scale {
         factor: params.f64(plugin, "scale")?,
     };
@@ -107,7 +102,11 @@ fn scale_from(plugin: &str, params: &Params) -> Result<Scale> {
 }
 
 fn clip_from(plugin: &str, params: &Params) -> Result<ClipByGlobalNorm> {
-    only(plugin, params, &["max_norm"])?;
+    only(
+        plugin,
+        params,
+        &[ParamSpec::required("max_norm", ParamKind::NonNegativeFloat)],
+    )?;
     let c = ClipByGlobalNorm {
         max_norm: params.f64(plugin, "max_norm")?,
     };
@@ -186,7 +185,7 @@ impl Registry {
             (
                 "identity",
                 Arc::new(|p: &Params| {
-                    only("identity", p, &[])?;
+                    only("identity", p, NONE)?;
                     Ok(Arc::new(Identity) as Processor)
                 }),
             ),
@@ -203,7 +202,14 @@ impl Registry {
             (
                 "clip_by_value",
                 Arc::new(|p: &Params| {
-                    only("clip_by_value", p, &["min", "max"])?;
+                    only(
+                        "clip_by_value",
+                        p,
+                        &[
+                            ParamSpec::required("min", ParamKind::Float),
+                            ParamSpec::required("max", ParamKind::Float),
+                        ],
+                    )?;
                     let c = ClipByValue {
                         min: p.f64("clip_by_value", "min")?,
                         max: p.f64("clip_by_value", "max")?,
@@ -214,7 +220,14 @@ impl Registry {
             (
                 "add_noise",
                 Arc::new(|p: &Params| {
-                    only("add_noise", p, &["std", "seed"])?;
+                    only(
+                        "add_noise",
+                        p,
+                        &[
+                            ParamSpec::required("std", ParamKind::NonNegativeFloat),
+                            ParamSpec::optional("seed", ParamKind::Int),
+                        ],
+                    )?;
                     // Negative seeds are taken by their bit pattern.
                     let seed = match p.get("seed") {
                         None => 0,
@@ -230,14 +243,14 @@ impl Registry {
             (
                 "zero_nans",
                 Arc::new(|p: &Params| {
-                    only("zero_nans", p, &[])?;
+                    only("zero_nans", p, NONE)?;
                     Ok(Arc::new(ZeroNans) as Processor)
                 }),
             ),
             (
                 "nan_guard",
                 Arc::new(|p: &Params| {
-                    only("nan_guard", p, &[])?;
+                    only("nan_guard", p, NONE)?;
                     Ok(Arc::new(NanGuard) as Processor)
                 }),
             ),

@@ -31,13 +31,15 @@
 //! ```
 
 pub mod engine;
+pub mod params;
 pub mod plugins;
 pub mod tree;
 
 pub use engine::{jvp_pure, vjp_pure, Pullback, PureFn};
+pub use params::{check_params_against, ParamKind, ParamSpec, ParamValue, Params};
 pub use plugins::{
     grad_pure, jacobian_rows, GradPlugin, HessianPlugin, JacFwdPlugin, JacRevPlugin, Order,
-    ParamValue, Params, TransformOutput, TransformPlugin, VectorGradPlugin, VjpPlugin,
+    TransformOutput, TransformPlugin, VectorGradPlugin, VjpPlugin,
 };
 pub use tree::{Arg, Args, OutTree, StateTree, Static, Tree};
 
@@ -634,12 +636,34 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
     /// let f = |x: Tensor| x.square();
     /// let j = jacrev(f).param("chunk_size", 1).call(Tensor::new([1.0f32, 2.0])).unwrap();
     /// assert_eq!(j.shape(), &[2, 2]);
-    /// let err = jacrev(f).param("chunk_size", 0).call(Tensor::new([1.0f32])).unwrap_err();
+    /// let err = jacrev(f).param("chunk_size", "one").call(Tensor::new([1.0f32])).unwrap_err();
     /// assert!(matches!(err, Error::PluginParam { .. }));
     /// ```
     pub fn param(mut self, name: &str, value: impl Into<ParamValue>) -> Self {
         self.params.insert(name, value);
         self
+    }
+
+    /// Basis vectors per pass of a Jacobian (`jacrev`, `jacfwd`, `jacobian`, `hessian`):
+    /// a chunk's pass holds `n` rows or columns at once, so `n` bounds memory; the default
+    /// takes them all in one chunk per rayon thread. The `chunk_size` parameter, typed: `0` is
+    /// an [`Error::PluginParam`] from `call`, as is setting it on a transform that takes no
+    /// chunks (`grad`).
+    ///
+    /// ```
+    /// use stategrad_core::{grad, jacrev, Error, Tensor};
+    /// let f = |x: Tensor| x.square();
+    /// let j = jacrev(f).chunk_size(1).call(Tensor::new([1.0f32, 2.0])).unwrap();
+    /// assert_eq!(j.to_vec::<f32>(), [2.0, 0.0, 0.0, 4.0]);
+    /// assert!(matches!(
+    ///     jacrev(f).chunk_size(0).call(Tensor::new([1.0f32])),
+    ///     Err(Error::PluginParam { .. })
+    /// ));
+    /// let g = grad(|x: Tensor| x.sum()).chunk_size(2).call(Tensor::new([1.0f32]));
+    /// assert!(matches!(g, Err(Error::PluginParam { .. })));
+    /// ```
+    pub fn chunk_size(self, n: usize) -> Self {
+        self.param("chunk_size", i64::try_from(n).unwrap_or(i64::MAX))
     }
 
     /// The plugin's name.

@@ -1,11 +1,11 @@
 //! The transform-plugin contract and the built-in derivative plugins.
 
 use super::engine::{vjp_pure, Pullback, PureFn};
+use super::params::{check_params_against, ParamKind, ParamSpec, ParamValue, Params};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 use crate::trace;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// First- or second-order results.
@@ -15,162 +15,6 @@ pub enum Order {
     First,
     /// One block per pair of inputs, row-major (Hessians).
     Second,
-}
-
-/// A typed plugin parameter.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ParamValue {
-    /// A float.
-    F64(f64),
-    /// An integer.
-    I64(i64),
-    /// A flag.
-    Bool(bool),
-    /// A string.
-    Str(String),
-}
-
-impl ParamValue {
-    fn type_name(&self) -> &'static str {
-        match self {
-            ParamValue::F64(_) => "float",
-            ParamValue::I64(_) => "int",
-            ParamValue::Bool(_) => "bool",
-            ParamValue::Str(_) => "string",
-        }
-    }
-}
-
-impl From<f64> for ParamValue {
-    fn from(v: f64) -> Self {
-        ParamValue::F64(v)
-    }
-}
-impl From<f32> for ParamValue {
-    fn from(v: f32) -> Self {
-        ParamValue::F64(v as f64)
-    }
-}
-impl From<i64> for ParamValue {
-    fn from(v: i64) -> Self {
-        ParamValue::I64(v)
-    }
-}
-impl From<i32> for ParamValue {
-    fn from(v: i32) -> Self {
-        ParamValue::I64(v as i64)
-    }
-}
-impl From<usize> for ParamValue {
-    fn from(v: usize) -> Self {
-        ParamValue::I64(v as i64)
-    }
-}
-impl From<bool> for ParamValue {
-    fn from(v: bool) -> Self {
-        ParamValue::Bool(v)
-    }
-}
-impl From<&str> for ParamValue {
-    fn from(v: &str) -> Self {
-        ParamValue::Str(v.to_string())
-    }
-}
-impl From<String> for ParamValue {
-    fn from(v: String) -> Self {
-        ParamValue::Str(v)
-    }
-}
-
-/// A small map of named, typed parameters (`transform_params` in the reference).
-///
-/// ```
-/// use stategrad_core::transform::Params;
-/// let p = Params::new().with("scale", 0.5).with("steps", 3);
-/// assert_eq!(p.f64("my_plugin", "scale").unwrap(), 0.5);
-/// assert!(p.f64("my_plugin", "missing").is_err());
-/// assert!(p.bool("my_plugin", "scale").is_err());
-/// assert_eq!(p.f64("my_plugin", "steps").unwrap(), 3.0); // ints widen to floats
-/// ```
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Params(BTreeMap<String, ParamValue>);
-
-impl Params {
-    /// No parameters.
-    pub fn new() -> Params {
-        Params::default()
-    }
-    /// Builder form of [`Params::insert`].
-    pub fn with(mut self, name: &str, v: impl Into<ParamValue>) -> Params {
-        self.insert(name, v);
-        self
-    }
-    /// Set a parameter.
-    pub fn insert(&mut self, name: &str, v: impl Into<ParamValue>) {
-        self.0.insert(name.to_string(), v.into());
-    }
-    /// The raw value.
-    pub fn get(&self, name: &str) -> Option<&ParamValue> {
-        self.0.get(name)
-    }
-    /// Parameter names.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
-    fn missing(plugin: &str, name: &str) -> Error {
-        Error::PluginParam {
-            plugin: plugin.into(),
-            name: name.into(),
-            msg: "missing".into(),
-        }
-    }
-    fn mistyped(plugin: &str, name: &str, want: &str, got: &ParamValue) -> Error {
-        Error::PluginParam {
-            plugin: plugin.into(),
-            name: name.into(),
-            msg: format!("expected {want}, got {} {got:?}", got.type_name()),
-        }
-    }
-    /// A float parameter (ints widen); typed errors name the plugin and parameter.
-    pub fn f64(&self, plugin: &str, name: &str) -> Result<f64> {
-        match self.get(name) {
-            Some(ParamValue::F64(v)) => Ok(*v),
-            Some(ParamValue::I64(v)) => Ok(*v as f64),
-            Some(v) => Err(Params::mistyped(plugin, name, "float", v)),
-            None => Err(Params::missing(plugin, name)),
-        }
-    }
-    /// A float parameter with a default when absent (still an error when mistyped).
-    pub fn f64_or(&self, plugin: &str, name: &str, default: f64) -> Result<f64> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(_) => self.f64(plugin, name),
-        }
-    }
-    /// An integer parameter.
-    pub fn i64(&self, plugin: &str, name: &str) -> Result<i64> {
-        match self.get(name) {
-            Some(ParamValue::I64(v)) => Ok(*v),
-            Some(v) => Err(Params::mistyped(plugin, name, "int", v)),
-            None => Err(Params::missing(plugin, name)),
-        }
-    }
-    /// A boolean parameter.
-    pub fn bool(&self, plugin: &str, name: &str) -> Result<bool> {
-        match self.get(name) {
-            Some(ParamValue::Bool(v)) => Ok(*v),
-            Some(v) => Err(Params::mistyped(plugin, name, "bool", v)),
-            None => Err(Params::missing(plugin, name)),
-        }
-    }
-    /// A string parameter.
-    pub fn str(&self, plugin: &str, name: &str) -> Result<&str> {
-        match self.get(name) {
-            Some(ParamValue::Str(v)) => Ok(v),
-            Some(v) => Err(Params::mistyped(plugin, name, "string", v)),
-            None => Err(Params::missing(plugin, name)),
-        }
-    }
 }
 
 /// What a plugin returns: one tensor per input (first order; for Jacobians of shape
@@ -222,10 +66,26 @@ pub trait TransformPlugin: Send + Sync {
     fn order(&self) -> Order {
         Order::First
     }
+    /// The parameters this plugin takes ([`ParamSpec`]s), or `None` for a plugin that reads
+    /// and checks its parameters itself in `transform`. The default [`check_params`] refuses,
+    /// before the function runs, any parameter outside the spec, a missing required one and a
+    /// value of the wrong kind, with the same [`Error::PluginParam`] for every plugin.
+    ///
+    /// [`check_params`]: TransformPlugin::check_params
+    ///
+    /// ```
+    /// use stategrad_core::transform::{JacRevPlugin, ParamKind, TransformPlugin};
+    /// let spec = JacRevPlugin.param_spec().unwrap();
+    /// assert_eq!(spec[0].name, "chunk_size");
+    /// assert_eq!(spec[0].kind, ParamKind::PositiveInt);
+    /// ```
+    fn param_spec(&self) -> Option<&[ParamSpec]> {
+        None
+    }
     /// Refuse parameters this plugin does not take or whose values it cannot use, before the
     /// function runs (transforms call it first, so a typo is an error rather than a default).
-    /// The default accepts anything: a plugin that reads its parameters in `transform` reports
-    /// their errors there.
+    /// The default checks them against [`param_spec`](TransformPlugin::param_spec) (and
+    /// accepts anything when there is none).
     ///
     /// ```
     /// use stategrad_core::transform::{JacRevPlugin, Params, TransformPlugin};
@@ -237,8 +97,10 @@ pub trait TransformPlugin: Send + Sync {
     /// assert!(matches!(typo, Err(Error::PluginParam { .. })));
     /// ```
     fn check_params(&self, params: &Params) -> Result<()> {
-        let _ = params;
-        Ok(())
+        match self.param_spec() {
+            Some(spec) => check_params_against(self.name(), spec, params),
+            None => Ok(()),
+        }
     }
     /// Compute the derivatives of `f` at `inputs`.
     fn transform(
@@ -255,37 +117,8 @@ impl fmt::Debug for dyn TransformPlugin {
     }
 }
 
-/// Refuse parameters outside `accepted` (the check of the built-in plugins).
-fn only_params(plugin: &str, params: &Params, accepted: &[&str]) -> Result<()> {
-    for name in params.names() {
-        if !accepted.contains(&name) {
-            let msg = if accepted.is_empty() {
-                "unknown parameter; this transform takes none".to_string()
-            } else {
-                format!("unknown parameter; accepted: {}", accepted.join(", "))
-            };
-            return Err(Error::PluginParam {
-                plugin: plugin.into(),
-                name: name.into(),
-                msg,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The parameters of the Jacobian plugins: `chunk_size`, a positive integer, if given.
-fn check_chunk_params(plugin: &str, params: &Params) -> Result<()> {
-    only_params(plugin, params, &["chunk_size"])?;
-    match params.get("chunk_size") {
-        None | Some(ParamValue::I64(1..)) => Ok(()),
-        Some(v) => Err(Error::PluginParam {
-            plugin: plugin.into(),
-            name: "chunk_size".into(),
-            msg: format!("expected a positive int, got {} {v:?}", v.type_name()),
-        }),
-    }
-}
+/// The parameters of the Jacobian plugins.
+const CHUNK_PARAMS: &[ParamSpec] = &[ParamSpec::optional("chunk_size", ParamKind::PositiveInt)];
 
 /// The gradient of a scalar pure function and its value: the building block of gradient plugins.
 pub fn grad_pure(f: &PureFn<'_>, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Tensor)> {
@@ -307,8 +140,8 @@ impl TransformPlugin for GradPlugin {
     fn name(&self) -> &str {
         "grad"
     }
-    fn check_params(&self, params: &Params) -> Result<()> {
-        only_params(self.name(), params, &[])
+    fn param_spec(&self) -> Option<&[ParamSpec]> {
+        Some(&[])
     }
     fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
         let (grads, value) = grad_pure(f, inputs)?;
@@ -324,8 +157,8 @@ impl TransformPlugin for VectorGradPlugin {
     fn name(&self) -> &str {
         "vector_grad"
     }
-    fn check_params(&self, params: &Params) -> Result<()> {
-        only_params(self.name(), params, &[])
+    fn param_spec(&self) -> Option<&[ParamSpec]> {
+        Some(&[])
     }
     fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
         let (value, pb) = vjp_pure(f, inputs)?;
@@ -427,8 +260,8 @@ impl TransformPlugin for JacRevPlugin {
     fn name(&self) -> &str {
         "jacrev"
     }
-    fn check_params(&self, params: &Params) -> Result<()> {
-        check_chunk_params(self.name(), params)
+    fn param_spec(&self) -> Option<&[ParamSpec]> {
+        Some(CHUNK_PARAMS)
     }
     fn transform(
         &self,
@@ -450,8 +283,8 @@ impl TransformPlugin for JacFwdPlugin {
     fn name(&self) -> &str {
         "jacfwd"
     }
-    fn check_params(&self, params: &Params) -> Result<()> {
-        check_chunk_params(self.name(), params)
+    fn param_spec(&self) -> Option<&[ParamSpec]> {
+        Some(CHUNK_PARAMS)
     }
     fn transform(
         &self,
@@ -505,8 +338,8 @@ impl TransformPlugin for HessianPlugin {
     fn name(&self) -> &str {
         "hessian"
     }
-    fn check_params(&self, params: &Params) -> Result<()> {
-        check_chunk_params(self.name(), params)
+    fn param_spec(&self) -> Option<&[ParamSpec]> {
+        Some(CHUNK_PARAMS)
     }
     fn order(&self) -> Order {
         Order::Second
@@ -585,8 +418,8 @@ impl TransformPlugin for VjpPlugin {
     fn name(&self) -> &str {
         "vjp"
     }
-    fn check_params(&self, params: &Params) -> Result<()> {
-        only_params(self.name(), params, &[])
+    fn param_spec(&self) -> Option<&[ParamSpec]> {
+        Some(&[])
     }
     fn transform(&self, f: &PureFn<'_>, inputs: &[Tensor], _: &Params) -> Result<TransformOutput> {
         let (value, pb) = vjp_pure(f, inputs)?;
