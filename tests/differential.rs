@@ -2,12 +2,12 @@
 //! execution path the engine has, must agree.
 //!
 //! A program is a chain of tensor operations over one argument `x` and one state `s` of the same
-//! shape: element-wise unary and binary ops (a user-defined `custom_vjp` function among them), scalar operands, full and axis reductions that feed
-//! back into the chain (`v - v.sum()`), broadcasts, matmuls, reshapes, slices with concat,
-//! `where`, and optionally a write of the state. Shapes are drawn from lengths on both sides of
-//! every threshold of the engine (SIMD lanes, 64, the 256-element fused block, 1024 where fused
-//! passes get code, the 8K fused chunk, the 16K fusion minimum, the 32K arena limit, the 64K
-//! parallel chunk), in f32 and f64. Each program runs:
+//! shape: element-wise unary and binary ops (a user-defined `custom_vjp` function among them),
+//! scalar operands, full and axis reductions that feed back into the chain (`v - v.sum()`),
+//! broadcasts, matmuls, reshapes, slices with concat, `where`, and optionally a write of the
+//! state. Shapes are drawn from lengths on both sides of every threshold of the engine (SIMD
+//! lanes, 64, the 256-element fused block, 1024 where fused passes get code, the 8K fused chunk,
+//! the 16K fusion minimum, the 32K arena limit, the 64K parallel chunk), in f32 and f64. Each program runs:
 //!
 //! - eagerly (the reference);
 //! - through `jit`: the trace, then replays on the arena or with fused passes, with native code
