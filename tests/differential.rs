@@ -7,7 +7,8 @@
 //! broadcasts, matmuls, reshapes, slices with concat, `where`, and optionally a write of the
 //! state. Shapes are drawn from lengths on both sides of every threshold of the engine (SIMD
 //! lanes, 64, the 256-element fused block, 1024 where fused passes get code, the 8K fused chunk,
-//! the 16K fusion minimum, the 32K arena limit, the 64K parallel chunk), in f32 and f64. Each program runs:
+//! the 16K fusion minimum, the 32K arena limit, the 64K parallel chunk), in f32 and f64. Each
+//! program runs:
 //!
 //! - eagerly (the reference);
 //! - through `jit`: the trace, then replays on the arena or with fused passes, with native code
