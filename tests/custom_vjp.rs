@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 /// `log(1 + e^x)`, computed stably as `max(x, 0) + log(1 + e^-|x|)`, with the VJP
 /// `g * sigmoid(x)` (finite for every x).
-static SOFTPLUS: LazyLock<CustomVjp> = LazyLock::new(|| {
+static SOFTPLUS: LazyLock<CustomFn> = LazyLock::new(|| {
     custom_vjp(
         "log1pexp",
         |x: &[Tensor]| Ok(x[0].relu() + ((-x[0].abs()).exp() + 1.0).log()),
@@ -22,7 +22,7 @@ fn softplus(x: &Tensor) -> Tensor {
 }
 
 /// Round in the forward pass (computed on the data), identity in the backward pass.
-static ST_ROUND: LazyLock<CustomVjp> = LazyLock::new(|| {
+static ST_ROUND: LazyLock<CustomFn> = LazyLock::new(|| {
     custom_vjp(
         "st_round",
         |x: &[Tensor]| {
@@ -267,7 +267,7 @@ fn bad_rules_give_typed_errors_and_leave_states_unchanged() {
     );
     let s = State::new(Tensor::new([1.0f32, 2.0, 3.0])).named("s");
     let x = Tensor::new([1.0f32, -1.0, 2.0]);
-    let run = |op: &CustomVjp| {
+    let run = |op: &CustomFn| {
         grad(|x: Tensor| {
             s.set_value(s.value() * 2.0);
             (op.apply(&[&x]) * s.value()).sum()

@@ -81,7 +81,7 @@ enum Un {
 }
 
 /// The user-defined `softplus` of [`Un::Softplus`].
-static SOFTPLUS: std::sync::LazyLock<stategrad::CustomVjp> = std::sync::LazyLock::new(|| {
+static SOFTPLUS: std::sync::LazyLock<stategrad::CustomFn> = std::sync::LazyLock::new(|| {
     stategrad::custom_vjp(
         "softplus",
         |x: &[Tensor]| Ok(x[0].relu() + ((-x[0].abs()).exp() + 1.0).log()),

@@ -13,7 +13,7 @@
 //! - `jit` records the function as one step and calls the forward function on every replay (it
 //!   is never fused nor lowered to the arena, so its body may even read data: `to_vec`, `item`);
 //! - `vmap` maps it example by example, or in one call on the whole batch for functions declared
-//!   [`CustomVjp::vectorized`].
+//!   [`CustomFn::vectorized`].
 //!
 //! Batched Jacobians pull a chunk of cotangent rows back in one pass; the rule never sees that
 //! batch: it is called once per row, with `g` of the output's shape.
@@ -36,6 +36,14 @@ use std::sync::Arc;
 
 type ForwardFn = dyn Fn(&[Tensor]) -> Result<Tensor> + Send + Sync;
 type RuleFn = dyn Fn(&VjpArgs<'_>) -> Result<Vec<Tensor>> + Send + Sync;
+type JvpFn = dyn Fn(&JvpArgs<'_>) -> Result<Tensor> + Send + Sync;
+
+/// The derivative rule of a custom function.
+#[derive(Clone)]
+enum Rule {
+    Vjp(Arc<RuleFn>),
+    Jvp(Arc<JvpFn>),
+}
 
 /// What a VJP rule of [`custom_vjp`] sees: the inputs, the output and its cotangent `g` (of the
 /// output's shape and dtype).
@@ -73,12 +81,43 @@ impl<'a> VjpArgs<'a> {
     }
 }
 
-/// A function with a user-defined reverse-mode derivative, made by [`custom_vjp`].
+/// What a JVP rule of [`custom_jvp`] sees: the inputs, the output and one tangent per input (of
+/// the input's shape; zeros for inputs no transform differentiates).
+pub struct JvpArgs<'a> {
+    inputs: &'a [Tensor],
+    output: &'a Tensor,
+    tangents: &'a [Tensor],
+}
+
+impl<'a> JvpArgs<'a> {
+    /// The inputs the function was called with.
+    pub fn inputs(&self) -> &'a [Tensor] {
+        self.inputs
+    }
+    /// Input `i`. Panics if there is no such input (the call then returns [`Error::Panicked`]).
+    pub fn input(&self, i: usize) -> &'a Tensor {
+        &self.inputs[i]
+    }
+    /// The function's output (the forward value at these inputs).
+    pub fn output(&self) -> &'a Tensor {
+        self.output
+    }
+    /// The tangents, one per input.
+    pub fn tangents(&self) -> &'a [Tensor] {
+        self.tangents
+    }
+    /// The tangent of input `i`.
+    pub fn tangent(&self, i: usize) -> &'a Tensor {
+        &self.tangents[i]
+    }
+}
+
+/// A function with a user-defined derivative, made by [`custom_vjp`] or [`custom_jvp`].
 ///
 /// Cheap to clone (one shared primitive) and `Send + Sync`. Clones are the same function: `jit`
 /// may merge two calls of it on the same inputs.
 #[derive(Clone)]
-pub struct CustomVjp {
+pub struct CustomFn {
     prim: Arc<CustomPrim>,
 }
 
@@ -127,24 +166,56 @@ pub struct CustomVjp {
 /// assert_eq!(f(Tensor::new([0.4f32, 1.6, -0.7])).item().unwrap(), -7.0);
 /// assert_eq!(grad(f).call(Tensor::new([0.4f32, 1.6, -0.7])).unwrap().to_string(), "[ 1. -2.  3.]");
 /// ```
-pub fn custom_vjp<F, R>(name: &'static str, forward: F, rule: R) -> CustomVjp
+pub fn custom_vjp<F, R>(name: &'static str, forward: F, rule: R) -> CustomFn
 where
     F: Fn(&[Tensor]) -> Result<Tensor> + Send + Sync + 'static,
     R: Fn(&VjpArgs<'_>) -> Result<Vec<Tensor>> + Send + Sync + 'static,
 {
     static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-    CustomVjp {
+    CustomFn {
         prim: Arc::new(CustomPrim {
             name,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             forward: Arc::new(forward),
-            rule: Arc::new(rule),
+            rule: Rule::Vjp(Arc::new(rule)),
             vectorized: false,
         }),
     }
 }
 
-impl CustomVjp {
+/// Define `forward` with its own forward-mode derivative `rule` (JAX's `custom_jvp`).
+///
+/// `rule(&args)` returns the output's tangent from the inputs' tangents ([`JvpArgs::tangent`]);
+/// it must be linear in the tangents and written with tensor operations. Reverse mode (`grad`,
+/// `jacrev`, ...) transposes it: the rule is recorded at traced tangents and pulled back, so one
+/// rule serves every transform, and second derivatives differentiate it.
+///
+/// ```
+/// use stategrad_core::{custom_jvp, grad, jacfwd, Tensor};
+/// // sqrt with a derivative that stays finite at 0 (a clamped 1 / (2 sqrt(x))).
+/// let safe_sqrt = custom_jvp(
+///     "safe_sqrt",
+///     |x: &[Tensor]| Ok(x[0].sqrt()),
+///     |a| Ok(a.tangent(0) / (a.output().maximum_scalar(1e-3) * 2.0)),
+/// );
+/// let g = grad(|x: Tensor| safe_sqrt.apply(&[&x]).sum()).call(Tensor::new([0.0f32, 4.0])).unwrap();
+/// assert_eq!(g.to_string(), "[500.     0.25]");
+/// let j = jacfwd(|x: Tensor| safe_sqrt.apply(&[&x])).call(Tensor::new([4.0f32])).unwrap();
+/// assert_eq!(j.to_string(), "[[0.25]]");
+/// ```
+pub fn custom_jvp<F, R>(name: &'static str, forward: F, rule: R) -> CustomFn
+where
+    F: Fn(&[Tensor]) -> Result<Tensor> + Send + Sync + 'static,
+    R: Fn(&JvpArgs<'_>) -> Result<Tensor> + Send + Sync + 'static,
+{
+    let mut f = custom_vjp(name, forward, |_: &VjpArgs<'_>| Ok(Vec::new()));
+    Arc::get_mut(&mut f.prim)
+        .expect("a new custom function is not shared")
+        .rule = Rule::Jvp(Arc::new(rule));
+    f
+}
+
+impl CustomFn {
     /// Apply the function to `inputs`, recording it (as one operation) on every transform that
     /// sees them.
     ///
@@ -155,7 +226,7 @@ impl CustomVjp {
         prim::apply(self.prim.clone(), inputs)
     }
 
-    /// Infallible form of [`CustomVjp::call`], like the tensor operators: an error is raised
+    /// Infallible form of [`CustomFn::call`], like the tensor operators: an error is raised
     /// and comes back as `Err` from the enclosing transform (or panics outside transforms).
     #[track_caller]
     pub fn apply(&self, inputs: &[&Tensor]) -> Tensor {
@@ -182,8 +253,8 @@ impl CustomVjp {
     /// let ys = vmap(|x: Tensor| cube.apply(&[&x])).call(Tensor::new([[1.0f32, 2.0], [3.0, 4.0]]));
     /// assert_eq!(ys.unwrap().to_string(), "[[ 1.  8.]\n [27. 64.]]");
     /// ```
-    pub fn vectorized(self) -> CustomVjp {
-        CustomVjp {
+    pub fn vectorized(self) -> CustomFn {
+        CustomFn {
             prim: Arc::new(CustomPrim {
                 vectorized: true,
                 ..(*self.prim).clone()
@@ -192,13 +263,13 @@ impl CustomVjp {
     }
 }
 
-impl fmt::Debug for CustomVjp {
+impl fmt::Debug for CustomFn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.prim, f)
     }
 }
 
-/// The primitive behind a [`CustomVjp`].
+/// The primitive behind a [`CustomFn`].
 #[derive(Clone)]
 struct CustomPrim {
     name: &'static str,
@@ -206,7 +277,7 @@ struct CustomPrim {
     /// `Debug` text, and two custom functions may share a name.
     id: u64,
     forward: Arc<ForwardFn>,
-    rule: Arc<RuleFn>,
+    rule: Rule,
     vectorized: bool,
 }
 
@@ -214,7 +285,7 @@ impl fmt::Debug for CustomPrim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "CustomVjp({:?}, #{}{})",
+            "CustomFn({:?}, #{}{})",
             self.name,
             self.id,
             if self.vectorized { ", vectorized" } else { "" }
@@ -251,7 +322,10 @@ impl CustomPrim {
             g,
             needs,
         };
-        let cots = self.guarded("the VJP rule", || (self.rule)(&args))?;
+        let Rule::Vjp(rule) = &self.rule else {
+            return self.transpose_jvp(inputs, output, g, needs, 0);
+        };
+        let cots = self.guarded("the VJP rule", || rule(&args))?;
         if cots.len() != inputs.len() {
             return Err(Error::InvalidArgument {
                 op: self.name,
@@ -276,6 +350,73 @@ impl CustomPrim {
                 Ok(need.then(|| c.cast(x.dtype())))
             })
             .collect()
+    }
+}
+
+impl CustomPrim {
+    /// The VJP of a JVP rule: record the rule at traced zero tangents, then pull `g` (which may
+    /// carry `nb` batch dimensions) back to them through the recorded, linear operations.
+    fn transpose_jvp(
+        &self,
+        inputs: &[Tensor],
+        output: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+        nb: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let Rule::Jvp(rule) = &self.rule else {
+            unreachable!("transpose_jvp of a VJP rule")
+        };
+        let guard = trace::push_frame(true, trace::ExitPolicy::KeepWrites, Default::default());
+        let level = guard.level();
+        let mut tangents = Vec::with_capacity(inputs.len());
+        let mut nodes = Vec::new();
+        for (x, &need) in inputs.iter().zip(needs) {
+            let zero = Tensor::try_full_dtype(x.shape(), 0.0, x.dtype())?;
+            if need {
+                let (t, n) = guard.input(&zero);
+                nodes.push(n);
+                tangents.push(t);
+            } else {
+                tangents.push(zero);
+            }
+        }
+        let args = JvpArgs {
+            inputs,
+            output,
+            tangents: &tangents,
+        };
+        let res = self.guarded("the JVP rule", || rule(&args));
+        let frame = guard.close(res.is_ok());
+        let t_out = res?;
+        if t_out.shape() != output.shape() {
+            return Err(Error::ShapeMismatch {
+                op: self.name,
+                lhs: output.shape().into(),
+                rhs: t_out.shape().into(),
+            });
+        }
+        let mut cots = match trace::node_of(&t_out, level) {
+            Some(out) => {
+                let opts = trace::BackwardOpts {
+                    debug_nan: false,
+                    nb,
+                };
+                let g = g.cast(t_out.dtype());
+                trace::backward(&frame.tape, out, g, &nodes, opts)?.into_iter()
+            }
+            // The output's tangent does not depend on the tangents: zero cotangents.
+            None => vec![None; nodes.len()].into_iter(),
+        };
+        Ok(inputs
+            .iter()
+            .zip(needs)
+            .map(|(x, &need)| {
+                need.then(|| cots.next().flatten())
+                    .flatten()
+                    .map(|c| c.cast(x.dtype()))
+            })
+            .collect())
     }
 }
 
@@ -321,6 +462,9 @@ impl Primitive for CustomPrim {
         nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let owned: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
+        if matches!(self.rule, Rule::Jvp(_)) {
+            return self.transpose_jvp(&owned, output, g, needs, nb);
+        }
         if nb == 0 {
             return self.rule_once(&owned, output, g, needs);
         }

@@ -22,7 +22,7 @@ mod trace;
 pub mod transform;
 pub mod vmap;
 
-pub use custom::{custom_vjp, CustomVjp, VjpArgs};
+pub use custom::{custom_jvp, custom_vjp, CustomFn, JvpArgs, VjpArgs};
 pub use error::{Error, Result, ShapeDisplay};
 pub use finder::{FoundStates, ReadWrite, StateFinder, StateKey, Usage};
 pub use jit::{jit, Jit};
