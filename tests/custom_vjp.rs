@@ -4,7 +4,7 @@
 
 use stategrad::prelude::*;
 use stategrad::simd::tuning;
-use stategrad::{custom_vjp, VjpArgs};
+use stategrad::{custom_jvp, custom_vjp, JvpArgs, VjpArgs};
 use std::sync::LazyLock;
 
 /// `log(1 + e^x)`, computed stably as `max(x, 0) + log(1 + e^-|x|)`, with the VJP
@@ -415,4 +415,93 @@ fn many_jit_replays_on_every_tier_equal_eager() {
             }
         }
     }
+}
+
+// ------------------------------------------------------------------ custom_jvp
+
+/// `softplus` with a forward-mode rule `t * sigmoid(x)`; reverse mode transposes it.
+static SOFTPLUS_JVP: LazyLock<CustomFn> = LazyLock::new(|| {
+    custom_jvp(
+        "log1pexp_jvp",
+        |x: &[Tensor]| Ok(x[0].relu() + ((-x[0].abs()).exp() + 1.0).log()),
+        |a: &JvpArgs| Ok(a.tangent(0) * a.input(0).sigmoid()),
+    )
+});
+
+#[test]
+fn custom_jvp_works_under_every_transform() {
+    let sp = |x: &Tensor| SOFTPLUS_JVP.apply(&[x]);
+    // Finite where the naive gradient is not.
+    let g = grad(|x: Tensor| sp(&x).sum())
+        .call(Tensor::new([100.0f32]))
+        .unwrap();
+    assert_eq!(g.to_vec::<f32>(), vec![1.0]);
+    let xs = [-1.5, 0.0, 0.8, 2.0];
+    let x = t64(&xs);
+    let sig: Vec<f64> = xs.iter().map(|&v| sigmoid(v)).collect();
+    let loss = |x: Tensor| (sp(&x) * 3.0).sum();
+    let g = grad(loss).call(x.clone()).unwrap();
+    assert_close("grad", &g, &(t64(&sig) * 3.0), 1e-14);
+    let jg = jit(|x: Tensor| grad(loss).call(x));
+    for _ in 0..3 {
+        assert_close("jit(grad)", &jg.call(x.clone()).unwrap(), &g, 0.0);
+    }
+    let a = Tensor::new([[1.0, -2.0, 0.5, 0.0], [0.3, 0.3, -1.0, 2.0]]);
+    let f = |x: Tensor| sp(&a.matmul(&x));
+    let jr = jacrev(f).call(x.clone()).unwrap();
+    let jf = jacfwd(f).call(x.clone()).unwrap();
+    assert_close("jacrev vs jacfwd", &jr, &jf, 1e-14);
+    let h = hessian(|x: Tensor| sp(&x).sum()).call(x.clone()).unwrap();
+    for i in 0..4 {
+        let want = sig[i] * (1.0 - sig[i]);
+        assert!((h.to_f64_vec()[i * 5] - want).abs() < 1e-14, "{h}");
+    }
+    let rows = Tensor::new([[-1.0, 0.0, 2.0], [3.0, -4.0, 0.5]]);
+    let per = |x: Tensor| grad(|x: Tensor| (sp(&x) * &x).sum()).call(x);
+    let got = vmap(per).call(rows.clone()).unwrap();
+    for k in 0..2 {
+        let want = per(rows.at(k)).unwrap();
+        assert_close("vmap(grad)", &got.at(k), &want, 1e-14);
+    }
+}
+
+#[test]
+fn custom_jvp_bad_rules_give_typed_errors() {
+    let wrong_shape = custom_jvp(
+        "jvp_wrong_shape",
+        |x: &[Tensor]| Ok(x[0].square()),
+        |a: &JvpArgs| Ok(a.tangent(0).sum()),
+    );
+    let panics = custom_jvp(
+        "jvp_panics",
+        |x: &[Tensor]| Ok(x[0].square()),
+        |_: &JvpArgs| -> stategrad::Result<Tensor> { panic!("jvp exploded") },
+    );
+    let s = State::new(Tensor::new([1.0f32, 2.0])).named("s");
+    let x = Tensor::new([1.0f32, -1.0]);
+    let run = |op: &CustomFn| {
+        grad(|x: Tensor| {
+            s.set_value(s.value() + 1.0);
+            (op.apply(&[&x]) * s.value()).sum()
+        })
+        .call(x.clone())
+        .unwrap_err()
+    };
+    let e = run(&wrong_shape);
+    assert!(
+        matches!(
+            &e,
+            Error::ShapeMismatch {
+                op: "jvp_wrong_shape",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = run(&panics);
+    assert!(
+        matches!(&e, Error::Panicked(m) if m.contains("jvp exploded")),
+        "{e}"
+    );
+    assert_eq!(s.value().to_vec::<f32>(), vec![1.0, 2.0]);
 }
