@@ -58,11 +58,11 @@ pub use stategrad_plugins as plugins;
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{
-        grad, hessian, jacfwd, jacobian, jacrev, jit, jvp, path, treefy_states, vector_grad, vjp,
-        vmap, where_, AnyState, BatchState, DType, DelayState, Error, Filter, GradientTransform,
-        HiddenState, LongTermState, Module, ParamState, Params, Path, PathKey, RandomState, Result,
-        ShortTermState, State, StateFinder, StateKey, StateKind, StateMap, Static, Tensor,
-        TransformPlugin, Usage,
+        custom_jvp, custom_vjp, grad, hessian, jacfwd, jacobian, jacrev, jit, jvp, path,
+        treefy_states, vector_grad, vjp, vmap, where_, AnyState, BatchState, CustomFn, DType,
+        DelayState, Error, Filter, GradientTransform, HiddenState, LongTermState, Module,
+        ParamState, Params, Path, PathKey, RandomState, Result, ShortTermState, State, StateFinder,
+        StateKey, StateKind, StateMap, Static, Tensor, TransformPlugin, Usage,
     };
     pub use stategrad_derive::Module;
 }

@@ -2,12 +2,13 @@
 //! execution path the engine has, must agree.
 //!
 //! A program is a chain of tensor operations over one argument `x` and one state `s` of the same
-//! shape: element-wise unary and binary ops, scalar operands, full and axis reductions that feed
-//! back into the chain (`v - v.sum()`), broadcasts, matmuls, reshapes, slices with concat,
-//! `where`, and optionally a write of the state. Shapes are drawn from lengths on both sides of
-//! every threshold of the engine (SIMD lanes, 64, the 256-element fused block, 1024 where fused
-//! passes get code, the 8K fused chunk, the 16K fusion minimum, the 32K arena limit, the 64K
-//! parallel chunk), in f32 and f64. Each program runs:
+//! shape: element-wise unary and binary ops (a user-defined `custom_vjp` function among them),
+//! scalar operands, full and axis reductions that feed back into the chain (`v - v.sum()`),
+//! broadcasts, matmuls, reshapes, slices with concat, `where`, and optionally a write of the
+//! state. Shapes are drawn from lengths on both sides of every threshold of the engine (SIMD
+//! lanes, 64, the 256-element fused block, 1024 where fused passes get code, the 8K fused chunk,
+//! the 16K fusion minimum, the 32K arena limit, the 64K parallel chunk), in f32 and f64. Each
+//! program runs:
 //!
 //! - eagerly (the reference);
 //! - through `jit`: the trace, then replays on the arena or with fused passes, with native code
@@ -75,9 +76,20 @@ enum Un {
     Recip,
     /// `log(1 + v²)`.
     Log,
+    /// `log(1 + e^v)` as a user-defined function with its own VJP rule (`custom_vjp`).
+    Softplus,
 }
 
-const UNARY: [Un; 12] = [
+/// The user-defined `softplus` of [`Un::Softplus`].
+static SOFTPLUS: std::sync::LazyLock<stategrad::CustomFn> = std::sync::LazyLock::new(|| {
+    stategrad::custom_vjp(
+        "softplus",
+        |x: &[Tensor]| Ok(x[0].relu() + ((-x[0].abs()).exp() + 1.0).log()),
+        |a: &stategrad::VjpArgs| Ok(vec![a.g() * a.input(0).sigmoid()]),
+    )
+});
+
+const UNARY: [Un; 13] = [
     Un::Neg,
     Un::Exp,
     Un::Tanh,
@@ -90,6 +102,7 @@ const UNARY: [Un; 12] = [
     Un::Sqrt,
     Un::Recip,
     Un::Log,
+    Un::Softplus,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -316,6 +329,7 @@ impl Program {
                         Un::Sqrt => one_plus_sq(a).sqrt(),
                         Un::Recip => one_plus_sq(a).recip(),
                         Un::Log => one_plus_sq(a).log(),
+                        Un::Softplus => SOFTPLUS.apply(&[a]),
                     }
                 }
                 Op::Binary(b, a, c) => bin(*b, &vals[*a], &vals[*c]),

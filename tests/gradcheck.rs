@@ -182,6 +182,60 @@ fn pattern(shape: &[usize], like: &Tensor) -> Tensor {
     t64(v, shape).cast(like.dtype())
 }
 
+/// `softplus(x) = log(1 + e^x)` as a user-defined function with its own VJP rule (a stable
+/// forward, the rule `g * sigmoid(x)`), checked like the built-in primitives.
+static SOFTPLUS: std::sync::LazyLock<CustomFn> = std::sync::LazyLock::new(|| {
+    custom_vjp(
+        "softplus",
+        |x: &[Tensor]| Ok(x[0].relu() + ((-x[0].abs()).exp() + 1.0).log()),
+        |a: &VjpArgs| Ok(vec![a.g() * a.input(0).sigmoid()]),
+    )
+});
+
+/// The same, declared vectorized (`vmap` calls it once on the whole batch).
+static SOFTPLUS_VEC: std::sync::LazyLock<CustomFn> =
+    std::sync::LazyLock::new(|| SOFTPLUS.clone().vectorized());
+
+/// `a * sin(b)` with numpy broadcasting, its rule summing each cotangent to its input's shape.
+static MUL_SIN: std::sync::LazyLock<CustomFn> = std::sync::LazyLock::new(|| {
+    custom_vjp(
+        "mul_sin",
+        |x: &[Tensor]| x[0].try_mul(&x[1].try_sin()?),
+        |r: &VjpArgs| {
+            let (a, b, g) = (r.input(0), r.input(1), r.g());
+            Ok(vec![
+                g.try_mul(&b.try_sin()?)?.try_sum_to(a.shape())?,
+                g.try_mul(a)?
+                    .try_mul(&b.try_cos()?)?
+                    .try_sum_to(b.shape())?,
+            ])
+        },
+    )
+});
+
+/// `softplus` with a forward-mode rule (`custom_jvp`): reverse mode transposes it.
+static SOFTPLUS_JVP: std::sync::LazyLock<CustomFn> = std::sync::LazyLock::new(|| {
+    custom_jvp(
+        "softplus_jvp",
+        |x: &[Tensor]| Ok(x[0].relu() + ((-x[0].abs()).exp() + 1.0).log()),
+        |a: &JvpArgs| a.tangent(0).try_mul(&a.input(0).try_sigmoid()?),
+    )
+});
+
+/// `a * sin(b)` with broadcasting and a forward-mode rule (the transpose sums for it).
+static MUL_SIN_JVP: std::sync::LazyLock<CustomFn> = std::sync::LazyLock::new(|| {
+    custom_jvp(
+        "mul_sin_jvp",
+        |x: &[Tensor]| x[0].try_mul(&x[1].try_sin()?),
+        |r: &JvpArgs| {
+            let (a, b) = (r.input(0), r.input(1));
+            r.tangent(0)
+                .try_mul(&b.try_sin()?)?
+                .try_add(&a.try_mul(&b.try_cos()?)?.try_mul(r.tangent(1))?)
+        },
+    )
+});
+
 fn cases() -> Vec<Case> {
     let mut v = vec![
         // ---------------------------------------------------------- unary
@@ -437,6 +491,42 @@ fn cases() -> Vec<Case> {
                 .try_div(&x[0].try_add_scalar(1.0)?)
         }),
     ];
+    // ---------------------------------------------------------- user-defined (custom_vjp)
+    v.push(case!(
+        "custom_vjp softplus",
+        |r| vec![any(r, &[3, 4])],
+        |x| SOFTPLUS.call(&[&x[0]])
+    ));
+    v.push(case!(
+        "custom_vjp softplus vectorized, composed",
+        |r| vec![any(r, &[2, 3])],
+        |x| SOFTPLUS_VEC.call(&[&x[0]])?.try_mul(&x[0])?.try_tanh()
+    ));
+    v.push(case!(
+        "custom_vjp two inputs (3,4)x(4,)",
+        |r| pair_any(r, &[3, 4], &[4]),
+        |x| MUL_SIN.call(&[&x[0], &x[1]])
+    ));
+    v.push(case!(
+        "custom_vjp two inputs ()x(2,3)",
+        |r| pair_any(r, &[], &[2, 3]),
+        |x| MUL_SIN.call(&[&x[0], &x[1]])
+    ));
+    v.push(case!(
+        "custom_jvp softplus",
+        |r| vec![any(r, &[3, 4])],
+        |x| SOFTPLUS_JVP.call(&[&x[0]])
+    ));
+    v.push(case!(
+        "custom_jvp two inputs (3,4)x(4,)",
+        |r| pair_any(r, &[3, 4], &[4]),
+        |x| MUL_SIN_JVP.call(&[&x[0], &x[1]])
+    ));
+    v.push(case!(
+        "custom_jvp two inputs ()x(2,3)",
+        |r| pair_any(r, &[], &[2, 3]),
+        |x| MUL_SIN_JVP.call(&[&x[0], &x[1]])
+    ));
     binary_cases!(v, "add", try_add, pair_any);
     binary_cases!(v, "sub", try_sub, pair_any);
     binary_cases!(v, "mul", try_mul, pair_any);

@@ -6,6 +6,7 @@
 // Unsafe code lives only in `stategrad-simd`, where each block states its proof.
 #![forbid(unsafe_code)]
 
+pub mod custom;
 pub mod error;
 pub mod finder;
 mod fuse;
@@ -21,6 +22,7 @@ mod trace;
 pub mod transform;
 pub mod vmap;
 
+pub use custom::{custom_jvp, custom_vjp, CustomFn, JvpArgs, VjpArgs};
 pub use error::{Error, Result, ShapeDisplay};
 pub use finder::{FoundStates, ReadWrite, StateFinder, StateKey, Usage};
 pub use jit::{jit, Jit};

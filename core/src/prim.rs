@@ -174,7 +174,7 @@ fn align_batched(t: &Tensor, batched: bool, rank: usize) -> Result<Tensor> {
 
 /// Batch rule of broadcasting primitives (elementwise, select, matmul): align every batched
 /// operand to the largest per-example rank, then apply the primitive unchanged.
-fn batch_broadcasting(
+pub(crate) fn batch_broadcasting(
     this: &Arc<dyn Primitive>,
     inputs: &[&Tensor],
     batched: &[bool],
