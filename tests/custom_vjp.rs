@@ -3,7 +3,7 @@
 //! replay tiers), with typed errors for bad rules.
 
 use stategrad::prelude::*;
-use stategrad::simd::tuning;
+use stategrad::exec::tuning;
 use stategrad::{custom_jvp, custom_vjp, JvpArgs, VjpArgs};
 use std::sync::LazyLock;
 
