@@ -6,7 +6,7 @@ use crate::jit::JitOutput;
 use crate::module::{Filter, Path};
 use crate::state::State;
 use crate::trace::ExitPolicy;
-use crate::transform::engine::with_states;
+use crate::trace::with_states;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;

@@ -8,11 +8,11 @@
 
 pub mod error;
 pub mod finder;
-mod fuse;
 pub mod jit;
-mod lower;
 pub mod module;
 mod ops;
+mod panics;
+mod parallel;
 mod prim;
 pub mod random;
 pub mod state;

@@ -198,12 +198,12 @@ fn batch_broadcasting(
 pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
     // An output buffer that cannot be allocated is raised from deep in a kernel; it comes back
     // here as the `Err` of this operation.
-    let out = crate::error::catching(|| prim.forward(inputs))?;
+    let out = crate::panics::catching(|| prim.forward(inputs))?;
     Ok(trace::record(&prim, inputs, out))
 }
 
 pub(crate) fn par() -> Par {
-    if trace::sequential() {
+    if crate::parallel::sequential() {
         Par::Seq
     } else {
         Par::Rayon
@@ -1365,7 +1365,7 @@ impl Primitive for MatMul {
                         p,
                     );
                 };
-                if nb > 1 && !trace::sequential() && m * n * k * nb > (1 << 18) {
+                if nb > 1 && !crate::parallel::sequential() && m * n * k * nb > (1 << 18) {
                     use rayon::prelude::*;
                     $o.par_chunks_mut((m * n).max(1))
                         .enumerate()
