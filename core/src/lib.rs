@@ -19,6 +19,7 @@ pub mod state;
 pub mod tensor;
 mod trace;
 pub mod transform;
+pub mod tree;
 pub mod vmap;
 
 pub use error::{Error, Result, ShapeDisplay};

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::state::State;
 use crate::tensor::Tensor;
 use crate::trace;
-use crate::transform::Tree;
+use crate::tree::Tree;
 use std::collections::HashMap;
 
 impl<F: Fn(Tensor) -> O, O: JitOutput> Jit<F, Tensor, O>
@@ -112,8 +112,7 @@ where
 /// Run `body` as one transaction over the states it touches: if it fails (or panics), every
 /// state is back at its entry value, however many iterations had already written it.
 fn all_or_nothing<R>(body: impl FnOnce() -> Result<R>) -> Result<R> {
-    let (r, _) =
-        trace::with_states(HashMap::new(), trace::ExitPolicy::KeepWrites, body)?;
+    let (r, _) = trace::with_states(HashMap::new(), trace::ExitPolicy::KeepWrites, body)?;
     Ok(r)
 }
 

@@ -4,10 +4,10 @@
 //! are inputs (their shapes are checked on every call: a changed shape retraces, a changed value
 //! does not) and the states it writes are outputs, written back after each replay. Reading a
 //! traced value inside the function (to branch on it) is an error ([`crate::Error::TracedValueRead`]);
-//! use [`Tensor::select`] / [`where_`](crate::where_) for data-dependent choices. A replay runs
-//! only the primitives the outputs need (dead code is dropped) and goes through the same
-//! primitives as eager code, so `grad(jit(f))`, `jit(grad(f))` and Jacobians of jitted
-//! functions all work.
+//! use [`Tensor::select`](crate::Tensor::select) / [`where_`](crate::where_) for data-dependent
+//! choices. A replay runs only the primitives the outputs need (dead code is dropped) and goes
+//! through the same primitives as eager code, so `grad(jit(f))`, `jit(grad(f))` and Jacobians of
+//! jitted functions all work.
 //!
 //! How a replay runs (when no enclosing transform records it):
 //! - **Small programs** (values totalling at most 32K elements, every primitive with a slice
@@ -28,10 +28,9 @@
 //!
 //! Results equal eager ones (the replay runs the same kernels with the same rounding).
 
-
 mod control;
-mod fuse;
-mod lower;
+pub(crate) mod fuse;
+pub(crate) mod lower;
 mod program;
 mod replay;
 mod trace;
@@ -43,13 +42,12 @@ pub(crate) use trace::trace_program;
 use crate::error::Result;
 use crate::tensor::DType;
 use crate::trace::jit_tracing;
-use crate::transform::{Args, Tree};
+use crate::tree::{Args, Tree};
 use dashmap::DashMap;
 use replay::replay;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-
 
 /// What a jitted function may return: a [`Tree`] of tensors, or a `Result` of one.
 pub trait JitOutput {
@@ -79,7 +77,6 @@ struct Key {
     leaves: Vec<(Vec<usize>, DType)>,
     statics: Vec<String>,
 }
-
 
 /// The shape of one compiled program (see [`Jit::program_stats`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,8 +125,9 @@ pub struct Jit<F, A, O: JitOutput> {
 
 /// True while `jit` traces a function on this thread: code that keeps host-side state between
 /// calls (a counter, a random stream) runs only once per trace, and its result is frozen into the
-/// compiled program. Such code should keep its state in a [`State`] (which the trace sees and
-/// every replay updates) or refuse to run here, as stateful gradient processors do.
+/// compiled program. Such code should keep its state in a [`State`](crate::State) (which the
+/// trace sees and every replay updates) or refuse to run here, as stateful gradient processors
+/// do.
 ///
 /// ```
 /// use stategrad_core::{jit, jit::in_jit_trace, Tensor};
@@ -195,7 +193,6 @@ where
         }
         out
     }
-
 
     /// Forget every compiled tape.
     pub fn clear_cache(&self) {

@@ -4,14 +4,14 @@
 
 use super::fuse;
 use super::lower::Lowered;
-use super::program::{Compiled, Step, Source};
+use super::program::{Compiled, Source, Step};
 use super::{Jit, JitOutput};
 use crate::error::{Error, Result};
 use crate::panics::from_panic;
 use crate::prim::apply;
 use crate::tensor::Tensor;
 use crate::trace;
-use crate::transform::{Args, Tree};
+use crate::tree::{Args, Tree};
 use smallvec::SmallVec;
 use stategrad_simd::Par;
 use std::panic::{catch_unwind, AssertUnwindSafe};

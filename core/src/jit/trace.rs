@@ -11,7 +11,7 @@ use crate::panics::from_panic;
 use crate::state::State;
 use crate::tensor::{Buffer, DType, Tensor};
 use crate::trace;
-use crate::transform::{Args, Tree};
+use crate::tree::{Args, Tree};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -32,7 +32,8 @@
 
 pub mod engine;
 pub mod plugins;
-pub mod tree;
+// The structure traits live in the top-level `tree` module; `transform::tree` stays a path.
+pub use crate::tree;
 
 pub use engine::{jvp_pure, vjp_pure, Pullback, PureFn};
 pub use plugins::{

@@ -7,7 +7,7 @@ use crate::prim::apply;
 use crate::state::State;
 use crate::tensor::Tensor;
 use crate::trace;
-use crate::transform::{Args, Tree};
+use crate::tree::{Args, Tree};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::jit::JitOutput;
 use crate::tensor::Tensor;
 use crate::trace::{self, with_states, ExitPolicy};
-use crate::transform::{Args, Tree};
+use crate::tree::{Args, Tree};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::marker::PhantomData;
