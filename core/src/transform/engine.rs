@@ -9,8 +9,8 @@ use std::ops::Range;
 
 /// A stateful function seen as a pure one: `(grad-state values, then the selected arguments'
 /// leaves) -> output`. This is what a [`crate::TransformPlugin`] receives; it never sees a
-/// [`State`]. Calling it runs the user's function once with those values substituted; states the
-/// function writes keep their new values, as in a direct call.
+/// [`State`](crate::State). Calling it runs the user's function once with those values
+/// substituted; states the function writes keep their new values, as in a direct call.
 pub struct PureFn<'a> {
     pub(crate) f: &'a dyn Fn(&[Tensor]) -> Result<Tensor>,
     /// How many leading inputs are state values.
