@@ -233,7 +233,7 @@ impl CustomFn {
     pub fn apply(&self, inputs: &[&Tensor]) -> Tensor {
         match self.call(inputs) {
             Ok(t) => t,
-            Err(e) => crate::error::raise(e),
+            Err(e) => crate::panics::raise(e),
         }
     }
 
@@ -298,9 +298,9 @@ impl CustomPrim {
     /// Run user code, turning a raised error back into itself and any other panic into
     /// [`Error::Panicked`] naming the function.
     fn guarded<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        crate::error::catching(|| match catch_unwind(AssertUnwindSafe(f)) {
+        crate::panics::catching(|| match catch_unwind(AssertUnwindSafe(f)) {
             Ok(r) => r,
-            Err(payload) => Err(match crate::error::from_panic(payload) {
+            Err(payload) => Err(match crate::panics::from_panic(payload) {
                 Error::Panicked(msg) => {
                     Error::Panicked(format!("{what} of custom function `{}`: {msg}", self.name))
                 }

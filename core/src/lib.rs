@@ -9,17 +9,18 @@
 pub mod custom;
 pub mod error;
 pub mod finder;
-mod fuse;
 pub mod jit;
-mod lower;
 pub mod module;
 mod ops;
+mod panics;
+mod parallel;
 mod prim;
 pub mod random;
 pub mod state;
 pub mod tensor;
 mod trace;
 pub mod transform;
+pub mod tree;
 pub mod vmap;
 
 pub use custom::{custom_jvp, custom_vjp, CustomFn, JvpArgs, VjpArgs};

@@ -1,7 +1,8 @@
 //! The tensor operations users call. Each `try_x` returns a [`Result`]; the plain form raises the
 //! error as a typed panic that transforms turn back into `Err` (see [`crate::tensor`]).
 
-use crate::error::{raise, Error, Result};
+use crate::error::{Error, Result};
+use crate::panics::raise;
 use crate::prim::{
     self, apply, Binary, BroadcastTo, Cast, Concat, MatMul, Permute, Primitive, Reduce, Reshape,
     Select, Slice, Unary,

@@ -32,7 +32,7 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     fn fusion(&self) -> Option<Fusion> {
         None
     }
-    /// Slice kernel for `jit`'s small-program replay ([`crate::lower`]): the kernel that
+    /// Slice kernel for `jit`'s small-program replay ([`crate::jit::lower`]): the kernel that
     /// computes this primitive's output (of shape `out`) from inputs of shapes `inputs` and one
     /// dtype, or `None` when it has no such form (the program then replays through `forward`).
     fn lower(&self, _inputs: &[&[usize]], _out: &[usize]) -> Option<Kernel> {
@@ -54,7 +54,7 @@ pub trait Primitive: Send + Sync + fmt::Debug {
 }
 
 /// A primitive's forward computation as one kernel on slices (see [`Primitive::lower`]); run by
-/// [`crate::lower`].
+/// [`crate::jit::lower`].
 #[derive(Clone, Debug)]
 pub(crate) enum Kernel {
     /// Elementwise unary op.
@@ -82,7 +82,7 @@ pub(crate) enum Kernel {
     Gemm(MatDims),
 }
 
-/// How a primitive takes part in `jit`'s elementwise fusion ([`crate::fuse`]).
+/// How a primitive takes part in `jit`'s elementwise fusion ([`crate::jit::fuse`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fusion {
     /// Elementwise on one operand.
@@ -198,12 +198,12 @@ pub(crate) fn batch_broadcasting(
 pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
     // An output buffer that cannot be allocated is raised from deep in a kernel; it comes back
     // here as the `Err` of this operation.
-    let out = crate::error::catching(|| prim.forward(inputs))?;
+    let out = crate::panics::catching(|| prim.forward(inputs))?;
     Ok(trace::record(&prim, inputs, out))
 }
 
 pub(crate) fn par() -> Par {
-    if trace::sequential() {
+    if crate::parallel::sequential() {
         Par::Seq
     } else {
         Par::Rayon
@@ -1365,7 +1365,7 @@ impl Primitive for MatMul {
                         p,
                     );
                 };
-                if nb > 1 && !trace::sequential() && m * n * k * nb > (1 << 18) {
+                if nb > 1 && !crate::parallel::sequential() && m * n * k * nb > (1 << 18) {
                     use rayon::prelude::*;
                     $o.par_chunks_mut((m * n).max(1))
                         .enumerate()

@@ -146,7 +146,7 @@ impl Primitive for Sample {
         let mut buf = Buffer::try_filled("random", DType::F64, n, 0.0)?;
         let fill = |(i, x): (usize, &mut f64)| *x = draw(k, i, self.dist);
         if let Buffer::F64(v) = &mut buf {
-            if n >= 1 << 16 && !crate::trace::sequential() {
+            if n >= 1 << 16 && !crate::parallel::sequential() {
                 v.par_iter_mut().enumerate().for_each(fill);
             } else {
                 v.iter_mut().enumerate().for_each(fill);
@@ -228,7 +228,7 @@ fn try_sample(op: &'static str, shape: &[usize], dtype: DType, dist: Dist) -> Re
 fn ok(r: Result<Tensor>) -> Tensor {
     match r {
         Ok(t) => t,
-        Err(e) => crate::error::raise(e),
+        Err(e) => crate::panics::raise(e),
     }
 }
 

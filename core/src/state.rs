@@ -390,27 +390,6 @@ kind_marker!(
     AnyState => State
 );
 
-impl From<f32> for Tensor {
-    fn from(v: f32) -> Tensor {
-        Tensor::scalar(v)
-    }
-}
-impl From<f64> for Tensor {
-    fn from(v: f64) -> Tensor {
-        Tensor::scalar(v)
-    }
-}
-impl<T: crate::tensor::Float> From<Vec<T>> for Tensor {
-    fn from(v: Vec<T>) -> Tensor {
-        crate::tensor::IntoTensor::into_tensor(v)
-    }
-}
-impl From<&Tensor> for Tensor {
-    fn from(v: &Tensor) -> Tensor {
-        v.clone()
-    }
-}
-
 /// Per-thread views of states touched by the transforms open on this thread.
 mod views {
     use super::StateId;

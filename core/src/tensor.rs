@@ -134,7 +134,7 @@ impl Buffer {
     pub(crate) fn filled(dtype: DType, n: usize, value: f64) -> Buffer {
         match Buffer::try_filled("allocate", dtype, n, value) {
             Ok(b) => b,
-            Err(e) => crate::error::raise(e),
+            Err(e) => crate::panics::raise(e),
         }
     }
 
@@ -256,7 +256,7 @@ pub(crate) mod pool {
             pub(crate) fn $take(n: usize) -> Vec<$t> {
                 match $try_take(n) {
                     Some(v) => v,
-                    None => crate::error::raise(crate::Error::AllocationFailed {
+                    None => crate::panics::raise(crate::Error::AllocationFailed {
                         op: "allocate",
                         elements: n,
                         dtype: <$t as super::Float>::DTYPE.name(),
@@ -362,7 +362,7 @@ pub(crate) fn shape_numel(op: &'static str, shape: &[usize]) -> Result<usize> {
 fn ok<T>(r: Result<T>) -> T {
     match r {
         Ok(v) => v,
-        Err(e) => crate::error::raise(e),
+        Err(e) => crate::panics::raise(e),
     }
 }
 
@@ -714,7 +714,7 @@ impl Tensor {
     #[track_caller]
     pub fn to_vec<T: Float>(&self) -> Vec<T> {
         if crate::trace::jit_traced(self) {
-            crate::error::raise(Error::TracedValueRead {
+            crate::panics::raise(Error::TracedValueRead {
                 shape: self.shape_display(),
                 what: "to_vec",
             });
@@ -909,6 +909,28 @@ impl IntoTensor for Tensor {
 impl IntoTensor for &Tensor {
     fn into_tensor(self) -> Tensor {
         self.clone()
+    }
+}
+
+// The conversions `State::new` and `State::set_value` take.
+impl From<f32> for Tensor {
+    fn from(v: f32) -> Tensor {
+        Tensor::scalar(v)
+    }
+}
+impl From<f64> for Tensor {
+    fn from(v: f64) -> Tensor {
+        Tensor::scalar(v)
+    }
+}
+impl<T: Float> From<Vec<T>> for Tensor {
+    fn from(v: Vec<T>) -> Tensor {
+        IntoTensor::into_tensor(v)
+    }
+}
+impl From<&Tensor> for Tensor {
+    fn from(v: &Tensor) -> Tensor {
+        v.clone()
     }
 }
 

@@ -11,13 +11,15 @@
 //! (the pure-function view of a stateful function), and restore states on exit.
 
 use crate::error::{Error, Result};
+use crate::panics::from_panic;
 use crate::prim::Primitive;
 use crate::state::{State, StateId};
 use crate::tensor::{Tags, Tensor};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 static NEXT_LEVEL: AtomicU64 = AtomicU64::new(1);
 
@@ -96,7 +98,6 @@ pub(crate) struct Frame {
 
 thread_local! {
     static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
-    static SEQUENTIAL: Cell<bool> = const { Cell::new(false) };
 }
 
 /// True while any frame is open on this thread (a transform is running).
@@ -107,44 +108,6 @@ pub(crate) fn tracing() -> bool {
 /// True while a recording frame is open on this thread (work must stay here to be recorded).
 pub(crate) fn recording() -> bool {
     FRAMES.with(|f| f.borrow().iter().any(|fr| fr.records))
-}
-
-/// True if kernels on this thread must stay sequential (inside a parallel Jacobian chunk).
-pub(crate) fn sequential() -> bool {
-    SEQUENTIAL.with(Cell::get)
-}
-
-/// Run `f` with kernels kept sequential on this thread.
-pub(crate) fn with_sequential<R>(f: impl FnOnce() -> R) -> R {
-    // Restored on unwind too: the thread is a pooled rayon worker, and a flag left set by a
-    // panicking chunk would keep every later kernel on it sequential.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = SEQUENTIAL.try_with(|s| s.set(self.0));
-        }
-    }
-    let _restore = Restore(SEQUENTIAL.with(|s| s.replace(true)));
-    f()
-}
-
-/// Silence the default panic message for typed operator errors, which transforms turn into `Err`.
-pub(crate) fn install_quiet_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let prev = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if info
-                .payload()
-                .downcast_ref::<crate::error::OpPanic>()
-                .is_some()
-                && crate::error::typed_panics()
-            {
-                return;
-            }
-            prev(info);
-        }));
-    });
 }
 
 /// Handle to an open frame. Closing it (or dropping it during a panic) pops the frame.
@@ -159,7 +122,7 @@ pub(crate) fn push_frame(
     policy: ExitPolicy,
     overrides: HashMap<StateId, Tensor>,
 ) -> FrameGuard {
-    install_quiet_hook();
+    crate::panics::install_quiet_hook();
     let level = NEXT_LEVEL.fetch_add(1, Ordering::Relaxed);
     FRAMES.with(|f| {
         f.borrow_mut().push(Frame {
@@ -248,6 +211,24 @@ impl Drop for FrameGuard {
             finish_states(&frame, false);
         }
     }
+}
+
+/// Run `body` with the given state values substituted at first access, as one call of the pure
+/// function. Catches panics (typed operator errors become their `Error`); on failure every state
+/// is restored. Returns the result and the states the call touched, in first-access order.
+pub(crate) fn with_states<R>(
+    overrides: HashMap<StateId, Tensor>,
+    policy: ExitPolicy,
+    body: impl FnOnce() -> Result<R>,
+) -> Result<(R, Vec<(State, Access)>)> {
+    let guard = push_frame(false, policy, overrides);
+    let res = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(payload) => Err(from_panic(payload)),
+    };
+    let frame = guard.close(res.is_ok());
+    let touched = frame.touched.into_iter().map(|(s, _, a)| (s, a)).collect();
+    res.map(|r| (r, touched))
 }
 
 fn pop(level: u64) -> Frame {
@@ -573,27 +554,4 @@ pub(crate) fn innermost_written() -> Vec<(State, Tensor)> {
             })
             .unwrap_or_default()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn with_sequential_restores_the_flag_on_unwind() {
-        assert!(!sequential());
-        let r = std::panic::catch_unwind(|| with_sequential(|| panic!("chunk failed")));
-        assert!(r.is_err());
-        assert!(
-            !sequential(),
-            "a panicking chunk left the thread sequential"
-        );
-        // Nested: the inner call restores the outer value, not `false`.
-        with_sequential(|| {
-            let r = std::panic::catch_unwind(|| with_sequential(|| panic!("inner")));
-            assert!(r.is_err());
-            assert!(sequential());
-        });
-        assert!(!sequential());
-    }
 }

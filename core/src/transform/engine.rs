@@ -1,18 +1,16 @@
 //! The pure-function view of a stateful function, and the reverse/forward products on it that
 //! every transform plugin is built from.
 
-use crate::error::{from_panic, Error, Result};
-use crate::state::{State, StateId};
+use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 use crate::trace::{self, BackwardOpts, ExitPolicy, Frame};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A stateful function seen as a pure one: `(grad-state values, then the selected arguments'
 /// leaves) -> output`. This is what a [`crate::TransformPlugin`] receives; it never sees a
-/// [`State`]. Calling it runs the user's function once with those values substituted; states the
-/// function writes keep their new values, as in a direct call.
+/// [`State`](crate::State). Calling it runs the user's function once with those values
+/// substituted; states the function writes keep their new values, as in a direct call.
 pub struct PureFn<'a> {
     pub(crate) f: &'a dyn Fn(&[Tensor]) -> Result<Tensor>,
     /// How many leading inputs are state values.
@@ -337,22 +335,4 @@ impl<'a> PureFn<'a> {
             labels,
         }
     }
-}
-
-/// Run `body` with the given state values substituted at first access, as one call of the pure
-/// function. Catches panics (typed operator errors become their `Error`); on failure every state
-/// is restored. Returns the result and the states the call touched, in first-access order.
-pub(crate) fn with_states<R>(
-    overrides: HashMap<StateId, Tensor>,
-    policy: ExitPolicy,
-    body: impl FnOnce() -> Result<R>,
-) -> Result<(R, Vec<(State, trace::Access)>)> {
-    let guard = trace::push_frame(false, policy, overrides);
-    let res = match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(r) => r,
-        Err(payload) => Err(from_panic(payload)),
-    };
-    let frame = guard.close(res.is_ok());
-    let touched = frame.touched.into_iter().map(|(s, _, a)| (s, a)).collect();
-    res.map(|r| (r, touched))
 }

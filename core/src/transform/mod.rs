@@ -33,7 +33,8 @@
 pub mod engine;
 pub mod params;
 pub mod plugins;
-pub mod tree;
+// The structure traits live in the top-level `tree` module; `transform::tree` stays a path.
+pub use crate::tree;
 
 pub use engine::{jvp_pure, vjp_pure, Pullback, PureFn};
 pub use params::{check_params_against, ParamKind, ParamSpec, ParamValue, Params};
@@ -754,7 +755,7 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
             ..
         } = prep;
         let n_unique = unique.len();
-        let (res, _) = engine::with_states(HashMap::new(), ExitPolicy::KeepWrites, || {
+        let (res, _) = crate::trace::with_states(HashMap::new(), ExitPolicy::KeepWrites, || {
             // Reading through `value()` lets enclosing transforms see these states.
             let mut inputs: Vec<Tensor> = unique.iter().map(|(_, s)| s.value()).collect();
             let counts: Vec<usize> = leaves.iter().map(Vec::len).collect();
@@ -789,7 +790,7 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
                     off += counts[k];
                 }
                 let ((value, aux), touched) =
-                    engine::with_states(overrides, ExitPolicy::KeepWrites, || eval(a))?;
+                    crate::trace::with_states(overrides, ExitPolicy::KeepWrites, || eval(a))?;
                 if self.check_states {
                     for (label, s) in unique {
                         if !touched.iter().any(|(t, _)| t.same(s)) {

@@ -208,7 +208,7 @@ fn map_chunks<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Resul
     } else {
         (0..n)
             .into_par_iter()
-            .map(|i| trace::with_sequential(|| f(i)))
+            .map(|i| crate::parallel::with_sequential(|| f(i)))
             .collect()
     }
 }

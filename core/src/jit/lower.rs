@@ -7,7 +7,9 @@
 //! [`ArenaStep`]s (the kernels without a direct form become calls); running them, as closures
 //! or as generated native code, is [`ArenaProgram`]'s.
 
+use super::program::{uniform_scalar, Source, Step};
 use crate::prim::{binary_kernel, Kernel};
+use crate::state::State;
 use crate::tensor::{DType, Float, Shape, Tensor};
 use smallvec::SmallVec;
 use stategrad_exec::arena::{ArenaFn, ArenaOpd, ArenaProgram, ArenaStep};
@@ -472,4 +474,104 @@ impl Lowered {
             })
             .collect()
     }
+}
+/// Lower a compiled program to one arena (see the [module docs](self)), if every value is small, every
+/// value and constant has one dtype and every step has a slice kernel.
+pub(super) fn lower_program(
+    steps: &[Step],
+    arg_nodes: &[u32],
+    leaves: &[Tensor],
+    state_inputs: &[(State, u32, Vec<usize>, DType)],
+    n_nodes: usize,
+) -> Option<Lowered> {
+    let dtype = steps.first()?.dtype;
+    let mut slots: Vec<Option<(usize, crate::tensor::Shape)>> = vec![None; n_nodes];
+    let mut size = 0usize;
+    type Slots = Vec<Option<(usize, crate::tensor::Shape)>>;
+    let place = |slots: &mut Slots, size: &mut usize, node: u32, shape: &[usize], dt: DType| {
+        if dt != dtype {
+            return None;
+        }
+        let len = shape.iter().product::<usize>();
+        *size = slot_start(*size, len);
+        slots[node as usize] = Some((*size, shape.into()));
+        *size += len;
+        (*size <= SMALL_MAX).then_some(())
+    };
+    for (n, l) in arg_nodes.iter().zip(leaves) {
+        place(&mut slots, &mut size, *n, l.shape(), l.dtype())?;
+    }
+    for (_, n, shape, dt) in state_inputs {
+        place(&mut slots, &mut size, *n, shape, *dt)?;
+    }
+    // Slots below this hold arguments and state inputs (a loop's carries overwrite them).
+    let inputs_end = size;
+    let mut lsteps = Vec::with_capacity(steps.len());
+    let mut consts = Vec::new();
+    for st in steps {
+        let mut in_shapes: SmallVec<[crate::tensor::Shape; 2]> = SmallVec::new();
+        for src in &st.inputs {
+            match src {
+                Source::Node(n) => in_shapes.push(slots[*n as usize].as_ref()?.1.clone()),
+                Source::Const(t) if t.dtype() == dtype => in_shapes.push(t.shape().into()),
+                Source::Const(_) => return None,
+            }
+        }
+        let shapes: SmallVec<[&[usize]; 2]> = in_shapes.iter().map(|s| &s[..]).collect();
+        let kernel = st.prim.lower(&shapes, &st.shape)?;
+        let binary = matches!(kernel, Kernel::Binary { .. });
+        let mut inputs: SmallVec<[LIn; 2]> = SmallVec::new();
+        for src in &st.inputs {
+            match src {
+                Source::Node(n) => {
+                    let (off, shape) = slots[*n as usize].as_ref()?;
+                    inputs.push(LIn::Slot(*off, shape.iter().product()));
+                }
+                Source::Const(t) => match uniform_scalar(t).filter(|_| binary) {
+                    Some(v) => inputs.push(LIn::Imm(v.item().ok()?)),
+                    None => inputs.push(const_slot(&mut size, &mut consts, t)),
+                },
+            }
+        }
+        // A copy of a step's result (a reshape) is the same slot under another shape.
+        if let (Kernel::Copy, [LIn::Slot(off, _)]) = (&kernel, &inputs[..]) {
+            if *off >= inputs_end {
+                slots[st.out as usize] = Some((*off, st.shape.clone()));
+                continue;
+            }
+        }
+        place(&mut slots, &mut size, st.out, &st.shape, st.dtype)?;
+        let out = slots[st.out as usize].as_ref()?.0;
+        let n = st.shape.iter().product();
+        let step = LStep::new(kernel.clone(), &inputs, out, n).or_else(|| {
+            // A broadcast the direct forms cannot take: the constant gets a slot after all.
+            let ins: SmallVec<[LIn; 2]> = st
+                .inputs
+                .iter()
+                .zip(&inputs)
+                .map(|(src, i)| match (src, i) {
+                    (Source::Const(t), LIn::Imm(_)) => const_slot(&mut size, &mut consts, t),
+                    _ => *i,
+                })
+                .collect();
+            LStep::new(kernel, &ins, out, n)
+        })?;
+        lsteps.push(step);
+    }
+    Some(Lowered {
+        dtype,
+        size,
+        slots,
+        consts,
+        program: build(dtype, &lsteps, size),
+    })
+}
+
+/// A slot for constant `t` at the end of the arena (`size` elements so far), its value copied
+/// in at the start of every run.
+fn const_slot(size: &mut usize, consts: &mut Vec<(usize, Tensor)>, t: &Tensor) -> LIn {
+    let off = slot_start(*size, t.numel());
+    *size = off + t.numel();
+    consts.push((off, t.clone()));
+    LIn::Slot(off, t.numel())
 }

@@ -1,4 +1,4 @@
-//! The structure traits of the transforms: arguments ([`Arg`], [`Args`]), containers of states
+//! The structure traits of the transforms and `jit`: arguments ([`Arg`], [`Args`]), containers of states
 //! ([`StateTree`]) and auxiliary outputs ([`Tree`]).
 
 use crate::error::{Error, Result};

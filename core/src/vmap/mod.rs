@@ -16,12 +16,13 @@
 //! then run in parallel over rayon (kernels inside an example sequential), or in order on this
 //! thread when an enclosing transform records them.
 
+mod batched;
+
 use crate::error::{Error, Result};
 use crate::jit::JitOutput;
 use crate::tensor::Tensor;
-use crate::trace::{self, ExitPolicy};
-use crate::transform::engine::with_states;
-use crate::transform::{Args, Tree};
+use crate::trace::{self, with_states, ExitPolicy};
+use crate::tree::{Args, Tree};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -171,7 +172,7 @@ where
         } else {
             (0..n)
                 .into_par_iter()
-                .map(|b| trace::with_sequential(|| example(b)))
+                .map(|b| crate::parallel::with_sequential(|| example(b)))
                 .collect::<Result<_>>()?
         };
         stack_outputs(outs, self.out_axes)
@@ -218,7 +219,7 @@ where
                 }
             }
         }
-        let traced = match crate::jit::trace_for_batching(&self.f, first) {
+        let traced = match batched::trace_for_batching(&self.f, first) {
             Ok(t) => t,
             Err(Error::TracedValueRead { .. }) => return Ok(None),
             Err(e) => return Err(e),
