@@ -1,0 +1,337 @@
+//! Elementwise primitives: unary and binary ops (with numpy broadcasting), `where`, casts.
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::tensor::{Buffer, DType, Tensor};
+use stategrad_simd::{self as simd, BinaryOp, Par, UnaryOp};
+use std::sync::Arc;
+
+/// Elementwise unary operation.
+#[derive(Debug)]
+pub(crate) struct Unary(pub UnaryOp);
+
+impl Primitive for Unary {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Square => "square",
+            UnaryOp::Recip => "reciprocal",
+        }
+    }
+
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::Unary(self.0))
+    }
+    fn lower(&self, _: &[&[usize]], _: &[usize]) -> Option<Kernel> {
+        Some(Kernel::Unary(self.0))
+    }
+    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        apply(this.clone(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        let out = fill_like!(x, x.numel(), |a, o| simd::unary(self.0, a, o, par()));
+        Ok(Tensor::from_buffer(out, x.shape()))
+    }
+
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        y: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+        _nb: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let x = inputs[0];
+        let d = match self.0 {
+            UnaryOp::Neg => g.try_neg()?,
+            UnaryOp::Exp => g.try_mul(y)?,
+            UnaryOp::Log => g.try_div(x)?,
+            UnaryOp::Tanh => g.try_mul(&y.try_square()?.try_rsub_scalar(1.0)?)?,
+            UnaryOp::Sigmoid => g.try_mul(y)?.try_mul(&y.try_rsub_scalar(1.0)?)?,
+            UnaryOp::Relu => g.try_mul(&x.gt_scalar(0.0))?,
+            UnaryOp::Sin => g.try_mul(&x.try_cos()?)?,
+            UnaryOp::Cos => g.try_mul(&x.try_sin()?)?.try_neg()?,
+            UnaryOp::Sqrt => g.try_div(y)?.try_mul_scalar(0.5)?,
+            UnaryOp::Abs => g.try_mul(&x.sign())?,
+            UnaryOp::Sign => return Ok(vec![None]),
+            UnaryOp::Square => g.try_mul(x)?.try_mul_scalar(2.0)?,
+            UnaryOp::Recip => g.try_mul(&y.try_square()?)?.try_neg()?,
+        };
+        Ok(vec![Some(d)])
+    }
+}
+
+/// Elementwise binary operation with numpy broadcasting (operands share a dtype).
+#[derive(Debug)]
+pub(crate) struct Binary(pub BinaryOp);
+
+pub(crate) fn binary_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Add => "add",
+        BinaryOp::Sub => "sub",
+        BinaryOp::Mul => "mul",
+        BinaryOp::Div => "div",
+        BinaryOp::Pow => "pow",
+        BinaryOp::Max => "maximum",
+        BinaryOp::Min => "minimum",
+        BinaryOp::Gt => "greater",
+        BinaryOp::Ge => "greater_equal",
+        BinaryOp::Lt => "less",
+        BinaryOp::Le => "less_equal",
+        BinaryOp::Eq => "equal",
+        BinaryOp::Ne => "not_equal",
+    }
+}
+
+fn is_comparison(op: BinaryOp) -> bool {
+    matches!(
+        op,
+        BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Eq | BinaryOp::Ne
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn binary_kernel<T: simd::Element>(
+    op: BinaryOp,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out_shape: &[usize],
+    o: &mut [T],
+    p: Par,
+) {
+    if a.len() == o.len() && b.len() == o.len() {
+        simd::binary(op, a, b, o, p)
+    } else if b.len() == 1 && a.len() == o.len() {
+        simd::binary_scalar(op, a, b[0], o, p)
+    } else if a.len() == 1 && b.len() == o.len() {
+        simd::scalar_binary(op, a[0], b, o, p)
+    } else {
+        // Only a true broadcast needs strides.
+        let (sa, sb) = (
+            broadcast_strides(a_shape, out_shape),
+            broadcast_strides(b_shape, out_shape),
+        );
+        simd::binary_strided(op, a, &sa, b, &sb, out_shape, o)
+    }
+}
+
+impl Primitive for Binary {
+    fn name(&self) -> &'static str {
+        binary_name(self.0)
+    }
+
+    fn fusion(&self) -> Option<Fusion> {
+        Some(Fusion::Binary(self.0))
+    }
+    fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Option<Kernel> {
+        Some(Kernel::Binary {
+            op: self.0,
+            a: inputs[0].into(),
+            b: inputs[1].into(),
+            out: out.into(),
+        })
+    }
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
+        batch_broadcasting(this, inputs, batched)
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
+        let n: usize = shape.iter().product();
+        let mut out = new_buffer(a.dtype(), n);
+        match (a.buf(), b.buf(), &mut out) {
+            (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
+                binary_kernel(self.0, x, a.shape(), y, b.shape(), &shape, o, par())
+            }
+            (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
+                binary_kernel(self.0, x, a.shape(), y, b.shape(), &shape, o, par())
+            }
+            _ => {
+                return Err(Error::DTypeMismatch {
+                    op: self.name(),
+                    lhs: a.dtype().name(),
+                    rhs: b.dtype().name(),
+                })
+            }
+        }
+        Ok(Tensor::from_buffer(out, &shape))
+    }
+
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        y: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+        nb: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        if is_comparison(self.0) {
+            return Ok(vec![None, None]);
+        }
+        let (ga, gb): (Option<Tensor>, Option<Tensor>) = match self.0 {
+            BinaryOp::Add => (Some(g.clone()), Some(g.clone())),
+            BinaryOp::Sub => (Some(g.clone()), needs[1].then(|| g.try_neg()).transpose()?),
+            BinaryOp::Mul => (
+                needs[0].then(|| g.try_mul(b)).transpose()?,
+                needs[1].then(|| g.try_mul(a)).transpose()?,
+            ),
+            BinaryOp::Div => (
+                needs[0].then(|| g.try_div(b)).transpose()?,
+                needs[1]
+                    .then(|| g.try_mul(y)?.try_div(b)?.try_neg())
+                    .transpose()?,
+            ),
+            BinaryOp::Pow => (
+                needs[0]
+                    .then(|| g.try_mul(b)?.try_mul(&a.try_pow(&b.try_sub_scalar(1.0)?)?))
+                    .transpose()?,
+                needs[1]
+                    .then(|| {
+                        // d/db a^b = a^b log a, taken as 0 where a == 0 (as JAX does).
+                        let safe_a = Tensor::try_select(&a.eq_scalar(0.0), &a.ones_like(), a)?;
+                        g.try_mul(y)?.try_mul(&safe_a.try_log()?)
+                    })
+                    .transpose()?,
+            ),
+            BinaryOp::Max | BinaryOp::Min => {
+                // Ties split the cotangent evenly, as JAX does.
+                let (first, second) = if self.0 == BinaryOp::Max {
+                    (a.try_gt(b)?, b.try_gt(a)?)
+                } else {
+                    (a.try_lt(b)?, b.try_lt(a)?)
+                };
+                let tie = a.try_eq(b)?.try_mul_scalar(0.5)?;
+                (
+                    needs[0]
+                        .then(|| g.try_mul(&first.try_add(&tie)?))
+                        .transpose()?,
+                    needs[1]
+                        .then(|| g.try_mul(&second.try_add(&tie)?))
+                        .transpose()?,
+                )
+            }
+            _ => unreachable!("comparisons handled above"),
+        };
+        Ok(vec![
+            ga.map(|t| sum_to_batched(&t, nb, a.shape())).transpose()?,
+            gb.map(|t| sum_to_batched(&t, nb, b.shape())).transpose()?,
+        ])
+    }
+}
+
+/// `select(cond, a, b)`: `a` where `cond != 0`, else `b`, with broadcasting.
+#[derive(Debug)]
+pub(crate) struct Select;
+
+impl Primitive for Select {
+    fn name(&self) -> &'static str {
+        "select"
+    }
+
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
+        batch_broadcasting(this, inputs, batched)
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
+        let s1 = broadcast_shapes("select", c.shape(), a.shape())?;
+        let shape = broadcast_shapes("select", &s1, b.shape())?;
+        let n: usize = shape.iter().product();
+        let (sc, sa, sb) = (
+            broadcast_strides(c.shape(), &shape),
+            broadcast_strides(a.shape(), &shape),
+            broadcast_strides(b.shape(), &shape),
+        );
+        let c = c.cast_data(a.dtype());
+        let mut out = new_buffer(a.dtype(), n);
+        match (c.buf(), a.buf(), b.buf(), &mut out) {
+            (Buffer::F32(c), Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
+                simd::select_strided(c, &sc, x, &sa, y, &sb, &shape, o)
+            }
+            (Buffer::F64(c), Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
+                simd::select_strided(c, &sc, x, &sa, y, &sb, &shape, o)
+            }
+            _ => {
+                return Err(Error::DTypeMismatch {
+                    op: "select",
+                    lhs: a.dtype().name(),
+                    rhs: b.dtype().name(),
+                })
+            }
+        }
+        Ok(Tensor::from_buffer(out, &shape))
+    }
+
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+        nb: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
+        let zero = g.zeros_like_scalar();
+        Ok(vec![
+            None,
+            needs[1]
+                .then(|| sum_to_batched(&Tensor::try_select(c, g, &zero)?, nb, a.shape()))
+                .transpose()?,
+            needs[2]
+                .then(|| sum_to_batched(&Tensor::try_select(c, &zero, g)?, nb, b.shape()))
+                .transpose()?,
+        ])
+    }
+}
+
+/// Change of dtype.
+#[derive(Debug)]
+pub(crate) struct Cast(pub DType);
+
+impl Primitive for Cast {
+    fn name(&self) -> &'static str {
+        "convert_element_type"
+    }
+    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
+        apply(this.clone(), inputs)
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        Ok(Tensor::from_buffer(
+            inputs[0].buf().cast(self.0),
+            inputs[0].shape(),
+        ))
+    }
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        _: &[bool],
+        _nb: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.cast(inputs[0].dtype()))])
+    }
+}

@@ -1,0 +1,247 @@
+//! Matrix products (batched, broadcasting leading dims) and their GEMM strategy.
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::tensor::{Buffer, Tensor};
+use stategrad_simd::{self as simd, Par};
+use std::sync::Arc;
+
+/// One `(m x k) @ (k x n)` product of two tensors' data read with the given strides.
+fn plain_gemm(
+    a: &Tensor,
+    rsa: usize,
+    csa: usize,
+    b: &Tensor,
+    rsb: usize,
+    csb: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Tensor {
+    let mut out = new_buffer(a.dtype(), m * n);
+    let p = par();
+    match (a.buf(), b.buf(), &mut out) {
+        (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
+            simd::gemm(m, k, n, 1.0, x, rsa, csa, y, rsb, csb, 0.0, o, n, 1, p)
+        }
+        (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
+            simd::gemm(m, k, n, 1.0, x, rsa, csa, y, rsb, csb, 0.0, o, n, 1, p)
+        }
+        _ => unreachable!("matmul operands share a dtype"),
+    }
+    Tensor::from_buffer(out, &[m, n])
+}
+
+/// The dims of one `op(A) @ op(B)` product and the row/column strides of `op(A)` and `op(B)`
+/// inside one matrix, from the operands' last two dims.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatDims {
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) rsa: usize,
+    pub(crate) csa: usize,
+    pub(crate) rsb: usize,
+    pub(crate) csb: usize,
+}
+
+impl MatMul {
+    /// `None` when the inner dims differ (or an operand has fewer than two dims).
+    fn dims(&self, a: &[usize], b: &[usize]) -> Option<MatDims> {
+        let (&[.., ar, ac], &[.., br, bc]) = (a, b) else {
+            return None;
+        };
+        let (m, k) = if self.ta { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if self.tb { (bc, br) } else { (br, bc) };
+        let (rsa, csa) = if self.ta { (1, ac) } else { (ac, 1) };
+        let (rsb, csb) = if self.tb { (1, bc) } else { (bc, 1) };
+        (k == k2).then_some(MatDims {
+            m,
+            k,
+            n,
+            rsa,
+            csa,
+            rsb,
+            csb,
+        })
+    }
+}
+
+/// `op(A) @ op(B)` over the last two dims, batch dims broadcast; `op` transposes when the flag
+/// is set (no copy: the kernel reads with swapped strides).
+#[derive(Debug)]
+pub(crate) struct MatMul {
+    pub ta: bool,
+    pub tb: bool,
+}
+
+impl Primitive for MatMul {
+    fn name(&self) -> &'static str {
+        "dot_general"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Option<Kernel> {
+        let (a, b) = (inputs[0], inputs[1]);
+        if a.len() != 2 || b.len() != 2 {
+            return None;
+        }
+        let d = self.dims(a, b)?;
+        (d.k > 0).then_some(Kernel::Gemm(d))
+    }
+
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
+        batch_broadcasting(this, inputs, batched)
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let err = || Error::ShapeMismatch {
+            op: "matmul",
+            lhs: a.shape().into(),
+            rhs: b.shape().into(),
+        };
+        if a.ndim() < 2 || b.ndim() < 2 {
+            return Err(err());
+        }
+        if a.dtype() != b.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "matmul",
+                lhs: a.dtype().name(),
+                rhs: b.dtype().name(),
+            });
+        }
+        let (ar, ac) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1]);
+        let (br, bc) = (b.shape()[b.ndim() - 2], b.shape()[b.ndim() - 1]);
+        let MatDims {
+            m,
+            k,
+            n,
+            rsa,
+            csa,
+            rsb,
+            csb,
+        } = self.dims(a.shape(), b.shape()).ok_or_else(err)?;
+        let batch = broadcast_shapes(
+            "matmul",
+            &a.shape()[..a.ndim() - 2],
+            &b.shape()[..b.ndim() - 2],
+        )
+        .map_err(|_| err())?;
+        let nb: usize = batch.iter().product();
+        let bsa = broadcast_strides(&a.shape()[..a.ndim() - 2], &batch);
+        let bsb = broadcast_strides(&b.shape()[..b.ndim() - 2], &batch);
+        let mut shape = batch.clone();
+        shape.push(m);
+        shape.push(n);
+        // Zero-size operands can ask for an output whose size does not fit.
+        crate::tensor::shape_numel("matmul", &shape)?;
+        let mut out = new_buffer(a.dtype(), nb * m * n);
+        if k == 0 {
+            return Ok(Tensor::full_dtype(&shape, 0.0, a.dtype()));
+        }
+        // A stack of products with one shared operand is one large GEMM (the common case of
+        // batched Jacobian chunks): fold the batch into the rows of A, or into the columns of B.
+        if nb > 1 && b.ndim() == 2 && !self.ta && a.shape()[..a.ndim() - 2] == batch[..] {
+            let c = plain_gemm(a, ac, 1, b, rsb, csb, nb * m, k, n);
+            return Ok(c.with_shape(shape));
+        }
+        if nb > 1 && a.ndim() == 2 && n == 1 && b.shape()[..b.ndim() - 2] == batch[..] {
+            // A stack of matrix-vector products (batched Jacobian columns): row b of the
+            // output is A @ v_b, so the whole stack is V (nb x k) @ op(A)^T, already in the
+            // output's layout.
+            let c = plain_gemm(b, br * bc, rsb, a, csa, rsa, nb, k, m);
+            return Ok(c.with_shape(shape));
+        }
+        if nb > 1 && a.ndim() == 2 && b.shape()[..b.ndim() - 2] == batch[..] {
+            let bp = gather(b, &[rsb, br * bc, csb], 0, &[k, nb, n]);
+            let cp = plain_gemm(a, rsa, csa, &bp, nb * n, 1, m, k, nb * n);
+            return Ok(gather(&cp, &[n, nb * n, 1], 0, &[nb, m, n]).with_shape(shape));
+        }
+        let p = if nb > 1 { Par::Seq } else { par() };
+        let offsets = |bi: usize, strides: &[usize], mat: usize| -> usize {
+            let mut rem = bi;
+            let mut off = 0;
+            for d in (0..batch.len()).rev() {
+                off += (rem % batch[d]) * strides[d];
+                rem /= batch[d];
+            }
+            off * mat
+        };
+        macro_rules! run {
+            ($x:expr, $y:expr, $o:expr, $zero:expr, $one:expr) => {{
+                let body = |bi: usize, c: &mut [_]| {
+                    let oa = offsets(bi, &bsa, ar * ac);
+                    let ob = offsets(bi, &bsb, br * bc);
+                    simd::gemm(
+                        m,
+                        k,
+                        n,
+                        $one,
+                        &$x[oa..oa + ar * ac],
+                        rsa,
+                        csa,
+                        &$y[ob..ob + br * bc],
+                        rsb,
+                        csb,
+                        $zero,
+                        c,
+                        n,
+                        1,
+                        p,
+                    );
+                };
+                if nb > 1 && !crate::parallel::sequential() && m * n * k * nb > (1 << 18) {
+                    use rayon::prelude::*;
+                    $o.par_chunks_mut((m * n).max(1))
+                        .enumerate()
+                        .for_each(|(bi, c)| body(bi, c));
+                } else {
+                    for bi in 0..nb {
+                        body(bi, &mut $o[bi * m * n..(bi + 1) * m * n]);
+                    }
+                }
+            }};
+        }
+        match (a.buf(), b.buf(), &mut out) {
+            (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => run!(x, y, o, 0.0f32, 1.0f32),
+            (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => run!(x, y, o, 0.0f64, 1.0f64),
+            _ => unreachable!("dtypes checked above"),
+        }
+        Ok(Tensor::from_buffer(out, &shape))
+    }
+
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        g: &Tensor,
+        needs: &[bool],
+        nb: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let ga = needs[0]
+            .then(|| {
+                let d = if self.ta {
+                    b.try_matmul_t(g, self.tb, true)?
+                } else {
+                    g.try_matmul_t(b, false, !self.tb)?
+                };
+                sum_to_batched(&d, nb, a.shape())
+            })
+            .transpose()?;
+        let gb = needs[1]
+            .then(|| {
+                let d = if self.tb {
+                    g.try_matmul_t(a, true, self.ta)?
+                } else {
+                    a.try_matmul_t(g, !self.ta, false)?
+                };
+                sum_to_batched(&d, nb, b.shape())
+            })
+            .transpose()?;
+        Ok(vec![ga, gb])
+    }
+}
