@@ -76,6 +76,8 @@ enum Un {
     Recip,
     /// `log(1 + v²)`.
     Log,
+    /// `log1p(v²)`.
+    Log1p,
     /// `log(1 + e^v)` as a user-defined function with its own VJP rule (`custom_vjp`).
     Softplus,
 }
@@ -89,7 +91,7 @@ static SOFTPLUS: std::sync::LazyLock<stategrad::CustomFn> = std::sync::LazyLock:
     )
 });
 
-const UNARY: [Un; 13] = [
+const UNARY: [Un; 14] = [
     Un::Neg,
     Un::Exp,
     Un::Tanh,
@@ -102,6 +104,7 @@ const UNARY: [Un; 13] = [
     Un::Sqrt,
     Un::Recip,
     Un::Log,
+    Un::Log1p,
     Un::Softplus,
 ];
 
@@ -329,6 +332,7 @@ impl Program {
                         Un::Sqrt => one_plus_sq(a).sqrt(),
                         Un::Recip => one_plus_sq(a).recip(),
                         Un::Log => one_plus_sq(a).log(),
+                        Un::Log1p => a.square().log1p(),
                         Un::Softplus => SOFTPLUS.apply(&[a]),
                     }
                 }

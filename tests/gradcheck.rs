@@ -242,6 +242,7 @@ fn cases() -> Vec<Case> {
         case!("neg", |r| vec![any(r, &[3, 4])], |x| x[0].try_neg()),
         case!("exp", |r| vec![any(r, &[3, 4])], |x| x[0].try_exp()),
         case!("log", |r| vec![pos(r, &[3, 4])], |x| x[0].try_log()),
+        case!("log1p", |r| vec![pos(r, &[3, 4])], |x| x[0].try_log1p()),
         case!("tanh", |r| vec![any(r, &[3, 4])], |x| x[0].try_tanh()),
         case!("sigmoid", |r| vec![any(r, &[3, 4])], |x| x[0].try_sigmoid()),
         case!("relu", |r| vec![away(r, &[3, 4])], |x| x[0].try_relu()),
@@ -872,6 +873,13 @@ fn scalar_table() -> Vec<Scalar> {
             d1: |x| 1.0 - x.tanh().powi(2),
             d2: |x| -2.0 * x.tanh() * (1.0 - x.tanh().powi(2)),
             points: &[-1.1, 0.0, 0.4, 2.0],
+        },
+        Scalar {
+            name: "log1p",
+            f: |x| x.log1p(),
+            d1: |x| 1.0 / (1.0 + x),
+            d2: |x| -1.0 / ((1.0 + x) * (1.0 + x)),
+            points: &[-0.5, 0.0, 1e-3, 3.0],
         },
         Scalar {
             name: "log",

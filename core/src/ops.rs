@@ -110,6 +110,8 @@ unary_ops! {
     exp, try_exp => Exp;
     /// Elementwise natural logarithm.
     log, try_log => Log;
+    /// Elementwise `ln(1 + x)`, accurate where `x` is tiny (`(1e-10).log1p() == 1e-10`).
+    log1p, try_log1p => Log1p;
     /// Elementwise hyperbolic tangent.
     tanh, try_tanh => Tanh;
     /// Elementwise logistic sigmoid `1 / (1 + e^-x)`.

@@ -28,6 +28,7 @@ pub use crate::vector::SimdVec;
 /// with `std` (as the kernels do).
 pub mod vector {
     pub use crate::vector::{
-        cos, exp, exp_f32, ln, max, min, pow, sigmoid, sign, sin, tanh, tanh_f32, tanh_f64, FMA,
+        cos, exp, exp_f32, ln, log1p, max, min, pow, sigmoid, sign, sin, tanh, tanh_f32, tanh_f64,
+        FMA,
     };
 }

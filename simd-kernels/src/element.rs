@@ -150,6 +150,7 @@ macro_rules! impl_element {
                     UnaryOp::Neg => -x,
                     UnaryOp::Exp => x.exp(),
                     UnaryOp::Log => x.ln(),
+                    UnaryOp::Log1p => x.ln_1p(),
                     UnaryOp::Tanh => x.tanh(),
                     UnaryOp::Sigmoid => {
                         if x >= 0.0 {

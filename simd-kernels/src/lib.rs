@@ -89,6 +89,8 @@ pub enum UnaryOp {
     Exp,
     /// Natural logarithm.
     Log,
+    /// `ln(1 + x)`, accurate for small `|x|` (where `ln` of a rounded `1 + x` is not).
+    Log1p,
     /// Hyperbolic tangent.
     Tanh,
     /// Logistic function `1 / (1 + e^-x)`, computed stably.
@@ -113,10 +115,11 @@ pub enum UnaryOp {
 
 impl UnaryOp {
     /// All unary ops, in declaration order.
-    pub const ALL: [UnaryOp; 13] = [
+    pub const ALL: [UnaryOp; 14] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Log,
+        UnaryOp::Log1p,
         UnaryOp::Tanh,
         UnaryOp::Sigmoid,
         UnaryOp::Relu,
@@ -133,7 +136,7 @@ impl UnaryOp {
     /// on slices of at least [`SIMD_MIN_LEN`] elements).
     pub fn is_transcendental(self) -> bool {
         use UnaryOp::*;
-        matches!(self, Exp | Log | Tanh | Sigmoid | Sin | Cos)
+        matches!(self, Exp | Log | Log1p | Tanh | Sigmoid | Sin | Cos)
     }
 }
 

@@ -141,6 +141,7 @@ fn unary_range(op: UnaryOp) -> (f64, f64) {
     match op {
         UnaryOp::Log | UnaryOp::Sqrt => (0.0, 100.0),
         UnaryOp::Exp => (-90.0, 90.0),
+        UnaryOp::Log1p => (-0.999, 100.0),
         UnaryOp::Sin | UnaryOp::Cos => (-20.0, 20.0),
         _ => (-10.0, 10.0),
     }

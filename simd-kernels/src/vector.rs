@@ -312,6 +312,17 @@ pub fn ln<V: SimdVec>(x: V) -> (V, V) {
     (x.ln_raw(), !ok)
 }
 
+/// Checked `ln(1 + x)`: `ln(u) + (x - (u - 1)) / u` with `u = 1 + x` rounded, the second term
+/// putting back what the rounding of `u` lost (so tiny `x` give `x`); lanes where `ln(u)` is
+/// not valid (`x <= -1`, NaN, infinite) are recomputed with `std`.
+#[inline(always)]
+pub fn log1p<V: SimdVec>(x: V) -> (V, V) {
+    let one = c(V::Elem::ONE);
+    let u = x + one;
+    let (l, bad) = ln(u);
+    (l + (x - (u - one)) / u, bad)
+}
+
 /// Lanes where the vector `sin`/`cos` are accurate: `|x| <= TRIG_MAX` and the reduced argument
 /// is not so close to zero that the Cody-Waite reduction error becomes visible.
 #[inline(always)]
