@@ -2,8 +2,8 @@
 //! `vector_grad`, `jacrev`, `jacfwd`, `hessian`, `vmap` and `jit` (with its fused and native
 //! replay tiers), with typed errors for bad rules.
 
-use stategrad::prelude::*;
 use stategrad::exec::tuning;
+use stategrad::prelude::*;
 use stategrad::{custom_jvp, custom_vjp, JvpArgs, VjpArgs};
 use std::sync::LazyLock;
 

@@ -249,13 +249,15 @@ mod processor;
 mod registry;
 
 pub use builtin::{
-    add_noise, clip_by_global_norm, clip_by_value, nan_guard, scale, zero_nans, AddNoise,
-    ClipByGlobalNorm, ClipByValue, GaussianStream, NanGuard, Scale, ZeroNans, CLIP_EPS,
+    add_decayed_weights, add_noise, clip_by_global_norm, clip_by_value, nan_guard, scale,
+    zero_nans, AddDecayedWeights, AddNoise, ClipByGlobalNorm, ClipByValue, GaussianStream,
+    NanGuard, Scale, ZeroNans, CLIP_EPS,
 };
-pub use gradset::{GradSet, LabelledTree};
+pub use gradset::{GradSet, LabelKey, LabelledTree};
 pub use plugin::{clipped_grad, processed_grad, scaled_grad, ProcessedGrad};
 pub use processor::{
-    apply, chain, identity, masked, update_checked, Chain, GradientProcessor, Identity, Masked,
-    ProcState, Processor, StatefulProcessor,
+    apply, apply_with_params, chain, filter_mask, identity, masked, update_checked, Chain,
+    DynProcessor, GradientProcessor, Identity, Masked, PathPredicate, ProcState, Processor,
+    StatefulProcessor,
 };
 pub use registry::{from_registry, ProcessorFactory, Registry, TransformFactory};
