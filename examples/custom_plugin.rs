@@ -5,7 +5,7 @@
 
 use stategrad::plugins::{
     chain, clipped_grad, from_registry, masked, nan_guard, scaled_grad, GradSet, GradientProcessor,
-    ProcState, Processor, Registry, StatefulProcessor,
+    Processor, Registry, StatefulProcessor,
 };
 use stategrad::prelude::*;
 use stategrad::transform::{grad_pure, PureFn, TransformOutput};
@@ -56,10 +56,11 @@ impl TransformPlugin for SignGrad {
 struct Normalize;
 
 impl GradientProcessor for Normalize {
+    type State = ();
     fn name(&self) -> &str {
         "normalize"
     }
-    fn update(&self, grads: GradSet, _: &mut ProcState) -> Result<GradSet> {
+    fn update(&self, grads: GradSet, _: &mut (), _: Option<&GradSet>) -> Result<GradSet> {
         let norm = grads.global_norm()?.try_add_scalar(1e-12)?;
         grads.try_map(|_, g| g.try_div(&norm.cast(g.dtype())))
     }
@@ -134,7 +135,7 @@ fn main() -> Result<()> {
     let post = StatefulProcessor::new(chain(vec![
         masked(
             registry.processor("clip_by_global_norm", &Params::new().with("max_norm", 0.5))?,
-            |label: &str| label.contains("weight"),
+            |label: &Path| label.contains(&"weight".into()),
         ),
         nan_guard(),
     ]));

@@ -1,11 +1,11 @@
 //! The built-in processors: [`scale`], [`clip_by_global_norm`], [`clip_by_value`],
-//! [`add_noise`], [`zero_nans`] and [`nan_guard`].
+//! [`add_noise`], [`add_decayed_weights`], [`zero_nans`] and [`nan_guard`].
 //!
 //! Arithmetic processors use tensor operations, so their output can be differentiated again
 //! when a transform is nested inside another.
 
 use crate::gradset::GradSet;
-use crate::processor::{GradientProcessor, ProcState, Processor};
+use crate::processor::{GradientProcessor, Processor};
 use stategrad_core::{Error, Result, Tensor};
 use std::sync::Arc;
 
@@ -47,10 +47,11 @@ impl Scale {
 }
 
 impl GradientProcessor for Scale {
+    type State = ();
     fn name(&self) -> &str {
         "scale"
     }
-    fn update(&self, grads: GradSet, _: &mut ProcState) -> Result<GradSet> {
+    fn update(&self, grads: GradSet, _: &mut (), _: Option<&GradSet>) -> Result<GradSet> {
         self.validate()?;
         if self.factor == 1.0 {
             return Ok(grads);
@@ -92,10 +93,11 @@ impl ClipByGlobalNorm {
 }
 
 impl GradientProcessor for ClipByGlobalNorm {
+    type State = ();
     fn name(&self) -> &str {
         "clip_by_global_norm"
     }
-    fn update(&self, grads: GradSet, _: &mut ProcState) -> Result<GradSet> {
+    fn update(&self, grads: GradSet, _: &mut (), _: Option<&GradSet>) -> Result<GradSet> {
         self.validate()?;
         if grads.is_empty() {
             return Ok(grads);
@@ -150,10 +152,11 @@ impl ClipByValue {
 }
 
 impl GradientProcessor for ClipByValue {
+    type State = ();
     fn name(&self) -> &str {
         "clip_by_value"
     }
-    fn update(&self, grads: GradSet, _: &mut ProcState) -> Result<GradSet> {
+    fn update(&self, grads: GradSet, _: &mut (), _: Option<&GradSet>) -> Result<GradSet> {
         self.validate()?;
         grads.try_map(|_, g| g.try_maximum_scalar(self.min)?.try_minimum_scalar(self.max))
     }
@@ -235,15 +238,13 @@ impl AddNoise {
 }
 
 impl GradientProcessor for AddNoise {
+    /// The step counter: how many updates this state has seen.
+    type State = u64;
     fn name(&self) -> &str {
         "add_noise"
     }
-    fn init(&self, _: &GradSet) -> ProcState {
-        ProcState::Count(0)
-    }
-    fn update(&self, grads: GradSet, state: &mut ProcState) -> Result<GradSet> {
+    fn update(&self, grads: GradSet, count: &mut u64, _: Option<&GradSet>) -> Result<GradSet> {
         self.validate()?;
-        let count = state.counter_mut("add_noise")?;
         let step = *count;
         let mut index = 0u64;
         let out = grads.try_map(|_, g| {
@@ -266,6 +267,74 @@ pub fn add_noise(std: f64, seed: u64) -> Processor {
     Arc::new(AddNoise { std, seed })
 }
 
+// ------------------------------------------------------------------ add_decayed_weights
+
+/// Add `weight_decay * param` to every gradient (needs the parameters).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AddDecayedWeights {
+    /// The decay factor.
+    pub weight_decay: f64,
+}
+
+impl AddDecayedWeights {
+    /// Check the parameter (finite).
+    pub fn validate(&self) -> Result<()> {
+        finite("add_decayed_weights", "weight_decay", self.weight_decay).map(drop)
+    }
+}
+
+impl GradientProcessor for AddDecayedWeights {
+    type State = ();
+    fn name(&self) -> &str {
+        "add_decayed_weights"
+    }
+    fn update(&self, grads: GradSet, _: &mut (), params: Option<&GradSet>) -> Result<GradSet> {
+        self.validate()?;
+        let Some(params) = params else {
+            return Err(param_error(
+                "add_decayed_weights",
+                "params",
+                "needs the parameters: apply it with `apply_with_params` \
+                 (or a runner that passes them)",
+            ));
+        };
+        if self.weight_decay == 0.0 {
+            return Ok(grads);
+        }
+        // The runners check that `params` pairs each gradient with its parameter.
+        let mut ps = params.tensors();
+        grads.try_map(|label, g| {
+            let p = ps.next().ok_or_else(|| {
+                param_error(
+                    "add_decayed_weights",
+                    "params",
+                    format!("no parameter for gradient {label}"),
+                )
+            })?;
+            g.try_add(&p.cast(g.dtype()).try_mul_scalar(self.weight_decay)?)
+        })
+    }
+}
+
+/// Add the decayed weights: `grad + weight_decay * param` for every gradient
+/// (`optax.add_decayed_weights`). Needs the parameters: run it with
+/// [`StatefulProcessor::apply_with_params`](crate::StatefulProcessor::apply_with_params),
+/// [`apply_with_params`](crate::apply_with_params), or as a transform plugin (which pairs each
+/// gradient with the value it was taken at); without them it is an [`Error::PluginParam`] for
+/// the parameter `params`. Combine with [`masked`](crate::masked) to leave biases alone.
+///
+/// ```
+/// use stategrad_core::{Error, Tensor};
+/// use stategrad_plugins::{add_decayed_weights, StatefulProcessor};
+/// let wd = StatefulProcessor::new(add_decayed_weights(0.1));
+/// let out = wd.apply_with_params(&Tensor::new([1.0f32]), &Tensor::new([5.0f32])).unwrap();
+/// assert_eq!(out.to_string(), "[1.5]");
+/// assert!(matches!(wd.apply(&Tensor::new([1.0f32])), Err(Error::PluginParam { name, .. }) if name == "params"));
+/// ```
+pub fn add_decayed_weights(weight_decay: f64) -> Processor {
+    Arc::new(AddDecayedWeights { weight_decay })
+}
+
 // ------------------------------------------------------------------ NaN handling
 
 /// Replace NaN elements by zero.
@@ -273,10 +342,11 @@ pub fn add_noise(std: f64, seed: u64) -> Processor {
 pub struct ZeroNans;
 
 impl GradientProcessor for ZeroNans {
+    type State = ();
     fn name(&self) -> &str {
         "zero_nans"
     }
-    fn update(&self, grads: GradSet, _: &mut ProcState) -> Result<GradSet> {
+    fn update(&self, grads: GradSet, _: &mut (), _: Option<&GradSet>) -> Result<GradSet> {
         // `g == g` is false exactly at NaN.
         grads.try_map(|_, g| Tensor::try_select(&g.try_eq(&g)?, &g, &g.zeros_like()))
     }
@@ -292,10 +362,11 @@ pub fn zero_nans() -> Processor {
 pub struct NanGuard;
 
 impl GradientProcessor for NanGuard {
+    type State = ();
     fn name(&self) -> &str {
         "nan_guard"
     }
-    fn update(&self, grads: GradSet, _: &mut ProcState) -> Result<GradSet> {
+    fn update(&self, grads: GradSet, _: &mut (), _: Option<&GradSet>) -> Result<GradSet> {
         for (label, g) in grads.iter() {
             let bad = match g.as_slice::<f32>() {
                 Some(v) => v
@@ -308,7 +379,7 @@ impl GradientProcessor for NanGuard {
                 }
             };
             if let Some((i, x)) = bad {
-                let what = if label.is_empty() {
+                let what = if label.keys().is_empty() {
                     "gradient".to_string()
                 } else {
                     format!("gradient {label}")

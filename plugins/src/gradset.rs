@@ -2,15 +2,16 @@
 //! conversions from and back to the containers the transforms return.
 
 use stategrad_core::transform::Tree;
-use stategrad_core::{Error, Result, Tensor};
+use stategrad_core::{Error, Path, PathKey, Result, Tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::Hash;
 
-/// Every gradient of one step, in a fixed order, each with a label (its path).
+/// Every gradient of one step, in a fixed order, each labelled by its [`Path`].
 ///
 /// Processors see the whole set at once, so that they can compute global quantities (the global
-/// norm) and select entries by label ([`crate::masked`]).
+/// norm) and select entries by path ([`crate::masked`]). A label prints like a state path
+/// (`('bias',)`, `('layers', 0, 'weight')`); the gradient of a bare tensor has the empty path.
 ///
 /// ```
 /// use stategrad_core::{path, Path, Tensor};
@@ -21,14 +22,15 @@ use std::hash::Hash;
 /// grads.insert(path!("bias"), Tensor::new([-2.0f32]));
 /// grads.insert(path!("weight"), Tensor::new([[-3.0f32]]));
 /// let set = GradSet::from_tree(&grads);
-/// assert_eq!(set.labels().collect::<Vec<_>>(), ["('bias',)", "('weight',)"]);
+/// assert_eq!(set.labels().collect::<Vec<_>>(), [&path!("bias"), &path!("weight")]);
+/// assert_eq!(set.labels().next().unwrap().to_string(), "('bias',)");
 /// // Rebuild the original container from (possibly processed) tensors.
 /// let back: BTreeMap<Path, Tensor> = set.to_tree(&grads).unwrap();
 /// assert_eq!(back[&path!("weight")].to_string(), "[[-3.]]");
 /// ```
 #[derive(Clone, Default)]
 pub struct GradSet {
-    entries: Vec<(String, Tensor)>,
+    entries: Vec<(Path, Tensor)>,
 }
 
 impl GradSet {
@@ -38,25 +40,28 @@ impl GradSet {
     }
 
     /// A set from `(label, tensor)` pairs, in order.
-    pub fn from_entries(entries: Vec<(String, Tensor)>) -> GradSet {
+    pub fn from_entries(entries: Vec<(Path, Tensor)>) -> GradSet {
         GradSet { entries }
     }
 
     /// The tensors of any [`LabelledTree`] (a tensor, `Vec`, array, tuple, path-keyed map,
-    /// nested maps), labelled by their paths: map keys as they print (`('bias',)`), positions
-    /// as indices, levels joined with `/`.
+    /// nested maps), labelled by their paths: a [`Path`] map key contributes its keys, other map
+    /// keys one key each ([`LabelKey`]), positions their index; levels concatenate, so
+    /// `vec![map]` labels `('bias',)` as `(0, 'bias')`.
     pub fn from_tree<T: LabelledTree>(tree: &T) -> GradSet {
         let mut entries = Vec::new();
-        tree.visit_labelled(&mut String::new(), &mut |l, t| {
-            entries.push((l.to_string(), t.clone()))
+        tree.visit_labelled(&mut Path::new(), &mut |l, t| {
+            entries.push((l.clone(), t.clone()))
         });
         GradSet { entries }
     }
 
-    /// The tensors of any [`Tree`], labelled by their flat position (`0`, `1`, …).
+    /// The tensors of any [`Tree`], labelled by their flat position (`(0,)`, `(1,)`, …).
     pub fn from_tree_indexed<T: Tree>(tree: &T) -> GradSet {
         let mut entries = Vec::new();
-        tree.for_each_tensor(&mut |t| entries.push((entries.len().to_string(), t.clone())));
+        tree.for_each_tensor(&mut |t| {
+            entries.push((Path(vec![PathKey::Index(entries.len())]), t.clone()))
+        });
         GradSet { entries }
     }
 
@@ -98,8 +103,8 @@ impl GradSet {
     }
 
     /// Append an entry.
-    pub fn push(&mut self, label: impl Into<String>, grad: Tensor) {
-        self.entries.push((label.into(), grad));
+    pub fn push(&mut self, label: Path, grad: Tensor) {
+        self.entries.push((label, grad));
     }
 
     /// Number of gradients.
@@ -113,13 +118,13 @@ impl GradSet {
     }
 
     /// `(label, tensor)` in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
-        self.entries.iter().map(|(l, t)| (l.as_str(), t))
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &Tensor)> {
+        self.entries.iter().map(|(l, t)| (l, t))
     }
 
     /// The labels in order.
-    pub fn labels(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(l, _)| l.as_str())
+    pub fn labels(&self) -> impl Iterator<Item = &Path> {
+        self.entries.iter().map(|(l, _)| l)
     }
 
     /// The tensors in order.
@@ -128,7 +133,7 @@ impl GradSet {
     }
 
     /// The first gradient with this label.
-    pub fn get(&self, label: &str) -> Option<&Tensor> {
+    pub fn get(&self, label: &Path) -> Option<&Tensor> {
         self.entries
             .iter()
             .find(|(l, _)| l == label)
@@ -136,17 +141,17 @@ impl GradSet {
     }
 
     /// The entries.
-    pub fn entries(&self) -> &[(String, Tensor)] {
+    pub fn entries(&self) -> &[(Path, Tensor)] {
         &self.entries
     }
 
     /// The entries, mutably (keep their number, labels and shapes: processors are checked).
-    pub fn entries_mut(&mut self) -> &mut [(String, Tensor)] {
+    pub fn entries_mut(&mut self) -> &mut [(Path, Tensor)] {
         &mut self.entries
     }
 
     /// Take the entries out.
-    pub fn into_entries(self) -> Vec<(String, Tensor)> {
+    pub fn into_entries(self) -> Vec<(Path, Tensor)> {
         self.entries
     }
 
@@ -156,7 +161,7 @@ impl GradSet {
     }
 
     /// Replace every tensor by `f(label, tensor)`, stopping at the first error.
-    pub fn try_map(self, mut f: impl FnMut(&str, Tensor) -> Result<Tensor>) -> Result<GradSet> {
+    pub fn try_map(self, mut f: impl FnMut(&Path, Tensor) -> Result<Tensor>) -> Result<GradSet> {
         let entries = self
             .entries
             .into_iter()
@@ -207,8 +212,8 @@ impl fmt::Display for GradSet {
     }
 }
 
-impl FromIterator<(String, Tensor)> for GradSet {
-    fn from_iter<I: IntoIterator<Item = (String, Tensor)>>(iter: I) -> Self {
+impl FromIterator<(Path, Tensor)> for GradSet {
+    fn from_iter<I: IntoIterator<Item = (Path, Tensor)>>(iter: I) -> Self {
         GradSet {
             entries: iter.into_iter().collect(),
         }
@@ -216,8 +221,8 @@ impl FromIterator<(String, Tensor)> for GradSet {
 }
 
 impl IntoIterator for GradSet {
-    type Item = (String, Tensor);
-    type IntoIter = std::vec::IntoIter<(String, Tensor)>;
+    type Item = (Path, Tensor);
+    type IntoIter = std::vec::IntoIter<(Path, Tensor)>;
     fn into_iter(self) -> Self::IntoIter {
         self.entries.into_iter()
     }
@@ -229,26 +234,80 @@ impl IntoIterator for GradSet {
 /// [`GradSet`] made by [`GradSet::from_tree`] rebuilds with [`GradSet::to_tree`].
 ///
 /// Implemented for tensors, `Vec`, arrays, `Option`, tuples (up to 4), `BTreeMap` and `HashMap`
-/// with printable keys (a `BTreeMap<Path, Tensor>` labels its entries `('bias',)`), and the
-/// tensor-free leaves (`()`, numbers, strings).
+/// keyed by a [`LabelKey`] (a `BTreeMap<Path, Tensor>` labels its entries by their paths), and
+/// the tensor-free leaves (`()`, numbers, strings).
 pub trait LabelledTree: Tree {
     /// Visit every tensor with its label; `label` is the path so far (empty at the root).
-    fn visit_labelled(&self, label: &mut String, f: &mut dyn FnMut(&str, &Tensor));
+    fn visit_labelled(&self, label: &mut Path, f: &mut dyn FnMut(&Path, &Tensor));
 }
 
-/// Run `f` with `key` appended to `label` (joined by `/`), then restore it.
-fn with_key(label: &mut String, key: &dyn fmt::Display, f: impl FnOnce(&mut String)) {
-    let len = label.len();
-    if !label.is_empty() {
-        label.push('/');
+/// A map key that extends a gradient's label: a [`Path`] adds its keys, a [`PathKey`] itself,
+/// a string a name, an unsigned integer an index (a signed one an index when `>= 0`, else its
+/// decimal name).
+pub trait LabelKey {
+    /// Append this key's path keys to `path`.
+    fn push_keys(&self, path: &mut Path);
+}
+
+impl LabelKey for Path {
+    fn push_keys(&self, path: &mut Path) {
+        path.0.extend(self.0.iter().cloned());
     }
-    label.push_str(&key.to_string());
+}
+impl LabelKey for PathKey {
+    fn push_keys(&self, path: &mut Path) {
+        path.0.push(self.clone());
+    }
+}
+impl LabelKey for String {
+    fn push_keys(&self, path: &mut Path) {
+        path.push_name(self);
+    }
+}
+impl LabelKey for &str {
+    fn push_keys(&self, path: &mut Path) {
+        path.push_name(self);
+    }
+}
+impl LabelKey for std::sync::Arc<str> {
+    fn push_keys(&self, path: &mut Path) {
+        path.push_name(self);
+    }
+}
+macro_rules! unsigned_key {
+    ($($t:ty),*) => {$(
+        impl LabelKey for $t {
+            fn push_keys(&self, path: &mut Path) {
+                path.push_index(*self as usize);
+            }
+        }
+    )*};
+}
+unsigned_key!(usize, u8, u16, u32, u64);
+macro_rules! signed_key {
+    ($($t:ty),*) => {$(
+        impl LabelKey for $t {
+            fn push_keys(&self, path: &mut Path) {
+                match usize::try_from(*self) {
+                    Ok(i) => path.push_index(i),
+                    Err(_) => path.push_name(&self.to_string()),
+                }
+            }
+        }
+    )*};
+}
+signed_key!(i8, i16, i32, i64, isize);
+
+/// Run `f` with `key` appended to `label`, then restore it.
+fn with_key(label: &mut Path, key: &dyn LabelKey, f: impl FnOnce(&mut Path)) {
+    let len = label.0.len();
+    key.push_keys(label);
     f(label);
-    label.truncate(len);
+    label.0.truncate(len);
 }
 
 impl LabelledTree for Tensor {
-    fn visit_labelled(&self, label: &mut String, f: &mut dyn FnMut(&str, &Tensor)) {
+    fn visit_labelled(&self, label: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
         f(label, self)
     }
 }
@@ -256,14 +315,14 @@ impl LabelledTree for Tensor {
 macro_rules! leaf_labelled {
     ($($t:ty),*) => {$(
         impl LabelledTree for $t {
-            fn visit_labelled(&self, _: &mut String, _: &mut dyn FnMut(&str, &Tensor)) {}
+            fn visit_labelled(&self, _: &mut Path, _: &mut dyn FnMut(&Path, &Tensor)) {}
         }
     )*};
 }
 leaf_labelled!((), f32, f64, i32, i64, usize, bool, String, &'static str);
 
 impl<T: LabelledTree> LabelledTree for Vec<T> {
-    fn visit_labelled(&self, label: &mut String, f: &mut dyn FnMut(&str, &Tensor)) {
+    fn visit_labelled(&self, label: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
         for (i, t) in self.iter().enumerate() {
             with_key(label, &i, |l| t.visit_labelled(l, f));
         }
@@ -271,7 +330,7 @@ impl<T: LabelledTree> LabelledTree for Vec<T> {
 }
 
 impl<T: LabelledTree, const N: usize> LabelledTree for [T; N] {
-    fn visit_labelled(&self, label: &mut String, f: &mut dyn FnMut(&str, &Tensor)) {
+    fn visit_labelled(&self, label: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
         for (i, t) in self.iter().enumerate() {
             with_key(label, &i, |l| t.visit_labelled(l, f));
         }
@@ -279,23 +338,23 @@ impl<T: LabelledTree, const N: usize> LabelledTree for [T; N] {
 }
 
 impl<T: LabelledTree> LabelledTree for Option<T> {
-    fn visit_labelled(&self, label: &mut String, f: &mut dyn FnMut(&str, &Tensor)) {
+    fn visit_labelled(&self, label: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
         if let Some(t) = self {
             t.visit_labelled(label, f)
         }
     }
 }
 
-impl<K: Ord + Clone + fmt::Display, T: LabelledTree> LabelledTree for BTreeMap<K, T> {
-    fn visit_labelled(&self, label: &mut String, f: &mut dyn FnMut(&str, &Tensor)) {
+impl<K: Ord + Clone + LabelKey, T: LabelledTree> LabelledTree for BTreeMap<K, T> {
+    fn visit_labelled(&self, label: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
         for (k, t) in self {
             with_key(label, k, |l| t.visit_labelled(l, f));
         }
     }
 }
 
-impl<K: Eq + Hash + Clone + Ord + fmt::Display, T: LabelledTree> LabelledTree for HashMap<K, T> {
-    fn visit_labelled(&self, label: &mut String, f: &mut dyn FnMut(&str, &Tensor)) {
+impl<K: Eq + Hash + Clone + Ord + LabelKey, T: LabelledTree> LabelledTree for HashMap<K, T> {
+    fn visit_labelled(&self, label: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
         let mut entries: Vec<(&K, &T)> = self.iter().collect();
         entries.sort_by(|a, b| a.0.cmp(b.0));
         for (k, t) in entries {
@@ -307,8 +366,8 @@ impl<K: Eq + Hash + Clone + Ord + fmt::Display, T: LabelledTree> LabelledTree fo
 macro_rules! tuple_labelled {
     ($($n:tt $t:ident),+) => {
         impl<$($t: LabelledTree),+> LabelledTree for ($($t,)+) {
-            fn visit_labelled(&self, label: &mut String, f: &mut dyn FnMut(&str, &Tensor)) {
-                $(with_key(label, &$n, |l| self.$n.visit_labelled(l, f));)+
+            fn visit_labelled(&self, label: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
+                $(with_key(label, &($n as usize), |l| self.$n.visit_labelled(l, f));)+
             }
         }
     };

@@ -8,9 +8,10 @@
 //!   input and the value. [`GradientTransform::new`] wraps any plugin with the full state-aware
 //!   builder (`.grad_states(..)`, `.argnums(..)`, `.has_aux()`, `.return_value()`).
 //! - a **gradient processor** ([`GradientProcessor`], this crate) transforms a whole gradient
-//!   set at once, in the optax model (`init` → state, `update(grads, &mut state)`): [`scale`],
-//!   [`clip_by_global_norm`], [`clip_by_value`], [`add_noise`], [`zero_nans`], [`nan_guard`],
-//!   combined with [`chain`], [`masked`] and [`identity`].
+//!   set at once, in the optax model (`init` → its own typed state, `update(grads, &mut state,
+//!   params)`): [`scale`], [`clip_by_global_norm`], [`clip_by_value`], [`add_noise`],
+//!   [`add_decayed_weights`], [`zero_nans`], [`nan_guard`], combined with [`chain`], [`masked`]
+//!   and [`identity`].
 //!
 //! [`ProcessedGrad`] joins the two ("differentiate, then process"), and the [`Registry`] names
 //! both kinds so that a transform can be chosen by configuration: [`from_registry`].
@@ -152,43 +153,49 @@
 //!
 //! ## Writing a gradient processor from scratch
 //!
-//! A processor gets the whole [`GradSet`] (labels and tensors, in order) and its [`ProcState`];
-//! it returns the same entries (number, labels, shapes, dtypes — checked by
-//! [`update_checked`], which every runner here uses). Keep arithmetic in tensor operations
-//! (`try_*`) so that nested transforms can differentiate through it. Here, an exponential moving
-//! average of the gradients (momentum), with its factory and a typed parameter:
+//! A processor names its own state type ([`GradientProcessor::State`]: `()` for none, a
+//! counter, tensors, a struct), makes it in `init` and advances it in `update`; both get the
+//! whole [`GradSet`] (path labels and tensors, in order) and, when the caller has them, the
+//! parameters (`Option<&GradSet>`, one per gradient, same labels). `update` returns the same
+//! entries (number, labels, shapes, dtypes — checked by [`update_checked`], which every runner
+//! here uses). Keep arithmetic in tensor operations (`try_*`) so that nested transforms can
+//! differentiate through it.
+//!
+//! Any processor is a [`DynProcessor`], so `Arc::new(p) as Processor` chains, masks, registers
+//! and runs like the built-ins; the runners keep its state in a [`ProcState`] and hand it back
+//! typed (a state of another processor is a typed error, not a panic). Here, an exponential
+//! moving average of the gradients (momentum), with its factory and a typed parameter:
 //!
 //! ```
 //! use stategrad_core::{Error, Params, Result, Tensor};
 //! use stategrad_plugins::{
-//!     from_registry, GradSet, GradientProcessor, ProcState, Processor, Registry, StatefulProcessor,
+//!     from_registry, GradSet, GradientProcessor, Processor, Registry, StatefulProcessor,
 //! };
 //! use std::sync::Arc;
 //!
 //! /// m ← β·m + (1 − β)·g; returns m.
 //! struct Ema { beta: f64 }
 //!
+//! /// The EMA's state: one running average per gradient.
+//! #[derive(Clone, Default)]
+//! struct EmaState { m: Vec<Tensor> }
+//!
 //! impl GradientProcessor for Ema {
+//!     type State = EmaState;
 //!     fn name(&self) -> &str {
 //!         "ema"
 //!     }
-//!     fn init(&self, grads: &GradSet) -> ProcState {
-//!         ProcState::Tensors(grads.tensors().map(Tensor::zeros_like).collect())
+//!     fn init(&self, grads: &GradSet, _params: Option<&GradSet>) -> Result<EmaState> {
+//!         Ok(EmaState { m: grads.tensors().map(Tensor::zeros_like).collect() })
 //!     }
-//!     fn update(&self, grads: GradSet, state: &mut ProcState) -> Result<GradSet> {
-//!         if matches!(state, ProcState::Empty) {
-//!             *state = self.init(&grads);
-//!         }
-//!         let ProcState::Tensors(m) = state else {
-//!             return Err(Error::PluginParam { plugin: "ema".into(), name: "state".into(), msg: "expected tensors".into() });
-//!         };
-//!         if m.len() != grads.len() {
+//!     fn update(&self, grads: GradSet, state: &mut EmaState, _: Option<&GradSet>) -> Result<GradSet> {
+//!         if state.m.len() != grads.len() {
 //!             return Err(Error::PluginParam { plugin: "ema".into(), name: "state".into(), msg: "gradient count changed".into() });
 //!         }
 //!         let mut i = 0;
 //!         grads.try_map(|_, g| {
-//!             let new = m[i].try_mul_scalar(self.beta)?.try_add(&g.try_mul_scalar(1.0 - self.beta)?)?;
-//!             m[i] = new.clone();
+//!             let new = state.m[i].try_mul_scalar(self.beta)?.try_add(&g.try_mul_scalar(1.0 - self.beta)?)?;
+//!             state.m[i] = new.clone();
 //!             i += 1;
 //!             Ok(new)
 //!         })
@@ -208,6 +215,10 @@
 //! let g = Tensor::new([4.0f32]);
 //! assert_eq!(ema.apply(&g).unwrap().to_string(), "[2.]");
 //! assert_eq!(ema.apply(&g).unwrap().to_string(), "[3.]");
+//! // … the state comes back typed …
+//! let state = ema.state().unwrap();
+//! assert_eq!(state.downcast_ref::<EmaState>().unwrap().m[0].to_string(), "[3.]");
+//! assert!(ema.processor().is_stateful());
 //!
 //! // … or as a transform: `grad`, then the EMA, state kept across calls.
 //! let t = from_registry(|x: Tensor| x.square().sum(), "ema_doc", Params::new().with("beta", 0.5)).unwrap();
@@ -219,6 +230,32 @@
 //!     from_registry(|x: Tensor| x.sum(), "ema_doc", Params::new()),
 //!     Err(Error::PluginParam { .. })
 //! ));
+//! ```
+//!
+//! ## Parameters: weight decay, masked by path
+//!
+//! [`add_decayed_weights`] adds `weight_decay · param` (optax's `add_decayed_weights`), so it
+//! needs the parameters: [`StatefulProcessor::apply_with_params`] pairs each gradient with the
+//! parameter under the same path. [`masked`] restricts a processor to the paths a predicate
+//! selects (or, from a state [`Filter`](stategrad_core::Filter), [`filter_mask`]); a chain of
+//! decay and scale is optax's `chain(add_decayed_weights(wd), scale(-lr))`:
+//!
+//! ```
+//! use stategrad_core::{path, Path, Tensor};
+//! use stategrad_plugins::{add_decayed_weights, chain, masked, scale, StatefulProcessor};
+//! use std::collections::BTreeMap;
+//!
+//! let params: BTreeMap<Path, Tensor> =
+//!     [(path!("bias"), Tensor::new([1.0f32])), (path!("weight"), Tensor::new([2.0f32]))].into_iter().collect();
+//! let grads: BTreeMap<Path, Tensor> =
+//!     [(path!("bias"), Tensor::new([0.5f32])), (path!("weight"), Tensor::new([0.5f32]))].into_iter().collect();
+//! let sgd = StatefulProcessor::new(chain(vec![
+//!     masked(add_decayed_weights(0.25), |p: &Path| p.contains(&"weight".into())),
+//!     scale(-0.1),
+//! ]));
+//! let step = sgd.apply_with_params(&grads, &params).unwrap();
+//! assert_eq!(step[&path!("bias")].to_string(), "[-0.05]"); // -0.1 · 0.5
+//! assert_eq!(step[&path!("weight")].to_string(), "[-0.1]"); // -0.1 · (0.5 + 0.25 · 2)
 //! ```
 //!
 //! ## Threads
@@ -249,13 +286,15 @@ mod processor;
 mod registry;
 
 pub use builtin::{
-    add_noise, clip_by_global_norm, clip_by_value, nan_guard, scale, zero_nans, AddNoise,
-    ClipByGlobalNorm, ClipByValue, GaussianStream, NanGuard, Scale, ZeroNans, CLIP_EPS,
+    add_decayed_weights, add_noise, clip_by_global_norm, clip_by_value, nan_guard, scale,
+    zero_nans, AddDecayedWeights, AddNoise, ClipByGlobalNorm, ClipByValue, GaussianStream,
+    NanGuard, Scale, ZeroNans, CLIP_EPS,
 };
-pub use gradset::{GradSet, LabelledTree};
+pub use gradset::{GradSet, LabelKey, LabelledTree};
 pub use plugin::{clipped_grad, processed_grad, scaled_grad, ProcessedGrad};
 pub use processor::{
-    apply, chain, identity, masked, update_checked, Chain, GradientProcessor, Identity, Masked,
-    ProcState, Processor, StatefulProcessor,
+    apply, apply_with_params, chain, filter_mask, identity, masked, update_checked, Chain,
+    DynProcessor, GradientProcessor, Identity, Masked, PathPredicate, ProcState, Processor,
+    StatefulProcessor,
 };
 pub use registry::{from_registry, ProcessorFactory, Registry, TransformFactory};

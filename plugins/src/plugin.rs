@@ -6,7 +6,7 @@ use crate::builtin::{clip_by_global_norm, scale};
 use crate::gradset::GradSet;
 use crate::processor::{ProcState, Processor, StatefulProcessor};
 use stategrad_core::transform::{GradPlugin, Order, PureFn, TransformOutput};
-use stategrad_core::{GradientTransform, Params, Result, Tensor, TransformPlugin};
+use stategrad_core::{path, GradientTransform, Params, Path, Result, Tensor, TransformPlugin};
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,10 +14,15 @@ use std::sync::Arc;
 /// through a processor whose state persists across calls (shared by clones of the transform).
 ///
 /// Inside a plugin the states' paths are not known, so gradients are labelled by input
-/// position: `state[i]` for the `i`-th distinct grad state, `arg[k]` for the `k`-th selected
-/// argument (`arg[k][j]` for its `j`-th tensor when it holds several); second-order blocks are
-/// `(row, column)` pairs of those. Apply a processor to the returned container with
-/// [`crate::apply`] to get path labels instead.
+/// position: `('state', i)` for the `i`-th distinct grad state, `('arg', k)` for the `k`-th
+/// selected argument (`('arg', k, j)` for its `j`-th tensor when it holds several); a
+/// second-order block's label is its row's keys followed by its column's. Apply a processor to
+/// the returned container with [`crate::apply`] to get the states' paths instead.
+///
+/// For a first-order base whose gradients have their inputs' shapes (`grad`, `vector_grad`),
+/// the processor gets the inputs (the states' values and the arguments) as its parameters, so
+/// [`add_decayed_weights`](crate::add_decayed_weights) works as a plugin; otherwise it gets
+/// none.
 ///
 /// ```
 /// use stategrad_core::{GradientTransform, Params, Tensor};
@@ -90,20 +95,20 @@ impl fmt::Debug for ProcessedGrad {
 }
 
 /// The label of input `k` of a pure function.
-fn input_label(f: &PureFn<'_>, k: usize) -> String {
+fn input_label(f: &PureFn<'_>, k: usize) -> Path {
     if k < f.n_states {
-        return format!("state[{k}]");
+        return path!("state", k);
     }
     for (a, r) in f.arg_ranges.iter().enumerate() {
         if r.contains(&k) {
             return if r.len() == 1 {
-                format!("arg[{a}]")
+                path!("arg", a)
             } else {
-                format!("arg[{a}][{}]", k - r.start)
+                path!("arg", a, k - r.start)
             };
         }
     }
-    format!("input[{k}]")
+    path!("input", k)
 }
 
 impl TransformPlugin for ProcessedGrad {
@@ -121,12 +126,30 @@ impl TransformPlugin for ProcessedGrad {
     ) -> Result<TransformOutput> {
         let out = self.base.transform(f, inputs, params)?;
         let n = inputs.len().max(1);
-        let labels = (0..out.grads.len()).map(|k| match self.base.order() {
-            Order::First => input_label(f, k),
-            Order::Second => format!("({}, {})", input_label(f, k / n), input_label(f, k % n)),
-        });
-        let set: GradSet = labels.zip(out.grads).collect();
-        let grads = self.processor.apply_set(set)?.into_tensors();
+        let labels: Vec<Path> = (0..out.grads.len())
+            .map(|k| match self.base.order() {
+                Order::First => input_label(f, k),
+                Order::Second => {
+                    let mut l = input_label(f, k / n);
+                    l.0.extend(input_label(f, k % n).0);
+                    l
+                }
+            })
+            .collect();
+        // The inputs are the parameters of a first-order gradient of the same shapes.
+        let params: Option<GradSet> = (self.base.order() == Order::First
+            && out.grads.len() == inputs.len()
+            && out
+                .grads
+                .iter()
+                .zip(inputs)
+                .all(|(g, x)| g.shape() == x.shape()))
+        .then(|| labels.iter().cloned().zip(inputs.iter().cloned()).collect());
+        let set: GradSet = labels.into_iter().zip(out.grads).collect();
+        let grads = self
+            .processor
+            .apply_set_with_params(set, params.as_ref())?
+            .into_tensors();
         Ok(TransformOutput {
             grads,
             value: out.value,

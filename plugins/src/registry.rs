@@ -1,7 +1,9 @@
 //! The [`Registry`]: transform plugins and gradient processors by name, built from typed
 //! [`Params`] by factories, shared by every thread.
 
-use crate::builtin::{AddNoise, ClipByGlobalNorm, ClipByValue, NanGuard, Scale, ZeroNans};
+use crate::builtin::{
+    AddDecayedWeights, AddNoise, ClipByGlobalNorm, ClipByValue, NanGuard, Scale, ZeroNans,
+};
 use crate::plugin::ProcessedGrad;
 use crate::processor::{GradientProcessor, Identity, Processor};
 use dashmap::mapref::entry::Entry;
@@ -39,6 +41,7 @@ const PROCESSOR: &str = "gradient processor";
 /// | processor | `clip_by_global_norm` | `max_norm`: float ≥ 0 |
 /// | processor | `clip_by_value` | `min`, `max`: float, `min <= max` |
 /// | processor | `add_noise` | `std`: float ≥ 0; `seed`: int (default 0) |
+/// | processor | `add_decayed_weights` | `weight_decay`: float (needs the parameters) |
 ///
 /// Built-in processors refuse parameters they do not know (a typo is an error, not a default).
 ///
@@ -181,7 +184,7 @@ impl Registry {
         for (name, f) in t {
             self.transforms.insert(name.to_string(), f);
         }
-        let p: [(&str, ProcessorFactory); 7] = [
+        let p: [(&str, ProcessorFactory); 8] = [
             (
                 "identity",
                 Arc::new(|p: &Params| {
@@ -238,6 +241,20 @@ impl Registry {
                         seed,
                     };
                     checked(a, AddNoise::validate)
+                }),
+            ),
+            (
+                "add_decayed_weights",
+                Arc::new(|p: &Params| {
+                    only(
+                        "add_decayed_weights",
+                        p,
+                        &[ParamSpec::required("weight_decay", ParamKind::Float)],
+                    )?;
+                    let a = AddDecayedWeights {
+                        weight_decay: p.f64("add_decayed_weights", "weight_decay")?,
+                    };
+                    checked(a, AddDecayedWeights::validate)
                 }),
             ),
             (

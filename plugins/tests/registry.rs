@@ -6,8 +6,8 @@ use stategrad_core::{
     TransformPlugin,
 };
 use stategrad_plugins::{
-    from_registry, processed_grad, scale, GradSet, GradientProcessor, ProcState, ProcessedGrad,
-    Processor, Registry,
+    from_registry, processed_grad, scale, GradSet, GradientProcessor, ProcessedGrad, Processor,
+    Registry,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -293,11 +293,12 @@ impl TransformPlugin for Reshaped {
 /// A processor that returns an extra gradient.
 struct Extra;
 impl GradientProcessor for Extra {
+    type State = ();
     fn name(&self) -> &str {
         "extra"
     }
-    fn update(&self, mut grads: GradSet, _: &mut ProcState) -> Result<GradSet> {
-        grads.push("bogus", Tensor::zeros(&[1]));
+    fn update(&self, mut grads: GradSet, _: &mut (), _: Option<&GradSet>) -> Result<GradSet> {
+        grads.push(path!("bogus"), Tensor::zeros(&[1]));
         Ok(grads)
     }
 }
@@ -305,10 +306,11 @@ impl GradientProcessor for Extra {
 /// A processor that panics (through an infallible operator).
 struct Panicky;
 impl GradientProcessor for Panicky {
+    type State = ();
     fn name(&self) -> &str {
         "panicky"
     }
-    fn update(&self, grads: GradSet, _: &mut ProcState) -> Result<GradSet> {
+    fn update(&self, grads: GradSet, _: &mut (), _: Option<&GradSet>) -> Result<GradSet> {
         let t: Vec<Tensor> = grads.tensors().cloned().collect();
         let _ = &t[0] + &Tensor::zeros(&[7]); // shape mismatch
         Ok(grads)
@@ -362,12 +364,13 @@ fn plugin_labels_inputs_and_keeps_state() {
     // A processor that records the labels it sees.
     struct Record(std::sync::Mutex<Vec<String>>);
     impl GradientProcessor for Record {
+        type State = u64;
         fn name(&self) -> &str {
             "record"
         }
-        fn update(&self, grads: GradSet, state: &mut ProcState) -> Result<GradSet> {
-            *state.counter_mut("record")? += 1;
-            *self.0.lock().unwrap() = grads.labels().map(String::from).collect();
+        fn update(&self, grads: GradSet, count: &mut u64, _: Option<&GradSet>) -> Result<GradSet> {
+            *count += 1;
+            *self.0.lock().unwrap() = grads.labels().map(Path::to_string).collect();
             Ok(grads)
         }
     }
@@ -384,7 +387,7 @@ fn plugin_labels_inputs_and_keeps_state() {
     .call(Tensor::new([2.0f32]))
     .unwrap();
     assert_eq!(g.0.to_string(), "[2.]");
-    assert_eq!(*rec.0.lock().unwrap(), ["state[0]", "arg[0]"]);
+    assert_eq!(*rec.0.lock().unwrap(), ["('state', 0)", "('arg', 0)"]);
     // An argument holding several tensors.
     let f = |(xs,): (Vec<Tensor>,)| {
         xs.iter()
@@ -396,8 +399,8 @@ fn plugin_labels_inputs_and_keeps_state() {
         .call((vec![Tensor::scalar(1.0f32); 2],))
         .unwrap();
     assert_eq!(g.len(), 2);
-    assert_eq!(*rec.0.lock().unwrap(), ["arg[0][0]", "arg[0][1]"]);
-    assert!(matches!(plugin.state(), Some(ProcState::Count(2))));
+    assert_eq!(*rec.0.lock().unwrap(), ["('arg', 0, 0)", "('arg', 0, 1)"]);
+    assert_eq!(plugin.state().unwrap().downcast_ref::<u64>(), Some(&2));
     plugin.reset();
     assert!(plugin.state().is_none());
     assert!(plugin.base().name() == "grad");

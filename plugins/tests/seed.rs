@@ -115,8 +115,8 @@ fn states_and_arguments_share_one_global_norm() {
         .call(data())
         .unwrap();
     let mut set = GradSet::from_tree(&v);
-    set.push("x", gx);
-    set.push("y", gy);
+    set.push(path!("x"), gx);
+    set.push(path!("y"), gy);
     let n = set.global_norm().unwrap().item().unwrap();
     assert!((n - 0.1).abs() < 1e-6, "{n}");
 }
