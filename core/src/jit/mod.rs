@@ -36,6 +36,20 @@ mod replay;
 mod trace;
 
 pub use control::{cond, for_loop, scan};
+
+/// Frees the process-wide cache of generated code for fused passes (shared by every jitted
+/// function; bounded by [`stategrad_exec::tuning::fused_code_cache_limit`]) and returns how many
+/// pass structures it held. Programs keep running: a structure gets its code again once it has
+/// done enough work. [`Jit::clear_cache`] frees one function's programs.
+///
+/// ```
+/// use stategrad_core::jit::clear_code_cache;
+/// clear_code_cache();
+/// assert_eq!(clear_code_cache(), 0);
+/// ```
+pub fn clear_code_cache() -> usize {
+    stategrad_exec::clear_code_cache()
+}
 pub(crate) use program::{Compiled, Source};
 pub(crate) use trace::trace_program;
 
@@ -194,7 +208,9 @@ where
         out
     }
 
-    /// Forget every compiled tape.
+    /// Forget every compiled tape of this function, with the native code of its arena programs.
+    /// The generated code of large fused passes is shared by every function of the process
+    /// (one structure serves every program that has it); [`clear_code_cache`] frees it.
     pub fn clear_cache(&self) {
         self.cache.clear();
         self.cached.store(0, Ordering::Relaxed);
