@@ -22,7 +22,7 @@
 //! let w = ParamState::new(Tensor::new([0.0f64, 0.0]));
 //! let b = ParamState::new(Tensor::scalar(0.0f64));
 //! let params: StateMap = [(path!("w"), w.clone()), (path!("b"), b.clone())].into();
-//! let opt = adam(warmup_cosine_decay(0.0, 0.1, 10, 200)).build(&params)?;
+//! let opt = adam(warmup_cosine_decay(0.0, 0.3, 10, 300)).build(&params)?;
 //!
 //! // Fit y = 2 x0 - x1 + 0.5.
 //! let x = Tensor::new([[1.0f64, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]]);
@@ -36,11 +36,11 @@
 //!     opt.step(&grads)?;
 //!     Ok(l)
 //! });
-//! for _ in 0..200 {
+//! for _ in 0..300 {
 //!     train_step.call((x.clone(), y.clone()))?;
 //! }
-//! assert_eq!(train_step.trace_count(), 1); // traced once, replayed 199 times
-//! assert_eq!(opt.count().value().item()?, 200.0);
+//! assert_eq!(train_step.trace_count(), 1); // traced once, replayed 299 times
+//! assert_eq!(opt.count().value().item()?, 300.0);
 //! let l = loss((x, y)).item()?;
 //! assert!(l < 1e-3, "loss {l}");
 //! assert_eq!(opt.states()[&path!("mu", "w")].shape(), vec![2]);
