@@ -225,7 +225,14 @@ impl Adam {
             decayed,
         };
         let c = &self.common;
-        Ok(Optim::new(self.name, params, rule, 0.0, c.lr.clone(), c.clip))
+        Ok(Optim::new(
+            self.name,
+            params,
+            rule,
+            0.0,
+            c.lr.clone(),
+            c.clip,
+        ))
     }
 }
 
@@ -313,7 +320,14 @@ impl RmsProp {
         };
         let c = &self.common;
         let init = self.initial_scale;
-        Ok(Optim::new("rmsprop", params, rule, init, c.lr.clone(), c.clip))
+        Ok(Optim::new(
+            "rmsprop",
+            params,
+            rule,
+            init,
+            c.lr.clone(),
+            c.clip,
+        ))
     }
 }
 
@@ -366,6 +380,13 @@ impl Adagrad {
         let rule = Rule::Adagrad { eps: self.eps };
         let c = &self.common;
         let init = self.initial_accumulator_value;
-        Ok(Optim::new("adagrad", params, rule, init, c.lr.clone(), c.clip))
+        Ok(Optim::new(
+            "adagrad",
+            params,
+            rule,
+            init,
+            c.lr.clone(),
+            c.clip,
+        ))
     }
 }

@@ -156,7 +156,10 @@ impl Optim {
     /// The slot states named `slot` (`"mu"`, `"nu"`, `"trace"`, `"sum_of_squares"`), keyed
     /// by parameter path.
     pub fn slot(&self, slot: &str) -> Option<&StateMap> {
-        self.slots.iter().find(|s| s.name == slot).map(|s| &s.states)
+        self.slots
+            .iter()
+            .find(|s| s.name == slot)
+            .map(|s| &s.states)
     }
 
     /// The optimizer's name (`"adam"`, …).
@@ -276,7 +279,12 @@ impl Optimizer for Optim {
             let dt = p.dtype();
             let lr = lr.cast(dt);
             let slot = |name: &str| -> &State {
-                &self.slots.iter().find(|s| s.name == name).expect("slot").states[*path]
+                &self
+                    .slots
+                    .iter()
+                    .find(|s| s.name == name)
+                    .expect("slot")
+                    .states[*path]
             };
             let mut set = |s: &'static str, v: Tensor| writes.push((slot(s), v));
             let new_p = match &self.rule {
@@ -286,7 +294,11 @@ impl Optimizer for Optim {
                         Some(m) => {
                             // trace: t = g + m * t; update = g + m * t (nesterov) or t.
                             let t = g + slot("trace").value().mul_scalar(*m);
-                            let u = if *nesterov { g + t.mul_scalar(*m) } else { t.clone() };
+                            let u = if *nesterov {
+                                g + t.mul_scalar(*m)
+                            } else {
+                                t.clone()
+                            };
                             set("trace", t);
                             u
                         }
@@ -338,7 +350,11 @@ impl Optimizer for Optim {
                         None => v,
                         Some(m) => {
                             let t = &v + slot("trace").value().mul_scalar(*m);
-                            let out = if *nesterov { &v + t.mul_scalar(*m) } else { t.clone() };
+                            let out = if *nesterov {
+                                &v + t.mul_scalar(*m)
+                            } else {
+                                t.clone()
+                            };
                             set("trace", t);
                             out
                         }

@@ -31,7 +31,11 @@ fn adamw_mask_leaves_biases_undecayed() {
     let masks: Vec<(&str, Box<dyn Fn() -> stategrad_optim::Adam>)> = vec![
         (
             "filter",
-            Box::new(|| adamw(0.1).weight_decay(0.5).mask(Filter::not(Filter::path_contains("bias")))),
+            Box::new(|| {
+                adamw(0.1)
+                    .weight_decay(0.5)
+                    .mask(Filter::not(Filter::path_contains("bias")))
+            }),
         ),
         (
             "fn",
@@ -54,7 +58,12 @@ fn adamw_mask_leaves_biases_undecayed() {
 
     // Without a mask both decay.
     let (_, b, params) = layer();
-    adamw(0.1).weight_decay(0.5).build(&params).unwrap().step(&zero_grads(&params)).unwrap();
+    adamw(0.1)
+        .weight_decay(0.5)
+        .build(&params)
+        .unwrap()
+        .step(&zero_grads(&params))
+        .unwrap();
     assert_eq!(b.value().to_vec::<f64>(), vec![0.475, -0.475]);
 }
 
@@ -80,26 +89,41 @@ fn states_have_documented_paths_and_shapes() {
     assert_eq!(states[&path!("count")].shape(), Vec::<usize>::new());
     assert_eq!(states[&path!("mu", "layer", "weight")].shape(), vec![2, 2]);
     assert_eq!(states[&path!("nu", "layer", "bias")].shape(), vec![2]);
-    assert!(states.values().all(|s| s.value().to_vec::<f64>().iter().all(|&v| v == 0.0)));
+    assert!(states
+        .values()
+        .all(|s| s.value().to_vec::<f64>().iter().all(|&v| v == 0.0)));
     assert_eq!(opt.params().len(), 2);
 
     let slots = |o: &dyn Optimizer| {
-        let mut names: Vec<String> =
-            o.states().keys().map(|p| p.keys()[0].to_string()).collect();
+        let mut names: Vec<String> = o.states().keys().map(|p| p.keys()[0].to_string()).collect();
         names.dedup();
         names
     };
     assert_eq!(slots(&sgd(0.1).build(&params).unwrap()), ["'count'"]);
-    assert_eq!(slots(&sgd(0.1).momentum(0.9).build(&params).unwrap()), ["'count'", "'trace'"]);
-    assert_eq!(slots(&rmsprop(0.1).build(&params).unwrap()), ["'count'", "'nu'"]);
     assert_eq!(
-        slots(&rmsprop(0.1).centered(true).momentum(0.9).build(&params).unwrap()),
+        slots(&sgd(0.1).momentum(0.9).build(&params).unwrap()),
+        ["'count'", "'trace'"]
+    );
+    assert_eq!(
+        slots(&rmsprop(0.1).build(&params).unwrap()),
+        ["'count'", "'nu'"]
+    );
+    assert_eq!(
+        slots(
+            &rmsprop(0.1)
+                .centered(true)
+                .momentum(0.9)
+                .build(&params)
+                .unwrap()
+        ),
         ["'count'", "'mu'", "'nu'", "'trace'"]
     );
     let ada = adagrad(0.1).build(&params).unwrap();
     assert_eq!(slots(&ada), ["'count'", "'sum_of_squares'"]);
     assert_eq!(
-        ada.states()[&path!("sum_of_squares", "layer", "weight")].value().to_vec::<f64>(),
+        ada.states()[&path!("sum_of_squares", "layer", "weight")]
+            .value()
+            .to_vec::<f64>(),
         vec![0.1; 4]
     );
 }
@@ -108,8 +132,10 @@ fn states_have_documented_paths_and_shapes() {
 fn reset_restores_count_and_slots() {
     let (w, _, params) = layer();
     let opt = adam(cosine_decay(0.1, 10)).build(&params).unwrap();
-    let grads: BTreeMap<Path, Tensor> =
-        params.iter().map(|(p, s)| (p.clone(), s.value().ones_like())).collect();
+    let grads: BTreeMap<Path, Tensor> = params
+        .iter()
+        .map(|(p, s)| (p.clone(), s.value().ones_like()))
+        .collect();
     opt.step(&grads).unwrap();
     opt.step(&grads).unwrap();
     assert_eq!(opt.count().value().item().unwrap(), 2.0);
@@ -136,8 +162,10 @@ fn empty_param_set_is_a_no_op() {
 fn bad_gradients_are_typed_errors_and_write_nothing() {
     let (w, b, params) = layer();
     let opt = sgd(0.1).momentum(0.9).build(&params).unwrap();
-    let good: BTreeMap<Path, Tensor> =
-        params.iter().map(|(p, s)| (p.clone(), s.value().ones_like())).collect();
+    let good: BTreeMap<Path, Tensor> = params
+        .iter()
+        .map(|(p, s)| (p.clone(), s.value().ones_like()))
+        .collect();
     let snapshot = |o: &dyn Optimizer| -> Vec<Vec<f64>> {
         o.states()
             .values()
@@ -150,19 +178,41 @@ fn bad_gradients_are_typed_errors_and_write_nothing() {
     let mut extra = good.clone();
     extra.insert(path!("layer", "gamma"), Tensor::new([1.0f64]));
     let e = opt.step(&extra).unwrap_err();
-    assert!(matches!(e, Error::InvalidArgument { op: "optim.step", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                op: "optim.step",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("('layer', 'gamma')"), "{e}");
 
     let mut missing = good.clone();
     missing.remove(&path!("layer", "bias"));
     let e = opt.step(&missing).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
-    assert!(e.to_string().contains("no gradient for the parameter at ('layer', 'bias')"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("no gradient for the parameter at ('layer', 'bias')"),
+        "{e}"
+    );
 
     let mut wrong_shape = good.clone();
     wrong_shape.insert(path!("layer", "bias"), Tensor::new([1.0f64, 2.0, 3.0]));
     let e = opt.step(&wrong_shape).unwrap_err();
-    assert!(matches!(e, Error::ShapeMismatch { op: "optim.step", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::ShapeMismatch {
+                op: "optim.step",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     assert_eq!(snapshot(&opt), before, "a failed step writes nothing");
 
@@ -192,7 +242,10 @@ fn nan_hyper_parameters_are_typed_errors_at_build() {
     assert_eq!(option(adam(0.1).b1(nan).build(&params)), "b1");
     assert_eq!(option(adam(0.1).b2(f64::INFINITY).build(&params)), "b2");
     assert_eq!(option(adam(0.1).eps(nan).build(&params)), "eps");
-    assert_eq!(option(adamw(0.1).weight_decay(nan).build(&params)), "weight_decay");
+    assert_eq!(
+        option(adamw(0.1).weight_decay(nan).build(&params)),
+        "weight_decay"
+    );
     assert_eq!(option(rmsprop(0.1).decay(nan).build(&params)), "decay");
     assert_eq!(option(adagrad(0.1).eps(nan).build(&params)), "eps");
     assert_eq!(
@@ -207,8 +260,14 @@ fn nan_hyper_parameters_are_typed_errors_at_build() {
         option(sgd(0.1).clip_by_global_norm(0.0).build(&params)),
         "clip_by_global_norm"
     );
-    assert_eq!(option(sgd(cosine_decay(nan, 10)).build(&params)), "init_value");
-    assert_eq!(option(sgd(cosine_decay(0.1, 0)).build(&params)), "decay_steps");
+    assert_eq!(
+        option(sgd(cosine_decay(nan, 10)).build(&params)),
+        "init_value"
+    );
+    assert_eq!(
+        option(sgd(cosine_decay(0.1, 0)).build(&params)),
+        "decay_steps"
+    );
     assert_eq!(
         option(adam(warmup_cosine_decay(0.0, 0.1, 10, 10)).build(&params)),
         "decay_steps"

@@ -23,7 +23,9 @@ impl Model {
         [(path!("w"), self.w.clone()), (path!("b"), self.b.clone())].into()
     }
     fn loss(&self, x: &Tensor, y: &Tensor) -> Tensor {
-        (x.matmul(&self.w.value()) + self.b.value() - y).square().mean()
+        (x.matmul(&self.w.value()) + self.b.value() - y)
+            .square()
+            .mean()
     }
 }
 
@@ -78,13 +80,20 @@ fn eager_vs_jit(make: impl Fn(&StateMap) -> Result<Optim>) {
 
     // Parameters, moments and count agree to 1e-12.
     let (e, j) = (
-        values(&eager.params()).into_iter().chain(values(&eager_opt.states())),
-        values(&jitted.params()).into_iter().chain(values(&opt.states())),
+        values(&eager.params())
+            .into_iter()
+            .chain(values(&eager_opt.states())),
+        values(&jitted.params())
+            .into_iter()
+            .chain(values(&opt.states())),
     );
     for ((pe, ve), (pj, vj)) in e.zip(j) {
         assert_eq!(pe, pj);
         for (a, b) in ve.iter().zip(&vj) {
-            assert!((a - b).abs() <= 1e-12 * a.abs().max(1.0), "{pe}: eager {a}, jit {b}");
+            assert!(
+                (a - b).abs() <= 1e-12 * a.abs().max(1.0),
+                "{pe}: eager {a}, jit {b}"
+            );
         }
     }
 }
@@ -205,9 +214,15 @@ fn seed_tutorial_section_7_with_optim_sgd() {
     let opt = sgd(0.1).build(&model.states(ParamState)).unwrap();
     train(&model, &data, |grads| opt.step(grads));
 
-    let (w, b) = (model.weight.value().item().unwrap(), model.bias.value().item().unwrap());
+    let (w, b) = (
+        model.weight.value().item().unwrap(),
+        model.bias.value().item().unwrap(),
+    );
     assert_eq!(w, hand.weight.value().item().unwrap());
     assert_eq!(b, hand.bias.value().item().unwrap());
-    assert!((w - 3.0).abs() < 0.5 && (b - 1.0).abs() < 0.2, "w {w}, b {b}");
+    assert!(
+        (w - 3.0).abs() < 0.5 && (b - 1.0).abs() < 0.2,
+        "w {w}, b {b}"
+    );
     assert_eq!(opt.count().value().item().unwrap(), 50.0);
 }

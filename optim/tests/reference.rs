@@ -149,7 +149,12 @@ fn adam_and_adamw() {
     );
     // A large decay, the bias excluded by a path mask.
     check(
-        |p| adamw(0.1).weight_decay(0.5).mask_fn(|path| *path != path!("b")).build(p),
+        |p| {
+            adamw(0.1)
+                .weight_decay(0.5)
+                .mask_fn(|path| *path != path!("b"))
+                .build(p)
+        },
         adam_reference(0.1, 0.5, [true, true, false]),
         "adamw masked",
     );
@@ -227,7 +232,11 @@ fn clip_by_global_norm_before_the_update() {
             x[i] -= lr * gi;
         }
     });
-    check(|p| sgd(lr).clip_by_global_norm(max).build(p), want, "sgd clipped");
+    check(
+        |p| sgd(lr).clip_by_global_norm(max).build(p),
+        want,
+        "sgd clipped",
+    );
 }
 
 #[test]
@@ -244,10 +253,18 @@ fn schedules_drive_the_rate() {
             Box::new(|t| 0.1 * 0.5f64.powf(t / 2.0)),
         ),
         (
-            exponential_decay(0.1, 2, 0.5).staircase(true).transition_begin(1).end_value(0.07).into(),
+            exponential_decay(0.1, 2, 0.5)
+                .staircase(true)
+                .transition_begin(1)
+                .end_value(0.07)
+                .into(),
             Box::new(|t: f64| {
                 let d = t - 1.0;
-                let v = if d <= 0.0 { 0.1 } else { 0.1 * 0.5f64.powf((d / 2.0).floor()) };
+                let v = if d <= 0.0 {
+                    0.1
+                } else {
+                    0.1 * 0.5f64.powf((d / 2.0).floor())
+                };
                 v.max(0.07)
             }),
         ),
@@ -273,7 +290,10 @@ fn schedules_drive_the_rate() {
     for (i, (schedule, lr)) in cases.into_iter().enumerate() {
         for t in 0..8 {
             let (got, want) = (schedule.value_at(t), lr(t as f64));
-            assert!((got - want).abs() <= 1e-15, "schedule {i} at {t}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-15,
+                "schedule {i} at {t}: {got} vs {want}"
+            );
         }
         let want = reference(3, |k, x, g| {
             for j in 0..3 {
@@ -297,7 +317,10 @@ fn f32_params_keep_their_dtype() {
     opt.step(&grads).unwrap();
     opt.step(&grads).unwrap();
     assert_eq!(w.value().dtype(), stategrad_core::DType::F32);
-    assert_eq!(opt.slot("mu").unwrap()[&path!("w")].value().dtype(), stategrad_core::DType::F32);
+    assert_eq!(
+        opt.slot("mu").unwrap()[&path!("w")].value().dtype(),
+        stategrad_core::DType::F32
+    );
     assert_eq!(opt.count().value().dtype(), stategrad_core::DType::F64);
     assert_ne!(w.value().to_vec::<f32>(), vec![1.0, -2.0]);
 }
