@@ -7,7 +7,7 @@
 //! `opt = adam(1e-3).build(&params)?` makes one state per parameter and slot (zeros of the
 //! parameter's shape and dtype: `mu`, `nu`, …) and a step-count state; `opt.step(&grads)` reads
 //! the parameters and those states and writes them back with [`State::set_value`], in tensor
-//! operations only. Eagerly it updates them at once; inside [`jit`](stategrad_core::jit) the reads
+//! operations only. Eagerly it updates them at once; inside [`jit`](stategrad_core::jit()) the reads
 //! and writes are the program's state inputs and outputs, so each replay updates them in place.
 //! The learning rate is computed from the count *tensor*, so a jitted step with a decaying
 //! schedule keeps decaying: it is not the rate of the traced step baked in as a constant.
