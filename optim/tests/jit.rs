@@ -4,7 +4,9 @@
 use stategrad_core::{
     grad, jit, path, random, Module, ParamState, Path, Result, State, StateMap, Tensor,
 };
-use stategrad_optim::{adam, sgd, warmup_cosine_decay, Optim, Optimizer};
+use stategrad_optim::{
+    adam, exponential_decay, rmsprop, sgd, warmup_cosine_decay, Optim, Optimizer,
+};
 use std::collections::BTreeMap;
 
 struct Model {
@@ -113,6 +115,58 @@ fn sgd_nesterov_jitted_equals_eager() {
             .clip_by_global_norm(5.0)
             .build(p)
     });
+}
+
+/// `Jit::call_loop`: 50 training steps in one call (one arena program, the states carried from
+/// iteration to iteration) equal 50 eager steps; the staircase schedule's floor included.
+#[test]
+fn call_loop_equals_eager_steps() {
+    let make = |p: &StateMap| {
+        rmsprop(exponential_decay(0.02, 7, 0.5).staircase(true))
+            .centered(true)
+            .momentum(0.5)
+            .build(p)
+    };
+    let (x, y) = data();
+    let eager = Model::new();
+    let eager_opt = make(&eager.params()).unwrap();
+    for _ in 0..50 {
+        let grads = grad(|(x, y): (Tensor, Tensor)| eager.loss(&x, &y))
+            .grad_states(eager.params())
+            .call((x.clone(), y.clone()))
+            .unwrap();
+        eager_opt.step(&grads).unwrap();
+    }
+
+    let looped = Model::new();
+    let opt = make(&looped.params()).unwrap();
+    let params = looped.params();
+    let body = jit(|_i: Tensor| -> Result<Tensor> {
+        let (grads, loss) = grad(|(x, y): (Tensor, Tensor)| looped.loss(&x, &y))
+            .grad_states(params.clone())
+            .return_value()
+            .call((x.clone(), y.clone()))?;
+        opt.step(&grads)?;
+        Ok(loss)
+    });
+    body.call_loop(20).unwrap();
+    body.call_loop(30).unwrap();
+    assert_eq!(body.trace_count(), 1);
+    assert_eq!(opt.count().value().item().unwrap(), 50.0);
+    let e = values(&eager.params())
+        .into_iter()
+        .chain(values(&eager_opt.states()));
+    let l = values(&looped.params())
+        .into_iter()
+        .chain(values(&opt.states()));
+    for ((pe, ve), (_, vl)) in e.zip(l) {
+        for (a, b) in ve.iter().zip(&vl) {
+            assert!(
+                (a - b).abs() <= 1e-12 * a.abs().max(1.0),
+                "{pe}: eager {a}, loop {b}"
+            );
+        }
+    }
 }
 
 /// A rate read as a Rust number at trace time would be the step-0 rate (0 here) forever: the
