@@ -121,7 +121,9 @@ impl Sgd {
 ///
 /// optax `scale_by_adam`: `mu <- (1 - b1) * g + b1 * mu`, `nu <- (1 - b2) * g^2 + b2 * nu`
 /// (both starting at 0), `mu_hat = mu / (1 - b1^(t+1))`, `nu_hat = nu / (1 - b2^(t+1))`,
-/// `u = mu_hat / (sqrt(nu_hat + eps_root) + eps)`; adamw adds optax `add_decayed_weights`:
+/// `u = mu_hat / (sqrt(nu_hat + eps_root) + eps)`; with `nesterov` (optax's
+/// `nesterov=True`, i.e. `nadam` / `nadamw`) `mu_hat = b1 * mu / (1 - b1^(t+2)) +
+/// (1 - b1) * g / (1 - b1^(t+1))`; adamw adds optax `add_decayed_weights`:
 /// `u <- u + weight_decay * p` for the parameters the mask selects (all without a mask); then
 /// `p <- p - lr * u`.
 #[derive(Clone, Debug)]
@@ -132,6 +134,7 @@ pub struct Adam {
     b2: f64,
     eps: f64,
     eps_root: f64,
+    nesterov: bool,
     weight_decay: f64,
     mask: Option<Filter>,
 }
@@ -145,6 +148,7 @@ pub fn adam(learning_rate: impl Into<Schedule>) -> Adam {
         b2: 0.999,
         eps: 1e-8,
         eps_root: 0.0,
+        nesterov: false,
         weight_decay: 0.0,
         mask: None,
     }
@@ -178,6 +182,11 @@ impl Adam {
     /// Added to the second moment inside the square root (default 0).
     pub fn eps_root(mut self, eps_root: f64) -> Self {
         self.eps_root = eps_root;
+        self
+    }
+    /// Nesterov momentum (optax's `nesterov=True`, the `nadam` / `nadamw` aliases).
+    pub fn nesterov(mut self, on: bool) -> Self {
+        self.nesterov = on;
         self
     }
     /// The decoupled weight decay (adamw's default 1e-4; setting it on `adam` makes it adamw).
@@ -221,6 +230,7 @@ impl Adam {
             b2: self.b2,
             eps: self.eps,
             eps_root: self.eps_root,
+            nesterov: self.nesterov,
             weight_decay: self.weight_decay,
             decayed,
         };

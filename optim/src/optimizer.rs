@@ -62,6 +62,7 @@ pub(crate) enum Rule {
         b2: f64,
         eps: f64,
         eps_root: f64,
+        nesterov: bool,
         weight_decay: f64,
         decayed: BTreeSet<Path>,
     },
@@ -264,11 +265,12 @@ impl Optimizer for Optim {
         let count = self.count.value().cast(DType::F64);
         let lr = self.lr.at(&count);
         let count_inc = count.add_scalar(1.0);
-        // Bias corrections 1 - b^t for Adam, in f64 (t = the count after this step).
+        // Adam's bias corrections 1 - b1^(t+1), 1 - b2^(t+1) and (Nesterov) 1 - b1^(t+2), in f64.
         let corrections = match &self.rule {
             Rule::Adam { b1, b2, .. } => Some((
                 1.0 - Tensor::scalar(*b1).pow(&count_inc),
                 1.0 - Tensor::scalar(*b2).pow(&count_inc),
+                1.0 - Tensor::scalar(*b1).pow(&count_inc.add_scalar(1.0)),
             )),
             _ => None,
         };
@@ -310,13 +312,20 @@ impl Optimizer for Optim {
                     eps_root,
                     b1,
                     b2,
+                    nesterov,
                     weight_decay,
                     decayed,
                 } => {
-                    let (c1, c2) = corrections.as_ref().expect("adam corrections");
+                    let (c1, c2, c1_next) = corrections.as_ref().expect("adam corrections");
                     let mu = ema(g, &slot("mu").value(), *b1);
                     let nu = ema(&g.square(), &slot("nu").value(), *b2);
-                    let mu_hat = &mu / &c1.cast(dt);
+                    let mu_hat = if *nesterov {
+                        // b1 * mu / (1 - b1^(t+2)) + (1 - b1) * g / (1 - b1^(t+1))
+                        (&mu / &c1_next.cast(dt)).mul_scalar(*b1)
+                            + (g / &c1.cast(dt)).mul_scalar(1.0 - *b1)
+                    } else {
+                        &mu / &c1.cast(dt)
+                    };
                     let nu_hat = &nu / &c2.cast(dt);
                     let mut u = mu_hat / nu_hat.add_scalar(*eps_root).sqrt().add_scalar(*eps);
                     if *weight_decay != 0.0 && decayed.contains(*path) {

@@ -116,6 +116,10 @@ fn sgd_plain_momentum_nesterov() {
 }
 
 fn adam_reference(lr: f64, wd: f64, decay_mask: [bool; 3]) -> Vec<Vec<f64>> {
+    adam_reference_n(lr, wd, decay_mask, false)
+}
+
+fn adam_reference_n(lr: f64, wd: f64, decay_mask: [bool; 3], nesterov: bool) -> Vec<Vec<f64>> {
     let (b1, b2, eps): (f64, f64, f64) = (0.9, 0.999, 1e-8);
     let (mut mu, mut nu) = ([0.0; 3], [0.0; 3]);
     reference(3, |k, x, g| {
@@ -123,7 +127,11 @@ fn adam_reference(lr: f64, wd: f64, decay_mask: [bool; 3]) -> Vec<Vec<f64>> {
         for i in 0..3 {
             mu[i] = (1.0 - b1) * g[i] + b1 * mu[i];
             nu[i] = (1.0 - b2) * g[i] * g[i] + b2 * nu[i];
-            let mu_hat = mu[i] / (1.0 - b1.powi(t));
+            let mu_hat = if nesterov {
+                b1 * (mu[i] / (1.0 - b1.powi(t + 1))) + (1.0 - b1) * (g[i] / (1.0 - b1.powi(t)))
+            } else {
+                mu[i] / (1.0 - b1.powi(t))
+            };
             let nu_hat = nu[i] / (1.0 - b2.powi(t));
             let mut u = mu_hat / (nu_hat.sqrt() + eps);
             if decay_mask[i] {
@@ -146,6 +154,12 @@ fn adam_and_adamw() {
         |p| adamw(0.1).build(p),
         adam_reference(0.1, 1e-4, [true; 3]),
         "adamw",
+    );
+    // Nesterov (optax's nadam).
+    check(
+        |p| adam(0.1).nesterov(true).build(p),
+        adam_reference_n(0.1, 0.0, [false; 3], true),
+        "nadam",
     );
     // A large decay, the bias excluded by a path mask.
     check(
