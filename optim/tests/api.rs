@@ -289,3 +289,42 @@ fn optimizers_are_usable_as_trait_objects() {
         assert_eq!(o.count().value().item().unwrap(), 1.0);
     }
 }
+
+#[test]
+fn states_restore_a_checkpoint() {
+    // Train a few steps, copy params and optimizer states into a fresh copy, continue both.
+    let (_, _, params) = layer();
+    let opt = adamw(warmup_cosine_decay(0.0, 0.1, 2, 20))
+        .build(&params)
+        .unwrap();
+    let grads = |ps: &StateMap| -> BTreeMap<Path, Tensor> {
+        ps.iter()
+            .map(|(p, s)| (p.clone(), s.value().square() - 1.0))
+            .collect()
+    };
+    for _ in 0..3 {
+        opt.step(&grads(&params)).unwrap();
+    }
+    let (_, _, params2) = layer();
+    let opt2 = adamw(warmup_cosine_decay(0.0, 0.1, 2, 20))
+        .build(&params2)
+        .unwrap();
+    for (path, s) in params.iter().chain(&opt.states()) {
+        let target = params2
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| opt2.states()[path].clone());
+        target.set_value(s.value());
+    }
+    for _ in 0..3 {
+        opt.step(&grads(&params)).unwrap();
+        opt2.step(&grads(&params2)).unwrap();
+    }
+    for ((p, a), (_, b)) in params
+        .iter()
+        .chain(&opt.states())
+        .zip(params2.iter().chain(&opt2.states()))
+    {
+        assert_eq!(a.value().to_vec::<f64>(), b.value().to_vec::<f64>(), "{p}");
+    }
+}
