@@ -55,6 +55,11 @@ pub use stategrad_exec as exec;
 /// Gradient processors, processed-gradient plugins and the plugin registry.
 pub use stategrad_plugins as plugins;
 
+/// Optimizers whose moments and step count are `State`s (optax's `sgd`, `adam`, `adamw`,
+/// `rmsprop`, `adagrad`), learning-rate schedules and gradient clipping; a jitted step updates
+/// them in place.
+pub use stategrad_optim as optim;
+
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{
@@ -65,6 +70,7 @@ pub mod prelude {
         StateKey, StateKind, StateMap, Static, Tensor, TransformPlugin, Usage,
     };
     pub use stategrad_derive::Module;
+    pub use stategrad_optim::Optimizer;
 }
 
 /// The README's examples, compiled and run as doc tests.
