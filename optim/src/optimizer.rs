@@ -174,6 +174,15 @@ impl Optim {
             op: "optim.step",
             msg,
         };
+        // A count restored from a checkpoint with another shape would broadcast into every
+        // parameter's update.
+        let count_shape = self.count.shape();
+        if !count_shape.is_empty() {
+            return Err(bad(format!(
+                "the step count must be a scalar, found shape {}",
+                ShapeDisplay(count_shape)
+            )));
+        }
         if let Some(path) = grads.keys().find(|p| !self.params.contains_key(p)) {
             return Err(bad(format!(
                 "the gradient at {path} has no parameter (the {} optimizer was built over {})",
@@ -264,6 +273,15 @@ impl Optimizer for Optim {
         }
         let count = self.count.value().cast(DType::F64);
         let lr = self.lr.at(&count);
+        if !lr.shape().is_empty() {
+            return Err(Error::InvalidArgument {
+                op: "optim.step",
+                msg: format!(
+                    "the learning-rate schedule must give a scalar, gave shape {}",
+                    lr.shape_display()
+                ),
+            });
+        }
         let count_inc = count.add_scalar(1.0);
         // Adam's bias corrections 1 - b1^(t+1), 1 - b2^(t+1) and (Nesterov) 1 - b1^(t+2), in f64.
         let corrections = match &self.rule {

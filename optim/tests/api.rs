@@ -328,3 +328,27 @@ fn states_restore_a_checkpoint() {
         assert_eq!(a.value().to_vec::<f64>(), b.value().to_vec::<f64>(), "{p}");
     }
 }
+
+/// A step count restored with another shape (a `[1]` tensor from a checkpoint) would broadcast
+/// into every update: it is a typed error, and nothing is written.
+#[test]
+fn a_non_scalar_count_is_a_typed_error() {
+    let (w, b, params) = layer();
+    let opt = adam(0.1).build(&params).unwrap();
+    opt.count().set_value(Tensor::new([0.0f64]));
+    let before: Vec<Vec<f64>> = [&w, &b].iter().map(|s| s.value().to_vec()).collect();
+    let e = opt.step(&zero_grads(&params)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                op: "optim.step",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let after: Vec<Vec<f64>> = [&w, &b].iter().map(|s| s.value().to_vec()).collect();
+    assert_eq!(before, after);
+    assert_eq!(opt.count().shape(), vec![1]);
+}

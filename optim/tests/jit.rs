@@ -89,8 +89,11 @@ fn eager_vs_jit(make: impl Fn(&StateMap) -> Result<Optim>) {
             .into_iter()
             .chain(values(&opt.states())),
     );
-    for ((pe, ve), (pj, vj)) in e.zip(j) {
+    let (e, j): (Vec<_>, Vec<_>) = (e.collect(), j.collect());
+    assert_eq!(e.len(), j.len());
+    for ((pe, ve), (pj, vj)) in e.into_iter().zip(j) {
         assert_eq!(pe, pj);
+        assert_eq!(ve.len(), vj.len(), "{pe}");
         for (a, b) in ve.iter().zip(&vj) {
             assert!(
                 (a - b).abs() <= 1e-12 * a.abs().max(1.0),
@@ -159,7 +162,11 @@ fn call_loop_equals_eager_steps() {
     let l = values(&looped.params())
         .into_iter()
         .chain(values(&opt.states()));
-    for ((pe, ve), (_, vl)) in e.zip(l) {
+    let (e, l): (Vec<_>, Vec<_>) = (e.collect(), l.collect());
+    assert_eq!(e.len(), l.len());
+    for ((pe, ve), (pl, vl)) in e.into_iter().zip(l) {
+        assert_eq!(pe, pl);
+        assert_eq!(ve.len(), vl.len(), "{pe}");
         for (a, b) in ve.iter().zip(&vl) {
             assert!(
                 (a - b).abs() <= 1e-12 * a.abs().max(1.0),

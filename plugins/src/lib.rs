@@ -276,7 +276,7 @@
 //! [`GradientTransform::new`]: stategrad_core::GradientTransform::new
 //! [`Params`]: stategrad_core::Params
 
-// Unsafe code lives only in `stategrad-simd`, where each block states its proof.
+// Unsafe code lives only in `stategrad-simd` and `stategrad-exec`, where each block states its proof.
 #![forbid(unsafe_code)]
 
 mod builtin;

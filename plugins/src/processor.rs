@@ -350,7 +350,11 @@ pub fn update_checked(
         .iter()
         .map(|(l, t)| (l.clone(), t.shape().to_vec(), t.dtype()))
         .collect();
-    let out = processor.update(grads, state, params)?;
+    // The update runs on a copy (its tensors are shared, not copied), committed only when the
+    // whole update succeeded: a failing stage, or a processor failing halfway through its
+    // gradients, leaves the caller's state as it was.
+    let mut next = state.clone();
+    let out = processor.update(grads, &mut next, params)?;
     let malformed = |msg: String| Error::MalformedPluginResult {
         plugin: processor.name().to_string(),
         msg,
@@ -376,6 +380,7 @@ pub fn update_checked(
             )));
         }
     }
+    *state = next;
     Ok(out)
 }
 

@@ -665,3 +665,32 @@ fn add_decayed_weights_as_a_plugin_uses_the_inputs() {
     assert_eq!(gw[&path!("w")].to_string(), "[3.5 3. ]");
     assert_eq!(gx.to_string(), "[2.5 0. ]");
 }
+
+/// A failing stage of a chain leaves the state given by the caller as it was: `add_noise`'s
+/// step counter does not advance, so the next call draws the noise it would have drawn.
+#[test]
+fn a_failing_update_leaves_an_explicit_state_unchanged() {
+    let g = grads();
+    let failing = chain(vec![
+        add_noise(0.1, 7),
+        std::sync::Arc::new(Dropper) as Processor,
+    ]);
+    let mut st = ProcState::default();
+    assert!(matches!(
+        apply(&*failing, &mut st, &g),
+        Err(Error::MalformedPluginResult { .. })
+    ));
+    assert!(st.is_fresh(), "a failed first call initialised the state");
+
+    let guarded = chain(vec![add_noise(0.1, 7), nan_guard()]);
+    let mut st = ProcState::default();
+    apply(&*guarded, &mut st, &g).unwrap();
+    let want = apply(&*guarded, &mut st.clone(), &g).unwrap();
+    let nan: BTreeMap<Path, Tensor> = g.iter().map(|(p, t)| (p.clone(), t * f64::NAN)).collect();
+    assert!(apply(&*guarded, &mut st, &nan).is_err());
+    let got = apply(&*guarded, &mut st, &g).unwrap();
+    assert!(
+        same(&want, &got, 0.0),
+        "the failed call advanced the noise counter"
+    );
+}

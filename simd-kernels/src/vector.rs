@@ -320,7 +320,8 @@ pub fn log1p<V: SimdVec>(x: V) -> (V, V) {
     let one = c(V::Elem::ONE);
     let u = x + one;
     let (l, bad) = ln(u);
-    (l + (x - (u - one)) / u, bad)
+    // Where `u` rounds to 1, `x` itself is the answer (and keeps the sign of a zero).
+    (u.eq(one).select(x, l + (x - (u - one)) / u), bad)
 }
 
 /// Lanes where the vector `sin`/`cos` are accurate: `|x| <= TRIG_MAX` and the reduced argument

@@ -50,8 +50,14 @@ impl From<i32> for ParamValue {
     }
 }
 impl From<usize> for ParamValue {
+    /// Saturates at `i64::MAX` (a count that large means "all").
+    ///
+    /// ```
+    /// use stategrad_core::ParamValue;
+    /// assert_eq!(ParamValue::from(usize::MAX), ParamValue::I64(i64::MAX));
+    /// ```
     fn from(v: usize) -> Self {
-        ParamValue::I64(v as i64)
+        ParamValue::I64(i64::try_from(v).unwrap_or(i64::MAX))
     }
 }
 impl From<bool> for ParamValue {
