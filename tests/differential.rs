@@ -159,8 +159,11 @@ enum Op {
     Pow(usize, f64),
     /// `v.cast(other).op.cast(back)`: a round trip through the other dtype.
     Cast(usize),
-    /// `v.max_along([0], true).broadcast_to(shape)` (a maximum is exact: a sum of a centred
-    /// value is rounding noise, which a later sum would amplify past any fair tolerance).
+    /// `v / 2 + v.max_along([0], true).broadcast_to(shape)`. A maximum is exact (a sum of a
+    /// centred value is rounding noise, which a later sum would amplify past any fair
+    /// tolerance), and the `v / 2` keeps the result from being constant: centring a constant
+    /// vector gives rounding noise that differs by summation order, and a later `min`, `max`
+    /// or `where` against it picks sides by that noise (seed 734256: `min(centre(c), state)`).
     Broadcast(usize),
 }
 
@@ -409,7 +412,10 @@ impl Program {
                     };
                     (vals[*a].cast(other) * 0.5).cast(self.dtype)
                 }
-                Op::Broadcast(a) => vals[*a].max_along(&[0], true).broadcast_to(&self.shape),
+                Op::Broadcast(a) => {
+                    let v = &vals[*a];
+                    0.5 * v + v.max_along(&[0], true).broadcast_to(&self.shape)
+                }
             };
             if let Some(m) = magnitude {
                 let big = out.to_f64_vec().iter().fold(0.0f64, |a, v| a.max(v.abs()));
