@@ -50,6 +50,9 @@ mod fused_native;
 pub mod tuning;
 
 #[cfg(test)]
+#[path = "../../simd-kernels/src/test_support.rs"]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 pub use fused::{

@@ -58,6 +58,8 @@ mod strided;
 mod vector;
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 
 pub use element::Element;
