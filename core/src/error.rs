@@ -127,6 +127,17 @@ pub enum Error {
         /// The repeated index.
         argnum: usize,
     },
+    /// An operation does not accept tensors of this dtype (an integer where it computes on
+    /// floats, a float where it needs indices, ...).
+    #[error("`{op}` does not accept {dtype} tensors: it needs {expected}")]
+    UnsupportedDType {
+        /// The operation.
+        op: &'static str,
+        /// The dtype it was given.
+        dtype: &'static str,
+        /// What it accepts, and how to get there.
+        expected: &'static str,
+    },
     /// A selected argument is not differentiable (an integer, a plain float, a static value).
     #[error("argument {argnum} is not differentiable: {reason}")]
     NonDifferentiableArg {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod custom;
+mod data_ops;
 pub mod error;
 pub mod finder;
 pub mod jit;
@@ -35,7 +36,7 @@ pub use state::{
     AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState,
     ShortTermState, State, StateId, StateKind,
 };
-pub use tensor::{DType, Float, IntoTensor, Tensor};
+pub use tensor::{DType, Elem, Float, IntoTensor, Tensor};
 pub use trace::{Access, Tape};
 pub use transform::{
     grad, hessian, jacfwd, jacobian, jacrev, jvp, vector_grad, vjp, GradientTransform, ParamValue,

@@ -91,7 +91,7 @@ macro_rules! unary_ops {
             $(
                 $(#[$doc])*
                 pub fn $try_name(&self) -> Result<Tensor> {
-                    apply(unary_prim(UnaryOp::$op), &[self])
+                    self.unary(UnaryOp::$op)
                 }
                 $(#[$doc])*
                 #[track_caller]
@@ -135,27 +135,30 @@ unary_ops! {
 }
 
 macro_rules! binary_ops {
-    ($($(#[$doc:meta])* $name:ident, $try_name:ident, $scalar:ident, $try_scalar:ident => $op:ident;)*) => {
+    ($($(#[$doc:meta])* $vis:vis $name:ident, $try_name:ident, $scalar:ident, $try_scalar:ident => $op:ident;)*) => {
         impl Tensor {
             $(
                 $(#[$doc])*
-                pub fn $try_name(&self, other: &Tensor) -> Result<Tensor> {
+                $vis fn $try_name(&self, other: &Tensor) -> Result<Tensor> {
                     self.binary(BinaryOp::$op, other)
                 }
                 $(#[$doc])*
                 #[track_caller]
-                pub fn $name(&self, other: &Tensor) -> Tensor {
+                #[allow(dead_code)]
+                $vis fn $name(&self, other: &Tensor) -> Tensor {
                     ok(self.$try_name(other))
                 }
                 $(#[$doc])*
-                /// (with a scalar right operand of the tensor's dtype)
-                pub fn $try_scalar(&self, other: f64) -> Result<Tensor> {
-                    self.binary(BinaryOp::$op, &Tensor::scalar_of(other, self.dtype()))
+                /// (with a scalar right operand, weakly typed: it takes the tensor's dtype, or
+                /// float32 for an integer or bool tensor, as a Python float does in JAX)
+                $vis fn $try_scalar(&self, other: f64) -> Result<Tensor> {
+                    self.binary(BinaryOp::$op, &Tensor::weak_scalar(other, self.dtype()))
                 }
                 $(#[$doc])*
-                /// (with a scalar right operand of the tensor's dtype)
+                /// (with a scalar right operand, weakly typed)
                 #[track_caller]
-                pub fn $scalar(&self, other: f64) -> Tensor {
+                #[allow(dead_code)]
+                $vis fn $scalar(&self, other: f64) -> Tensor {
                     ok(self.$try_scalar(other))
                 }
             )*
@@ -165,31 +168,24 @@ macro_rules! binary_ops {
 
 binary_ops! {
     /// Elementwise sum with broadcasting.
-    add, try_add, add_scalar, try_add_scalar => Add;
+    pub add, try_add, add_scalar, try_add_scalar => Add;
     /// Elementwise difference with broadcasting.
-    sub, try_sub, sub_scalar, try_sub_scalar => Sub;
+    pub sub, try_sub, sub_scalar, try_sub_scalar => Sub;
     /// Elementwise product with broadcasting.
-    mul, try_mul, mul_scalar, try_mul_scalar => Mul;
+    pub mul, try_mul, mul_scalar, try_mul_scalar => Mul;
     /// Elementwise quotient with broadcasting.
-    div, try_div, div_scalar, try_div_scalar => Div;
+    pub div, try_div, div_scalar, try_div_scalar => Div;
     /// Elementwise power with broadcasting.
-    pow, try_pow, powf, try_powf => Pow;
+    pub pow, try_pow, powf, try_powf => Pow;
     /// Elementwise maximum with broadcasting (ties share the gradient).
-    maximum, try_maximum, maximum_scalar, try_maximum_scalar => Max;
+    pub maximum, try_maximum, maximum_scalar, try_maximum_scalar => Max;
     /// Elementwise minimum with broadcasting (ties share the gradient).
-    minimum, try_minimum, minimum_scalar, try_minimum_scalar => Min;
-    /// `self > other` as 1.0/0.0 (not differentiable).
-    gt, try_gt, gt_scalar, try_gt_scalar => Gt;
-    /// `self >= other` as 1.0/0.0 (not differentiable).
-    ge, try_ge, ge_scalar, try_ge_scalar => Ge;
-    /// `self < other` as 1.0/0.0 (not differentiable).
-    lt, try_lt, lt_scalar, try_lt_scalar => Lt;
-    /// `self <= other` as 1.0/0.0 (not differentiable).
-    le, try_le, le_scalar, try_le_scalar => Le;
-    /// `self == other` as 1.0/0.0 (not differentiable).
-    eq, try_eq, eq_scalar, try_eq_scalar => Eq;
-    /// `self != other` as 1.0/0.0 (not differentiable).
-    ne, try_ne, ne_scalar, try_ne_scalar => Ne;
+    pub minimum, try_minimum, minimum_scalar, try_minimum_scalar => Min;
+    // Comparisons as 1.0/0.0 masks of the operands' float dtype: what derivative rules
+    // multiply by (they fuse in `jit`; the public comparisons give bool tensors).
+    pub(crate) gt_mask, try_gt_mask, gt_mask_scalar, try_gt_mask_scalar => Gt;
+    pub(crate) lt_mask, try_lt_mask, lt_mask_scalar, try_lt_mask_scalar => Lt;
+    pub(crate) eq_mask, try_eq_mask, eq_mask_scalar, try_eq_mask_scalar => Eq;
 }
 
 impl Tensor {
@@ -213,15 +209,38 @@ impl Tensor {
 
     /// `other - self` for a scalar `other`.
     pub fn try_rsub_scalar(&self, other: f64) -> Result<Tensor> {
-        Tensor::scalar_of(other, self.dtype()).binary(BinaryOp::Sub, self)
+        Tensor::weak_scalar(other, self.dtype()).binary(BinaryOp::Sub, self)
     }
 
     fn binary(&self, op: BinaryOp, other: &Tensor) -> Result<Tensor> {
-        if self.dtype() != other.dtype() {
-            let dt = self.dtype().promote(other.dtype());
+        let mut dt = self.dtype().promote(other.dtype());
+        // Division and powers of integers are float (numpy's true division).
+        if !dt.is_float() && matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+            dt = DType::F32;
+        }
+        if self.dtype() != dt || other.dtype() != dt {
             return self.cast(dt).binary(op, &other.cast(dt));
         }
         apply(binary_prim(op), &[self, other])
+    }
+
+    fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let exact = matches!(
+            op,
+            UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign | UnaryOp::Square
+        );
+        // Transcendental functions of integers are float32, as in JAX.
+        if self.dtype().is_int() && !exact {
+            return self.cast(DType::F32).unary(op);
+        }
+        apply(unary_prim(op), &[self])
+    }
+
+    /// A 0-d constant of `v` as an operand of a `dtype` tensor: of that dtype when it is a
+    /// float, float32 for integers and bools (a Rust float is a weakly typed float, as a Python
+    /// float is in JAX).
+    pub(crate) fn weak_scalar(v: f64, dtype: DType) -> Tensor {
+        Tensor::scalar_of(v, if dtype.is_float() { dtype } else { DType::F32 })
     }
 
     /// Convert to `dtype` (differentiable; the gradient is cast back).
@@ -258,6 +277,10 @@ impl Tensor {
     // ---------------------------------------------------------- reductions
 
     fn reduce(&self, op: ReduceOp, axes: Vec<usize>, keepdims: bool) -> Result<Tensor> {
+        // A sum of bools counts them (as int32, as in JAX).
+        if op == ReduceOp::Sum && self.dtype() == DType::Bool {
+            return self.cast(DType::I32).reduce(op, axes, keepdims);
+        }
         if axes.is_empty() {
             return Ok(self.clone());
         }
@@ -403,7 +426,7 @@ impl Tensor {
         // (not `detach`, a constant) so that a `jit` replay shifts by its own inputs' maximum.
         // An infinite maximum (a row of -inf) shifts by 0: `m - m` is 0 exactly when finite.
         let m = self.try_max_along(&axi, true)?.stop_gradient();
-        let m = Tensor::select(&m.try_sub(&m)?.try_eq_scalar(0.0)?, &m, &m.zeros_like());
+        let m = Tensor::select(&m.try_sub(&m)?.try_eq_mask_scalar(0.0)?, &m, &m.zeros_like());
         let s = self
             .try_sub(&m)?
             .try_exp()?
@@ -850,28 +873,28 @@ macro_rules! impl_binop {
             type Output = Tensor;
             #[track_caller]
             fn $method(self, rhs: $t) -> Tensor {
-                ok(self.$try_method(&Tensor::scalar_of(rhs as f64, self.dtype())))
+                ok(self.$try_method(&Tensor::weak_scalar(rhs as f64, self.dtype())))
             }
         }
         impl ops::$tr<$t> for Tensor {
             type Output = Tensor;
             #[track_caller]
             fn $method(self, rhs: $t) -> Tensor {
-                ok(self.$try_method(&Tensor::scalar_of(rhs as f64, self.dtype())))
+                ok(self.$try_method(&Tensor::weak_scalar(rhs as f64, self.dtype())))
             }
         }
         impl ops::$tr<&Tensor> for $t {
             type Output = Tensor;
             #[track_caller]
             fn $method(self, rhs: &Tensor) -> Tensor {
-                ok(Tensor::scalar_of(self as f64, rhs.dtype()).$try_method(rhs))
+                ok(Tensor::weak_scalar(self as f64, rhs.dtype()).$try_method(rhs))
             }
         }
         impl ops::$tr<Tensor> for $t {
             type Output = Tensor;
             #[track_caller]
             fn $method(self, rhs: Tensor) -> Tensor {
-                ok(Tensor::scalar_of(self as f64, rhs.dtype()).$try_method(&rhs))
+                ok(Tensor::weak_scalar(self as f64, rhs.dtype()).$try_method(&rhs))
             }
         }
     };

@@ -329,6 +329,7 @@ pub(crate) fn run<S: Sync>(
     match g.dtype {
         DType::F32 => run_typed::<f32, S>(g, inputs, par),
         DType::F64 => run_typed::<f64, S>(g, inputs, par),
+        _ => unreachable!("internal error: only float steps are fused"),
     }
 }
 

@@ -154,6 +154,7 @@ pub(crate) fn build(dtype: DType, steps: &[LStep], size: usize) -> Program {
     match dtype {
         DType::F32 => Program::F32(typed(steps, size)),
         DType::F64 => Program::F64(typed(steps, size)),
+        _ => unreachable!("internal error: only float programs are lowered"),
     }
 }
 
@@ -296,6 +297,7 @@ impl Lowered {
                 self.load(a, inputs);
                 self.exec(a)
             }),
+            _ => unreachable!("internal error: only float programs are lowered"),
         }
     }
 
@@ -324,6 +326,7 @@ impl Lowered {
         match self.dtype {
             DType::F32 => self.loop_typed::<f32>(inputs, iter_node, (start, end), carries),
             DType::F64 => self.loop_typed::<f64>(inputs, iter_node, (start, end), carries),
+            _ => unreachable!("internal error: only float programs are lowered"),
         }
     }
 
@@ -389,6 +392,7 @@ impl Lowered {
         match self.dtype {
             DType::F32 => self.scan_typed::<f32>(inputs, x_node, xs, (start, end), carries, y_node),
             DType::F64 => self.scan_typed::<f64>(inputs, x_node, xs, (start, end), carries, y_node),
+            _ => unreachable!("internal error: only float programs are lowered"),
         }
     }
 
@@ -424,6 +428,7 @@ impl Lowered {
         match self.dtype {
             DType::F32 => f32::with_arena(self.size, |a| self.collect(a, wanted)),
             DType::F64 => f64::with_arena(self.size, |a| self.collect(a, wanted)),
+            _ => unreachable!("internal error: only float programs are lowered"),
         }
     }
 
@@ -439,6 +444,7 @@ impl Lowered {
             DType::F64 => f64::with_arena(self.size, |a| {
                 state.set_from_slice(shape, &a[*off..*off + len])
             }),
+            _ => unreachable!("internal error: only float programs are lowered"),
         }
     }
 
@@ -485,6 +491,11 @@ pub(super) fn lower_program(
     n_nodes: usize,
 ) -> Option<Lowered> {
     let dtype = steps.first()?.dtype;
+    // The arena and its kernels compute on floats; a program with integer or bool values
+    // replays step by step.
+    if !dtype.is_float() {
+        return None;
+    }
     let mut slots: Vec<Option<(usize, crate::tensor::Shape)>> = vec![None; n_nodes];
     let mut size = 0usize;
     type Slots = Vec<Option<(usize, crate::tensor::Shape)>>;

@@ -269,5 +269,8 @@ pub(super) fn uniform_scalar(t: &Tensor) -> Option<Tensor> {
     match t.buf() {
         Buffer::F32(v) => first_if_uniform(v, |x: f32| x.to_bits().into()).map(Tensor::scalar),
         Buffer::F64(v) => first_if_uniform(v, f64::to_bits).map(Tensor::scalar),
+        Buffer::I32(v) => first_if_uniform(v, |x| x as u64).map(Tensor::scalar),
+        Buffer::I64(v) => first_if_uniform(v, |x| x as u64).map(Tensor::scalar),
+        Buffer::Bool(v) => first_if_uniform(v, u64::from).map(Tensor::scalar),
     }
 }

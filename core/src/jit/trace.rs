@@ -155,7 +155,8 @@ fn plan_fusion(
     let views: Vec<fuse::StepView<'_, Source>> = steps
         .iter()
         .map(|st| fuse::StepView {
-            fusion: st.prim.fusion(),
+            // Fused passes compute on floats; integer and bool steps run on their own.
+            fusion: st.prim.fusion().filter(|_| st.dtype.is_float()),
             inputs: &st.inputs,
             out: st.out,
             shape: &st.shape,

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::error::{Error, Result};
-use crate::tensor::{Buffer, DType, Tensor};
+use crate::tensor::{Buffer, DType, Elem, Tensor};
 use stategrad_simd::{self as simd, BinaryOp, Par, UnaryOp};
 use std::sync::Arc;
 
@@ -39,9 +39,37 @@ impl Primitive for Unary {
     fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         apply(this.clone(), inputs)
     }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        let exact = matches!(
+            self.0,
+            UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign | UnaryOp::Square
+        );
+        match inputs[0] {
+            d if d.is_float() || (exact && d.is_int()) => Ok(()),
+            d if exact => Err(data::unsupported(self.name(), d, "a float or integer tensor")),
+            d => Err(data::unsupported(
+                self.name(),
+                d,
+                "a float tensor (cast integers with `astype`)",
+            )),
+        }
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
-        let out = fill_like!(x, x.numel(), |a, o| simd::unary(self.0, a, o, par()));
+        fn int_unary<T: data::Int>(op: UnaryOp, a: &[T]) -> Vec<T> {
+            let f: fn(T) -> T = match op {
+                UnaryOp::Neg => T::wrapping_neg,
+                UnaryOp::Abs => T::wrapping_abs,
+                UnaryOp::Sign => T::signum,
+                _ => |x: T| x.wrapping_mul(x),
+            };
+            a.iter().map(|&v| f(v)).collect()
+        }
+        let out = match x.buf() {
+            Buffer::I32(a) => Buffer::I32(int_unary(self.0, a)),
+            Buffer::I64(a) => Buffer::I64(int_unary(self.0, a)),
+            _ => fill_like!(x, x.numel(), |a, o| simd::unary(self.0, a, o, par())),
+        };
         Ok(Tensor::from_buffer(out, x.shape()))
     }
 
@@ -61,7 +89,7 @@ impl Primitive for Unary {
             UnaryOp::Log1p => g.try_div(&x.try_add_scalar(1.0)?)?,
             UnaryOp::Tanh => g.try_mul(&y.try_square()?.try_rsub_scalar(1.0)?)?,
             UnaryOp::Sigmoid => g.try_mul(y)?.try_mul(&y.try_rsub_scalar(1.0)?)?,
-            UnaryOp::Relu => g.try_mul(&x.gt_scalar(0.0))?,
+            UnaryOp::Relu => g.try_mul(&x.gt_mask_scalar(0.0))?,
             UnaryOp::Sin => g.try_mul(&x.try_cos()?)?,
             UnaryOp::Cos => g.try_mul(&x.try_sin()?)?.try_neg()?,
             UnaryOp::Sqrt => g.try_div(y)?.try_mul_scalar(0.5)?,
@@ -154,10 +182,41 @@ impl Primitive for Binary {
     ) -> Result<Tensor> {
         batch_broadcasting(this, inputs, batched)
     }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)?;
+        let exact = matches!(
+            self.0,
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min
+        );
+        match inputs[0] {
+            d if d.is_float() || (exact && d.is_int()) => Ok(()),
+            d => Err(data::unsupported(self.name(), d, "float (or, for + - * maximum minimum, integer) tensors")),
+        }
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
         let n: usize = shape.iter().product();
+        fn int_binary<T: data::Int>(op: BinaryOp, a: &Tensor, x: &[T], b: &Tensor, y: &[T], shape: &[usize]) -> Vec<T> {
+            let f: fn(T, T) -> T = match op {
+                BinaryOp::Add => T::wrapping_add,
+                BinaryOp::Sub => T::wrapping_sub,
+                BinaryOp::Mul => T::wrapping_mul,
+                BinaryOp::Max => std::cmp::max,
+                _ => std::cmp::min,
+            };
+            let (sa, sb) = (broadcast_strides(a.shape(), shape), broadcast_strides(b.shape(), shape));
+            data::map2(x, &sa, y, &sb, shape, f)
+        }
+        match (a.buf(), b.buf()) {
+            (Buffer::I32(x), Buffer::I32(y)) => {
+                return Ok(Tensor::from_buffer(Buffer::I32(int_binary(self.0, a, x, b, y, &shape)), &shape))
+            }
+            (Buffer::I64(x), Buffer::I64(y)) => {
+                return Ok(Tensor::from_buffer(Buffer::I64(int_binary(self.0, a, x, b, y, &shape)), &shape))
+            }
+            _ => {}
+        }
         let mut out = new_buffer(a.dtype(), n);
         match (a.buf(), b.buf(), &mut out) {
             (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
@@ -209,7 +268,7 @@ impl Primitive for Binary {
                 needs[1]
                     .then(|| {
                         // d/db a^b = a^b log a, taken as 0 where a == 0 (as JAX does).
-                        let safe_a = Tensor::try_select(&a.eq_scalar(0.0), &a.ones_like(), a)?;
+                        let safe_a = Tensor::try_select(&a.eq_mask_scalar(0.0), &a.ones_like(), a)?;
                         g.try_mul(y)?.try_mul(&safe_a.try_log()?)
                     })
                     .transpose()?,
@@ -217,11 +276,11 @@ impl Primitive for Binary {
             BinaryOp::Max | BinaryOp::Min => {
                 // Ties split the cotangent evenly, as JAX does.
                 let (first, second) = if self.0 == BinaryOp::Max {
-                    (a.try_gt(b)?, b.try_gt(a)?)
+                    (a.try_gt_mask(b)?, b.try_gt_mask(a)?)
                 } else {
-                    (a.try_lt(b)?, b.try_lt(a)?)
+                    (a.try_lt_mask(b)?, b.try_lt_mask(a)?)
                 };
-                let tie = a.try_eq(b)?.try_mul_scalar(0.5)?;
+                let tie = a.try_eq_mask(b)?.try_mul_scalar(0.5)?;
                 (
                     needs[0]
                         .then(|| g.try_mul(&first.try_add(&tie)?))
@@ -257,8 +316,14 @@ impl Primitive for Select {
     ) -> Result<Tensor> {
         batch_broadcasting(this, inputs, batched)
     }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype("select", &inputs[1..])
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
+        if !a.dtype().is_float() {
+            return select_data(c, a, b);
+        }
         let s1 = broadcast_shapes("select", c.shape(), a.shape())?;
         let shape = broadcast_shapes("select", &s1, b.shape())?;
         let n: usize = shape.iter().product();
@@ -309,6 +374,38 @@ impl Primitive for Select {
     }
 }
 
+/// `select` of integer or bool values (a plain loop; the float path uses the SIMD kernel).
+fn select_data(c: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let s1 = broadcast_shapes("select", c.shape(), a.shape())?;
+    let shape = broadcast_shapes("select", &s1, b.shape())?;
+    let (sc, sa, sb) = (
+        broadcast_strides(c.shape(), &shape),
+        broadcast_strides(a.shape(), &shape),
+        broadcast_strides(b.shape(), &shape),
+    );
+    let cond = c.buf().to_vec_as::<bool>();
+    fn pick<T: Elem>(cond: &[bool], sc: &[usize], x: &[T], sa: &[usize], y: &[T], sb: &[usize], shape: &[usize]) -> Vec<T> {
+        let mut out = Vec::with_capacity(shape.iter().product());
+        data::for_each_offset(shape, [sc, sa, sb], [0, 0, 0], |[i, j, k]| {
+            out.push(if cond[i] { x[j] } else { y[k] })
+        });
+        out
+    }
+    let out = match (a.buf(), b.buf()) {
+        (Buffer::I32(x), Buffer::I32(y)) => Buffer::I32(pick(&cond, &sc, x, &sa, y, &sb, &shape)),
+        (Buffer::I64(x), Buffer::I64(y)) => Buffer::I64(pick(&cond, &sc, x, &sa, y, &sb, &shape)),
+        (Buffer::Bool(x), Buffer::Bool(y)) => Buffer::Bool(pick(&cond, &sc, x, &sa, y, &sb, &shape)),
+        _ => {
+            return Err(Error::DTypeMismatch {
+                op: "select",
+                lhs: a.dtype().name(),
+                rhs: b.dtype().name(),
+            })
+        }
+    };
+    Ok(Tensor::from_buffer(out, &shape))
+}
+
 /// Change of dtype.
 #[derive(Debug)]
 pub(crate) struct Cast(pub DType);
@@ -319,6 +416,9 @@ impl Primitive for Cast {
     }
     fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         apply(this.clone(), inputs)
+    }
+    fn check_dtypes(&self, _: &[DType]) -> Result<()> {
+        Ok(())
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         Ok(Tensor::from_buffer(
@@ -334,6 +434,115 @@ impl Primitive for Cast {
         _: &[bool],
         _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
+        // Through integers and bools nothing flows: a float cast to an integer gets a zero
+        // gradient, as in JAX.
+        if !inputs[0].dtype().is_float() || !self.0.is_float() {
+            return Ok(vec![None]);
+        }
         Ok(vec![Some(g.cast(inputs[0].dtype()))])
+    }
+}
+
+/// A comparison (`<`, `==`, ...) of two tensors of one dtype with numpy broadcasting, giving a
+/// bool tensor. Not differentiable.
+#[derive(Debug)]
+pub(crate) struct Compare(pub BinaryOp);
+
+impl Primitive for Compare {
+    fn name(&self) -> &'static str {
+        binary_name(self.0)
+    }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)
+    }
+    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], batched: &[bool]) -> Result<Tensor> {
+        batch_broadcasting(this, inputs, batched)
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
+        let (sa, sb) = (broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape));
+        fn cmp<T: Elem + PartialOrd>(op: BinaryOp, x: &[T], sa: &[usize], y: &[T], sb: &[usize], shape: &[usize]) -> Vec<bool> {
+            let f: fn(&T, &T) -> bool = match op {
+                BinaryOp::Gt => T::gt,
+                BinaryOp::Ge => T::ge,
+                BinaryOp::Lt => T::lt,
+                BinaryOp::Le => T::le,
+                BinaryOp::Eq => T::eq,
+                _ => T::ne,
+            };
+            data::map2(x, sa, y, sb, shape, |p, q| f(&p, &q))
+        }
+        let out = match (a.buf(), b.buf()) {
+            (Buffer::F32(x), Buffer::F32(y)) => cmp(self.0, x, &sa, y, &sb, &shape),
+            (Buffer::F64(x), Buffer::F64(y)) => cmp(self.0, x, &sa, y, &sb, &shape),
+            (Buffer::I32(x), Buffer::I32(y)) => cmp(self.0, x, &sa, y, &sb, &shape),
+            (Buffer::I64(x), Buffer::I64(y)) => cmp(self.0, x, &sa, y, &sb, &shape),
+            (Buffer::Bool(x), Buffer::Bool(y)) => cmp(self.0, x, &sa, y, &sb, &shape),
+            _ => {
+                return Err(Error::DTypeMismatch {
+                    op: self.name(),
+                    lhs: a.dtype().name(),
+                    rhs: b.dtype().name(),
+                })
+            }
+        };
+        Ok(Tensor::from_buffer(Buffer::Bool(out), &shape))
+    }
+    fn vjp(&self, _: &[&Tensor], _: &Tensor, _: &Tensor, _: &[bool], _: usize) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![None, None])
+    }
+}
+
+/// A logical operation on bool tensors (`and`, `or`, `xor` with broadcasting; `not`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogicalOp {
+    And,
+    Or,
+    Xor,
+    Not,
+}
+
+/// [`LogicalOp`] as a primitive. Not differentiable.
+#[derive(Debug)]
+pub(crate) struct Logical(pub LogicalOp);
+
+impl Primitive for Logical {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            LogicalOp::And => "and",
+            LogicalOp::Or => "or",
+            LogicalOp::Xor => "xor",
+            LogicalOp::Not => "not",
+        }
+    }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        match inputs.iter().find(|d| **d != DType::Bool) {
+            Some(d) => Err(data::unsupported(self.name(), *d, "bool tensors (compare, or `astype(DType::Bool)`)")),
+            None => Ok(()),
+        }
+    }
+    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], batched: &[bool]) -> Result<Tensor> {
+        batch_broadcasting(this, inputs, batched)
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let a = inputs[0];
+        let x = a.buf().to_vec_as::<bool>();
+        if self.0 == LogicalOp::Not {
+            return Ok(Tensor::from_buffer(Buffer::Bool(x.iter().map(|v| !v).collect()), a.shape()));
+        }
+        let b = inputs[1];
+        let y = b.buf().to_vec_as::<bool>();
+        let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
+        let (sa, sb) = (broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape));
+        let f: fn(bool, bool) -> bool = match self.0 {
+            LogicalOp::And => |p, q| p & q,
+            LogicalOp::Or => |p, q| p | q,
+            _ => |p, q| p ^ q,
+        };
+        Ok(Tensor::from_buffer(Buffer::Bool(data::map2(&x, &sa, &y, &sb, &shape, f)), &shape))
+    }
+    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, _: &Tensor, _: &[bool], _: usize) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![None; inputs.len()])
     }
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::error::{Error, Result};
-use crate::tensor::{Buffer, Float, Shape, Tensor};
+use crate::tensor::{Buffer, DType, Elem, Shape, Tensor};
 use stategrad_simd as simd;
 use std::sync::Arc;
 
@@ -14,6 +14,9 @@ pub(crate) struct BroadcastTo(pub Shape);
 impl Primitive for BroadcastTo {
     fn name(&self) -> &'static str {
         "broadcast_in_dim"
+    }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)
     }
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Splat)
@@ -47,7 +50,7 @@ impl Primitive for BroadcastTo {
         if x.shape() == shape.as_slice() {
             return Ok(x.detach());
         }
-        if x.numel() == 1 {
+        if x.numel() == 1 && x.dtype().is_float() {
             // A scalar broadcast is a fill, not a strided gather.
             let n = shape.iter().product();
             return Ok(Tensor::from_buffer(
@@ -72,9 +75,14 @@ impl Primitive for BroadcastTo {
 
 pub(crate) fn gather(x: &Tensor, strides: &[usize], offset: usize, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
-    let out = fill_like!(x, n, |a, o| simd::gather_strided(
-        a, strides, offset, shape, o
-    ));
+    let out = match x.buf() {
+        Buffer::I32(a) => Buffer::I32(data::gather(a, strides, offset, shape)),
+        Buffer::I64(a) => Buffer::I64(data::gather(a, strides, offset, shape)),
+        Buffer::Bool(a) => Buffer::Bool(data::gather(a, strides, offset, shape)),
+        _ => fill_like!(x, n, |a, o| simd::gather_strided(
+            a, strides, offset, shape, o
+        )),
+    };
     Tensor::from_buffer(out, shape)
 }
 
@@ -87,6 +95,9 @@ pub(crate) struct StopGradient;
 impl Primitive for StopGradient {
     fn name(&self) -> &'static str {
         "stop_gradient"
+    }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)
     }
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Copy)
@@ -119,6 +130,9 @@ pub(crate) struct Reshape(pub Shape);
 impl Primitive for Reshape {
     fn name(&self) -> &'static str {
         "reshape"
+    }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)
     }
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Copy)
@@ -163,6 +177,9 @@ impl Primitive for Permute {
     fn name(&self) -> &'static str {
         "transpose"
     }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)
+    }
     fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         let perm: Vec<usize> = std::iter::once(0)
             .chain(self.0.iter().map(|p| p + 1))
@@ -204,6 +221,9 @@ pub(crate) struct Slice {
 impl Primitive for Slice {
     fn name(&self) -> &'static str {
         "slice"
+    }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)
     }
     fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         let shifted = Slice {
@@ -291,6 +311,9 @@ impl Primitive for Pad {
     fn name(&self) -> &'static str {
         "pad"
     }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)
+    }
     fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         let shifted = Pad {
             starts: std::iter::once(0)
@@ -312,7 +335,7 @@ impl Primitive for Pad {
         // Each source element lands at `start + i*step` per axis: element strides of the output.
         let offset: usize = (0..g.ndim()).map(|d| self.starts[d] * cs[d]).sum();
         let strides: Vec<usize> = (0..g.ndim()).map(|d| self.steps[d] * cs[d]).collect();
-        let out = fill_like!(zeroed g, n, |src, o| scatter_strided(
+        let out = fill_like!(any zeroed g, n, |src, o| scatter_strided(
             src,
             &strides,
             offset,
@@ -347,7 +370,7 @@ impl Primitive for Pad {
 }
 
 /// Copy the blocks of `inputs` (all of `T`'s dtype) into `out`, interleaved along `axis`.
-fn concat_into<T: Float>(
+fn concat_into<T: Elem>(
     inputs: &[&Tensor],
     axis: usize,
     outer: usize,
@@ -372,6 +395,9 @@ pub(crate) struct Concat(pub usize);
 impl Primitive for Concat {
     fn name(&self) -> &'static str {
         "concatenate"
+    }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::one_dtype(self.name(), inputs)
     }
     fn batch(
         &self,
@@ -422,7 +448,7 @@ impl Primitive for Concat {
         let total = crate::tensor::shape_numel("concatenate", &shape)?;
         let outer: usize = first.shape()[..axis].iter().product();
         let inner: usize = first.shape()[axis + 1..].iter().product();
-        let out = fill_like!(first, total, |_x, o| concat_into(
+        let out = fill_like!(any first, total, |_x, o| concat_into(
             inputs, axis, outer, inner, o
         ));
         Ok(Tensor::from_buffer(out, &shape))

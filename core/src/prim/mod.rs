@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::tensor::{Buffer, DType, Shape, Tensor};
 use crate::trace;
 use stategrad_simd::{BinaryOp, Par, ReduceOp, UnaryOp};
+use smallvec::SmallVec;
 use std::fmt;
 use std::sync::Arc;
 
@@ -14,6 +15,11 @@ use std::sync::Arc;
 pub trait Primitive: Send + Sync + fmt::Debug {
     /// The name used in errors and `debug_nan` reports.
     fn name(&self) -> &'static str;
+    /// Dtype rule: whether the primitive accepts inputs of these dtypes, checked before
+    /// [`Primitive::forward`] runs. The default accepts floats only.
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        data::floats_only(self.name(), inputs)
+    }
     /// Shape rule and kernel: compute the output from the inputs' data (their tags are ignored).
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor>;
     /// Batch rule (vmap): apply the primitive to inputs of which those flagged in `batched` carry
@@ -198,6 +204,8 @@ pub(crate) fn batch_broadcasting(
 pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
     // An output buffer that cannot be allocated is raised from deep in a kernel; it comes back
     // here as the `Err` of this operation.
+    let dtypes: SmallVec<[DType; 4]> = inputs.iter().map(|t| t.dtype()).collect();
+    prim.check_dtypes(&dtypes)?;
     let out = crate::panics::catching(|| prim.forward(inputs))?;
     Ok(trace::record(&prim, inputs, out))
 }
@@ -275,8 +283,24 @@ fn new_buffer(dtype: DType, n: usize) -> Buffer {
 }
 
 /// A fresh buffer of `x`'s dtype with `n` elements, written by `$body` with `$a` bound to `x`'s
-/// data and `$o` to the output, both of the same element type (one body for f32 and f64).
+/// data and `$o` to the output, both of the same element type (one body for f32 and f64; with
+/// `any`, one body for every dtype).
 macro_rules! fill_like {
+    (any zeroed $x:expr, $n:expr, |$a:ident, $o:ident| $body:expr) => {{
+        let mut out = Buffer::filled($x.dtype(), $n, 0.0);
+        match ($x.buf(), &mut out) {
+            (Buffer::F32($a), Buffer::F32($o)) => $body,
+            (Buffer::F64($a), Buffer::F64($o)) => $body,
+            (Buffer::I32($a), Buffer::I32($o)) => $body,
+            (Buffer::I64($a), Buffer::I64($o)) => $body,
+            (Buffer::Bool($a), Buffer::Bool($o)) => $body,
+            _ => unreachable!("output buffer made with the input dtype"),
+        }
+        out
+    }};
+    (any $x:expr, $n:expr, |$a:ident, $o:ident| $body:expr) => {
+        fill_like!(any zeroed $x, $n, |$a, $o| $body)
+    };
     (zeroed $x:expr, $n:expr, |$a:ident, $o:ident| $body:expr) => {{
         let out = Buffer::filled($x.dtype(), $n, 0.0);
         fill_like!(@run $x, out, |$a, $o| $body)
@@ -297,6 +321,7 @@ macro_rules! fill_like {
 }
 
 // The families of primitives (after `fill_like!`, which they use).
+pub(crate) mod data;
 mod elementwise;
 mod layout;
 mod matmul;

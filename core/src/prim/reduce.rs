@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::error::{Error, Result};
-use crate::tensor::{Buffer, Shape, Tensor};
+use crate::tensor::{Buffer, DType, Shape, Tensor};
 use stategrad_simd::{self as simd, ReduceOp};
 use std::sync::Arc;
 
@@ -64,6 +64,13 @@ impl Primitive for Reduce {
         };
         apply(Arc::new(shifted), inputs)
     }
+    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
+        match (inputs[0], self.op) {
+            (d, _) if d.is_float() || d.is_int() => Ok(()),
+            (DType::Bool, ReduceOp::Max | ReduceOp::Min) => Ok(()),
+            (d, _) => Err(data::unsupported(self.name(), d, "a float or integer tensor")),
+        }
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         let shape = reduced_shape(x.shape(), &self.axes, self.keepdims);
@@ -72,6 +79,25 @@ impl Primitive for Reduce {
                 op: self.name(),
                 msg: "reduction of an empty tensor has no identity".into(),
             });
+        }
+        fn exact<T: data::Int>(op: ReduceOp, a: &[T], shape: &[usize], axes: &[usize]) -> Vec<T> {
+            match op {
+                ReduceOp::Sum => data::reduce_axes(a, shape, axes, Some(T::zero()), T::wrapping_add),
+                ReduceOp::Max => data::reduce_axes(a, shape, axes, None, std::cmp::max),
+                ReduceOp::Min => data::reduce_axes(a, shape, axes, None, std::cmp::min),
+            }
+        }
+        let data_out = match x.buf() {
+            Buffer::I32(a) => Some(Buffer::I32(exact(self.op, a, x.shape(), &self.axes))),
+            Buffer::I64(a) => Some(Buffer::I64(exact(self.op, a, x.shape(), &self.axes))),
+            Buffer::Bool(a) => Some(Buffer::Bool(match self.op {
+                ReduceOp::Max => data::reduce_axes(a, x.shape(), &self.axes, None, |p, q| p | q),
+                _ => data::reduce_axes(a, x.shape(), &self.axes, None, |p, q| p & q),
+            })),
+            _ => None,
+        };
+        if let Some(out) = data_out {
+            return Ok(Tensor::from_buffer(out, &shape));
         }
         let n: usize = shape.iter().product();
         let all = self.axes.len() == x.ndim();
@@ -99,7 +125,7 @@ impl Primitive for Reduce {
             ReduceOp::Max | ReduceOp::Min => {
                 // The cotangent is shared evenly among the positions that attain the extreme.
                 let yk = y.try_reshape_to(&keep)?;
-                let mask = x.try_eq(&yk)?;
+                let mask = x.try_eq_mask(&yk)?;
                 let count = mask.try_sum_axes(&self.axes, true)?;
                 mask.try_div(&count)?.try_mul(&gk)?
             }

@@ -10,26 +10,29 @@ pub enum Buffer {
     F32(Vec<f32>),
     /// f64 data.
     F64(Vec<f64>),
+    /// i32 data.
+    I32(Vec<i32>),
+    /// i64 data.
+    I64(Vec<i64>),
+    /// bool data.
+    Bool(Vec<bool>),
 }
 
 impl Buffer {
     pub(crate) fn len(&self) -> usize {
-        match self {
-            Buffer::F32(v) => v.len(),
-            Buffer::F64(v) => v.len(),
-        }
+        with_any_slice!(self, v => v.len())
     }
     pub(crate) fn dtype(&self) -> DType {
         match self {
             Buffer::F32(_) => DType::F32,
             Buffer::F64(_) => DType::F64,
+            Buffer::I32(_) => DType::I32,
+            Buffer::I64(_) => DType::I64,
+            Buffer::Bool(_) => DType::Bool,
         }
     }
     pub(crate) fn get_f64(&self, i: usize) -> f64 {
-        match self {
-            Buffer::F32(v) => v[i] as f64,
-            Buffer::F64(v) => v[i],
-        }
+        with_any_slice!(self, v => v[i].as_f64())
     }
     pub(crate) fn filled(dtype: DType, n: usize, value: f64) -> Buffer {
         match Buffer::try_filled("allocate", dtype, n, value) {
@@ -61,6 +64,11 @@ impl Buffer {
                 v.fill(value);
                 Buffer::F64(v)
             }
+            DType::I32 => Buffer::I32(try_vec(n, i32::from_f64_lossy(value)).ok_or_else(failed)?),
+            DType::I64 => Buffer::I64(try_vec(n, i64::from_f64_lossy(value)).ok_or_else(failed)?),
+            DType::Bool => {
+                Buffer::Bool(try_vec(n, bool::from_f64_lossy(value)).ok_or_else(failed)?)
+            }
         })
     }
 
@@ -70,15 +78,49 @@ impl Buffer {
         match dtype {
             DType::F32 => Buffer::F32(pool::take_f32(n)),
             DType::F64 => Buffer::F64(pool::take_f64(n)),
+            _ => Buffer::filled(dtype, n, 0.0),
         }
     }
+
+    /// The elements converted to `dtype` as numpy's `astype` converts them: floats to integers
+    /// truncate toward zero (saturating; NaN becomes 0), integers wrap when narrowed, anything
+    /// to `bool` is `x != 0`.
     pub(crate) fn cast(&self, dtype: DType) -> Buffer {
-        match (self, dtype) {
-            (Buffer::F32(v), DType::F64) => Buffer::F64(v.iter().map(|&x| x as f64).collect()),
-            (Buffer::F64(v), DType::F32) => Buffer::F32(v.iter().map(|&x| x as f32).collect()),
-            (b, _) => b.clone(),
+        if self.dtype() == dtype {
+            return self.clone();
+        }
+        fn conv<S: Elem, D: Elem>(v: &[S]) -> Vec<D> {
+            if S::DTYPE.is_float() {
+                v.iter().map(|&x| D::from_f64_lossy(x.as_f64())).collect()
+            } else {
+                v.iter().map(|&x| D::from_i64_lossy(x.as_i64())).collect()
+            }
+        }
+        with_any_slice!(self, v => match dtype {
+            DType::F32 => Buffer::F32(conv(v)),
+            DType::F64 => Buffer::F64(conv(v)),
+            DType::I32 => Buffer::I32(conv(v)),
+            DType::I64 => Buffer::I64(conv(v)),
+            DType::Bool => Buffer::Bool(conv(v)),
+        })
+    }
+
+    /// The elements as `T`s, converted as [`Buffer::cast`] does.
+    pub(crate) fn to_vec_as<T: Elem>(&self) -> Vec<T> {
+        match T::slice(self) {
+            Some(s) => s.to_vec(),
+            None => T::take_vec(&mut self.cast(T::DTYPE)),
         }
     }
+}
+
+/// `n` copies of `value`, or `None` when the memory cannot be had (integer and bool buffers are
+/// not pooled: they are data, not the hot path of a training step).
+fn try_vec<T: Clone>(n: usize, value: T) -> Option<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, value);
+    Some(v)
 }
 
 impl Drop for Buffer {
@@ -86,6 +128,7 @@ impl Drop for Buffer {
         match self {
             Buffer::F32(v) => pool::give_f32(std::mem::take(v)),
             Buffer::F64(v) => pool::give_f64(std::mem::take(v)),
+            Buffer::I32(_) | Buffer::I64(_) | Buffer::Bool(_) => {}
         }
     }
 }
@@ -159,7 +202,7 @@ pub(crate) mod pool {
                     None => crate::panics::raise(crate::Error::AllocationFailed {
                         op: "allocate",
                         elements: n,
-                        dtype: <$t as super::Float>::DTYPE.name(),
+                        dtype: <$t as super::Elem>::DTYPE.name(),
                     }),
                 }
             }

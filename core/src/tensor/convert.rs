@@ -11,12 +11,12 @@ pub trait IntoTensor {
 /// Flat data and shape of a nested array literal.
 #[doc(hidden)]
 pub trait NestedData {
-    type Elem: Float;
+    type Elem: Elem;
     fn shape_into(&self, shape: &mut Vec<usize>);
     fn push_into(&self, out: &mut Vec<Self::Elem>);
 }
 
-impl<T: Float> NestedData for T {
+impl<T: Elem> NestedData for T {
     type Elem = T;
     fn shape_into(&self, _: &mut Vec<usize>) {}
     fn push_into(&self, out: &mut Vec<T>) {
@@ -49,14 +49,14 @@ impl<A: NestedData> IntoTensor for A {
     }
 }
 
-impl<T: Float> IntoTensor for Vec<T> {
+impl<T: Elem> IntoTensor for Vec<T> {
     fn into_tensor(self) -> Tensor {
         let n = self.len();
         Tensor::from_buffer(T::into_buffer(self), &[n])
     }
 }
 
-impl<T: Float> IntoTensor for &[T] {
+impl<T: Elem> IntoTensor for &[T] {
     fn into_tensor(self) -> Tensor {
         self.to_vec().into_tensor()
     }
@@ -85,9 +85,24 @@ impl From<f64> for Tensor {
         Tensor::scalar(v)
     }
 }
-impl<T: Float> From<Vec<T>> for Tensor {
+impl<T: Elem> From<Vec<T>> for Tensor {
     fn from(v: Vec<T>) -> Tensor {
         IntoTensor::into_tensor(v)
+    }
+}
+impl From<i32> for Tensor {
+    fn from(v: i32) -> Tensor {
+        Tensor::scalar(v)
+    }
+}
+impl From<i64> for Tensor {
+    fn from(v: i64) -> Tensor {
+        Tensor::scalar(v)
+    }
+}
+impl From<bool> for Tensor {
+    fn from(v: bool) -> Tensor {
+        Tensor::scalar(v)
     }
 }
 impl From<&Tensor> for Tensor {

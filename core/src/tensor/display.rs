@@ -12,13 +12,13 @@ fn positional(v: f64, dtype: DType) -> String {
     }
     let shortest = match dtype {
         DType::F32 => format!("{}", v as f32),
-        DType::F64 => format!("{v}"),
+        _ => format!("{v}"),
     };
     let frac_len = shortest.split('.').nth(1).map_or(0, str::len);
     let s = if frac_len > 8 {
         let r = match dtype {
             DType::F32 => format!("{:.8}", v as f32),
-            DType::F64 => format!("{v:.8}"),
+            _ => format!("{v:.8}"),
         };
         r.trim_end_matches('0').to_string()
     } else {
@@ -38,7 +38,7 @@ fn scientific(v: f64, dtype: DType) -> String {
     }
     let s = match dtype {
         DType::F32 => format!("{:e}", v as f32),
-        DType::F64 => format!("{v:e}"),
+        _ => format!("{v:e}"),
     };
     let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
@@ -48,6 +48,22 @@ fn scientific(v: f64, dtype: DType) -> String {
         format!("{mant}.")
     };
     format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+}
+
+/// Integers and bools as numpy prints them: right-aligned to a common width (`[ 1 10 -3]`,
+/// `[ True False]`).
+fn format_exact(t: &Tensor) -> Vec<String> {
+    fn strings<T: Elem>(v: &[T], f: impl Fn(T) -> String) -> Vec<String> {
+        v.iter().map(|&x| f(x)).collect()
+    }
+    let strs = match t.buf() {
+        Buffer::I32(v) => strings(v, |x| x.to_string()),
+        Buffer::I64(v) => strings(v, |x| x.to_string()),
+        Buffer::Bool(v) => strings(v, |x| if x { "True" } else { "False" }.to_string()),
+        _ => Vec::new(),
+    };
+    let w = strs.iter().map(String::len).max().unwrap_or(0);
+    strs.into_iter().map(|s| format!("{s:>w$}")).collect()
 }
 
 fn format_elements(vals: &[f64], dtype: DType) -> Vec<String> {
@@ -141,8 +157,19 @@ fn write_nested(
 
 impl fmt::Display for Tensor {
     /// numpy's `str`: `[2. 2. 2.]`, `[[-3.]]`. A 0-d tensor prints as the Python float its value
-    /// widens to (`28.400001525878906`, `56.0`), as the reference does.
+    /// widens to (`28.400001525878906`, `56.0`), as the reference does. Integers and bools
+    /// print as numpy prints them (`[ 1 10 -3]`, `[ True False]`, `7`, `True`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.dtype().is_float() {
+            if self.numel() == 0 {
+                return write!(f, "{}", "[".repeat(self.ndim()) + &"]".repeat(self.ndim()));
+            }
+            let elems = format_exact(self);
+            if self.is_scalar() {
+                return write!(f, "{}", elems[0].trim_start());
+            }
+            return write_nested(f, &elems, self.shape(), 0);
+        }
         let vals = self.f64_data();
         if self.is_scalar() {
             let v = vals[0];

@@ -14,12 +14,15 @@ use smallvec::SmallVec;
 use std::fmt;
 use std::sync::Arc;
 
-/// Run `$body` with `$v` bound to the typed slice of a buffer, in both dtypes.
-macro_rules! with_slice {
+/// Run `$body` with `$v` bound to the typed slice of a buffer of any dtype (one generic body).
+macro_rules! with_any_slice {
     ($buf:expr, $v:ident => $body:expr) => {
         match $buf {
             $crate::tensor::Buffer::F32($v) => $body,
             $crate::tensor::Buffer::F64($v) => $body,
+            $crate::tensor::Buffer::I32($v) => $body,
+            $crate::tensor::Buffer::I64($v) => $body,
+            $crate::tensor::Buffer::Bool($v) => $body,
         }
     };
 }
@@ -39,6 +42,12 @@ pub enum DType {
     F32,
     /// 64-bit float.
     F64,
+    /// 32-bit signed integer (not differentiable).
+    I32,
+    /// 64-bit signed integer (not differentiable).
+    I64,
+    /// Boolean (not differentiable): comparisons and logical operations return it.
+    Bool,
 }
 
 impl DType {
@@ -47,16 +56,52 @@ impl DType {
         match self {
             DType::F32 => "float32",
             DType::F64 => "float64",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+            DType::Bool => "bool",
         }
     }
-    /// The dtype two operands are promoted to.
+
+    /// True for `F32` and `F64`, the dtypes that can be differentiated.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64)
+    }
+
+    /// True for `I32` and `I64`.
+    pub fn is_int(self) -> bool {
+        matches!(self, DType::I32 | DType::I64)
+    }
+
+    /// The dtype two operands are promoted to, as JAX promotes: `bool < int32 < int64 <
+    /// float32 < float64`, so a float meets an integer as the float (`int64 + float32` is
+    /// `float32`, as in JAX, not `float64` as in numpy).
+    ///
+    /// ```
+    /// use stategrad_core::DType;
+    /// assert_eq!(DType::I32.promote(DType::F32), DType::F32);
+    /// assert_eq!(DType::Bool.promote(DType::I64), DType::I64);
+    /// assert_eq!(DType::F32.promote(DType::F64), DType::F64);
+    /// ```
     pub fn promote(self, other: DType) -> DType {
-        self.max(other)
+        fn rank(d: DType) -> u8 {
+            match d {
+                DType::Bool => 0,
+                DType::I32 => 1,
+                DType::I64 => 2,
+                DType::F32 => 3,
+                DType::F64 => 4,
+            }
+        }
+        if rank(self) >= rank(other) {
+            self
+        } else {
+            other
+        }
     }
 }
 
-/// A float element type a tensor can hold: `f32` or `f64`.
-pub trait Float: stategrad_simd::Element + fmt::Display {
+/// An element type a tensor can hold: `f32`, `f64`, `i32`, `i64` or `bool`.
+pub trait Elem: Copy + Send + Sync + PartialEq + fmt::Debug + 'static {
     /// The matching [`DType`].
     const DTYPE: DType;
     #[doc(hidden)]
@@ -67,57 +112,87 @@ pub trait Float: stategrad_simd::Element + fmt::Display {
     fn take_vec(b: &mut Buffer) -> Vec<Self>;
     #[doc(hidden)]
     fn slice_mut(b: &mut Buffer) -> Option<&mut [Self]>;
+    /// The value as `f64` (`true` is 1).
+    #[doc(hidden)]
+    fn as_f64(self) -> f64;
+    /// The value as `i64` (floats truncate toward zero and saturate, NaN is 0, as Rust's `as`).
+    #[doc(hidden)]
+    fn as_i64(self) -> i64;
+    /// A value from `f64` (integers truncate and saturate; `bool` is `x != 0`, NaN is true).
+    #[doc(hidden)]
+    fn from_f64_lossy(v: f64) -> Self;
+    /// A value from `i64` (narrower integers wrap, as numpy's `astype`).
+    #[doc(hidden)]
+    fn from_i64_lossy(v: i64) -> Self;
 }
 
-impl Float for f32 {
-    const DTYPE: DType = DType::F32;
-    fn into_buffer(v: Vec<Self>) -> Buffer {
-        Buffer::F32(v)
-    }
-    fn slice(b: &Buffer) -> Option<&[Self]> {
-        match b {
-            Buffer::F32(v) => Some(v),
-            Buffer::F64(_) => None,
+macro_rules! impl_num_casts {
+    (bool) => {
+        fn as_f64(self) -> f64 {
+            f64::from(u8::from(self))
         }
-    }
-    fn take_vec(b: &mut Buffer) -> Vec<Self> {
-        match b {
-            Buffer::F32(v) => std::mem::take(v),
-            Buffer::F64(_) => Vec::new(),
+        fn as_i64(self) -> i64 {
+            i64::from(self)
         }
-    }
-    fn slice_mut(b: &mut Buffer) -> Option<&mut [Self]> {
-        match b {
-            Buffer::F32(v) => Some(v),
-            Buffer::F64(_) => None,
+        fn from_f64_lossy(v: f64) -> Self {
+            v != 0.0
         }
-    }
+        fn from_i64_lossy(v: i64) -> Self {
+            v != 0
+        }
+    };
+    ($t:ty) => {
+        fn as_f64(self) -> f64 {
+            self as f64
+        }
+        fn as_i64(self) -> i64 {
+            self as i64
+        }
+        fn from_f64_lossy(v: f64) -> Self {
+            v as $t
+        }
+        fn from_i64_lossy(v: i64) -> Self {
+            v as $t
+        }
+    };
 }
 
-impl Float for f64 {
-    const DTYPE: DType = DType::F64;
-    fn into_buffer(v: Vec<Self>) -> Buffer {
-        Buffer::F64(v)
-    }
-    fn slice(b: &Buffer) -> Option<&[Self]> {
-        match b {
-            Buffer::F64(v) => Some(v),
-            Buffer::F32(_) => None,
+macro_rules! impl_elem {
+    ($($t:tt => $variant:ident),*) => {$(
+        impl Elem for $t {
+            impl_num_casts!($t);
+            const DTYPE: DType = DType::$variant;
+            fn into_buffer(v: Vec<Self>) -> Buffer {
+                Buffer::$variant(v)
+            }
+            fn slice(b: &Buffer) -> Option<&[Self]> {
+                match b {
+                    Buffer::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn take_vec(b: &mut Buffer) -> Vec<Self> {
+                match b {
+                    Buffer::$variant(v) => std::mem::take(v),
+                    _ => Vec::new(),
+                }
+            }
+            fn slice_mut(b: &mut Buffer) -> Option<&mut [Self]> {
+                match b {
+                    Buffer::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
         }
-    }
-    fn take_vec(b: &mut Buffer) -> Vec<Self> {
-        match b {
-            Buffer::F64(v) => std::mem::take(v),
-            Buffer::F32(_) => Vec::new(),
-        }
-    }
-    fn slice_mut(b: &mut Buffer) -> Option<&mut [Self]> {
-        match b {
-            Buffer::F64(v) => Some(v),
-            Buffer::F32(_) => None,
-        }
-    }
+    )*};
 }
+impl_elem!(f32 => F32, f64 => F64, i32 => I32, i64 => I64, bool => Bool);
+
+/// A float element type a tensor can hold: `f32` or `f64` (the SIMD kernels' element types).
+pub trait Float: Elem + stategrad_simd::Element + fmt::Display {}
+
+impl Float for f32 {}
+impl Float for f64 {}
 
 /// The shape of a tensor (dimensions, row-major).
 pub type Shape = SmallVec<[usize; 4]>;
@@ -179,7 +254,7 @@ impl Tensor {
     /// The elements to overwrite, if this handle is the only reference to the tensor and to its
     /// buffer (no one else can observe the change), it carries no transform tags and its shape
     /// and element type are `shape` and `T`.
-    pub(crate) fn unique_data_mut<T: Float>(&mut self, shape: &[usize]) -> Option<&mut [T]> {
+    pub(crate) fn unique_data_mut<T: Elem>(&mut self, shape: &[usize]) -> Option<&mut [T]> {
         let inner = Arc::get_mut(&mut self.0)?;
         if inner.shape[..] != *shape || !inner.tags.is_empty() {
             return None;
@@ -190,7 +265,7 @@ impl Tensor {
     /// The elements as an owned vector when this handle is the only reference to the tensor
     /// and its buffer, it carries no transform tags and holds `T`s (no one can observe the
     /// buffer being reused); the tensor back otherwise.
-    pub(crate) fn try_into_vec<T: Float>(self) -> std::result::Result<Vec<T>, Tensor> {
+    pub(crate) fn try_into_vec<T: Elem>(self) -> std::result::Result<Vec<T>, Tensor> {
         let inner = match Arc::try_unwrap(self.0) {
             Ok(inner) => inner,
             Err(shared) => return Err(Tensor(shared)),
@@ -232,7 +307,7 @@ impl Tensor {
     /// let huge = Tensor::from_vec(vec![1.0f32, 2.0], &[(1 << 63) + 1, 2]);
     /// assert!(matches!(huge, Err(Error::ShapeOverflow { .. })));
     /// ```
-    pub fn from_vec<T: Float>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+    pub fn from_vec<T: Elem>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         let n = shape_numel("from_vec", shape)?;
         if n != data.len() {
             return Err(Error::DataLength {
@@ -243,8 +318,8 @@ impl Tensor {
         Ok(Tensor::from_buffer(T::into_buffer(data), shape))
     }
 
-    /// A 0-d tensor (f32 unless `T` is f64).
-    pub fn scalar<T: Float>(v: T) -> Tensor {
+    /// A 0-d tensor of `T`'s dtype.
+    pub fn scalar<T: Elem>(v: T) -> Tensor {
         Tensor::from_buffer(T::into_buffer(vec![v]), &[])
     }
 
@@ -356,11 +431,12 @@ impl Tensor {
         let shape = [n, n];
         let total = shape_numel("eye", &shape)?;
         let mut buf = Buffer::try_filled("eye", dtype, total, 0.0)?;
-        with_slice!(&mut buf, v => {
+        fn diagonal<T: Elem>(v: &mut [T], n: usize) {
             for i in 0..n {
-                v[i * n + i] = 1.0;
+                v[i * n + i] = T::from_i64_lossy(1);
             }
-        });
+        }
+        with_any_slice!(&mut buf, v => diagonal(v, n));
         Ok(Tensor::from_buffer(buf, &shape))
     }
 
@@ -491,12 +567,12 @@ impl Tensor {
         &self.0.tags
     }
 
-    /// The values as a `Vec<T>`, converting the dtype if needed.
+    /// The values as a `Vec<T>`, converting the dtype if needed as [`Tensor::astype`] does.
     ///
     /// Inside `jit`, reading a traced tensor raises [`Error::TracedValueRead`] (returned by the
     /// `jit` call): a value read on the trace would be baked into the compiled tape.
     #[track_caller]
-    pub fn to_vec<T: Float>(&self) -> Vec<T> {
+    pub fn to_vec<T: Elem>(&self) -> Vec<T> {
         if crate::trace::jit_traced(self) {
             crate::panics::raise(Error::TracedValueRead {
                 shape: self.shape_display(),
@@ -506,17 +582,12 @@ impl Tensor {
         self.to_vec_unchecked()
     }
 
-    pub(crate) fn to_vec_unchecked<T: Float>(&self) -> Vec<T> {
-        match T::slice(self.buf()) {
-            Some(s) => s.to_vec(),
-            None => {
-                with_slice!(self.buf(), v => v.iter().map(|x| T::from_f64(stategrad_simd::Element::to_f64(*x))).collect())
-            }
-        }
+    pub(crate) fn to_vec_unchecked<T: Elem>(&self) -> Vec<T> {
+        self.buf().to_vec_as()
     }
 
-    /// The values of a f32 tensor as a slice; `None` for f64.
-    pub fn as_slice<T: Float>(&self) -> Option<&[T]> {
+    /// The values as a slice of `T`; `None` when the tensor holds another dtype.
+    pub fn as_slice<T: Elem>(&self) -> Option<&[T]> {
         T::slice(self.buf())
     }
 
@@ -558,14 +629,10 @@ impl Tensor {
     }
 
     /// Take the values out, without copying when this is the only handle to the buffer.
-    pub fn into_vec<T: Float>(self) -> Vec<T> {
+    pub fn into_vec<T: Elem>(self) -> Vec<T> {
         match Arc::try_unwrap(self.0) {
             Ok(inner) if T::slice(&inner.buf).is_some() => match Arc::try_unwrap(inner.buf) {
-                Ok(buf) => match buf {
-                    b @ Buffer::F32(_) | b @ Buffer::F64(_) => {
-                        T::slice(&b).map(|s| s.to_vec()).unwrap_or_default()
-                    }
-                },
+                Ok(mut buf) => T::take_vec(&mut buf),
                 Err(buf) => T::slice(&buf).map(|s| s.to_vec()).unwrap_or_default(),
             },
             Ok(inner) => Tensor(Arc::new(inner)).to_vec_unchecked(),

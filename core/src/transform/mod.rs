@@ -247,7 +247,17 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
         // Leaves of the selected arguments (typed error for a non-differentiable one).
         let mut leaves = Vec::with_capacity(argnums.len());
         for &i in &argnums {
-            leaves.push(args.arg_leaves(i)?);
+            let ls = args.arg_leaves(i)?;
+            if let Some(t) = ls.iter().find(|t| !t.dtype().is_float()) {
+                return Err(Error::NonDifferentiableArg {
+                    argnum: i,
+                    reason: format!(
+                        "it holds a {} tensor, which is data; cast it with `astype` to differentiate, or leave it out of argnums",
+                        t.dtype().name()
+                    ),
+                });
+            }
+            leaves.push(ls);
         }
         // One input per distinct state; a state listed twice shares its gradient.
         let mut unique: Vec<(String, State)> = Vec::new();
@@ -261,6 +271,13 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
                 })
             })
             .collect();
+        if let Some((_, s)) = unique.iter().find(|(_, s)| !s.value().dtype().is_float()) {
+            return Err(Error::UnsupportedDType {
+                op: "grad_states",
+                dtype: s.value().dtype().name(),
+                expected: "float states (an integer or bool state is data, not differentiable)",
+            });
+        }
         Ok(Prepared {
             argnums,
             leaves,

@@ -128,6 +128,13 @@ pub fn grad_pure(f: &PureFn<'_>, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Tens
             shape: value.shape_display(),
         });
     }
+    if !value.dtype().is_float() {
+        return Err(Error::UnsupportedDType {
+            op: "grad",
+            dtype: value.dtype().name(),
+            expected: "a float output (an integer or bool value has no gradient)",
+        });
+    }
     let grads = pb.call(&Tensor::scalar_of(1.0, value.dtype()))?;
     Ok((grads, value))
 }
@@ -195,6 +202,10 @@ fn basis_chunk(shape: &[usize], start: usize, count: usize, like: &Tensor) -> Re
     match like.dtype() {
         DType::F32 => Tensor::from_vec(rows::<f32>(n, start, count)?, &full),
         DType::F64 => Tensor::from_vec(rows::<f64>(n, start, count)?, &full),
+        dt => Err(Error::InvalidArgument {
+            op: "jacobian",
+            msg: format!("cannot build a tangent basis of dtype {}", dt.name()),
+        }),
     }
 }
 
