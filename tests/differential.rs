@@ -406,9 +406,10 @@ impl Program {
                 }
                 Op::Pow(a, c) => one_plus_sq(&vals[*a]).powf(*c),
                 Op::Cast(a) => {
-                    let other = match self.dtype {
-                        DType::F32 => DType::F64,
-                        DType::F64 => DType::F32,
+                    let other = if self.dtype == DType::F32 {
+                        DType::F64
+                    } else {
+                        DType::F32
                     };
                     (vals[*a].cast(other) * 0.5).cast(self.dtype)
                 }

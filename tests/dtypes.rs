@@ -19,17 +19,26 @@ fn integer_and_bool_tensors_are_made_and_print_as_numpy_prints_them() {
     assert_eq!(b.to_string(), "[ True False]");
     assert_eq!(Tensor::scalar(7i32).to_string(), "7");
     assert_eq!(Tensor::scalar(false).to_string(), "False");
-    assert_eq!(format!("{:?}", Tensor::new([1i64])), "Tensor([1], shape=(1,), dtype=int64)");
+    assert_eq!(
+        format!("{:?}", Tensor::new([1i64])),
+        "Tensor([1], shape=(1,), dtype=int64)"
+    );
     assert_eq!(Tensor::zeros_dtype(&[2], DType::I32).to_string(), "[0 0]");
     assert_eq!(Tensor::ones_dtype(&[2], DType::F64).dtype(), DType::F64);
-    assert_eq!(Tensor::eye_dtype(2, DType::I64).to_vec::<i64>(), vec![1, 0, 0, 1]);
+    assert_eq!(
+        Tensor::eye_dtype(2, DType::I64).to_vec::<i64>(),
+        vec![1, 0, 0, 1]
+    );
     assert_eq!(
         Tensor::arange_dtype(0.0, 4.0, 1.0, DType::I64)
             .unwrap()
             .to_vec::<i64>(),
         vec![0, 1, 2, 3]
     );
-    assert_eq!(Tensor::zeros_dtype(&[0, 2], DType::Bool).to_string(), "[[]]");
+    assert_eq!(
+        Tensor::zeros_dtype(&[0, 2], DType::Bool).to_string(),
+        "[[]]"
+    );
 }
 
 #[test]
@@ -78,7 +87,9 @@ fn comparisons_give_bool_and_logical_operations_combine_them() {
     assert_eq!((!&a).to_vec::<bool>(), vec![true, false, false]);
     // Other dtypes count as `x != 0`.
     assert_eq!(
-        Tensor::new([0i32, 5]).logical_or(&Tensor::new([0.0f32, 0.0])).to_vec::<bool>(),
+        Tensor::new([0i32, 5])
+            .logical_or(&Tensor::new([0.0f32, 0.0]))
+            .to_vec::<bool>(),
         vec![false, true]
     );
     // NaN compares unequal to everything.
@@ -106,7 +117,10 @@ fn integer_arithmetic_wraps_and_division_is_true_division() {
     // Transcendental functions and float scalars make float32, as in JAX.
     assert_eq!(Tensor::new([0i32]).exp().to_vec::<f32>(), vec![1.0]);
     let half = Tensor::new([1i64, 2]) * 0.5;
-    assert_eq!((half.dtype(), half.to_vec::<f32>()), (DType::F32, vec![0.5, 1.0]));
+    assert_eq!(
+        (half.dtype(), half.to_vec::<f32>()),
+        (DType::F32, vec![0.5, 1.0])
+    );
     // int32 with int64 is int64; with a float, the float.
     assert_eq!((&a + &Tensor::new([1i64, 1, 1])).dtype(), DType::I64);
     assert_eq!((&a + &Tensor::new([0.5f64])).dtype(), DType::F64);
@@ -121,20 +135,42 @@ fn integer_arithmetic_wraps_and_division_is_true_division() {
     let bools = Tensor::new([[true, false], [true, true]]);
     assert_eq!(bools.sum().to_vec::<i32>(), vec![3]);
     assert_eq!(bools.sum().dtype(), DType::I32);
-    assert_eq!(bools.min_along(&[1], false).to_vec::<bool>(), vec![false, true]);
-    assert_eq!(bools.max_along(&[0], false).to_vec::<bool>(), vec![true, true]);
+    assert_eq!(
+        bools.min_along(&[1], false).to_vec::<bool>(),
+        vec![false, true]
+    );
+    assert_eq!(
+        bools.max_along(&[0], false).to_vec::<bool>(),
+        vec![true, true]
+    );
 }
 
 #[test]
 fn operations_that_need_floats_say_so() {
     let i = Tensor::new([[1i32, 2], [3, 4]]);
     let e = i.try_matmul(&i).unwrap_err();
-    assert!(matches!(e, Error::UnsupportedDType { op: "dot_general", dtype: "int32", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::UnsupportedDType {
+                op: "dot_general",
+                dtype: "int32",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let b = Tensor::new([true]);
-    let e = (&b).try_add(&b).unwrap_err();
-    assert!(matches!(e, Error::UnsupportedDType { dtype: "bool", .. }), "{e}");
+    let e = b.try_add(&b).unwrap_err();
+    assert!(
+        matches!(e, Error::UnsupportedDType { dtype: "bool", .. }),
+        "{e}"
+    );
     let e = b.try_neg().unwrap_err();
-    assert!(matches!(e, Error::UnsupportedDType { dtype: "bool", .. }), "{e}");
+    assert!(
+        matches!(e, Error::UnsupportedDType { dtype: "bool", .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -172,7 +208,10 @@ fn where_takes_a_bool_mask_and_differentiates_the_chosen_branch() {
     // The same under jit.
     let jf = jit(f);
     assert_eq!(jf.call(x.clone()).unwrap().item().unwrap(), -8.0);
-    assert_eq!(jf.call(x.neg()).unwrap().item().unwrap(), f(x.neg()).item().unwrap());
+    assert_eq!(
+        jf.call(x.neg()).unwrap().item().unwrap(),
+        f(x.neg()).item().unwrap()
+    );
 }
 
 /// A loss that reads integer labels as data: the labels select the logit of each row.
@@ -207,7 +246,10 @@ fn integer_labels_flow_through_grad_jit_and_vmap_as_data() {
     assert_eq!(j.trace_count(), 1);
     // jit of grad, with the labels as data.
     let jg = jit(|(x, y): (Tensor, Tensor)| grad(loss).argnums(0).call((x, y)).unwrap());
-    assert!(jg.call((logits.clone(), labels.clone())).unwrap().allclose(&g, 1e-12, 1e-12));
+    assert!(jg
+        .call((logits.clone(), labels.clone()))
+        .unwrap()
+        .allclose(&g, 1e-12, 1e-12));
 
     // vmap over examples: per-example losses with per-example integer labels.
     let per = vmap(|(x, y): (Tensor, Tensor)| loss((x.reshape(&[1, 3]), y.reshape(&[1]))))
@@ -237,12 +279,18 @@ fn differentiating_with_respect_to_integers_is_a_typed_error() {
     .grad_states(counter.clone())
     .call(Tensor::ones(&[2]))
     .unwrap_err();
-    assert!(matches!(e, Error::UnsupportedDType { dtype: "int64", .. }), "{e}");
+    assert!(
+        matches!(e, Error::UnsupportedDType { dtype: "int64", .. }),
+        "{e}"
+    );
     assert_eq!(counter.value().to_vec::<i64>(), vec![0], "nothing written");
     let e = grad(|x: Tensor| x.gt_scalar(0.0).sum())
         .call(Tensor::ones(&[2]))
         .unwrap_err();
-    assert!(matches!(e, Error::UnsupportedDType { op: "grad", .. }), "{e}");
+    assert!(
+        matches!(e, Error::UnsupportedDType { op: "grad", .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -259,12 +307,17 @@ fn integer_states_are_updated_by_jit_and_grad_as_data() {
         steps.value()
     });
     for k in 1..=3i64 {
-        assert_eq!(step.call(Tensor::ones(&[2])).unwrap().to_vec::<i64>(), vec![k]);
+        assert_eq!(
+            step.call(Tensor::ones(&[2])).unwrap().to_vec::<i64>(),
+            vec![k]
+        );
     }
     assert_eq!(steps.value().to_vec::<i64>(), vec![3]);
     assert_eq!(step.trace_count(), 1);
     // w <- w - 0.2 w per step.
-    assert!(w.value().allclose(&(Tensor::new([1.0f64, -2.0]) * 0.8f64.powi(3)), 1e-12, 0.0));
+    assert!(w
+        .value()
+        .allclose(&(Tensor::new([1.0f64, -2.0]) * 0.8f64.powi(3)), 1e-12, 0.0));
 }
 
 #[test]

@@ -426,7 +426,11 @@ impl Tensor {
         // (not `detach`, a constant) so that a `jit` replay shifts by its own inputs' maximum.
         // An infinite maximum (a row of -inf) shifts by 0: `m - m` is 0 exactly when finite.
         let m = self.try_max_along(&axi, true)?.stop_gradient();
-        let m = Tensor::select(&m.try_sub(&m)?.try_eq_mask_scalar(0.0)?, &m, &m.zeros_like());
+        let m = Tensor::select(
+            &m.try_sub(&m)?.try_eq_mask_scalar(0.0)?,
+            &m,
+            &m.zeros_like(),
+        );
         let s = self
             .try_sub(&m)?
             .try_exp()?

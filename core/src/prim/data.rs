@@ -92,7 +92,12 @@ pub(crate) fn map2<A: Elem, B: Elem, O: Elem>(
 }
 
 /// A strided read of `a` into a new contiguous vector of `shape`.
-pub(crate) fn gather<T: Elem>(a: &[T], strides: &[usize], offset: usize, shape: &[usize]) -> Vec<T> {
+pub(crate) fn gather<T: Elem>(
+    a: &[T],
+    strides: &[usize],
+    offset: usize,
+    shape: &[usize],
+) -> Vec<T> {
     let mut out = Vec::with_capacity(shape.iter().product());
     for_each_offset(shape, [strides], [offset], |[i]| out.push(a[i]));
     out

@@ -46,7 +46,11 @@ impl Primitive for Unary {
         );
         match inputs[0] {
             d if d.is_float() || (exact && d.is_int()) => Ok(()),
-            d if exact => Err(data::unsupported(self.name(), d, "a float or integer tensor")),
+            d if exact => Err(data::unsupported(
+                self.name(),
+                d,
+                "a float or integer tensor",
+            )),
             d => Err(data::unsupported(
                 self.name(),
                 d,
@@ -190,14 +194,25 @@ impl Primitive for Binary {
         );
         match inputs[0] {
             d if d.is_float() || (exact && d.is_int()) => Ok(()),
-            d => Err(data::unsupported(self.name(), d, "float (or, for + - * maximum minimum, integer) tensors")),
+            d => Err(data::unsupported(
+                self.name(),
+                d,
+                "float (or, for + - * maximum minimum, integer) tensors",
+            )),
         }
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
         let n: usize = shape.iter().product();
-        fn int_binary<T: data::Int>(op: BinaryOp, a: &Tensor, x: &[T], b: &Tensor, y: &[T], shape: &[usize]) -> Vec<T> {
+        fn int_binary<T: data::Int>(
+            op: BinaryOp,
+            a: &Tensor,
+            x: &[T],
+            b: &Tensor,
+            y: &[T],
+            shape: &[usize],
+        ) -> Vec<T> {
             let f: fn(T, T) -> T = match op {
                 BinaryOp::Add => T::wrapping_add,
                 BinaryOp::Sub => T::wrapping_sub,
@@ -205,15 +220,24 @@ impl Primitive for Binary {
                 BinaryOp::Max => std::cmp::max,
                 _ => std::cmp::min,
             };
-            let (sa, sb) = (broadcast_strides(a.shape(), shape), broadcast_strides(b.shape(), shape));
+            let (sa, sb) = (
+                broadcast_strides(a.shape(), shape),
+                broadcast_strides(b.shape(), shape),
+            );
             data::map2(x, &sa, y, &sb, shape, f)
         }
         match (a.buf(), b.buf()) {
             (Buffer::I32(x), Buffer::I32(y)) => {
-                return Ok(Tensor::from_buffer(Buffer::I32(int_binary(self.0, a, x, b, y, &shape)), &shape))
+                return Ok(Tensor::from_buffer(
+                    Buffer::I32(int_binary(self.0, a, x, b, y, &shape)),
+                    &shape,
+                ))
             }
             (Buffer::I64(x), Buffer::I64(y)) => {
-                return Ok(Tensor::from_buffer(Buffer::I64(int_binary(self.0, a, x, b, y, &shape)), &shape))
+                return Ok(Tensor::from_buffer(
+                    Buffer::I64(int_binary(self.0, a, x, b, y, &shape)),
+                    &shape,
+                ))
             }
             _ => {}
         }
@@ -384,7 +408,15 @@ fn select_data(c: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         broadcast_strides(b.shape(), &shape),
     );
     let cond = c.buf().to_vec_as::<bool>();
-    fn pick<T: Elem>(cond: &[bool], sc: &[usize], x: &[T], sa: &[usize], y: &[T], sb: &[usize], shape: &[usize]) -> Vec<T> {
+    fn pick<T: Elem>(
+        cond: &[bool],
+        sc: &[usize],
+        x: &[T],
+        sa: &[usize],
+        y: &[T],
+        sb: &[usize],
+        shape: &[usize],
+    ) -> Vec<T> {
         let mut out = Vec::with_capacity(shape.iter().product());
         data::for_each_offset(shape, [sc, sa, sb], [0, 0, 0], |[i, j, k]| {
             out.push(if cond[i] { x[j] } else { y[k] })
@@ -394,7 +426,9 @@ fn select_data(c: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = match (a.buf(), b.buf()) {
         (Buffer::I32(x), Buffer::I32(y)) => Buffer::I32(pick(&cond, &sc, x, &sa, y, &sb, &shape)),
         (Buffer::I64(x), Buffer::I64(y)) => Buffer::I64(pick(&cond, &sc, x, &sa, y, &sb, &shape)),
-        (Buffer::Bool(x), Buffer::Bool(y)) => Buffer::Bool(pick(&cond, &sc, x, &sa, y, &sb, &shape)),
+        (Buffer::Bool(x), Buffer::Bool(y)) => {
+            Buffer::Bool(pick(&cond, &sc, x, &sa, y, &sb, &shape))
+        }
         _ => {
             return Err(Error::DTypeMismatch {
                 op: "select",
@@ -455,14 +489,29 @@ impl Primitive for Compare {
     fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
         data::one_dtype(self.name(), inputs)
     }
-    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], batched: &[bool]) -> Result<Tensor> {
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
         batch_broadcasting(this, inputs, batched)
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
-        let (sa, sb) = (broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape));
-        fn cmp<T: Elem + PartialOrd>(op: BinaryOp, x: &[T], sa: &[usize], y: &[T], sb: &[usize], shape: &[usize]) -> Vec<bool> {
+        let (sa, sb) = (
+            broadcast_strides(a.shape(), &shape),
+            broadcast_strides(b.shape(), &shape),
+        );
+        fn cmp<T: Elem + PartialOrd>(
+            op: BinaryOp,
+            x: &[T],
+            sa: &[usize],
+            y: &[T],
+            sb: &[usize],
+            shape: &[usize],
+        ) -> Vec<bool> {
             let f: fn(&T, &T) -> bool = match op {
                 BinaryOp::Gt => T::gt,
                 BinaryOp::Ge => T::ge,
@@ -489,7 +538,14 @@ impl Primitive for Compare {
         };
         Ok(Tensor::from_buffer(Buffer::Bool(out), &shape))
     }
-    fn vjp(&self, _: &[&Tensor], _: &Tensor, _: &Tensor, _: &[bool], _: usize) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        _: &[&Tensor],
+        _: &Tensor,
+        _: &Tensor,
+        _: &[bool],
+        _: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None, None])
     }
 }
@@ -518,31 +574,56 @@ impl Primitive for Logical {
     }
     fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
         match inputs.iter().find(|d| **d != DType::Bool) {
-            Some(d) => Err(data::unsupported(self.name(), *d, "bool tensors (compare, or `astype(DType::Bool)`)")),
+            Some(d) => Err(data::unsupported(
+                self.name(),
+                *d,
+                "bool tensors (compare, or `astype(DType::Bool)`)",
+            )),
             None => Ok(()),
         }
     }
-    fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], batched: &[bool]) -> Result<Tensor> {
+    fn batch(
+        &self,
+        this: &Arc<dyn Primitive>,
+        inputs: &[&Tensor],
+        batched: &[bool],
+    ) -> Result<Tensor> {
         batch_broadcasting(this, inputs, batched)
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let a = inputs[0];
         let x = a.buf().to_vec_as::<bool>();
         if self.0 == LogicalOp::Not {
-            return Ok(Tensor::from_buffer(Buffer::Bool(x.iter().map(|v| !v).collect()), a.shape()));
+            return Ok(Tensor::from_buffer(
+                Buffer::Bool(x.iter().map(|v| !v).collect()),
+                a.shape(),
+            ));
         }
         let b = inputs[1];
         let y = b.buf().to_vec_as::<bool>();
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
-        let (sa, sb) = (broadcast_strides(a.shape(), &shape), broadcast_strides(b.shape(), &shape));
+        let (sa, sb) = (
+            broadcast_strides(a.shape(), &shape),
+            broadcast_strides(b.shape(), &shape),
+        );
         let f: fn(bool, bool) -> bool = match self.0 {
             LogicalOp::And => |p, q| p & q,
             LogicalOp::Or => |p, q| p | q,
             _ => |p, q| p ^ q,
         };
-        Ok(Tensor::from_buffer(Buffer::Bool(data::map2(&x, &sa, &y, &sb, &shape, f)), &shape))
+        Ok(Tensor::from_buffer(
+            Buffer::Bool(data::map2(&x, &sa, &y, &sb, &shape, f)),
+            &shape,
+        ))
     }
-    fn vjp(&self, inputs: &[&Tensor], _: &Tensor, _: &Tensor, _: &[bool], _: usize) -> Result<Vec<Option<Tensor>>> {
+    fn vjp(
+        &self,
+        inputs: &[&Tensor],
+        _: &Tensor,
+        _: &Tensor,
+        _: &[bool],
+        _: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None; inputs.len()])
     }
 }

@@ -6,8 +6,8 @@
 use crate::error::{Error, Result};
 use crate::tensor::{Buffer, DType, Shape, Tensor};
 use crate::trace;
-use stategrad_simd::{BinaryOp, Par, ReduceOp, UnaryOp};
 use smallvec::SmallVec;
+use stategrad_simd::{BinaryOp, Par, ReduceOp, UnaryOp};
 use std::fmt;
 use std::sync::Arc;
 

@@ -68,7 +68,11 @@ impl Primitive for Reduce {
         match (inputs[0], self.op) {
             (d, _) if d.is_float() || d.is_int() => Ok(()),
             (DType::Bool, ReduceOp::Max | ReduceOp::Min) => Ok(()),
-            (d, _) => Err(data::unsupported(self.name(), d, "a float or integer tensor")),
+            (d, _) => Err(data::unsupported(
+                self.name(),
+                d,
+                "a float or integer tensor",
+            )),
         }
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
@@ -82,7 +86,9 @@ impl Primitive for Reduce {
         }
         fn exact<T: data::Int>(op: ReduceOp, a: &[T], shape: &[usize], axes: &[usize]) -> Vec<T> {
             match op {
-                ReduceOp::Sum => data::reduce_axes(a, shape, axes, Some(T::zero()), T::wrapping_add),
+                ReduceOp::Sum => {
+                    data::reduce_axes(a, shape, axes, Some(T::zero()), T::wrapping_add)
+                }
                 ReduceOp::Max => data::reduce_axes(a, shape, axes, None, std::cmp::max),
                 ReduceOp::Min => data::reduce_axes(a, shape, axes, None, std::cmp::min),
             }
