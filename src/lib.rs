@@ -63,7 +63,7 @@ pub use stategrad_optim as optim;
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{
-        custom_jvp, custom_vjp, grad, hessian, jacfwd, jacobian, jacrev, jit, jvp, path,
+        custom_jvp, custom_vjp, grad, hessian, jacfwd, jacobian, jacrev, jit, jvp, one_hot, path,
         treefy_states, vector_grad, vjp, vmap, where_, AnyState, BatchState, CustomFn, DType,
         DelayState, Error, Filter, GradientTransform, HiddenState, LongTermState, Module,
         ParamState, Params, Path, PathKey, RandomState, Result, ShortTermState, State, StateFinder,

@@ -165,6 +165,11 @@ enum Op {
     /// vector gives rounding noise that differs by summation order, and a later `min`, `max`
     /// or `where` against it picks sides by that noise (seed 734256: `min(centre(c), state)`).
     Broadcast(usize),
+    /// `v.take_along_axis(idx, -1)` with constant indices of `v`'s shape (repeats included):
+    /// a gather, whose derivative is a scatter-add.
+    Gather(usize),
+    /// `v.scatter_add(-1, idx, w)` with constant indices of `v`'s shape (repeats accumulate).
+    ScatterAdd(usize, usize),
 }
 
 impl Op {
@@ -186,8 +191,9 @@ impl Op {
             | Op::MaxCentre(a, _)
             | Op::Pow(a, _)
             | Op::Cast(a)
-            | Op::Broadcast(a) => vec![a],
-            Op::Binary(_, a, b) | Op::ScaleByMean(a, b) => vec![a, b],
+            | Op::Broadcast(a)
+            | Op::Gather(a) => vec![a],
+            Op::Binary(_, a, b) | Op::ScaleByMean(a, b) | Op::ScatterAdd(a, b) => vec![a, b],
             Op::Where(a, b, c) => vec![a, b, c],
         }
     }
@@ -250,7 +256,7 @@ impl Program {
                 }
             };
             let rank2 = shape.len() == 2;
-            let op = match r.below(23) {
+            let op = match r.below(25) {
                 0..=3 => Op::Unary(r.pick(&UNARY), v(&mut r)),
                 4..=6 => Op::Binary(r.pick(&BINARY), v(&mut r), v(&mut r)),
                 7 => Op::Scalar(r.pick(&BINARY), v(&mut r), r.unit() * 4.0 - 2.0),
@@ -275,6 +281,8 @@ impl Program {
                 19 => Op::Pow(v(&mut r), r.unit() * 3.0 - 1.0),
                 20 => Op::Cast(v(&mut r)),
                 21 => Op::Broadcast(v(&mut r)),
+                22 => Op::Gather(v(&mut r)),
+                23 => Op::ScatterAdd(v(&mut r), v(&mut r)),
                 _ => Op::State(v(&mut r)),
             };
             ops.push(op);
@@ -306,6 +314,17 @@ impl Program {
         let n: usize = shape.iter().product();
         let data: Vec<f64> = (0..n).map(|_| (r.unit() * 2.0 - 1.0) * scale).collect();
         Tensor::from_vec(data, shape).unwrap().cast(self.dtype)
+    }
+
+    /// Constant indices of the program's shape into its last axis (every value equally likely, so
+    /// repeats occur).
+    fn indices(&self, salt: u64) -> Tensor {
+        let mut r = Rng(self.seed ^ salt.wrapping_mul(0x51ED));
+        let last = *self.shape.last().unwrap() as u64;
+        let data: Vec<i64> = (0..self.numel())
+            .map(|_| (r.next() % last) as i64)
+            .collect();
+        Tensor::from_vec(data, &self.shape).unwrap()
     }
 
     /// The program itself: what every path runs.
@@ -376,6 +395,10 @@ impl Program {
                     }
                 }
                 Op::Where(a, b, c) => where_(&vals[*a].gt_scalar(0.0), &vals[*b], &vals[*c]),
+                Op::Gather(a) => vals[*a].take_along_axis(&self.indices(200 + k as u64), -1),
+                Op::ScatterAdd(a, b) => {
+                    vals[*a].scatter_add(-1, &self.indices(300 + k as u64), &(&vals[*b] * 0.5))
+                }
                 Op::State(a) => &vals[*a] * &s.value(),
                 Op::AddRow(a) => {
                     let last = *self.shape.last().unwrap();

@@ -284,6 +284,47 @@ fn cases() -> Vec<Case> {
         case!("comparison", |r| pair_sep(r, &[2, 3], &[3]), |x| x[0]
             .try_gt(&x[1])?
             .try_mul(&x[0])),
+        // ---------------------------------------------------------- gathers and scatters
+        case!(
+            "take_along_axis (repeated indices)",
+            |r| vec![any(r, &[3, 4])],
+            |x| x[0].try_take_along_axis(&Tensor::new([[2i32, 0], [1, 1], [3, -1]]), 1)
+        ),
+        case!(
+            "take_along_axis broadcast (2,1) into (3,4)",
+            |r| vec![any(r, &[3, 4])],
+            |x| x[0].try_take_along_axis(&Tensor::new([[0i64], [2]]), 0)
+        ),
+        case!(
+            "take axis 0 (2-d ids, repeated)",
+            |r| vec![any(r, &[4, 3])],
+            |x| x[0].try_take(&Tensor::new([[3i32, 0], [3, 1]]), 0)
+        ),
+        case!(
+            "index_select axis 1 (negative index)",
+            |r| vec![any(r, &[2, 3, 2])],
+            |x| x[0].try_index_select(1, &Tensor::new([-1i64, 0, 0]))
+        ),
+        case!(
+            "scatter_add (x and updates)",
+            |r| vec![any(r, &[3, 4]), any(r, &[3, 2])],
+            |x| x[0].try_scatter_add(1, &Tensor::new([[1i32, 1], [0, 3], [2, 2]]), &x[1])
+        ),
+        case!(
+            "index_add (x and updates)",
+            |r| vec![any(r, &[4, 2]), any(r, &[3, 2])],
+            |x| x[0].try_index_add(0, &Tensor::new([3i32, 0, 3]), &x[1])
+        ),
+        case!("boolean_mask", |r| vec![any(r, &[3, 2])], |x| x[0]
+            .try_boolean_mask(&Tensor::new([true, false, true]))),
+        case!(
+            "gather then nonlinear (second order through the scatter)",
+            |r| vec![any(r, &[3, 4])],
+            |x| x[0]
+                .try_take_along_axis(&Tensor::new([[1i32], [3], [0]]), 1)?
+                .try_exp()?
+                .try_mul(&x[0].try_sum_along(&[1], true)?)
+        ),
         // ---------------------------------------------------------- reductions
         case!("sum", |r| vec![any(r, &[2, 3, 4])], |x| Ok(x[0].sum())),
         case!("sum_along [1]", |r| vec![any(r, &[2, 3, 4])], |x| x[0]

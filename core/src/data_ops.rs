@@ -13,7 +13,7 @@
 //! let hits = pred.eq(&labels);
 //! assert_eq!(hits.to_string(), "[ True False  True]");
 //! assert_eq!(hits.sum().to_string(), "2"); // a count, as int32
-//! assert_eq!(hits.astype(DType::F32).mean().item().unwrap(), 2.0 / 3.0_f32 as f64);
+//! assert_eq!(hits.astype(DType::F32).mean().item().unwrap(), (2.0f32 / 3.0) as f64);
 //! ```
 
 use crate::error::{Error, Result};

@@ -10,6 +10,7 @@ pub mod custom;
 mod data_ops;
 pub mod error;
 pub mod finder;
+mod index_ops;
 pub mod jit;
 pub mod module;
 mod ops;
@@ -27,6 +28,7 @@ pub mod vmap;
 pub use custom::{custom_jvp, custom_vjp, CustomFn, JvpArgs, VjpArgs};
 pub use error::{Error, Result, ShapeDisplay};
 pub use finder::{FoundStates, ReadWrite, StateFinder, StateKey, Usage};
+pub use index_ops::{one_hot, try_one_hot_dtype};
 pub use jit::{jit, Jit};
 pub use module::{
     treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot,

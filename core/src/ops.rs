@@ -81,7 +81,7 @@ pub(crate) fn normalize_axes(op: &'static str, axes: &[isize], ndim: usize) -> R
     Ok(out)
 }
 
-fn normalize_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
+pub(crate) fn normalize_axis(op: &'static str, axis: isize, ndim: usize) -> Result<usize> {
     Ok(normalize_axes(op, &[axis], ndim)?[0])
 }
 

@@ -323,11 +323,13 @@ macro_rules! fill_like {
 // The families of primitives (after `fill_like!`, which they use).
 pub(crate) mod data;
 mod elementwise;
+mod index;
 mod layout;
 mod matmul;
 mod reduce;
 
 pub(crate) use elementwise::*;
+pub(crate) use index::*;
 pub(crate) use layout::*;
 pub(crate) use matmul::*;
 pub(crate) use reduce::*;

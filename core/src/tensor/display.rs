@@ -62,7 +62,9 @@ fn format_exact(t: &Tensor) -> Vec<String> {
         Buffer::Bool(v) => strings(v, |x| if x { "True" } else { "False" }.to_string()),
         _ => Vec::new(),
     };
-    let w = strs.iter().map(String::len).max().unwrap_or(0);
+    // numpy gives bools the width of `False` even when every value is `True`.
+    let min = if t.dtype() == DType::Bool { 5 } else { 0 };
+    let w = strs.iter().map(String::len).max().unwrap_or(0).max(min);
     strs.into_iter().map(|s| format!("{s:>w$}")).collect()
 }
 
