@@ -60,6 +60,10 @@ pub use stategrad_plugins as plugins;
 /// them in place.
 pub use stategrad_optim as optim;
 
+/// The training toolkit: layers, initialisers, losses, metrics, safetensors checkpoints and
+/// seeded mini-batching.
+pub use stategrad_nn as nn;
+
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{
