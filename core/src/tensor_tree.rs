@@ -80,16 +80,16 @@ impl TensorTree {
 
     /// The subtree at `path` (the tree itself for the empty path).
     pub fn get_path(&self, path: &Path) -> Option<&TensorTree> {
-        path.keys()
-            .iter()
-            .try_fold(self, |t, k| t.get(k.clone()))
+        path.keys().iter().try_fold(self, |t, k| t.get(k.clone()))
     }
 
     /// Every tensor with its path inside the tree, in path order (a leaf gives one entry at the
     /// empty path).
     pub fn leaves(&self) -> Vec<(Path, Tensor)> {
         let mut out = Vec::new();
-        self.walk(&mut Path::new(), &mut |p, t| out.push((p.clone(), t.clone())));
+        self.walk(&mut Path::new(), &mut |p, t| {
+            out.push((p.clone(), t.clone()))
+        });
         out
     }
 

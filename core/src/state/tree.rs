@@ -30,7 +30,10 @@ impl Children {
     /// The children with their keys, in key order.
     pub(crate) fn entries(&self) -> Vec<(PathKey, &State)> {
         match self {
-            Children::Map(m) => m.iter().map(|(k, s)| (PathKey::from(k.as_str()), s)).collect(),
+            Children::Map(m) => m
+                .iter()
+                .map(|(k, s)| (PathKey::from(k.as_str()), s))
+                .collect(),
             Children::List(l) => l.iter().enumerate().map(|(i, s)| (i.into(), s)).collect(),
         }
     }
@@ -78,7 +81,9 @@ impl Children {
             None => TensorTree::Leaf(s.raw_value()),
         };
         match self {
-            Children::Map(m) => TensorTree::Map(m.iter().map(|(k, s)| (k.clone(), raw(s))).collect()),
+            Children::Map(m) => {
+                TensorTree::Map(m.iter().map(|(k, s)| (k.clone(), raw(s))).collect())
+            }
             Children::List(l) => TensorTree::List(l.iter().map(raw).collect()),
         }
     }
@@ -181,11 +186,9 @@ impl State {
     pub fn tree_value(&self) -> TensorTree {
         match self.children() {
             None => TensorTree::Leaf(self.value()),
-            Some(Children::Map(m)) => TensorTree::Map(
-                m.iter()
-                    .map(|(k, s)| (k.clone(), s.tree_value()))
-                    .collect(),
-            ),
+            Some(Children::Map(m)) => {
+                TensorTree::Map(m.iter().map(|(k, s)| (k.clone(), s.tree_value())).collect())
+            }
             Some(Children::List(l)) => TensorTree::List(l.iter().map(State::tree_value).collect()),
         }
     }
@@ -390,4 +393,3 @@ impl State {
         }
     }
 }
-
