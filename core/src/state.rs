@@ -8,10 +8,21 @@
 //! states return the traced input, writes are kept after the call, and if the function fails every
 //! state is restored to the value it had on entry.
 //!
+//! # Tree-valued states
+//!
+//! A state of any kind may hold a tree of tensors instead of one tensor
+//! (`ParamState::tree(TensorTree::map([("weight", w), ("bias", b)]))`, see [`State::tree`]): it
+//! holds one ordinary tensor state per leaf, and modules, filters, transforms and `jit` see
+//! those leaves under the paths extended by their keys. [`State::value`] and
+//! [`State::set_value`] read and write one tensor, so on a tree state they raise
+//! [`Error::TreeState`](crate::Error::TreeState); use [`State::tree_value`],
+//! [`State::set_tree_value`], [`State::leaf`] and [`State::leaves`].
+//!
 //! # Threading model
 //!
 //! A `State` is shared between threads (`Send + Sync`); its value is one tensor behind a
-//! read-write lock.
+//! read-write lock (a tree state: one per leaf, each leaf a state of its own, so what follows
+//! holds leaf by leaf).
 //!
 //! - **Atomic**: each [`State::value`] and [`State::set_value`] outside a transform. A read sees a
 //!   whole value that some write stored, never a mix of two writes (tensors are immutable; a
