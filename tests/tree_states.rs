@@ -3,6 +3,7 @@
 //! `treefy_states`, `grad`, `jit` and `StateFinder` through its leaves.
 
 use stategrad::prelude::*;
+use stategrad::tree::Tree;
 use stategrad::{NestedStates, StateSnapshot};
 use std::collections::BTreeMap;
 
@@ -719,5 +720,49 @@ fn an_optimizer_over_tree_leaves_trains_them_in_place_under_jit() -> Result<()> 
         );
     }
     assert!(!m.layer.leaf("bias")?.value().allclose(&bias(), 1e-3, 1e-3));
+    Ok(())
+}
+
+// ------------------------------------------------------------------------ trees as arguments
+
+#[test]
+fn a_tensor_tree_argument_gets_a_tree_gradient_and_jits() -> Result<()> {
+    let f = |t: TensorTree| {
+        let w = t.get("w").unwrap().as_tensor().unwrap();
+        let xs = t.get("xs").unwrap();
+        let mut acc = Tensor::scalar(0.0f64);
+        for (_, x) in xs.leaves() {
+            acc = acc + (w * &x).sum();
+        }
+        acc.square()
+    };
+    let tree = TensorTree::map([
+        ("w", TensorTree::from(Tensor::new([1.0f64, 2.0]))),
+        (
+            "xs",
+            TensorTree::list([Tensor::new([1.0f64, 0.0]), Tensor::new([0.0f64, 3.0])]),
+        ),
+    ]);
+    // s = w.(x0 + x1) = 1 + 6 = 7; d s^2 / dw = 2 s (x0 + x1), d s^2 / dx_i = 2 s w.
+    let g = grad(f).call(tree.clone())?;
+    assert!(g.same_structure(&tree));
+    let at = |p: Path| g.get_path(&p).unwrap().as_tensor().unwrap().to_vec::<f64>();
+    assert_eq!(at(path!("w")), [14.0, 42.0]);
+    assert_eq!(at(path!("xs", 0)), [14.0, 28.0]);
+    assert_eq!(at(path!("xs", 1)), [14.0, 28.0]);
+    let j = jit(f);
+    assert_eq!(j.call(tree.clone())?.item()?, 49.0);
+    assert_eq!(
+        j.call(tree.map_tensors(&mut |t| t * 2.0))?.item()?,
+        49.0 * 16.0
+    );
+    assert_eq!(j.trace_count(), 1);
+    // A jitted function may return a tree.
+    let double = jit(|t: TensorTree| t.map_tensors(&mut |x| x * 2.0));
+    let out = double.call(tree.clone())?;
+    assert_eq!(
+        out.get("w").unwrap().as_tensor().unwrap().to_vec::<f64>(),
+        [2.0, 4.0]
+    );
     Ok(())
 }
