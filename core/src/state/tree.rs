@@ -174,7 +174,8 @@ impl State {
 
     /// The value as a tree: the leaves' values in the state's structure, a
     /// [`TensorTree::Leaf`] for a tensor state. Inside a transform each leaf read is recorded as
-    /// [`State::value`] records it.
+    /// [`State::value`] records it. Outside a transform the leaves are read one by one (see
+    /// [`State::set_tree_value`] on atomicity).
     ///
     /// ```
     /// use stategrad_core::{State, Tensor, TensorTree};
@@ -198,6 +199,11 @@ impl State {
     /// [`Error::TreeStructureMismatch`] and nothing is written. Inside a transform each leaf
     /// write is recorded as [`State::set_value`] records it. A tensor state accepts a
     /// [`TensorTree::Leaf`].
+    ///
+    /// Outside a transform each leaf is written atomically, not the tree as a whole: another
+    /// thread may read some leaves old and some new. Inside a transform the tree is written as
+    /// part of the transform's transaction (all leaves published when it succeeds, none when it
+    /// fails).
     ///
     /// ```
     /// use stategrad_core::{Error, State, Tensor, TensorTree};
