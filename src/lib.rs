@@ -71,7 +71,7 @@ pub mod prelude {
         treefy_states, vector_grad, vjp, vmap, where_, AnyState, BatchState, CustomFn, DType,
         DelayState, Error, Filter, GradientTransform, HiddenState, LongTermState, Module,
         ParamState, Params, Path, PathKey, RandomState, Result, ShortTermState, State, StateFinder,
-        StateKey, StateKind, StateMap, Static, Tensor, TransformPlugin, Usage,
+        StateKey, StateKind, StateMap, Static, Tensor, TensorTree, TransformPlugin, Usage,
     };
     pub use stategrad_derive::Module;
     pub use stategrad_optim::Optimizer;

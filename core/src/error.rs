@@ -170,6 +170,39 @@ pub enum Error {
     #[error("unsupported transform: {0}")]
     Unsupported(String),
 
+    // ---- tree-valued states ----
+    /// A tensor-only operation (`value`, `set_value`, `shape`, a `grad_states` entry) was given a
+    /// tree-valued state.
+    #[error("state {state} holds a tree of tensors, so `{op}` cannot use it: {hint}")]
+    TreeState {
+        /// The state's label.
+        state: String,
+        /// The operation.
+        op: &'static str,
+        /// What to use instead.
+        hint: String,
+    },
+    /// A tree value does not have the structure of the tree-valued state it is written to.
+    #[error("cannot write a tree of structure {found} to state {state} of structure {expected}; the structure of a tree state is fixed")]
+    TreeStructureMismatch {
+        /// The state's label.
+        state: String,
+        /// The state's structure (`{'bias': *, 'weight': *}`).
+        expected: String,
+        /// The written value's structure.
+        found: String,
+    },
+    /// No child of a state at this key or path.
+    #[error("state {state} has no child at {path} (its structure is {structure})")]
+    NoSuchLeaf {
+        /// The state's label.
+        state: String,
+        /// The key or path asked for.
+        path: String,
+        /// The state's structure.
+        structure: String,
+    },
+
     // ---- the traced function ----
     /// The traced function panicked; states were restored to their entry values.
     #[error("the traced function panicked: {0} (states were restored)")]

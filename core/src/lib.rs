@@ -20,6 +20,7 @@ mod prim;
 pub mod random;
 pub mod state;
 pub mod tensor;
+pub mod tensor_tree;
 mod trace;
 pub mod transform;
 pub mod tree;
@@ -39,6 +40,7 @@ pub use state::{
     ShortTermState, State, StateId, StateKind,
 };
 pub use tensor::{DType, Elem, Float, IntoTensor, Tensor};
+pub use tensor_tree::TensorTree;
 pub use trace::{Access, Tape};
 pub use transform::{
     grad, hessian, jacfwd, jacobian, jacrev, jvp, vector_grad, vjp, GradientTransform, ParamValue,

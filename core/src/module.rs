@@ -179,9 +179,21 @@ pub trait Module {
     }
 }
 
+/// A tensor state visits itself; a tree-valued state ([`State::tree`]) visits each of its leaves
+/// under the path extended by the leaf's keys (`('layer', 'weight')`), so filters, `states_split`
+/// and `treefy_states` see the leaves.
 impl Module for State {
     fn visit_states(&self, path: &mut Path, visitor: &mut dyn FnMut(&Path, &State)) {
-        visitor(path, self)
+        match self.children() {
+            None => visitor(path, self),
+            Some(c) => {
+                for (k, s) in c.entries() {
+                    path.0.push(k);
+                    s.visit_states(path, visitor);
+                    path.pop();
+                }
+            }
+        }
     }
 }
 

@@ -8,10 +8,21 @@
 //! states return the traced input, writes are kept after the call, and if the function fails every
 //! state is restored to the value it had on entry.
 //!
+//! # Tree-valued states
+//!
+//! A state of any kind may hold a tree of tensors instead of one tensor
+//! (`ParamState::tree(TensorTree::map([("weight", w), ("bias", b)]))`, see [`State::tree`]): it
+//! holds one ordinary tensor state per leaf, and modules, filters, transforms and `jit` see
+//! those leaves under the paths extended by their keys. [`State::value`] and
+//! [`State::set_value`] read and write one tensor, so on a tree state they raise
+//! [`Error::TreeState`](crate::Error::TreeState); use [`State::tree_value`],
+//! [`State::set_tree_value`], [`State::leaf`] and [`State::leaves`].
+//!
 //! # Threading model
 //!
 //! A `State` is shared between threads (`Send + Sync`); its value is one tensor behind a
-//! read-write lock.
+//! read-write lock (a tree state: one per leaf, each leaf a state of its own, so what follows
+//! holds leaf by leaf).
 //!
 //! - **Atomic**: each [`State::value`] and [`State::set_value`] outside a transform. A read sees a
 //!   whole value that some write stored, never a mix of two writes (tensors are immutable; a
@@ -52,10 +63,21 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod tree;
+
 /// A state's unique id.
 pub type StateId = u64;
 
 static NEXT_STATE: AtomicU64 = AtomicU64::new(1);
+
+/// A new id; a state made inside a traced function is local to its frames.
+fn fresh_id() -> StateId {
+    let id = NEXT_STATE.fetch_add(1, Ordering::Relaxed);
+    if crate::trace::tracing() {
+        crate::trace::on_state_created(id);
+    }
+    id
+}
 
 /// The kind of a state; kinds form a hierarchy (see [`StateKind::is_a`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,7 +152,13 @@ pub(crate) struct StateInner {
     kind: StateKind,
     name: Option<String>,
     tags: Vec<String>,
-    value: RwLock<Tensor>,
+    slot: Slot,
+}
+
+/// What a state holds: one tensor, or (a tree-valued state) one child state per key.
+pub(crate) enum Slot {
+    Tensor(RwLock<Tensor>),
+    Tree(tree::Children),
 }
 
 /// A shared handle to a mutable value, seen by every transform (`Arc`, `Send + Sync`).
@@ -159,48 +187,54 @@ impl State {
     /// A state made inside a traced function (a transform or a `StateFinder` call) is local to
     /// that call: its accesses are not tracked and it is never reported.
     pub fn with_kind(kind: StateKind, value: impl Into<Tensor>) -> State {
-        let id = NEXT_STATE.fetch_add(1, Ordering::Relaxed);
-        if crate::trace::tracing() {
-            crate::trace::on_state_created(id);
-        }
+        let id = fresh_id();
         State(Arc::new(StateInner {
             id,
             kind,
             name: None,
             tags: Vec::new(),
-            value: RwLock::new(value.into()),
+            slot: Slot::Tensor(RwLock::new(value.into())),
         }))
     }
 
-    fn rebuild(self, f: impl FnOnce(&mut Option<String>, &mut Vec<String>)) -> State {
+    /// A copy of the handle with the name and tags changed by `f` (a tree state's children get
+    /// the same tags and names under the new name).
+    fn rebuild(self, f: &dyn Fn(&mut Option<String>, &mut Vec<String>)) -> State {
         let inner = Arc::try_unwrap(self.0).unwrap_or_else(|arc| StateInner {
             id: arc.id,
             kind: arc.kind,
             name: arc.name.clone(),
             tags: arc.tags.clone(),
-            value: RwLock::new(arc.value.read().clone()),
+            slot: match &arc.slot {
+                Slot::Tensor(v) => Slot::Tensor(RwLock::new(v.read().clone())),
+                Slot::Tree(c) => Slot::Tree(c.clone()),
+            },
         });
         let (mut name, mut tags) = (inner.name, inner.tags);
         f(&mut name, &mut tags);
+        let slot = match inner.slot {
+            Slot::Tree(c) => Slot::Tree(c.rebuilt(name.as_deref(), &tags)),
+            other => other,
+        };
         State(Arc::new(StateInner {
             id: inner.id,
             kind: inner.kind,
             name,
             tags,
-            value: inner.value,
+            slot,
         }))
     }
 
     /// Give the state a name (builder; use on a freshly made state).
     pub fn named(self, name: impl Into<String>) -> State {
         let name = name.into();
-        self.rebuild(|n, _| *n = Some(name))
+        self.rebuild(&|n, _| *n = Some(name.clone()))
     }
 
     /// Add a tag (builder; use on a freshly made state). Tags are matched by tag filters.
     pub fn tagged(self, tag: impl Into<String>) -> State {
         let tag = tag.into();
-        self.rebuild(|_, t| t.push(tag))
+        self.rebuild(&|_, t| t.push(tag.clone()))
     }
 
     /// The unique id.
@@ -232,7 +266,14 @@ impl State {
     }
 
     /// Read the value. Inside a transform this is recorded (and may return a traced value).
+    ///
+    /// A tree-valued state ([`State::tree`]) has no single tensor: reading it raises
+    /// [`Error::TreeState`](crate::Error::TreeState) (a panic outside transforms, the `Err` of
+    /// the transform inside one). Read it with [`State::tree_value`], or use
+    /// [`State::try_value`] to get the error as a value.
+    #[track_caller]
     pub fn value(&self) -> Tensor {
+        self.tensor_only("value");
         if crate::trace::tracing() {
             crate::trace::on_state_access(self, false);
         }
@@ -240,16 +281,37 @@ impl State {
     }
 
     /// Write the value. Inside a transform the write is recorded and kept after the call.
+    ///
+    /// A tree-valued state raises [`Error::TreeState`](crate::Error::TreeState), as
+    /// [`State::value`] does; write it with [`State::set_tree_value`].
+    #[track_caller]
     pub fn set_value(&self, value: impl Into<Tensor>) {
+        self.tensor_only("set_value");
         if crate::trace::tracing() {
             crate::trace::on_state_access(self, true);
         }
         self.raw_set(value.into());
     }
 
-    /// The shape of the current value (does not count as a read).
+    /// The shape of the current value (does not count as a read). A tree-valued state raises
+    /// [`Error::TreeState`](crate::Error::TreeState), as [`State::value`] does.
+    #[track_caller]
     pub fn shape(&self) -> Vec<usize> {
+        self.tensor_only("shape");
         self.raw_value().shape().to_vec()
+    }
+
+    /// The lock of a tensor state's value (an internal error for a tree state: the engine only
+    /// ever sees its tensor leaves).
+    #[track_caller]
+    fn cell(&self) -> &RwLock<Tensor> {
+        match &self.0.slot {
+            Slot::Tensor(v) => v,
+            Slot::Tree(_) => crate::panics::raise(crate::Error::Internal {
+                primitive: "state".into(),
+                msg: format!("{} holds a tree of tensors, not a tensor", self.label()),
+            }),
+        }
     }
 
     /// The value this thread sees: its transform's view while one is open here, else the shared
@@ -258,13 +320,13 @@ impl State {
         if let Some(v) = views::get(self.0.id) {
             return v;
         }
-        self.0.value.read().clone()
+        self.cell().read().clone()
     }
 
     /// Write the value this thread sees (the view of its open transform, if any).
     pub(crate) fn raw_set(&self, v: Tensor) {
         if let Err(v) = views::set(self.0.id, v) {
-            *self.0.value.write() = v;
+            *self.cell().write() = v;
         }
     }
 
@@ -282,7 +344,7 @@ impl State {
         if crate::trace::tracing() || views::any() {
             return self.set_value(fresh());
         }
-        let mut g = self.0.value.write();
+        let mut g = self.cell().write();
         match g.unique_data_mut::<T>(shape) {
             Some(v) => v.copy_from_slice(data),
             None => *g = fresh(),
@@ -293,7 +355,7 @@ impl State {
     /// [`State::end_view`], reads and writes on this thread go to the view, so transforms on
     /// other threads never see this thread's traced values.
     pub(crate) fn begin_view(&self) {
-        let v = self.0.value.read().clone();
+        let v = self.cell().read().clone();
         views::begin(self.0.id, v);
     }
 
@@ -301,7 +363,7 @@ impl State {
     pub(crate) fn end_view(&self, publish: bool) {
         if let Some(v) = views::end(self.0.id) {
             if publish {
-                *self.0.value.write() = v;
+                *self.cell().write() = v;
             }
         }
     }
@@ -318,7 +380,10 @@ impl fmt::Debug for State {
         if let Some(n) = self.name() {
             write!(f, "name={n:?}, ")?;
         }
-        write!(f, "value={})", self.raw_value())
+        match &self.0.slot {
+            Slot::Tensor(_) => write!(f, "value={})", self.raw_value()),
+            Slot::Tree(c) => write!(f, "tree={c:?})"),
+        }
     }
 }
 
@@ -339,6 +404,10 @@ macro_rules! kind_marker {
             #[allow(clippy::new_ret_no_self)]
             pub fn new(value: impl Into<Tensor>) -> State {
                 State::with_kind(StateKind::$kind, value)
+            }
+            #[doc = concat!("A new tree-valued `", stringify!($name), "` holding `value` (see [`State::tree`]).")]
+            pub fn tree(value: impl Into<crate::TensorTree>) -> State {
+                State::tree_with_kind(StateKind::$kind, value)
             }
             /// The kind this marker stands for.
             pub const KIND: StateKind = StateKind::$kind;

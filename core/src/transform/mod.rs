@@ -243,6 +243,9 @@ impl<F, A, O, S, N, X, R, K: OrderMarker> GradientTransform<F, A, O, S, N, X, R,
     {
         self.plugin.check_params(&self.params)?;
         let listed = self.sel.state_list();
+        if let Some((_, s)) = listed.iter().find(|(_, s)| s.is_tree()) {
+            return Err(s.tree_error("grad_states"));
+        }
         let argnums = self.sel.argnums()?;
         // Leaves of the selected arguments (typed error for a non-differentiable one).
         let mut leaves = Vec::with_capacity(argnums.len());
