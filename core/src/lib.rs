@@ -16,6 +16,7 @@ mod panics;
 mod parallel;
 mod prim;
 pub mod random;
+pub mod slicing;
 pub mod state;
 pub mod tensor;
 mod trace;
@@ -31,6 +32,7 @@ pub use module::{
     treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot,
 };
 pub use ops::where_;
+pub use slicing::{NewAxis, SliceElem, SliceRange};
 pub use state::{
     AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState,
     ShortTermState, State, StateId, StateKind,

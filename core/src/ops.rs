@@ -51,7 +51,7 @@ fn stop_gradient_prim() -> Arc<dyn Primitive> {
 
 /// The value, or the error raised at the caller's line (see [`raise`]).
 #[track_caller]
-fn ok<T>(r: Result<T>) -> T {
+pub(crate) fn ok<T>(r: Result<T>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => raise(e),
@@ -604,20 +604,24 @@ impl Tensor {
                 ),
             });
         }
-        let mut starts = vec![0; self.ndim()];
-        let mut ends = self.shape().to_vec();
-        let mut steps = vec![1; self.ndim()];
-        starts[axis] = start;
-        ends[axis] = end;
-        steps[axis] = step;
         if start == 0 && end == self.shape()[axis] && step == 1 {
             return Ok(self.clone());
         }
+        let mut first = vec![0; self.ndim()];
+        let mut steps = vec![1; self.ndim()];
+        let mut lens = self.shape().to_vec();
+        let step_i = isize::try_from(step).map_err(|_| Error::InvalidArgument {
+            op: "slice",
+            msg: format!("step {step} is too large"),
+        })?;
+        lens[axis] = (end - start).div_ceil(step);
+        first[axis] = if lens[axis] == 0 { 0 } else { start };
+        steps[axis] = step_i;
         apply(
             Arc::new(Slice {
-                starts,
-                ends,
+                first,
                 steps,
+                lens: lens.into(),
             }),
             &[self],
         )

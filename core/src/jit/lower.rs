@@ -199,8 +199,9 @@ impl Kernel {
             Kernel::Copy => out.copy_from_slice(ins[0]),
             Kernel::Gather {
                 strides,
+                offset,
                 out: shape,
-            } => simd::gather_strided(ins[0], strides, 0, shape, out),
+            } => simd::gather_strided(ins[0], strides, *offset, shape, out),
             Kernel::Gemm(d) => simd::gemm(
                 d.m,
                 d.k,

@@ -76,8 +76,12 @@ pub(crate) enum Kernel {
     },
     /// The same elements (a reshape, a broadcast to the same shape).
     Copy,
-    /// A strided read of the input into `out` (a broadcast).
-    Gather { strides: Vec<usize>, out: Shape },
+    /// A strided read of the input into `out` from element `offset` (a broadcast, a slice).
+    Gather {
+        strides: Vec<usize>,
+        offset: usize,
+        out: Shape,
+    },
     /// One `(m x k) @ (k x n)` product with the operands' row/column strides.
     Gemm(MatDims),
 }
@@ -301,8 +305,10 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod reduce;
+mod slice;
 
 pub(crate) use elementwise::*;
 pub(crate) use layout::*;
 pub(crate) use matmul::*;
 pub(crate) use reduce::*;
+pub(crate) use slice::*;
