@@ -610,13 +610,11 @@ impl Tensor {
         let mut first = vec![0; self.ndim()];
         let mut steps = vec![1; self.ndim()];
         let mut lens = self.shape().to_vec();
-        let step_i = isize::try_from(step).map_err(|_| Error::InvalidArgument {
-            op: "slice",
-            msg: format!("step {step} is too large"),
-        })?;
         lens[axis] = (end - start).div_ceil(step);
         first[axis] = if lens[axis] == 0 { 0 } else { start };
-        steps[axis] = step_i;
+        // With two or more elements the step is below the axis length (so it fits an isize and
+        // `step * stride` stays within the tensor); otherwise it reads nothing and is 1.
+        steps[axis] = if lens[axis] <= 1 { 1 } else { step as isize };
         apply(
             Arc::new(Slice {
                 first,

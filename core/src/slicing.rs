@@ -284,9 +284,10 @@ fn normalize(elem: &SliceElem, n: usize, axis: usize) -> Result<AxisSlice> {
         }
     };
     Ok(AxisSlice {
-        // An empty slice reads nothing: any in-bounds first index will do.
+        // An empty slice reads nothing: any in-bounds first index will do. A step matters only
+        // between two elements; below that it is 1, so `step * stride` stays within the tensor.
         first: if len == 0 { 0 } else { first as usize },
-        step,
+        step: if len <= 1 { 1 } else { step },
         len,
         keep: true,
     })
@@ -381,5 +382,151 @@ impl Tensor {
             lens: axes.iter().map(|a| a.len).collect(),
         };
         apply(Arc::new(prim), &[self])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s;
+
+    fn iota(n: usize) -> Tensor {
+        Tensor::from_vec((0..n).map(|i| i as f64).collect(), &[n]).unwrap()
+    }
+
+    fn vals(t: &Tensor) -> Vec<usize> {
+        t.to_f64_vec().iter().map(|&v| v as usize).collect()
+    }
+
+    /// `(len, start, stop, step, list(range(len))[start:stop:step])`, computed by Python.
+    #[rustfmt::skip]
+    const NUMPY: &[(usize, Option<isize>, Option<isize>, isize, &[usize])] = &[
+        (0, None, None, -1, &[]),
+        (0, None, None, 2, &[]),
+        (0, None, None, -2, &[]),
+        (0, Some(3), Some(0), -1, &[]),
+        (0, Some(1), Some(3), -1, &[]),
+        (0, Some(-1), None, -1, &[]),
+        (0, Some(-2), None, 1, &[]),
+        (0, Some(-10), Some(10), 1, &[]),
+        (0, Some(10), Some(-10), -1, &[]),
+        (0, Some(4), Some(-6), -2, &[]),
+        (0, None, Some(-1), 1, &[]),
+        (0, Some(-3), Some(-1), 1, &[]),
+        (0, Some(2), Some(2), 1, &[]),
+        (0, Some(0), None, 3, &[]),
+        (0, None, Some(0), -2, &[]),
+        (0, Some(7), None, -3, &[]),
+        (1, None, None, -1, &[0]),
+        (1, None, None, 2, &[0]),
+        (1, None, None, -2, &[0]),
+        (1, Some(3), Some(0), -1, &[]),
+        (1, Some(1), Some(3), -1, &[]),
+        (1, Some(-1), None, -1, &[0]),
+        (1, Some(-2), None, 1, &[0]),
+        (1, Some(-10), Some(10), 1, &[0]),
+        (1, Some(10), Some(-10), -1, &[0]),
+        (1, Some(4), Some(-6), -2, &[0]),
+        (1, None, Some(-1), 1, &[]),
+        (1, Some(-3), Some(-1), 1, &[]),
+        (1, Some(2), Some(2), 1, &[]),
+        (1, Some(0), None, 3, &[0]),
+        (1, None, Some(0), -2, &[]),
+        (1, Some(7), None, -3, &[0]),
+        (5, None, None, -1, &[4, 3, 2, 1, 0]),
+        (5, None, None, 2, &[0, 2, 4]),
+        (5, None, None, -2, &[4, 2, 0]),
+        (5, Some(3), Some(0), -1, &[3, 2, 1]),
+        (5, Some(1), Some(3), -1, &[]),
+        (5, Some(-1), None, -1, &[4, 3, 2, 1, 0]),
+        (5, Some(-2), None, 1, &[3, 4]),
+        (5, Some(-10), Some(10), 1, &[0, 1, 2, 3, 4]),
+        (5, Some(10), Some(-10), -1, &[4, 3, 2, 1, 0]),
+        (5, Some(4), Some(-6), -2, &[4, 2, 0]),
+        (5, None, Some(-1), 1, &[0, 1, 2, 3]),
+        (5, Some(-3), Some(-1), 1, &[2, 3]),
+        (5, Some(2), Some(2), 1, &[]),
+        (5, Some(0), None, 3, &[0, 3]),
+        (5, None, Some(0), -2, &[4, 2]),
+        (5, Some(7), None, -3, &[4, 1]),
+    ];
+
+    #[test]
+    fn numpy_ranges_match_python() {
+        for &(n, start, stop, step, want) in NUMPY {
+            let got = iota(n).slice([SliceElem::numpy(start, stop, step)]);
+            assert_eq!(vals(&got), want, "{n}: {start:?}:{stop:?}:{step}");
+        }
+    }
+
+    #[test]
+    fn rust_ranges_follow_ndarray() {
+        let x = iota(5);
+        let cases: Vec<([SliceElem; 1], Vec<usize>)> = vec![
+            (s![0..5;-2], vec![4, 2, 0]),
+            (s![1..4;-1], vec![3, 2, 1]),
+            (s![..;-1], vec![4, 3, 2, 1, 0]),
+            (s![..;-3], vec![4, 1]),
+            (s![-2..], vec![3, 4]),
+            (s![..=-1], vec![0, 1, 2, 3, 4]),
+            (s![..=-2], vec![0, 1, 2, 3]),
+            (s![1..=2], vec![1, 2]),
+            (s![3..1], vec![]),
+            (s![-100..100;2], vec![0, 2, 4]),
+            (s![2usize..], vec![2, 3, 4]),
+            (s![1isize..;2], vec![1, 3]),
+        ];
+        for (index, want) in cases {
+            assert_eq!(vals(&x.slice(index)), want, "{index:?}");
+        }
+    }
+
+    #[test]
+    fn indices_drop_and_new_axes_insert() {
+        let x = iota(24).reshape(&[2, 3, 4]);
+        assert_eq!(x.slice(s![1]).shape(), &[3, 4]);
+        assert_eq!(x.slice(s![.., -1]).shape(), &[2, 4]);
+        assert_eq!(vals(&x.slice(s![1, 2, 3])), vec![23]);
+        assert_eq!(x.slice(s![1, 2, 3]).shape(), &[] as &[usize]);
+        assert_eq!(x.slice(s![NewAxis, .., NewAxis]).shape(), &[1, 2, 1, 3, 4]);
+        assert_eq!(x.slice(s![.., .., .., NewAxis]).shape(), &[2, 3, 4, 1]);
+        assert_eq!(Tensor::scalar(1.0f32).slice(s![NewAxis]).shape(), &[1]);
+        assert_eq!(vals(&x.slice(s![.., 1, ..;-2])), vec![7, 5, 19, 17]);
+        // The whole tensor is the tensor itself.
+        assert_eq!(vals(&x.slice(s![..])), vals(&x));
+    }
+
+    #[test]
+    fn bad_indices_are_typed_errors() {
+        let x = iota(6).reshape(&[2, 3]);
+        let invalid = |r: Result<Tensor>| matches!(r, Err(Error::InvalidArgument { .. }));
+        assert!(invalid(x.try_slice(s![.., ..;0])));
+        assert!(invalid(x.try_slice([SliceElem::numpy(None, None, 0)])));
+        assert!(invalid(x.try_slice(s![2])));
+        assert!(invalid(x.try_slice(s![-3])));
+        assert!(invalid(x.try_slice(s![isize::MIN])));
+        assert!(invalid(x.try_slice(s![0, 0, 0])));
+        assert!(invalid(x.try_flip(&[2])));
+        assert!(invalid(x.try_flip(&[0, -2])));
+        // Extreme bounds clamp, as in numpy.
+        assert_eq!(
+            x.slice(s![isize::MIN..isize::MAX;isize::MAX]).shape(),
+            &[1, 3]
+        );
+        assert_eq!(x.slice(s![..;isize::MIN]).shape(), &[1, 3]);
+        assert_eq!(x.slice(s![usize::MAX..]).shape(), &[0, 3]);
+    }
+
+    #[test]
+    fn empty_and_flip() {
+        let x = iota(6).reshape(&[2, 3]);
+        let e = x.slice(s![.., 2..1]);
+        assert_eq!(e.shape(), &[2, 0]);
+        assert_eq!(e.slice(s![..;-1, ..;-1]).shape(), &[2, 0]);
+        assert_eq!(vals(&x.flip(&[0])), vec![3, 4, 5, 0, 1, 2]);
+        assert_eq!(vals(&x.flip(&[])), vals(&x));
+        let f = Tensor::new([1.0f32, 2.0]).flip(&[0]);
+        assert_eq!(f.dtype(), crate::DType::F32);
+        assert_eq!(f.to_vec::<f32>(), vec![2.0, 1.0]);
     }
 }
