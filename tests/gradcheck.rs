@@ -433,8 +433,11 @@ fn cases() -> Vec<Case> {
         case!("at", |r| vec![any(r, &[3, 4])], |x| Ok(x[0].at(1))),
         case!("slice reversed ..;-1", |r| vec![any(r, &[5])], |x| x[0]
             .try_slice(s![..;-1])),
-        case!("slice strided [1..3, ..;2]", |r| vec![any(r, &[4, 5])], |x| x[0]
-            .try_slice(s![1..3, ..;2])),
+        case!(
+            "slice strided [1..3, ..;2]",
+            |r| vec![any(r, &[4, 5])],
+            |x| x[0].try_slice(s![1..3, ..;2])
+        ),
         case!(
             "slice negative steps and an index (3-d)",
             |r| vec![any(r, &[5, 3, 4])],

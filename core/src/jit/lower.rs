@@ -202,6 +202,21 @@ impl Kernel {
                 offset,
                 out: shape,
             } => simd::gather_strided(ins[0], strides, *offset, shape, out),
+            Kernel::Strided {
+                strides,
+                offset,
+                shape,
+                scatter: false,
+            } => crate::prim::gather_signed(ins[0], strides, *offset, shape, out),
+            Kernel::Strided {
+                strides,
+                offset,
+                shape,
+                scatter: true,
+            } => {
+                out.fill(T::ZERO);
+                crate::prim::scatter_signed(ins[0], strides, *offset, shape, out)
+            }
             Kernel::Gemm(d) => simd::gemm(
                 d.m,
                 d.k,

@@ -82,6 +82,14 @@ pub(crate) enum Kernel {
         offset: usize,
         out: Shape,
     },
+    /// A strided read with signed strides (a slice with negative steps), or, with `scatter`, its
+    /// transpose: zeros with the input written at those positions (`shape` is then the input's).
+    Strided {
+        strides: Vec<isize>,
+        offset: usize,
+        shape: Shape,
+        scatter: bool,
+    },
     /// One `(m x k) @ (k x n)` product with the operands' row/column strides.
     Gemm(MatDims),
 }

@@ -59,7 +59,7 @@ fn for_each_position(shape: &[usize], strides: &[isize], offset: usize, mut f: i
     }
 }
 
-fn gather_signed<T: Copy>(
+pub(crate) fn gather_signed<T: Copy>(
     x: &[T],
     strides: &[isize],
     offset: usize,
@@ -74,7 +74,7 @@ fn gather_signed<T: Copy>(
     });
 }
 
-fn scatter_signed<T: Copy>(
+pub(crate) fn scatter_signed<T: Copy>(
     src: &[T],
     strides: &[isize],
     offset: usize,
@@ -108,10 +108,18 @@ impl Primitive for Slice {
     fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Option<Kernel> {
         // A slice without negative steps is a strided read from an offset.
         let (offset, strides) = offsets(inputs[0], &self.first, &self.steps);
-        Some(Kernel::Gather {
-            strides: unsigned(&strides)?,
-            offset,
-            out: out.into(),
+        Some(match unsigned(&strides) {
+            Some(strides) => Kernel::Gather {
+                strides,
+                offset,
+                out: out.into(),
+            },
+            None => Kernel::Strided {
+                strides,
+                offset,
+                shape: out.into(),
+                scatter: false,
+            },
         })
     }
     fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
@@ -170,6 +178,15 @@ pub(crate) struct SliceT {
 impl Primitive for SliceT {
     fn name(&self) -> &'static str {
         "slice_transpose"
+    }
+    fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Option<Kernel> {
+        let (offset, strides) = offsets(&self.shape, &self.first, &self.steps);
+        Some(Kernel::Strided {
+            strides,
+            offset,
+            shape: inputs[0].into(),
+            scatter: true,
+        })
     }
     fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         let (first, steps) = lead(1, &self.first, &self.steps);
