@@ -4,8 +4,8 @@
 //! A program is a chain of tensor operations over one argument `x` and one state `s` of the same
 //! shape: element-wise unary and binary ops (a user-defined `custom_vjp` function among them),
 //! scalar operands, full and axis reductions that feed back into the chain (`v - v.sum()`),
-//! broadcasts, matmuls, reshapes, slices (strided, negative steps) with concat, `where`, and optionally a write of the
-//! state. Shapes are drawn from lengths on both sides of every threshold of the engine (SIMD
+//! broadcasts, matmuls, reshapes, slices (strided, negative steps) with concat, `where`, and
+//! optionally a write of the state. Shapes are drawn from lengths on both sides of every threshold of the engine (SIMD
 //! lanes, 64, the 256-element fused block, 1024 where fused passes get code, the 8K fused chunk,
 //! the 16K fusion minimum, the 32K arena limit, the 64K parallel chunk), in f32 and f64. Each
 //! program runs:
