@@ -1546,3 +1546,24 @@ fn vmap_matches_a_loop_on_every_primitive() {
         }
     }
 }
+
+/// Slices with positive and negative steps and their transposes lower to the arena's slice
+/// kernels, and its replays give the eager numbers (value and gradient, on new inputs).
+#[test]
+fn slices_lower_to_the_arena() {
+    let loss = |x: Tensor| {
+        let a = x.slice(s![1..;2, ..;-1]);
+        let b = x.slice(s![..;-2, 1..3]);
+        (a.square().sum() + b.sin().sum()) * 0.5
+    };
+    let jg = stategrad::jit(move |x: Tensor| grad(loss).call(x).unwrap());
+    let mut r = Rng(0x511CE);
+    for _ in 0..3 {
+        let x = any(&mut r, &[5, 4]);
+        let want = grad(loss).call(x.clone()).unwrap();
+        let got = jg.call(x).unwrap();
+        assert_close("slices", "arena", &vals(&got), &vals(&want), 1e-12, 1e-12);
+    }
+    let stats = jg.program_stats();
+    assert!(stats.iter().all(|s| s.arena), "{stats:?}");
+}
