@@ -518,6 +518,56 @@ fn empty_grad_states() -> Result<()> {
     Ok(())
 }
 
+/// A function of no arguments (`|()|`), differentiated only through its states: every row
+/// without `argnums`, under `jit` too; asking for an argument's gradient is a typed error.
+#[test]
+fn functions_of_no_arguments() -> Result<()> {
+    let a = State::new(Tensor::new([1.0f64, 2.0])).named("a");
+    let b = State::new(Tensor::scalar(3.0f64)).named("b");
+    let loss = |()| (&a.value() * &b.value()).sum();
+    let g: Vec<Tensor> = grad(loss)
+        .grad_states(vec![a.clone(), b.clone()])
+        .call(())?;
+    assert_tensor(&g[0], &[2], &[3.0, 3.0]);
+    assert_tensor(&g[1], &[], &[3.0]);
+    let (g, l, aux): (Tensor, Tensor, Tensor) = grad(|()| (loss(()), a.value()))
+        .grad_states(b.clone())
+        .has_aux()
+        .return_value()
+        .call(())?;
+    assert_tensor(&g, &[], &[3.0]);
+    assert_tensor(&l, &[], &[9.0]);
+    assert_tensor(&aux, &[2], &[1.0, 2.0]);
+    // An empty container: an empty gradient, not an error.
+    let none: Vec<Tensor> = grad(loss).grad_states(Vec::<State>::new()).call(())?;
+    assert!(none.is_empty());
+    // Under jit, outside and inside the gradient.
+    let step = jit(|()| {
+        grad(loss)
+            .grad_states(a.clone())
+            .call(())
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    for _ in 0..2 {
+        assert_tensor(&step.call(())?, &[2], &[3.0, 3.0]);
+    }
+    assert_eq!(step.trace_count(), 1);
+    assert_tensor(&jit(loss).call(())?, &[], &[9.0]);
+    // There is no argument 0 to differentiate.
+    let err = grad(loss).call(()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ArgnumOutOfRange {
+                argnum: 0,
+                nargs: 0
+            }
+        ),
+        "{err}"
+    );
+    Ok(())
+}
+
 // ------------------------------------------------------------------ state semantics (§1.4)
 
 #[test]

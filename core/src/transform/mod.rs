@@ -139,7 +139,19 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
 
     /// Differentiate w.r.t. these states too (a state, a `Vec`, a path-keyed map, …).
     /// The result type follows the container, so an empty container gives an empty `V` (and, with
-    /// `argnums` unset, no argument gradients) rather than switching to the no-states row.
+    /// `argnums` unset, no argument gradients) rather than switching to the no-states row. An
+    /// empty container is not an error, as JAX returns an empty pytree:
+    ///
+    /// ```
+    /// use stategrad_core::{grad, State, StateMap, Tensor};
+    /// let f = |x: Tensor| x.square().sum();
+    /// let x = Tensor::scalar(1.0f32);
+    /// let v: Vec<Tensor> = grad(f).grad_states(Vec::<State>::new()).call(x.clone()).unwrap();
+    /// assert!(v.is_empty());
+    /// let (v, gx) = grad(f).grad_states(StateMap::new()).argnums(0).call(x).unwrap();
+    /// assert!(v.is_empty());
+    /// assert_eq!(gx.item().unwrap(), 2.0);
+    /// ```
     pub fn grad_states<T: StateTree>(
         self,
         states: T,
