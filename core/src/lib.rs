@@ -16,6 +16,7 @@ mod panics;
 mod parallel;
 mod prim;
 pub mod random;
+mod scalar;
 pub mod slicing;
 pub mod state;
 pub mod tensor;
@@ -32,6 +33,7 @@ pub use module::{
     treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot,
 };
 pub use ops::where_;
+pub use scalar::ScalarOperand;
 pub use slicing::{NewAxis, SliceElem, SliceRange};
 pub use state::{
     AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState,

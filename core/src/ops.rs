@@ -843,37 +843,35 @@ macro_rules! impl_binop {
                 ok(self.$try_method(&rhs))
             }
         }
-        // Only f64: an unsuffixed literal (`2.0 * &x`) must infer without annotations. The scalar
-        // takes the tensor's dtype (a weak type, as in JAX).
-        impl_binop!(@scalar $tr, $method, $try_method, f64);
-    };
-    (@scalar $tr:ident, $method:ident, $try_method:ident, $t:ty) => {
-        impl ops::$tr<$t> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: $t) -> Tensor {
-                ok(self.$try_method(&Tensor::scalar_of(rhs as f64, self.dtype())))
-            }
-        }
-        impl ops::$tr<$t> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: $t) -> Tensor {
-                ok(self.$try_method(&Tensor::scalar_of(rhs as f64, self.dtype())))
-            }
-        }
-        impl ops::$tr<&Tensor> for $t {
+        // A scalar on the right may be `f32` or `f64` (one generic impl, see `ScalarOperand`).
+        // On the left only `f64`: with a second impl an unsuffixed literal (`2.0 * &x`) would
+        // no longer infer. The scalar takes the tensor's dtype (a weak type, as in JAX).
+        impl ops::$tr<&Tensor> for f64 {
             type Output = Tensor;
             #[track_caller]
             fn $method(self, rhs: &Tensor) -> Tensor {
-                ok(Tensor::scalar_of(self as f64, rhs.dtype()).$try_method(rhs))
+                ok(Tensor::scalar_of(self, rhs.dtype()).$try_method(rhs))
             }
         }
-        impl ops::$tr<Tensor> for $t {
+        impl ops::$tr<Tensor> for f64 {
             type Output = Tensor;
             #[track_caller]
             fn $method(self, rhs: Tensor) -> Tensor {
-                ok(Tensor::scalar_of(self as f64, rhs.dtype()).$try_method(&rhs))
+                ok(Tensor::scalar_of(self, rhs.dtype()).$try_method(&rhs))
+            }
+        }
+        impl<S: crate::scalar::ScalarOperand> ops::$tr<S> for &Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: S) -> Tensor {
+                ok(self.$try_method(&Tensor::scalar_of(rhs.to_f64(), self.dtype())))
+            }
+        }
+        impl<S: crate::scalar::ScalarOperand> ops::$tr<S> for Tensor {
+            type Output = Tensor;
+            #[track_caller]
+            fn $method(self, rhs: S) -> Tensor {
+                ok(self.$try_method(&Tensor::scalar_of(rhs.to_f64(), self.dtype())))
             }
         }
     };
