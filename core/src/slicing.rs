@@ -176,7 +176,8 @@ impl From<NewAxis> for SliceElem {
 ///
 /// Each entry is a range (`a..b`, `a..`, `..b`, `a..=b`, `..`), optionally with `;step`, an
 /// integer (drops the axis), or [`NewAxis`](crate::NewAxis). Negative numbers count from the
-/// end; a negative step walks from the back of the range (ndarray's convention: `..;-1`
+/// end (`1..-1` is numpy's `1:-1`; clippy's `reversed_empty_ranges` is allowed inside the
+/// macro); a negative step walks from the back of the range (ndarray's convention: `..;-1`
 /// reverses). The result is an array of [`SliceElem`](crate::SliceElem) for
 /// [`Tensor::slice`](crate::Tensor::slice).
 ///
@@ -186,22 +187,34 @@ impl From<NewAxis> for SliceElem {
 /// assert_eq!(x.slice(s![1..3, ..;2]).to_string(), "[[ 4.  6.]\n [ 8. 10.]]");
 /// assert_eq!(x.slice(s![.., -1]).to_string(), "[ 3.  7. 11.]");
 /// assert_eq!(x.slice(s![..;-1, 0]).to_string(), "[8. 4. 0.]");
+/// assert_eq!(x.slice(s![1, 1..-1]).to_string(), "[5. 6.]");
 /// ```
 #[macro_export]
 macro_rules! s {
     (@parse [$($acc:expr),*]) => { [$($acc),*] };
     (@parse [$($acc:expr),*] $r:expr ; $step:expr , $($rest:tt)*) => {
-        $crate::s!(@parse [$($acc,)* $crate::SliceElem::stepped($r, $step)] $($rest)*)
+        $crate::s!(@parse [$($acc,)* $crate::s!(@elem $r; $step)] $($rest)*)
     };
     (@parse [$($acc:expr),*] $r:expr ; $step:expr) => {
-        $crate::s!(@parse [$($acc,)* $crate::SliceElem::stepped($r, $step)])
+        $crate::s!(@parse [$($acc,)* $crate::s!(@elem $r; $step)])
     };
     (@parse [$($acc:expr),*] $r:expr , $($rest:tt)*) => {
-        $crate::s!(@parse [$($acc,)* $crate::SliceElem::from($r)] $($rest)*)
+        $crate::s!(@parse [$($acc,)* $crate::s!(@elem $r)] $($rest)*)
     };
     (@parse [$($acc:expr),*] $r:expr) => {
-        $crate::s!(@parse [$($acc,)* $crate::SliceElem::from($r)])
+        $crate::s!(@parse [$($acc,)* $crate::s!(@elem $r)])
     };
+    // `1..-1` is numpy's `1:-1`, not an empty range: clippy's lint does not apply here.
+    (@elem $r:expr; $step:expr) => {{
+        #[allow(clippy::reversed_empty_ranges)]
+        let elem = $crate::SliceElem::stepped($r, $step);
+        elem
+    }};
+    (@elem $r:expr) => {{
+        #[allow(clippy::reversed_empty_ranges)]
+        let elem = $crate::SliceElem::from($r);
+        elem
+    }};
     ($($t:tt)*) => { $crate::s!(@parse [] $($t)*) };
 }
 
@@ -388,7 +401,6 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::s;
 
     fn iota(n: usize) -> Tensor {
         Tensor::from_vec((0..n).map(|i| i as f64).collect(), &[n]).unwrap()
@@ -471,7 +483,9 @@ mod tests {
             (s![..=-1], vec![0, 1, 2, 3, 4]),
             (s![..=-2], vec![0, 1, 2, 3]),
             (s![1..=2], vec![1, 2]),
-            (s![3..1], vec![]),
+            (s![3..3], vec![]),
+            (s![4..-2], vec![]),
+            (s![1..-1], vec![1, 2, 3]),
             (s![-100..100;2], vec![0, 2, 4]),
             (s![2usize..], vec![2, 3, 4]),
             (s![1isize..;2], vec![1, 3]),
@@ -520,7 +534,7 @@ mod tests {
     #[test]
     fn empty_and_flip() {
         let x = iota(6).reshape(&[2, 3]);
-        let e = x.slice(s![.., 2..1]);
+        let e = x.slice(s![.., 2..-1]);
         assert_eq!(e.shape(), &[2, 0]);
         assert_eq!(e.slice(s![..;-1, ..;-1]).shape(), &[2, 0]);
         assert_eq!(vals(&x.flip(&[0])), vec![3, 4, 5, 0, 1, 2]);
