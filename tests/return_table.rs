@@ -568,6 +568,42 @@ fn functions_of_no_arguments() -> Result<()> {
     Ok(())
 }
 
+/// `has_aux` with several aux items after the value, flat: the aux is their tuple, in every
+/// row (and a `Result` of the flat tuple works the same).
+#[test]
+fn flat_aux_tuples() -> Result<()> {
+    let m = Tiny::new();
+    let f = |(x, y): (Tensor, Tensor)| {
+        let out = m.forward(&x, &y);
+        (out.sum(), out.clone(), aux_of(&m, &x), 7usize)
+    };
+    let (gx, (out, aux, n)): (Tensor, (Tensor, Aux, usize)) =
+        grad(f).argnums(0).has_aux().call(xy())?;
+    assert_gx(&gx);
+    assert_tensor(&out, &[2], &[5.5, 11.0]);
+    assert_aux(&aux);
+    assert_eq!(n, 7);
+    let ((v, gx), l, (_, _, n)) = grad(f)
+        .grad_states(m.states(ParamState))
+        .argnums(0)
+        .has_aux()
+        .return_value()
+        .call(xy())?;
+    assert_eq!(v.len(), m.states(ParamState).len());
+    assert_gx(&gx);
+    assert_loss(&l);
+    assert_eq!(n, 7);
+    let r = |(x, y): (Tensor, Tensor)| -> Result<(Tensor, Tensor, Tensor)> {
+        let out = m.forward(&x, &y);
+        Ok((out.sum(), out.max(), out.min()))
+    };
+    let (_, (mx, mn)) = grad(r).argnums(0).has_aux().call(xy())?;
+    assert_tensor(&mx, &[], &[11.0]);
+    assert_tensor(&mn, &[], &[5.5]);
+    assert_untouched(&m);
+    Ok(())
+}
+
 // ------------------------------------------------------------------ state semantics (§1.4)
 
 #[test]

@@ -168,7 +168,36 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
         self.retype(|s| s, |_| argnums.into_sel())
     }
 
-    /// The function returns `(value, aux)`; aux is passed through, not differentiated.
+    /// The function returns `(value, aux)`; aux is passed through, not differentiated. The aux
+    /// is any [`Tree`](crate::tree::Tree): a tensor, a number, a `Vec`, a map, a tuple of these.
+    /// Several items may also follow the value flat, `(value, a, b)` or `(value, a, b, c)`: the
+    /// aux is then the tuple `(a, b)` or `(a, b, c)`.
+    ///
+    /// ```
+    /// use stategrad_core::{grad, Tensor};
+    /// let loss = |x: Tensor| {
+    ///     let pred = x.square();
+    ///     let value = pred.sum();
+    ///     // The value, then three aux items of different types.
+    ///     (value, pred, x.max(), "squared error")
+    /// };
+    /// let x = Tensor::new([1.0f32, 3.0]);
+    /// let (g, (pred, top, label)) = grad(loss).has_aux().call(x).unwrap();
+    /// assert_eq!(g.to_string(), "[2. 6.]");
+    /// assert_eq!(pred.to_string(), "[1. 9.]");
+    /// assert_eq!(top.item().unwrap(), 3.0);
+    /// assert_eq!(label, "squared error");
+    /// // The same with the items nested in one tuple, and with the value returned too:
+    /// let nested = |x: Tensor| (x.sum(), (x.clone(), vec![x.max(), x.min()]));
+    /// let (g, value, (same, extremes)) = grad(nested)
+    ///     .has_aux()
+    ///     .return_value()
+    ///     .call(Tensor::new([1.0f32, 3.0]))
+    ///     .unwrap();
+    /// assert_eq!(g.to_string(), "[1. 1.]");
+    /// assert_eq!(value.item().unwrap(), 4.0);
+    /// assert_eq!((same.numel(), extremes.len()), (2, 2));
+    /// ```
     pub fn has_aux(self) -> GradientTransform<F, A, O, S, N, WithAux, R, K> {
         self.retype(|s| s, |n| n)
     }
