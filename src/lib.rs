@@ -63,11 +63,11 @@ pub use stategrad_optim as optim;
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{
-        custom_jvp, custom_vjp, grad, hessian, jacfwd, jacobian, jacrev, jit, jvp, path,
+        custom_jvp, custom_vjp, grad, hessian, jacfwd, jacobian, jacrev, jit, jvp, path, s,
         treefy_states, vector_grad, vjp, vmap, where_, AnyState, BatchState, CustomFn, DType,
-        DelayState, Error, Filter, GradientTransform, HiddenState, LongTermState, Module,
-        ParamState, Params, Path, PathKey, RandomState, Result, ShortTermState, State, StateFinder,
-        StateKey, StateKind, StateMap, Static, Tensor, TransformPlugin, Usage,
+        DelayState, Error, Filter, GradientTransform, HiddenState, KeepDims, LongTermState, Module,
+        NewAxis, ParamState, Params, Path, PathKey, RandomState, Result, ShortTermState, SliceElem,
+        State, StateFinder, StateKey, StateKind, StateMap, Static, Tensor, TransformPlugin, Usage,
     };
     pub use stategrad_derive::Module;
     pub use stategrad_optim::Optimizer;

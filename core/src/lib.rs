@@ -11,12 +11,13 @@ pub mod error;
 pub mod finder;
 pub mod jit;
 pub mod module;
+mod operators;
 mod ops;
+mod options;
 mod panics;
 mod parallel;
 mod prim;
 pub mod random;
-mod scalar;
 pub mod slicing;
 pub mod state;
 pub mod tensor;
@@ -32,8 +33,9 @@ pub use jit::{jit, Jit};
 pub use module::{
     treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot,
 };
+pub use operators::ScalarOperand;
 pub use ops::where_;
-pub use scalar::ScalarOperand;
+pub use options::KeepDims;
 pub use slicing::{NewAxis, SliceElem, SliceRange};
 pub use state::{
     AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState,

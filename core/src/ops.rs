@@ -2,6 +2,7 @@
 //! error as a typed panic that transforms turn back into `Err` (see [`crate::tensor`]).
 
 use crate::error::{Error, Result};
+use crate::options::KeepDims;
 use crate::panics::raise;
 use crate::prim::{
     self, apply, Binary, BroadcastTo, Cast, Concat, MatMul, Permute, Primitive, Reduce, Reshape,
@@ -9,7 +10,6 @@ use crate::prim::{
 };
 use crate::tensor::{DType, Tensor};
 use stategrad_simd::{BinaryOp, ReduceOp, UnaryOp};
-use std::ops;
 use std::sync::{Arc, OnceLock};
 
 /// The shared primitive object of each elementwise op: made once, so that an operation costs no
@@ -257,7 +257,13 @@ impl Tensor {
 
     // ---------------------------------------------------------- reductions
 
-    fn reduce(&self, op: ReduceOp, axes: Vec<usize>, keepdims: bool) -> Result<Tensor> {
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keepdims: impl Into<KeepDims>,
+    ) -> Result<Tensor> {
+        let keepdims = bool::from(keepdims.into());
         if axes.is_empty() {
             return Ok(self.clone());
         }
@@ -271,20 +277,20 @@ impl Tensor {
     }
 
     /// Sum over `axes` (negative counts from the end).
-    pub fn try_sum_axes(&self, axes: &[usize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_sum_axes(&self, axes: &[usize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
         self.try_sum_along(&ax, keepdims)
     }
 
     /// Sum over `axes` (negative counts from the end), optionally keeping them as size-1 dims.
-    pub fn try_sum_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_sum_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let axes = normalize_axes("sum", axes, self.ndim())?;
         self.reduce(ReduceOp::Sum, axes, keepdims)
     }
 
     /// Infallible form of [`Tensor::try_sum_along`].
     #[track_caller]
-    pub fn sum_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn sum_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_sum_along(axes, keepdims))
     }
 
@@ -311,7 +317,7 @@ impl Tensor {
     /// let m = Tensor::zeros(&[0, 2]).mean_along(&[0], false);
     /// assert!(m.to_vec::<f32>().iter().all(|v| v.is_nan()));
     /// ```
-    pub fn try_mean_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_mean_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax = normalize_axes("mean", axes, self.ndim())?;
         let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
         self.reduce(ReduceOp::Sum, ax, keepdims)?
@@ -320,7 +326,7 @@ impl Tensor {
 
     /// Infallible form of [`Tensor::try_mean_along`].
     #[track_caller]
-    pub fn mean_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn mean_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_mean_along(axes, keepdims))
     }
 
@@ -336,14 +342,14 @@ impl Tensor {
     }
 
     /// Maximum over `axes`.
-    pub fn try_max_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_max_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax = normalize_axes("max", axes, self.ndim())?;
         self.reduce(ReduceOp::Max, ax, keepdims)
     }
 
     /// Infallible form of [`Tensor::try_max_along`].
     #[track_caller]
-    pub fn max_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn max_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_max_along(axes, keepdims))
     }
 
@@ -354,14 +360,14 @@ impl Tensor {
     }
 
     /// Minimum over `axes`.
-    pub fn try_min_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_min_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax = normalize_axes("min", axes, self.ndim())?;
         self.reduce(ReduceOp::Min, ax, keepdims)
     }
 
     /// Infallible form of [`Tensor::try_min_along`].
     #[track_caller]
-    pub fn min_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn min_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_min_along(axes, keepdims))
     }
 
@@ -396,7 +402,7 @@ impl Tensor {
     }
 
     /// `log(sum(exp(x)))` over `axes`, computed stably.
-    pub fn try_logsumexp(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_logsumexp(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax = normalize_axes("logsumexp", axes, self.ndim())?;
         let axi: Vec<isize> = ax.iter().map(|&a| a as isize).collect();
         // The shift's gradient cancels exactly, so it is cut; it must stay a computed value
@@ -410,7 +416,7 @@ impl Tensor {
             .try_sum_along(&axi, true)?
             .try_log()?
             .try_add(&m)?;
-        if keepdims {
+        if keepdims.into() == KeepDims::Yes {
             Ok(s)
         } else {
             s.try_reshape_to(&prim::reduced_shape(self.shape(), &ax, false))
@@ -419,7 +425,7 @@ impl Tensor {
 
     /// Infallible form of [`Tensor::try_logsumexp`].
     #[track_caller]
-    pub fn logsumexp(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn logsumexp(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_logsumexp(axes, keepdims))
     }
 
@@ -809,91 +815,4 @@ impl Tensor {
 #[track_caller]
 pub fn where_(cond: &Tensor, x: &Tensor, y: &Tensor) -> Tensor {
     Tensor::select(cond, x, y)
-}
-
-// ------------------------------------------------------------------ operators
-
-macro_rules! impl_binop {
-    ($tr:ident, $method:ident, $try_method:ident, $scalar:ident) => {
-        impl ops::$tr<&Tensor> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                ok(self.$try_method(rhs))
-            }
-        }
-        impl ops::$tr<Tensor> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: Tensor) -> Tensor {
-                ok(self.$try_method(&rhs))
-            }
-        }
-        impl ops::$tr<&Tensor> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                ok(self.$try_method(rhs))
-            }
-        }
-        impl ops::$tr<Tensor> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: Tensor) -> Tensor {
-                ok(self.$try_method(&rhs))
-            }
-        }
-        // A scalar on the right may be `f32` or `f64` (one generic impl, see `ScalarOperand`).
-        // On the left only `f64`: with a second impl an unsuffixed literal (`2.0 * &x`) would
-        // no longer infer. The scalar takes the tensor's dtype (a weak type, as in JAX).
-        impl ops::$tr<&Tensor> for f64 {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                ok(Tensor::scalar_of(self, rhs.dtype()).$try_method(rhs))
-            }
-        }
-        impl ops::$tr<Tensor> for f64 {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: Tensor) -> Tensor {
-                ok(Tensor::scalar_of(self, rhs.dtype()).$try_method(&rhs))
-            }
-        }
-        impl<S: crate::scalar::ScalarOperand> ops::$tr<S> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: S) -> Tensor {
-                ok(self.$try_method(&Tensor::scalar_of(rhs.to_f64(), self.dtype())))
-            }
-        }
-        impl<S: crate::scalar::ScalarOperand> ops::$tr<S> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: S) -> Tensor {
-                ok(self.$try_method(&Tensor::scalar_of(rhs.to_f64(), self.dtype())))
-            }
-        }
-    };
-}
-
-impl_binop!(Add, add, try_add, add_scalar);
-impl_binop!(Sub, sub, try_sub, sub_scalar);
-impl_binop!(Mul, mul, try_mul, mul_scalar);
-impl_binop!(Div, div, try_div, div_scalar);
-
-impl ops::Neg for &Tensor {
-    type Output = Tensor;
-    #[track_caller]
-    fn neg(self) -> Tensor {
-        Tensor::neg(self)
-    }
-}
-
-impl ops::Neg for Tensor {
-    type Output = Tensor;
-    #[track_caller]
-    fn neg(self) -> Tensor {
-        Tensor::neg(&self)
-    }
 }
