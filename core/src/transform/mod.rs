@@ -169,7 +169,7 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
     }
 
     /// The function returns `(value, aux)`; aux is passed through, not differentiated. The aux
-    /// is any [`Tree`](crate::tree::Tree): a tensor, a number, a `Vec`, a map, a tuple of these.
+    /// is any [`Tree`]: a tensor, a number, a `Vec`, a map, a tuple of these.
     /// Several items may also follow the value flat, `(value, a, b)` or `(value, a, b, c)`: the
     /// aux is then the tuple `(a, b)` or `(a, b, c)`.
     ///
