@@ -191,6 +191,10 @@ impl From<NewAxis> for SliceElem {
 /// ```
 #[macro_export]
 macro_rules! s {
+    (@parse []) => {{
+        let none: [$crate::SliceElem; 0] = [];
+        none
+    }};
     (@parse [$($acc:expr),*]) => { [$($acc),*] };
     (@parse [$($acc:expr),*] $r:expr ; $step:expr , $($rest:tt)*) => {
         $crate::s!(@parse [$($acc,)* $crate::s!(@elem $r; $step)] $($rest)*)
@@ -264,7 +268,9 @@ fn normalize(elem: &SliceElem, n: usize, axis: usize) -> Result<AxisSlice> {
                 }
             }
         }
-        SliceElem::NewAxis => unreachable!("new axes are handled by the caller"),
+        SliceElem::NewAxis => {
+            return Err(bad("internal error: a new axis is not an input axis".into()))
+        }
         SliceElem::Range { step: 0, .. } | SliceElem::Numpy { step: 0, .. } => {
             return Err(zero_step())
         }
@@ -329,7 +335,7 @@ impl Tensor {
         }
         let full = SliceElem::from(..);
         let mut axes = Vec::with_capacity(self.ndim());
-        let mut out_shape = Vec::with_capacity(index.len() + self.ndim());
+        let mut out_shape = Vec::with_capacity(index.len().saturating_add(self.ndim()));
         let mut entries = index
             .iter()
             .chain(std::iter::repeat_n(&full, self.ndim() - used));
@@ -506,6 +512,8 @@ mod tests {
         assert_eq!(x.slice(s![.., .., .., NewAxis]).shape(), &[2, 3, 4, 1]);
         assert_eq!(Tensor::scalar(1.0f32).slice(s![NewAxis]).shape(), &[1]);
         assert_eq!(vals(&x.slice(s![.., 1, ..;-2])), vec![7, 5, 19, 17]);
+        assert_eq!(x.slice(s![]).shape(), x.shape());
+        assert_eq!(x.slice(s![1, ..,]).shape(), &[3, 4]);
         // The whole tensor is the tensor itself.
         assert_eq!(vals(&x.slice(s![..])), vals(&x));
     }
