@@ -568,22 +568,25 @@ fn functions_of_no_arguments() -> Result<()> {
     Ok(())
 }
 
-/// `has_aux` with several aux items after the value, flat: the aux is their tuple, in every
-/// row (and a `Result` of the flat tuple works the same).
+/// `has_aux` with several aux items: one tuple after the value (nested for more than four),
+/// returned as that tuple in every row, from a `Result` too.
 #[test]
-fn flat_aux_tuples() -> Result<()> {
+fn aux_tuples_of_several_items() -> Result<()> {
     let m = Tiny::new();
     let f = |(x, y): (Tensor, Tensor)| {
         let out = m.forward(&x, &y);
-        (out.sum(), out.clone(), aux_of(&m, &x), 7usize)
+        (
+            out.sum(),
+            (out.clone(), aux_of(&m, &x), 7usize, (out.max(), "tag")),
+        )
     };
-    let (gx, (out, aux, n)): (Tensor, (Tensor, Aux, usize)) =
-        grad(f).argnums(0).has_aux().call(xy())?;
+    let (gx, (out, aux, n, (mx, tag))) = grad(f).argnums(0).has_aux().call(xy())?;
     assert_gx(&gx);
     assert_tensor(&out, &[2], &[5.5, 11.0]);
     assert_aux(&aux);
-    assert_eq!(n, 7);
-    let ((v, gx), l, (_, _, n)) = grad(f)
+    assert_eq!((n, tag), (7, "tag"));
+    assert_tensor(&mx, &[], &[11.0]);
+    let ((v, gx), l, (_, _, n, _)) = grad(f)
         .grad_states(m.states(ParamState))
         .argnums(0)
         .has_aux()
@@ -593,9 +596,9 @@ fn flat_aux_tuples() -> Result<()> {
     assert_gx(&gx);
     assert_loss(&l);
     assert_eq!(n, 7);
-    let r = |(x, y): (Tensor, Tensor)| -> Result<(Tensor, Tensor, Tensor)> {
+    let r = |(x, y): (Tensor, Tensor)| -> Result<(Tensor, (Tensor, Tensor))> {
         let out = m.forward(&x, &y);
-        Ok((out.sum(), out.max(), out.min()))
+        Ok((out.sum(), (out.max(), out.min())))
     };
     let (_, (mx, mn)) = grad(r).argnums(0).has_aux().call(xy())?;
     assert_tensor(&mx, &[], &[11.0]);

@@ -169,34 +169,37 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
     }
 
     /// The function returns `(value, aux)`; aux is passed through, not differentiated. The aux
-    /// is any [`Tree`]: a tensor, a number, a `Vec`, a map, a tuple of these.
-    /// Several items may also follow the value flat, `(value, a, b)` or `(value, a, b, c)`: the
-    /// aux is then the tuple `(a, b)` or `(a, b, c)`.
+    /// is any [`Tree`]: a tensor, a number, a string, a `Vec`, a map, an `Option`, or a tuple of
+    /// up to four of these (nested tuples for more). Several aux items are one tuple after the
+    /// value, `(value, (a, b, c))`, and come back as that tuple. A flat `(value, a, b)` is
+    /// refused at compile time: the reference silently drops `b` there.
     ///
     /// ```
-    /// use stategrad_core::{grad, Tensor};
+    /// use stategrad_core::{grad, State, Tensor};
+    /// let w = State::new(Tensor::new([1.0f32, 2.0]));
     /// let loss = |x: Tensor| {
-    ///     let pred = x.square();
-    ///     let value = pred.sum();
-    ///     // The value, then three aux items of different types.
-    ///     (value, pred, x.max(), "squared error")
+    ///     let pred = &x * &w.value();
+    ///     // The value, then three aux items of different types in one tuple.
+    ///     (pred.sum(), (pred.clone(), pred.max(), "weighted sum"))
     /// };
-    /// let x = Tensor::new([1.0f32, 3.0]);
-    /// let (g, (pred, top, label)) = grad(loss).has_aux().call(x).unwrap();
-    /// assert_eq!(g.to_string(), "[2. 6.]");
-    /// assert_eq!(pred.to_string(), "[1. 9.]");
-    /// assert_eq!(top.item().unwrap(), 3.0);
-    /// assert_eq!(label, "squared error");
-    /// // The same with the items nested in one tuple, and with the value returned too:
-    /// let nested = |x: Tensor| (x.sum(), (x.clone(), vec![x.max(), x.min()]));
-    /// let (g, value, (same, extremes)) = grad(nested)
+    /// let x = Tensor::new([3.0f32, 4.0]);
+    /// let (g, (pred, top, label)) = grad(loss).has_aux().call(x.clone()).unwrap();
+    /// assert_eq!(g.to_string(), "[1. 2.]");
+    /// assert_eq!(pred.to_string(), "[3. 8.]");
+    /// assert_eq!(top.item().unwrap(), 8.0);
+    /// assert_eq!(label, "weighted sum");
+    /// // With the states' gradients and the value: `((V, G), L, X)`, the aux still one tuple.
+    /// let ((gw, gx), value, (_, _, label)) = grad(loss)
+    ///     .grad_states(w.clone())
+    ///     .argnums(0)
     ///     .has_aux()
     ///     .return_value()
-    ///     .call(Tensor::new([1.0f32, 3.0]))
+    ///     .call(x)
     ///     .unwrap();
-    /// assert_eq!(g.to_string(), "[1. 1.]");
-    /// assert_eq!(value.item().unwrap(), 4.0);
-    /// assert_eq!((same.numel(), extremes.len()), (2, 2));
+    /// assert_eq!(gw.to_string(), "[3. 4.]");
+    /// assert_eq!(gx.to_string(), "[1. 2.]");
+    /// assert_eq!(value.item().unwrap(), 11.0);
+    /// assert_eq!(label, "weighted sum");
     /// ```
     pub fn has_aux(self) -> GradientTransform<F, A, O, S, N, WithAux, R, K> {
         self.retype(|s| s, |n| n)

@@ -426,9 +426,8 @@ impl<A: Args, S: StateTree, const N: usize> Selection<A, Second> for (WithStates
 }
 
 /// What the transformed function returns: a [`Tensor`] (or `Result<Tensor>`) without
-/// `has_aux`; with `has_aux` the pair `(Tensor, X)` (or `Result` of it), or a flat tuple
-/// `(Tensor, A, B)` / `(Tensor, A, B, C)` whose aux is the tuple of the rest, `(A, B)` or
-/// `(A, B, C)` (the same as returning `(Tensor, (A, B))`).
+/// `has_aux`; the pair `(Tensor, X)` (or `Result` of it) with `has_aux`, where several aux
+/// items are one tuple `X = (A, B, …)`.
 pub trait FnOutput<AuxSel> {
     /// The auxiliary data type (`()` without aux).
     type Aux: Tree;
@@ -459,25 +458,3 @@ impl<X: Tree> FnOutput<WithAux> for Result<(Tensor, X)> {
         self
     }
 }
-
-/// `(value, a, b, …)` with `has_aux`: the aux is the tuple `(a, b, …)`.
-macro_rules! flat_aux {
-    ($($x:ident),+) => {
-        impl<$($x: Tree),+> FnOutput<WithAux> for (Tensor, $($x),+) {
-            type Aux = ($($x,)+);
-            #[allow(non_snake_case)]
-            fn split(self) -> Result<(Tensor, Self::Aux)> {
-                let (value, $($x),+) = self;
-                Ok((value, ($($x,)+)))
-            }
-        }
-        impl<$($x: Tree),+> FnOutput<WithAux> for Result<(Tensor, $($x),+)> {
-            type Aux = ($($x,)+);
-            fn split(self) -> Result<(Tensor, Self::Aux)> {
-                self.and_then(FnOutput::<WithAux>::split)
-            }
-        }
-    };
-}
-flat_aux!(A, B);
-flat_aux!(A, B, C);
