@@ -68,10 +68,11 @@ pub use stategrad_nn as nn;
 pub mod prelude {
     pub use stategrad_core::{
         custom_jvp, custom_vjp, grad, hessian, jacfwd, jacobian, jacrev, jit, jvp, one_hot, path,
-        treefy_states, vector_grad, vjp, vmap, where_, AnyState, BatchState, CustomFn, DType,
-        DelayState, Error, Filter, GradientTransform, HiddenState, LongTermState, Module,
-        ParamState, Params, Path, PathKey, RandomState, Result, ShortTermState, State, StateFinder,
-        StateKey, StateKind, StateMap, Static, Tensor, TensorTree, TransformPlugin, Usage,
+        s, treefy_states, vector_grad, vjp, vmap, where_, AnyState, BatchState, CustomFn, DType,
+        DelayState, Error, Filter, GradientTransform, HiddenState, KeepDims, LongTermState, Module,
+        NewAxis, ParamState, Params, Path, PathKey, RandomState, Result, ShortTermState, SliceElem,
+        State, StateFinder, StateKey, StateKind, StateMap, Static, Tensor, TensorTree,
+        TransformPlugin, Usage,
     };
     pub use stategrad_derive::Module;
     pub use stategrad_optim::Optimizer;

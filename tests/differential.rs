@@ -4,8 +4,8 @@
 //! A program is a chain of tensor operations over one argument `x` and one state `s` of the same
 //! shape: element-wise unary and binary ops (a user-defined `custom_vjp` function among them),
 //! scalar operands, full and axis reductions that feed back into the chain (`v - v.sum()`),
-//! broadcasts, matmuls, reshapes, slices with concat, `where`, and optionally a write of the
-//! state. Shapes are drawn from lengths on both sides of every threshold of the engine (SIMD
+//! broadcasts, matmuls, reshapes, slices (strided, negative steps) with concat, `where`, and
+//! optionally a write of the state. Shapes are drawn from lengths on both sides of every threshold of the engine (SIMD
 //! lanes, 64, the 256-element fused block, 1024 where fused passes get code, the 8K fused chunk,
 //! the 16K fusion minimum, the 32K arena limit, the 64K parallel chunk), in f32 and f64. Each
 //! program runs:
@@ -25,7 +25,7 @@
 
 use stategrad::exec::tuning;
 use stategrad::prelude::*;
-use stategrad::{jit, vmap, where_};
+use stategrad::{jit, s, vmap, where_, SliceElem};
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -170,6 +170,10 @@ enum Op {
     Gather(usize),
     /// `v.scatter_add(-1, idx, w)` with constant indices of `v`'s shape (repeats accumulate).
     ScatterAdd(usize, usize),
+    /// A permutation by two strided slices along the first (`false`) or last axis:
+    /// `concat(v[0::2], v[1::2])`, or with `true` the negative steps `concat(v[::-2], v[-2::-2])`
+    /// (numpy spelling); `flip` on an axis of length 1.
+    Stride(usize, bool, bool),
 }
 
 impl Op {
@@ -192,7 +196,8 @@ impl Op {
             | Op::Pow(a, _)
             | Op::Cast(a)
             | Op::Broadcast(a)
-            | Op::Gather(a) => vec![a],
+            | Op::Gather(a)
+            | Op::Stride(a, _, _) => vec![a],
             Op::Binary(_, a, b) | Op::ScaleByMean(a, b) | Op::ScatterAdd(a, b) => vec![a, b],
             Op::Where(a, b, c) => vec![a, b, c],
         }
@@ -256,7 +261,7 @@ impl Program {
                 }
             };
             let rank2 = shape.len() == 2;
-            let op = match r.below(25) {
+            let op = match r.below(26) {
                 0..=3 => Op::Unary(r.pick(&UNARY), v(&mut r)),
                 4..=6 => Op::Binary(r.pick(&BINARY), v(&mut r), v(&mut r)),
                 7 => Op::Scalar(r.pick(&BINARY), v(&mut r), r.unit() * 4.0 - 2.0),
@@ -283,6 +288,7 @@ impl Program {
                 21 => Op::Broadcast(v(&mut r)),
                 22 => Op::Gather(v(&mut r)),
                 23 => Op::ScatterAdd(v(&mut r), v(&mut r)),
+                24 => Op::Stride(v(&mut r), r.below(2) == 0, r.below(2) == 0),
                 _ => Op::State(v(&mut r)),
             };
             ops.push(op);
@@ -439,6 +445,28 @@ impl Program {
                 Op::Broadcast(a) => {
                     let v = &vals[*a];
                     0.5 * v + v.max_along(&[0], true).broadcast_to(&self.shape)
+                }
+                Op::Stride(a, last, reversed) => {
+                    let v = &vals[*a];
+                    let axis = if *last { self.shape.len() - 1 } else { 0 };
+                    if self.shape[axis] < 2 {
+                        v.flip(&[axis as isize])
+                    } else {
+                        let on_axis = |e: SliceElem| {
+                            let mut index = vec![SliceElem::from(..); self.shape.len()];
+                            index[axis] = e;
+                            v.slice(index)
+                        };
+                        let (p, q) = if *reversed {
+                            (
+                                on_axis(SliceElem::numpy(None, None, -2)),
+                                on_axis(SliceElem::numpy(Some(-2), None, -2)),
+                            )
+                        } else {
+                            (on_axis(s![..;2][0]), on_axis(s![1..;2][0]))
+                        };
+                        Tensor::concat(&[&p, &q], axis as isize)
+                    }
                 }
             };
             if let Some(m) = magnitude {

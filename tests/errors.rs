@@ -635,6 +635,28 @@ fn mean_of_nothing_is_nan() {
     assert_eq!(v(&Tensor::new([1.0f32, 2.0, 6.0]).mean()), [3.0]);
 }
 
+/// A bad index inside a transformed function comes back as the typed error of the slice (the
+/// plain `slice` raises it, the transform returns it); an empty slice differentiates to zeros.
+#[test]
+fn bad_slices_are_typed_errors_through_transforms() {
+    let x = Tensor::new([[1.0f64, 2.0], [3.0, 4.0]]);
+    for f in [
+        |x: Tensor| x.slice(s![5]).sum(),
+        |x: Tensor| x.slice(s![.., ..;0]).sum(),
+        |x: Tensor| x.slice(s![0, 0, 0]).sum(),
+        |x: Tensor| x.flip(&[2]).sum(),
+    ] {
+        let err = grad(f).call(x.clone()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+        let err = jit(f).call(x.clone()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    }
+    let g = grad(|x: Tensor| x.slice(s![.., 1..1;-1]).sum())
+        .call(x.clone())
+        .unwrap();
+    assert_eq!(v(&g), [0.0; 4]);
+}
+
 // ------------------------------------------------------------------ messages
 
 #[test]

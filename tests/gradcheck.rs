@@ -472,6 +472,32 @@ fn cases() -> Vec<Case> {
             [0]
         .try_index_axis(2, -1)),
         case!("at", |r| vec![any(r, &[3, 4])], |x| Ok(x[0].at(1))),
+        case!("slice reversed ..;-1", |r| vec![any(r, &[5])], |x| x[0]
+            .try_slice(s![..;-1])),
+        case!(
+            "slice strided [1..3, ..;2]",
+            |r| vec![any(r, &[4, 5])],
+            |x| x[0].try_slice(s![1..3, ..;2])
+        ),
+        case!(
+            "slice negative steps and an index (3-d)",
+            |r| vec![any(r, &[5, 3, 4])],
+            |x| x[0].try_slice(s![..;-2, 1, 0..4;-3])
+        ),
+        case!(
+            "slice numpy 3:0:-1 with a new axis",
+            |r| vec![any(r, &[4, 3])],
+            |x| x[0].try_slice([
+                SliceElem::NewAxis,
+                SliceElem::numpy(Some(3), Some(0), -1),
+                SliceElem::numpy(None, None, 2),
+            ])
+        ),
+        case!("slice of a slice", |r| vec![any(r, &[6, 4])], |x| x[0]
+            .try_slice(s![1..;2, ..;-1])?
+            .try_slice(s![..;-1, 1..3])),
+        case!("flip [0, -1]", |r| vec![any(r, &[3, 4])], |x| x[0]
+            .try_flip(&[0, -1])),
         case!(
             "concat axis 0",
             |r| vec![any(r, &[2, 3]), any(r, &[1, 3]), any(r, &[3, 3])],
@@ -1560,4 +1586,25 @@ fn vmap_matches_a_loop_on_every_primitive() {
             );
         }
     }
+}
+
+/// Slices with positive and negative steps and their transposes lower to the arena's slice
+/// kernels, and its replays give the eager numbers (value and gradient, on new inputs).
+#[test]
+fn slices_lower_to_the_arena() {
+    let loss = |x: Tensor| {
+        let a = x.slice(s![1..;2, ..;-1]);
+        let b = x.slice(s![..;-2, 1..3]);
+        (a.square().sum() + b.sin().sum()) * 0.5
+    };
+    let jg = stategrad::jit(move |x: Tensor| grad(loss).call(x).unwrap());
+    let mut r = Rng(0x511CE);
+    for _ in 0..3 {
+        let x = any(&mut r, &[5, 4]);
+        let want = grad(loss).call(x.clone()).unwrap();
+        let got = jg.call(x).unwrap();
+        assert_close("slices", "arena", &vals(&got), &vals(&want), 1e-12, 1e-12);
+    }
+    let stats = jg.program_stats();
+    assert!(stats.iter().all(|s| s.arena), "{stats:?}");
 }

@@ -518,6 +518,95 @@ fn empty_grad_states() -> Result<()> {
     Ok(())
 }
 
+/// A function of no arguments (`|()|`), differentiated only through its states: every row
+/// without `argnums`, under `jit` too; asking for an argument's gradient is a typed error.
+#[test]
+fn functions_of_no_arguments() -> Result<()> {
+    let a = State::new(Tensor::new([1.0f64, 2.0])).named("a");
+    let b = State::new(Tensor::scalar(3.0f64)).named("b");
+    let loss = |()| (&a.value() * &b.value()).sum();
+    let g: Vec<Tensor> = grad(loss)
+        .grad_states(vec![a.clone(), b.clone()])
+        .call(())?;
+    assert_tensor(&g[0], &[2], &[3.0, 3.0]);
+    assert_tensor(&g[1], &[], &[3.0]);
+    let (g, l, aux): (Tensor, Tensor, Tensor) = grad(|()| (loss(()), a.value()))
+        .grad_states(b.clone())
+        .has_aux()
+        .return_value()
+        .call(())?;
+    assert_tensor(&g, &[], &[3.0]);
+    assert_tensor(&l, &[], &[9.0]);
+    assert_tensor(&aux, &[2], &[1.0, 2.0]);
+    // An empty container: an empty gradient, not an error.
+    let none: Vec<Tensor> = grad(loss).grad_states(Vec::<State>::new()).call(())?;
+    assert!(none.is_empty());
+    // Under jit, outside and inside the gradient.
+    let step = jit(|()| {
+        grad(loss)
+            .grad_states(a.clone())
+            .call(())
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
+    for _ in 0..2 {
+        assert_tensor(&step.call(())?, &[2], &[3.0, 3.0]);
+    }
+    assert_eq!(step.trace_count(), 1);
+    assert_tensor(&jit(loss).call(())?, &[], &[9.0]);
+    // There is no argument 0 to differentiate.
+    let err = grad(loss).call(()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ArgnumOutOfRange {
+                argnum: 0,
+                nargs: 0
+            }
+        ),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// `has_aux` with several aux items: one tuple after the value (nested for more than four),
+/// returned as that tuple in every row, from a `Result` too.
+#[test]
+fn aux_tuples_of_several_items() -> Result<()> {
+    let m = Tiny::new();
+    let f = |(x, y): (Tensor, Tensor)| {
+        let out = m.forward(&x, &y);
+        (
+            out.sum(),
+            (out.clone(), aux_of(&m, &x), 7usize, (out.max(), "tag")),
+        )
+    };
+    let (gx, (out, aux, n, (mx, tag))) = grad(f).argnums(0).has_aux().call(xy())?;
+    assert_gx(&gx);
+    assert_tensor(&out, &[2], &[5.5, 11.0]);
+    assert_aux(&aux);
+    assert_eq!((n, tag), (7, "tag"));
+    assert_tensor(&mx, &[], &[11.0]);
+    let ((v, gx), l, (_, _, n, _)) = grad(f)
+        .grad_states(m.states(ParamState))
+        .argnums(0)
+        .has_aux()
+        .return_value()
+        .call(xy())?;
+    assert_eq!(v.len(), m.states(ParamState).len());
+    assert_gx(&gx);
+    assert_loss(&l);
+    assert_eq!(n, 7);
+    let r = |(x, y): (Tensor, Tensor)| -> Result<(Tensor, (Tensor, Tensor))> {
+        let out = m.forward(&x, &y);
+        Ok((out.sum(), (out.max(), out.min())))
+    };
+    let (_, (mx, mn)) = grad(r).argnums(0).has_aux().call(xy())?;
+    assert_tensor(&mx, &[], &[11.0]);
+    assert_tensor(&mn, &[], &[5.5]);
+    assert_untouched(&m);
+    Ok(())
+}
+
 // ------------------------------------------------------------------ state semantics (§1.4)
 
 #[test]

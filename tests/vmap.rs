@@ -187,3 +187,39 @@ fn unbatched_outputs_are_broadcast_over_the_batch() {
     assert_eq!(k.shape(), &[3, 2]);
     assert_eq!(k.to_vec::<f32>(), vec![5.0, 6.0, 5.0, 6.0, 5.0, 6.0]);
 }
+
+/// Strided slices with negative steps under `vmap` equal a loop over the examples, for the
+/// function and its per-example gradient, and batch as one slice (the batch axis left whole),
+/// not one slice per example.
+#[test]
+fn strided_slices_batch_as_one_slice() {
+    use stategrad::{s, SliceElem};
+    let f = |x: Tensor| x.slice(s![..;-2, 1, 0..4;-3]) * 2.0;
+    let g = |x: Tensor| {
+        x.slice([SliceElem::numpy(Some(3), Some(0), -1)])
+            .square()
+            .sum()
+    };
+    let xs = Tensor::from_vec(
+        (0..5 * 4 * 3 * 5).map(|i| i as f64 * 0.1).collect(),
+        &[5, 4, 3, 5],
+    )
+    .unwrap();
+    let ys = vmap(f).call(xs.clone()).unwrap();
+    assert_eq!(ys.shape(), &[5, 2, 2]);
+    let gs = vmap(|x: Tensor| grad(g).call(x).unwrap())
+        .call(xs.clone())
+        .unwrap();
+    assert_eq!(gs.shape(), xs.shape());
+    for b in 0..5 {
+        let x = xs.at(b);
+        assert!(close(&ys.at(b), &f(x.clone())));
+        assert!(close(&gs.at(b), &grad(g).call(x).unwrap()));
+    }
+    let batched = jit(move |x: Tensor| vmap(f).call(x).unwrap());
+    batched.call(xs.clone()).unwrap();
+    let stats = batched.program_stats();
+    // The slice, the reshape that drops the indexed axis, the scale: no per-example slices
+    // and stack.
+    assert_eq!(stats[0].primitives, 3, "{stats:?}");
+}

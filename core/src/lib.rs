@@ -13,11 +13,14 @@ pub mod finder;
 mod index_ops;
 pub mod jit;
 pub mod module;
+mod operators;
 mod ops;
+mod options;
 mod panics;
 mod parallel;
 mod prim;
 pub mod random;
+pub mod slicing;
 pub mod state;
 pub mod tensor;
 pub mod tensor_tree;
@@ -34,7 +37,10 @@ pub use jit::{jit, Jit};
 pub use module::{
     treefy_states, Filter, Module, NestedStates, Path, PathKey, StateMap, StateSnapshot,
 };
+pub use operators::ScalarOperand;
 pub use ops::where_;
+pub use options::KeepDims;
+pub use slicing::{NewAxis, SliceElem, SliceRange};
 pub use state::{
     AnyState, BatchState, DelayState, HiddenState, LongTermState, ParamState, RandomState,
     ShortTermState, State, StateId, StateKind,

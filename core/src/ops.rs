@@ -2,6 +2,7 @@
 //! error as a typed panic that transforms turn back into `Err` (see [`crate::tensor`]).
 
 use crate::error::{Error, Result};
+use crate::options::KeepDims;
 use crate::panics::raise;
 use crate::prim::{
     self, apply, Binary, BroadcastTo, Cast, Concat, MatMul, Permute, Primitive, Reduce, Reshape,
@@ -9,7 +10,6 @@ use crate::prim::{
 };
 use crate::tensor::{DType, Tensor};
 use stategrad_simd::{BinaryOp, ReduceOp, UnaryOp};
-use std::ops;
 use std::sync::{Arc, OnceLock};
 
 /// The shared primitive object of each elementwise op: made once, so that an operation costs no
@@ -51,7 +51,7 @@ fn stop_gradient_prim() -> Arc<dyn Primitive> {
 
 /// The value, or the error raised at the caller's line (see [`raise`]).
 #[track_caller]
-fn ok<T>(r: Result<T>) -> T {
+pub(crate) fn ok<T>(r: Result<T>) -> T {
     match r {
         Ok(v) => v,
         Err(e) => raise(e),
@@ -276,7 +276,13 @@ impl Tensor {
 
     // ---------------------------------------------------------- reductions
 
-    fn reduce(&self, op: ReduceOp, axes: Vec<usize>, keepdims: bool) -> Result<Tensor> {
+    fn reduce(
+        &self,
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keepdims: impl Into<KeepDims>,
+    ) -> Result<Tensor> {
+        let keepdims = bool::from(keepdims.into());
         // A sum of bools counts them (as int32, as in JAX).
         if op == ReduceOp::Sum && self.dtype() == DType::Bool {
             return self.cast(DType::I32).reduce(op, axes, keepdims);
@@ -294,20 +300,20 @@ impl Tensor {
     }
 
     /// Sum over `axes` (negative counts from the end).
-    pub fn try_sum_axes(&self, axes: &[usize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_sum_axes(&self, axes: &[usize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax: Vec<isize> = axes.iter().map(|&a| a as isize).collect();
         self.try_sum_along(&ax, keepdims)
     }
 
     /// Sum over `axes` (negative counts from the end), optionally keeping them as size-1 dims.
-    pub fn try_sum_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_sum_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let axes = normalize_axes("sum", axes, self.ndim())?;
         self.reduce(ReduceOp::Sum, axes, keepdims)
     }
 
     /// Infallible form of [`Tensor::try_sum_along`].
     #[track_caller]
-    pub fn sum_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn sum_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_sum_along(axes, keepdims))
     }
 
@@ -334,7 +340,7 @@ impl Tensor {
     /// let m = Tensor::zeros(&[0, 2]).mean_along(&[0], false);
     /// assert!(m.to_vec::<f32>().iter().all(|v| v.is_nan()));
     /// ```
-    pub fn try_mean_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_mean_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax = normalize_axes("mean", axes, self.ndim())?;
         let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
         self.reduce(ReduceOp::Sum, ax, keepdims)?
@@ -343,7 +349,7 @@ impl Tensor {
 
     /// Infallible form of [`Tensor::try_mean_along`].
     #[track_caller]
-    pub fn mean_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn mean_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_mean_along(axes, keepdims))
     }
 
@@ -359,14 +365,14 @@ impl Tensor {
     }
 
     /// Maximum over `axes`.
-    pub fn try_max_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_max_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax = normalize_axes("max", axes, self.ndim())?;
         self.reduce(ReduceOp::Max, ax, keepdims)
     }
 
     /// Infallible form of [`Tensor::try_max_along`].
     #[track_caller]
-    pub fn max_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn max_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_max_along(axes, keepdims))
     }
 
@@ -377,14 +383,14 @@ impl Tensor {
     }
 
     /// Minimum over `axes`.
-    pub fn try_min_along(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_min_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax = normalize_axes("min", axes, self.ndim())?;
         self.reduce(ReduceOp::Min, ax, keepdims)
     }
 
     /// Infallible form of [`Tensor::try_min_along`].
     #[track_caller]
-    pub fn min_along(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn min_along(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_min_along(axes, keepdims))
     }
 
@@ -419,7 +425,7 @@ impl Tensor {
     }
 
     /// `log(sum(exp(x)))` over `axes`, computed stably.
-    pub fn try_logsumexp(&self, axes: &[isize], keepdims: bool) -> Result<Tensor> {
+    pub fn try_logsumexp(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Result<Tensor> {
         let ax = normalize_axes("logsumexp", axes, self.ndim())?;
         let axi: Vec<isize> = ax.iter().map(|&a| a as isize).collect();
         // The shift's gradient cancels exactly, so it is cut; it must stay a computed value
@@ -437,7 +443,7 @@ impl Tensor {
             .try_sum_along(&axi, true)?
             .try_log()?
             .try_add(&m)?;
-        if keepdims {
+        if keepdims.into() == KeepDims::Yes {
             Ok(s)
         } else {
             s.try_reshape_to(&prim::reduced_shape(self.shape(), &ax, false))
@@ -446,7 +452,7 @@ impl Tensor {
 
     /// Infallible form of [`Tensor::try_logsumexp`].
     #[track_caller]
-    pub fn logsumexp(&self, axes: &[isize], keepdims: bool) -> Tensor {
+    pub fn logsumexp(&self, axes: &[isize], keepdims: impl Into<KeepDims>) -> Tensor {
         ok(self.try_logsumexp(axes, keepdims))
     }
 
@@ -631,20 +637,22 @@ impl Tensor {
                 ),
             });
         }
-        let mut starts = vec![0; self.ndim()];
-        let mut ends = self.shape().to_vec();
-        let mut steps = vec![1; self.ndim()];
-        starts[axis] = start;
-        ends[axis] = end;
-        steps[axis] = step;
         if start == 0 && end == self.shape()[axis] && step == 1 {
             return Ok(self.clone());
         }
+        let mut first = vec![0; self.ndim()];
+        let mut steps = vec![1; self.ndim()];
+        let mut lens = self.shape().to_vec();
+        lens[axis] = (end - start).div_ceil(step);
+        first[axis] = if lens[axis] == 0 { 0 } else { start };
+        // With two or more elements the step is below the axis length (so it fits an isize and
+        // `step * stride` stays within the tensor); otherwise it reads nothing and is 1.
+        steps[axis] = if lens[axis] <= 1 { 1 } else { step as isize };
         apply(
             Arc::new(Slice {
-                starts,
-                ends,
+                first,
                 steps,
+                lens: lens.into(),
             }),
             &[self],
         )
@@ -834,93 +842,4 @@ impl Tensor {
 #[track_caller]
 pub fn where_(cond: &Tensor, x: &Tensor, y: &Tensor) -> Tensor {
     Tensor::select(cond, x, y)
-}
-
-// ------------------------------------------------------------------ operators
-
-macro_rules! impl_binop {
-    ($tr:ident, $method:ident, $try_method:ident, $scalar:ident) => {
-        impl ops::$tr<&Tensor> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                ok(self.$try_method(rhs))
-            }
-        }
-        impl ops::$tr<Tensor> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: Tensor) -> Tensor {
-                ok(self.$try_method(&rhs))
-            }
-        }
-        impl ops::$tr<&Tensor> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                ok(self.$try_method(rhs))
-            }
-        }
-        impl ops::$tr<Tensor> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: Tensor) -> Tensor {
-                ok(self.$try_method(&rhs))
-            }
-        }
-        // Only f64: an unsuffixed literal (`2.0 * &x`) must infer without annotations. The scalar
-        // takes the tensor's dtype (a weak type, as in JAX).
-        impl_binop!(@scalar $tr, $method, $try_method, f64);
-    };
-    (@scalar $tr:ident, $method:ident, $try_method:ident, $t:ty) => {
-        impl ops::$tr<$t> for &Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: $t) -> Tensor {
-                ok(self.$try_method(&Tensor::weak_scalar(rhs as f64, self.dtype())))
-            }
-        }
-        impl ops::$tr<$t> for Tensor {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: $t) -> Tensor {
-                ok(self.$try_method(&Tensor::weak_scalar(rhs as f64, self.dtype())))
-            }
-        }
-        impl ops::$tr<&Tensor> for $t {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                ok(Tensor::weak_scalar(self as f64, rhs.dtype()).$try_method(rhs))
-            }
-        }
-        impl ops::$tr<Tensor> for $t {
-            type Output = Tensor;
-            #[track_caller]
-            fn $method(self, rhs: Tensor) -> Tensor {
-                ok(Tensor::weak_scalar(self as f64, rhs.dtype()).$try_method(&rhs))
-            }
-        }
-    };
-}
-
-impl_binop!(Add, add, try_add, add_scalar);
-impl_binop!(Sub, sub, try_sub, sub_scalar);
-impl_binop!(Mul, mul, try_mul, mul_scalar);
-impl_binop!(Div, div, try_div, div_scalar);
-
-impl ops::Neg for &Tensor {
-    type Output = Tensor;
-    #[track_caller]
-    fn neg(self) -> Tensor {
-        Tensor::neg(self)
-    }
-}
-
-impl ops::Neg for Tensor {
-    type Output = Tensor;
-    #[track_caller]
-    fn neg(self) -> Tensor {
-        Tensor::neg(&self)
-    }
 }

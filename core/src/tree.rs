@@ -278,6 +278,35 @@ impl Args for Tensor {
     }
 }
 
+/// No arguments: `grad(|()| loss()).grad_states(params)` and `jit(|()| ..)` of a function that
+/// reads only states. Selecting an argument with `argnums` is an [`Error::ArgnumOutOfRange`].
+///
+/// ```
+/// use stategrad_core::{grad, jit, State, Tensor};
+/// let w = State::new(Tensor::new([1.0f32, 2.0]));
+/// let loss = |()| w.value().square().sum();
+/// let gw = grad(loss).grad_states(w.clone()).call(()).unwrap();
+/// assert_eq!(gw.to_string(), "[2. 4.]");
+/// assert_eq!(jit(loss).call(()).unwrap().item().unwrap(), 5.0);
+/// ```
+impl Args for () {
+    type Grad = Tensor;
+    const LEN: usize = 0;
+    fn arg_leaves(&self, i: usize) -> Result<Vec<Tensor>> {
+        Err(Error::ArgnumOutOfRange {
+            argnum: i64::try_from(i).unwrap_or(i64::MAX),
+            nargs: 0,
+        })
+    }
+    fn replace_arg(&mut self, _: usize, _: &mut dyn Iterator<Item = Tensor>) {}
+    fn arg_grad(&self, _: usize, _: &mut dyn Iterator<Item = Tensor>) -> Tensor {
+        unreachable!("argnums validated before differentiation")
+    }
+    fn arg_static_key(&self, _: usize) -> String {
+        String::new()
+    }
+}
+
 fn leaves_or_err<A: Arg>(a: &A, i: usize) -> Result<Vec<Tensor>> {
     a.leaves()
         .map_err(|reason| Error::NonDifferentiableArg { argnum: i, reason })

@@ -200,8 +200,24 @@ impl Kernel {
             Kernel::Copy => out.copy_from_slice(ins[0]),
             Kernel::Gather {
                 strides,
+                offset,
                 out: shape,
-            } => simd::gather_strided(ins[0], strides, 0, shape, out),
+            } => simd::gather_strided(ins[0], strides, *offset, shape, out),
+            Kernel::Strided {
+                strides,
+                offset,
+                shape,
+                scatter: false,
+            } => crate::prim::gather_signed(ins[0], strides, *offset, shape, out),
+            Kernel::Strided {
+                strides,
+                offset,
+                shape,
+                scatter: true,
+            } => {
+                out.fill(T::ZERO);
+                crate::prim::scatter_signed(ins[0], strides, *offset, shape, out)
+            }
             Kernel::Gemm(d) => simd::gemm(
                 d.m,
                 d.k,

@@ -1,5 +1,5 @@
-//! Layout primitives: broadcasts, reshapes, permutations, slices, padding, concatenation,
-//! and the gradient barrier.
+//! Layout primitives: broadcasts, reshapes, permutations, concatenation, and the gradient
+//! barrier (slices are in [`super::slice`]).
 
 use super::*;
 use crate::error::{Error, Result};
@@ -27,6 +27,7 @@ impl Primitive for BroadcastTo {
         } else {
             Kernel::Gather {
                 strides: broadcast_strides(inputs[0], out),
+                offset: 0,
                 out: out.into(),
             }
         })
@@ -207,165 +208,6 @@ impl Primitive for Permute {
         }
         let perm: Vec<usize> = (0..nb).chain(inv.iter().map(|&p| p + nb)).collect();
         Ok(vec![Some(g.try_permute(&perm)?)])
-    }
-}
-
-/// Strided slice `start..end` step `step` (step >= 1) on every axis.
-#[derive(Debug)]
-pub(crate) struct Slice {
-    pub starts: Vec<usize>,
-    pub ends: Vec<usize>,
-    pub steps: Vec<usize>,
-}
-
-impl Primitive for Slice {
-    fn name(&self) -> &'static str {
-        "slice"
-    }
-    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
-        data::one_dtype(self.name(), inputs)
-    }
-    fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
-        let shifted = Slice {
-            starts: std::iter::once(0)
-                .chain(self.starts.iter().copied())
-                .collect(),
-            ends: std::iter::once(inputs[0].shape()[0])
-                .chain(self.ends.iter().copied())
-                .collect(),
-            steps: std::iter::once(1)
-                .chain(self.steps.iter().copied())
-                .collect(),
-        };
-        apply(Arc::new(shifted), inputs)
-    }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
-        let x = inputs[0];
-        let cs = contiguous_strides(x.shape());
-        let shape: Shape = (0..x.ndim())
-            .map(|i| (self.ends[i].saturating_sub(self.starts[i])).div_ceil(self.steps[i]))
-            .collect();
-        let st: Vec<usize> = (0..x.ndim()).map(|i| cs[i] * self.steps[i]).collect();
-        let off: usize = (0..x.ndim()).map(|i| cs[i] * self.starts[i]).sum();
-        if shape.iter().product::<usize>() == 0 {
-            return Ok(Tensor::full_dtype(&shape, 0.0, x.dtype()));
-        }
-        Ok(gather(x, &st, off, &shape))
-    }
-    fn vjp(
-        &self,
-        inputs: &[&Tensor],
-        _: &Tensor,
-        g: &Tensor,
-        _: &[bool],
-        nb: usize,
-    ) -> Result<Vec<Option<Tensor>>> {
-        let x = inputs[0];
-        let pad = Arc::new(Pad {
-            starts: std::iter::repeat_n(0, nb)
-                .chain(self.starts.iter().copied())
-                .collect(),
-            steps: std::iter::repeat_n(1, nb)
-                .chain(self.steps.iter().copied())
-                .collect(),
-            shape: batched(g, nb, x.shape()).into(),
-        });
-        Ok(vec![Some(apply(pad, &[g])?)])
-    }
-}
-
-/// `out[offset + Σ idx·strides] = src[idx]` for every index of a contiguous `src` of `shape`.
-fn scatter_strided<T: Copy>(
-    src: &[T],
-    strides: &[usize],
-    offset: usize,
-    shape: &[usize],
-    out: &mut [T],
-) {
-    let nd = shape.len();
-    let mut idx = vec![0usize; nd];
-    let mut pos = offset;
-    for &v in src {
-        out[pos] = v;
-        for d in (0..nd).rev() {
-            idx[d] += 1;
-            pos += strides[d];
-            if idx[d] < shape[d] {
-                break;
-            }
-            pos -= strides[d] * shape[d];
-            idx[d] = 0;
-        }
-    }
-}
-
-/// Scatter into zeros of `shape` at `start + i*step`: the transpose of [`Slice`].
-#[derive(Debug)]
-pub(crate) struct Pad {
-    pub starts: Vec<usize>,
-    pub steps: Vec<usize>,
-    pub shape: Shape,
-}
-
-impl Primitive for Pad {
-    fn name(&self) -> &'static str {
-        "pad"
-    }
-    fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
-        data::one_dtype(self.name(), inputs)
-    }
-    fn batch(&self, _: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
-        let shifted = Pad {
-            starts: std::iter::once(0)
-                .chain(self.starts.iter().copied())
-                .collect(),
-            steps: std::iter::once(1)
-                .chain(self.steps.iter().copied())
-                .collect(),
-            shape: std::iter::once(inputs[0].shape()[0])
-                .chain(self.shape.iter().copied())
-                .collect(),
-        };
-        apply(Arc::new(shifted), inputs)
-    }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
-        let g = inputs[0];
-        let n: usize = self.shape.iter().product();
-        let cs = contiguous_strides(&self.shape);
-        // Each source element lands at `start + i*step` per axis: element strides of the output.
-        let offset: usize = (0..g.ndim()).map(|d| self.starts[d] * cs[d]).sum();
-        let strides: Vec<usize> = (0..g.ndim()).map(|d| self.steps[d] * cs[d]).collect();
-        let out = fill_like!(any zeroed g, n, |src, o| scatter_strided(
-            src,
-            &strides,
-            offset,
-            g.shape(),
-            o
-        ));
-        Ok(Tensor::from_buffer(out, &self.shape))
-    }
-    fn vjp(
-        &self,
-        inputs: &[&Tensor],
-        _: &Tensor,
-        g: &Tensor,
-        _: &[bool],
-        nb: usize,
-    ) -> Result<Vec<Option<Tensor>>> {
-        let x = inputs[0];
-        let ends: Vec<usize> = (0..x.ndim())
-            .map(|d| self.starts[d] + (x.shape()[d].saturating_sub(1)) * self.steps[d] + 1)
-            .collect();
-        let sl = Arc::new(Slice {
-            starts: std::iter::repeat_n(0, nb)
-                .chain(self.starts.iter().copied())
-                .collect(),
-            ends: g.shape()[..nb].iter().copied().chain(ends).collect(),
-            steps: std::iter::repeat_n(1, nb)
-                .chain(self.steps.iter().copied())
-                .collect(),
-        });
-        Ok(vec![Some(apply(sl, &[g])?)])
     }
 }
 

@@ -82,8 +82,20 @@ pub(crate) enum Kernel {
     },
     /// The same elements (a reshape, a broadcast to the same shape).
     Copy,
-    /// A strided read of the input into `out` (a broadcast).
-    Gather { strides: Vec<usize>, out: Shape },
+    /// A strided read of the input into `out` from element `offset` (a broadcast, a slice).
+    Gather {
+        strides: Vec<usize>,
+        offset: usize,
+        out: Shape,
+    },
+    /// A strided read with signed strides (a slice with negative steps), or, with `scatter`, its
+    /// transpose: zeros with the input written at those positions (`shape` is then the input's).
+    Strided {
+        strides: Vec<isize>,
+        offset: usize,
+        shape: Shape,
+        scatter: bool,
+    },
     /// One `(m x k) @ (k x n)` product with the operands' row/column strides.
     Gemm(MatDims),
 }
@@ -327,9 +339,11 @@ mod index;
 mod layout;
 mod matmul;
 mod reduce;
+mod slice;
 
 pub(crate) use elementwise::*;
 pub(crate) use index::*;
 pub(crate) use layout::*;
 pub(crate) use matmul::*;
 pub(crate) use reduce::*;
+pub(crate) use slice::*;

@@ -139,7 +139,19 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
 
     /// Differentiate w.r.t. these states too (a state, a `Vec`, a path-keyed map, …).
     /// The result type follows the container, so an empty container gives an empty `V` (and, with
-    /// `argnums` unset, no argument gradients) rather than switching to the no-states row.
+    /// `argnums` unset, no argument gradients) rather than switching to the no-states row. An
+    /// empty container is not an error, as JAX returns an empty pytree:
+    ///
+    /// ```
+    /// use stategrad_core::{grad, State, StateMap, Tensor};
+    /// let f = |x: Tensor| x.square().sum();
+    /// let x = Tensor::scalar(1.0f32);
+    /// let v: Vec<Tensor> = grad(f).grad_states(Vec::<State>::new()).call(x.clone()).unwrap();
+    /// assert!(v.is_empty());
+    /// let (v, gx) = grad(f).grad_states(StateMap::new()).argnums(0).call(x).unwrap();
+    /// assert!(v.is_empty());
+    /// assert_eq!(gx.item().unwrap(), 2.0);
+    /// ```
     pub fn grad_states<T: StateTree>(
         self,
         states: T,
@@ -156,7 +168,39 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
         self.retype(|s| s, |_| argnums.into_sel())
     }
 
-    /// The function returns `(value, aux)`; aux is passed through, not differentiated.
+    /// The function returns `(value, aux)`; aux is passed through, not differentiated. The aux
+    /// is any [`Tree`]: a tensor, a number, a string, a `Vec`, a map, an `Option`, or a tuple of
+    /// up to four of these (nested tuples for more). Several aux items are one tuple after the
+    /// value, `(value, (a, b, c))`, and come back as that tuple. A flat `(value, a, b)` is
+    /// refused at compile time: the reference silently drops `b` there.
+    ///
+    /// ```
+    /// use stategrad_core::{grad, State, Tensor};
+    /// let w = State::new(Tensor::new([1.0f32, 2.0]));
+    /// let loss = |x: Tensor| {
+    ///     let pred = &x * &w.value();
+    ///     // The value, then three aux items of different types in one tuple.
+    ///     (pred.sum(), (pred.clone(), pred.max(), "weighted sum"))
+    /// };
+    /// let x = Tensor::new([3.0f32, 4.0]);
+    /// let (g, (pred, top, label)) = grad(loss).has_aux().call(x.clone()).unwrap();
+    /// assert_eq!(g.to_string(), "[1. 2.]");
+    /// assert_eq!(pred.to_string(), "[3. 8.]");
+    /// assert_eq!(top.item().unwrap(), 8.0);
+    /// assert_eq!(label, "weighted sum");
+    /// // With the states' gradients and the value: `((V, G), L, X)`, the aux still one tuple.
+    /// let ((gw, gx), value, (_, _, label)) = grad(loss)
+    ///     .grad_states(w.clone())
+    ///     .argnums(0)
+    ///     .has_aux()
+    ///     .return_value()
+    ///     .call(x)
+    ///     .unwrap();
+    /// assert_eq!(gw.to_string(), "[3. 4.]");
+    /// assert_eq!(gx.to_string(), "[1. 2.]");
+    /// assert_eq!(value.item().unwrap(), 11.0);
+    /// assert_eq!(label, "weighted sum");
+    /// ```
     pub fn has_aux(self) -> GradientTransform<F, A, O, S, N, WithAux, R, K> {
         self.retype(|s| s, |n| n)
     }

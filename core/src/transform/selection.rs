@@ -426,7 +426,8 @@ impl<A: Args, S: StateTree, const N: usize> Selection<A, Second> for (WithStates
 }
 
 /// What the transformed function returns: a [`Tensor`] (or `Result<Tensor>`) without
-/// `has_aux`; the pair `(Tensor, X)` (or `Result` of it) with `has_aux`.
+/// `has_aux`; the pair `(Tensor, X)` (or `Result` of it) with `has_aux`, where several aux
+/// items are one tuple `X = (A, B, …)`.
 pub trait FnOutput<AuxSel> {
     /// The auxiliary data type (`()` without aux).
     type Aux: Tree;
