@@ -82,8 +82,9 @@ pub fn sigmoid(x: &Tensor) -> Tensor {
     x.sigmoid()
 }
 
-/// `ln(1 + e^x)`, computed stably as `relu(x) + log1p(exp(-|x|))` (no overflow for large `x`,
-/// no loss of precision for very negative `x`).
+/// `ln(1 + e^x)`, computed stably as `max(x, 0) + log1p(exp(-|x|))` (no overflow for large `x`,
+/// no loss of precision for very negative `x`). The `max` is `maximum`, whose tie at `x = 0`
+/// shares the gradient, so the derivative is the sigmoid everywhere, `0.5` at `0` included.
 ///
 /// ```
 /// use stategrad_core::Tensor;
@@ -94,7 +95,7 @@ pub fn sigmoid(x: &Tensor) -> Tensor {
 /// ```
 #[track_caller]
 pub fn softplus(x: &Tensor) -> Tensor {
-    &x.relu() + &x.abs().neg().exp().log1p()
+    &x.maximum_scalar(0.0) + &x.abs().neg().exp().log1p()
 }
 
 /// `x` where `x > 0`, else `negative_slope · x`.
