@@ -813,3 +813,63 @@ fn dropout_modes_eager_and_under_jit() {
     assert_eq!(d.states(ParamState).len(), 0);
     assert_eq!(d.all_states().len(), 1);
 }
+
+#[test]
+fn vmap_through_conv2d_and_pooling_equals_a_loop() {
+    random::seed(7);
+    let conv = Conv2d::builder(2, 3, (2, 2))
+        .padding((1, 1))
+        .dtype(DType::F64)
+        .bias_init(init::normal(1.0))
+        .build();
+    let pool = MaxPool2d::new((2, 2));
+    let head = Linear::builder(12, 1).dtype(DType::F64).build();
+    let flat = Flatten::from_axis(0);
+    let params: StateMap = conv
+        .states(ParamState)
+        .into_iter()
+        .chain(head.states(ParamState).into_iter().map(|(p, s)| {
+            let mut q = path!("head");
+            q.0.extend(p.0);
+            (q, s)
+        }))
+        .collect();
+    // One unbatched image [h, w, c] per example.
+    let loss = |x: Tensor| {
+        let h = pool.forward(&conv.forward(&x)).tanh();
+        head.forward(&flat.forward(&h)).square().sum()
+    };
+    let xs = data(90, &[3, 4, 4, 2]);
+    let per_example = vmap(|x: Tensor| grad(loss).grad_states(params.clone()).call(x))
+        .call(xs.clone())
+        .unwrap();
+    for b in 0..3isize {
+        let single = grad(loss)
+            .grad_states(params.clone())
+            .call(xs.at(b))
+            .unwrap();
+        for (p, g) in &single {
+            assert_close(&per_example[p].at(b), g, 1e-12, &format!("{p} example {b}"));
+        }
+    }
+    // Batched forward under vmap equals the batched layer.
+    let ys = vmap(|x: Tensor| conv.forward(&x)).call(xs.clone()).unwrap();
+    assert_close(&ys, &conv.forward(&xs), 1e-12, "vmap conv");
+}
+
+#[test]
+fn a_bad_input_inside_a_transform_is_an_error() {
+    let l = Linear::new(3, 2);
+    let e = grad(|x: Tensor| l.forward(&x).sum())
+        .grad_states(l.states(ParamState))
+        .call(Tensor::ones(&[4, 5]))
+        .unwrap_err();
+    assert!(e.to_string().contains("last axis is 3"), "{e}");
+    let e = jit(|x: Tensor| l.try_forward(&x))
+        .call(Tensor::ones(&[2]))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument { op: "Linear", .. }),
+        "{e}"
+    );
+}
