@@ -873,3 +873,39 @@ fn a_bad_input_inside_a_transform_is_an_error() {
         "{e}"
     );
 }
+
+#[test]
+fn switching_dropout_mode_between_jitted_training_steps_needs_no_retrace() {
+    random::seed(8);
+    let (net, mode) = classifier();
+    let params = net.states(ParamState);
+    let x = data(95, &[6, 4]);
+    let y = stategrad_core::one_hot(&Tensor::new([2i64, 1, 0, 0, 1, 2]), 3).astype(DType::F64);
+    let loss = |(x, y): (Tensor, Tensor)| xent(&net.forward(&x), &y);
+    let step = jit(
+        |(x, y): (Tensor, Tensor)| -> stategrad_core::Result<Tensor> {
+            let (g, l) = grad(loss)
+                .grad_states(params.clone())
+                .return_value()
+                .call((x, y))?;
+            for (p, s) in &params {
+                s.set_value(s.value() - 0.05 * &g[p]);
+            }
+            Ok(l)
+        },
+    );
+    for k in 0..6 {
+        let training = k % 2 == 0;
+        mode.set_value(Tensor::scalar(training));
+        let before = loss((x.clone(), y.clone()));
+        let l = step.call((x.clone(), y.clone())).unwrap();
+        if training {
+            // Random masks: the training loss differs from the eval one.
+            assert!((l.item().unwrap() - before.item().unwrap()).abs() > 1e-9);
+        } else {
+            // Eval mode is deterministic: the step's loss is the eager eval loss.
+            assert_close(&l, &before, 1e-12, "eval loss");
+        }
+    }
+    assert_eq!(step.trace_count(), 1);
+}
