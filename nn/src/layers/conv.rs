@@ -357,6 +357,15 @@ macro_rules! pool {
 
             /// Pool, or an error for an input that is not NHWC floats, a zero kernel size or
             /// stride, padding over half the kernel, or a padded input smaller than the kernel.
+            ///
+            /// ```
+            /// use stategrad_core::Tensor;
+            #[doc = concat!("use stategrad_nn::layers::", stringify!($name), ";")]
+            #[doc = concat!("let p = ", stringify!($name), "::new((2, 2)).stride((1, 1));")]
+            /// assert_eq!(p.try_forward(&Tensor::ones(&[3, 3, 2])).unwrap().shape(), &[2, 2, 2]);
+            /// assert!(p.try_forward(&Tensor::ones(&[1, 1, 2])).is_err());
+            /// assert!(p.padding((2, 0)).try_forward(&Tensor::ones(&[3, 3, 2])).is_err());
+            /// ```
             pub fn try_forward(&self, x: &Tensor) -> Result<Tensor> {
                 let (x4, unbatched) = as_batch($op, x, None)?;
                 let (kh, kw) = self.window.kernel;
