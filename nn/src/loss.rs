@@ -216,7 +216,7 @@ pub fn binary_cross_entropy_with_logits(
 /// use stategrad_nn::loss::{mse, Reduction};
 /// let p = Tensor::new([1.0f32, 2.0, 3.0]);
 /// let t = Tensor::new([1.0f32, 0.0, 0.0]);
-/// assert_eq!(mse(&p, &t, Reduction::Mean).item().unwrap(), 13.0 / 3.0);
+/// assert_eq!(mse(&p, &t, Reduction::Mean).item().unwrap(), (13.0f32 / 3.0) as f64);
 /// assert_eq!(mse(&p, &t, Reduction::None).to_vec::<f32>(), vec![0.0, 4.0, 9.0]);
 /// ```
 #[track_caller]
