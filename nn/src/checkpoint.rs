@@ -292,19 +292,31 @@ fn encode(t: &Tensor) -> Encoded {
     let (dtype, data): (StDtype, Vec<u8>) = match t.dtype() {
         DType::F32 => (
             StDtype::F32,
-            t.to_vec::<f32>().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            t.to_vec::<f32>()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
         ),
         DType::F64 => (
             StDtype::F64,
-            t.to_vec::<f64>().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            t.to_vec::<f64>()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
         ),
         DType::I32 => (
             StDtype::I32,
-            t.to_vec::<i32>().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            t.to_vec::<i32>()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
         ),
         DType::I64 => (
             StDtype::I64,
-            t.to_vec::<i64>().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            t.to_vec::<i64>()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
         ),
         DType::Bool => (
             StDtype::BOOL,

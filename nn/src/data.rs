@@ -346,7 +346,11 @@ pub fn read_csv(text: &str) -> Result<Dataset> {
         let (label, feats) = fields.split_last().expect("at least two fields");
         for (j, f) in feats.iter().enumerate() {
             features.push(f.parse::<f32>().map_err(|_| {
-                bad(format!("line {}, column {}: `{f}` is not a number", i + 1, j + 1))
+                bad(format!(
+                    "line {}, column {}: `{f}` is not a number",
+                    i + 1,
+                    j + 1
+                ))
             })?);
         }
         labels.push(label.parse::<i32>().map_err(|_| {

@@ -62,11 +62,16 @@ fn net(seed: f64) -> Net {
                 bias: ParamState::new(Tensor::new([1.0f32, 2.0, 3.0]) * seed),
             },
             Layer {
-                weight: ParamState::new(Tensor::new([[0.1f64 / 3.0], [std::f64::consts::PI], [-7.5]]) * seed),
+                weight: ParamState::new(
+                    Tensor::new([[0.1f64 / 3.0], [std::f64::consts::PI], [-7.5]]) * seed,
+                ),
                 bias: ParamState::new(Tensor::new([seed / 7.0])),
             },
         ],
-        steps: State::with_kind(StateKind::LongTerm, Tensor::new([seed as i64 * 1_000_000_007, -3])),
+        steps: State::with_kind(
+            StateKind::LongTerm,
+            Tensor::new([seed as i64 * 1_000_000_007, -3]),
+        ),
         mask: State::new(Tensor::new([[true, false], [seed > 1.5, true]])),
         extra: State::tree(TensorTree::map([
             ("a.b", TensorTree::from(Tensor::scalar(seed as i32))),
@@ -77,7 +82,11 @@ fn net(seed: f64) -> Net {
 
 fn bits(t: &Tensor) -> Vec<u64> {
     match t.dtype() {
-        DType::F32 => t.to_vec::<f32>().iter().map(|v| v.to_bits() as u64).collect(),
+        DType::F32 => t
+            .to_vec::<f32>()
+            .iter()
+            .map(|v| v.to_bits() as u64)
+            .collect(),
         DType::F64 => t.to_vec::<f64>().iter().map(|v| v.to_bits()).collect(),
         DType::I32 => t.to_vec::<i32>().iter().map(|&v| v as u32 as u64).collect(),
         DType::I64 => t.to_vec::<i64>().iter().map(|&v| v as u64).collect(),
@@ -123,10 +132,23 @@ fn module_round_trip_keeps_dtypes_and_bits() {
             "steps"
         ]
     );
-    let dtypes: Vec<DType> = read_bytes(&bytes).unwrap().values().map(Tensor::dtype).collect();
+    let dtypes: Vec<DType> = read_bytes(&bytes)
+        .unwrap()
+        .values()
+        .map(Tensor::dtype)
+        .collect();
     assert_eq!(
         dtypes,
-        [DType::F64, DType::I32, DType::F32, DType::F32, DType::F64, DType::F64, DType::Bool, DType::I64]
+        [
+            DType::F64,
+            DType::I32,
+            DType::F32,
+            DType::F32,
+            DType::F64,
+            DType::F64,
+            DType::Bool,
+            DType::I64
+        ]
     );
     let loaded = load_bytes(&sb, &bytes).unwrap();
     assert_eq!(loaded.len(), 8);
@@ -136,7 +158,10 @@ fn module_round_trip_keeps_dtypes_and_bits() {
         b.layers[0].weight.value().to_vec::<f32>()[4].to_bits(),
         (-0.0f32).to_bits()
     );
-    assert_eq!(b.mask.value().to_vec::<bool>(), vec![true, false, true, true]);
+    assert_eq!(
+        b.mask.value().to_vec::<bool>(),
+        vec![true, false, true, true]
+    );
 }
 
 #[test]
@@ -165,7 +190,10 @@ fn model_and_optimizer_in_one_file() {
             model
                 .layers
                 .iter()
-                .map(|l| l.weight.value().astype(DType::F64).square().sum() + l.bias.value().astype(DType::F64).sum())
+                .map(|l| {
+                    l.weight.value().astype(DType::F64).square().sum()
+                        + l.bias.value().astype(DType::F64).sum()
+                })
                 .fold(Tensor::scalar(0.0f64), |a, b| a + b)
         })
         .grad_states(params.clone())
@@ -173,7 +201,12 @@ fn model_and_optimizer_in_one_file() {
         .unwrap();
         opt.step(&g).unwrap();
     }
-    let all = || merge_prefixed([(MODEL_PREFIX, model.all_states()), (OPTIM_PREFIX, opt.states())]);
+    let all = || {
+        merge_prefixed([
+            (MODEL_PREFIX, model.all_states()),
+            (OPTIM_PREFIX, opt.states()),
+        ])
+    };
     let bytes = to_bytes(&all()).unwrap();
     let names: Vec<String> = read_bytes(&bytes).unwrap().into_keys().collect();
     assert!(names.contains(&"model.layers.0.weight".to_string()));
@@ -184,7 +217,10 @@ fn model_and_optimizer_in_one_file() {
     // A fresh model and optimizer, loaded from the file, equal the trained ones.
     let fresh = net(5.0);
     let fresh_opt = adam(0.01).build(&fresh.states(StateKind::Param)).unwrap();
-    let fresh_all = merge_prefixed([(MODEL_PREFIX, fresh.all_states()), (OPTIM_PREFIX, fresh_opt.states())]);
+    let fresh_all = merge_prefixed([
+        (MODEL_PREFIX, fresh.all_states()),
+        (OPTIM_PREFIX, fresh_opt.states()),
+    ]);
     load_bytes(&fresh_all, &bytes).unwrap();
     assert_same_values(&all(), &fresh_all);
     assert_eq!(fresh_opt.count().value().item().unwrap(), 3.0);
@@ -226,7 +262,13 @@ fn every_mismatch_is_reported_and_nothing_is_written() {
     assert_eq!(report.dtype_mismatches[0].expected, DType::F32);
     assert_eq!(report.dtype_mismatches[0].found, "float64");
     let msg = err.to_string();
-    for part in ["layers.0.d", "gone", "(1, 2)", "float64", "nothing was loaded"] {
+    for part in [
+        "layers.0.d",
+        "gone",
+        "(1, 2)",
+        "float64",
+        "nothing was loaded",
+    ] {
         assert!(msg.contains(part), "{msg}");
     }
     // Nothing written, not even the state that matched.
@@ -236,7 +278,13 @@ fn every_mismatch_is_reported_and_nothing_is_written() {
     assert_eq!(a.value().to_vec::<f32>(), vec![0.0, 0.0]);
     // Into the core error.
     let core: Error = err.into();
-    assert!(matches!(core, Error::InvalidArgument { op: "checkpoint", .. }));
+    assert!(matches!(
+        core,
+        Error::InvalidArgument {
+            op: "checkpoint",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -253,7 +301,10 @@ fn partial_loading_with_a_filter() {
         ]))
         .load_bytes(&model.all_states(), &bytes)
         .unwrap();
-    assert_eq!(loaded, [path!("layers", 0, "bias"), path!("layers", 0, "weight")]);
+    assert_eq!(
+        loaded,
+        [path!("layers", 0, "bias"), path!("layers", 0, "weight")]
+    );
     let after = model.all_states();
     for ((p, old), (_, s)) in before.iter().zip(&after) {
         let src = &pretrained.all_states()[p];
@@ -353,5 +404,8 @@ fn dotted_paths_round_trip() {
         );
     }
     // The Python-tuple Display is unchanged.
-    assert_eq!(path!("layers", 0, "weight").to_string(), "('layers', 0, 'weight')");
+    assert_eq!(
+        path!("layers", 0, "weight").to_string(),
+        "('layers', 0, 'weight')"
+    );
 }

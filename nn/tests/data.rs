@@ -119,7 +119,10 @@ fn csv_reader() {
     let d = read_csv("1,2,3,0\n\n 4 , 5.5 ,-6, 2\n").unwrap();
     assert_eq!(d.features.shape(), &[2, 3]);
     assert_eq!(d.features.dtype(), DType::F32);
-    assert_eq!(d.features.to_vec::<f32>(), vec![1.0, 2.0, 3.0, 4.0, 5.5, -6.0]);
+    assert_eq!(
+        d.features.to_vec::<f32>(),
+        vec![1.0, 2.0, 3.0, 4.0, 5.5, -6.0]
+    );
     assert_eq!(d.labels.dtype(), DType::I32);
     assert_eq!(d.labels.to_vec::<i32>(), vec![0, 2]);
     assert_eq!(d.num_classes(), 3);
@@ -139,7 +142,9 @@ fn digits_data_set() {
     assert_eq!(d.features.shape(), &[1797, 64]);
     assert_eq!(d.num_classes(), 10);
     let px = d.features.to_vec::<f32>();
-    assert!(px.iter().all(|&v| (0.0..=16.0).contains(&v) && v.fract() == 0.0));
+    assert!(px
+        .iter()
+        .all(|&v| (0.0..=16.0).contains(&v) && v.fract() == 0.0));
     // The first image is a 0 (the data set's first row).
     assert_eq!(d.labels.to_vec::<i32>()[0], 0);
     assert_eq!(&px[..8], &[0.0, 0.0, 5.0, 13.0, 9.0, 1.0, 0.0, 0.0]);
@@ -148,7 +153,10 @@ fn digits_data_set() {
     for l in d.labels.to_vec::<i32>() {
         counts[l as usize] += 1;
     }
-    assert!(counts.iter().all(|&c| (170..=190).contains(&c)), "{counts:?}");
+    assert!(
+        counts.iter().all(|&c| (170..=190).contains(&c)),
+        "{counts:?}"
+    );
 
     // A seeded split is a partition, the same for the same seed.
     let (train, test) = d.split(297, 4).unwrap();
