@@ -109,7 +109,7 @@ fn bad_batches_are_typed_errors() {
         assert!(matches!(r, Err(Error::InvalidArgument { .. })));
     };
     err(Batches::new(&[], 2));
-    err(Batches::new(&[x.clone()], 0));
+    err(Batches::new(std::slice::from_ref(&x), 0));
     err(Batches::new(&[x.clone(), Tensor::zeros(&[4])], 2));
     err(Batches::new(&[y, Tensor::scalar(1.0f32)], 2));
 }
