@@ -245,15 +245,11 @@ impl World {
                     });
                 }
             }
-            if let Some((p, t)) = g.iter().find(|(_, t)| !t.dtype().is_float()) {
+            if let Some(t) = g.values().find(|t| !t.dtype().is_float()) {
                 return Err(Error::UnsupportedDType {
                     op: OP,
                     dtype: t.dtype().name(),
                     expected: "float gradients",
-                })
-                .map_err(|e| {
-                    let _ = p;
-                    e
                 });
             }
             Ok(g)
