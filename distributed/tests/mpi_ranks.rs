@@ -56,8 +56,10 @@ mod ranks {
             g.at(w.size() as isize - 1).to_vec::<i32>(),
             vec![w.size() as i32 - 1, 7]
         );
-        let b = w.all_gather(&Tensor::new([w.rank() % 2 == 0])).unwrap();
-        assert_eq!(b.to_vec::<bool>()[0], true);
+        let b = w
+            .all_gather(&Tensor::new([w.rank().is_multiple_of(2)]))
+            .unwrap();
+        assert!(b.to_vec::<bool>()[0]);
         // Broadcast: the root's shape and dtype win.
         let mine = if w.is_root() {
             Tensor::new([[1.5f64, 2.5]])
