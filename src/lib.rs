@@ -64,6 +64,10 @@ pub use stategrad_optim as optim;
 /// seeded mini-batching.
 pub use stategrad_nn as nn;
 
+/// Data-parallel training over MPI (the `distributed` feature).
+#[cfg(feature = "distributed")]
+pub use stategrad_distributed as distributed;
+
 /// Everything a training script needs, in one import.
 pub mod prelude {
     pub use stategrad_core::{
