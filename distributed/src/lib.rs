@@ -7,9 +7,9 @@
 //! # The model
 //!
 //! Every rank runs the same program: it builds the same model, receives the parameters (and
-//! optimizer states) of rank 0 ([`World::broadcast_states`]), takes its [`shard`] of every
+//! optimizer states) of rank 0 (`World::broadcast_states`), takes its `shard` of every
 //! global batch, computes its gradients (eagerly or with a jitted gradient function), averages
-//! them across ranks ([`World::all_reduce_grads`], one all-reduce per bucket of tens of MB, not
+//! them across ranks (`World::all_reduce_grads`, one all-reduce per bucket of tens of MB, not
 //! one per parameter), and applies the same optimizer update, so the parameters stay
 //! bit-identical on every rank.
 //!
@@ -21,11 +21,11 @@
 //!
 //! Every collective starts with a small handshake (one all-reduce) in which each rank says
 //! whether it failed and describes what it is about to send (paths, shapes, dtypes). A rank
-//! whose step failed (bad input, a non-finite gradient caught by [`World::nan_guard`]) passes
-//! its error to [`World::all_reduce_grads`] or [`World::agree`]: it returns that error, and
-//! every other rank returns [`DistError::RankFailed`] instead of waiting forever. Ranks whose
-//! descriptions differ get [`DistError::Mismatch`]. A rank that never arrives (a hang, a crash)
-//! is caught by a watchdog: when a handshake has not completed within [`World::with_timeout`]
+//! whose step failed (bad input, a non-finite gradient caught by `World::nan_guard`) passes
+//! its error to `World::all_reduce_grads` or `World::agree`: it returns that error, and
+//! every other rank returns `DistError::RankFailed` instead of waiting forever. Ranks whose
+//! descriptions differ get `DistError::Mismatch`. A rank that never arrives (a hang, a crash)
+//! is caught by a watchdog: when a handshake has not completed within `World::with_timeout`
 //! (default 300 s), the rank prints which collective timed out and exits with status 124, and
 //! `mpirun` then terminates the job (MPI cannot abandon a started collective, so a typed error
 //! is not possible there).
