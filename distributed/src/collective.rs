@@ -236,9 +236,12 @@ impl World {
         const OP: &str = "all_reduce_grads";
         let checked = local.and_then(|g| {
             if self.nan_guard {
-                if let Some((p, _)) = g.iter().find(|(_, t)| {
-                    t.dtype().is_float() && !t.to_vec::<f64>().iter().all(|v| v.is_finite())
-                }) {
+                let finite = |t: &Tensor| match (t.as_slice::<f32>(), t.as_slice::<f64>()) {
+                    (Some(v), _) => v.iter().all(|x| x.is_finite()),
+                    (_, Some(v)) => v.iter().all(|x| x.is_finite()),
+                    _ => true,
+                };
+                if let Some((p, _)) = g.iter().find(|(_, t)| !finite(t)) {
                     return Err(Error::InvalidArgument {
                         op: OP,
                         msg: format!("non-finite gradient at {p} on rank {}", self.rank),
@@ -288,9 +291,15 @@ impl World {
         share: f64,
         out: &mut Grads,
     ) -> Result<()> {
-        let mut flat: Vec<T> = Vec::new();
+        // Packed straight from the gradients' buffers, scaled on the way (no tensor per step).
+        let scale = T::from_f64(share);
+        let mut flat: Vec<T> = Vec::with_capacity(bucket.iter().map(|(_, t)| t.numel()).sum());
         for (_, t) in bucket {
-            flat.extend(t.try_mul_scalar(share)?.to_vec::<T>());
+            match t.as_slice::<T>() {
+                Some(v) if share == 1.0 => flat.extend_from_slice(v),
+                Some(v) => flat.extend(v.iter().map(|&x| x * scale)),
+                None => flat.extend(t.try_mul_scalar(share)?.to_vec::<T>()),
+            }
         }
         let summed = self.sum_slice(&flat);
         let mut at = 0;

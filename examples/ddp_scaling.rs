@@ -1,0 +1,59 @@
+//! The W2 training step (MLP 784-512-512-10, ReLU, softmax cross-entropy, SGD) data-parallel
+//! over MPI: prints the time per step and the part spent averaging gradients.
+//!
+//! Weak scaling, one thread per process:
+//! `RAYON_NUM_THREADS=1 mpirun -n 1 target/release/examples/ddp_scaling 128` against
+//! `RAYON_NUM_THREADS=1 mpirun -n 2 target/release/examples/ddp_scaling 256`
+//! (each process computes 128 examples; efficiency = the first time / the second).
+use stategrad::distributed::{shard, World};
+use stategrad::nn::activation::Activation;
+use stategrad::nn::layers::Mlp;
+use stategrad::nn::loss::{softmax_cross_entropy, Reduction};
+use stategrad::optim::{self, Optimizer};
+use stategrad::prelude::*;
+use std::time::{Duration, Instant};
+
+fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let world = World::init()?;
+    let global: usize = std::env::args().nth(1).map_or(Ok(256), |a| a.parse())?;
+    stategrad::random::seed(0);
+    let model = Mlp::new(&[784, 512, 512, 10], Activation::Relu);
+    let params = model.states(ParamState);
+    let opt = optim::sgd(0.01).build(&params)?;
+    world.broadcast_states(&params, 0)?;
+    let mine = shard(global, world.rank(), world.size());
+    let x = stategrad::random::normal(&[mine.len(), 784]);
+    let labels: Vec<i32> = (0..mine.len() as i32).map(|i| i % 10).collect();
+    let y = Tensor::from_vec(labels, &[mine.len()])?;
+    let local_grad = jit(|(x, y): (Tensor, Tensor)| {
+        let loss = |(x, y): (Tensor, Tensor)| {
+            softmax_cross_entropy(&model.forward(&x), &y, Reduction::Mean)
+        };
+        grad(loss).grad_states(params.clone()).call((x, y))
+    });
+    let (mut total, mut reduce) = (Duration::ZERO, Duration::ZERO);
+    let (warmup, steps) = (5, 40);
+    for k in 0..warmup + steps {
+        world.barrier()?;
+        let t0 = Instant::now();
+        let g = local_grad.call((x.clone(), y.clone()));
+        let t1 = Instant::now();
+        let avg = world.all_reduce_grads(g, mine.len())?;
+        let t2 = Instant::now();
+        opt.step(&avg)?;
+        if k >= warmup {
+            total += t0.elapsed();
+            reduce += t2 - t1;
+        }
+    }
+    if world.is_root() {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
+        println!(
+            "{} process(es), global batch {global}: {:.2} ms per step, {:.2} ms of it averaging gradients",
+            world.size(),
+            ms(total),
+            ms(reduce)
+        );
+    }
+    Ok(())
+}
