@@ -345,9 +345,6 @@ impl Primitive for Select {
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
-        if !a.dtype().is_float() {
-            return select_data(c, a, b);
-        }
         let s1 = broadcast_shapes("select", c.shape(), a.shape())?;
         let shape = broadcast_shapes("select", &s1, b.shape())?;
         let n: usize = shape.iter().product();
@@ -356,6 +353,9 @@ impl Primitive for Select {
             broadcast_strides(a.shape(), &shape),
             broadcast_strides(b.shape(), &shape),
         );
+        if let Some(out) = select_data(c, a, b, [&sc, &sa, &sb], &shape) {
+            return Ok(Tensor::from_buffer(out, &shape));
+        }
         let c = c.cast_data(a.dtype());
         let mut out = new_buffer(a.dtype(), n);
         match (c.buf(), a.buf(), b.buf(), &mut out) {
@@ -398,46 +398,36 @@ impl Primitive for Select {
     }
 }
 
-/// `select` of integer or bool values (a plain loop; the float path uses the SIMD kernel).
-fn select_data(c: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let s1 = broadcast_shapes("select", c.shape(), a.shape())?;
-    let shape = broadcast_shapes("select", &s1, b.shape())?;
-    let (sc, sa, sb) = (
-        broadcast_strides(c.shape(), &shape),
-        broadcast_strides(a.shape(), &shape),
-        broadcast_strides(b.shape(), &shape),
-    );
-    let cond = c.buf().to_vec_as::<bool>();
+/// `select` of integer or bool values (a plain loop; floats take the SIMD kernel: `None`).
+fn select_data(
+    c: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    [sc, sa, sb]: [&[usize]; 3],
+    shape: &[usize],
+) -> Option<Buffer> {
     fn pick<T: Elem>(
         cond: &[bool],
-        sc: &[usize],
         x: &[T],
-        sa: &[usize],
         y: &[T],
-        sb: &[usize],
+        st: [&[usize]; 3],
         shape: &[usize],
     ) -> Vec<T> {
         let mut out = Vec::with_capacity(shape.iter().product());
-        data::for_each_offset(shape, [sc, sa, sb], [0, 0, 0], |[i, j, k]| {
+        data::for_each_offset(shape, st, [0, 0, 0], |[i, j, k]| {
             out.push(if cond[i] { x[j] } else { y[k] })
         });
         out
     }
-    let out = match (a.buf(), b.buf()) {
-        (Buffer::I32(x), Buffer::I32(y)) => Buffer::I32(pick(&cond, &sc, x, &sa, y, &sb, &shape)),
-        (Buffer::I64(x), Buffer::I64(y)) => Buffer::I64(pick(&cond, &sc, x, &sa, y, &sb, &shape)),
-        (Buffer::Bool(x), Buffer::Bool(y)) => {
-            Buffer::Bool(pick(&cond, &sc, x, &sa, y, &sb, &shape))
-        }
-        _ => {
-            return Err(Error::DTypeMismatch {
-                op: "select",
-                lhs: a.dtype().name(),
-                rhs: b.dtype().name(),
-            })
-        }
-    };
-    Ok(Tensor::from_buffer(out, &shape))
+    let cond = || c.buf().to_vec_as::<bool>();
+    let st = [sc, sa, sb];
+    // The dtype rule made `a` and `b` alike.
+    Some(match (a.buf(), b.buf()) {
+        (Buffer::I32(x), Buffer::I32(y)) => Buffer::I32(pick(&cond(), x, y, st, shape)),
+        (Buffer::I64(x), Buffer::I64(y)) => Buffer::I64(pick(&cond(), x, y, st, shape)),
+        (Buffer::Bool(x), Buffer::Bool(y)) => Buffer::Bool(pick(&cond(), x, y, st, shape)),
+        _ => return None,
+    })
 }
 
 /// Change of dtype.
