@@ -25,7 +25,6 @@ use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use crate::arena::{ArenaFn, ArenaOpd, ArenaStep};
 use crate::{BinaryOp, Element, UnaryOp};
-use stategrad_simd::block::SimdVec;
 
 /// Steps over more elements than this run as calls (the slice kernels' wider vectors win).
 const INLINE_MAX: usize = 64;
@@ -485,7 +484,7 @@ impl Gen<'_> {
     /// tracked started as `0 + x`, and a sum of values none of which is `-0` is never `-0`, so
     /// adding `+0` to it is the identity and is not emitted.
     fn sum<T: Element>(&mut self, x: usize, n: usize, out: usize) {
-        let l = <T as Element>::Vec::LANES;
+        let l = stategrad_simd::isa::lanes::<T>();
         let zero = self.constant::<T>(0.0);
         if n < l {
             let mut s = zero;

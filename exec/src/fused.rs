@@ -15,7 +15,8 @@ use rayon::prelude::*;
 
 use crate::fused_native as native;
 use crate::{BinaryOp, Element, Par, ReduceOp, UnaryOp};
-use stategrad_simd::block::{binary_v, unary2_v, unary_v, Bcast, SimdVec, Src};
+use stategrad_simd::block::{binary_block, unary2_block, unary_block, Bcast, SimdVec, Src};
+use stategrad_simd::isa::{with_vec, VecFn};
 use stategrad_simd::reduce_all;
 
 /// Positions per parallel task. Fixed (not derived from the thread count), so sums combine
@@ -600,7 +601,7 @@ fn run_chunk<T: Element>(
                 };
                 if let Some(x) = x {
                     let (d0, d1) = rest.split_at_mut(FUSED_BLOCK);
-                    unary2_v::<T::Vec>((u0, u1), x, &mut d0[..len], &mut d1[..len]);
+                    unary2_block((u0, u1), x, &mut d0[..len], &mut d1[..len]);
                     next = k + 2;
                     continue;
                 }
@@ -621,11 +622,11 @@ fn run_chunk<T: Element>(
             };
             match *op {
                 FusedOp::Unary(u, a) => match get(a) {
-                    Val::Block(x) => unary_v::<T::Vec>(u, x, dst, true),
+                    Val::Block(x) => unary_block(u, x, dst, true),
                     Val::Scalar(v) => dst.fill(stategrad_simd::reference::unary_op(u, v)),
                 },
                 FusedOp::Binary(b, x, y) => match (get(x), get(y)) {
-                    (Val::Block(x), Val::Block(y)) => binary_v::<T::Vec, _, _>(b, x, y, dst, true),
+                    (Val::Block(x), Val::Block(y)) => binary_block(b, x, y, dst, true),
                     (Val::Block(x), Val::Scalar(y)) => bin(b, x, Bcast(y), dst),
                     (Val::Scalar(x), Val::Block(y)) => bin(b, Bcast(x), y, dst),
                     (Val::Scalar(x), Val::Scalar(y)) => {
@@ -665,22 +666,41 @@ fn run_chunk<T: Element>(
 
 #[inline(always)]
 fn bin<T: Element, A: Src<T>, B: Src<T>>(op: BinaryOp, a: A, b: B, dst: &mut [T]) {
-    binary_v::<T::Vec, A, B>(op, a, b, dst, true)
+    binary_block(op, a, b, dst, true)
 }
 
 /// `dst = a * b + c` (or `c - a * b`) for any mix of blocks and scalars.
 fn mul_add<T: Element>(a: Val<'_, T>, b: Val<'_, T>, c: Val<'_, T>, neg: bool, dst: &mut [T]) {
     use Val::{Block as K, Scalar as S};
     match (a, b, c) {
-        (K(a), K(b), K(c)) => fma_v::<T::Vec, _, _, _>(a, b, c, neg, dst),
-        (K(a), K(b), S(c)) => fma_v::<T::Vec, _, _, _>(a, b, Bcast(c), neg, dst),
-        (K(a), S(b), K(c)) => fma_v::<T::Vec, _, _, _>(a, Bcast(b), c, neg, dst),
-        (K(a), S(b), S(c)) => fma_v::<T::Vec, _, _, _>(a, Bcast(b), Bcast(c), neg, dst),
-        (S(a), K(b), K(c)) => fma_v::<T::Vec, _, _, _>(Bcast(a), b, c, neg, dst),
-        (S(a), K(b), S(c)) => fma_v::<T::Vec, _, _, _>(Bcast(a), b, Bcast(c), neg, dst),
-        (S(a), S(b), K(c)) => fma_v::<T::Vec, _, _, _>(Bcast(a), Bcast(b), c, neg, dst),
+        (K(a), K(b), K(c)) => fma_block(a, b, c, neg, dst),
+        (K(a), K(b), S(c)) => fma_block(a, b, Bcast(c), neg, dst),
+        (K(a), S(b), K(c)) => fma_block(a, Bcast(b), c, neg, dst),
+        (K(a), S(b), S(c)) => fma_block(a, Bcast(b), Bcast(c), neg, dst),
+        (S(a), K(b), K(c)) => fma_block(Bcast(a), b, c, neg, dst),
+        (S(a), K(b), S(c)) => fma_block(Bcast(a), b, Bcast(c), neg, dst),
+        (S(a), S(b), K(c)) => fma_block(Bcast(a), Bcast(b), c, neg, dst),
         (S(a), S(b), S(c)) => dst.fill(if neg { c - a * b } else { a * b + c }),
     }
+}
+
+/// [`fma_v`] on the vector type of the ISA the kernels run on.
+fn fma_block<T: Element, A: Src<T>, B: Src<T>, C: Src<T>>(
+    a: A,
+    b: B,
+    c: C,
+    neg: bool,
+    out: &mut [T],
+) {
+    struct F<'a, T, A, B, C>(A, B, C, bool, &'a mut [T]);
+    impl<T: Element, A: Src<T>, B: Src<T>, C: Src<T>> VecFn<T> for F<'_, T, A, B, C> {
+        type Output = ();
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) {
+            fma_v::<V, A, B, C>(self.0, self.1, self.2, self.3, self.4)
+        }
+    }
+    with_vec(F(a, b, c, neg, out))
 }
 
 #[inline(always)]

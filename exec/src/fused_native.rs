@@ -35,6 +35,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use iced_x86::code_asm::*;
 use lru::LruCache;
 
+use stategrad_simd::isa::{isa, Isa};
+
 use crate::fused::{FusedArg, FusedInput, FusedOp};
 use crate::tuning;
 use crate::{BinaryOp, Element, UnaryOp};
@@ -163,12 +165,11 @@ struct Key {
     direct: Option<usize>,
 }
 
-/// Whether this host runs the generated code (AVX-512F, and code generation not switched
-/// off now).
+/// Whether this process runs the generated code: the kernels run on AVX-512 (the ISA chosen
+/// at run time, so the generated loops and the block kernels agree on lanes and rounding), and
+/// code generation is not switched off now.
 pub(crate) fn available() -> bool {
-    static AVX512F: OnceLock<bool> = OnceLock::new();
-    *AVX512F.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
-        && tuning::codegen_enabled()
+    isa() == Isa::Avx512 && tuning::codegen_enabled()
 }
 
 /// Positions a pass structure goes through on the block kernels (in one call or over several)
@@ -358,16 +359,19 @@ pub(crate) fn plan_in<T: Element>(
 }
 
 /// Whether the block kernels' vector `exp`, `tanh` and `sigmoid` are the ones [`Emitter`]
-/// reproduces: `f32x16` lanes with fused multiply-adds and the refined-reciprocal division
-/// (a build for AVX-512F and FMA). Elsewhere those ops stay on the block kernels.
-const INLINE_TRANSCENDENTALS: bool = cfg!(all(target_feature = "avx512f", target_feature = "fma"));
+/// reproduces: 16 `f32` lanes with fused multiply-adds and the refined-reciprocal division,
+/// which is what they run whenever the kernels run on AVX-512 (in any build: see
+/// `stategrad_simd::isa`). Elsewhere those ops stay on the block kernels.
+fn inline_transcendentals() -> bool {
+    isa() == Isa::Avx512
+}
 
 /// Whether [`Emitter`] computes op `op` of `key` bit for bit as the block kernels do.
 fn native_op(key: &Key, op: &FusedOp) -> bool {
     match *op {
         // On a scalar operand the kernels use `std` (one value for the block), not vectors.
         FusedOp::Unary(UnaryOp::Exp | UnaryOp::Tanh | UnaryOp::Sigmoid, a) => {
-            INLINE_TRANSCENDENTALS
+            inline_transcendentals()
                 && key.elem_bytes == 4
                 && !matches!(a, FusedArg::Input(i) if key.scalar_inputs[i])
         }

@@ -5,9 +5,11 @@
 //! interleaves many ops over one cache-sized block (`stategrad-exec`'s fused passes) needs the
 //! layer below: one op over one block with the same vector math, so its results are the same
 //! bits as the kernels'. That layer is this module: the operand sources ([`Src`], [`Bcast`]),
-//! the per-block loops ([`unary_v`], [`unary2_v`], [`binary_v`]), the vector type
-//! ([`SimdVec`], an [`Element`](crate::Element)'s `Vec`) and the vector math
-//! ([`vector`](mod@vector)).
+//! the per-block loops ([`unary_v`], [`unary2_v`], [`binary_v`]) generic over the vector type
+//! ([`SimdVec`]), the same loops on the ISA chosen at run time ([`unary_block`],
+//! [`unary2_block`], [`binary_block`]; see [`isa`](crate::isa)) and the vector math
+//! ([`vector`](mod@vector)). A backend with a loop of its own runs it on the chosen ISA with
+//! [`isa::with_vec`](crate::isa::with_vec).
 //!
 //! ```
 //! use stategrad_simd::block::{unary_v, SimdVec};
@@ -20,7 +22,9 @@
 //! assert!(<f32 as Element>::Vec::LANES >= 8);
 //! ```
 
-pub use crate::elementwise::{binary_v, unary2_v, unary_v, Bcast, Src};
+pub use crate::elementwise::{
+    binary_block, binary_v, unary2_block, unary2_v, unary_block, unary_v, Bcast, Src,
+};
 pub use crate::vector::SimdVec;
 
 /// Vector math on [`SimdVec`]s. Transcendental functions return `(value, bad)`, `bad` a lane

@@ -73,6 +73,12 @@ pub(crate) mod sealed {
         const TRIG_REL: Self;
         /// Three-part split of π/2 used to estimate the reduced argument.
         const PIO2: [Self; 3];
+        /// The vector type of [`Isa::Avx2`](crate::isa::Isa::Avx2).
+        #[cfg(target_arch = "x86_64")]
+        type Avx2: SimdVec<Elem = Self>;
+        /// The vector type of [`Isa::Avx512`](crate::isa::Isa::Avx512).
+        #[cfg(target_arch = "x86_64")]
+        type Avx512: SimdVec<Elem = Self>;
         /// `tanh` on a vector (full domain, ≤ 2 ulp).
         fn tanh_vec<V: SimdVec<Elem = Self>>(x: V) -> V;
         /// Scalar unary op using `std`.
@@ -105,7 +111,7 @@ pub(crate) mod sealed {
 }
 
 macro_rules! impl_element {
-    ($t:ident, $vec:ty, $gemm:path, $tanh:path,
+    ($t:ident, $vec:ty, [$avx2:ty, $avx512:ty], $gemm:path, $tanh:path,
      exp: [$exp_lo:expr, $exp_hi:expr], trig: [$trig_max:expr, $trig_rel:expr, $pio2:expr]) => {
         impl Element for $t {
             const ZERO: Self = 0.0;
@@ -138,6 +144,10 @@ macro_rules! impl_element {
             const TRIG_MAX: Self = $trig_max;
             const TRIG_REL: Self = $trig_rel;
             const PIO2: [Self; 3] = $pio2;
+            #[cfg(target_arch = "x86_64")]
+            type Avx2 = $avx2;
+            #[cfg(target_arch = "x86_64")]
+            type Avx512 = $avx512;
 
             #[inline(always)]
             fn tanh_vec<V: SimdVec<Elem = Self>>(x: V) -> V {
@@ -235,6 +245,18 @@ macro_rules! impl_element {
     };
 }
 
+#[cfg(target_arch = "x86_64")]
+use crate::x86::{F32x16 as X86F32x16, F32x8 as X86F32x8, F64x4 as X86F64x4, F64x8 as X86F64x8};
+// Off x86-64 the names are unused (the associated types are cfg'd out); keep the macro uniform.
+#[cfg(not(target_arch = "x86_64"))]
+type X86F32x8 = ();
+#[cfg(not(target_arch = "x86_64"))]
+type X86F32x16 = ();
+#[cfg(not(target_arch = "x86_64"))]
+type X86F64x4 = ();
+#[cfg(not(target_arch = "x86_64"))]
+type X86F64x8 = ();
+
 #[cfg(target_feature = "avx512f")]
 type F32Vec = wide::f32x16;
 #[cfg(not(target_feature = "avx512f"))]
@@ -247,9 +269,9 @@ type F64Vec = wide::f64x4;
 // Domains: see `vector.rs` and the `accuracy` tests. `PIO2` is the Cody-Waite split of π/2 used
 // by `wide`'s sin/cos; `TRIG_REL` bounds the absolute reduction error (split error plus the
 // rounding of `k * PIO2[2]`, ~6e-15·k for f32 and ~8e-33·k for f64) to < 0.1 ulp of `r`.
-impl_element!(f32, F32Vec, matrixmultiply::sgemm, crate::vector::tanh_f32,
+impl_element!(f32, F32Vec, [X86F32x8, X86F32x16], matrixmultiply::sgemm, crate::vector::tanh_f32,
     exp: [-87.0, 88.0],
     trig: [8192.0, 1e-6, [1.5703125, 4.837_513e-4, 7.549_79e-8]]);
-impl_element!(f64, F64Vec, matrixmultiply::dgemm, crate::vector::tanh_f64,
+impl_element!(f64, F64Vec, [X86F64x4, X86F64x8], matrixmultiply::dgemm, crate::vector::tanh_f64,
     exp: [-708.3, 709.7],
     trig: [6.7e7, 1e-15, [1.5707963109016418, 1.5893254712295857e-8, 6.123233995736766e-17]]);

@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use crate::isa::{with_vec, VecFn};
 use crate::vector::{self as vm, SimdVec};
 use crate::{reference, BinaryOp, Element, Par, UnaryOp, PAR_CHUNK, SIMD_MIN_LEN};
 
@@ -86,6 +87,7 @@ pub(crate) fn zip_map<V, A, B>(
 
 /// Sequential unary kernel on vector type `V`; `simd_tr` enables the vector path of
 /// transcendental ops (exact ops always use it).
+#[inline(always)]
 pub fn unary_v<V: SimdVec>(op: UnaryOp, x: &[V::Elem], out: &mut [V::Elem], simd_tr: bool) {
     use UnaryOp::*;
     let sf = |a: V::Elem, _| reference::unary_op(op, a);
@@ -139,6 +141,7 @@ pub fn unary_vec<V: SimdVec>(op: UnaryOp, v: V) -> (V, V) {
 /// Two unary ops of one operand in one loop: each vector of `x` is loaded once and the two
 /// (independent) computations overlap in the core. Same results as two [`unary_v`] calls with
 /// the vector path on.
+#[inline(always)]
 pub fn unary2_v<V: SimdVec>(
     ops: (UnaryOp, UnaryOp),
     x: &[V::Elem],
@@ -179,6 +182,7 @@ pub fn unary2_v<V: SimdVec>(
 }
 
 /// Sequential binary kernel on vector type `V` over any pair of operands.
+#[inline(always)]
 pub fn binary_v<V, A, B>(op: BinaryOp, a: A, b: B, out: &mut [V::Elem], simd_tr: bool)
 where
     V: SimdVec,
@@ -210,6 +214,51 @@ where
     }
 }
 
+/// [`unary_v`] on the vector type of the chosen [`isa`](crate::isa::isa).
+pub fn unary_block<T: Element>(op: UnaryOp, x: &[T], out: &mut [T], simd_tr: bool) {
+    struct F<'a, T>(UnaryOp, &'a [T], &'a mut [T], bool);
+    impl<T: Element> VecFn<T> for F<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) {
+            unary_v::<V>(self.0, self.1, self.2, self.3)
+        }
+    }
+    with_vec(F(op, x, out, simd_tr))
+}
+
+/// [`unary2_v`] on the vector type of the chosen [`isa`](crate::isa::isa).
+pub fn unary2_block<T: Element>(ops: (UnaryOp, UnaryOp), x: &[T], out0: &mut [T], out1: &mut [T]) {
+    struct F<'a, T>((UnaryOp, UnaryOp), &'a [T], &'a mut [T], &'a mut [T]);
+    impl<T: Element> VecFn<T> for F<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) {
+            unary2_v::<V>(self.0, self.1, self.2, self.3)
+        }
+    }
+    with_vec(F(ops, x, out0, out1))
+}
+
+/// [`binary_v`] on the vector type of the chosen [`isa`](crate::isa::isa).
+pub fn binary_block<T: Element, A: Src<T>, B: Src<T>>(
+    op: BinaryOp,
+    a: A,
+    b: B,
+    out: &mut [T],
+    simd_tr: bool,
+) {
+    struct F<'a, T, A, B>(BinaryOp, A, B, &'a mut [T], bool);
+    impl<T: Element, A: Src<T>, B: Src<T>> VecFn<T> for F<'_, T, A, B> {
+        type Output = ();
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) {
+            binary_v::<V, A, B>(self.0, self.1, self.2, self.3, self.4)
+        }
+    }
+    with_vec(F(op, a, b, out, simd_tr))
+}
+
 /// Runs `f(start, out_chunk)` over `out`, split into [`PAR_CHUNK`]-sized rayon tasks when
 /// `par` is [`Par::Rayon`] and `out` is large enough.
 fn split<T: Element>(out: &mut [T], par: Par, f: impl Fn(usize, &mut [T]) + Sync) {
@@ -225,7 +274,7 @@ fn split<T: Element>(out: &mut [T], par: Par, f: impl Fn(usize, &mut [T]) + Sync
 fn binary_any<T: Element, A: Src<T>, B: Src<T>>(op: BinaryOp, a: A, b: B, out: &mut [T], par: Par) {
     let simd = out.len() >= SIMD_MIN_LEN;
     split(out, par, |s, o| {
-        binary_v::<T::Vec, _, _>(op, a.sub(s, o.len()), b.sub(s, o.len()), o, simd)
+        binary_block(op, a.sub(s, o.len()), b.sub(s, o.len()), o, simd)
     });
 }
 
@@ -246,7 +295,7 @@ pub fn unary<T: Element>(op: UnaryOp, x: &[T], out: &mut [T], par: Par) {
     assert_eq!(x.len(), out.len(), "unary: input and output lengths differ");
     let simd = x.len() >= SIMD_MIN_LEN;
     split(out, par, |s, o| {
-        unary_v::<T::Vec>(op, &x[s..s + o.len()], o, simd)
+        unary_block(op, &x[s..s + o.len()], o, simd)
     });
 }
 

@@ -52,10 +52,13 @@ pub mod block;
 mod element;
 mod elementwise;
 mod gemm;
+pub mod isa;
 mod reduce;
 pub mod reference;
 mod strided;
 mod vector;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 #[cfg(test)]
 mod test_support;

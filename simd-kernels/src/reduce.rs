@@ -1,5 +1,6 @@
 //! Reductions: [`reduce_all`] and [`reduce_axes`].
 
+use crate::isa::{with_vec, VecFn};
 use crate::strided::numel;
 use crate::vector::{self as vm, SimdVec};
 use crate::{reference, Element, ReduceOp, MAX_RANK};
@@ -39,6 +40,7 @@ fn fold<V: SimdVec>(
 }
 
 /// Reduces a contiguous slice on vector type `V`.
+#[inline(always)]
 pub(crate) fn reduce_v<V: SimdVec>(op: ReduceOp, x: &[V::Elem]) -> V::Elem {
     let sf = |a, b| reference::binary_op(op.binary_op(), a, b);
     let init = op.identity();
@@ -50,6 +52,7 @@ pub(crate) fn reduce_v<V: SimdVec>(op: ReduceOp, x: &[V::Elem]) -> V::Elem {
 }
 
 /// `acc[i] = op(acc[i], x[i])` element-wise.
+#[inline(always)]
 fn accumulate<V: SimdVec>(op: ReduceOp, acc: &mut [V::Elem], x: &[V::Elem]) {
     #[inline(always)]
     fn go<V: SimdVec>(
@@ -76,6 +79,7 @@ fn accumulate<V: SimdVec>(op: ReduceOp, acc: &mut [V::Elem], x: &[V::Elem]) {
     }
 }
 
+#[inline(always)]
 pub(crate) fn reduce_axes_v<V: SimdVec>(
     op: ReduceOp,
     x: &[V::Elem],
@@ -172,7 +176,15 @@ pub(crate) fn reduce_axes_v<V: SimdVec>(
 /// assert_eq!(reduce_all::<f32>(ReduceOp::Min, &[]), f32::INFINITY);
 /// ```
 pub fn reduce_all<T: Element>(op: ReduceOp, x: &[T]) -> T {
-    reduce_v::<T::Vec>(op, x)
+    struct F<'a, T>(ReduceOp, &'a [T]);
+    impl<T: Element> VecFn<T> for F<'_, T> {
+        type Output = T;
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) -> T {
+            reduce_v::<V>(self.0, self.1)
+        }
+    }
+    with_vec(F(op, x))
 }
 
 /// Reduces a contiguous row-major tensor of `shape` over `axes` (sorted, unique) into `out`,
@@ -202,5 +214,13 @@ pub fn reduce_axes<T: Element>(
     axes: &[usize],
     out: &mut [T],
 ) {
-    reduce_axes_v::<T::Vec>(op, x, shape, axes, out);
+    struct F<'a, T>(ReduceOp, &'a [T], &'a [usize], &'a [usize], &'a mut [T]);
+    impl<T: Element> VecFn<T> for F<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) {
+            reduce_axes_v::<V>(self.0, self.1, self.2, self.3, self.4)
+        }
+    }
+    with_vec(F(op, x, shape, axes, out))
 }

@@ -6,7 +6,8 @@
 //! and process each innermost row: stride-1 rows and broadcast (stride-0) rows go straight to
 //! the vector kernels, other strides are gathered block-wise into a stack buffer first.
 
-use crate::elementwise::{binary_v, Bcast, Src};
+use crate::elementwise::{binary_block, Bcast, Src};
+use crate::isa::{with_vec, VecFn};
 use crate::vector::SimdVec;
 use crate::{reference, BinaryOp, Element, MAX_RANK, SIMD_MIN_LEN};
 
@@ -175,14 +176,15 @@ fn blocks<T>(out: &mut [T], strides: &[usize], mut f: impl FnMut(usize, &mut [T]
     }
 }
 
-pub(crate) fn binary_strided_v<V: SimdVec>(
+/// [`binary_strided`]; each block runs [`binary_block`] (on the chosen ISA).
+fn binary_strided_impl<T: Element>(
     op: BinaryOp,
-    a: &[V::Elem],
+    a: &[T],
     a_strides: &[usize],
-    b: &[V::Elem],
+    b: &[T],
     b_strides: &[usize],
     out_shape: &[usize],
-    out: &mut [V::Elem],
+    out: &mut [T],
 ) {
     let n = numel(out_shape);
     assert_eq!(
@@ -196,7 +198,7 @@ pub(crate) fn binary_strided_v<V: SimdVec>(
     check_bounds("binary_strided: a", a.len(), 0, out_shape, a_strides);
     check_bounds("binary_strided: b", b.len(), 0, out_shape, b_strides);
     let simd = n >= SIMD_MIN_LEN;
-    let (mut ba, mut bb) = ([V::Elem::ZERO; BLOCK], [V::Elem::ZERO; BLOCK]);
+    let (mut ba, mut bb) = ([T::ZERO; BLOCK], [T::ZERO; BLOCK]);
     Layout::new(out_shape, [a_strides, b_strides]).for_each_row(
         [0, 0],
         |[oa, ob], oo, len, [sa, sb]| {
@@ -204,14 +206,12 @@ pub(crate) fn binary_strided_v<V: SimdVec>(
                 let x = operand(a, oa + s * sa, sa, o.len(), &mut ba);
                 let y = operand(b, ob + s * sb, sb, o.len(), &mut bb);
                 match (x, y) {
-                    (Operand::Slice(x), Operand::Slice(y)) => {
-                        binary_v::<V, _, _>(op, x, y, o, simd)
-                    }
+                    (Operand::Slice(x), Operand::Slice(y)) => binary_block(op, x, y, o, simd),
                     (Operand::Slice(x), Operand::Bcast(y)) => {
-                        binary_v::<V, _, _>(op, x, Bcast(y), o, simd)
+                        binary_block(op, x, Bcast(y), o, simd)
                     }
                     (Operand::Bcast(x), Operand::Slice(y)) => {
-                        binary_v::<V, _, _>(op, Bcast(x), y, o, simd)
+                        binary_block(op, Bcast(x), y, o, simd)
                     }
                     (Operand::Bcast(x), Operand::Bcast(y)) => {
                         o.fill(reference::binary_op(op, x, y))
@@ -222,15 +222,17 @@ pub(crate) fn binary_strided_v<V: SimdVec>(
     );
 }
 
-pub(crate) fn select_strided_v<V: SimdVec>(
-    cond: &[V::Elem],
+/// [`select_strided`]; each block runs [`select_block_v`] (on the chosen ISA).
+#[allow(clippy::too_many_arguments)]
+fn select_strided_impl<T: Element>(
+    cond: &[T],
     c_strides: &[usize],
-    a: &[V::Elem],
+    a: &[T],
     a_strides: &[usize],
-    b: &[V::Elem],
+    b: &[T],
     b_strides: &[usize],
     out_shape: &[usize],
-    out: &mut [V::Elem],
+    out: &mut [T],
 ) {
     let n = numel(out_shape);
     assert_eq!(
@@ -244,7 +246,7 @@ pub(crate) fn select_strided_v<V: SimdVec>(
     check_bounds("select_strided: cond", cond.len(), 0, out_shape, c_strides);
     check_bounds("select_strided: a", a.len(), 0, out_shape, a_strides);
     check_bounds("select_strided: b", b.len(), 0, out_shape, b_strides);
-    let zero = V::Elem::ZERO;
+    let zero = T::ZERO;
     let (mut bc, mut ba, mut bb) = ([zero; BLOCK], [zero; BLOCK], [zero; BLOCK]);
     let layout = Layout::new(out_shape, [c_strides, a_strides, b_strides]);
     layout.for_each_row([0; 3], |[oc, oa, ob], oo, len, [sc, sa, sb]| {
@@ -252,18 +254,42 @@ pub(crate) fn select_strided_v<V: SimdVec>(
             let c = operand(cond, oc + s * sc, sc, o.len(), &mut bc);
             let x = operand(a, oa + s * sa, sa, o.len(), &mut ba);
             let y = operand(b, ob + s * sb, sb, o.len(), &mut bb);
-            let l = V::LANES;
-            let body = o.len() - o.len() % l;
-            for (ci, oc) in o[..body].chunks_exact_mut(l).enumerate() {
-                let i = ci * l;
-                let m = c.vec::<V>(i).ne(V::none());
-                m.select(x.vec(i), y.vec(i)).store(oc);
+            struct F<'a, T>([Operand<'a, T>; 3], &'a mut [T]);
+            impl<T: Element> VecFn<T> for F<'_, T> {
+                type Output = ();
+                #[inline(always)]
+                fn call<V: SimdVec<Elem = T>>(self) {
+                    let [c, x, y] = self.0;
+                    select_block_v::<V>(c, x, y, self.1)
+                }
             }
-            for (i, e) in o.iter_mut().enumerate().skip(body) {
-                *e = if c.get(i) != zero { x.get(i) } else { y.get(i) };
-            }
+            with_vec(F([c, x, y], o))
         });
     });
+}
+
+/// `o[i] = if c[i] != 0 { x[i] } else { y[i] }` on vector type `V`.
+#[inline(always)]
+fn select_block_v<V: SimdVec>(
+    c: impl Src<V::Elem>,
+    x: impl Src<V::Elem>,
+    y: impl Src<V::Elem>,
+    o: &mut [V::Elem],
+) {
+    let l = V::LANES;
+    let body = o.len() - o.len() % l;
+    for (ci, oc) in o[..body].chunks_exact_mut(l).enumerate() {
+        let i = ci * l;
+        let m = c.vec::<V>(i).ne(V::none());
+        m.select(x.vec(i), y.vec(i)).store(oc);
+    }
+    for (i, e) in o.iter_mut().enumerate().skip(body) {
+        *e = if c.get(i) != V::Elem::ZERO {
+            x.get(i)
+        } else {
+            y.get(i)
+        };
+    }
 }
 
 /// `out[i] = op(a[ia], b[ib])` with broadcasting: `out` is contiguous row-major of shape
@@ -293,7 +319,7 @@ pub fn binary_strided<T: Element>(
     out_shape: &[usize],
     out: &mut [T],
 ) {
-    binary_strided_v::<T::Vec>(op, a, a_strides, b, b_strides, out_shape, out);
+    binary_strided_impl(op, a, a_strides, b, b_strides, out_shape, out);
 }
 
 /// `out[i] = if cond[ic] != 0 { a[ia] } else { b[ib] }` (NaN counts as true), all three read
@@ -322,7 +348,7 @@ pub fn select_strided<T: Element>(
     out_shape: &[usize],
     out: &mut [T],
 ) {
-    select_strided_v::<T::Vec>(cond, c_strides, a, a_strides, b, b_strides, out_shape, out);
+    select_strided_impl(cond, c_strides, a, a_strides, b, b_strides, out_shape, out);
 }
 
 /// Copies the strided view of `x` (element `offset`, strides `strides`, shape `out_shape`) into

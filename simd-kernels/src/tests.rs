@@ -2,18 +2,29 @@
 
 use crate::elementwise::{binary_v, unary_v, Bcast};
 use crate::reduce::{reduce_axes_v, reduce_v};
-use crate::strided::{binary_strided_v, select_strided_v};
 use crate::test_support::*;
 use crate::vector::SimdVec;
 use crate::*;
 
-/// Runs `$f::<V>()` for every vector type (both widths of f32 and f64).
+/// Runs `$f::<V>()` for every vector type: both widths of `wide`'s f32 and f64, and the
+/// run-time dispatched x86 types this CPU has.
 macro_rules! for_all_vecs {
     ($f:ident) => {{
         $f::<wide::f32x8>();
         $f::<wide::f32x16>();
         $f::<wide::f64x4>();
         $f::<wide::f64x8>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa::Isa::detected() >= isa::Isa::Avx2 {
+                $f::<crate::x86::F32x8>();
+                $f::<crate::x86::F64x4>();
+            }
+            if isa::Isa::detected() >= isa::Isa::Avx512 {
+                $f::<crate::x86::F32x16>();
+                $f::<crate::x86::F64x8>();
+            }
+        }
     }};
 }
 
@@ -408,7 +419,7 @@ fn random_shape(rng: &mut Rng) -> Vec<usize> {
     s
 }
 
-fn strided_vs_reference<V: SimdVec>() {
+fn strided_vs_reference<T: Element>() {
     let mut rng = Rng::new(5);
     let mut shapes: Vec<Vec<usize>> = (0..150).map(|_| random_shape(&mut rng)).collect();
     // Long rows with non-unit strides (blocked gathering) and a broadcast scalar case.
@@ -418,14 +429,14 @@ fn strided_vs_reference<V: SimdVec>() {
         let (la, sa) = random_view(&mut rng, shape);
         let (lb, sb) = random_view(&mut rng, shape);
         let (lc, sc) = random_view(&mut rng, shape);
-        let a = mixed::<V::Elem>(&mut rng, la, 0.1, 3.0);
-        let b = mixed::<V::Elem>(&mut rng, lb, -3.0, 3.0);
-        let c: Vec<V::Elem> = (0..lc)
-            .map(|i| V::Elem::from_f64((i % 3) as f64 - if i % 7 == 0 { f64::NAN } else { 0.0 }))
+        let a = mixed::<T>(&mut rng, la, 0.1, 3.0);
+        let b = mixed::<T>(&mut rng, lb, -3.0, 3.0);
+        let c: Vec<T> = (0..lc)
+            .map(|i| T::from_f64((i % 3) as f64 - if i % 7 == 0 { f64::NAN } else { 0.0 }))
             .collect();
-        let (mut got, mut want) = (vec![V::Elem::ZERO; n], vec![V::Elem::ZERO; n]);
+        let (mut got, mut want) = (vec![T::ZERO; n], vec![T::ZERO; n]);
         for op in BinaryOp::ALL {
-            binary_strided_v::<V>(op, &a, &sa, &b, &sb, shape, &mut got);
+            binary_strided(op, &a, &sa, &b, &sb, shape, &mut got);
             reference::binary_strided(op, &a, &sa, &b, &sb, shape, &mut want);
             let what = format!("{op:?} shape {shape:?} strides {sa:?} {sb:?}");
             if op.is_transcendental() {
@@ -434,11 +445,11 @@ fn strided_vs_reference<V: SimdVec>() {
                 assert_same(&got, &want, &what);
             }
         }
-        select_strided_v::<V>(&c, &sc, &a, &sa, &b, &sb, shape, &mut got);
+        select_strided(&c, &sc, &a, &sa, &b, &sb, shape, &mut got);
         reference::select_strided(&c, &sc, &a, &sa, &b, &sb, shape, &mut want);
         assert_same(&got, &want, &format!("select shape {shape:?}"));
         let off = rng.below(3);
-        let x = mixed::<V::Elem>(&mut rng, la + off, -3.0, 3.0);
+        let x = mixed::<T>(&mut rng, la + off, -3.0, 3.0);
         gather_strided(&x, &sa, off, shape, &mut got);
         reference::gather_strided(&x, &sa, off, shape, &mut want);
         assert_same(
@@ -451,7 +462,8 @@ fn strided_vs_reference<V: SimdVec>() {
 
 #[test]
 fn strided_matches_reference() {
-    for_all_vecs!(strided_vs_reference);
+    strided_vs_reference::<f32>();
+    strided_vs_reference::<f64>();
 }
 
 #[test]
@@ -786,4 +798,113 @@ fn gemm_aliasing_c_panics() {
         1,
         Par::Seq,
     );
+}
+
+/// Every op through the dispatcher's `#[target_feature]` functions, on each ISA this CPU has,
+/// against the scalar reference: the instantiations users' builds run.
+fn dispatched_vs_reference<T: Element>() {
+    use crate::isa::{with_vec_on, Isa, VecFn};
+    struct Un<'a, T>(UnaryOp, &'a [T], &'a mut [T]);
+    impl<T: Element> VecFn<T> for Un<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) {
+            unary_v::<V>(self.0, self.1, self.2, true)
+        }
+    }
+    struct Bin<'a, T>(BinaryOp, &'a [T], &'a [T], &'a mut [T]);
+    impl<T: Element> VecFn<T> for Bin<'_, T> {
+        type Output = ();
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) {
+            binary_v::<V, _, _>(self.0, self.1, self.2, self.3, true)
+        }
+    }
+    struct Red<'a, T>(ReduceOp, &'a [T]);
+    impl<T: Element> VecFn<T> for Red<'_, T> {
+        type Output = T;
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = T>>(self) -> T {
+            reduce_v::<V>(self.0, self.1)
+        }
+    }
+    let mut rng = Rng::new(11);
+    for which in [Isa::Baseline, Isa::Avx2, Isa::Avx512] {
+        if which > Isa::detected() {
+            continue;
+        }
+        for op in UnaryOp::ALL {
+            let (lo, hi) = unary_range(op);
+            let x = mixed::<T>(&mut rng, 259, lo, hi);
+            let (mut got, mut want) = (vec![T::ZERO; 259], vec![T::ZERO; 259]);
+            reference::unary(op, &x, &mut want);
+            with_vec_on(which, Un(op, &x, &mut got)).expect("the CPU has it");
+            let what = format!("{op:?} {} on {which:?}", T::NAME);
+            if op.is_transcendental() {
+                assert_ulps(&got, &want, MAX_ULP, &what);
+            } else {
+                assert_same(&got, &want, &what);
+            }
+        }
+        for op in BinaryOp::ALL {
+            let a = mixed::<T>(&mut rng, 259, 0.1, 3.0);
+            let b = mixed::<T>(&mut rng, 259, -3.0, 3.0);
+            let (mut got, mut want) = (vec![T::ZERO; 259], vec![T::ZERO; 259]);
+            reference::binary(op, &a, &b, &mut want);
+            with_vec_on(which, Bin(op, &a, &b, &mut got)).expect("the CPU has it");
+            let what = format!("{op:?} {} on {which:?}", T::NAME);
+            if op.is_transcendental() {
+                assert_ulps(&got, &want, MAX_ULP, &what);
+            } else {
+                assert_same(&got, &want, &what);
+            }
+        }
+        let x = rng.vec::<T>(1000, -1.0, 1.0);
+        let want = reference::reduce_all(ReduceOp::Max, &x);
+        assert_eq!(with_vec_on(which, Red(ReduceOp::Max, &x)), Some(want));
+    }
+}
+
+#[test]
+fn dispatched_paths_match_reference() {
+    dispatched_vs_reference::<f32>();
+    dispatched_vs_reference::<f64>();
+}
+
+/// In a build for AVX-512 and FMA, the run-time AVX-512 types give the same bits as `wide`'s
+/// (so a portable build computes what a native one does), transcendental ops included.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx512f",
+    target_feature = "fma"
+))]
+#[test]
+fn avx512_types_match_native_wide_bit_for_bit() {
+    fn check<W: SimdVec, X: SimdVec<Elem = W::Elem>>() {
+        let mut rng = Rng::new(3);
+        for op in UnaryOp::ALL {
+            let (lo, hi) = unary_range(op);
+            let x = mixed::<W::Elem>(&mut rng, 515, lo, hi);
+            let (mut a, mut b) = (vec![W::Elem::ZERO; 515], vec![W::Elem::ZERO; 515]);
+            unary_v::<W>(op, &x, &mut a, true);
+            unary_v::<X>(op, &x, &mut b, true);
+            assert_same(&b, &a, &format!("{op:?} {}", W::Elem::NAME));
+        }
+        let x = mixed::<W::Elem>(&mut rng, 515, -3.0, 3.0);
+        let y = mixed::<W::Elem>(&mut rng, 515, 0.1, 3.0);
+        for op in BinaryOp::ALL {
+            let (mut a, mut b) = (vec![W::Elem::ZERO; 515], vec![W::Elem::ZERO; 515]);
+            binary_v::<W, _, _>(op, &y[..], &x[..], &mut a, true);
+            binary_v::<X, _, _>(op, &y[..], &x[..], &mut b, true);
+            assert_same(&b, &a, &format!("{op:?} {}", W::Elem::NAME));
+        }
+        assert!(same(
+            reduce_v::<W>(ReduceOp::Sum, &x),
+            reduce_v::<X>(ReduceOp::Sum, &x)
+        ));
+    }
+    if isa::Isa::detected() == isa::Isa::Avx512 {
+        check::<wide::f32x16, crate::x86::F32x16>();
+        check::<wide::f64x8, crate::x86::F64x8>();
+    }
 }
