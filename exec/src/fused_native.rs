@@ -12,7 +12,7 @@
 //! single run reading only input slices covers a whole chunk per call.
 //!
 //! The ops: the IEEE-exact ones (arithmetic, multiply-add, max/min, neg, abs, sqrt, square,
-//! recip, relu, copies), and, for `f32` in a build for AVX-512F and FMA, `exp`, `tanh` and
+//! recip, relu, copies), and, for `f32`, `exp`, `tanh` and
 //! `sigmoid` (the block kernels' own polynomials, instruction for instruction). Every lane is
 //! computed with the same operations, in the same order and rounding, as the block kernels (a
 //! multiply-add op is a multiply then an add, never a contracted FMA), so a pass gives the

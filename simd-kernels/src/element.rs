@@ -43,7 +43,9 @@ pub trait Element:
     /// `"f32"` or `"f64"`.
     const NAME: &'static str;
     /// The widest vector type the build enables (`wide`'s `f32x16`/`f64x8` with AVX-512F,
-    /// `f32x8`/`f64x4` otherwise); execution backends use it through [`block`](crate::block).
+    /// `f32x8`/`f64x4` otherwise): the [`Isa::Baseline`](crate::isa::Isa::Baseline) path.
+    /// The kernels run on the widest ISA the CPU has ([`isa::with_vec`](crate::isa::with_vec)),
+    /// which may be wider than this.
     type Vec: SimdVec<Elem = Self>;
     /// Converts from `f64` (rounding to nearest for `f32`).
     fn from_f64(v: f64) -> Self;

@@ -6,9 +6,13 @@
 //! [`gemm`], whose backends allocate packing buffers). Programs, fused passes and generated
 //! code live in `stategrad-exec`, built on the per-block layer in [`block`].
 //!
-//! Vector code uses [`wide`] (`f32x16`/`f64x8` when the build enables AVX-512F, `f32x8`/`f64x4`
-//! otherwise); every kernel has a scalar counterpart in [`reference`](mod@reference), against
-//! which the unit tests compare the SIMD code.
+//! Vector code is written once, generic over [`block::SimdVec`], and runs on the widest
+//! instruction set the CPU has, chosen at run time ([`isa`]): AVX-512 (16 `f32` lanes), AVX2 +
+//! FMA (8), or the build's own [`wide`] vectors (`f32x16`/`f64x8` when the build enables
+//! AVX-512F, `f32x8`/`f64x4` otherwise). A crate that depends on this one without
+//! `target-cpu=native` therefore runs the same vector code as a native build. Every kernel has a
+//! scalar counterpart in [`reference`](mod@reference), against which the unit tests compare the
+//! SIMD code on every ISA the test machine has.
 //!
 //! # Accuracy
 //!
