@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 use stategrad::exec::FUSED_CHUNK;
 use stategrad::simd::block::{vector as vm, SimdVec};
-use stategrad::simd::{reference, Element, Par, UnaryOp};
+use stategrad::simd::isa::{with_vec, VecFn};
+use stategrad::simd::{reference, Par, UnaryOp};
 
 /// The gradient of W5 (`sum(tanh(x)·σ(x) + x²/2)`), `(1 - t²)·s + t·s·(1 - s) + x` with
 /// `t = tanh(x)`, `s = σ(x)`, in one pass: each vector of `x` is loaded once, every
@@ -33,8 +34,22 @@ fn scalar(x: f32) -> f32 {
     (1.0 - t * t) * s + t * s * (1.0 - s) + x
 }
 
+/// One chunk on the vector type of the ISA the kernels run on (as a user's own kernel would be
+/// written: see `stategrad::simd::isa::with_vec`).
 fn chunk(x: &[f32], out: &mut [f32]) {
-    type V = <f32 as Element>::Vec;
+    struct Chunk<'a>(&'a [f32], &'a mut [f32]);
+    impl VecFn<f32> for Chunk<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn call<V: SimdVec<Elem = f32>>(self) {
+            chunk_v::<V>(self.0, self.1)
+        }
+    }
+    with_vec(Chunk(x, out))
+}
+
+#[inline(always)]
+fn chunk_v<V: SimdVec<Elem = f32>>(x: &[f32], out: &mut [f32]) {
     let l = V::LANES;
     let one = V::splat(1.0);
     let mut oc = out.chunks_exact_mut(l);

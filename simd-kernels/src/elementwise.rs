@@ -50,39 +50,37 @@ impl<T: Element> Src<T> for Bcast<T> {
     }
 }
 
-/// `out[i] = f(a[i], b[i])`. With `simd`, whole vectors go through `vf`, which returns the
-/// result and a mask of lanes to recompute with the scalar `sf`; the tail always uses `sf`.
-#[inline(always)]
-pub(crate) fn zip_map<V, A, B>(
-    a: A,
-    b: B,
-    out: &mut [V::Elem],
-    simd: bool,
-    vf: impl Fn(V, V) -> (V, V),
-    sf: impl Fn(V::Elem, V::Elem) -> V::Elem,
-) where
-    V: SimdVec,
-    A: Src<V::Elem>,
-    B: Src<V::Elem>,
-{
-    let l = V::LANES;
-    let body = if simd { out.len() - out.len() % l } else { 0 };
-    for (ci, oc) in out[..body].chunks_exact_mut(l).enumerate() {
-        let i = ci * l;
-        let (r, bad) = vf(a.vec(i), b.vec(i));
-        r.store(oc);
-        if bad.any() {
-            let m = bad.bitmask();
-            for (j, o) in oc.iter_mut().enumerate() {
-                if (m >> j) & 1 != 0 {
-                    *o = sf(a.get(i + j), b.get(i + j));
+/// `out[i] = f(a[i], b[i])`. With `simd`, whole vectors go through the expression `vf` (of
+/// the vectors bound to `x`, `y`), which gives the result and a mask of lanes to recompute
+/// with the scalar `sf`; the tail always uses `sf`.
+///
+/// A macro rather than a function taking a closure: the vector expression is pasted into the
+/// loop, so it is compiled inside the caller's `#[target_feature]` function (a closure that
+/// LLVM declines to inline would be compiled for the baseline ISA and call every instruction
+/// out of line).
+macro_rules! zip_map {
+    ($v:ty, $a:expr, $b:expr, $out:expr, $simd:expr, |$x:ident, $y:ident| $vf:expr, $sf:expr) => {{
+        let (a, b, out, sf) = ($a, $b, $out, $sf);
+        let l = <$v>::LANES;
+        let body = if $simd { out.len() - out.len() % l } else { 0 };
+        for (ci, oc) in out[..body].chunks_exact_mut(l).enumerate() {
+            let i = ci * l;
+            let ($x, $y): ($v, $v) = (Src::vec::<$v>(&a, i), Src::vec::<$v>(&b, i));
+            let (r, bad): ($v, $v) = $vf;
+            r.store(oc);
+            if bad.any() {
+                let m = bad.bitmask();
+                for (j, o) in oc.iter_mut().enumerate() {
+                    if (m >> j) & 1 != 0 {
+                        *o = sf(Src::get(&a, i + j), Src::get(&b, i + j));
+                    }
                 }
             }
         }
-    }
-    for (i, o) in out.iter_mut().enumerate().skip(body) {
-        *o = sf(a.get(i), b.get(i));
-    }
+        for (i, o) in out.iter_mut().enumerate().skip(body) {
+            *o = sf(Src::get(&a, i), Src::get(&b, i));
+        }
+    }};
 }
 
 /// Sequential unary kernel on vector type `V`; `simd_tr` enables the vector path of
@@ -94,7 +92,7 @@ pub fn unary_v<V: SimdVec>(op: UnaryOp, x: &[V::Elem], out: &mut [V::Elem], simd
     let z = Bcast(V::Elem::ZERO);
     macro_rules! go {
         ($simd:expr, |$v:ident| $e:expr) => {
-            zip_map::<V, _, _>(x, z, out, $simd, |$v: V, _| $e, sf)
+            zip_map!(V, x, z, &mut *out, $simd, |$v, _unused| $e, sf)
         };
     }
     let one = V::splat(V::Elem::ONE);
@@ -152,16 +150,6 @@ pub fn unary2_v<V: SimdVec>(
     let n = out0.len();
     let (x, out1) = (&x[..n], &mut out1[..n]);
     let body = n - n % l;
-    let fix = |o: &mut [V::Elem], xs: &[V::Elem], op: UnaryOp, bad: V| {
-        if bad.any() {
-            let m = bad.bitmask();
-            for (j, (o, &xv)) in o.iter_mut().zip(xs).enumerate() {
-                if (m >> j) & 1 != 0 {
-                    *o = reference::unary_op(op, xv);
-                }
-            }
-        }
-    };
     let chunks = out0[..body]
         .chunks_exact_mut(l)
         .zip(out1[..body].chunks_exact_mut(l))
@@ -172,12 +160,25 @@ pub fn unary2_v<V: SimdVec>(
         let (r1, b1) = unary_vec(ops.1, v);
         r0.store(o0);
         r1.store(o1);
-        fix(o0, xs, ops.0, b0);
-        fix(o1, xs, ops.1, b1);
+        fix_lanes(o0, xs, ops.0, b0);
+        fix_lanes(o1, xs, ops.1, b1);
     }
     for i in body..n {
         out0[i] = reference::unary_op(ops.0, x[i]);
         out1[i] = reference::unary_op(ops.1, x[i]);
+    }
+}
+
+/// Recomputes with `std` the lanes of `o` that `bad` marks.
+#[inline(always)]
+fn fix_lanes<V: SimdVec>(o: &mut [V::Elem], xs: &[V::Elem], op: UnaryOp, bad: V) {
+    if bad.any() {
+        let m = bad.bitmask();
+        for (j, (o, &xv)) in o.iter_mut().zip(xs).enumerate() {
+            if (m >> j) & 1 != 0 {
+                *o = reference::unary_op(op, xv);
+            }
+        }
     }
 }
 
@@ -193,7 +194,7 @@ where
     let sf = |x, y| reference::binary_op(op, x, y);
     macro_rules! go {
         ($simd:expr, |$x:ident, $y:ident| $e:expr) => {
-            zip_map::<V, A, B>(a, b, out, $simd, |$x: V, $y: V| $e, sf)
+            zip_map!(V, a, b, &mut *out, $simd, |$x, $y| $e, sf)
         };
     }
     let one = V::splat(V::Elem::ONE);

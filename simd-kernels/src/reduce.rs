@@ -39,13 +39,20 @@ fn fold<V: SimdVec>(
         .fold(v.fold_lanes(init, &sf), |r, &e| sf(r, e))
 }
 
+/// `a + b`, as a function item (always inlined, unlike a closure LLVM may keep out of line and
+/// compile for the baseline ISA).
+#[inline(always)]
+fn add<V: SimdVec>(a: V, b: V) -> V {
+    a + b
+}
+
 /// Reduces a contiguous slice on vector type `V`.
 #[inline(always)]
 pub(crate) fn reduce_v<V: SimdVec>(op: ReduceOp, x: &[V::Elem]) -> V::Elem {
     let sf = |a, b| reference::binary_op(op.binary_op(), a, b);
     let init = op.identity();
     match op {
-        ReduceOp::Sum => fold::<V>(x, init, |a, b| a + b, sf),
+        ReduceOp::Sum => fold::<V>(x, init, add::<V>, sf),
         ReduceOp::Max => fold::<V>(x, init, vm::max, sf),
         ReduceOp::Min => fold::<V>(x, init, vm::min, sf),
     }
@@ -73,7 +80,7 @@ fn accumulate<V: SimdVec>(op: ReduceOp, acc: &mut [V::Elem], x: &[V::Elem]) {
     }
     let sf = |a, b| reference::binary_op(op.binary_op(), a, b);
     match op {
-        ReduceOp::Sum => go::<V>(acc, x, |a, b| a + b, sf),
+        ReduceOp::Sum => go::<V>(acc, x, add::<V>, sf),
         ReduceOp::Max => go::<V>(acc, x, vm::max, sf),
         ReduceOp::Min => go::<V>(acc, x, vm::min, sf),
     }

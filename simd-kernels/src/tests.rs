@@ -908,3 +908,21 @@ fn avx512_types_match_native_wide_bit_for_bit() {
         check::<wide::f64x8, crate::x86::F64x8>();
     }
 }
+
+/// Without `STATEGRAD_ISA`, the kernels run on the widest ISA the CPU has, whatever the build
+/// enables (a crate built for baseline x86-64 on an AVX-512 host still gets 16 f32 lanes).
+#[test]
+fn kernels_run_on_the_widest_detected_isa() {
+    use crate::isa::{isa, lanes, Isa};
+    let wanted = std::env::var("STATEGRAD_ISA").ok();
+    let wanted = wanted.as_deref().and_then(Isa::from_name);
+    assert_eq!(isa(), wanted.map_or(Isa::detected(), |w| w.min(Isa::detected())));
+    let (f32_lanes, f64_lanes) = match isa() {
+        Isa::Avx512 => (16, 8),
+        Isa::Avx2 => (8, 4),
+        Isa::Baseline => (<f32 as Element>::Vec::LANES, <f64 as Element>::Vec::LANES),
+    };
+    assert_eq!((lanes::<f32>(), lanes::<f64>()), (f32_lanes, f64_lanes));
+    assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
+    assert_eq!(Isa::from_name("sse9"), None);
+}
