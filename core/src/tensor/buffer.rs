@@ -143,7 +143,7 @@ pub(crate) mod pool {
     /// Buffers allocated because no freed one fitted (all threads).
     pub(crate) static FRESH: AtomicU64 = AtomicU64::new(0);
 
-    const MAX_BUFFERS: usize = 64;
+    const MAX_BUFFERS: usize = 256;
     /// Per thread and dtype: 64M elements (256 MB of f32) at most stay pooled.
     const MAX_ELEMENTS: usize = 1 << 26;
 
