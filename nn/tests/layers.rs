@@ -341,6 +341,14 @@ fn conv2d_matches_a_direct_loop() {
     assert_eq!(keys, ["('bias',)", "('kernel',)"]);
     assert!(conv.try_forward(&Tensor::ones(&[1, 5, 5, 2])).is_err());
     assert!(conv.try_forward(&Tensor::ones(&[5, 5])).is_err());
+    // A layer of a Sequential, its states under ('layers', i, ..).
+    let seq = Sequential::new()
+        .push(conv)
+        .push(MaxPool2d::new((3, 3)))
+        .push(Flatten::new());
+    assert_eq!(seq.forward(&Tensor::ones(&[2, 5, 5, 3])).shape(), &[2, 4]);
+    let keys: Vec<String> = seq.all_states().keys().map(|p| p.to_string()).collect();
+    assert_eq!(keys, ["('layers', 0, 'bias')", "('layers', 0, 'kernel')"]);
 }
 
 #[test]

@@ -411,6 +411,8 @@ impl Conv2d {
     }
 }
 
+impl_layer!(Conv2d);
+
 macro_rules! pool {
     (
         $(#[$doc:meta])* $name:ident, $op:literal, $fill:expr,
