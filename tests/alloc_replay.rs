@@ -1,21 +1,36 @@
-//! A jitted W1 step in steady state reuses every tensor buffer of the previous replay and
-//! updates its parameters in place (a counting allocator in this test binary measures what is
-//! still allocated per step).
+//! A jitted W1 step, and a jitted AdamW training step of an MLP, in steady state reuse every
+//! tensor buffer of the previous replay and update their parameters in place (a counting
+//! allocator in this test binary measures what is still allocated per step; the tests take
+//! turns, as the counters are global).
 
+use stategrad::nn::activation::Activation;
+use stategrad::nn::layers::Mlp;
+use stategrad::nn::loss::{softmax_cross_entropy, Reduction};
+use stategrad::optim::{self, Optimizer};
 use stategrad::prelude::*;
 use stategrad::tensor::fresh_buffer_count;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// One measuring test at a time.
+static TURN: Mutex<()> = Mutex::new(());
 
 struct Counting;
 static BYTES: AtomicUsize = AtomicUsize::new(0);
 static CALLS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated with an alignment of 32 or more: the GEMM kernels' packing scratch (tensor
+/// buffers are `Vec<f32>` / `Vec<f64>`, aligned to 4 or 8).
+static ALIGNED: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator unchanged, only counting.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         BYTES.fetch_add(layout.size(), Ordering::Relaxed);
         CALLS.fetch_add(1, Ordering::Relaxed);
+        if layout.align() >= 32 {
+            ALIGNED.fetch_add(layout.size(), Ordering::Relaxed);
+        }
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -30,6 +45,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn steady_state_jit_replays_allocate_no_tensor_buffers() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let w = ParamState::new(Tensor::zeros(&[1, 1]));
     let b = ParamState::new(Tensor::zeros(&[1]));
     let params: StateMap = [(path!("b"), b.clone()), (path!("w"), w.clone())]
@@ -100,4 +116,72 @@ fn steady_state_jit_replays_allocate_no_tensor_buffers() {
         "{calls_per_step} allocations per replay"
     );
     eprintln!("jitted W1 replay: {per_step} bytes in {calls_per_step} allocations per step, no tensor buffers");
+}
+
+#[test]
+fn a_jitted_adamw_training_step_allocates_no_tensor_buffers_in_steady_state() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    stategrad::random::seed(0);
+    // The digits example's MLP step: forward, softmax cross-entropy, grad, AdamW with a
+    // warm-up + cosine schedule and weight decay masked off the biases.
+    let model = Mlp::new(&[64, 128, 10], Activation::Relu);
+    let params = model.states(ParamState);
+    let opt = optim::adamw(optim::warmup_cosine_decay(0.0, 1e-2, 10, 1000))
+        .weight_decay(1e-4)
+        .mask(Filter::not(Filter::path_contains("bias")))
+        .build(&params)
+        .unwrap();
+    let step = jit(|(x, y): (Tensor, Tensor)| -> stategrad::Result<Tensor> {
+        let loss = |(x, y): (Tensor, Tensor)| {
+            softmax_cross_entropy(&model.forward(&x), &y, Reduction::Mean)
+        };
+        let (grads, l) = grad(loss)
+            .grad_states(params.clone())
+            .return_value()
+            .call((x, y))?;
+        opt.step(&grads)?;
+        Ok(l)
+    });
+    let x = Tensor::linspace(-1.0, 1.0, 64 * 64).reshape(&[64, 64]);
+    let y = Tensor::from_vec((0..64).map(|i| i % 10).collect::<Vec<i64>>(), &[64]).unwrap();
+    for _ in 0..5 {
+        step.call((x.clone(), y.clone())).unwrap();
+    }
+    let measure = || {
+        let (fresh, bytes, calls, aligned) = (
+            fresh_buffer_count(),
+            BYTES.load(Ordering::Relaxed),
+            CALLS.load(Ordering::Relaxed),
+            ALIGNED.load(Ordering::Relaxed),
+        );
+        let steps = 100;
+        let mut last = 0.0;
+        for _ in 0..steps {
+            last = step.call((x.clone(), y.clone())).unwrap().item().unwrap();
+        }
+        // The step frees more than 64 buffers at a time: a thread's pool of freed buffers must
+        // keep them all (it kept 64, and the smallest, the [10] bias and its gradient and
+        // moments, were allocated afresh on every step; it keeps 128 now).
+        assert_eq!(
+            fresh_buffer_count(),
+            fresh,
+            "a steady-state AdamW replay allocated a tensor buffer"
+        );
+        let per_step = (BYTES.load(Ordering::Relaxed) - bytes) / steps;
+        let calls_per_step = (CALLS.load(Ordering::Relaxed) - calls) / steps;
+        let packing = (ALIGNED.load(Ordering::Relaxed) - aligned) / steps;
+        (last, per_step, calls_per_step, packing)
+    };
+    let (last, per_step, calls_per_step, packing) = measure();
+    let again = measure();
+    let stats = step.program_stats();
+    assert!(last.is_finite() && step.trace_count() == 1 && stats.len() == 1);
+    // What is still allocated is the same from one window of steps to the next: bookkeeping
+    // (tensor handles, the replay's vectors) and the GEMM kernels' packing scratch.
+    assert!(again.2.abs_diff(calls_per_step) <= calls_per_step / 100);
+    eprintln!(
+        "jitted AdamW MLP replay ({stats:?}): {per_step} bytes in {calls_per_step} allocations \
+         per step ({packing} of them GEMM packing scratch), no tensor buffers"
+    );
+    assert_eq!(opt.count().value().item().unwrap(), 205.0);
 }

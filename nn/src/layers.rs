@@ -54,7 +54,7 @@ mod linear;
 mod norm;
 mod sequential;
 
-pub use conv::{AvgPool2d, Conv2d, Conv2dBuilder, Flatten, MaxPool2d};
+pub use conv::{AvgPool2d, Conv2d, Conv2dBuilder, Flatten, MaxPool2d, Padding};
 pub use dropout::{mode_state, Dropout};
 pub use embedding::{Embedding, EmbeddingBuilder};
 pub use linear::{Linear, LinearBuilder};

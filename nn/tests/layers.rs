@@ -9,7 +9,7 @@ use stategrad_nn::activation::{self, Activation};
 use stategrad_nn::init::{self, Initializer};
 use stategrad_nn::layers::{
     mode_state, AvgPool2d, Conv2d, Dropout, Embedding, Flatten, LayerNorm, Linear, MaxPool2d, Mlp,
-    RMSNorm, Sequential,
+    Padding, RMSNorm, Sequential,
 };
 use stategrad_optim::{sgd, Optimizer};
 
@@ -184,7 +184,7 @@ fn layer_norm_and_rms_norm_match_loops() {
     }
 }
 
-/// Direct loop convolution (NHWC input, HWIO kernel, zero padding).
+/// Direct loop convolution (NHWC input, HWIO kernel, zero padding `pad` on each side).
 fn conv_loop(
     x: &Tensor,
     k: &Tensor,
@@ -192,11 +192,30 @@ fn conv_loop(
     stride: (usize, usize),
     pad: (usize, usize),
 ) -> Tensor {
+    conv_loop_asym(x, k, b, stride, pad, pad)
+}
+
+/// TensorFlow's 'SAME' padding of one axis: (before, after).
+fn tf_same(len: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = len.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(len);
+    (total / 2, total - total / 2)
+}
+
+/// Direct loop convolution with `before` (top, left) and `after` (bottom, right) zero padding.
+fn conv_loop_asym(
+    x: &Tensor,
+    k: &Tensor,
+    b: Option<&Tensor>,
+    stride: (usize, usize),
+    pad: (usize, usize),
+    after: (usize, usize),
+) -> Tensor {
     let (xs, ks) = (x.shape().to_vec(), k.shape().to_vec());
     let (n, h, w, c) = (xs[0], xs[1], xs[2], xs[3]);
     let (kh, kw, o) = (ks[0], ks[1], ks[3]);
-    let oh = (h + 2 * pad.0 - kh) / stride.0 + 1;
-    let ow = (w + 2 * pad.1 - kw) / stride.1 + 1;
+    let oh = (h + pad.0 + after.0 - kh) / stride.0 + 1;
+    let ow = (w + pad.1 + after.1 - kw) / stride.1 + 1;
     let (xv, kv) = (x.to_f64_vec(), k.to_f64_vec());
     let bv = b.map(|b| b.to_f64_vec());
     let mut out = vec![0.0; n * oh * ow * o];
@@ -235,10 +254,24 @@ fn pool_loop(
     p: (usize, usize),
     max: bool,
 ) -> Tensor {
+    pool_loop_asym(x, k, s, p, p, max, true)
+}
+
+/// Direct loop pooling with `p` (top, left) and `after` (bottom, right) padding; the mean
+/// divides by the whole window (`include_pad`) or by its in-image elements.
+fn pool_loop_asym(
+    x: &Tensor,
+    k: (usize, usize),
+    s: (usize, usize),
+    p: (usize, usize),
+    after: (usize, usize),
+    max: bool,
+    include_pad: bool,
+) -> Tensor {
     let xs = x.shape().to_vec();
     let (n, h, w, c) = (xs[0], xs[1], xs[2], xs[3]);
-    let oh = (h + 2 * p.0 - k.0) / s.0 + 1;
-    let ow = (w + 2 * p.1 - k.1) / s.1 + 1;
+    let oh = (h + p.0 + after.0 - k.0) / s.0 + 1;
+    let ow = (w + p.1 + after.1 - k.1) / s.1 + 1;
     let xv = x.to_f64_vec();
     let mut out = vec![0.0; n * oh * ow * c];
     for bi in 0..n {
@@ -246,6 +279,7 @@ fn pool_loop(
             for j in 0..ow {
                 for ci in 0..c {
                     let mut acc = if max { f64::NEG_INFINITY } else { 0.0 };
+                    let mut inside = 0;
                     for di in 0..k.0 {
                         for dj in 0..k.1 {
                             let r = (i * s.0 + di) as isize - p.0 as isize;
@@ -257,13 +291,14 @@ fn pool_loop(
                                     0.0
                                 }
                             } else {
+                                inside += 1;
                                 xv[((bi * h + r as usize) * w + q as usize) * c + ci]
                             };
                             acc = if max { acc.max(v) } else { acc + v };
                         }
                     }
                     if !max {
-                        acc /= (k.0 * k.1) as f64;
+                        acc /= if include_pad { k.0 * k.1 } else { inside } as f64;
                     }
                     out[((bi * oh + i) * ow + j) * c + ci] = acc;
                 }
@@ -306,6 +341,14 @@ fn conv2d_matches_a_direct_loop() {
     assert_eq!(keys, ["('bias',)", "('kernel',)"]);
     assert!(conv.try_forward(&Tensor::ones(&[1, 5, 5, 2])).is_err());
     assert!(conv.try_forward(&Tensor::ones(&[5, 5])).is_err());
+    // A layer of a Sequential, its states under ('layers', i, ..).
+    let seq = Sequential::new()
+        .push(conv)
+        .push(MaxPool2d::new((3, 3)))
+        .push(Flatten::new());
+    assert_eq!(seq.forward(&Tensor::ones(&[2, 5, 5, 3])).shape(), &[2, 4]);
+    let keys: Vec<String> = seq.all_states().keys().map(|p| p.to_string()).collect();
+    assert_eq!(keys, ["('layers', 0, 'bias')", "('layers', 0, 'kernel')"]);
 }
 
 #[test]
@@ -327,6 +370,136 @@ fn pooling_matches_loops() {
         .is_err());
     assert!(AvgPool2d::new((0, 2)).try_forward(&x).is_err());
     assert!(MaxPool2d::new((2, 2)).all_states().is_empty());
+}
+
+#[test]
+fn avg_pool_count_include_pad_false_matches_a_loop_and_hand_values() {
+    let x = data(21, &[2, 5, 6, 3]);
+    for (k, s, p) in [
+        ((3, 3), (1, 2), (1, 1)),
+        ((3, 2), (2, 1), (1, 0)),
+        ((2, 2), (2, 2), (0, 0)),
+    ] {
+        let ap = AvgPool2d::new(k)
+            .stride(s)
+            .padding(p)
+            .count_include_pad(false)
+            .forward(&x);
+        let want = pool_loop_asym(&x, k, s, p, p, false, false);
+        assert_close(&ap, &want, 1e-12, "avg pool without padding in the count");
+    }
+    // By hand (PyTorch's AvgPool2d(3, stride=1, padding=1, count_include_pad=False) on the 3x3
+    // image 0..9): the corner windows hold 4 elements, the edges 6, the middle 9.
+    let x = Tensor::arange(0.0, 9.0, 1.0)
+        .unwrap()
+        .astype(DType::F64)
+        .reshape(&[1, 3, 3, 1]);
+    let pool = AvgPool2d::new((3, 3)).stride((1, 1)).padding((1, 1));
+    let without = pool.clone().count_include_pad(false).forward(&x);
+    let want = [
+        8.0 / 4.0,
+        15.0 / 6.0,
+        12.0 / 4.0,
+        21.0 / 6.0,
+        36.0 / 9.0,
+        27.0 / 6.0,
+        20.0 / 4.0,
+        33.0 / 6.0,
+        24.0 / 4.0,
+    ];
+    assert_close(&without, &t64(want.to_vec(), &[1, 3, 3, 1]), 1e-15, "hand");
+    // The default (PyTorch's count_include_pad=True) divides every sum by 9.
+    let with = pool.forward(&x);
+    let sums = [8.0, 15.0, 12.0, 21.0, 36.0, 27.0, 20.0, 33.0, 24.0];
+    let want: Vec<f64> = sums.iter().map(|v| v / 9.0).collect();
+    assert_close(
+        &with,
+        &t64(want, &[1, 3, 3, 1]),
+        1e-15,
+        "hand, padding counted",
+    );
+}
+
+#[test]
+fn padding_same_matches_tensorflow() {
+    // By hand, on the 3x3 image 0..9 (TensorFlow gives the same numbers): 2x2 windows with
+    // stride 2 need one row and one column of padding, at the bottom and the right.
+    let x = Tensor::arange(0.0, 9.0, 1.0)
+        .unwrap()
+        .astype(DType::F64)
+        .reshape(&[1, 3, 3, 1]);
+    let same = |t: &Tensor| t.to_f64_vec();
+    let mp = MaxPool2d::new((2, 2)).padding(Padding::Same).forward(&x);
+    assert_eq!(mp.shape(), &[1, 2, 2, 1]);
+    assert_eq!(same(&mp), [4.0, 5.0, 7.0, 8.0]);
+    let ap = AvgPool2d::new((2, 2)).padding(Padding::Same);
+    assert_eq!(same(&ap.clone().forward(&x)), [2.0, 1.75, 3.25, 2.0]);
+    // tf.nn.avg_pool2d(x, 2, 2, 'SAME') leaves the padding out of the count.
+    let tf = ap.count_include_pad(false).forward(&x);
+    assert_eq!(same(&tf), [2.0, 3.5, 6.5, 8.0]);
+    // A 2x2 kernel of ones with stride 1: each output sums the window at its top left.
+    let conv = Conv2d::builder(1, 1, (2, 2))
+        .padding(Padding::Same)
+        .bias(false)
+        .dtype(DType::F64)
+        .build();
+    conv.kernel
+        .set_value(Tensor::ones(&[2, 2, 1, 1]).astype(DType::F64));
+    let y = conv.forward(&x);
+    assert_eq!(y.shape(), &[1, 3, 3, 1]);
+    assert_eq!(
+        same(&y),
+        [8.0, 12.0, 7.0, 20.0, 24.0, 13.0, 13.0, 15.0, 8.0]
+    );
+
+    // Against the loops with TensorFlow's split of the padding, on odd and even totals.
+    let x = data(22, &[2, 7, 5, 3]);
+    for (k, s) in [
+        ((3, 3), (1, 1)),
+        ((4, 2), (1, 2)),
+        ((3, 2), (2, 3)),
+        ((1, 1), (3, 2)),
+    ] {
+        let (top, bottom) = tf_same(7, k.0, s.0);
+        let (left, right) = tf_same(5, k.1, s.1);
+        let (before, after) = ((top, left), (bottom, right));
+        let out = (7usize.div_ceil(s.0), 5usize.div_ceil(s.1));
+        let conv = Conv2d::builder(3, 4, k)
+            .stride(s)
+            .padding(Padding::Same)
+            .dtype(DType::F64)
+            .bias_init(init::normal(1.0))
+            .build();
+        conv.kernel.set_value(data(23, &[k.0, k.1, 3, 4]));
+        let y = conv.forward(&x);
+        assert_eq!(y.shape(), &[2, out.0, out.1, 4], "{k:?} {s:?}");
+        let b = conv.bias.as_ref().unwrap().value();
+        let want = conv_loop_asym(&x, &conv.kernel.value(), Some(&b), s, before, after);
+        assert_close(&y, &want, 1e-12, &format!("conv SAME {k:?} {s:?}"));
+        let mp = MaxPool2d::new(k)
+            .stride(s)
+            .padding(Padding::Same)
+            .forward(&x);
+        let want = pool_loop_asym(&x, k, s, before, after, true, true);
+        assert_close(&mp, &want, 0.0, &format!("max pool SAME {k:?} {s:?}"));
+        for include in [true, false] {
+            let ap = AvgPool2d::new(k)
+                .stride(s)
+                .padding(Padding::Same)
+                .count_include_pad(include)
+                .forward(&x);
+            let want = pool_loop_asym(&x, k, s, before, after, false, include);
+            assert_close(&ap, &want, 1e-12, &format!("avg pool SAME {k:?} {s:?}"));
+        }
+    }
+    // Explicit padding still converts from a tuple; 'SAME' of an empty image is an error.
+    assert_eq!(Padding::from((2, 1)), Padding::Explicit(2, 1));
+    assert_eq!(Padding::default(), Padding::Explicit(0, 0));
+    let empty = Tensor::zeros(&[1, 0, 3, 1]);
+    assert!(MaxPool2d::new((2, 2))
+        .padding(Padding::Same)
+        .try_forward(&empty)
+        .is_err());
 }
 
 #[test]
@@ -522,6 +695,72 @@ fn gradcheck_conv2d_and_pooling() {
     gradcheck(&states, || weighted(&mp.forward(&x.value()), 53));
     let ap = AvgPool2d::new((3, 2)).stride((2, 1)).padding((1, 0));
     gradcheck(&states, || weighted(&ap.forward(&x.value()), 54));
+}
+
+/// Second order: the gradient of `<grad(loss), c>` (a recorded, differentiable gradient) with
+/// respect to `states`, against central differences of that inner product.
+fn gradcheck2(states: &StateMap, loss: impl Fn() -> Tensor + Clone) {
+    let cs: Vec<Tensor> = states
+        .values()
+        .enumerate()
+        .map(|(i, s)| data(300 + i as u64, s.value().shape()))
+        .collect();
+    let inner = {
+        let states = states.clone();
+        move || {
+            let l = loss.clone();
+            let g = grad(move |_: Tensor| l())
+                .grad_states(states.clone())
+                .call(Tensor::scalar(0.0f64))
+                .unwrap();
+            states
+                .keys()
+                .zip(&cs)
+                .map(|(p, c)| (&g[p] * c).sum())
+                .reduce(|a, b| a + b)
+                .unwrap()
+        }
+    };
+    gradcheck(states, inner);
+}
+
+#[test]
+fn gradcheck_padding_same_and_count_include_pad_to_second_order() {
+    random::seed(4);
+    let conv = Conv2d::builder(2, 3, (3, 2))
+        .stride((2, 1))
+        .padding(Padding::Same)
+        .dtype(DType::F64)
+        .bias_init(init::normal(1.0))
+        .build();
+    let x = ParamState::new(data(55, &[2, 4, 3, 2]));
+    let mut states = conv.states(ParamState);
+    states.insert(path!("x"), x.clone());
+    // Squared outputs: a loss whose second derivatives in x and the kernel are not zero.
+    let loss = || weighted(&conv.forward(&x.value()).square(), 56);
+    gradcheck(&states, loss);
+    gradcheck2(&states, loss);
+
+    // Distinct values: no ties in the max.
+    let x = ParamState::new(data(57, &[1, 5, 4, 2]));
+    let states: StateMap = [(path!("x"), x.clone())].into();
+    let mp = MaxPool2d::new((3, 2)).stride((2, 2)).padding(Padding::Same);
+    let loss = || weighted(&mp.forward(&x.value()).square(), 58);
+    gradcheck(&states, loss);
+    gradcheck2(&states, loss);
+    for (pad, include) in [
+        (Padding::Same, true),
+        (Padding::Same, false),
+        (Padding::Explicit(1, 1), false),
+    ] {
+        let ap = AvgPool2d::new((3, 2))
+            .stride((2, 1))
+            .padding(pad)
+            .count_include_pad(include);
+        let loss = || weighted(&ap.forward(&x.value()).square(), 59);
+        gradcheck(&states, loss);
+        gradcheck2(&states, loss);
+    }
 }
 
 #[test]

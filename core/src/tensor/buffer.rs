@@ -143,7 +143,10 @@ pub(crate) mod pool {
     /// Buffers allocated because no freed one fitted (all threads).
     pub(crate) static FRESH: AtomicU64 = AtomicU64::new(0);
 
-    const MAX_BUFFERS: usize = 64;
+    /// Per thread and dtype: at most this many buffers stay pooled (a jitted AdamW step of a
+    /// two-layer MLP frees more than 64 at a time; distinct sizes that never come back, as
+    /// jitting thousands of shapes makes, occupy at most this many).
+    const MAX_BUFFERS: usize = 128;
     /// Per thread and dtype: 64M elements (256 MB of f32) at most stay pooled.
     const MAX_ELEMENTS: usize = 1 << 26;
 

@@ -6,63 +6,159 @@ use super::{impl_layer, invalid, unwrap};
 use crate::init::Initializer;
 use stategrad_core::{DType, ParamState, Result, State, Tensor};
 
+/// How a [`Conv2d`], [`MaxPool2d`] or [`AvgPool2d`] pads its input.
+///
+/// `(h, w)` tuples convert into [`Padding::Explicit`], so `.padding((1, 1))` pads one row on
+/// the top and the bottom and one column on each side. [`Padding::Same`] is TensorFlow's and
+/// flax's `'SAME'`: the output has `ceil(in / stride)` rows and columns, and the
+/// `max((out - 1)·stride + kernel - in, 0)` padding this needs is split in two, the odd one
+/// going to the bottom (or the right).
+///
+/// ```
+/// use stategrad_core::Tensor;
+/// use stategrad_nn::layers::{Conv2d, MaxPool2d, Padding};
+/// assert_eq!(Padding::from((1, 2)), Padding::Explicit(1, 2));
+/// let x = Tensor::ones(&[1, 7, 8, 1]);
+/// // 'SAME' with stride 1 keeps the size whatever the kernel, with stride 2 halves it (rounding up).
+/// let conv = Conv2d::builder(1, 4, (4, 3)).padding(Padding::Same).build();
+/// assert_eq!(conv.forward(&x).shape(), &[1, 7, 8, 4]);
+/// let pool = MaxPool2d::new((3, 3)).stride((2, 2)).padding(Padding::Same);
+/// assert_eq!(pool.forward(&x).shape(), &[1, 4, 4, 1]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// `(h, w)` rows and columns of padding on each side (PyTorch's `padding=(h, w)`).
+    Explicit(usize, usize),
+    /// TensorFlow's and flax's `'SAME'`: `ceil(in / stride)` outputs per axis, the extra
+    /// padding row or column (when the total is odd) at the bottom or the right.
+    Same,
+}
+
+impl Default for Padding {
+    /// No padding (`Explicit(0, 0)`, TensorFlow's `'VALID'`).
+    fn default() -> Self {
+        Padding::Explicit(0, 0)
+    }
+}
+
+impl From<(usize, usize)> for Padding {
+    fn from((h, w): (usize, usize)) -> Padding {
+        Padding::Explicit(h, w)
+    }
+}
+
+/// The padding of one axis before the image (the rest, `total - total / 2`, goes after it)
+/// and the output length, for `'SAME'`.
+fn same_axis(len: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = len.div_ceil(stride);
+    let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(len);
+    (total / 2, out)
+}
+
 /// Geometry of a sliding window over an `h × w` image.
 #[derive(Clone, Copy, Debug)]
 struct Window {
     kernel: (usize, usize),
     stride: (usize, usize),
-    padding: (usize, usize),
+    padding: Padding,
+}
+
+/// A window's placement on one image size: the padding `(top, left)` and the output size (the
+/// padding at the bottom and the right is what the last window needs).
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    before: (usize, usize),
+    out: (usize, usize),
 }
 
 impl Window {
-    fn out_size(&self, op: &'static str, h: usize, w: usize) -> Result<(usize, usize)> {
+    fn check(&self, op: &'static str) -> Result<()> {
         let (kh, kw) = self.kernel;
         let (sh, sw) = self.stride;
-        let (ph, pw) = self.padding;
         if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
             return Err(invalid(
                 op,
                 "kernel sizes and strides must be positive".to_string(),
             ));
         }
-        if h + 2 * ph < kh || w + 2 * pw < kw {
-            return Err(invalid(
-                op,
-                format!(
-                    "the padded input ({} x {}) is smaller than the kernel ({kh} x {kw})",
-                    h + 2 * ph,
-                    w + 2 * pw
-                ),
-            ));
+        Ok(())
+    }
+
+    fn place(&self, op: &'static str, h: usize, w: usize) -> Result<Placement> {
+        self.check(op)?;
+        let (kh, kw) = self.kernel;
+        let (sh, sw) = self.stride;
+        match self.padding {
+            Padding::Explicit(ph, pw) => {
+                if h + 2 * ph < kh || w + 2 * pw < kw {
+                    return Err(invalid(
+                        op,
+                        format!(
+                            "the padded input ({} x {}) is smaller than the kernel ({kh} x {kw})",
+                            h + 2 * ph,
+                            w + 2 * pw
+                        ),
+                    ));
+                }
+                Ok(Placement {
+                    before: (ph, pw),
+                    out: ((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1),
+                })
+            }
+            Padding::Same => {
+                if h == 0 || w == 0 {
+                    return Err(invalid(
+                        op,
+                        format!("'SAME' padding of an empty image ({h} x {w})"),
+                    ));
+                }
+                let (top, oh) = same_axis(h, kh, sh);
+                let (left, ow) = same_axis(w, kw, sw);
+                Ok(Placement {
+                    before: (top, left),
+                    out: (oh, ow),
+                })
+            }
         }
-        Ok(((h + 2 * ph - kh) / sh + 1, (w + 2 * pw - kw) / sw + 1))
     }
 
     /// The windows of `x: [n, h, w, c]` as `[n, oh * ow, kh * kw, c]`, with `fill` outside the
-    /// image, and `(oh, ow)`.
-    fn patches(&self, op: &'static str, x: &Tensor, fill: f64) -> Result<(Tensor, usize, usize)> {
+    /// image, `(oh, ow)`, and the number of in-image elements of each window (`oh * ow` of
+    /// them, row-major).
+    fn patches(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        fill: f64,
+    ) -> Result<(Tensor, usize, usize, Vec<usize>)> {
         let &[n, h, w, c] = x.shape() else {
             unreachable!("checked by the callers")
         };
-        let (oh, ow) = self.out_size(op, h, w)?;
+        let Placement {
+            before: (ph, pw),
+            out: (oh, ow),
+        } = self.place(op, h, w)?;
         let (kh, kw) = self.kernel;
         let (sh, sw) = self.stride;
-        let (ph, pw) = self.padding;
         let pad_row = (h * w) as i64;
         let mut idx = Vec::with_capacity(oh * ow * kh * kw);
+        let mut counts = Vec::with_capacity(oh * ow);
         for i in 0..oh {
             for j in 0..ow {
+                let mut inside = 0;
                 for di in 0..kh {
                     for dj in 0..kw {
                         let r = (i * sh + di) as i64 - ph as i64;
                         let q = (j * sw + dj) as i64 - pw as i64;
                         idx.push(if r >= 0 && q >= 0 && r < h as i64 && q < w as i64 {
+                            inside += 1;
                             r * w as i64 + q
                         } else {
                             pad_row
                         });
                     }
                 }
+                counts.push(inside);
             }
         }
         let idx = Tensor::from_vec(idx, &[oh * ow * kh * kw])?;
@@ -70,7 +166,12 @@ impl Window {
         let fill = Tensor::try_full_dtype(&[n, 1, c], fill, x.dtype())?;
         let padded = Tensor::try_concat(&[&flat, &fill], 1)?;
         let cols = padded.try_take(&idx, 1)?;
-        Ok((cols.try_reshape_to(&[n, oh * ow, kh * kw, c])?, oh, ow))
+        Ok((
+            cols.try_reshape_to(&[n, oh * ow, kh * kw, c])?,
+            oh,
+            ow,
+            counts,
+        ))
     }
 }
 
@@ -115,8 +216,9 @@ fn unbatch(y: Tensor, unbatched: bool) -> Result<Tensor> {
 
 /// A 2-D convolution (cross-correlation, as in every framework) over NHWC inputs:
 /// `x: [n, h, w, in]` (or an unbatched `[h, w, in]`) to `[n, oh, ow, out]` with
-/// `oh = (h + 2·pad_h - kh) / stride_h + 1`. The kernel is `[kh, kw, in, out]` (HWIO, flax's
-/// layout) and the bias `[out]`. Padding is zeros on both sides.
+/// `oh = (h + 2·pad_h - kh) / stride_h + 1` with explicit padding, `ceil(h / stride_h)` with
+/// [`Padding::Same`]. The kernel is `[kh, kw, in, out]` (HWIO, flax's layout) and the bias
+/// `[out]`. Padding is zeros.
 ///
 /// Defaults: stride 1, padding 0, LeCun-normal kernel (fan-in `kh·kw·in`), zero bias, f32.
 ///
@@ -177,9 +279,9 @@ impl Conv2dBuilder {
         self.window.stride = stride;
         self
     }
-    /// Zero padding `(h, w)` on each side (default `(0, 0)`).
-    pub fn padding(mut self, padding: (usize, usize)) -> Self {
-        self.window.padding = padding;
+    /// Zero padding: `(h, w)` on each side (default `(0, 0)`), or [`Padding::Same`].
+    pub fn padding(mut self, padding: impl Into<Padding>) -> Self {
+        self.window.padding = padding.into();
         self
     }
     /// With or without bias (default with).
@@ -218,14 +320,8 @@ impl Conv2dBuilder {
     /// assert!(Conv2d::builder(1, 1, (3, 3)).stride((0, 1)).try_build().is_err());
     /// ```
     pub fn try_build(&self) -> Result<Conv2d> {
+        self.window.check("Conv2d")?;
         let (kh, kw) = self.window.kernel;
-        let (sh, sw) = self.window.stride;
-        if kh == 0 || kw == 0 || sh == 0 || sw == 0 {
-            return Err(invalid(
-                "Conv2d",
-                "kernel sizes and strides must be positive".to_string(),
-            ));
-        }
         let kernel = self
             .kernel_init
             .try_init_dtype(&[kh, kw, self.in_channels, self.out_channels], self.dtype)?;
@@ -267,7 +363,7 @@ impl Conv2d {
             window: Window {
                 kernel,
                 stride: (1, 1),
-                padding: (0, 0),
+                padding: Padding::default(),
             },
             bias: true,
             dtype: DType::F32,
@@ -296,7 +392,7 @@ impl Conv2d {
     pub fn try_forward(&self, x: &Tensor) -> Result<Tensor> {
         let (x4, unbatched) = as_batch("Conv2d", x, Some(self.in_channels))?;
         let n = x4.shape()[0];
-        let (cols, oh, ow) = self.window.patches("Conv2d", &x4, 0.0)?;
+        let (cols, oh, ow, _) = self.window.patches("Conv2d", &x4, 0.0)?;
         let (kh, kw) = self.window.kernel;
         let k = kh * kw * self.in_channels;
         let cols = cols.try_reshape_to(&[n, oh * ow, k])?;
@@ -315,14 +411,24 @@ impl Conv2d {
     }
 }
 
+impl_layer!(Conv2d);
+
 macro_rules! pool {
-    ($(#[$doc:meta])* $name:ident, $op:literal, $fill:expr, $reduce:ident) => {
+    (
+        $(#[$doc:meta])* $name:ident, $op:literal, $fill:expr,
+        { $($(#[$fdoc:meta])* $field:ident: $ty:ty = $default:expr),* }
+    ) => {
         $(#[$doc])*
         #[derive(stategrad_derive::Module, Clone, Debug)]
         #[module(crate = "stategrad_core")]
         pub struct $name {
             #[module(skip)]
             window: Window,
+            $(
+                $(#[$fdoc])*
+                #[module(skip)]
+                $field: $ty,
+            )*
         }
 
         impl $name {
@@ -332,8 +438,9 @@ macro_rules! pool {
                     window: Window {
                         kernel,
                         stride: kernel,
-                        padding: (0, 0),
+                        padding: Padding::default(),
                     },
+                    $($field: $default,)*
                 }
             }
 
@@ -343,9 +450,10 @@ macro_rules! pool {
                 self
             }
 
-            /// The same pooling with `(h, w)` padding on each side (at most half the kernel).
-            pub fn padding(mut self, padding: (usize, usize)) -> $name {
-                self.window.padding = padding;
+            /// The same pooling with `(h, w)` padding on each side (at most half the kernel),
+            /// or [`Padding::Same`].
+            pub fn padding(mut self, padding: impl Into<Padding>) -> $name {
+                self.window.padding = padding.into();
                 self
             }
 
@@ -364,21 +472,22 @@ macro_rules! pool {
             #[doc = concat!("let p = ", stringify!($name), "::new((2, 2)).stride((1, 1));")]
             /// assert_eq!(p.try_forward(&Tensor::ones(&[3, 3, 2])).unwrap().shape(), &[2, 2, 2]);
             /// assert!(p.try_forward(&Tensor::ones(&[1, 1, 2])).is_err());
-            /// assert!(p.padding((2, 0)).try_forward(&Tensor::ones(&[3, 3, 2])).is_err());
+            /// assert!(p.clone().padding((2, 0)).try_forward(&Tensor::ones(&[3, 3, 2])).is_err());
             /// ```
             pub fn try_forward(&self, x: &Tensor) -> Result<Tensor> {
                 let (x4, unbatched) = as_batch($op, x, None)?;
                 let (kh, kw) = self.window.kernel;
-                let (ph, pw) = self.window.padding;
-                if 2 * ph > kh || 2 * pw > kw {
-                    return Err(invalid(
-                        $op,
-                        format!("padding ({ph}, {pw}) is over half the kernel ({kh}, {kw})"),
-                    ));
+                if let Padding::Explicit(ph, pw) = self.window.padding {
+                    if 2 * ph > kh || 2 * pw > kw {
+                        return Err(invalid(
+                            $op,
+                            format!("padding ({ph}, {pw}) is over half the kernel ({kh}, {kw})"),
+                        ));
+                    }
                 }
                 let (n, c) = (x4.shape()[0], x4.shape()[3]);
-                let (cols, oh, ow) = self.window.patches($op, &x4, $fill)?;
-                let y = cols.$reduce(&[2], false)?;
+                let (cols, oh, ow, counts) = self.window.patches($op, &x4, $fill)?;
+                let y = self.reduce(&cols, &counts)?;
                 unbatch(y.try_reshape_to(&[n, oh, ow, c])?, unbatched)
             }
         }
@@ -400,13 +509,23 @@ pool! {
     /// let y = MaxPool2d::new((3, 3)).stride((1, 1)).padding((1, 1)).forward(&x);
     /// assert_eq!(y.shape(), &[1, 4, 4, 1]);
     /// ```
-    MaxPool2d, "MaxPool2d", f64::NEG_INFINITY, try_max_along
+    MaxPool2d, "MaxPool2d", f64::NEG_INFINITY, {}
+}
+
+impl MaxPool2d {
+    /// `[n, windows, kh * kw, c]` to each window's maximum.
+    fn reduce(&self, cols: &Tensor, _counts: &[usize]) -> Result<Tensor> {
+        cols.try_max_along(&[2], false)
+    }
 }
 
 pool! {
     /// Average pooling over NHWC inputs (`[n, h, w, c]` or `[h, w, c]`): each output is the
-    /// mean of its `(kh, kw)` window. Padding, when set, is zeros and counts in the mean
-    /// (PyTorch's `count_include_pad=True`).
+    /// mean of its `(kh, kw)` window. Padding, when set, is zeros that count in the mean by
+    /// default (`kh·kw` divides every window's sum: PyTorch's default `count_include_pad=True`,
+    /// and flax's `avg_pool`); [`AvgPool2d::count_include_pad`]`(false)` divides each sum by
+    /// the number of the window's elements inside the image instead (PyTorch's
+    /// `count_include_pad=False`, and TensorFlow's `'SAME'` average pooling).
     ///
     /// ```
     /// use stategrad_core::Tensor;
@@ -415,7 +534,45 @@ pool! {
     /// let y = AvgPool2d::new((2, 2)).forward(&x);
     /// assert_eq!(y.to_vec::<f32>(), vec![2.5, 4.5, 10.5, 12.5]);
     /// ```
-    AvgPool2d, "AvgPool2d", 0.0, try_mean_along
+    AvgPool2d, "AvgPool2d", 0.0, {
+        /// Whether the padding counts in the mean's divisor.
+        count_include_pad: bool = true
+    }
+}
+
+impl AvgPool2d {
+    /// The same pooling where padding counts in the mean's divisor (`true`, the default, as
+    /// PyTorch's `count_include_pad=True`), or not (`false`: each window's sum is divided by
+    /// its number of in-image elements). Without padding both are the same.
+    ///
+    /// ```
+    /// use stategrad_core::Tensor;
+    /// use stategrad_nn::layers::AvgPool2d;
+    /// // A 2x2 image of ones, 2x2 windows with stride 1 and one pixel of zero padding: the
+    /// // corner windows hold one image element, the edge windows two, the middle four.
+    /// let x = Tensor::ones(&[1, 2, 2, 1]);
+    /// let pool = AvgPool2d::new((2, 2)).stride((1, 1)).padding((1, 1));
+    /// let with = pool.clone().forward(&x).to_vec::<f32>();
+    /// assert_eq!(with, vec![0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]);
+    /// let without = pool.count_include_pad(false).forward(&x).to_vec::<f32>();
+    /// assert_eq!(without, vec![1.0; 9]);
+    /// ```
+    pub fn count_include_pad(mut self, on: bool) -> AvgPool2d {
+        self.count_include_pad = on;
+        self
+    }
+
+    /// `[n, windows, kh * kw, c]` to each window's mean.
+    fn reduce(&self, cols: &Tensor, counts: &[usize]) -> Result<Tensor> {
+        let (kh, kw) = self.window.kernel;
+        if self.count_include_pad || counts.iter().all(|&k| k == kh * kw) {
+            return cols.try_mean_along(&[2], false);
+        }
+        let counts: Vec<f64> = counts.iter().map(|&k| k as f64).collect();
+        let m = counts.len();
+        let counts = Tensor::from_vec(counts, &[m, 1])?.astype(cols.dtype());
+        cols.try_sum_along(&[2], false)?.try_div(&counts)
+    }
 }
 
 /// Flattens every axis from `start_axis` (default 1, keeping the batch axis) into one:
