@@ -33,9 +33,9 @@ pub enum Isa {
     /// The build's own vector types ([`Element::Vec`], `wide`): SSE2 in a baseline x86-64
     /// build, AVX2/AVX-512 in a `target-cpu=native` one, NEON on aarch64.
     Baseline,
-    /// x86-64 AVX2 + FMA, 256-bit vectors.
+    /// x86-64-v3 (AVX2, FMA, BMI), 256-bit vectors.
     Avx2,
-    /// x86-64 AVX-512 F + DQ, 512-bit vectors.
+    /// x86-64-v4 (AVX-512 F, BW, CD, DQ, VL), 512-bit vectors.
     Avx512,
 }
 
@@ -45,10 +45,28 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512dq") && has!("avx2") && has!("fma") {
+            // x86-64-v3: AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE.
+            let v3 = || {
+                has!("avx2")
+                    && has!("fma")
+                    && has!("bmi1")
+                    && has!("bmi2")
+                    && has!("f16c")
+                    && has!("lzcnt")
+                    && has!("movbe")
+            };
+            // x86-64-v4 (AVX-512 F, BW, CD, DQ, VL) and the v3 set below it: what a
+            // `target-cpu` of that level gives the compiler, so the code is the same.
+            if has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512cd")
+                && has!("avx512dq")
+                && has!("avx512vl")
+                && v3()
+            {
                 return Isa::Avx512;
             }
-            if has!("avx2") && has!("fma") {
+            if v3() {
                 return Isa::Avx2;
             }
         }
@@ -159,15 +177,17 @@ mod x86 {
     use crate::Element;
 
     /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
+    /// The CPU must have x86-64-v3 (see [`Isa::detected`](super::Isa::detected)).
+    #[target_feature(enable = "avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe")]
     pub(super) unsafe fn avx2<T: Element, F: VecFn<T>>(f: F) -> F::Output {
         f.call::<<T as Sealed>::Avx2>()
     }
 
     /// # Safety
-    /// The CPU must have AVX-512 F and DQ, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    /// The CPU must have x86-64-v4 (see [`Isa::detected`](super::Isa::detected)).
+    #[target_feature(
+        enable = "avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx2,fma,bmi1,bmi2,f16c,lzcnt,movbe"
+    )]
     pub(super) unsafe fn avx512<T: Element, F: VecFn<T>>(f: F) -> F::Output {
         f.call::<<T as Sealed>::Avx512>()
     }

@@ -916,7 +916,10 @@ fn kernels_run_on_the_widest_detected_isa() {
     use crate::isa::{isa, lanes, Isa};
     let wanted = std::env::var("STATEGRAD_ISA").ok();
     let wanted = wanted.as_deref().and_then(Isa::from_name);
-    assert_eq!(isa(), wanted.map_or(Isa::detected(), |w| w.min(Isa::detected())));
+    assert_eq!(
+        isa(),
+        wanted.map_or(Isa::detected(), |w| w.min(Isa::detected()))
+    );
     let (f32_lanes, f64_lanes) = match isa() {
         Isa::Avx512 => (16, 8),
         Isa::Avx2 => (8, 4),
