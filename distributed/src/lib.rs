@@ -31,6 +31,8 @@
 //! is not possible there).
 
 #[cfg(feature = "mpi")]
+mod checkpoint;
+#[cfg(feature = "mpi")]
 mod collective;
 #[cfg(feature = "mpi")]
 mod error;
