@@ -31,8 +31,8 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         };
         grad(loss).grad_states(params.clone()).call((x, y))
     });
-    let (mut total, mut reduce) = (Duration::ZERO, Duration::ZERO);
-    let (warmup, steps) = (5, 40);
+    let (mut total, mut reduce) = (Vec::new(), Vec::new());
+    let (warmup, steps) = (5, 100);
     for k in 0..warmup + steps {
         world.barrier()?;
         let t0 = Instant::now();
@@ -42,17 +42,26 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let t2 = Instant::now();
         opt.step(&avg)?;
         if k >= warmup {
-            total += t0.elapsed();
-            reduce += t2 - t1;
+            total.push(t0.elapsed());
+            reduce.push(t2 - t1);
         }
     }
+    // Rank 0's view; the median as well as the mean, since a shared host deschedules a rank
+    // now and then and one such step weighs on the mean.
     if world.is_root() {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3 / steps as f64;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mean = |v: &[Duration]| ms(v.iter().sum::<Duration>()) / v.len() as f64;
+        let median = |v: &mut Vec<Duration>| {
+            v.sort();
+            ms(v[v.len() / 2])
+        };
         println!(
-            "{} process(es), global batch {global}: {:.2} ms per step, {:.2} ms of it averaging gradients",
+            "{} process(es), global batch {global}: per step {:.2} ms mean, {:.2} ms median; averaging gradients {:.2} ms mean, {:.2} ms median",
             world.size(),
-            ms(total),
-            ms(reduce)
+            mean(&total),
+            median(&mut total),
+            mean(&reduce),
+            median(&mut reduce)
         );
     }
     Ok(())
