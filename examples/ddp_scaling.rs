@@ -5,6 +5,15 @@
 //! `RAYON_NUM_THREADS=1 mpirun -n 1 target/release/examples/ddp_scaling 128` against
 //! `RAYON_NUM_THREADS=1 mpirun -n 2 target/release/examples/ddp_scaling 256`
 //! (each process computes 128 examples; efficiency = the first time / the second).
+//! Add `--oversubscribe --mca btl self,tcp --mca btl_tcp_if_include lo` for TCP loopback (as CI
+//! runs), or `--oversubscribe --mca btl self,vader` for shared memory.
+//!
+//! Measured on the 2-core AMD EPYC host while other agents compiled on it (five alternated
+//! rounds, medians per round; see BENCHMARKS.md, "Data-parallel scaling (MPI)"): 1 process
+//! 5.6–7.3 ms per step (0.22–0.40 ms of it in `all_reduce_grads`), 2 processes 8.2–10.0 ms over
+//! TCP (2.1–4.0 ms averaging) and 8.0–8.9 ms over vader (2.0–2.6 ms averaging): efficiency
+//! 62–89 % (TCP) and 69–86 % (vader), short of the 90 % goal. The rest is the all-reduce of
+//! 2.7 MB of gradients, which cannot overlap the single jitted gradient call.
 use stategrad::distributed::{shard, World};
 use stategrad::nn::activation::Activation;
 use stategrad::nn::layers::Mlp;
