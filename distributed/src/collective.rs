@@ -237,6 +237,7 @@ impl World {
     /// buffers. Every rank receives the same bits, and each rank sends and receives about twice
     /// the bucket (a reduce on rank 0 followed by a broadcast would put the whole traffic through
     /// rank 0). On one rank nothing is packed or sent: the gradients come back as they are.
+    /// The kept buffers hold about the gradients' size plus one bucket, per `World`.
     pub fn all_reduce_grads(
         &self,
         local: std::result::Result<Grads, Error>,
