@@ -3,8 +3,13 @@
 //!
 //! `cargo build --release --features distributed --example digits_ddp`, then
 //! `mpirun -n 2 target/release/examples/digits_ddp` (same final accuracy as `-n 1`).
+//!
+//! At the end rank 0 alone writes the checkpoint of the model and the optimizer
+//! (`World::save_checkpoint`), and `World::load_checkpoint` reads it back as a resumed run would:
+//! rank 0 reads the file, every rank receives its values.
 use stategrad::distributed::{shard, World};
 use stategrad::nn::activation::Activation;
+use stategrad::nn::checkpoint::{merge_prefixed, MODEL_PREFIX, OPTIM_PREFIX};
 use stategrad::nn::data::{load_digits, Batches};
 use stategrad::nn::layers::Mlp;
 use stategrad::nn::loss::{softmax_cross_entropy, Reduction};
@@ -53,7 +58,14 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         }
     }
     let acc = accuracy(&model.forward(&scale(&test.features)), &test.labels).item()?;
+    let both = || merge_prefixed([(MODEL_PREFIX, params.clone()), (OPTIM_PREFIX, opt.states())]);
+    let file = std::env::temp_dir().join("digits_ddp.safetensors");
+    world.save_checkpoint(&both(), &file)?;
+    world.load_checkpoint(&both(), &file)?;
+    let reloaded = accuracy(&model.forward(&scale(&test.features)), &test.labels).item()?;
+    assert_eq!(acc, reloaded, "the checkpoint holds the trained model");
     if world.is_root() {
+        println!("checkpoint written by rank 0 to {}", file.display());
         println!(
             "{} rank(s): test accuracy {:.1} %, per step {:.1} µs computing, {:.1} µs in all-reduce",
             world.size(),

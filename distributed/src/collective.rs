@@ -1,8 +1,10 @@
 //! Collectives over tensors, gradient sets and states.
 //!
-//! Sums are reduced on rank 0 and broadcast (`MPI_Reduce` + `MPI_Bcast`) rather than
-//! all-reduced: an all-reduce may round differently on different ranks, and parameters updated
-//! from such sums would drift apart bit by bit. Each rank then holds the very same bits.
+//! Sums are never a plain `MPI_Allreduce`: it may round differently on different ranks, and
+//! parameters updated from such sums would drift apart bit by bit. Tensor sums are reduced on
+//! rank 0 and broadcast (`MPI_Reduce` + `MPI_Bcast`); gradient buckets are reduce-scattered and
+//! all-gathered (each element summed once, on the rank that owns its slice). Either way each
+//! rank holds the very same bits.
 
 use crate::error::{DistError, Result};
 use crate::world::{fnv, World};
@@ -37,7 +39,7 @@ fn dtype_of(code: u64) -> Option<DType> {
 }
 
 /// The description every rank must agree on: paths, shapes and dtypes.
-fn describe<'a>(op: &str, items: impl IntoIterator<Item = (String, &'a Tensor)>) -> u64 {
+pub(crate) fn describe<'a>(op: &str, items: impl IntoIterator<Item = (String, &'a Tensor)>) -> u64 {
     let mut text = String::from(op);
     let mut dims = Vec::new();
     for (name, t) in items {
@@ -177,7 +179,7 @@ impl World {
     }
 
     /// Broadcast the values of `states` packed per dtype (one message per dtype).
-    fn broadcast_values(&self, states: &StateMap, root: usize) -> Result<()> {
+    pub(crate) fn broadcast_values(&self, states: &StateMap, root: usize) -> Result<()> {
         fn run<T: Equivalence + Default + Clone + stategrad_core::Elem>(
             w: &World,
             items: &[(&stategrad_core::State, Tensor)],
@@ -225,114 +227,282 @@ impl World {
     ///
     /// Pass the local result as the gradient computation returned it: if it is an error (or,
     /// with [`World::nan_guard`], holds a non-finite value), this rank returns it and every
-    /// other rank returns [`DistError::RankFailed`], so no rank applies the step. Gradients are
-    /// averaged in buckets of [`World::with_bucket_bytes`] per dtype; every rank receives the
-    /// same bits.
+    /// other rank returns [`DistError::RankFailed`], so no rank applies the step.
+    ///
+    /// Gradients are packed (weighted by `n_r` on the way, the NaN guard checking in the same
+    /// pass) into buffers the `World` keeps from step to step, then averaged in buckets of
+    /// [`World::with_bucket_bytes`] per dtype: one `MPI_Reduce_scatter_block` (each rank sums
+    /// one slice of the bucket, so each element is added up once, on one rank) and one
+    /// `MPI_Allgather` of the slices, then divided by `Σ_r n_r` straight into the gradients' own
+    /// buffers. Every rank receives the same bits, and each rank sends and receives about twice
+    /// the bucket (a reduce on rank 0 followed by a broadcast would put the whole traffic through
+    /// rank 0). On one rank nothing is packed or sent: the gradients come back as they are.
+    /// The kept buffers hold about the gradients' size plus one bucket, per `World`.
     pub fn all_reduce_grads(
         &self,
         local: std::result::Result<Grads, Error>,
         examples: usize,
     ) -> Result<Grads> {
         const OP: &str = "all_reduce_grads";
-        let checked = local.and_then(|g| {
-            if self.nan_guard {
-                let finite = |t: &Tensor| match (t.as_slice::<f32>(), t.as_slice::<f64>()) {
-                    (Some(v), _) => v.iter().all(|x| x.is_finite()),
-                    (_, Some(v)) => v.iter().all(|x| x.is_finite()),
-                    _ => true,
-                };
-                if let Some((p, _)) = g.iter().find(|(_, t)| !finite(t)) {
-                    return Err(Error::InvalidArgument {
-                        op: OP,
-                        msg: format!("non-finite gradient at {p} on rank {}", self.rank),
-                    });
-                }
-            }
-            if let Some(t) = g.values().find(|t| !t.dtype().is_float()) {
-                return Err(Error::UnsupportedDType {
-                    op: OP,
-                    dtype: t.dtype().name(),
-                    expected: "float gradients",
-                });
-            }
-            Ok(g)
-        });
-        let grads = match checked {
-            Ok(g) => g,
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let prepared = local.and_then(|g| self.prepare(g, examples, &mut scratch));
+        let prepared = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 let _ = self.handshake(OP, true, 0, 0);
                 return Err(DistError::Local(e));
             }
         };
-        let sig = describe(OP, grads.iter().map(|(p, t)| (p.to_string(), t)));
+        let sig = describe(
+            OP,
+            prepared
+                .f32s
+                .iter()
+                .chain(&prepared.f64s)
+                .map(|(p, t)| (p.to_string(), t)),
+        );
         let total = self.handshake(OP, false, examples as u64, sig)?;
-        let share = if total == 0 {
-            0.0
-        } else {
-            examples as f64 / total as f64
-        };
+        let Prepared {
+            f32s,
+            f64s,
+            f32_buckets,
+            f64_buckets,
+        } = prepared;
         let mut out = Grads::new();
-        for dtype in [DType::F32, DType::F64] {
-            let items: Vec<(&Path, &Tensor)> =
-                grads.iter().filter(|(_, t)| t.dtype() == dtype).collect();
-            for bucket in buckets(&items, self.bucket_bytes) {
-                match dtype {
-                    DType::F32 => self.reduce_bucket::<f32>(bucket, share, &mut out)?,
-                    _ => self.reduce_bucket::<f64>(bucket, share, &mut out)?,
-                }
+        if total == 0 {
+            for (p, t) in f32s.into_iter().chain(f64s) {
+                out.insert(p, t.try_mul_scalar(0.0)?);
             }
+            return Ok(out);
         }
+        if self.size == 1 {
+            // g · n / n: the gradients themselves.
+            out.extend(f32s.into_iter().chain(f64s));
+            return Ok(out);
+        }
+        self.reduce_buckets(f32s, &f32_buckets, total, &mut scratch.f32, &mut out)?;
+        self.reduce_buckets(f64s, &f64_buckets, total, &mut scratch.f64, &mut out)?;
         Ok(out)
     }
 
-    fn reduce_bucket<T: Equivalence + Default + Clone + stategrad_core::Float>(
-        &self,
-        bucket: &[(&Path, &Tensor)],
-        share: f64,
-        out: &mut Grads,
-    ) -> Result<()> {
-        // Packed straight from the gradients' buffers, scaled on the way (no tensor per step).
-        let scale = T::from_f64(share);
-        let mut flat: Vec<T> = Vec::with_capacity(bucket.iter().map(|(_, t)| t.numel()).sum());
-        for (_, t) in bucket {
-            match t.as_slice::<T>() {
-                Some(v) if share == 1.0 => flat.extend_from_slice(v),
-                Some(v) => flat.extend(v.iter().map(|&x| x * scale)),
-                None => flat.extend(t.try_mul_scalar(share)?.to_vec::<T>()),
-            }
+    /// Check the local gradients (float dtypes; finite under the NaN guard) and, on more than
+    /// one rank, pack them weighted by `examples` into the scratch buffers.
+    fn prepare(&self, g: Grads, examples: usize, scratch: &mut Scratch) -> ResultCore<Prepared> {
+        if let Some(t) = g.values().find(|t| !t.dtype().is_float()) {
+            return Err(Error::UnsupportedDType {
+                op: "all_reduce_grads",
+                dtype: t.dtype().name(),
+                expected: "float gradients",
+            });
         }
-        let summed = self.sum_slice(&flat);
-        let mut at = 0;
-        for (p, t) in bucket {
-            let n = t.numel();
-            out.insert(
-                (*p).clone(),
-                Tensor::from_vec(summed[at..at + n].to_vec(), t.shape())?,
+        let (f32s, f64s): (Vec<(Path, Tensor)>, Vec<(Path, Tensor)>) =
+            g.into_iter().partition(|(_, t)| t.dtype() == DType::F32);
+        let guard = self.nan_guard;
+        let (f32_buckets, f64_buckets) = if self.size == 1 {
+            if guard {
+                check_finite::<f32>(&f32s, self.rank)?;
+                check_finite::<f64>(&f64s, self.rank)?;
+            }
+            (Vec::new(), Vec::new())
+        } else {
+            let (bytes, size) = (self.bucket_bytes, self.size);
+            let rank = self.rank;
+            (
+                pack::<f32>(&f32s, bytes, size, examples, guard, rank, &mut scratch.f32)?,
+                pack::<f64>(&f64s, bytes, size, examples, guard, rank, &mut scratch.f64)?,
+            )
+        };
+        Ok(Prepared {
+            f32s,
+            f64s,
+            f32_buckets,
+            f64_buckets,
+        })
+    }
+
+    /// Sum each packed bucket over the ranks (reduce-scatter, then all-gather: every element
+    /// summed once, on one rank) and write `sum / total` into the gradients' own buffers.
+    fn reduce_buckets<T: Real>(
+        &self,
+        items: Vec<(Path, Tensor)>,
+        buckets: &[Bucket],
+        total: u64,
+        buf: &mut Buffers<T>,
+        out: &mut Grads,
+    ) -> ResultCore<()> {
+        let n_total = T::from_u64(total);
+        let mut items = items.into_iter();
+        for b in buckets {
+            let padded = b.region.len();
+            if buf.mine.len() < b.chunk {
+                buf.mine.resize(b.chunk, T::default());
+            }
+            if buf.gathered.len() < padded {
+                buf.gathered.resize(padded, T::default());
+            }
+            self.comm.reduce_scatter_block_into(
+                &buf.packed[b.region.clone()],
+                &mut buf.mine[..b.chunk],
+                SystemOperation::sum(),
             );
-            at += n;
+            self.comm
+                .all_gather_into(&buf.mine[..b.chunk], &mut buf.gathered[..padded]);
+            let mut at = 0;
+            for (p, t) in items.by_ref().take(b.count) {
+                let n = t.numel();
+                let shape = t.shape().to_vec();
+                let mut v = t.into_vec::<T>();
+                for (o, &s) in v.iter_mut().zip(&buf.gathered[at..at + n]) {
+                    *o = s / n_total;
+                }
+                out.insert(p, Tensor::from_vec(v, &shape)?);
+                at += n;
+            }
         }
         Ok(())
     }
 }
 
+type ResultCore<T> = std::result::Result<T, Error>;
+
+/// The local gradients split by dtype (in path order), with their packed buckets.
+struct Prepared {
+    f32s: Vec<(Path, Tensor)>,
+    f64s: Vec<(Path, Tensor)>,
+    f32_buckets: Vec<Bucket>,
+    f64_buckets: Vec<Bucket>,
+}
+
+/// `count` consecutive gradients packed in `region` of the scratch buffer, zero-padded to
+/// `chunk` elements per rank.
+struct Bucket {
+    count: usize,
+    region: std::ops::Range<usize>,
+    chunk: usize,
+}
+
+/// Buffers [`World::all_reduce_grads`] keeps between calls, so that a step in steady state
+/// allocates nothing and touches no fresh page.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    f32: Buffers<f32>,
+    f64: Buffers<f64>,
+}
+
+#[derive(Default)]
+pub(crate) struct Buffers<T> {
+    packed: Vec<T>,
+    mine: Vec<T>,
+    gathered: Vec<T>,
+}
+
+/// The float element types gradients are averaged in.
+trait Real:
+    Equivalence
+    + stategrad_core::Elem
+    + Copy
+    + Default
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+{
+    fn from_u64(n: u64) -> Self;
+    fn finite(self) -> bool;
+}
+
+impl Real for f32 {
+    fn from_u64(n: u64) -> f32 {
+        n as f32
+    }
+    fn finite(self) -> bool {
+        self.is_finite()
+    }
+}
+
+impl Real for f64 {
+    fn from_u64(n: u64) -> f64 {
+        n as f64
+    }
+    fn finite(self) -> bool {
+        self.is_finite()
+    }
+}
+
+fn non_finite(p: &Path, rank: usize) -> Error {
+    Error::InvalidArgument {
+        op: "all_reduce_grads",
+        msg: format!("non-finite gradient at {p} on rank {rank}"),
+    }
+}
+
+fn values<T: Real>(t: &Tensor) -> std::borrow::Cow<'_, [T]> {
+    match t.as_slice::<T>() {
+        Some(v) => v.into(),
+        None => t.to_vec::<T>().into(),
+    }
+}
+
+fn check_finite<T: Real>(items: &[(Path, Tensor)], rank: usize) -> ResultCore<()> {
+    match items
+        .iter()
+        .find(|(_, t)| !values::<T>(t).iter().all(|x| x.finite()))
+    {
+        Some((p, _)) => Err(non_finite(p, rank)),
+        None => Ok(()),
+    }
+}
+
+/// Pack `items` weighted by `weight` into `buf.packed`, bucket by bucket, each bucket
+/// zero-padded to a multiple of `size`; with `guard`, a non-finite value is this rank's error.
+fn pack<T: Real>(
+    items: &[(Path, Tensor)],
+    bucket_bytes: usize,
+    size: usize,
+    weight: usize,
+    guard: bool,
+    rank: usize,
+    buf: &mut Buffers<T>,
+) -> ResultCore<Vec<Bucket>> {
+    let w = T::from_u64(weight as u64);
+    buf.packed.clear();
+    let mut out = Vec::new();
+    for r in bucket_ranges(items, bucket_bytes) {
+        let start = buf.packed.len();
+        for (p, t) in &items[r.clone()] {
+            let mut finite = true;
+            buf.packed.extend(values::<T>(t).iter().map(|&x| {
+                finite &= x.finite();
+                x * w
+            }));
+            if guard && !finite {
+                return Err(non_finite(p, rank));
+            }
+        }
+        let chunk = (buf.packed.len() - start).div_ceil(size);
+        buf.packed.resize(start + chunk * size, T::default());
+        out.push(Bucket {
+            count: r.len(),
+            region: start..buf.packed.len(),
+            chunk,
+        });
+    }
+    Ok(out)
+}
+
 /// Consecutive runs of `items` of at most `bytes` each (a larger tensor is a bucket alone).
-fn buckets<'a, 'b>(
-    items: &'b [(&'a Path, &'a Tensor)],
-    bytes: usize,
-) -> Vec<&'b [(&'a Path, &'a Tensor)]> {
+fn bucket_ranges(items: &[(Path, Tensor)], bytes: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut size) = (0, 0usize);
     for (i, (_, t)) in items.iter().enumerate() {
         let b = t.numel() * if t.dtype() == DType::F64 { 8 } else { 4 };
         if i > start && size + b > bytes {
-            out.push(&items[start..i]);
+            out.push(start..i);
             start = i;
             size = 0;
         }
         size += b;
     }
     if start < items.len() {
-        out.push(&items[start..]);
+        out.push(start..items.len());
     }
     out
 }

@@ -23,6 +23,13 @@ pub enum DistError {
         /// What the local rank sent, for the message.
         what: String,
     },
+    /// Rank 0 could not save or load a checkpoint ([`World::save_checkpoint`],
+    /// [`World::load_checkpoint`]); the other ranks get [`DistError::RankFailed`].
+    ///
+    /// [`World::save_checkpoint`]: crate::World::save_checkpoint
+    /// [`World::load_checkpoint`]: crate::World::load_checkpoint
+    #[error(transparent)]
+    Checkpoint(#[from] stategrad_nn::checkpoint::CheckpointError),
     /// MPI could not be initialised (already initialised in this process, or no MPI runtime).
     #[error("MPI could not be initialised: {0}")]
     Init(String),

@@ -1,11 +1,13 @@
 //! The world communicator: ranks, the failure handshake, and the options of the collectives.
 
+use crate::collective::Scratch;
 use crate::error::{DistError, Result};
 use crate::watchdog::Watchdog;
 use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use std::ops::Range;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// All the processes of an MPI job (`MPI_COMM_WORLD`), with the options of the collectives.
@@ -26,6 +28,7 @@ pub struct World {
     pub(crate) timeout: Duration,
     pub(crate) bucket_bytes: usize,
     pub(crate) nan_guard: bool,
+    pub(crate) scratch: Mutex<Scratch>,
     watchdog: Watchdog,
     // Last: finalises MPI when dropped, after everything that uses it.
     _universe: mpi::environment::Universe,
@@ -64,6 +67,7 @@ impl World {
             timeout: Duration::from_secs(300),
             bucket_bytes: 25 << 20,
             nan_guard: true,
+            scratch: Mutex::default(),
             watchdog: Watchdog::start(rank),
             _universe: universe,
         })

@@ -257,6 +257,88 @@ mod ranks {
         w.barrier().unwrap();
     }
 
+    fn same(a: &[Tensor], b: &[Tensor]) -> bool {
+        a.iter().zip(b).all(|(x, y)| x.allclose(y, 0.0, 0.0))
+    }
+
+    fn values_of(m: &StateMap) -> Vec<Tensor> {
+        m.values().map(|s| s.value()).collect()
+    }
+
+    /// Rank 0 writes checkpoints, rank 0 reads them and every rank gets its values; a failure
+    /// on rank 0 is a typed error on every rank and changes no state.
+    fn checkpoints(w: &World) {
+        let file = std::env::temp_dir().join(format!(
+            "stategrad-mpi-ranks-{}.safetensors",
+            std::process::id()
+        ));
+        // Round trip: rank 0 saves its parameters, every rank then moves its own elsewhere,
+        // and loading brings back rank 0's saved values on every rank (only rank 0's path is
+        // read: the other ranks' differ, being named after their own process).
+        let saved = values_of(&Model::new(10).params());
+        let model = Model::new(10 + w.rank() as u64);
+        let params = model.params();
+        w.save_checkpoint(&params, &file).unwrap();
+        if w.is_root() {
+            assert!(file.exists());
+        } else {
+            assert!(!file.exists(), "only rank 0 writes");
+        }
+        for (s, t) in params
+            .values()
+            .zip(values_of(&Model::new(50 + w.rank() as u64).params()))
+        {
+            s.set_value(t);
+        }
+        w.load_checkpoint(&params, &file).unwrap();
+        assert!(
+            same(&values_of(&params), &saved),
+            "rank {} loaded rank 0's values",
+            w.rank()
+        );
+
+        let before = values_of(&params);
+        let expect_failure = |r: stategrad_distributed::Result<()>, what: &str| {
+            if w.is_root() {
+                assert!(matches!(r, Err(DistError::Checkpoint(_))), "{what}: {r:?}");
+            } else {
+                assert!(
+                    matches!(r, Err(DistError::RankFailed { ranks: 1, .. })),
+                    "{what}: {r:?}"
+                );
+            }
+        };
+        // An unwritable path.
+        let r = w.save_checkpoint(&params, "/nonexistent-stategrad-dir/ckpt.safetensors");
+        expect_failure(r, "save to a missing folder");
+        // A missing file.
+        let r = w.load_checkpoint(&params, "/nonexistent-stategrad-dir/ckpt.safetensors");
+        expect_failure(r, "load of a missing file");
+        assert!(
+            same(&values_of(&params), &before),
+            "a failed load changed nothing"
+        );
+        // A file of other shapes: a mismatch on rank 0, nothing loaded anywhere.
+        let other: StateMap = [(path("w1"), State::new(Tensor::zeros(&[2, 2])))].into();
+        w.save_checkpoint(&other, &file).unwrap();
+        let r = w.load_checkpoint(&params, &file);
+        expect_failure(r, "load of a mismatched file");
+        assert!(
+            same(&values_of(&params), &before),
+            "a failed load changed nothing"
+        );
+        // Ranks holding different states: a typed mismatch before anything is read.
+        if w.size() > 1 {
+            let mine: StateMap = [(path("w1"), State::new(Tensor::zeros(&[1 + w.rank()])))].into();
+            let r = w.load_checkpoint(&mine, &file);
+            assert!(matches!(r, Err(DistError::Mismatch { .. })), "{r:?}");
+        }
+        if w.is_root() {
+            std::fs::remove_file(&file).unwrap();
+        }
+        w.barrier().unwrap();
+    }
+
     pub fn main() {
         // A failed check ends this process at once, so that mpirun ends the job (unwinding would
         // drop the World and wait in MPI_Finalize for ranks that wait for this one).
@@ -273,6 +355,7 @@ mod ranks {
         data_parallel_equals_single_process(&w, false);
         data_parallel_equals_single_process(&w, true);
         failures_reach_every_rank(&w);
+        checkpoints(&w);
         w.barrier().unwrap();
         if w.is_root() {
             println!("mpi_ranks: all checks passed on {} rank(s)", w.size());
