@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
+/// The digits epoch (`digits_epoch_mlp`): stategrad, candle and burn training the example's MLP.
+mod digits_epoch;
+
 // ---------------------------------------------------------------------------------------------
 // Shared set-up: threads, fixed-seed inputs, f64 references.
 // ---------------------------------------------------------------------------------------------
@@ -1055,5 +1058,6 @@ fn main() {
     w1(&mut c);
     w2(&mut c);
     w5(&mut c);
+    digits_epoch::bench(&mut c);
     c.final_summary();
 }
