@@ -88,6 +88,16 @@ def main():
       "the criterion peers groups (stategrad, burn at 1 and 2 threads; candle at 2, then at 1 in "
       "a second process), then the JAX script and the PyTorch script at 1 and 2 threads. "
       f"run.sh took {meta.get('elapsed', '?')}.")
+    load_path = os.path.join(run, "load.log")
+    if os.path.exists(load_path):
+        loads = [float(l.split()[1]) for l in open(load_path) if len(l.split()) >= 2]
+        if loads:
+            first = open(load_path).readline().split()[0]
+            w("")
+            w(f"Host load average (1 min), sampled every 30 s from {first} UTC: "
+              f"{min(loads):.1f}–{max(loads):.1f}, median {statistics.median(loads):.1f} "
+              f"({len(loads)} samples) on {meta.get('cpus', '?')} CPUs. Other processes share "
+              "this host: absolute times move between runs; compare the ratios of one round.")
     w("")
     w("Measured on this machine in this run (`machine_peak`): f32 FMA peak "
       + ", ".join(f"{machine['fma_gflops'][str(t)]:.1f} GFLOP/s at {t} thread{'s' * (t > 1)}"

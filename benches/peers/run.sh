@@ -14,7 +14,7 @@
 #    1), then the JAX script and the PyTorch script at 1 and 2 threads (W1, W2, W5, DIGITS);
 #    each round's criterion estimates and the scripts' JSON lines are kept in the run directory;
 # 4. report_all.py merges them into markdown, written to benches/results/peers-<date>.md and
-#    printed.
+#    printed (peers-<date>-quick.md with --quick).
 #
 # --quick: criterion `--warm-up-time 1 --measurement-time 3` (the W1/W2/W5 groups set those
 # times themselves in every mode; this shortens the digits group) and a tenth of the Python
@@ -42,6 +42,13 @@ DATE=$(date -u +%Y-%m-%d)
 RUN="$HERE/target/peers-run/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RUN"
 log() { echo "[run.sh $(date -u +%H:%M:%S)] $*" >&2; }
+
+# The host's load average every 30 s while the run lasts (the table reports its range: on a
+# shared host other processes' load is the main source of noise).
+( while true; do echo "$(date -u +%H:%M:%S) $(cut -d' ' -f1-3 /proc/loadavg)"; sleep 30; done ) \
+    >"$RUN/load.log" 2>/dev/null &
+LOADPID=$!
+trap 'kill "$LOADPID" 2>/dev/null || true' EXIT
 
 # --- 1. Python environment --------------------------------------------------------------------
 PY="$HERE/.venv/bin/python"
@@ -124,7 +131,7 @@ cat >"$RUN/meta.json" <<EOF
  "mode": "$MODE", "elapsed": "$((ELAPSED / 60)) min $((ELAPSED % 60)) s", $ROUND_JSON}
 EOF
 mkdir -p "$REPO/benches/results"
-OUTMD="$REPO/benches/results/peers-$DATE.md"
+OUTMD="$REPO/benches/results/peers-$DATE$([[ $QUICK == 1 ]] && echo -quick || true).md"
 python3 "$HERE/report_all.py" "$RUN" >"$OUTMD"
 cat "$OUTMD"
 log "wrote $OUTMD (raw data: $RUN)"
