@@ -2,6 +2,7 @@
 """Print the peers table (medians from criterion's estimates.json) as markdown.
 
 Usage (after the bench commands of README.md): python3 report.py
+(run.sh and report_all.py make the full table, with JAX, PyTorch and the machine's peak.)
 Rows: workload x thread count; columns: one per library. Each cell is the median time per
 iteration of the latest run of that bench id ("new"), with W2's GFLOP/s and W5's GB/s.
 """
@@ -14,6 +15,7 @@ GROUPS = [
     ("W1_linear_step", "W1 step"),
     ("W2_mlp_step_b256", "W2 step, batch 256"),
     ("W5_elementwise_grad_16M", "W5 grad, 16M"),
+    ("digits_epoch_mlp", "digits epoch (22 steps)"),
 ]
 LIBS = ["stategrad_eager", "stategrad_jit", "burn", "candle"]
 W2_FLOPS = 2 * 256 * (784 * 512 + 512 * 512 + 512 * 10) * 3 - 2 * 256 * 784 * 512

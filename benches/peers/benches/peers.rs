@@ -1,8 +1,10 @@
 //! Peers in the same run: stategrad, candle and burn on W1, W2 and W5 of
-//! shared/BENCHMARK-WORKLOADS.md, one criterion group per workload with one bench function per
+//! shared/BENCHMARK-WORKLOADS.md and on one epoch of the digits MLP of examples/digits.rs
+//! (`digits_epoch/mod.rs`), one criterion group per workload with one bench function per
 //! library, so that the ratios come from one process on one machine state.
 //!
-//! Run: `cd benches/peers && cargo bench --bench peers` (see README.md for the thread setup).
+//! Run: `cd benches/peers && cargo bench --bench peers` (see README.md for the thread setup), or
+//! `benches/peers/run.sh` for these groups, JAX and PyTorch interleaved, and the merged table.
 //!
 //! Every library gets identical f32 inputs (and, for W2, identical initial weights) from one
 //! fixed-seed generator, and each library's result is checked once against an f64 reference before
@@ -20,6 +22,9 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+
+/// The digits epoch (`digits_epoch_mlp`): stategrad, candle and burn training the example's MLP.
+mod digits_epoch;
 
 // ---------------------------------------------------------------------------------------------
 // Shared set-up: threads, fixed-seed inputs, f64 references.
@@ -1055,5 +1060,6 @@ fn main() {
     w1(&mut c);
     w2(&mut c);
     w5(&mut c);
+    digits_epoch::bench(&mut c);
     c.final_summary();
 }

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""W1-W6 of shared/BENCHMARK-WORKLOADS.md in PyTorch (CPU): eager autograd, torch.func for the
-Jacobian, Hessian and per-example gradients, and optionally torch.compile.
+"""W1-W6 of shared/BENCHMARK-WORKLOADS.md and the digits epoch in PyTorch (CPU): eager autograd,
+torch.func for the Jacobian, Hessian and per-example gradients, torch.optim.Adam for the digits
+epoch, and optionally torch.compile.
 
-Not run by CI and not installed on the development machine; for whoever has PyTorch:
+Not run by CI; benches/peers/run.sh installs PyTorch into benches/peers/.venv and runs it:
 
     pip install torch numpy
-    python3 benches/peers/python/torch_workloads.py --threads 2 [--compile]
+    python3 benches/peers/python/torch_workloads.py --threads 2 [--compile] [--only W1,DIGITS] [--json FILE]
+
+--json FILE appends one JSON line per timed function (library, workload key, threads, median
+and min in seconds, repetitions) for benches/peers/report_all.py.
 
 --threads N calls torch.set_num_threads(N) and pins the process to the first N CPUs. Every
 workload checks its result once before timing, and the script prints the median (and min) over
@@ -13,6 +17,7 @@ workload checks its result once before timing, and the script prints the median 
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -27,7 +32,9 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads and CPUs (default 2)")
     ap.add_argument("--reps", type=int, default=0, help="timed calls per workload (0: auto)")
-    ap.add_argument("--only", default="", help="comma list of workloads, e.g. W1,W5")
+    ap.add_argument("--only", default="", help="comma list of workloads, e.g. W1,W5,DIGITS")
+    ap.add_argument("--quick", action="store_true", help="a tenth of the default timed calls")
+    ap.add_argument("--json", default="", help="append one JSON line per timed function to FILE")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile'd W1, W2, W5")
     return ap.parse_args()
 
@@ -47,7 +54,16 @@ def fmt(s):
     return f"{s:.3f} s"
 
 
-def bench(name, fn, reps, extra=None):
+def record(key, name, med, times):
+    """Append the result as one JSON line to --json (for report_all.py)."""
+    if ARGS.json:
+        with open(ARGS.json, "a") as f:
+            f.write(json.dumps({"lib": "torch", "version": torch.__version__, "workload": key,
+                                "name": name, "threads": ARGS.threads, "median_s": med,
+                                "min_s": min(times), "reps": len(times)}) + "\n")
+
+
+def bench(name, fn, reps, extra=None, key=None):
     """Median of `reps` timed calls after 3 warm-up calls."""
     for _ in range(3):
         fn()
@@ -59,11 +75,14 @@ def bench(name, fn, reps, extra=None):
     med = float(np.median(times))
     note = f"  {extra(med)}" if extra else ""
     print(f"{name:<38} median {fmt(med):>10}  min {fmt(min(times)):>10}  ({reps} calls){note}")
+    record(key or name, name, med, times)
     return med
 
 
 def reps(default):
-    return ARGS.reps or default
+    if ARGS.reps:
+        return ARGS.reps
+    return max(5, default // 10) if ARGS.quick else default
 
 
 def sgd_(params, grads, lr):
@@ -88,10 +107,10 @@ def w1():
     l0 = step().item()
     expect = float(np.mean(y.double().numpy() ** 2))
     assert abs(l0 - expect) < 1e-4 and abs(b.item() - 0.2) < 1e-5, f"W1 guard: {l0} vs {expect}"
-    bench("W1 eager step", step, reps(20000))
+    bench("W1 eager step", step, reps(20000), key="W1")
     if ARGS.compile:
         cstep = torch.compile(step)
-        bench("W1 torch.compile step", cstep, reps(20000))
+        bench("W1 torch.compile step", cstep, reps(20000), key="W1_compile")
 
 
 # --- W2 / W6: the MLP -------------------------------------------------------------------------
@@ -140,9 +159,10 @@ def w2():
     flops = 2 * B * (784 * 512 + 512 * 512 + 512 * 10) * 3 - 2 * B * 784 * 512
     extra = (lambda m: f"= {1 / m:.1f} steps/s, {B / m:.0f} samples/s, "
                        f"{flops / m / 1e9:.1f} GFLOP/s")
-    bench("W2 eager step, batch 256", step, reps(200), extra)
+    bench("W2 eager step, batch 256", step, reps(200), extra, key="W2")
     if ARGS.compile:
-        bench("W2 torch.compile step, batch 256", torch.compile(step), reps(200), extra)
+        bench("W2 torch.compile step, batch 256", torch.compile(step), reps(200), extra,
+              key="W2_compile")
 
 
 def w6():
@@ -158,7 +178,7 @@ def w6():
     g = grad(mlp_loss)(p, x, y)
     for k in g:
         assert torch.allclose(pe[k].mean(0), g[k], rtol=1e-3, atol=1e-5), f"W6 guard {k}"
-    bench("W6 vmap(grad), batch 64", lambda: per_example(p, x, y), reps(30))
+    bench("W6 vmap(grad), batch 64", lambda: per_example(p, x, y), reps(30), key="W6")
 
 
 # --- W3 / W4: Jacobian and Hessian -----------------------------------------------------------
@@ -176,8 +196,8 @@ def w3():
 
     jr, jf = jacrev(f), jacfwd(f)
     assert torch.allclose(jr(x), jf(x), rtol=1e-4, atol=1e-5), "W3 guard: jacrev != jacfwd"
-    bench("W3 jacrev 256x256", lambda: jr(x), reps(300))
-    bench("W3 jacfwd 256x256", lambda: jf(x), reps(300))
+    bench("W3 jacrev 256x256", lambda: jr(x), reps(300), key="W3_jacrev")
+    bench("W3 jacfwd 256x256", lambda: jf(x), reps(300), key="W3_jacfwd")
 
 
 def w4():
@@ -192,7 +212,7 @@ def w4():
     h = jacfwd(jacrev(f))
     hx = h(x)
     assert torch.allclose(hx, hx.T, rtol=1e-4, atol=1e-5), "W4 guard: Hessian not symmetric"
-    bench("W4 jacfwd(jacrev) 512", lambda: h(x), reps(20))
+    bench("W4 jacfwd(jacrev) 512", lambda: h(x), reps(20), key="W4_fwdrev")
 
 
 # --- W5: elementwise gradient over 16M floats -------------------------------------------------
@@ -215,17 +235,65 @@ def w5():
     want = (1 - t * t) * s + t * s * (1 - s) + xs[idx]
     assert torch.allclose(g[idx], want, atol=1e-4), "W5 guard"
     extra = lambda m: f"= {128 * 2**20 / m / 1e9:.2f} GB/s effective"  # noqa: E731
-    bench("W5 eager grad, 16M", lambda: g_eager(x), reps(10), extra)
+    bench("W5 eager grad, 16M", lambda: g_eager(x), reps(10), extra, key="W5")
     if ARGS.compile:
         gc = torch.compile(grad(f))
         assert torch.allclose(gc(x).double()[idx], want, atol=1e-4), "W5 guard (compiled)"
-        bench("W5 torch.compile grad, 16M", lambda: gc(x), reps(20), extra)
+        bench("W5 torch.compile grad, 16M", lambda: gc(x), reps(20), extra, key="W5_compile")
+
+
+# --- The digits epoch of examples/digits.rs: 64-128-10 MLP, torch.optim.Adam(lr=1e-3) ---------
+def digits():
+    import digits_data
+
+    xt_np, yt_np, order_np = digits_data.load()
+    xt, yt = torch.from_numpy(xt_np), torch.from_numpy(yt_np).long()
+    order = torch.from_numpy(order_np)
+    steps = len(order_np) // digits_data.BATCH
+
+    def logits_of(p, x):
+        return torch.relu(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+
+    def fresh():
+        p = {k: torch.tensor(v, requires_grad=True) for k, v in digits_data.init_params().items()}
+        return p, torch.optim.Adam(p.values(), lr=1e-3)  # betas (0.9, 0.999), eps 1e-8
+
+    def epoch(p, opt, losses=None):
+        for s in range(steps):
+            idx = order[s * 64:(s + 1) * 64]  # host-side batching: index the training tensors
+            loss = torch.nn.functional.cross_entropy(logits_of(p, xt[idx]), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if losses is not None:
+                losses.append(loss.item())
+        return loss.item()
+
+    # Guards: the first epoch's losses fall from about ln 10; after 10 epochs the training loss
+    # is below 0.35 and the training accuracy above 90 %.
+    p, opt = fresh()
+    losses = []
+    epoch(p, opt, losses)
+    assert 1.5 < losses[0] < 3.5 and losses[-1] < losses[0], f"digits guard: {losses}"
+    for _ in range(9):
+        epoch(p, opt)
+    with torch.no_grad():
+        z = logits_of(p, xt)
+        tl = torch.nn.functional.cross_entropy(z, yt).item()
+        acc = (z.argmax(1) == yt).double().mean().item()
+    print(f"digits guard: epoch-1 loss {losses[0]:.3f} -> {losses[-1]:.3f}; after 10 epochs "
+          f"train loss {tl:.4f}, accuracy {100 * acc:.1f} %")
+    assert tl < 0.35 and acc > 0.90, f"digits guard: loss {tl}, accuracy {acc}"
+
+    p, opt = fresh()
+    bench(f"digits epoch ({steps} steps, batch 64)", lambda: epoch(p, opt), reps(200),
+          extra=lambda m: f"= {m / steps * 1e6:.0f} us per step", key="digits")
 
 
 def main():
     print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"python {sys.version.split()[0]}")
-    todo = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6}
+    todo = {"W1": w1, "W2": w2, "W3": w3, "W4": w4, "W5": w5, "W6": w6, "DIGITS": digits}
     only = [w.strip().upper() for w in ARGS.only.split(",") if w.strip()]
     for name, fn in todo.items():
         if not only or name in only:
