@@ -217,6 +217,11 @@ where
 
 /// [`unary_v`] on the vector type of the chosen [`isa`](crate::isa::isa).
 pub fn unary_block<T: Element>(op: UnaryOp, x: &[T], out: &mut [T], simd_tr: bool) {
+    // Exact ops give the same bits on every ISA: short ones stay inline on the build's vectors
+    // rather than paying a call into the dispatched instantiation.
+    if out.len() < SIMD_MIN_LEN && !op.is_transcendental() {
+        return unary_v::<T::Vec>(op, x, out, simd_tr);
+    }
     struct F<'a, T>(UnaryOp, &'a [T], &'a mut [T], bool);
     impl<T: Element> VecFn<T> for F<'_, T> {
         type Output = ();
@@ -249,6 +254,10 @@ pub fn binary_block<T: Element, A: Src<T>, B: Src<T>>(
     out: &mut [T],
     simd_tr: bool,
 ) {
+    // As in `unary_block`: short exact ops stay inline (same bits on every ISA).
+    if out.len() < SIMD_MIN_LEN && !op.is_transcendental() {
+        return binary_v::<T::Vec, A, B>(op, a, b, out, simd_tr);
+    }
     struct F<'a, T, A, B>(BinaryOp, A, B, &'a mut [T], bool);
     impl<T: Element, A: Src<T>, B: Src<T>> VecFn<T> for F<'_, T, A, B> {
         type Output = ();
