@@ -1,5 +1,5 @@
-//! [`SimdVec`] on x86-64 registers for the ISAs chosen at run time: AVX2 + FMA (`__m256`,
-//! `__m256d`) and AVX-512 F + DQ (`__m512`, `__m512d`).
+//! [`SimdVec`] on x86-64 registers for the ISAs chosen at run time: x86-64-v3, AVX2 + FMA
+//! (`__m256`, `__m256d`), and x86-64-v4, AVX-512 (`__m512`, `__m512d`).
 //!
 //! `wide`'s types pick their implementation when the crate is compiled (`cfg(target_feature)`),
 //! so in a build for baseline x86-64 they are SSE2 pairs whatever the host can do. These types
@@ -12,10 +12,12 @@
 //! polynomials at the width the build enables).
 //!
 //! # Soundness
-//! The types are private to this crate. Their methods call the ISA's intrinsics, which is
-//! sound only on a CPU that has the ISA; a value or a method call of a type exists only in
-//! code that [`isa::with_vec`](crate::isa::with_vec) runs after it detected the ISA, or in
-//! unit tests that check detection first.
+//! The types cannot be named outside this crate (public items of a private module, reached
+//! only as associated types of the sealed `Element` internals). Their methods call the ISA's
+//! intrinsics, which is sound only on a CPU that has the ISA. Code instantiated with one of
+//! them is handed out only by [`isa::with_vec`](crate::isa::with_vec), which picks a type only
+//! after detecting its ISA on this CPU (`STATEGRAD_ISA` can only lower the choice), and by unit
+//! tests that check detection first; so wherever such code runs, the instructions exist.
 
 use std::arch::x86_64::*;
 use std::ops::{Add, BitAnd, BitOr, Div, Mul, Neg, Not, Sub};
