@@ -43,6 +43,49 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// What 100 steady-state calls of `step` allocated, per call.
+struct PerStep {
+    /// The loss of the last call.
+    last: f64,
+    /// Bytes allocated.
+    bytes: usize,
+    /// Allocations.
+    calls: usize,
+    /// Bytes allocated with alignment >= 32 (GEMM packing scratch).
+    aligned: usize,
+}
+
+/// Calls `step` 100 times and asserts that no tensor buffer was allocated afresh (`what` names
+/// the step in the failure message).
+fn measure(step: &impl Fn() -> Tensor, what: &str) -> PerStep {
+    let fresh = fresh_buffer_count();
+    let counters = || {
+        (
+            BYTES.load(Ordering::Relaxed),
+            CALLS.load(Ordering::Relaxed),
+            ALIGNED.load(Ordering::Relaxed),
+        )
+    };
+    let before = counters();
+    let steps = 100;
+    let mut last = 0.0;
+    for _ in 0..steps {
+        last = step().item().unwrap();
+    }
+    let after = counters();
+    assert_eq!(
+        fresh_buffer_count(),
+        fresh,
+        "a steady-state {what} replay allocated a tensor buffer"
+    );
+    PerStep {
+        last,
+        bytes: (after.0 - before.0) / steps,
+        calls: (after.1 - before.1) / steps,
+        aligned: (after.2 - before.2) / steps,
+    }
+}
+
 #[test]
 fn steady_state_jit_replays_allocate_no_tensor_buffers() {
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
@@ -71,31 +114,18 @@ fn steady_state_jit_replays_allocate_no_tensor_buffers() {
     for _ in 0..5 {
         step.call((x.clone(), y.clone())).unwrap();
     }
+    let call = || step.call((x.clone(), y.clone())).unwrap();
     let measure = || {
-        let (fresh, bytes, calls) = (
-            fresh_buffer_count(),
-            BYTES.load(Ordering::Relaxed),
-            CALLS.load(Ordering::Relaxed),
-        );
-        let steps = 100;
-        let mut last = 0.0;
-        for _ in 0..steps {
-            last = step.call((x.clone(), y.clone())).unwrap().item().unwrap();
-        }
-        assert_eq!(
-            fresh_buffer_count(),
-            fresh,
-            "a steady-state replay allocated a tensor buffer"
-        );
-        let per_step = (BYTES.load(Ordering::Relaxed) - bytes) / steps;
-        let calls_per_step = (CALLS.load(Ordering::Relaxed) - calls) / steps;
+        let m = measure(&call, "W1");
         // Bookkeeping only (tensor handles, small vectors); one 8 KB buffer alone would exceed
         // this.
         assert!(
-            per_step < 8000,
-            "{per_step} bytes allocated per replay ({calls_per_step} calls)"
+            m.bytes < 8000,
+            "{} bytes allocated per replay ({} calls)",
+            m.bytes,
+            m.calls
         );
-        (last, per_step, calls_per_step)
+        (m.last, m.bytes, m.calls)
     };
     // First as closures, then (after enough runs) as native code: neither allocates per run.
     let (last, per_step, calls_per_step) = measure();
@@ -147,30 +177,13 @@ fn a_jitted_adamw_training_step_allocates_no_tensor_buffers_in_steady_state() {
     for _ in 0..5 {
         step.call((x.clone(), y.clone())).unwrap();
     }
+    // The step frees more than 64 buffers at a time: a thread's pool of freed buffers must
+    // keep them all (it kept 64, and the smallest, the [10] bias and its gradient and moments,
+    // were allocated afresh on every step; it keeps 128 now).
+    let call = || step.call((x.clone(), y.clone())).unwrap();
     let measure = || {
-        let (fresh, bytes, calls, aligned) = (
-            fresh_buffer_count(),
-            BYTES.load(Ordering::Relaxed),
-            CALLS.load(Ordering::Relaxed),
-            ALIGNED.load(Ordering::Relaxed),
-        );
-        let steps = 100;
-        let mut last = 0.0;
-        for _ in 0..steps {
-            last = step.call((x.clone(), y.clone())).unwrap().item().unwrap();
-        }
-        // The step frees more than 64 buffers at a time: a thread's pool of freed buffers must
-        // keep them all (it kept 64, and the smallest, the [10] bias and its gradient and
-        // moments, were allocated afresh on every step; it keeps 128 now).
-        assert_eq!(
-            fresh_buffer_count(),
-            fresh,
-            "a steady-state AdamW replay allocated a tensor buffer"
-        );
-        let per_step = (BYTES.load(Ordering::Relaxed) - bytes) / steps;
-        let calls_per_step = (CALLS.load(Ordering::Relaxed) - calls) / steps;
-        let packing = (ALIGNED.load(Ordering::Relaxed) - aligned) / steps;
-        (last, per_step, calls_per_step, packing)
+        let m = measure(&call, "AdamW");
+        (m.last, m.bytes, m.calls, m.aligned)
     };
     let (last, per_step, calls_per_step, packing) = measure();
     let again = measure();
