@@ -12,7 +12,9 @@
 //! - `hessian` and `grad(grad(..))` differentiate the rule itself: the inputs, the output and `g`
 //!   the rule sees are tagged by the enclosing transforms, so its operations are recorded;
 //! - `jit` records the function as one step and calls the forward function on every replay (it
-//!   is never fused nor lowered to the arena, so its body may even read data: `to_vec`, `item`);
+//!   is never fused nor lowered to the arena, so its body may even read data: `to_vec`, `item`).
+//!   The trace runs the forward on abstract inputs to learn its output's shape; a forward that
+//!   reads data is instead called once on zeros of its inputs' shapes during the trace;
 //! - `vmap` maps it example by example, or in one call on the whole batch for functions declared
 //!   [`CustomFn::vectorized`].
 //!
@@ -430,9 +432,32 @@ impl Primitive for CustomPrim {
         Ok(())
     }
 
+    /// The user's forward, run opaquely: on abstract inputs it runs abstractly too (only
+    /// abstract rules), so the output's aval comes without a kernel. A forward that reads its
+    /// inputs' data cannot run so; it is then called once on zeros of the inputs' shapes and
+    /// dtypes (JAX would refuse it; here such a forward, like straight-through rounding, keeps
+    /// working under `jit`).
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<prim::Aval> {
+        match self.forward(inputs) {
+            Err(Error::TracedValueRead { .. }) => {
+                let zeros: Vec<Tensor> = inputs
+                    .iter()
+                    .map(|t| Tensor::try_full_dtype(t.shape(), 0.0, t.dtype()))
+                    .collect::<Result<_>>()?;
+                let refs: Vec<&Tensor> = zeros.iter().collect();
+                self.forward(&refs)
+            }
+            r => r,
+        }
+        .map(|out| prim::Aval::like(&out))
+    }
+
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
-        let detached: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
-        let out = self.guarded("the forward function", || (self.forward)(&detached))?;
+        let detached: Vec<Tensor> = inputs.iter().map(|t| t.untagged()).collect();
+        // Opaque to every transform, `jit` included: constants inside compute, never staged.
+        let out = trace::concrete(|| {
+            self.guarded("the forward function", || (self.forward)(&detached))
+        })?;
         let out = trace::strip_dead(&out);
         if !out.tags().is_empty() {
             return Err(Error::Unsupported(format!(

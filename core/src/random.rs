@@ -19,7 +19,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::prim::{apply, Primitive};
+use crate::prim::{apply, Aval, Primitive};
 use crate::state::{State, StateKind};
 use crate::tensor::{Buffer, DType, Shape, Tensor};
 use rayon::prelude::*;
@@ -82,6 +82,9 @@ impl Primitive for FoldIn {
     fn name(&self) -> &'static str {
         "random_fold_in"
     }
+    fn abstract_eval(&self, _: &[&Tensor]) -> Result<Aval> {
+        Ok(Aval::new(&[2][..], DType::F64))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         Ok(key_tensor(threefry2x32(
             key_words(inputs[0]),
@@ -139,6 +142,10 @@ fn draw(k: [u32; 2], i: usize, dist: Dist) -> f64 {
 impl Primitive for Sample {
     fn name(&self) -> &'static str {
         "random_bits"
+    }
+    fn abstract_eval(&self, _: &[&Tensor]) -> Result<Aval> {
+        crate::tensor::shape_numel("random", &self.shape)?;
+        Ok(Aval::new(self.shape.clone(), self.dtype))
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let k = key_words(inputs[0]);

@@ -144,9 +144,11 @@ pub(crate) fn push_frame(
     }
 }
 
-/// Open a `jit` tracing frame (records every op on traced values; states become inputs).
+/// Open a `jit` tracing frame (records every op on traced values; states become abstract
+/// inputs). Every touched state is restored when it closes: a trace computes no values, the
+/// replay that follows writes them.
 pub(crate) fn push_jit_frame() -> FrameGuard {
-    let g = push_frame(true, ExitPolicy::KeepWrites, HashMap::new());
+    let g = push_frame(true, ExitPolicy::RestoreAll, HashMap::new());
     FRAMES.with(|f| {
         if let Some(top) = f.borrow_mut().last_mut() {
             top.jit = true;
@@ -158,6 +160,32 @@ pub(crate) fn push_jit_frame() -> FrameGuard {
 /// True while a `jit` trace is open on this thread.
 pub(crate) fn jit_tracing() -> bool {
     FRAMES.with(|f| f.borrow().iter().any(|fr| fr.jit))
+}
+
+thread_local! {
+    /// Open [`concrete`] scopes on this thread: inside one, operations on constants compute.
+    static CONCRETE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// True while operations on constants are staged into a `jit` trace (they become steps of
+/// the program, folded when it is compiled) instead of computed: a `jit` frame is open and no
+/// [`concrete`] scope is.
+pub(crate) fn stages_constants() -> bool {
+    CONCRETE.with(|c| c.get() == 0) && jit_tracing()
+}
+
+/// Run `f` with operations on constants computed even inside a `jit` trace (engine code that
+/// needs values: folding a program's constants, probing a custom function's forward).
+pub(crate) fn concrete<R>(f: impl FnOnce() -> R) -> R {
+    struct Scope;
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            CONCRETE.with(|c| c.set(c.get() - 1));
+        }
+    }
+    CONCRETE.with(|c| c.set(c.get() + 1));
+    let _scope = Scope;
+    f()
 }
 
 /// True if `t` is traced by an open `jit` frame (its value must not steer the computation).
@@ -179,6 +207,21 @@ impl FrameGuard {
 
     /// Record a new input node on this frame's tape and return `t` tagged with it.
     pub(crate) fn input(&self, t: &Tensor) -> (Tensor, u32) {
+        self.new_input(|id| {
+            let mut tags = t.tags().clone();
+            tags.push((self.level, id));
+            t.with_tags(tags)
+        })
+    }
+
+    /// Record a new input node on this `jit` frame's tape and return an abstract tensor of
+    /// `t`'s shape and dtype tagged with it (and nothing else: the trace records on no
+    /// enclosing tape; the replay that follows does).
+    pub(crate) fn abstract_input(&self, t: &Tensor) -> (Tensor, u32) {
+        self.new_input(|id| abstract_input(t, self.level, id))
+    }
+
+    fn new_input(&self, value: impl FnOnce(u32) -> Tensor) -> (Tensor, u32) {
         FRAMES.with(|f| {
             let mut frames = f.borrow_mut();
             let frame = frames
@@ -187,9 +230,7 @@ impl FrameGuard {
                 .expect("internal error: frame not on the stack");
             let id = frame.tape.nodes.len() as u32;
             frame.tape.nodes.push(Node::Input);
-            let mut tags = t.tags().clone();
-            tags.push((self.level, id));
-            (t.with_tags(tags), id)
+            (value(id), id)
         })
     }
 
@@ -331,10 +372,7 @@ pub(crate) fn on_state_access(state: &State, write: bool) {
                     } else if frame.jit {
                         let node = frame.tape.nodes.len() as u32;
                         frame.tape.nodes.push(Node::Input);
-                        let v = state.raw_value();
-                        let mut tags = v.tags().clone();
-                        tags.push((frame.level, node));
-                        state.raw_set(v.with_tags(tags));
+                        state.raw_set(abstract_input(&state.raw_value(), frame.level, node));
                         frame.state_inputs.push((state.clone(), node));
                     }
                 }
@@ -343,23 +381,46 @@ pub(crate) fn on_state_access(state: &State, write: bool) {
     });
 }
 
+/// The abstract tensor a `jit` trace of `level` sees for `t`: its shape and dtype, tagged as
+/// input `node` of that level only.
+fn abstract_input(t: &Tensor, level: u64, node: u32) -> Tensor {
+    let mut tags = Tags::new();
+    tags.push((level, node));
+    Tensor::abstract_value(t.shape().into(), t.dtype(), tags)
+}
+
 /// Record `prim(inputs) = output` on every open recording frame where an input is tagged, and
 /// return the output tagged accordingly. `output` carries no tags on entry.
 pub(crate) fn record(prim: &Arc<dyn Primitive>, inputs: &[&Tensor], output: Tensor) -> Tensor {
-    if inputs.iter().all(|t| t.tags().is_empty()) {
+    // An operation on constants inside a `jit` trace is a step of the innermost trace.
+    let staged = output.is_abstract() && inputs.iter().all(|t| !t.is_abstract());
+    if !staged && inputs.iter().all(|t| t.tags().is_empty()) {
         return output;
     }
     FRAMES.with(|f| {
         let mut frames = f.borrow_mut();
         let mut tags = Tags::new();
         let mut pending = Vec::new();
-        for (fi, frame) in frames.iter().enumerate().filter(|(_, fr)| fr.records) {
+        // An abstract value exists only inside a `jit` trace: frames opened before the
+        // outermost tracing frame never see it (the replay records there instead).
+        let first = if output.is_abstract() {
+            frames.iter().position(|fr| fr.jit).unwrap_or(frames.len())
+        } else {
+            0
+        };
+        let innermost_jit = frames.iter().rposition(|fr| fr.jit);
+        for (fi, frame) in frames
+            .iter()
+            .enumerate()
+            .skip(first)
+            .filter(|(_, fr)| fr.records)
+        {
             let level = frame.level;
             let parents: Vec<Option<u32>> = inputs
                 .iter()
                 .map(|t| t.tags().iter().find(|&&(l, _)| l == level).map(|&(_, n)| n))
                 .collect();
-            if parents.iter().all(Option::is_none) {
+            if parents.iter().all(Option::is_none) && !(staged && innermost_jit == Some(fi)) {
                 continue;
             }
             tags.push((level, frame.tape.nodes.len() as u32));

@@ -36,6 +36,7 @@ mod replay;
 mod trace;
 
 pub use control::{cond, for_loop, scan};
+pub use crate::prim::kernel_calls;
 
 /// Frees the process-wide cache of generated code for fused passes (shared by every jitted
 /// function; bounded by [`stategrad_exec::tuning::fused_code_cache_limit`]) and returns how many
@@ -285,7 +286,8 @@ where
         }
     }
 
-    /// Call the function: replay a compiled tape when one fits, else trace and compile.
+    /// Call the function: replay a compiled tape when one fits, else trace (abstractly: no
+    /// kernel runs during a trace) and compile, then replay the new program.
     pub fn call(&self, args: A) -> Result<O::Tree>
     where
         F: Fn(A) -> O,
@@ -295,6 +297,21 @@ where
         if let Some(c) = last.filter(|c| c.fits(&leaves, &statics)) {
             return replay(&c, &leaves);
         }
+        let c = self.compiled_for(args, &leaves, statics)?;
+        replay(&c, &leaves)
+    }
+
+    /// The program fitting `args` (whose tensors are `leaves`): from the cache, or traced and
+    /// cached.
+    fn compiled_for(
+        &self,
+        args: A,
+        leaves: &[crate::Tensor],
+        statics: Vec<String>,
+    ) -> Result<Arc<Compiled<O::Tree>>>
+    where
+        F: Fn(A) -> O,
+    {
         let key = Key {
             leaves: leaves
                 .iter()
@@ -310,32 +327,55 @@ where
             .and_then(|v| v.iter().find(|c| c.states_fit()).cloned());
         if let Some(c) = fitting {
             self.set_last(c.clone());
-            return replay(&c, &leaves);
+            return Ok(c);
         }
-        let (out, mut compiled) = self.trace(args, &leaves)?;
+        let mut compiled = self.trace(args, leaves)?;
         compiled.key = key.clone();
         compiled.used = AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed));
         let compiled = Arc::new(compiled);
         self.evict_for_one();
         self.cache.entry(key).or_default().push(compiled.clone());
         self.cached.fetch_add(1, Ordering::Relaxed);
-        self.set_last(compiled);
-        Ok(out)
+        self.set_last(compiled.clone());
+        Ok(compiled)
     }
 
-    /// The shapes and dtypes of the outputs (in tree order) without changing any state: from the
-    /// compiled tape when one fits, else by tracing (the trace is kept for later calls).
+    /// The shapes and dtypes of the outputs (in tree order), computing nothing: from the
+    /// compiled tape when one fits, else by an abstract trace (which is not compiled nor kept:
+    /// it counts in [`Jit::trace_count`], and the first call traces again). No kernel runs,
+    /// no tensor buffer is allocated and no state changes.
+    ///
+    /// ```
+    /// use stategrad_core::{jit, jit::kernel_calls, DType, Tensor};
+    /// let f = jit(|(x, w): (Tensor, Tensor)| x.matmul(&w).tanh().sum());
+    /// let (x, w) = (Tensor::ones(&[64, 32]), Tensor::ones(&[32, 8]));
+    /// let before = kernel_calls();
+    /// let shapes = f.eval_shape((x, w)).unwrap();
+    /// assert_eq!(shapes, vec![(vec![], DType::F32)]);
+    /// assert_eq!(kernel_calls(), before);
+    /// ```
     pub fn eval_shape(&self, args: A) -> Result<Vec<(Vec<usize>, DType)>>
     where
         F: Fn(A) -> O,
     {
-        let (out, _) = crate::trace::with_states(
-            std::collections::HashMap::new(),
-            crate::trace::ExitPolicy::RestoreAll,
-            || self.call(args),
-        )?;
+        let (leaves, statics) = args.jit_leaves();
+        let key = Key {
+            leaves: leaves
+                .iter()
+                .map(|t| (t.shape().to_vec(), t.dtype()))
+                .collect(),
+            statics,
+        };
+        let cached: Option<Arc<Compiled<O::Tree>>> = self
+            .cache
+            .get(&key)
+            .and_then(|v| v.iter().find(|c| c.states_fit()).cloned());
         let mut shapes = Vec::new();
-        out.for_each_tensor(&mut |t| shapes.push((t.shape().to_vec(), t.dtype())));
+        let mut push = |t: &crate::Tensor| shapes.push((t.shape().to_vec(), t.dtype()));
+        match cached {
+            Some(c) => c.template.for_each_tensor(&mut push),
+            None => self.trace_shapes(args, &leaves)?.for_each_tensor(&mut push),
+        }
         Ok(shapes)
     }
 }

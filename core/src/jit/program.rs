@@ -156,10 +156,39 @@ impl<T> Compiled<T> {
     }
 }
 
+/// A traced tape as a program (see [`compile_steps`]).
+pub(super) struct Program {
+    pub(super) steps: Vec<Step>,
+    /// `(node, node it duplicates)` for every step CSE dropped.
+    pub(super) aliased: Vec<(u32, u32)>,
+    /// The values of the steps on constants only, computed once here.
+    pub(super) folded: HashMap<u32, Tensor>,
+}
+
+impl Program {
+    /// Where the value `src` now comes from: its duplicate's node, or its folded constant.
+    pub(super) fn resolve(&self, src: &Source) -> Source {
+        let Source::Node(n) = src else {
+            return src.clone();
+        };
+        let n = self
+            .aliased
+            .iter()
+            .find(|(from, _)| from == n)
+            .map_or(*n, |&(_, to)| to);
+        match self.folded.get(&n) {
+            Some(v) => Source::Const(v.clone()),
+            None => Source::Node(n),
+        }
+    }
+}
+
 /// Turn a traced tape into a program: keep the operations some output needs (dead-code
-/// elimination), detach constants once, and make repeated identical operations on the same
-/// values (same primitive and parameters, same inputs) reuse the first result (CSE).
-pub(super) fn compile_steps(tape: &Tape, roots: &[&Source]) -> (Vec<Step>, Vec<(u32, u32)>) {
+/// elimination), detach constants once, make repeated identical operations on the same
+/// values (same primitive and parameters, same inputs) reuse the first result (CSE), and
+/// compute once the operations whose inputs are all constants (the trace staged them: a
+/// cotangent seed, a draw from a constant key), so replays do not repeat them.
+pub(super) fn compile_steps(tape: &Tape, roots: &[&Source]) -> crate::error::Result<Program> {
     let mut live = vec![false; tape.nodes.len()];
     for src in roots {
         if let Source::Node(n) = src {
@@ -178,6 +207,7 @@ pub(super) fn compile_steps(tape: &Tape, roots: &[&Source]) -> (Vec<Step>, Vec<(
     let mut seen: HashMap<String, u32> = HashMap::new();
     let mut steps = Vec::new();
     let mut aliased = Vec::new();
+    let mut folded: HashMap<u32, Tensor> = HashMap::new();
     for (i, node) in tape.nodes.iter().enumerate() {
         let Node::Op(op) = node else { continue };
         if !live[i] {
@@ -188,8 +218,11 @@ pub(super) fn compile_steps(tape: &Tape, roots: &[&Source]) -> (Vec<Step>, Vec<(
             .iter()
             .zip(&op.inputs)
             .map(|(p, c)| match p {
-                Some(p) => Source::Node(alias[*p as usize]),
-                None => Source::Const(c.detach()),
+                Some(p) => match folded.get(&alias[*p as usize]) {
+                    Some(v) => Source::Const(v.clone()),
+                    None => Source::Node(alias[*p as usize]),
+                },
+                None => Source::Const(c.untagged()),
             })
             .collect();
         let key = format!(
@@ -210,6 +243,18 @@ pub(super) fn compile_steps(tape: &Tape, roots: &[&Source]) -> (Vec<Step>, Vec<(
             continue;
         }
         seen.insert(key, i as u32);
+        let consts: Option<Vec<&Tensor>> = inputs
+            .iter()
+            .map(|s| match s {
+                Source::Const(t) if !t.is_abstract() => Some(t),
+                _ => None,
+            })
+            .collect();
+        if let Some(consts) = consts {
+            let v = crate::trace::concrete(|| crate::prim::apply(op.prim.clone(), &consts))?;
+            folded.insert(i as u32, v.untagged());
+            continue;
+        }
         steps.push(Step {
             prim: op.prim.clone(),
             inputs,
@@ -218,7 +263,11 @@ pub(super) fn compile_steps(tape: &Tape, roots: &[&Source]) -> (Vec<Step>, Vec<(
             dtype: op.output.dtype(),
         });
     }
-    (steps, aliased)
+    Ok(Program {
+        steps,
+        aliased,
+        folded,
+    })
 }
 
 /// For each instruction of `plan`, the nodes it reads for the last time, except the program's

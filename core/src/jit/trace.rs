@@ -21,8 +21,16 @@ impl<F, A: Args, O: JitOutput> Jit<F, A, O>
 where
     O::Tree: Send + Sync,
 {
-    /// Trace the function at `args` (whose tensors are `leaves`) and compile the tape.
-    pub(super) fn trace(&self, args: A, leaves: &[Tensor]) -> Result<(O::Tree, Compiled<O::Tree>)>
+    /// Run the function once on abstract values of `leaves` (the tensors of `args`) in a `jit`
+    /// frame: every primitive runs only its abstract rule (operations on constants are staged
+    /// too), and every state it touched is left as it was. Returns the closed frame, the
+    /// output tree as traced, the written states' traced values and the arguments' nodes.
+    #[allow(clippy::type_complexity)]
+    fn trace_abstract(
+        &self,
+        args: A,
+        leaves: &[Tensor],
+    ) -> Result<(trace::Frame, O::Tree, Vec<(State, Tensor)>, Vec<u32>)>
     where
         F: Fn(A) -> O,
     {
@@ -32,7 +40,7 @@ where
         let mut tagged = Vec::with_capacity(leaves.len());
         let mut arg_nodes = Vec::with_capacity(leaves.len());
         for l in leaves {
-            let (t, n) = guard.input(l);
+            let (t, n) = guard.abstract_input(l);
             tagged.push(t);
             arg_nodes.push(n);
         }
@@ -42,13 +50,33 @@ where
             Ok(r) => r,
             Err(p) => Err(from_panic(p)),
         };
-        // Record the written states' final values before the frame strips its tags.
+        // Record the written states' traced values before the frame restores them.
         let frame_writes: Vec<(State, Tensor)> = match &res {
             Ok(_) => trace::frame_written_states(level),
             Err(_) => Vec::new(),
         };
         let frame = guard.close(res.is_ok());
-        let out = res?;
+        Ok((frame, res?, frame_writes, arg_nodes))
+    }
+
+    /// The output tree of an abstract trace at `args` (shapes and dtypes only; nothing is
+    /// computed, compiled or cached).
+    pub(super) fn trace_shapes(&self, args: A, leaves: &[Tensor]) -> Result<O::Tree>
+    where
+        F: Fn(A) -> O,
+    {
+        self.trace_abstract(args, leaves).map(|(_, out, _, _)| out)
+    }
+
+    /// Trace the function at `args` (whose tensors are `leaves`, see
+    /// [`Jit::trace_abstract`]) and compile the tape; the replay of the program computes the
+    /// values and writes the states.
+    pub(super) fn trace(&self, args: A, leaves: &[Tensor]) -> Result<Compiled<O::Tree>>
+    where
+        F: Fn(A) -> O,
+    {
+        let (frame, out, frame_writes, arg_nodes) = self.trace_abstract(args, leaves)?;
+        let level = frame.level;
         let source = |t: &Tensor| match trace::node_of(t, level) {
             Some(n) => Source::Node(n),
             None => Source::Const(trace::strip(t, level)),
@@ -76,22 +104,15 @@ where
             .iter()
             .chain(writes.iter().map(|(_, s)| s))
             .collect();
-        let (steps, aliased) = compile_steps(&frame.tape, &roots);
-        // Outputs that were eliminated as duplicates read the value they duplicate.
-        let redirect = |s: &Source| match s {
-            Source::Node(n) => Source::Node(
-                aliased
-                    .iter()
-                    .find(|(from, _)| from == n)
-                    .map_or(*n, |&(_, to)| to),
-            ),
-            c => c.clone(),
-        };
-        let outputs: Vec<Source> = outputs.iter().map(redirect).collect();
+        let program = compile_steps(&frame.tape, &roots)?;
+        // Outputs eliminated as duplicates read the value they duplicate; folded ones are
+        // constants.
+        let outputs: Vec<Source> = outputs.iter().map(|s| program.resolve(s)).collect();
         let writes: Vec<(State, Source)> = writes
             .iter()
-            .map(|(s, src)| (s.clone(), redirect(src)))
+            .map(|(s, src)| (s.clone(), program.resolve(src)))
             .collect();
+        let steps = program.steps;
         let plan = plan_fusion(&steps, &arg_nodes, leaves, &state_inputs, &outputs, &writes);
         let frees = last_uses(&plan, &steps, &outputs, &writes);
         let small = lower_program(
@@ -110,10 +131,7 @@ where
             })
             .collect();
         let small = small.filter(|_| small_wanted.len() == outputs.len() + writes.len());
-        let result = out.map_tensors(&mut |t| trace::strip(t, level));
-        Ok((
-            result,
-            Compiled {
+        Ok(Compiled {
                 n_values: frame.tape.nodes.len(),
                 steps,
                 plan,
@@ -127,8 +145,7 @@ where
                 template: out,
                 key: Key::default(),
                 used: AtomicU64::new(0),
-            },
-        ))
+        })
     }
 }
 
@@ -218,6 +235,5 @@ where
 {
     let j = jit(|a: A| f(a));
     let (leaves, _) = args.jit_leaves();
-    let (_, compiled) = j.trace(args, &leaves)?;
-    Ok(compiled)
+    j.trace(args, &leaves)
 }

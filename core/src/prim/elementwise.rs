@@ -58,6 +58,9 @@ impl Primitive for Unary {
             )),
         }
     }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        Ok(Aval::like(inputs[0]))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         fn int_unary<T: data::Int>(op: UnaryOp, a: &[T]) -> Vec<T> {
@@ -201,9 +204,14 @@ impl Primitive for Binary {
             )),
         }
     }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
+        Ok(Aval::new(shape, a.dtype()))
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let shape = self.abstract_eval(inputs)?.shape;
         let n: usize = shape.iter().product();
         fn int_binary<T: data::Int>(
             op: BinaryOp,
@@ -343,10 +351,15 @@ impl Primitive for Select {
     fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
         data::one_dtype("select", &inputs[1..])
     }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
         let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
         let s1 = broadcast_shapes("select", c.shape(), a.shape())?;
         let shape = broadcast_shapes("select", &s1, b.shape())?;
+        Ok(Aval::new(shape, a.dtype()))
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
+        let shape = self.abstract_eval(inputs)?.shape;
         let n: usize = shape.iter().product();
         let (sc, sa, sb) = (
             broadcast_strides(c.shape(), &shape),
@@ -444,6 +457,9 @@ impl Primitive for Cast {
     fn check_dtypes(&self, _: &[DType]) -> Result<()> {
         Ok(())
     }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        Ok(Aval::new(inputs[0].shape(), self.0))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         Ok(Tensor::from_buffer(
             inputs[0].buf().cast(self.0),
@@ -487,9 +503,14 @@ impl Primitive for Compare {
     ) -> Result<Tensor> {
         batch_broadcasting(this, inputs, batched)
     }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
         let (a, b) = (inputs[0], inputs[1]);
         let shape = broadcast_shapes(self.name(), a.shape(), b.shape())?;
+        Ok(Aval::new(shape, DType::Bool))
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let shape = self.abstract_eval(inputs)?.shape;
         let (sa, sb) = (
             broadcast_strides(a.shape(), &shape),
             broadcast_strides(b.shape(), &shape),
@@ -579,6 +600,14 @@ impl Primitive for Logical {
         batched: &[bool],
     ) -> Result<Tensor> {
         batch_broadcasting(this, inputs, batched)
+    }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        let a = inputs[0];
+        if self.0 == LogicalOp::Not {
+            return Ok(Aval::new(a.shape(), DType::Bool));
+        }
+        let shape = broadcast_shapes(self.name(), a.shape(), inputs[1].shape())?;
+        Ok(Aval::new(shape, DType::Bool))
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let a = inputs[0];

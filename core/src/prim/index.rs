@@ -86,9 +86,14 @@ impl Primitive for TakeAlong {
             &[&x, &idx],
         )
     }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
         let (x, idx) = (inputs[0], inputs[1]);
         let shape = along_shape(self.name(), x.shape(), idx.shape(), self.axis)?;
+        Ok(Aval::new(shape, x.dtype()))
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (x, idx) = (inputs[0], inputs[1]);
+        let shape = self.abstract_eval(inputs)?.shape;
         let n = x.shape()[self.axis];
         let ids = checked_indices(self.name(), idx, n)?;
         let mut sx = strides_in(x.shape(), &shape);
@@ -197,7 +202,7 @@ impl Primitive for ScatterAlong {
             &[&g, &idx],
         )
     }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
         let (g, idx) = (inputs[0], inputs[1]);
         if g.ndim() != self.shape.len()
             || idx.ndim() != self.shape.len()
@@ -220,6 +225,12 @@ impl Primitive for ScatterAlong {
                 rhs: expect.as_slice().into(),
             });
         }
+        Ok(Aval::new(self.shape.clone(), g.dtype()))
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let (g, idx) = (inputs[0], inputs[1]);
+        self.abstract_eval(inputs)?;
+        let space = broadcast_shapes(self.name(), g.shape(), idx.shape())?;
         let n = self.shape[self.axis];
         let ids = checked_indices(self.name(), idx, n)?;
         let mut so = strides_in(&self.shape, &space);
@@ -307,6 +318,24 @@ impl Primitive for ArgReduce {
             keepdims: self.keepdims,
         };
         apply(Arc::new(shifted), inputs)
+    }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        let x = inputs[0];
+        let n = x.shape()[self.axis];
+        if n == 0 {
+            return Err(Error::InvalidArgument {
+                op: self.name(),
+                msg: "attempt to get the index of an extreme of an empty sequence".into(),
+            });
+        }
+        let shape = super::reduced_shape(x.shape(), &[self.axis], self.keepdims);
+        // int32 as in JAX, unless the axis is too long for it.
+        let dtype = if i32::try_from(n).is_ok() {
+            DType::I32
+        } else {
+            DType::I64
+        };
+        Ok(Aval::new(shape, dtype))
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];

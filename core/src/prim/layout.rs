@@ -38,7 +38,7 @@ impl Primitive for BroadcastTo {
         shape.extend_from_slice(&self.0);
         apply(Arc::new(BroadcastTo(shape)), &[&x])
     }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
         let x = inputs[0];
         let shape = broadcast_shapes("broadcast_to", x.shape(), &self.0)?;
         if shape.as_slice() != self.0.as_slice() {
@@ -48,6 +48,11 @@ impl Primitive for BroadcastTo {
                 rhs: self.0.as_slice().into(),
             });
         }
+        Ok(Aval::new(shape, x.dtype()))
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        let shape = self.abstract_eval(inputs)?.shape;
         if x.shape() == shape.as_slice() {
             return Ok(x.detach());
         }
@@ -109,8 +114,11 @@ impl Primitive for StopGradient {
     fn batch(&self, this: &Arc<dyn Primitive>, inputs: &[&Tensor], _: &[bool]) -> Result<Tensor> {
         apply(this.clone(), inputs)
     }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        Ok(Aval::like(inputs[0]))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
-        Ok(inputs[0].detach())
+        Ok(inputs[0].untagged())
     }
     fn vjp(
         &self,
@@ -145,6 +153,17 @@ impl Primitive for Reshape {
         let mut shape: Shape = Shape::from_slice(&[inputs[0].shape()[0]]);
         shape.extend_from_slice(&self.0);
         apply(Arc::new(Reshape(shape)), inputs)
+    }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        let x = inputs[0];
+        if self.0.iter().product::<usize>() != x.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: x.shape().into(),
+                rhs: self.0.as_slice().into(),
+            });
+        }
+        Ok(Aval::new(self.0.clone(), x.dtype()))
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
@@ -187,10 +206,15 @@ impl Primitive for Permute {
             .collect();
         apply(Arc::new(Permute(perm)), inputs)
     }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        let x = inputs[0];
+        let shape: Shape = self.0.iter().map(|&p| x.shape()[p]).collect();
+        Ok(Aval::new(shape, x.dtype()))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         let cs = contiguous_strides(x.shape());
-        let shape: Shape = self.0.iter().map(|&p| x.shape()[p]).collect();
+        let shape = self.abstract_eval(inputs)?.shape;
         let st: Vec<usize> = self.0.iter().map(|&p| cs[p]).collect();
         Ok(gather(x, &st, 0, &shape))
     }
@@ -265,7 +289,7 @@ impl Primitive for Concat {
         let refs: Vec<&Tensor> = all.iter().collect();
         apply(Arc::new(Concat(self.0 + 1)), &refs)
     }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
         let axis = self.0;
         let first = inputs[0];
         for t in inputs {
@@ -287,7 +311,14 @@ impl Primitive for Concat {
                 op: "concatenate",
                 shape: first.shape().into(),
             })?;
-        let total = crate::tensor::shape_numel("concatenate", &shape)?;
+        crate::tensor::shape_numel("concatenate", &shape)?;
+        Ok(Aval::new(shape, first.dtype()))
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let axis = self.0;
+        let first = inputs[0];
+        let shape = self.abstract_eval(inputs)?.shape;
+        let total = shape.iter().product();
         let outer: usize = first.shape()[..axis].iter().product();
         let inner: usize = first.shape()[axis + 1..].iter().product();
         let out = fill_like!(any first, total, |_x, o| concat_into(

@@ -96,6 +96,35 @@ impl Primitive for MatMul {
     ) -> Result<Tensor> {
         batch_broadcasting(this, inputs, batched)
     }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        let (a, b) = (inputs[0], inputs[1]);
+        let err = || Error::ShapeMismatch {
+            op: "matmul",
+            lhs: a.shape().into(),
+            rhs: b.shape().into(),
+        };
+        if a.ndim() < 2 || b.ndim() < 2 {
+            return Err(err());
+        }
+        if a.dtype() != b.dtype() {
+            return Err(Error::DTypeMismatch {
+                op: "matmul",
+                lhs: a.dtype().name(),
+                rhs: b.dtype().name(),
+            });
+        }
+        let MatDims { m, n, .. } = self.dims(a.shape(), b.shape()).ok_or_else(err)?;
+        let mut shape = broadcast_shapes(
+            "matmul",
+            &a.shape()[..a.ndim() - 2],
+            &b.shape()[..b.ndim() - 2],
+        )
+        .map_err(|_| err())?;
+        shape.push(m);
+        shape.push(n);
+        crate::tensor::shape_numel("matmul", &shape)?;
+        Ok(Aval::new(shape, a.dtype()))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let (a, b) = (inputs[0], inputs[1]);
         let err = || Error::ShapeMismatch {

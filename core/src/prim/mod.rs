@@ -1,4 +1,5 @@
-//! Primitives: each declares, in one place, its shape rule and kernel (`forward`) and its
+//! Primitives: each declares, in one place, its abstract rule (`abstract_eval`: shapes and
+//! dtypes in, the output's out, no data read), its kernel call (`forward`) and its
 //! transpose/VJP (`vjp`), written in differentiable tensor operations so derivatives of
 //! derivatives need no special code. Forward-mode products are derived from these rules by
 //! linear transposition (see [`crate::transform::jvp`]); batched Jacobians replay them per chunk.
@@ -20,7 +21,11 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
         data::floats_only(self.name(), inputs)
     }
-    /// Shape rule and kernel: compute the output from the inputs' data (their tags are ignored).
+    /// Abstract rule: the output's shape and dtype from the inputs' shapes and dtypes, with the
+    /// shape errors [`Primitive::forward`] would give. It reads no data (the inputs may be
+    /// abstract), so `jit` traces and `eval_shape` evaluates without running a kernel.
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval>;
+    /// Kernel: compute the output from the inputs' data (their tags are ignored).
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor>;
     /// Batch rule (vmap): apply the primitive to inputs of which those flagged in `batched` carry
     /// a leading batch axis (the rest are shared by every example); the result carries the batch
@@ -57,6 +62,29 @@ pub trait Primitive: Send + Sync + fmt::Debug {
         needs: &[bool],
         nb: usize,
     ) -> Result<Vec<Option<Tensor>>>;
+}
+
+/// An abstract value: what a primitive's output will be, without its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Aval {
+    /// The output's shape.
+    pub shape: Shape,
+    /// The output's dtype.
+    pub dtype: DType,
+}
+
+impl Aval {
+    /// The aval of `shape` and `dtype`.
+    pub(crate) fn new(shape: impl Into<Shape>, dtype: DType) -> Aval {
+        Aval {
+            shape: shape.into(),
+            dtype,
+        }
+    }
+    /// The aval of a tensor of `t`'s shape and dtype.
+    pub(crate) fn like(t: &Tensor) -> Aval {
+        Aval::new(t.shape(), t.dtype())
+    }
 }
 
 /// A primitive's forward computation as one kernel on slices (see [`Primitive::lower`]); run by
@@ -212,12 +240,31 @@ pub(crate) fn batch_broadcasting(
     apply(this.clone(), &refs)
 }
 
-/// Apply a primitive: run its kernel and record it on every open tape that sees its inputs.
+thread_local! {
+    /// Kernel calls ([`Primitive::forward`]) on this thread, for [`kernel_calls`].
+    static KERNEL_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many primitive kernels this thread has run (eager operations and step-by-step `jit`
+/// replays; fused passes and arena programs run their own kernels and are not counted). A
+/// diagnostic: tracing and `eval_shape` leave it unchanged.
+pub fn kernel_calls() -> u64 {
+    KERNEL_CALLS.with(|c| c.get())
+}
+
+/// Apply a primitive: run its kernel (or, when an input is abstract or a `jit` trace stages
+/// constants, only its abstract rule) and record it on every open tape that sees its inputs.
 pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tensor> {
-    // An output buffer that cannot be allocated is raised from deep in a kernel; it comes back
-    // here as the `Err` of this operation.
     let dtypes: SmallVec<[DType; 4]> = inputs.iter().map(|t| t.dtype()).collect();
     prim.check_dtypes(&dtypes)?;
+    if inputs.iter().any(|t| t.is_abstract()) || trace::stages_constants() {
+        let aval = crate::panics::catching(|| prim.abstract_eval(inputs))?;
+        let out = Tensor::abstract_value(aval.shape, aval.dtype, Default::default());
+        return Ok(trace::record(&prim, inputs, out));
+    }
+    KERNEL_CALLS.with(|c| c.set(c.get() + 1));
+    // An output buffer that cannot be allocated is raised from deep in a kernel; it comes back
+    // here as the `Err` of this operation.
     let out = crate::panics::catching(|| prim.forward(inputs))?;
     Ok(trace::record(&prim, inputs, out))
 }

@@ -75,15 +75,20 @@ impl Primitive for Reduce {
             )),
         }
     }
-    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
         let x = inputs[0];
-        let shape = reduced_shape(x.shape(), &self.axes, self.keepdims);
         if self.op != ReduceOp::Sum && x.numel() == 0 {
             return Err(Error::InvalidArgument {
                 op: self.name(),
                 msg: "reduction of an empty tensor has no identity".into(),
             });
         }
+        let shape = reduced_shape(x.shape(), &self.axes, self.keepdims);
+        Ok(Aval::new(shape, x.dtype()))
+    }
+    fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
+        let x = inputs[0];
+        let shape = self.abstract_eval(inputs)?.shape;
         fn exact<T: data::Int>(op: ReduceOp, a: &[T], shape: &[usize], axes: &[usize]) -> Vec<T> {
             match op {
                 ReduceOp::Sum => {

@@ -133,6 +133,9 @@ impl Primitive for Slice {
             .collect();
         apply(Arc::new(Slice { first, steps, lens }), inputs)
     }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        Ok(Aval::new(self.lens.clone(), inputs[0].dtype()))
+    }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
         let n: usize = self.lens.iter().product();
@@ -207,6 +210,9 @@ impl Primitive for SliceT {
             }),
             inputs,
         )
+    }
+    fn abstract_eval(&self, inputs: &[&Tensor]) -> Result<Aval> {
+        Ok(Aval::new(self.shape.clone(), inputs[0].dtype()))
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let g = inputs[0];

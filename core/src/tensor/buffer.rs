@@ -31,6 +31,16 @@ impl Buffer {
             Buffer::Bool(_) => DType::Bool,
         }
     }
+    /// A buffer with no elements (the storage of an abstract tensor; allocates nothing).
+    pub(crate) fn empty(dtype: DType) -> Buffer {
+        match dtype {
+            DType::F32 => Buffer::F32(Vec::new()),
+            DType::F64 => Buffer::F64(Vec::new()),
+            DType::I32 => Buffer::I32(Vec::new()),
+            DType::I64 => Buffer::I64(Vec::new()),
+            DType::Bool => Buffer::Bool(Vec::new()),
+        }
+    }
     pub(crate) fn get_f64(&self, i: usize) -> f64 {
         with_any_slice!(self, v => v[i].as_f64())
     }

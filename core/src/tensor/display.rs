@@ -162,6 +162,15 @@ impl fmt::Display for Tensor {
     /// widens to (`28.400001525878906`, `56.0`), as the reference does. Integers and bools
     /// print as numpy prints them (`[ 1 10 -3]`, `[ True False]`, `7`, `True`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_abstract() {
+            // A traced value inside `jit` has no elements to print (JAX prints a tracer so).
+            return write!(
+                f,
+                "Traced<{}{}>",
+                self.dtype().name(),
+                self.shape_display()
+            );
+        }
         if !self.dtype().is_float() {
             if self.numel() == 0 {
                 return write!(f, "{}", "[".repeat(self.ndim()) + &"]".repeat(self.ndim()));

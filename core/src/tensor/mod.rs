@@ -546,7 +546,29 @@ impl Tensor {
 
     /// Number of elements.
     pub fn numel(&self) -> usize {
-        self.0.buf.len()
+        // From the shape, not the buffer: an abstract tensor has a shape but no data.
+        self.0.shape.iter().product()
+    }
+
+    /// True for an abstract tensor: a shape and a dtype with no data, the values `jit` traces
+    /// with (see [`crate::prim::Primitive::abstract_eval`]). A zero-size tensor has no data to
+    /// read either way, so it counts as concrete.
+    pub(crate) fn is_abstract(&self) -> bool {
+        self.0.buf.len() != self.numel()
+    }
+
+    /// An abstract tensor of `shape` and `dtype` carrying `tags` (no buffer is allocated).
+    pub(crate) fn abstract_value(shape: Shape, dtype: DType, tags: Tags) -> Tensor {
+        Tensor::from_parts(Arc::new(Buffer::empty(dtype)), shape, tags)
+    }
+
+    /// The same tensor with no trace tags, whether or not it has data (for engine code that
+    /// runs a function opaquely, never for values a jitted program reads).
+    pub(crate) fn untagged(&self) -> Tensor {
+        if self.0.tags.is_empty() {
+            return self.clone();
+        }
+        Tensor::from_parts(self.0.buf.clone(), self.0.shape.clone(), Tags::new())
     }
 
     /// The element type.
@@ -559,7 +581,17 @@ impl Tensor {
         self.0.shape.is_empty()
     }
 
+    /// The data. An abstract tensor has none: reading it raises [`Error::TracedValueRead`]
+    /// (every data access goes through here, so no kernel ever sees an empty buffer for a
+    /// shape with elements).
+    #[track_caller]
     pub(crate) fn buf(&self) -> &Buffer {
+        if self.is_abstract() {
+            crate::panics::raise(Error::TracedValueRead {
+                shape: self.shape_display(),
+                what: "data",
+            });
+        }
         &self.0.buf
     }
 
@@ -573,7 +605,7 @@ impl Tensor {
     /// `jit` call): a value read on the trace would be baked into the compiled tape.
     #[track_caller]
     pub fn to_vec<T: Elem>(&self) -> Vec<T> {
-        if crate::trace::jit_traced(self) {
+        if self.is_abstract() || crate::trace::jit_traced(self) {
             crate::panics::raise(Error::TracedValueRead {
                 shape: self.shape_display(),
                 what: "to_vec",
@@ -587,6 +619,9 @@ impl Tensor {
     }
 
     /// The values as a slice of `T`; `None` when the tensor holds another dtype.
+    ///
+    /// Inside `jit`, a traced tensor has no values: [`Error::TracedValueRead`] is raised.
+    #[track_caller]
     pub fn as_slice<T: Elem>(&self) -> Option<&[T]> {
         T::slice(self.buf())
     }
@@ -595,7 +630,7 @@ impl Tensor {
     ///
     /// Errors if the tensor has more than one element.
     pub fn item(&self) -> Result<f64> {
-        if crate::trace::jit_traced(self) {
+        if self.is_abstract() || crate::trace::jit_traced(self) {
             return Err(Error::TracedValueRead {
                 shape: self.shape_display(),
                 what: "item",
@@ -614,6 +649,9 @@ impl Tensor {
     }
 
     /// Element `i` of the flat (row-major) data as `f64`; `None` if out of range.
+    ///
+    /// Inside `jit`, a traced tensor has no values: [`Error::TracedValueRead`] is raised.
+    #[track_caller]
     pub fn get_flat(&self, i: usize) -> Option<f64> {
         (i < self.numel()).then(|| self.buf().get_f64(i))
     }
@@ -629,7 +667,11 @@ impl Tensor {
     }
 
     /// Take the values out, without copying when this is the only handle to the buffer.
+    #[track_caller]
     pub fn into_vec<T: Elem>(self) -> Vec<T> {
+        if self.is_abstract() {
+            self.buf();
+        }
         match Arc::try_unwrap(self.0) {
             Ok(inner) if T::slice(&inner.buf).is_some() => match Arc::try_unwrap(inner.buf) {
                 Ok(mut buf) => T::take_vec(&mut buf),
@@ -640,14 +682,19 @@ impl Tensor {
         }
     }
 
-    /// The same values with no trace tags: a constant to every transform, `jit` included (a
-    /// jitted function would keep the value of its trace). To cut gradients of a value that
-    /// must be recomputed on every call, use [`Tensor::stop_gradient`].
+    /// The same values with no trace tags: a constant to every transform. Inside `jit` a
+    /// traced value has no values to keep, so detaching one raises
+    /// [`Error::TracedValueRead`]; to cut gradients of a value that is recomputed on every
+    /// call, use [`Tensor::stop_gradient`].
+    #[track_caller]
     pub fn detach(&self) -> Tensor {
-        if self.0.tags.is_empty() {
-            return self.clone();
+        if self.is_abstract() {
+            crate::panics::raise(Error::TracedValueRead {
+                shape: self.shape_display(),
+                what: "detach",
+            });
         }
-        Tensor::from_parts(self.0.buf.clone(), self.0.shape.clone(), Tags::new())
+        self.untagged()
     }
 
     /// The same buffer under another shape of the same size, untagged (kernels only).
