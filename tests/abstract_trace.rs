@@ -5,7 +5,8 @@
 use stategrad::jit::{cond, kernel_calls};
 use stategrad::random::normal_with_key;
 use stategrad::{
-    custom_vjp, grad, jit, one_hot, path, vmap, DType, Error, ParamState, State, StateMap, Tensor, VjpArgs,
+    custom_vjp, grad, jit, one_hot, path, vmap, DType, Error, ParamState, State, StateMap, Tensor,
+    VjpArgs,
 };
 
 /// A training step with everything a trace meets: states read and written, `grad` over
@@ -109,7 +110,10 @@ fn traced_values_are_abstract_inside_jit() {
         ));
         x * 2.0
     });
-    assert_eq!(g.call(Tensor::ones(&[3])).unwrap().to_vec::<f32>(), [2.0; 3]);
+    assert_eq!(
+        g.call(Tensor::ones(&[3])).unwrap().to_vec::<f32>(),
+        [2.0; 3]
+    );
     // `detach` would freeze a value the trace does not have: a typed error, states kept.
     let f = jit(|x: Tensor| {
         s.set_value(s.value() + 1.0);

@@ -455,9 +455,8 @@ impl Primitive for CustomPrim {
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let detached: Vec<Tensor> = inputs.iter().map(|t| t.untagged()).collect();
         // Opaque to every transform, `jit` included: constants inside compute, never staged.
-        let out = trace::concrete(|| {
-            self.guarded("the forward function", || (self.forward)(&detached))
-        })?;
+        let out =
+            trace::concrete(|| self.guarded("the forward function", || (self.forward)(&detached)))?;
         let out = trace::strip_dead(&out);
         if !out.tags().is_empty() {
             return Err(Error::Unsupported(format!(

@@ -18,6 +18,7 @@ mod ops;
 mod options;
 mod panics;
 mod parallel;
+mod path;
 mod prim;
 pub mod random;
 pub mod slicing;

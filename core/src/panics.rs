@@ -29,9 +29,19 @@ thread_local! {
 
 /// True where a raised error is caught and turned back into `Err` on this thread.
 pub(crate) fn typed_panics() -> bool {
-    crate::trace::tracing()
-        || crate::parallel::sequential()
-        || CATCHING.try_with(std::cell::Cell::get).unwrap_or(0) > 0
+    crate::parallel::sequential() || CATCHING.try_with(std::cell::Cell::get).unwrap_or(0) > 0
+}
+
+/// A transform's frame opened on this thread: it catches raised errors until
+/// [`frame_closed`]. (The frames tell this module, not the other way round, so `panics`
+/// depends on nothing that depends on it.)
+pub(crate) fn frame_opened() {
+    CATCHING.with(|c| c.set(c.get() + 1));
+}
+
+/// The frame of the last [`frame_opened`] closed.
+pub(crate) fn frame_closed() {
+    CATCHING.with(|c| c.set(c.get() - 1));
 }
 
 /// Run `f`, turning an error raised inside it back into `Err` (panics of other kinds go on).

@@ -65,6 +65,9 @@ use std::sync::Arc;
 
 mod tree;
 
+/// States of a module keyed by path, sorted (what `module.states(filter)` returns).
+pub type StateMap = std::collections::BTreeMap<crate::path::Path, State>;
+
 /// A state's unique id.
 pub type StateId = u64;
 

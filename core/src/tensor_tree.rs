@@ -1,9 +1,8 @@
 //! [`TensorTree`]: a tree of tensors (maps with string keys, lists, nested), the value of a
 //! tree-valued [`State`](crate::State).
 
-use crate::module::{Path, PathKey};
+use crate::path::{Path, PathKey};
 use crate::tensor::Tensor;
-use crate::tree::{Arg, Args, Tree};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -164,7 +163,7 @@ impl TensorTree {
         }
     }
 
-    fn walk(&self, p: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
+    pub(crate) fn walk(&self, p: &mut Path, f: &mut dyn FnMut(&Path, &Tensor)) {
         match self {
             TensorTree::Leaf(t) => f(p, t),
             TensorTree::Map(m) => {
@@ -235,64 +234,5 @@ impl fmt::Display for TensorTree {
                 write!(f, "]")
             }
         }
-    }
-}
-
-/// A tree is an auxiliary output, a `jit` result, …: its tensors are visited in path order.
-impl Tree for TensorTree {
-    fn map_tensors(&self, f: &mut dyn FnMut(&Tensor) -> Tensor) -> Self {
-        self.map_leaves(&mut |_, t| f(t))
-    }
-    fn for_each_tensor(&self, f: &mut dyn FnMut(&Tensor)) {
-        self.walk(&mut Path::new(), &mut |_, t| f(t))
-    }
-}
-
-/// A tree is a differentiable argument: its gradient is a tree of the same structure, and under
-/// `jit` each tensor is an input (a changed shape retraces).
-///
-/// ```
-/// use stategrad_core::{grad, Tensor, TensorTree};
-/// let f = |t: TensorTree| {
-///     let (a, b) = (t.get("a").unwrap().as_tensor().unwrap(), t.get("b").unwrap().as_tensor().unwrap());
-///     (a * b).sum()
-/// };
-/// let t = TensorTree::map([("a", Tensor::scalar(3.0f64)), ("b", Tensor::scalar(4.0f64))]);
-/// let g = grad(f).call(t).unwrap();
-/// assert_eq!(g.get("a").unwrap().as_tensor().unwrap().item().unwrap(), 4.0);
-/// assert_eq!(g.get("b").unwrap().as_tensor().unwrap().item().unwrap(), 3.0);
-/// ```
-impl Arg for TensorTree {
-    type Grad = TensorTree;
-    fn leaves(&self) -> std::result::Result<Vec<Tensor>, String> {
-        let mut out = Vec::new();
-        self.for_each_tensor(&mut |t| out.push(t.clone()));
-        Ok(out)
-    }
-    fn with_leaves(&self, leaves: &mut dyn Iterator<Item = Tensor>) -> Self {
-        self.map_tensors(&mut |_| leaves.next().expect("internal error: missing leaf"))
-    }
-    fn grad_from(&self, grads: &mut dyn Iterator<Item = Tensor>) -> TensorTree {
-        self.map_tensors(&mut |_| grads.next().expect("internal error: missing gradient"))
-    }
-}
-
-/// A lone tree is the whole argument list, as a lone [`Tensor`] is.
-impl Args for TensorTree {
-    type Grad = TensorTree;
-    const LEN: usize = 1;
-    fn arg_leaves(&self, _: usize) -> crate::Result<Vec<Tensor>> {
-        let mut out = Vec::new();
-        self.for_each_tensor(&mut |t| out.push(t.clone()));
-        Ok(out)
-    }
-    fn replace_arg(&mut self, _: usize, leaves: &mut dyn Iterator<Item = Tensor>) {
-        *self = self.with_leaves(leaves);
-    }
-    fn arg_grad(&self, _: usize, grads: &mut dyn Iterator<Item = Tensor>) -> TensorTree {
-        self.grad_from(grads)
-    }
-    fn arg_static_key(&self, _: usize) -> String {
-        String::new()
     }
 }

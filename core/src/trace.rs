@@ -123,6 +123,7 @@ pub(crate) fn push_frame(
     overrides: HashMap<StateId, Tensor>,
 ) -> FrameGuard {
     crate::panics::install_quiet_hook();
+    crate::panics::frame_opened();
     let level = NEXT_LEVEL.fetch_add(1, Ordering::Relaxed);
     FRAMES.with(|f| {
         f.borrow_mut().push(Frame {
@@ -282,6 +283,7 @@ fn pop(level: u64) -> Frame {
             top.level, level,
             "internal error: frames closed out of order"
         );
+        crate::panics::frame_closed();
         top
     })
 }

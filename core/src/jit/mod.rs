@@ -1,5 +1,11 @@
 //! `jit`: trace a function once per signature, keep its tape, and replay the tape on later calls.
 //!
+//! The trace is abstract: the function sees tensors with shapes and dtypes but no data, each
+//! primitive runs only its abstract rule ([`crate::prim`]'s `abstract_eval`), and operations on
+//! constants (a cotangent seed, a draw from a constant key) are staged as steps too, computed
+//! once when the tape is compiled. So tracing runs no kernel ([`kernel_calls`] counts them),
+//! [`Jit::eval_shape`] computes nothing, and every call, the first included, is a replay.
+//!
 //! The key is the arguments' shapes, dtypes and static values; the states the function touches
 //! are inputs (their shapes are checked on every call: a changed shape retraces, a changed value
 //! does not) and the states it writes are outputs, written back after each replay. Reading a
@@ -35,8 +41,8 @@ mod program;
 mod replay;
 mod trace;
 
-pub use control::{cond, for_loop, scan};
 pub use crate::prim::kernel_calls;
+pub use control::{cond, for_loop, scan};
 
 /// Frees the process-wide cache of generated code for fused passes (shared by every jitted
 /// function; bounded by [`stategrad_exec::tuning::fused_code_cache_limit`]) and returns how many

@@ -132,19 +132,19 @@ where
             .collect();
         let small = small.filter(|_| small_wanted.len() == outputs.len() + writes.len());
         Ok(Compiled {
-                n_values: frame.tape.nodes.len(),
-                steps,
-                plan,
-                frees,
-                small,
-                small_wanted,
-                arg_nodes,
-                state_inputs,
-                outputs,
-                writes,
-                template: out,
-                key: Key::default(),
-                used: AtomicU64::new(0),
+            n_values: frame.tape.nodes.len(),
+            steps,
+            plan,
+            frees,
+            small,
+            small_wanted,
+            arg_nodes,
+            state_inputs,
+            outputs,
+            writes,
+            template: out,
+            key: Key::default(),
+            used: AtomicU64::new(0),
         })
     }
 }

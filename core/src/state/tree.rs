@@ -12,7 +12,8 @@
 
 use super::{fresh_id, Slot, State, StateInner, StateKind};
 use crate::error::{Error, Result};
-use crate::module::{Path, PathKey, StateMap};
+use crate::path::{Path, PathKey};
+use crate::state::StateMap;
 use crate::tensor::Tensor;
 use crate::tensor_tree::TensorTree;
 use std::collections::BTreeMap;

@@ -164,12 +164,7 @@ impl fmt::Display for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_abstract() {
             // A traced value inside `jit` has no elements to print (JAX prints a tracer so).
-            return write!(
-                f,
-                "Traced<{}{}>",
-                self.dtype().name(),
-                self.shape_display()
-            );
+            return write!(f, "Traced<{}{}>", self.dtype().name(), self.shape_display());
         }
         if !self.dtype().is_float() {
             if self.numel() == 0 {
