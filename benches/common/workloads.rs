@@ -78,8 +78,7 @@ impl W2 {
     pub const BATCH: usize = 256;
     /// GEMM flops of one step: forward, and twice that backward less the first layer's input
     /// gradient.
-    pub const FLOPS: usize =
-        2 * 256 * (784 * 512 + 512 * 512 + 512 * 10) * 3 - 2 * 256 * 784 * 512;
+    pub const FLOPS: usize = 2 * 256 * (784 * 512 + 512 * 512 + 512 * 10) * 3 - 2 * 256 * 784 * 512;
 
     pub fn new() -> Self {
         let mlp = Mlp::new();
@@ -127,12 +126,17 @@ pub struct W3 {
 
 impl W3 {
     pub fn new(n: usize) -> Self {
+        Self::with_hidden(n, n)
+    }
+    /// The same network with a hidden layer of `h` units (`W1` h x n, `W2` n x h): a chunk's
+    /// pass then holds vectors of `h` per basis vector, against `n x n` for the Jacobian, which
+    /// is where `chunk_size` matters (`tests/jacobian_memory_bound.rs`).
+    pub fn with_hidden(n: usize, h: usize) -> Self {
         random::seed(1);
-        let s = 1.0 / (n as f64).sqrt();
         W3 {
-            w1: random::normal(&[n, n]) * s,
-            b1: random::normal(&[n]) * 0.1,
-            w2: random::normal(&[n, n]) * s,
+            w1: random::normal(&[h, n]) * (1.0 / (n as f64).sqrt()),
+            b1: random::normal(&[h]) * 0.1,
+            w2: random::normal(&[n, h]) * (1.0 / (h as f64).sqrt()),
             b2: random::normal(&[n]) * 0.1,
             x: random::normal(&[n]),
         }
@@ -164,8 +168,13 @@ pub struct W4 {
 
 impl W4 {
     pub fn new(n: usize) -> Self {
+        Self::with_rows(n, n)
+    }
+    /// The same function with `A` of `m` rows (m x n): the Hessian is still n x n, a chunk's
+    /// pass holds vectors of `m` per basis vector.
+    pub fn with_rows(m: usize, n: usize) -> Self {
         random::seed(2);
-        let a = random::normal(&[n, n]) * (1.0 / (n as f64).sqrt());
+        let a = random::normal(&[m, n]) * (1.0 / (n as f64).sqrt());
         let x = random::normal(&[n]);
         W4 { a, x }
     }
@@ -178,9 +187,7 @@ impl W4 {
     }
     /// The Hessian is symmetric.
     pub fn check(&self) {
-        let h = hessian(|x: Tensor| self.f(x))
-            .call(self.x.clone())
-            .unwrap();
+        let h = hessian(|x: Tensor| self.f(x)).call(self.x.clone()).unwrap();
         assert!(
             h.allclose(&h.t(), 1e-4, 1e-5),
             "W4 guard: Hessian not symmetric"
