@@ -9,6 +9,8 @@
 //! during it above those live before it. Emptying the pools first makes the figure what the
 //! call needs, not what earlier calls happened to leave pooled; what the warm-up left held
 //! (programs in a `jit` cache, the GEMM kernels' per-thread packing space) is the "kept" column.
+//! "GEMM packing" is the peak of the allocations aligned to 16 bytes or more on their own (the
+//! packing space of the products that allocate it per call; tensor buffers are aligned to 4).
 
 #[path = "common/workloads.rs"]
 mod defs;
@@ -16,7 +18,7 @@ mod defs;
 mod peak_alloc;
 
 use defs::{tensor_bytes, W2, W3, W4, W6};
-use peak_alloc::{live_bytes, peak_during};
+use peak_alloc::{live_bytes, peak_during, Peak};
 use stategrad::prelude::*;
 use stategrad::tensor::release_pooled_buffers;
 
@@ -29,7 +31,7 @@ struct Row {
     inputs: usize,
     output: usize,
     kept: usize,
-    peak: usize,
+    peak: Peak,
 }
 
 fn pool(n: usize) -> rayon::ThreadPool {
@@ -45,20 +47,37 @@ fn release_pools(p: &rayon::ThreadPool) {
     release_pooled_buffers();
 }
 
-/// `(kept, peak, output bytes)` of `call` on `threads` threads; `call` returns its output's size
-/// and drops the output only after its return value is computed, so the output is in the peak.
-fn measure(threads: usize, call: impl Fn() -> usize + Sync) -> (usize, usize, usize) {
-    let p = pool(threads);
-    release_pools(&p);
+/// `(kept, peak, output bytes)` of `call` on the threads of `p`; `call` returns its output's
+/// size and drops the output only after its return value is computed, so the output is in the
+/// peak.
+fn measure(p: &rayon::ThreadPool, call: impl Fn() -> usize + Sync) -> (usize, Peak, usize) {
+    release_pools(p);
     let before = live_bytes();
     p.install(|| {
         call();
         call();
     });
-    release_pools(&p);
+    release_pools(p);
     let kept = live_bytes().saturating_sub(before);
     let (output, peak) = peak_during(|| p.install(&call));
     (kept, peak, output)
+}
+
+/// Pools of 1 and 2 threads, kept for the whole run: a pool's threads, when they exit, free
+/// what they held (the `gemm` crate's per-thread packing slab among it), which would land in
+/// whichever measurement is running then. Each thread first runs one large product, so that
+/// its slab is in every baseline; returns the pools and the bytes that one product left held
+/// per thread.
+fn pools() -> (Vec<rayon::ThreadPool>, usize) {
+    let a = Tensor::ones(&[256, 256]);
+    let pools: Vec<_> = [1, 2].map(pool).into_iter().collect();
+    let before = live_bytes();
+    pools[0].broadcast(|_| drop(a.matmul(&a)));
+    release_pools(&pools[0]);
+    let slab = live_bytes().saturating_sub(before);
+    pools[1].broadcast(|_| drop(a.matmul(&a)));
+    release_pools(&pools[1]);
+    (pools, slab)
 }
 
 fn bytes(b: usize) -> String {
@@ -84,6 +103,8 @@ fn main() {
         .position(|a| a == "--out")
         .and_then(|i| args.get(i + 1).cloned());
 
+    let (pools, slab) = pools();
+    let on = |threads: usize| &pools[threads - 1];
     let mut rows = Vec::new();
 
     let w2 = W2::new();
@@ -91,7 +112,7 @@ fn main() {
     let w2_in = w2.input_bytes();
     let step = |xy: (Tensor, Tensor)| w2.step(xy);
     for threads in [1, 2] {
-        let (kept, peak, output) = measure(threads, || tensor_bytes(&step(w2.xy()).unwrap()));
+        let (kept, peak, output) = measure(on(threads), || tensor_bytes(&step(w2.xy()).unwrap()));
         rows.push(Row {
             workload: "W2 MLP step b256",
             variant: "eager",
@@ -103,7 +124,8 @@ fn main() {
             peak,
         });
         let jstep = jit(step);
-        let (kept, peak, output) = measure(threads, || tensor_bytes(&jstep.call(w2.xy()).unwrap()));
+        let (kept, peak, output) =
+            measure(on(threads), || tensor_bytes(&jstep.call(w2.xy()).unwrap()));
         rows.push(Row {
             workload: "W2 MLP step b256",
             variant: "jit",
@@ -126,7 +148,7 @@ fn main() {
             .into_iter()
             .chain(chunked(256).into_iter().map(|c| (1, c)))
         {
-            let (kept, peak, output) = measure(threads, || {
+            let (kept, peak, output) = measure(on(threads), || {
                 let t = if fwd { jacfwd(f) } else { jacrev(f) };
                 let t = match chunk {
                     Some(c) => t.chunk_size(c),
@@ -155,7 +177,7 @@ fn main() {
         .into_iter()
         .chain(chunked(512).into_iter().map(|c| (1, c)))
     {
-        let (kept, peak, output) = measure(threads, || {
+        let (kept, peak, output) = measure(on(threads), || {
             let t = match chunk {
                 Some(c) => hessian(f).chunk_size(c),
                 None => hessian(f),
@@ -178,7 +200,7 @@ fn main() {
     w6.check();
     let w6_in = w6.input_bytes();
     for threads in [1, 2] {
-        let (kept, peak, output) = measure(threads, || {
+        let (kept, peak, output) = measure(on(threads), || {
             let pe = vmap(|xy| w6.example_grad(xy)).call(w6.xy()).unwrap();
             pe.values().map(tensor_bytes).sum()
         });
@@ -195,12 +217,12 @@ fn main() {
     }
 
     let mut table = String::from(
-        "| workload | variant | threads | chunk_size | inputs | output | kept between calls | peak during a call | peak / output |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| workload | variant | threads | chunk_size | inputs | output | kept between calls | peak during a call | GEMM packing peak | peak / output |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &rows {
         table += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.workload,
             r.variant,
             r.threads,
@@ -208,15 +230,21 @@ fn main() {
             bytes(r.inputs),
             bytes(r.output),
             bytes(r.kept),
-            bytes(r.peak),
+            bytes(r.peak.total),
+            bytes(r.peak.aligned),
             // A loss of 4 bytes is no yardstick.
             if r.output >= 1 << 10 {
-                format!("{:.1}", r.peak as f64 / r.output as f64)
+                format!("{:.1}", r.peak.total as f64 / r.output as f64)
             } else {
                 "–".to_string()
             },
         );
     }
+    table += &format!(
+        "\nEvery thread that has run a large product also keeps the `gemm` crate's packing slab: \
+         {} per thread, in the baseline of every row.\n",
+        bytes(slab)
+    );
     print!("{table}");
     if let Some(path) = out {
         std::fs::write(&path, &table).expect("write the table");

@@ -1,6 +1,6 @@
 //! A global allocator that forwards to the system allocator and keeps the live and the peak
 //! number of heap bytes, for the binaries that measure peak memory (`benches/peak_memory.rs`,
-//! `tests/jacobian_memory_bound.rs`, `examples/jacobian_memory.rs`). Each includes this file
+//! `tests/jacobian_memory_bound.rs`). Each includes this file
 //! with `#[path]`: the counters are process-wide, so a binary measures one thing at a time.
 
 use std::alloc::{GlobalAlloc, Layout, System};
