@@ -216,10 +216,34 @@ fn main() {
         });
     }
 
-    let mut table = String::from(
-        "| workload | variant | threads | chunk_size | inputs | output | kept between calls | peak during a call | GEMM packing peak | peak / output |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mut table = format!(
+        "Peak heap memory, `cargo bench --bench peak_memory`, on {} ({} threads available)\n\n",
+        cpu,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let columns = [
+        "workload",
+        "variant",
+        "threads",
+        "chunk_size",
+        "inputs",
+        "output",
+        "kept between calls",
+        "peak during a call",
+        "GEMM packing peak",
+        "peak / output",
+    ];
+    table += &format!("| {} |\n", columns.join(" | "));
+    table += &format!("|{}\n", "---|".repeat(columns.len()));
     for r in &rows {
         table += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
