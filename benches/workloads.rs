@@ -1,9 +1,14 @@
-//! Criterion benchmarks of the BENCHMARK-WORKLOADS.md workloads (W1, W3, W4, W5) at 1 and 2
-//! threads. Each workload checks its result against a reference once before timing.
+//! Criterion benchmarks of the BENCHMARK-WORKLOADS.md workloads (W1–W7) at 1 and 2
+//! threads (W2, W3, W4 and W6 are defined in `common/workloads.rs`, shared with
+//! `peak_memory.rs`). Each workload checks its result against a reference once before timing.
 //!
 //! Run: `cargo bench --bench workloads` (HTML reports in target/criterion).
 
+#[path = "common/workloads.rs"]
+mod defs;
 mod hand_fused;
+
+use defs::{W2, W3, W4, W6};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use stategrad::jit::for_loop;
@@ -97,26 +102,12 @@ fn w1(c: &mut Criterion) {
     g.finish();
 }
 
-fn tanh_net(n: usize) -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
-    random::seed(1);
-    let s = 1.0 / (n as f64).sqrt();
-    (
-        random::normal(&[n, n]) * s,
-        random::normal(&[n]) * 0.1,
-        random::normal(&[n, n]) * s,
-        random::normal(&[n]) * 0.1,
-        random::normal(&[n]),
-    )
-}
-
 /// W3: the full 256x256 Jacobian of a two-layer tanh network, both modes.
 fn w3(c: &mut Criterion) {
-    let n = 256;
-    let (w1, b1, w2, b2, x) = tanh_net(n);
-    let f = |x: Tensor| (w2.matmul(&(w1.matmul(&x) + &b1).tanh()) + &b2).tanh();
-    let jr = jacrev(f).call(x.clone()).unwrap();
-    let jf = jacfwd(f).call(x.clone()).unwrap();
-    assert!(jr.allclose(&jf, 1e-4, 1e-5), "W3 guard: jacrev != jacfwd");
+    let w3 = W3::new(256);
+    w3.check();
+    let f = |x: Tensor| w3.f(x);
+    let x = &w3.x;
     let mut g = c.benchmark_group("W3_jacobian_256");
     g.sample_size(10);
     for threads in thread_counts() {
@@ -133,17 +124,10 @@ fn w3(c: &mut Criterion) {
 
 /// W4: the 512x512 Hessian of logsumexp(A x) + 0.5 |x|^2.
 fn w4(c: &mut Criterion) {
-    let n = 512;
-    random::seed(2);
-    let a = random::normal(&[n, n]) * (1.0 / (n as f64).sqrt());
-    let x = random::normal(&[n]);
-    let f = |x: Tensor| a.matmul(&x).logsumexp(&[0], false) + 0.5 * x.square().sum();
-    let h = hessian(f).call(x.clone()).unwrap();
-    let ht = h.t();
-    assert!(
-        h.allclose(&ht, 1e-4, 1e-5),
-        "W4 guard: Hessian not symmetric"
-    );
+    let w4 = W4::new(512);
+    w4.check();
+    let f = |x: Tensor| w4.f(x);
+    let x = &w4.x;
     let mut g = c.benchmark_group("W4_hessian_512");
     g.sample_size(10);
     for threads in thread_counts() {
@@ -208,84 +192,25 @@ fn w5(c: &mut Criterion) {
     g.finish();
 }
 
-struct Mlp {
-    params: StateMap,
-}
-
-impl Mlp {
-    fn new() -> Self {
-        random::seed(6);
-        let dims = [784, 512, 512, 10];
-        let mut params = StateMap::new();
-        for l in 0..3 {
-            let s = (2.0 / dims[l] as f64).sqrt();
-            params.insert(
-                path!(format!("w{l}")),
-                ParamState::new(random::normal(&[dims[l], dims[l + 1]]) * s),
-            );
-            params.insert(
-                path!(format!("b{l}")),
-                ParamState::new(Tensor::zeros(&[dims[l + 1]])),
-            );
-        }
-        Mlp { params }
-    }
-    fn p(&self, name: &str) -> Tensor {
-        self.params[&path!(name)].value()
-    }
-    fn loss(&self, x: &Tensor, y: &Tensor) -> Tensor {
-        let h = (x.matmul(&self.p("w0")) + self.p("b0")).relu();
-        let h = (h.matmul(&self.p("w1")) + self.p("b1")).relu();
-        let logits = h.matmul(&self.p("w2")) + self.p("b2");
-        -(logits.log_softmax(-1) * y).sum_along(&[-1], false).mean()
-    }
-}
-
-fn one_hot_labels(n: usize) -> Tensor {
-    let mut v = vec![0.0f32; n * 10];
-    for i in 0..n {
-        v[i * 10 + (i * 7) % 10] = 1.0;
-    }
-    Tensor::from_vec(v, &[n, 10]).expect("labels")
-}
-
 /// W2: one SGD training step of the 784-512-512-10 MLP at batch 256.
 fn w2(c: &mut Criterion) {
-    let mlp = Mlp::new();
-    let x = random::normal(&[256, 784]);
-    let y = one_hot_labels(256);
-    let step = |(x, y): (Tensor, Tensor)| {
-        let (g, l) = grad(|(x, y): (Tensor, Tensor)| mlp.loss(&x, &y))
-            .grad_states(mlp.params.clone())
-            .return_value()
-            .call((x, y))?;
-        for (p, s) in &mlp.params {
-            s.set_value(s.value() - 0.01 * &g[p]);
-        }
-        Ok::<Tensor, Error>(l)
-    };
-    // Guard: the initial loss of a fresh network is near ln(10), and a step lowers it.
-    let l0 = step((x.clone(), y.clone())).unwrap().item().unwrap();
-    let l1 = step((x.clone(), y.clone())).unwrap().item().unwrap();
-    assert!(
-        (l0 - 10f64.ln()).abs() < 1.5 && l1 < l0,
-        "W2 guard: {l0} -> {l1}"
-    );
-    let flops = 2 * 256 * (784 * 512 + 512 * 512 + 512 * 10) * 3 - 2 * 256 * 784 * 512;
+    let w2 = W2::new();
+    w2.check();
+    let step = |xy: (Tensor, Tensor)| w2.step(xy);
     let mut g = c.benchmark_group("W2_mlp_step_b256");
     g.sample_size(10);
-    g.throughput(Throughput::Elements(flops as u64));
+    g.throughput(Throughput::Elements(W2::FLOPS as u64));
     for threads in thread_counts() {
         let p = pool(threads);
         g.bench_with_input(BenchmarkId::new("eager", threads), &threads, |bch, _| {
-            p.install(|| bch.iter(|| step((x.clone(), y.clone())).unwrap()))
+            p.install(|| bch.iter(|| step(w2.xy()).unwrap()))
         });
         // The same step compiled: forward, backward and update in one program.
         let jstep = jit(step);
-        let lj = p.install(|| jstep.call((x.clone(), y.clone()))).unwrap();
+        let lj = p.install(|| jstep.call(w2.xy())).unwrap();
         assert!(lj.item().unwrap().is_finite(), "W2 jit guard");
         g.bench_with_input(BenchmarkId::new("jit", threads), &threads, |bch, _| {
-            p.install(|| bch.iter(|| jstep.call((x.clone(), y.clone())).unwrap()))
+            p.install(|| bch.iter(|| jstep.call(w2.xy()).unwrap()))
         });
     }
     g.finish();
@@ -293,26 +218,9 @@ fn w2(c: &mut Criterion) {
 
 /// W6: per-example gradients of the W2 MLP at batch 64 (vmap of grad).
 fn w6(c: &mut Criterion) {
-    let mlp = Mlp::new();
-    let x = random::normal(&[64, 784]);
-    let y = one_hot_labels(64);
-    let per_example = |(x, y): (Tensor, Tensor)| {
-        grad(|(x, y): (Tensor, Tensor)| mlp.loss(&x.reshape(&[1, -1]), &y.reshape(&[1, -1])))
-            .grad_states(mlp.params.clone())
-            .call((x, y))
-    };
-    let pe = vmap(per_example).call((x.clone(), y.clone())).unwrap();
-    // Guard: the mean of per-example gradients is the batch gradient.
-    let batch = grad(|(x, y): (Tensor, Tensor)| mlp.loss(&x, &y))
-        .grad_states(mlp.params.clone())
-        .call((x.clone(), y.clone()))
-        .unwrap();
-    for (k, g) in &batch {
-        assert!(
-            pe[k].mean_along(&[0], false).allclose(g, 1e-3, 1e-5),
-            "W6 guard {k}"
-        );
-    }
+    let w6 = W6::new();
+    w6.check();
+    let per_example = |xy: (Tensor, Tensor)| w6.example_grad(xy);
     let mut g = c.benchmark_group("W6_per_example_grads_b64");
     g.sample_size(10);
     for threads in thread_counts() {
@@ -320,9 +228,7 @@ fn w6(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("vmap_grad", threads),
             &threads,
-            |bch, _| {
-                p.install(|| bch.iter(|| vmap(per_example).call((x.clone(), y.clone())).unwrap()))
-            },
+            |bch, _| p.install(|| bch.iter(|| vmap(per_example).call(w6.xy()).unwrap())),
         );
     }
     g.finish();
