@@ -1,7 +1,7 @@
 //! `jit`: trace a function once per signature, keep its tape, and replay the tape on later calls.
 //!
 //! The trace is abstract: the function sees tensors with shapes and dtypes but no data, each
-//! primitive runs only its abstract rule ([`crate::prim`]'s `abstract_eval`), and operations on
+//! primitive runs only its abstract rule (`Primitive::abstract_eval`), and operations on
 //! constants (a cotangent seed, a draw from a constant key) are staged as steps too, computed
 //! once when the tape is compiled. So tracing runs no kernel ([`kernel_calls`] counts them),
 //! [`Jit::eval_shape`] computes nothing, and every call, the first included, is a replay.
