@@ -19,7 +19,8 @@
 //!   [`CustomFn::vectorized`].
 //!
 //! Batched Jacobians pull a chunk of cotangent rows back in one pass; the rule never sees that
-//! batch: it is called once per row, with `g` of the output's shape.
+//! batch: it is traced once with `g` of the output's shape and run over the chunk by the batch
+//! rules of the operations it uses (a rule that reads data is called once per row).
 //!
 //! Requirements: the forward function is a pure function of its inputs (tensors it captures are
 //! constants; reading a traced value or a state is an error, writing a state is not supported),
@@ -326,7 +327,7 @@ impl CustomPrim {
             needs,
         };
         let Rule::Vjp(rule) = &self.rule else {
-            return self.transpose_jvp(inputs, output, g, needs, 0);
+            return self.transpose_jvp(inputs, output, g, needs);
         };
         let cots = self.guarded("the VJP rule", || rule(&args))?;
         if cots.len() != inputs.len() {
@@ -357,15 +358,14 @@ impl CustomPrim {
 }
 
 impl CustomPrim {
-    /// The VJP of a JVP rule: record the rule at traced zero tangents, then pull `g` (which may
-    /// carry `nb` batch dimensions) back to them through the recorded, linear operations.
+    /// The VJP of a JVP rule: record the rule at traced zero tangents, then pull `g` back to
+    /// them through the recorded, linear operations.
     fn transpose_jvp(
         &self,
         inputs: &[Tensor],
         output: &Tensor,
         g: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let Rule::Jvp(rule) = &self.rule else {
             unreachable!("transpose_jvp of a VJP rule")
@@ -401,10 +401,7 @@ impl CustomPrim {
         }
         let mut cots = match trace::node_of(&t_out, level) {
             Some(out) => {
-                let opts = trace::BackwardOpts {
-                    debug_nan: false,
-                    nb,
-                };
+                let opts = trace::BackwardOpts::default();
                 let g = g.cast(t_out.dtype());
                 trace::backward(&frame.tape, out, g, &nodes, opts)?.into_iter()
             }
@@ -488,52 +485,11 @@ impl Primitive for CustomPrim {
         output: &Tensor,
         g: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let owned: Vec<Tensor> = inputs.iter().map(|&t| t.clone()).collect();
         if matches!(self.rule, Rule::Jvp(_)) {
-            return self.transpose_jvp(&owned, output, g, needs, nb);
+            return self.transpose_jvp(&owned, output, g, needs);
         }
-        if nb == 0 {
-            return self.rule_once(&owned, output, g, needs);
-        }
-        // A chunk of cotangent rows: the rule sees one row at a time (recorded indexing and
-        // stacking keep the result differentiable, in `g` as well, for forward mode).
-        let batch = &g.shape()[..nb];
-        let rows: usize = batch.iter().product();
-        let mut flat_shape = vec![rows];
-        flat_shape.extend_from_slice(output.shape());
-        let flat = g.try_reshape_to(&flat_shape)?;
-        let mut per_input: Vec<Vec<Tensor>> = vec![Vec::with_capacity(rows); inputs.len()];
-        for r in 0..rows {
-            let gr = flat.try_index_axis(0, r as isize)?;
-            for (k, c) in self
-                .rule_once(&owned, output, &gr, needs)?
-                .into_iter()
-                .enumerate()
-            {
-                if let Some(c) = c {
-                    per_input[k].push(c);
-                }
-            }
-        }
-        per_input
-            .iter()
-            .zip(inputs)
-            .zip(needs)
-            .map(|((cs, x), &need)| {
-                if !need {
-                    return Ok(None);
-                }
-                let shape = prim::batched(g, nb, x.shape());
-                if cs.is_empty() {
-                    return Tensor::try_full_dtype(&shape, 0.0, x.dtype()).map(Some);
-                }
-                let refs: Vec<&Tensor> = cs.iter().collect();
-                Tensor::try_stack(&refs, 0)?
-                    .try_reshape_to(&shape)
-                    .map(Some)
-            })
-            .collect()
+        self.rule_once(&owned, output, g, needs)
     }
 }

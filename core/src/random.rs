@@ -97,7 +97,6 @@ impl Primitive for FoldIn {
         _: &Tensor,
         _: &Tensor,
         _: &[bool],
-        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None])
     }
@@ -167,7 +166,6 @@ impl Primitive for Sample {
         _: &Tensor,
         _: &Tensor,
         _: &[bool],
-        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None])
     }

@@ -521,8 +521,25 @@ pub(crate) fn backward_reporting(
                 }
                 let needs: Vec<bool> = op.parents.iter().map(Option::is_some).collect();
                 let input_refs: Vec<&Tensor> = op.inputs.iter().collect();
-                let grads = op.prim.vjp(&input_refs, &op.output, &g, &needs, opts.nb)?;
-                let batch_shape = |x: &Tensor| crate::prim::batched(&g, opts.nb, x.shape());
+                let grads = if opts.nb == 0 {
+                    op.prim.vjp(&input_refs, &op.output, &g, &needs)?
+                } else {
+                    crate::vmap::batched_vjp(
+                        &op.prim,
+                        &input_refs,
+                        &op.output,
+                        &g,
+                        &needs,
+                        opts.nb,
+                    )?
+                };
+                let batch_shape = |x: &Tensor| -> Vec<usize> {
+                    g.shape()[..opts.nb]
+                        .iter()
+                        .chain(x.shape())
+                        .copied()
+                        .collect()
+                };
                 for ((parent, grad), input) in op.parents.iter().zip(grads).zip(&op.inputs) {
                     let (Some(p), Some(grad)) = (parent, grad) else {
                         continue;

@@ -86,7 +86,6 @@ impl Primitive for Unary {
         y: &Tensor,
         g: &Tensor,
         _: &[bool],
-        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let d = match self.0 {
@@ -274,7 +273,6 @@ impl Primitive for Binary {
         y: &Tensor,
         g: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (inputs[0], inputs[1]);
         if is_comparison(self.0) {
@@ -325,8 +323,8 @@ impl Primitive for Binary {
             _ => unreachable!("comparisons handled above"),
         };
         Ok(vec![
-            ga.map(|t| sum_to_batched(&t, nb, a.shape())).transpose()?,
-            gb.map(|t| sum_to_batched(&t, nb, b.shape())).transpose()?,
+            ga.map(|t| t.try_sum_to(a.shape())).transpose()?,
+            gb.map(|t| t.try_sum_to(b.shape())).transpose()?,
         ])
     }
 }
@@ -395,17 +393,16 @@ impl Primitive for Select {
         _: &Tensor,
         g: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let (c, a, b) = (inputs[0], inputs[1], inputs[2]);
         let zero = g.zeros_like_scalar();
         Ok(vec![
             None,
             needs[1]
-                .then(|| sum_to_batched(&Tensor::try_select(c, g, &zero)?, nb, a.shape()))
+                .then(|| Tensor::try_select(c, g, &zero)?.try_sum_to(a.shape()))
                 .transpose()?,
             needs[2]
-                .then(|| sum_to_batched(&Tensor::try_select(c, &zero, g)?, nb, b.shape()))
+                .then(|| Tensor::try_select(c, &zero, g)?.try_sum_to(b.shape()))
                 .transpose()?,
         ])
     }
@@ -472,7 +469,6 @@ impl Primitive for Cast {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
-        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         // Through integers and bools nothing flows: a float cast to an integer gets a zero
         // gradient, as in JAX.
@@ -555,7 +551,6 @@ impl Primitive for Compare {
         _: &Tensor,
         _: &Tensor,
         _: &[bool],
-        _: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None, None])
     }
@@ -641,7 +636,6 @@ impl Primitive for Logical {
         _: &Tensor,
         _: &Tensor,
         _: &[bool],
-        _: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None; inputs.len()])
     }

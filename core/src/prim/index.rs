@@ -130,26 +130,17 @@ impl Primitive for TakeAlong {
         _: &Tensor,
         g: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         if !needs[0] {
             return Ok(vec![None, None]);
         }
         let (x, idx) = (inputs[0], inputs[1]);
-        let idx = idx.try_reshape_to(&batched_ones(nb, idx.shape()))?;
         let scatter = ScatterAlong {
-            axis: self.axis + nb,
-            shape: batched(g, nb, x.shape()).into(),
+            axis: self.axis,
+            shape: x.shape().into(),
         };
-        Ok(vec![Some(apply(Arc::new(scatter), &[g, &idx])?), None])
+        Ok(vec![Some(apply(Arc::new(scatter), &[g, idx])?), None])
     }
-}
-
-/// `nb` leading ones followed by `shape`.
-fn batched_ones(nb: usize, shape: &[usize]) -> Vec<usize> {
-    std::iter::repeat_n(1, nb)
-        .chain(shape.iter().copied())
-        .collect()
 }
 
 /// An input with its batch axis in front: batched ones as they are, shared ones with a leading
@@ -158,7 +149,7 @@ fn lead_axis(t: &Tensor, batched: bool) -> Result<Tensor> {
     if batched {
         Ok(t.clone())
     } else {
-        t.try_reshape_to(&batched_ones(1, t.shape()))
+        t.try_reshape_to(&[&[1], t.shape()].concat())
     }
 }
 
@@ -272,21 +263,14 @@ impl Primitive for ScatterAlong {
         _: &Tensor,
         ct: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         if !needs[0] {
             return Ok(vec![None, None]);
         }
         let (g, idx) = (inputs[0], inputs[1]);
-        let idx = idx.try_reshape_to(&batched_ones(nb, idx.shape()))?;
-        let taken = apply(
-            Arc::new(TakeAlong {
-                axis: self.axis + nb,
-            }),
-            &[ct, &idx],
-        )?;
+        let taken = apply(Arc::new(TakeAlong { axis: self.axis }), &[ct, idx])?;
         // `g` may have been broadcast against the indices: sum back to its shape.
-        Ok(vec![Some(sum_to_batched(&taken, nb, g.shape())?), None])
+        Ok(vec![Some(taken.try_sum_to(g.shape())?), None])
     }
 }
 
@@ -401,7 +385,6 @@ impl Primitive for ArgReduce {
         _: &Tensor,
         _: &Tensor,
         _: &[bool],
-        _: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None])
     }

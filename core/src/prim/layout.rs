@@ -73,9 +73,8 @@ impl Primitive for BroadcastTo {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(sum_to_batched(g, nb, inputs[0].shape())?)])
+        Ok(vec![Some(g.try_sum_to(inputs[0].shape())?)])
     }
 }
 
@@ -126,7 +125,6 @@ impl Primitive for StopGradient {
         _: &Tensor,
         _: &Tensor,
         _: &[bool],
-        _nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![None])
     }
@@ -179,13 +177,8 @@ impl Primitive for Reshape {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.try_reshape_to(&batched(
-            g,
-            nb,
-            inputs[0].shape(),
-        ))?)])
+        Ok(vec![Some(g.try_reshape_to(inputs[0].shape())?)])
     }
 }
 
@@ -224,14 +217,12 @@ impl Primitive for Permute {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let mut inv = vec![0; self.0.len()];
         for (i, &p) in self.0.iter().enumerate() {
             inv[p] = i;
         }
-        let perm: Vec<usize> = (0..nb).chain(inv.iter().map(|&p| p + nb)).collect();
-        Ok(vec![Some(g.try_permute(&perm)?)])
+        Ok(vec![Some(g.try_permute(&inv)?)])
     }
 }
 
@@ -332,14 +323,13 @@ impl Primitive for Concat {
         _: &Tensor,
         g: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let mut start = 0;
         let mut res = Vec::with_capacity(inputs.len());
         for (t, &need) in inputs.iter().zip(needs) {
             let len = t.shape()[self.0];
             res.push(
-                need.then(|| g.try_slice_axis(self.0 + nb, start, start + len))
+                need.then(|| g.try_slice_axis(self.0, start, start + len))
                     .transpose()?,
             );
             start += len;

@@ -248,7 +248,6 @@ impl Primitive for MatMul {
         _: &Tensor,
         g: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (inputs[0], inputs[1]);
         let ga = needs[0]
@@ -258,7 +257,7 @@ impl Primitive for MatMul {
                 } else {
                     g.try_matmul_t(b, false, !self.tb)?
                 };
-                sum_to_batched(&d, nb, a.shape())
+                d.try_sum_to(a.shape())
             })
             .transpose()?;
         let gb = needs[1]
@@ -268,7 +267,7 @@ impl Primitive for MatMul {
                 } else {
                     a.try_matmul_t(g, !self.ta, false)?
                 };
-                sum_to_batched(&d, nb, b.shape())
+                d.try_sum_to(b.shape())
             })
             .transpose()?;
         Ok(vec![ga, gb])

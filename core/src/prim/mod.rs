@@ -49,18 +49,17 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     fn lower(&self, _inputs: &[&[usize]], _out: &[usize]) -> Option<Kernel> {
         None
     }
-    /// Transpose rule: cotangents of the inputs given the output cotangent `g`, for the inputs
-    /// where `needs[i]` (`None` is a symbolic zero). `g` may carry `nb` leading batch dimensions
-    /// (a chunk of Jacobian rows in one pass); each result then has those batch dimensions
-    /// followed by its input's shape. Rules written with broadcasting ops batch for free; rules
-    /// that name shapes or axes use [`batched`] and shift axes by `nb`.
+    /// Transpose rule: cotangents of the inputs given the output cotangent `g` (of the
+    /// output's shape), for the inputs where `needs[i]` (`None` is a symbolic zero). A chunk of
+    /// Jacobian rows pulled back in one pass is this rule batched by the batch rules of the
+    /// operations it is written with (vmap of the pullback, see `vmap::batched_vjp`), so
+    /// [`Primitive::batch`] is the one batching rule.
     fn vjp(
         &self,
         inputs: &[&Tensor],
         output: &Tensor,
         g: &Tensor,
         needs: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>>;
 }
 
@@ -141,26 +140,6 @@ pub(crate) enum Fusion {
     Splat,
     /// The same elements under another shape.
     Copy,
-}
-
-/// The shape `g`'s `nb` batch dimensions followed by `shape`.
-pub(crate) fn batched(g: &Tensor, nb: usize, shape: &[usize]) -> Vec<usize> {
-    g.shape()[..nb].iter().chain(shape).copied().collect()
-}
-
-/// Sum `t` (`nb` batch dims, then an output shape) down to the batch dims followed by `shape`:
-/// the transpose of broadcasting `shape` to the output, keeping the batch dims apart from the
-/// dims broadcasting added on the left.
-pub(crate) fn sum_to_batched(t: &Tensor, nb: usize, shape: &[usize]) -> Result<Tensor> {
-    if nb == 0 {
-        return t.try_sum_to(shape);
-    }
-    let rank = t.ndim().saturating_sub(nb);
-    let mut padded: Vec<usize> = t.shape()[..nb].to_vec();
-    padded.extend(std::iter::repeat_n(1, rank.saturating_sub(shape.len())));
-    padded.extend_from_slice(shape);
-    t.try_sum_to(&padded)?
-        .try_reshape_to(&batched(t, nb, shape))
 }
 
 /// The fallback batch rule: slice each batched input per example, apply, stack.

@@ -126,13 +126,12 @@ impl Primitive for Reduce {
         y: &Tensor,
         g: &Tensor,
         _: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
         let x = inputs[0];
         let keep = reduced_shape(x.shape(), &self.axes, true);
-        let gk = g.try_reshape_to(&batched(g, nb, &keep))?;
+        let gk = g.try_reshape_to(&keep)?;
         let d = match self.op {
-            ReduceOp::Sum => gk.try_broadcast_to(&batched(g, nb, x.shape()))?,
+            ReduceOp::Sum => gk.try_broadcast_to(x.shape())?,
             ReduceOp::Max | ReduceOp::Min => {
                 // The cotangent is shared evenly among the positions that attain the extreme.
                 let yk = y.try_reshape_to(&keep)?;

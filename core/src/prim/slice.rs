@@ -157,10 +157,9 @@ impl Primitive for Slice {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
-        let (first, steps) = lead(nb, &self.first, &self.steps);
-        let shape = batched(g, nb, inputs[0].shape()).into();
+        let (first, steps) = (self.first.clone(), self.steps.clone());
+        let shape = inputs[0].shape().into();
         let t = Arc::new(SliceT {
             first,
             steps,
@@ -233,10 +232,9 @@ impl Primitive for SliceT {
         _: &Tensor,
         g: &Tensor,
         _: &[bool],
-        nb: usize,
     ) -> Result<Vec<Option<Tensor>>> {
-        let (first, steps) = lead(nb, &self.first, &self.steps);
-        let lens = batched(g, nb, inputs[0].shape()).into();
+        let (first, steps) = (self.first.clone(), self.steps.clone());
+        let lens = inputs[0].shape().into();
         let s = Arc::new(Slice { first, steps, lens });
         Ok(vec![Some(apply(s, &[g])?)])
     }

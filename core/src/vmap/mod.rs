@@ -17,6 +17,7 @@
 //! thread when an enclosing transform records them.
 
 mod batched;
+pub(crate) use batched::batched_vjp;
 
 use crate::error::{Error, Result};
 use crate::jit::JitOutput;
