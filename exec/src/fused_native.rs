@@ -379,6 +379,11 @@ fn native_op(key: &Key, op: &FusedOp) -> bool {
     }
 }
 
+/// Whether the code for `op` may mark lanes for the `std` fallback (see [`Run::call`]).
+fn falls_back(op: &FusedOp) -> bool {
+    matches!(op, FusedOp::Unary(UnaryOp::Exp | UnaryOp::Sigmoid, _))
+}
+
 /// Whether `op` is IEEE-exact lane by lane (the same bits from any correct vector code).
 fn exact(op: &FusedOp) -> bool {
     match op {
@@ -419,13 +424,17 @@ fn make_plan(key: &Key) -> Option<Arc<Plan>> {
     }
     let whole = match runs.as_slice() {
         [run] => {
+            // A run that may report fallback lanes is redone from its inputs by the block
+            // kernels, so it must not have overwritten them: no input read in place then.
+            let may_fall_back = key.ops[run.start..run.end].iter().any(falls_back);
             run.start == 0
                 && run.end == key.ops.len()
                 && key.sums.is_empty()
                 && run.bases.iter().all(|b| match *b {
                     // An input living in the direct output's buffer is read there: every load
                     // of an iteration comes before its one store, at the same positions.
-                    Base::Input(i) => key.aliased_inputs[i].is_none_or(|k| key.direct == Some(k)),
+                    Base::Input(i) => key.aliased_inputs[i]
+                        .is_none_or(|k| key.direct == Some(k) && !may_fall_back),
                     Base::Direct => true,
                     Base::Scratch(_) => false,
                 })

@@ -795,6 +795,44 @@ fn fused_native_transcendentals_match_kernels_at_ties_and_edges() {
     }
 }
 
+/// An in-place pass with `exp`/`sigmoid` lanes that need the `std` fallback (inputs beyond
+/// exp's vector range): the block kernels redo those positions from the inputs, so the code
+/// must not have overwritten them first. Found by the differential tester (seed 419730): the
+/// whole-chunk run read its input in place and the redo saw its own output.
+#[test]
+fn fused_native_in_place_pass_with_fallback_lanes_matches_kernels() {
+    use FusedArg::{Input as I, Op as O};
+    for u in [UnaryOp::Exp, UnaryOp::Sigmoid] {
+        let ops = [
+            FusedOp::Binary(BinaryOp::Mul, I(0), I(1)),
+            FusedOp::Unary(u, O(0)),
+            FusedOp::Binary(BinaryOp::Add, O(1), I(0)),
+        ];
+        let mut rng = Rng::new(419_730);
+        for n in [1024, 2 * FUSED_CHUNK + 77] {
+            // Values up to ±200 send some lanes past exp's range into the fallback.
+            let x: Vec<f32> = mixed(&mut rng, n, -100.0, 100.0);
+            for par in [Par::Seq, Par::Rayon] {
+                let mut separate = vec![f32::NAN; n];
+                let out = FusedOutputs {
+                    values: vec![(2, &mut separate[..])],
+                    sums: vec![],
+                };
+                let inputs = [FusedInput::Slice(&x[..]), FusedInput::Scalar(2.0)];
+                crate::fused::fused_with(&ops, &inputs, out, n, par, code(false)).unwrap();
+                let mut in_place = x.clone();
+                let out = FusedOutputs {
+                    values: vec![(2, &mut in_place[..])],
+                    sums: vec![],
+                };
+                let inputs = [FusedInput::Output(0), FusedInput::Scalar(2.0)];
+                crate::fused::fused_with(&ops, &inputs, out, n, par, code(true)).unwrap();
+                assert!(same_slices(&in_place, &separate), "{u:?} n={n} {par:?}");
+            }
+        }
+    }
+}
+
 /// A whole-pass run whose input lives in the buffer of the output it writes (an in-place
 /// update) reads it there, without the block copy, and gives the same bits as the same pass
 /// with the input in a slice of its own, over chunks and a partial last block.
