@@ -785,3 +785,22 @@ fn every_execution_path_agrees_on_random_programs() {
         "only {ran} programs ran in the budget"
     );
 }
+
+/// Seeds whose programs once exposed a defect (each named by what it found), run on every
+/// test run whatever the fuzz budget reaches.
+#[test]
+fn seeds_that_found_defects_still_agree() {
+    let found = [
+        // An in-place whole-chunk pass of generated code with exp/sigmoid fallback lanes.
+        419_730,
+        // `min(centre(c), state)`: a side picked by rounding noise (see `Op::Broadcast`).
+        734_256,
+    ];
+    for seed in found {
+        let p = Program::random(seed);
+        if let Err(e) = run_case(&p) {
+            panic!("seed {seed}: {e}\n{p:?}");
+        }
+    }
+    tuning::set_codegen_enabled(true);
+}
