@@ -12,6 +12,7 @@ pub mod error;
 pub mod finder;
 mod index_ops;
 pub mod jit;
+mod layout_ops;
 pub mod module;
 mod operators;
 mod ops;

@@ -474,7 +474,21 @@ pub(crate) struct BackwardOpts {
     pub(crate) debug_nan: bool,
     /// Leading batch dimensions of the cotangent (a chunk of rows pulled back in one pass).
     pub(crate) nb: usize,
+    /// How a primitive's VJP rule runs on such a chunk (required when `nb > 0`): vmap's
+    /// batching, passed in by the transform so the tape does not depend on vmap.
+    pub(crate) chunk_vjp: Option<ChunkVjp>,
 }
+
+/// The VJP of a primitive for a chunk of cotangents with `nb` leading batch dimensions:
+/// `(prim, inputs, output, g, needs, nb)`.
+pub(crate) type ChunkVjp = fn(
+    &Arc<dyn Primitive>,
+    &[&Tensor],
+    &Tensor,
+    &Tensor,
+    &[bool],
+    usize,
+) -> Result<Vec<Option<Tensor>>>;
 
 /// The first primitive whose cotangent went non-finite in a `debug_nan` backward pass.
 #[derive(Default)]
@@ -521,17 +535,16 @@ pub(crate) fn backward_reporting(
                 }
                 let needs: Vec<bool> = op.parents.iter().map(Option::is_some).collect();
                 let input_refs: Vec<&Tensor> = op.inputs.iter().collect();
-                let grads = if opts.nb == 0 {
-                    op.prim.vjp(&input_refs, &op.output, &g, &needs)?
-                } else {
-                    crate::vmap::batched_vjp(
-                        &op.prim,
-                        &input_refs,
-                        &op.output,
-                        &g,
-                        &needs,
-                        opts.nb,
-                    )?
+                let grads = match (opts.nb, opts.chunk_vjp) {
+                    (0, _) => op.prim.vjp(&input_refs, &op.output, &g, &needs)?,
+                    (nb, Some(chunk_vjp)) => {
+                        chunk_vjp(&op.prim, &input_refs, &op.output, &g, &needs, nb)?
+                    }
+                    (_, None) => {
+                        return Err(Error::Unsupported(
+                            "internal error: a chunked backward pass without a chunk rule".into(),
+                        ))
+                    }
                 };
                 let batch_shape = |x: &Tensor| -> Vec<usize> {
                     g.shape()[..opts.nb]

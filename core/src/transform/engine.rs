@@ -130,6 +130,7 @@ impl Pullback {
             BackwardOpts {
                 debug_nan: self.debug_nan,
                 nb,
+                chunk_vjp: Some(crate::vmap::batched_vjp),
             },
             &mut report,
         )?;
