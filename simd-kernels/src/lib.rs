@@ -52,6 +52,9 @@
 //! assert_eq!(reduce_all(ReduceOp::Sum, &z), 35.0);
 //! ```
 
+#[macro_use]
+mod unary_ops;
+
 pub mod block;
 mod element;
 mod elementwise;
@@ -89,65 +92,7 @@ pub const PAR_GEMM_MIN_FLOPS: usize = 1 << 21;
 /// Maximum tensor rank supported by the strided kernels and [`reduce_axes`].
 pub const MAX_RANK: usize = 16;
 
-/// Element-wise unary operations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    /// `-x`.
-    Neg,
-    /// `e^x`.
-    Exp,
-    /// Natural logarithm.
-    Log,
-    /// `ln(1 + x)`, accurate for small `|x|` (where `ln` of a rounded `1 + x` is not).
-    Log1p,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// Logistic function `1 / (1 + e^-x)`, computed stably.
-    Sigmoid,
-    /// `max(x, 0)` (NaN propagates).
-    Relu,
-    /// Sine.
-    Sin,
-    /// Cosine.
-    Cos,
-    /// Square root.
-    Sqrt,
-    /// Absolute value.
-    Abs,
-    /// `-1`, `0` or `1`; zeros (keeping their sign) and NaN pass through.
-    Sign,
-    /// `x * x`.
-    Square,
-    /// `1 / x`.
-    Recip,
-}
-
-impl UnaryOp {
-    /// All unary ops, in declaration order.
-    pub const ALL: [UnaryOp; 14] = [
-        UnaryOp::Neg,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Log1p,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Relu,
-        UnaryOp::Sin,
-        UnaryOp::Cos,
-        UnaryOp::Sqrt,
-        UnaryOp::Abs,
-        UnaryOp::Sign,
-        UnaryOp::Square,
-        UnaryOp::Recip,
-    ];
-
-    /// Whether the op is computed by an approximation (and so may differ from `std` by a few ulp
-    /// on slices of at least [`SIMD_MIN_LEN`] elements).
-    pub fn is_transcendental(self) -> bool {
-        use UnaryOp::*;
-        matches!(self, Exp | Log | Log1p | Tanh | Sigmoid | Sin | Cos)
-    }
-}
+unary_table!(declare_unary_op {});
 
 /// Element-wise binary operations. Comparisons produce `1.0` (true) or `0.0` (false).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
