@@ -125,6 +125,26 @@ macro_rules! unary_scalar {
     };
 }
 
+/// Scalar functions `std` lacks, from `libm`.
+pub(crate) trait Libm {
+    /// The error function.
+    fn erf(self) -> Self;
+}
+
+impl Libm for f32 {
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+}
+
+impl Libm for f64 {
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+}
+
 macro_rules! impl_element {
     ($t:ident, $vec:ty, [$avx2:ty, $avx512:ty], $gemm:path, $tanh:path,
      exp: [$exp_lo:expr, $exp_hi:expr], trig: [$trig_max:expr, $trig_rel:expr, $pio2:expr]) => {

@@ -18,6 +18,7 @@
 //!
 //! * `Neg`, `Abs`, `Sqrt`, `Square`, `Recip`, `Relu`, `Sign`, `Add`, `Sub`, `Mul`, `Div`, `Max`,
 //!   `Min` and the comparisons are exact (IEEE-754, bit-identical to [`reference`](mod@reference)).
+//! * `Erf` is `libm`'s, lane by lane (bit-identical to [`reference`](mod@reference)).
 //! * Transcendental ops (`Exp`, `Log`, `Tanh`, `Sigmoid`, `Sin`, `Cos`, `Pow`) use vector
 //!   approximations only on a validated input domain and fall back lane by lane to `std`
 //!   elsewhere: NaN/±∞ inputs, subnormal or overflowing results, `ln` of non-positive or

@@ -65,6 +65,10 @@ macro_rules! unary_table {
             Square, exact, |x| x * x, |v| (v * v, V::none());
             /// `1 / x`.
             Recip, exact, |x| 1.0 / x, |v| (V::splat(V::Elem::ONE) / v, V::none());
+            /// The error function `2/√π ∫₀ˣ e^(-t²) dt` (`libm`'s, lane by lane).
+            Erf, exact, |x| crate::element::Libm::erf(x),
+                |v| crate::vector::via_reference(crate::UnaryOp::Erf, v);
+
         }
     };
 }

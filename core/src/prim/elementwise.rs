@@ -132,6 +132,9 @@ unary_prims! {
     /// Elementwise `1 / x`.
     recip, try_recip, "reciprocal", Recip, float, [4.0, -0.5] => [0.25, -2.0],
         |x, y, g| Some(g.try_mul(&y.try_square()?)?.try_neg()?);
+    /// Elementwise error function `2/√π ∫₀ˣ e^(-t²) dt`.
+    erf, try_erf, "erf", Erf, float, [0.0, 1.0] => [0.0, 0.8427007929497149],
+        |x, y, g| Some(g.try_mul(&x.try_square()?.try_neg()?.try_exp()?.try_mul_scalar(std::f64::consts::FRAC_2_SQRT_PI)?)?);
 }
 
 /// Whether `op` is defined on integer tensors (others cast them to float32 first, as in JAX).
