@@ -78,6 +78,7 @@ enum Un {
     Log,
     /// `log1p(v²)`.
     Log1p,
+    Erf,
     /// `log(1 + e^v)` as a user-defined function with its own VJP rule (`custom_vjp`).
     Softplus,
 }
@@ -91,7 +92,7 @@ static SOFTPLUS: std::sync::LazyLock<stategrad::CustomFn> = std::sync::LazyLock:
     )
 });
 
-const UNARY: [Un; 14] = [
+const UNARY: [Un; 15] = [
     Un::Neg,
     Un::Exp,
     Un::Tanh,
@@ -105,6 +106,7 @@ const UNARY: [Un; 14] = [
     Un::Recip,
     Un::Log,
     Un::Log1p,
+    Un::Erf,
     Un::Softplus,
 ];
 
@@ -361,6 +363,7 @@ impl Program {
                         Un::Recip => one_plus_sq(a).recip(),
                         Un::Log => one_plus_sq(a).log(),
                         Un::Log1p => a.square().log1p(),
+                        Un::Erf => a.erf(),
                         Un::Softplus => SOFTPLUS.apply(&[a]),
                     }
                 }

@@ -253,6 +253,7 @@ fn cases() -> Vec<Case> {
         case!("sign", |r| vec![away(r, &[3, 4])], |x| x[0].try_sign()),
         case!("square", |r| vec![any(r, &[3, 4])], |x| x[0].try_square()),
         case!("recip", |r| vec![away(r, &[3, 4])], |x| x[0].try_recip()),
+        case!("erf", |r| vec![any(r, &[3, 4])], |x| x[0].try_erf()),
         case!("unary on 0-d", |r| vec![any(r, &[])], |x| x[0]
             .try_sin()?
             .try_mul(&x[0].try_exp()?)),
@@ -975,6 +976,13 @@ fn scalar_table() -> Vec<Scalar> {
             d1: |x| -1.0 / (x * x),
             d2: |x| 2.0 / (x * x * x),
             points: &[-2.0, 0.5, 1.5],
+        },
+        Scalar {
+            name: "erf",
+            f: |x| x.erf(),
+            d1: |x| std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
+            d2: |x| -2.0 * x * std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
+            points: &[-1.5, 0.0, 0.3, 2.0],
         },
         Scalar {
             name: "x^2.5 (pow)",

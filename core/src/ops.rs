@@ -82,55 +82,6 @@ pub(crate) fn normalize_axis(op: &'static str, axis: isize, ndim: usize) -> Resu
     Ok(normalize_axes(op, &[axis], ndim)?[0])
 }
 
-macro_rules! unary_ops {
-    ($($(#[$doc:meta])* $name:ident, $try_name:ident => $op:ident;)*) => {
-        impl Tensor {
-            $(
-                $(#[$doc])*
-                pub fn $try_name(&self) -> Result<Tensor> {
-                    self.unary(UnaryOp::$op)
-                }
-                $(#[$doc])*
-                #[track_caller]
-                pub fn $name(&self) -> Tensor {
-                    ok(self.$try_name())
-                }
-            )*
-        }
-    };
-}
-
-unary_ops! {
-    /// Elementwise negation.
-    neg, try_neg => Neg;
-    /// Elementwise `e^x`.
-    exp, try_exp => Exp;
-    /// Elementwise natural logarithm.
-    log, try_log => Log;
-    /// Elementwise `ln(1 + x)`, accurate where `x` is tiny (`(1e-10).log1p() == 1e-10`).
-    log1p, try_log1p => Log1p;
-    /// Elementwise hyperbolic tangent.
-    tanh, try_tanh => Tanh;
-    /// Elementwise logistic sigmoid `1 / (1 + e^-x)`.
-    sigmoid, try_sigmoid => Sigmoid;
-    /// Elementwise `max(x, 0)`.
-    relu, try_relu => Relu;
-    /// Elementwise sine.
-    sin, try_sin => Sin;
-    /// Elementwise cosine.
-    cos, try_cos => Cos;
-    /// Elementwise square root.
-    sqrt, try_sqrt => Sqrt;
-    /// Elementwise absolute value.
-    abs, try_abs => Abs;
-    /// Elementwise sign (-1, 0, 1); its derivative is zero.
-    sign, try_sign => Sign;
-    /// Elementwise `x * x`.
-    square, try_square => Square;
-    /// Elementwise `1 / x`.
-    recip, try_recip => Recip;
-}
-
 macro_rules! binary_ops {
     ($($(#[$doc:meta])* $vis:vis $name:ident, $try_name:ident, $scalar:ident, $try_scalar:ident => $op:ident;)*) => {
         impl Tensor {
@@ -221,13 +172,10 @@ impl Tensor {
         apply(binary_prim(op), &[self, other])
     }
 
-    fn unary(&self, op: UnaryOp) -> Result<Tensor> {
-        let exact = matches!(
-            op,
-            UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign | UnaryOp::Square
-        );
+    /// `op` of the tensor: the method each row of `prim::elementwise`'s `unary_prims!` gives.
+    pub(crate) fn unary(&self, op: UnaryOp) -> Result<Tensor> {
         // Transcendental functions of integers are float32, as in JAX.
-        if self.dtype().is_int() && !exact {
+        if self.dtype().is_int() && !prim::unary_on_ints(op) {
             return self.cast(DType::F32).unary(op);
         }
         apply(unary_prim(op), &[self])

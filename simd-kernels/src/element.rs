@@ -112,6 +112,39 @@ pub(crate) mod sealed {
     }
 }
 
+/// The scalar reference of every op: a `match` on `$op` (of `$x: Self`).
+macro_rules! unary_scalar {
+    ({ $op:expr, $x:expr }
+        $($(#[$doc:meta])* $o:ident, $class:ident, |$px:ident| $s:expr, |$pv:ident| $e:expr;)*) => {
+        match $op {
+            $(UnaryOp::$o => {
+                let $px: Self = $x;
+                $s
+            })*
+        }
+    };
+}
+
+/// Scalar functions `std` lacks, from `libm`.
+pub(crate) trait Libm {
+    /// The error function.
+    fn erf(self) -> Self;
+}
+
+impl Libm for f32 {
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erff(self)
+    }
+}
+
+impl Libm for f64 {
+    #[inline]
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+}
+
 macro_rules! impl_element {
     ($t:ident, $vec:ty, [$avx2:ty, $avx512:ty], $gemm:path, $tanh:path,
      exp: [$exp_lo:expr, $exp_hi:expr], trig: [$trig_max:expr, $trig_rel:expr, $pio2:expr]) => {
@@ -158,37 +191,7 @@ macro_rules! impl_element {
 
             #[inline]
             fn unary_ref(op: UnaryOp, x: Self) -> Self {
-                match op {
-                    UnaryOp::Neg => -x,
-                    UnaryOp::Exp => x.exp(),
-                    UnaryOp::Log => x.ln(),
-                    UnaryOp::Log1p => x.ln_1p(),
-                    UnaryOp::Tanh => x.tanh(),
-                    UnaryOp::Sigmoid => {
-                        if x >= 0.0 {
-                            1.0 / (1.0 + (-x).exp())
-                        } else {
-                            let e = x.exp();
-                            e / (1.0 + e)
-                        }
-                    }
-                    UnaryOp::Relu => Self::binary_ref(BinaryOp::Max, x, 0.0),
-                    UnaryOp::Sin => x.sin(),
-                    UnaryOp::Cos => x.cos(),
-                    UnaryOp::Sqrt => x.sqrt(),
-                    UnaryOp::Abs => x.abs(),
-                    UnaryOp::Sign => {
-                        if x > 0.0 {
-                            1.0
-                        } else if x < 0.0 {
-                            -1.0
-                        } else {
-                            x
-                        }
-                    }
-                    UnaryOp::Square => x * x,
-                    UnaryOp::Recip => 1.0 / x,
-                }
+                unary_table!(unary_scalar { op, x })
             }
 
             #[inline]

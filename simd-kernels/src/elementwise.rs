@@ -87,54 +87,49 @@ macro_rules! zip_map {
 /// transcendental ops (exact ops always use it).
 #[inline(always)]
 pub fn unary_v<V: SimdVec>(op: UnaryOp, x: &[V::Elem], out: &mut [V::Elem], simd_tr: bool) {
-    use UnaryOp::*;
     let sf = |a: V::Elem, _| reference::unary_op(op, a);
     let z = Bcast(V::Elem::ZERO);
-    macro_rules! go {
-        ($simd:expr, |$v:ident| $e:expr) => {
-            zip_map!(V, x, z, &mut *out, $simd, |$v, _unused| $e, sf)
+    // One loop per op (the match outside it), each with its vector expression pasted in.
+    macro_rules! loops {
+        ({}
+            $($(#[$doc:meta])* $o:ident, $class:ident, |$px:ident| $s:expr, |$pv:ident| $e:expr;)*) => {
+            match op {
+                $(UnaryOp::$o => zip_map!(
+                    V, x, z, &mut *out, vector_path!($class, simd_tr), |$pv, _unused| $e, sf
+                ),)*
+            }
         };
     }
-    let one = V::splat(V::Elem::ONE);
-    match op {
-        Neg => go!(true, |v| (-v, V::none())),
-        Abs => go!(true, |v| (v.abs(), V::none())),
-        Sqrt => go!(true, |v| (v.sqrt(), V::none())),
-        Square => go!(true, |v| (v * v, V::none())),
-        Recip => go!(true, |v| (one / v, V::none())),
-        Relu => go!(true, |v| (vm::max(v, V::none()), V::none())),
-        Sign => go!(true, |v| (vm::sign(v), V::none())),
-        Exp => go!(simd_tr, |v| vm::exp(v)),
-        Log => go!(simd_tr, |v| vm::ln(v)),
-        Log1p => go!(simd_tr, |v| vm::log1p(v)),
-        Tanh => go!(simd_tr, |v| vm::tanh(v)),
-        Sigmoid => go!(simd_tr, |v| vm::sigmoid(v)),
-        Sin => go!(simd_tr, |v| vm::sin(v)),
-        Cos => go!(simd_tr, |v| vm::cos(v)),
-    }
+    unary_table!(loops {})
 }
 
 /// `op(v)` on one vector and the mask of lanes to recompute with `std` (as [`unary_v`]).
 #[inline(always)]
 pub fn unary_vec<V: SimdVec>(op: UnaryOp, v: V) -> (V, V) {
-    use UnaryOp::*;
-    match op {
-        Neg => (-v, V::none()),
-        Abs => (v.abs(), V::none()),
-        Sqrt => (v.sqrt(), V::none()),
-        Square => (v * v, V::none()),
-        Recip => (V::splat(V::Elem::ONE) / v, V::none()),
-        Relu => (vm::max(v, V::none()), V::none()),
-        Sign => (vm::sign(v), V::none()),
-        Exp => vm::exp(v),
-        Log => vm::ln(v),
-        Log1p => vm::log1p(v),
-        Tanh => vm::tanh(v),
-        Sigmoid => vm::sigmoid(v),
-        Sin => vm::sin(v),
-        Cos => vm::cos(v),
+    macro_rules! lanes {
+        ({ $v_:expr }
+            $($(#[$doc:meta])* $o:ident, $class:ident, |$px:ident| $s:expr, |$pv:ident| $e:expr;)*) => {
+            match op {
+                $(UnaryOp::$o => {
+                    let $pv: V = $v_;
+                    $e
+                })*
+            }
+        };
     }
+    unary_table!(lanes { v })
 }
+
+/// Whether a row of class `$class` takes the vector path: always if exact, else if `$simd_tr`.
+macro_rules! vector_path {
+    (exact, $simd_tr:expr) => {
+        true
+    };
+    (approx, $simd_tr:expr) => {
+        $simd_tr
+    };
+}
+use vector_path;
 
 /// Two unary ops of one operand in one loop: each vector of `x` is loaded once and the two
 /// (independent) computations overlap in the core. Same results as two [`unary_v`] calls with

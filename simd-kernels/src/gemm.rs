@@ -76,34 +76,29 @@ fn axpby<T: Element>(n: usize, s: T, x: &[T], sx: usize, beta: T, out: &mut [T],
     }
 }
 
-/// The row of the single nonzero of column `j` of a `k x n` matrix, `Some(None)` for an empty
-/// column, `None` if the column has two nonzeros.
-fn column_nonzero<T: Element>(
-    x: &[T],
-    rs: usize,
-    cs: usize,
-    k: usize,
-    j: usize,
-) -> Option<Option<usize>> {
-    let mut found = None;
-    for p in 0..k {
-        if x[p * rs + j * cs] != T::ZERO {
-            if found.is_some() {
-                return None;
-            }
-            found = Some(p);
-        }
-    }
-    Some(found)
-}
-
-/// Products where one operand is a selection (at most one nonzero per column of B, or per row
-/// of A) — the basis chunks of batched Jacobians — are row/column gathers with a scale, not
-/// GEMMs. Checks the structure (stopping at the first column or row that breaks it, so a dense
-/// operand costs a few reads) and computes it directly, returning true; false otherwise.
-/// Zero entries are skipped rather than multiplied, so an infinite entry of the other operand
-/// meeting one of them gives 0, not NaN.
-fn selection_gemm<T: Element>(
+/// `C = alpha·A@B + beta·C` for a `B` whose column `j` is zero except (when `rows[j]` is
+/// `Some(r)`) for entry `(r, j)`: column `j` of C is column `r` of A times `alpha·B[r, j]`, a
+/// gather rather than a GEMM (the basis chunks of batched Jacobians are such products). Only the
+/// listed entries of B are read; whether B has that structure is the caller's knowledge, this
+/// kernel does not check it. An entry of A meeting a zero of B is not multiplied, so an infinite
+/// one gives 0, not NaN (the product of A with the selection `rows` describes). As in [`gemm()`],
+/// if `beta == 0`, `C` is not read.
+///
+/// # Panics
+/// If `rows.len() != n`, an index in `rows` is not below `k`, or a matrix does not fit in its
+/// slice with the given dims and strides.
+///
+/// # Example
+/// ```
+/// use stategrad_simd::gemm_select_cols;
+/// // A (2x3, row-major) times B = [[0, 0], [2, 0], [0, 0]]: C = [2·A[:,1], 0].
+/// let a = [1.0f32, 2.0, 3.0, 4.0, f32::INFINITY, 6.0];
+/// let b = [0.0f32, 0.0, 2.0, 0.0, 0.0, 0.0];
+/// let mut c = [9.0f32; 4];
+/// gemm_select_cols(2, 3, 2, 1.0, &a, 3, 1, &b, 2, 1, 0.0, &mut c, 2, 1, &[Some(1), None]);
+/// assert_eq!(c, [4.0, 0.0, f32::INFINITY, 0.0]);
+/// ```
+pub fn gemm_select_cols<T: Element>(
     m: usize,
     k: usize,
     n: usize,
@@ -118,48 +113,97 @@ fn selection_gemm<T: Element>(
     c: &mut [T],
     rsc: usize,
     csc: usize,
-) -> bool {
+    rows: &[Option<usize>],
+) {
+    check_select("gemm_select_cols", rows, n, k);
+    check_fits("A", a.len(), m, k, rsa, csa);
+    check_fits("B", b.len(), k, n, rsb, csb);
+    check_fits("C", c.len(), m, n, rsc, csc);
     let write = |c: &mut [T], i: usize, j: usize, v: T| {
         let at = i * rsc + j * csc;
         c[at] = if beta == T::ZERO { v } else { beta * c[at] + v };
     };
-    // The nonzero of every column of B (or of every row of A), scanned once.
-    let select = |x: &[T], s_inner: usize, s_outer: usize, count: usize| {
-        let mut rows = Vec::with_capacity(count);
-        for j in 0..count {
-            rows.push(column_nonzero(x, s_inner, s_outer, k, j)?);
-        }
-        Some(rows)
-    };
-    if let Some(rows) = select(b, rsb, csb, n) {
-        // C[:, j] = alpha · b[r_j, j] · A[:, r_j].
-        for (j, r) in rows.into_iter().enumerate() {
-            match r {
-                Some(r) => {
-                    let s = alpha * b[r * rsb + j * csb];
-                    for i in 0..m {
-                        write(c, i, j, s * a[i * rsa + r * csa]);
-                    }
+    for (j, &r) in rows.iter().enumerate() {
+        match r {
+            Some(r) => {
+                let s = alpha * b[r * rsb + j * csb];
+                for i in 0..m {
+                    write(c, i, j, s * a[i * rsa + r * csa]);
                 }
-                None => (0..m).for_each(|i| write(c, i, j, T::ZERO)),
             }
+            None => (0..m).for_each(|i| write(c, i, j, T::ZERO)),
         }
-        return true;
     }
-    // The same for rows of A (columns of A transposed): C[i, :] = alpha · a[i, r_i] · B[r_i, :].
-    if let Some(rows) = select(a, csa, rsa, m) {
-        for (i, r) in rows.into_iter().enumerate() {
-            match r {
-                Some(r) => {
-                    let s = alpha * a[i * rsa + r * csa];
-                    axpby(n, s, &b[r * rsb..], csb, beta, &mut c[i * rsc..], csc);
-                }
-                None => (0..n).for_each(|j| write(c, i, j, T::ZERO)),
+}
+
+/// `C = alpha·A@B + beta·C` for an `A` whose row `i` is zero except (when `cols[i]` is
+/// `Some(r)`) for entry `(i, r)`: row `i` of C is row `r` of B times `alpha·A[i, r]`. The
+/// counterpart of [`gemm_select_cols`] for a selection on the left, with the same contract.
+///
+/// # Panics
+/// If `cols.len() != m`, an index in `cols` is not below `k`, or a matrix does not fit in its
+/// slice with the given dims and strides.
+///
+/// # Example
+/// ```
+/// use stategrad_simd::gemm_select_rows;
+/// // A = [[0, 3], [0, 0]] times B (2x2, row-major): C = [3·B[1,:], 0].
+/// let a = [0.0f64, 3.0, 0.0, 0.0];
+/// let b = [1.0f64, 2.0, 3.0, 4.0];
+/// let mut c = [9.0f64; 4];
+/// gemm_select_rows(2, 2, 2, 1.0, &a, 2, 1, &b, 2, 1, 0.0, &mut c, 2, 1, &[Some(1), None]);
+/// assert_eq!(c, [9.0, 12.0, 0.0, 0.0]);
+/// ```
+pub fn gemm_select_rows<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: &[T],
+    rsa: usize,
+    csa: usize,
+    b: &[T],
+    rsb: usize,
+    csb: usize,
+    beta: T,
+    c: &mut [T],
+    rsc: usize,
+    csc: usize,
+    cols: &[Option<usize>],
+) {
+    check_select("gemm_select_rows", cols, m, k);
+    check_fits("A", a.len(), m, k, rsa, csa);
+    check_fits("B", b.len(), k, n, rsb, csb);
+    check_fits("C", c.len(), m, n, rsc, csc);
+    for (i, &r) in cols.iter().enumerate() {
+        match r {
+            Some(r) => {
+                let s = alpha * a[i * rsa + r * csa];
+                axpby(n, s, &b[r * rsb..], csb, beta, &mut c[i * rsc..], csc);
             }
+            None => (0..n).for_each(|j| {
+                let at = i * rsc + j * csc;
+                c[at] = if beta == T::ZERO {
+                    T::ZERO
+                } else {
+                    beta * c[at]
+                };
+            }),
         }
-        return true;
     }
-    false
+}
+
+/// Panics unless `idx` has `count` entries, each below `k`.
+fn check_select(what: &str, idx: &[Option<usize>], count: usize, k: usize) {
+    assert_eq!(
+        idx.len(),
+        count,
+        "{what}: {} indices for {count} vectors",
+        idx.len()
+    );
+    if let Some(r) = idx.iter().flatten().find(|&&r| r >= k) {
+        panic!("{what}: index {r} out of range for k = {k}");
+    }
 }
 
 /// Products with a dimension of 1 (vector-matrix, matrix-vector, outer products) are memory-
@@ -361,11 +405,6 @@ pub fn gemm<T: Element>(
         return;
     }
     let work = m.saturating_mul(n).saturating_mul(k);
-    if work >= GEMM_CRATE_MIN_FLOPS
-        && selection_gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    {
-        return;
-    }
     if k > 0 && work >= GEMM_CRATE_MIN_FLOPS {
         // Large products go to the `gemm` crate: packed AVX-512/AVX2/SSE micro-kernels chosen at
         // run time (its `x86-v4` feature), parallelised at one level over rayon when allowed.

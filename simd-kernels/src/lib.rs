@@ -18,6 +18,7 @@
 //!
 //! * `Neg`, `Abs`, `Sqrt`, `Square`, `Recip`, `Relu`, `Sign`, `Add`, `Sub`, `Mul`, `Div`, `Max`,
 //!   `Min` and the comparisons are exact (IEEE-754, bit-identical to [`reference`](mod@reference)).
+//! * `Erf` is `libm`'s, lane by lane (bit-identical to [`reference`](mod@reference)).
 //! * Transcendental ops (`Exp`, `Log`, `Tanh`, `Sigmoid`, `Sin`, `Cos`, `Pow`) use vector
 //!   approximations only on a validated input domain and fall back lane by lane to `std`
 //!   elsewhere: NaN/±∞ inputs, subnormal or overflowing results, `ln` of non-positive or
@@ -52,6 +53,9 @@
 //! assert_eq!(reduce_all(ReduceOp::Sum, &z), 35.0);
 //! ```
 
+#[macro_use]
+mod unary_ops;
+
 pub mod block;
 mod element;
 mod elementwise;
@@ -71,7 +75,7 @@ mod tests;
 
 pub use element::Element;
 pub use elementwise::{binary, binary_scalar, scalar_binary, unary};
-pub use gemm::{dot, gemm};
+pub use gemm::{dot, gemm, gemm_select_cols, gemm_select_rows};
 pub use reduce::{reduce_all, reduce_axes};
 pub use strided::{binary_strided, gather_strided, select_strided};
 
@@ -89,65 +93,7 @@ pub const PAR_GEMM_MIN_FLOPS: usize = 1 << 21;
 /// Maximum tensor rank supported by the strided kernels and [`reduce_axes`].
 pub const MAX_RANK: usize = 16;
 
-/// Element-wise unary operations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    /// `-x`.
-    Neg,
-    /// `e^x`.
-    Exp,
-    /// Natural logarithm.
-    Log,
-    /// `ln(1 + x)`, accurate for small `|x|` (where `ln` of a rounded `1 + x` is not).
-    Log1p,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// Logistic function `1 / (1 + e^-x)`, computed stably.
-    Sigmoid,
-    /// `max(x, 0)` (NaN propagates).
-    Relu,
-    /// Sine.
-    Sin,
-    /// Cosine.
-    Cos,
-    /// Square root.
-    Sqrt,
-    /// Absolute value.
-    Abs,
-    /// `-1`, `0` or `1`; zeros (keeping their sign) and NaN pass through.
-    Sign,
-    /// `x * x`.
-    Square,
-    /// `1 / x`.
-    Recip,
-}
-
-impl UnaryOp {
-    /// All unary ops, in declaration order.
-    pub const ALL: [UnaryOp; 14] = [
-        UnaryOp::Neg,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Log1p,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Relu,
-        UnaryOp::Sin,
-        UnaryOp::Cos,
-        UnaryOp::Sqrt,
-        UnaryOp::Abs,
-        UnaryOp::Sign,
-        UnaryOp::Square,
-        UnaryOp::Recip,
-    ];
-
-    /// Whether the op is computed by an approximation (and so may differ from `std` by a few ulp
-    /// on slices of at least [`SIMD_MIN_LEN`] elements).
-    pub fn is_transcendental(self) -> bool {
-        use UnaryOp::*;
-        matches!(self, Exp | Log | Log1p | Tanh | Sigmoid | Sin | Cos)
-    }
-}
+unary_table!(declare_unary_op {});
 
 /// Element-wise binary operations. Comparisons produce `1.0` (true) or `0.0` (false).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

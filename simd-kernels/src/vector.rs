@@ -298,6 +298,20 @@ pub fn sign<V: SimdVec>(x: V) -> V {
     x.gt(z).select(cf(1.0), x.lt(z).select(cf(-1.0), x))
 }
 
+/// `op` lane by lane with its scalar reference, for an op without vector code: the reference's
+/// bits, nothing left to recompute.
+#[inline(always)]
+pub fn via_reference<V: SimdVec>(op: crate::UnaryOp, v: V) -> (V, V) {
+    // The widest vector has 16 lanes (`f32` on AVX-512).
+    let mut buf = [V::Elem::ZERO; 16];
+    let lanes = &mut buf[..V::LANES];
+    v.store(lanes);
+    for l in lanes.iter_mut() {
+        *l = crate::reference::unary_op(op, *l);
+    }
+    (V::load(lanes), V::none())
+}
+
 /// Checked `exp`: vector result is used where the result is finite and normal.
 #[inline(always)]
 pub fn exp<V: SimdVec>(x: V) -> (V, V) {

@@ -218,21 +218,18 @@ impl Kernel {
                 out.fill(T::ZERO);
                 crate::prim::scatter_signed(ins[0], strides, *offset, shape, out)
             }
-            Kernel::Gemm(d) => simd::gemm(
+            // Through core's product, so that jitted basis chunks keep the selection path.
+            Kernel::Gemm(d) => crate::prim::gemm_into(
                 d.m,
                 d.k,
                 d.n,
-                T::ONE,
                 ins[0],
                 d.rsa,
                 d.csa,
                 ins[1],
                 d.rsb,
                 d.csb,
-                T::ZERO,
                 out,
-                d.n,
-                1,
                 Par::Seq,
             ),
         }

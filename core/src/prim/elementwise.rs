@@ -6,28 +6,149 @@ use crate::tensor::{Buffer, DType, Elem, Tensor};
 use stategrad_simd::{self as simd, BinaryOp, Par, UnaryOp};
 use std::sync::Arc;
 
+/// The unary primitives, one row each:
+///
+/// ```text
+/// doc  method, try_method, "primitive name", KernelOp, ints, [example in] => [example out],
+///      |x, y, g| cotangent of x (`y` the output, `g` its cotangent; `None`: none flows);
+/// ```
+///
+/// `ints` is `int(f)` for an op also defined on integer tensors (`f` on one element of an
+/// `Int` type `T`), `float` for one that casts integers to float32 first. A row gives the
+/// `Tensor` methods (with a runnable example built from the example values, in f64), the
+/// primitive's name, its integer kernel and its derivative rule; the float kernel is the row of
+/// the same op in `stategrad_simd`'s table.
+macro_rules! unary_prims {
+    ($($(#[$doc:meta])* $name:ident, $try_name:ident, $prim:literal, $op:ident, $ints:ident $(($int:expr))?,
+        [$($xin:expr),*] => [$($xout:expr),*], |$x:ident, $y:ident, $g:ident| $vjp:expr;)*) => {
+        impl Tensor {
+            $(
+                $(#[$doc])*
+                ///
+                /// # Example
+                /// ```
+                /// use stategrad_core::Tensor;
+                #[doc = concat!("let y = Tensor::new([", stringify!($($xin),*), "]).", stringify!($name), "();")]
+                #[doc = concat!("let want = [", stringify!($($xout),*), "];")]
+                /// let got = y.to_vec::<f64>();
+                /// assert!(got.iter().zip(want).all(|(a, b): (&f64, f64)| (a - b).abs() < 1e-12));
+                /// ```
+                pub fn $try_name(&self) -> Result<Tensor> {
+                    self.unary(UnaryOp::$op)
+                }
+                $(#[$doc])*
+                ///
+                /// # Example
+                /// ```
+                /// use stategrad_core::Tensor;
+                #[doc = concat!("let y = Tensor::new([", stringify!($($xin),*), "]).", stringify!($name), "();")]
+                #[doc = concat!("let want = [", stringify!($($xout),*), "];")]
+                /// let got = y.to_vec::<f64>();
+                /// assert!(got.iter().zip(want).all(|(a, b): (&f64, f64)| (a - b).abs() < 1e-12));
+                /// ```
+                #[track_caller]
+                pub fn $name(&self) -> Tensor {
+                    crate::ops::ok(self.$try_name())
+                }
+            )*
+        }
+
+        fn unary_name(op: UnaryOp) -> &'static str {
+            match op {
+                $(UnaryOp::$op => $prim,)*
+            }
+        }
+
+        /// The op on integer elements, if it is defined there.
+        fn unary_int<T: data::Int>(op: UnaryOp) -> Option<fn(T) -> T> {
+            match op {
+                $(UnaryOp::$op => unary_int_fn!($ints $(($int))?),)*
+            }
+        }
+
+        /// The cotangent of the input of `op`, given input `x`, output `y` and cotangent `g`.
+        fn unary_vjp(op: UnaryOp, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+            Ok(match op {
+                $(UnaryOp::$op => {
+                    let ($x, $y, $g) = (x, y, g);
+                    let _ = ($x, $y, $g);
+                    $vjp
+                })*
+            })
+        }
+    };
+}
+
+/// A row's integer kernel: `None` for `float`, `Some(f)` for `int(f)`.
+macro_rules! unary_int_fn {
+    (float) => {
+        None
+    };
+    (int($f:expr)) => {
+        Some($f)
+    };
+}
+
+unary_prims! {
+    /// Elementwise negation.
+    neg, try_neg, "neg", Neg, int(T::wrapping_neg), [1.5, -2.0] => [-1.5, 2.0],
+        |x, y, g| Some(g.try_neg()?);
+    /// Elementwise `e^x`.
+    exp, try_exp, "exp", Exp, float, [0.0, 1.0] => [1.0, std::f64::consts::E],
+        |x, y, g| Some(g.try_mul(y)?);
+    /// Elementwise natural logarithm.
+    log, try_log, "log", Log, float, [1.0, std::f64::consts::E] => [0.0, 1.0],
+        |x, y, g| Some(g.try_div(x)?);
+    /// Elementwise `ln(1 + x)`, accurate where `x` is tiny (`(1e-10).log1p() == 1e-10`).
+    log1p, try_log1p, "log1p", Log1p, float, [1e-10, 0.0] => [1e-10, 0.0],
+        |x, y, g| Some(g.try_div(&x.try_add_scalar(1.0)?)?);
+    /// Elementwise hyperbolic tangent.
+    tanh, try_tanh, "tanh", Tanh, float, [0.0, 1.0] => [0.0, 1f64.tanh()],
+        |x, y, g| Some(g.try_mul(&y.try_square()?.try_rsub_scalar(1.0)?)?);
+    /// Elementwise logistic sigmoid `1 / (1 + e^-x)`.
+    sigmoid, try_sigmoid, "sigmoid", Sigmoid, float, [0.0, 2.0] => [0.5, 1.0 / (1.0 + (-2f64).exp())],
+        |x, y, g| Some(g.try_mul(y)?.try_mul(&y.try_rsub_scalar(1.0)?)?);
+    /// Elementwise `max(x, 0)`.
+    relu, try_relu, "relu", Relu, float, [-1.0, 2.0] => [0.0, 2.0],
+        |x, y, g| Some(g.try_mul(&x.gt_mask_scalar(0.0))?);
+    /// Elementwise sine.
+    sin, try_sin, "sin", Sin, float, [0.0, 1.0] => [0.0, 1f64.sin()],
+        |x, y, g| Some(g.try_mul(&x.try_cos()?)?);
+    /// Elementwise cosine.
+    cos, try_cos, "cos", Cos, float, [0.0, 1.0] => [1.0, 1f64.cos()],
+        |x, y, g| Some(g.try_mul(&x.try_sin()?)?.try_neg()?);
+    /// Elementwise square root.
+    sqrt, try_sqrt, "sqrt", Sqrt, float, [4.0, 2.0] => [2.0, std::f64::consts::SQRT_2],
+        |x, y, g| Some(g.try_div(y)?.try_mul_scalar(0.5)?);
+    /// Elementwise absolute value.
+    abs, try_abs, "abs", Abs, int(T::wrapping_abs), [-1.5, 2.0] => [1.5, 2.0],
+        |x, y, g| Some(g.try_mul(&x.sign())?);
+    /// Elementwise sign (-1, 0, 1); its derivative is zero.
+    sign, try_sign, "sign", Sign, int(T::signum), [-3.0, 0.0, 2.0] => [-1.0, 0.0, 1.0],
+        |x, y, g| None;
+    /// Elementwise `x * x`.
+    square, try_square, "square", Square, int(|v: T| v.wrapping_mul(v)), [-3.0, 0.5] => [9.0, 0.25],
+        |x, y, g| Some(g.try_mul(x)?.try_mul_scalar(2.0)?);
+    /// Elementwise `1 / x`.
+    recip, try_recip, "reciprocal", Recip, float, [4.0, -0.5] => [0.25, -2.0],
+        |x, y, g| Some(g.try_mul(&y.try_square()?)?.try_neg()?);
+    /// Elementwise error function `2/√π ∫₀ˣ e^(-t²) dt`.
+    erf, try_erf, "erf", Erf, float, [0.0, 1.0] => [0.0, 0.8427007929497149],
+        |x, y, g| Some(g.try_mul(&x.try_square()?.try_neg()?.try_exp()?.try_mul_scalar(std::f64::consts::FRAC_2_SQRT_PI)?)?);
+}
+
+/// Whether `op` is defined on integer tensors (others cast them to float32 first, as in JAX).
+pub(crate) fn unary_on_ints(op: UnaryOp) -> bool {
+    unary_int::<i64>(op).is_some()
+}
+
 /// Elementwise unary operation.
 #[derive(Debug)]
 pub(crate) struct Unary(pub UnaryOp);
 
 impl Primitive for Unary {
     fn name(&self) -> &'static str {
-        match self.0 {
-            UnaryOp::Neg => "neg",
-            UnaryOp::Exp => "exp",
-            UnaryOp::Log => "log",
-            UnaryOp::Log1p => "log1p",
-            UnaryOp::Tanh => "tanh",
-            UnaryOp::Sigmoid => "sigmoid",
-            UnaryOp::Relu => "relu",
-            UnaryOp::Sin => "sin",
-            UnaryOp::Cos => "cos",
-            UnaryOp::Sqrt => "sqrt",
-            UnaryOp::Abs => "abs",
-            UnaryOp::Sign => "sign",
-            UnaryOp::Square => "square",
-            UnaryOp::Recip => "reciprocal",
-        }
+        unary_name(self.0)
     }
 
     fn fusion(&self) -> Option<Fusion> {
@@ -40,13 +161,10 @@ impl Primitive for Unary {
         apply(this.clone(), inputs)
     }
     fn check_dtypes(&self, inputs: &[DType]) -> Result<()> {
-        let exact = matches!(
-            self.0,
-            UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Sign | UnaryOp::Square
-        );
+        let on_ints = unary_on_ints(self.0);
         match inputs[0] {
-            d if d.is_float() || (exact && d.is_int()) => Ok(()),
-            d if exact => Err(data::unsupported(
+            d if d.is_float() || (on_ints && d.is_int()) => Ok(()),
+            d if on_ints => Err(data::unsupported(
                 self.name(),
                 d,
                 "a float or integer tensor",
@@ -63,18 +181,14 @@ impl Primitive for Unary {
     }
     fn forward(&self, inputs: &[&Tensor]) -> Result<Tensor> {
         let x = inputs[0];
-        fn int_unary<T: data::Int>(op: UnaryOp, a: &[T]) -> Vec<T> {
-            let f: fn(T) -> T = match op {
-                UnaryOp::Neg => T::wrapping_neg,
-                UnaryOp::Abs => T::wrapping_abs,
-                UnaryOp::Sign => T::signum,
-                _ => |x: T| x.wrapping_mul(x),
-            };
-            a.iter().map(|&v| f(v)).collect()
+        fn int_unary<T: data::Int>(op: UnaryOp, a: &[T]) -> Result<Vec<T>> {
+            let f = unary_int::<T>(op)
+                .ok_or_else(|| data::unsupported(unary_name(op), T::DTYPE, "a float tensor"))?;
+            Ok(a.iter().map(|&v| f(v)).collect())
         }
         let out = match x.buf() {
-            Buffer::I32(a) => Buffer::I32(int_unary(self.0, a)),
-            Buffer::I64(a) => Buffer::I64(int_unary(self.0, a)),
+            Buffer::I32(a) => Buffer::I32(int_unary(self.0, a)?),
+            Buffer::I64(a) => Buffer::I64(int_unary(self.0, a)?),
             _ => fill_like!(x, x.numel(), |a, o| simd::unary(self.0, a, o, par())),
         };
         Ok(Tensor::from_buffer(out, x.shape()))
@@ -87,24 +201,7 @@ impl Primitive for Unary {
         g: &Tensor,
         _: &[bool],
     ) -> Result<Vec<Option<Tensor>>> {
-        let x = inputs[0];
-        let d = match self.0 {
-            UnaryOp::Neg => g.try_neg()?,
-            UnaryOp::Exp => g.try_mul(y)?,
-            UnaryOp::Log => g.try_div(x)?,
-            UnaryOp::Log1p => g.try_div(&x.try_add_scalar(1.0)?)?,
-            UnaryOp::Tanh => g.try_mul(&y.try_square()?.try_rsub_scalar(1.0)?)?,
-            UnaryOp::Sigmoid => g.try_mul(y)?.try_mul(&y.try_rsub_scalar(1.0)?)?,
-            UnaryOp::Relu => g.try_mul(&x.gt_mask_scalar(0.0))?,
-            UnaryOp::Sin => g.try_mul(&x.try_cos()?)?,
-            UnaryOp::Cos => g.try_mul(&x.try_sin()?)?.try_neg()?,
-            UnaryOp::Sqrt => g.try_div(y)?.try_mul_scalar(0.5)?,
-            UnaryOp::Abs => g.try_mul(&x.sign())?,
-            UnaryOp::Sign => return Ok(vec![None]),
-            UnaryOp::Square => g.try_mul(x)?.try_mul_scalar(2.0)?,
-            UnaryOp::Recip => g.try_mul(&y.try_square()?)?.try_neg()?,
-        };
-        Ok(vec![Some(d)])
+        Ok(vec![unary_vjp(self.0, inputs[0], y, g)?])
     }
 }
 

@@ -6,6 +6,72 @@ use crate::tensor::{Buffer, Tensor};
 use stategrad_simd::{self as simd, Par};
 use std::sync::Arc;
 
+/// Products at least this large (m·n·k) are checked for a selection operand: below it a GEMM
+/// costs about what the scan does.
+const SELECT_MIN_WORK: usize = 1 << 18;
+
+/// The row of the single nonzero of each of the `count` columns (`s_outer` apart, entries
+/// `s_inner` apart, `k` long) of `x` (`None` for an all-zero column), or `None` as soon as a
+/// column has two nonzeros, so that a dense operand costs a few reads.
+fn selection<T: simd::Element>(
+    x: &[T],
+    s_inner: usize,
+    s_outer: usize,
+    k: usize,
+    count: usize,
+) -> Option<Vec<Option<usize>>> {
+    (0..count)
+        .map(|j| {
+            let mut found = None;
+            for p in 0..k {
+                if x[p * s_inner + j * s_outer] != T::ZERO {
+                    if found.is_some() {
+                        return None;
+                    }
+                    found = Some(p);
+                }
+            }
+            Some(found)
+        })
+        .collect()
+}
+
+/// `C = A @ B` into the row-major `m x n` slice `c`, A and B read with the given strides. A
+/// product by a selection (at most one nonzero per column of B or per row of A: the basis
+/// chunks of `jacfwd`/`jacrev`) is a gather, not a GEMM: faster, and exact in the sense the
+/// Jacobian needs (the entries a basis vector does not select are not multiplied, so an
+/// infinite one gives no NaN). Products with a dimension of 1 stay on [`simd::gemm`], whose
+/// thin paths are already memory-bound.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_into<T: simd::Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    rsa: usize,
+    csa: usize,
+    b: &[T],
+    rsb: usize,
+    csb: usize,
+    c: &mut [T],
+    par: Par,
+) {
+    let (one, zero) = (T::ONE, T::ZERO);
+    if m > 1 && n > 1 && k > 1 && m.saturating_mul(n).saturating_mul(k) >= SELECT_MIN_WORK {
+        if let Some(rows) = selection(b, rsb, csb, k, n) {
+            return simd::gemm_select_cols(
+                m, k, n, one, a, rsa, csa, b, rsb, csb, zero, c, n, 1, &rows,
+            );
+        }
+        if let Some(cols) = selection(a, csa, rsa, k, m) {
+            return simd::gemm_select_rows(
+                m, k, n, one, a, rsa, csa, b, rsb, csb, zero, c, n, 1, &cols,
+            );
+        }
+    }
+    simd::gemm(m, k, n, one, a, rsa, csa, b, rsb, csb, zero, c, n, 1, par)
+}
+
 /// One `(m x k) @ (k x n)` product of two tensors' data read with the given strides.
 fn plain_gemm(
     a: &Tensor,
@@ -22,10 +88,10 @@ fn plain_gemm(
     let p = par();
     match (a.buf(), b.buf(), &mut out) {
         (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => {
-            simd::gemm(m, k, n, 1.0, x, rsa, csa, y, rsb, csb, 0.0, o, n, 1, p)
+            gemm_into(m, k, n, x, rsa, csa, y, rsb, csb, o, p)
         }
         (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => {
-            simd::gemm(m, k, n, 1.0, x, rsa, csa, y, rsb, csb, 0.0, o, n, 1, p)
+            gemm_into(m, k, n, x, rsa, csa, y, rsb, csb, o, p)
         }
         _ => unreachable!("matmul operands share a dtype"),
     }
@@ -200,25 +266,21 @@ impl Primitive for MatMul {
             off * mat
         };
         macro_rules! run {
-            ($x:expr, $y:expr, $o:expr, $zero:expr, $one:expr) => {{
+            ($x:expr, $y:expr, $o:expr) => {{
                 let body = |bi: usize, c: &mut [_]| {
                     let oa = offsets(bi, &bsa, ar * ac);
                     let ob = offsets(bi, &bsb, br * bc);
-                    simd::gemm(
+                    gemm_into(
                         m,
                         k,
                         n,
-                        $one,
                         &$x[oa..oa + ar * ac],
                         rsa,
                         csa,
                         &$y[ob..ob + br * bc],
                         rsb,
                         csb,
-                        $zero,
                         c,
-                        n,
-                        1,
                         p,
                     );
                 };
@@ -235,8 +297,8 @@ impl Primitive for MatMul {
             }};
         }
         match (a.buf(), b.buf(), &mut out) {
-            (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => run!(x, y, o, 0.0f32, 1.0f32),
-            (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => run!(x, y, o, 0.0f64, 1.0f64),
+            (Buffer::F32(x), Buffer::F32(y), Buffer::F32(o)) => run!(x, y, o),
+            (Buffer::F64(x), Buffer::F64(y), Buffer::F64(o)) => run!(x, y, o),
             _ => unreachable!("dtypes checked above"),
         }
         Ok(Tensor::from_buffer(out, &shape))
