@@ -3,7 +3,6 @@
 
 use crate::error::{Error, Result};
 use crate::options::KeepDims;
-use crate::panics::raise;
 use crate::prim::{self, apply, Binary, Cast, MatMul, Primitive, Reduce, Select, Unary};
 use crate::tensor::{DType, Tensor};
 use stategrad_simd::{BinaryOp, ReduceOp, UnaryOp};
@@ -46,14 +45,7 @@ fn stop_gradient_prim() -> Arc<dyn Primitive> {
     PRIM.get_or_init(|| Arc::new(prim::StopGradient)).clone()
 }
 
-/// The value, or the error raised at the caller's line (see [`raise`]).
-#[track_caller]
-pub(crate) fn ok<T>(r: Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => raise(e),
-    }
-}
+pub(crate) use crate::panics::ok;
 
 /// Normalise numpy-style axes (negative counts from the end) into sorted unique indices.
 pub(crate) fn normalize_axes(op: &'static str, axes: &[isize], ndim: usize) -> Result<Vec<usize>> {

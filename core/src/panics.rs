@@ -23,6 +23,15 @@ pub(crate) fn raise(err: Error) -> ! {
     panic!("{err}")
 }
 
+/// The value, or the error raised at the caller's line (see [`raise`]).
+#[track_caller]
+pub(crate) fn ok<T>(r: crate::error::Result<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => raise(e),
+    }
+}
+
 thread_local! {
     static CATCHING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }

@@ -48,7 +48,7 @@ macro_rules! unary_prims {
                 /// ```
                 #[track_caller]
                 pub fn $name(&self) -> Tensor {
-                    crate::ops::ok(self.$try_name())
+                    crate::panics::ok(self.$try_name())
                 }
             )*
         }
