@@ -55,8 +55,11 @@ struct PerStep {
     aligned: usize,
 }
 
-/// Calls `step` 100 times and asserts that no tensor buffer was allocated afresh (`what` names
-/// the step in the failure message).
+/// Calls `step` 100 times, three times over, and asserts that no tensor buffer was allocated
+/// afresh (`what` names the step in the failure message). The counters are global, so another
+/// thread's allocation (the test harness reporting the other test, while this one measures)
+/// lands in them too: the window with the fewest bytes is the step's own, since an allocation
+/// the step makes shows in every window.
 fn measure(step: &impl Fn() -> Tensor, what: &str) -> PerStep {
     let fresh = fresh_buffer_count();
     let counters = || {
@@ -66,24 +69,31 @@ fn measure(step: &impl Fn() -> Tensor, what: &str) -> PerStep {
             ALIGNED.load(Ordering::Relaxed),
         )
     };
-    let before = counters();
     let steps = 100;
-    let mut last = 0.0;
-    for _ in 0..steps {
-        last = step().item().unwrap();
+    let mut windows = Vec::new();
+    for _ in 0..3 {
+        let before = counters();
+        let mut last = 0.0;
+        for _ in 0..steps {
+            last = step().item().unwrap();
+        }
+        let after = counters();
+        windows.push(PerStep {
+            last,
+            bytes: (after.0 - before.0) / steps,
+            calls: (after.1 - before.1) / steps,
+            aligned: (after.2 - before.2) / steps,
+        });
     }
-    let after = counters();
     assert_eq!(
         fresh_buffer_count(),
         fresh,
         "a steady-state {what} replay allocated a tensor buffer"
     );
-    PerStep {
-        last,
-        bytes: (after.0 - before.0) / steps,
-        calls: (after.1 - before.1) / steps,
-        aligned: (after.2 - before.2) / steps,
-    }
+    windows
+        .into_iter()
+        .min_by_key(|w| (w.bytes, w.calls))
+        .expect("three windows")
 }
 
 #[test]
@@ -196,5 +206,6 @@ fn a_jitted_adamw_training_step_allocates_no_tensor_buffers_in_steady_state() {
         "jitted AdamW MLP replay ({stats:?}): {per_step} bytes in {calls_per_step} allocations \
          per step ({packing} of them GEMM packing scratch), no tensor buffers"
     );
-    assert_eq!(opt.count().value().item().unwrap(), 205.0);
+    // Every call was one optimizer step: 5 to warm up, then two measurements of 3 × 100.
+    assert_eq!(opt.count().value().item().unwrap(), 605.0);
 }
