@@ -505,3 +505,28 @@ fn custom_jvp_bad_rules_give_typed_errors() {
     );
     assert_eq!(s.value().to_vec::<f32>(), vec![1.0, 2.0]);
 }
+
+/// An empty chunk of cotangents through a rule that reads data (so it runs row by row): zero
+/// rows give a `(0,) + input shape` result of zeros, as every other rule gives, not an error.
+#[test]
+fn an_empty_cotangent_chunk_through_a_data_reading_rule_gives_empty_rows() {
+    let scaled = custom_vjp(
+        "scaled_by_data",
+        |x: &[Tensor]| Ok(&x[0] * 2.0),
+        |a: &VjpArgs| {
+            // Reads the cotangent's data: the chunk cannot be batched by tracing.
+            let s: f64 = a.g().to_f64_vec().iter().sum();
+            Ok(vec![a.g() * 2.0 + (s * 0.0)])
+        },
+    );
+    let f = |x: &[Tensor]| -> stategrad::Result<Tensor> { Ok(scaled.apply(&[&x[0]])) };
+    let pf = stategrad::transform::PureFn::new(&f, 0, vec![0..1]);
+    let x = t64(&[1.0, 2.0, 3.0]);
+    let (_, pb) = stategrad::transform::vjp_pure(&pf, &[x]).unwrap();
+    let empty = Tensor::from_vec(Vec::<f64>::new(), &[0, 3]).unwrap();
+    let rows = pb.call_batch(&empty).unwrap();
+    assert_eq!(rows[0].shape(), &[0, 3]);
+    let two = t64(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]).reshape(&[2, 3]);
+    let rows = pb.call_batch(&two).unwrap();
+    assert_eq!(rows[0].to_f64_vec(), vec![2.0, 0.0, 0.0, 0.0, 2.0, 0.0]);
+}

@@ -24,8 +24,9 @@
 //!
 //! Requirements: the forward function is a pure function of its inputs (tensors it captures are
 //! constants; reading a traced value or a state is an error, writing a state is not supported),
-//! and the rule returns one cotangent per input, of the input's shape, written with tensor
-//! operations (reading the data of `g` or of the inputs works eagerly, but not under `jit` or
+//! and the rule, pure too (it is traced once per signature and the trace is reused, so host
+//! state it reads, a `Cell` or a counter, is frozen at the first trace), returns one cotangent
+//! per input, of the input's shape, written with tensor operations (reading the data of `g` or of the inputs works eagerly, but not under `jit` or
 //! forward mode). A rule or forward function that returns an error, raises one, or panics makes
 //! the call return a typed [`Error`]; states are restored as for any failing call.
 

@@ -175,6 +175,10 @@ pub fn gemm_select_rows<T: Element>(
     check_fits("A", a.len(), m, k, rsa, csa);
     check_fits("B", b.len(), k, n, rsb, csb);
     check_fits("C", c.len(), m, n, rsc, csc);
+    if n == 0 {
+        // Nothing to write, and an empty B or C must not be sliced at a row's offset.
+        return;
+    }
     for (i, &r) in cols.iter().enumerate() {
         match r {
             Some(r) => {

@@ -670,6 +670,32 @@ fn gemm_all<T: Element>() {
     gemm_case::<T>(&mut rng, 255, 90, 97, Par::Rayon, 2);
 }
 
+/// An empty product (n = 0) with row strides on empty B and C: nothing is written and nothing
+/// panics (the rows' offsets are past the empty slices).
+#[test]
+fn gemm_select_rows_with_no_columns_writes_nothing() {
+    let a = [0.0f32, 3.0, 1.0, 0.0];
+    let (b, mut c): ([f32; 0], [f32; 0]) = ([], []);
+    gemm_select_rows(
+        2,
+        2,
+        0,
+        1.0,
+        &a,
+        2,
+        1,
+        &b,
+        5,
+        1,
+        0.0,
+        &mut c,
+        7,
+        1,
+        &[Some(1), Some(0)],
+    );
+    gemm_select_cols(2, 2, 0, 1.0, &a, 2, 1, &b, 5, 1, 0.0, &mut c, 7, 1, &[]);
+}
+
 #[test]
 fn gemm_select_kernels_match_reference() {
     // Basis chunks (one nonzero per column of B or per row of A, scaled, some empty) as the

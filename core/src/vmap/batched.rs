@@ -179,6 +179,9 @@ fn rule_program(
     needs: &[bool],
 ) -> Result<Option<Arc<Traced<Vec<Option<Tensor>>>>>> {
     use std::fmt::Write;
+    // The primitive's `Debug` text names it with all its parameters (every primitive derives
+    // `Debug`; a custom rule prints its unique id). The cotangent has the output's shape and
+    // dtype (the transforms cast their seed to the output's dtype), so it adds nothing.
     let mut key = format!("{prim:?}|{needs:?}");
     for t in inputs.iter().copied().chain([output]) {
         let _ = write!(key, "|{:?}{:?}", t.shape(), t.dtype());
@@ -239,7 +242,8 @@ fn rule_by_rows(
             if !need {
                 return Ok(None);
             }
-            if rows.len() != c {
+            // No row ran (an empty chunk, or the rule gave this input no cotangent): zeros.
+            if rows.len() != c || c == 0 {
                 let mut shape = vec![c];
                 shape.extend_from_slice(x.shape());
                 return Tensor::try_full_dtype(&shape, 0.0, x.dtype()).map(Some);
