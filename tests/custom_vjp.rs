@@ -520,9 +520,10 @@ fn an_empty_cotangent_chunk_through_a_data_reading_rule_gives_empty_rows() {
         },
     );
     let f = |x: &[Tensor]| -> stategrad::Result<Tensor> { Ok(scaled.apply(&[&x[0]])) };
-    let pf = stategrad::transform::PureFn::new(&f, 0, vec![0..1]);
-    let x = t64(&[1.0, 2.0, 3.0]);
-    let (_, pb) = stategrad::transform::vjp_pure(&pf, &[x]).unwrap();
+    let xs = [t64(&[1.0, 2.0, 3.0])];
+    let one_argument = std::iter::once(0..xs.len()).collect();
+    let pf = stategrad::transform::PureFn::new(&f, 0, one_argument);
+    let (_, pb) = stategrad::transform::vjp_pure(&pf, &xs).unwrap();
     let empty = Tensor::from_vec(Vec::<f64>::new(), &[0, 3]).unwrap();
     let rows = pb.call_batch(&empty).unwrap();
     assert_eq!(rows[0].shape(), &[0, 3]);
