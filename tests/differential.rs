@@ -592,6 +592,10 @@ static ARENA_NATIVE: AtomicUsize = AtomicUsize::new(0);
 static ARENA_CLOSURES: AtomicUsize = AtomicUsize::new(0);
 static FUSED: AtomicUsize = AtomicUsize::new(0);
 static PLAIN: AtomicUsize = AtomicUsize::new(0);
+/// Compiled loops whose iterations ran on one arena.
+static LOOPS: AtomicUsize = AtomicUsize::new(0);
+/// Those that ran as one generated function.
+static NATIVE_LOOPS: AtomicUsize = AtomicUsize::new(0);
 
 /// Run `calls` of a jitted program from a fresh state, returning outputs and state after each.
 fn jit_path(p: &Program, x: &Tensor, calls: usize) -> Result<Results, String> {
@@ -665,6 +669,32 @@ fn check(p: &Program) -> Result<(), String> {
             identical(&native[2 * c].1, &native[2].1)
                 .map_err(|e| format!("replay {c} vs replay 1: {e}"))?;
         }
+    }
+
+    // A compiled loop of three iterations (the first a call, the rest on one arena: as one
+    // native function for the whole loop, or closures) ends where three eager calls end. Run
+    // twice, so the second finds the loop's code already generated.
+    let mut looped = Vec::new();
+    for native in [true, false] {
+        tuning::set_codegen_enabled(native);
+        let s = fresh_state(p);
+        let s0 = s.value();
+        let body = jit(|_i: Tensor| p.eval(&x, &s));
+        for c in 0..2 {
+            s.set_value(s0.clone());
+            let y = body.call_loop(3).map_err(|e| format!("loop {c}: {e}"))?;
+            looped.push((format!("loop {c} (native {native})"), y, s.value()));
+        }
+        let stats = body.program_stats();
+        LOOPS.fetch_add(stats.iter().filter(|st| st.arena).count(), Relaxed);
+        NATIVE_LOOPS.fetch_add(stats.iter().filter(|st| st.native_loop).count(), Relaxed);
+    }
+    tuning::set_codegen_enabled(true);
+    for (name, y, st) in &looped {
+        close(y, &eager[4].1, rtol, mag).map_err(|e| format!("{name} vs eager: {e}"))?;
+        close(st, &eager[5].1, rtol, mag).map_err(|e| format!("{name} state vs eager: {e}"))?;
+        identical(y, &looped[0].1).map_err(|e| format!("{name} vs native loop 0: {e}"))?;
+        identical(st, &looped[0].2).map_err(|e| format!("{name} state vs native loop 0: {e}"))?;
     }
 
     // grad: eager, jit(grad), grad(jit).
@@ -774,13 +804,16 @@ fn every_execution_path_agrees_on_random_programs() {
     tuning::set_codegen_enabled(true);
     eprintln!(
         "differential: {ran} programs in {:.1} s, {} mismatches {failures:?}; jitted programs: \
-         {} arena with native code, {} arena on closures, {} with fused passes, {} plain",
+         {} arena with native code, {} arena on closures, {} with fused passes, {} plain; \
+         {} compiled loops on one arena ({} as one native function)",
         start.elapsed().as_secs_f64(),
         failures.len(),
         ARENA_NATIVE.load(Relaxed),
         ARENA_CLOSURES.load(Relaxed),
         FUSED.load(Relaxed),
         PLAIN.load(Relaxed),
+        LOOPS.load(Relaxed),
+        NATIVE_LOOPS.load(Relaxed),
     );
     assert!(failures.is_empty(), "mismatching seeds: {failures:?}");
     assert!(

@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use crate::arena_loop::ArenaLoop;
 use crate::codegen::{self, Code};
 use crate::tuning;
 use crate::{BinaryOp, Element, Par, ReduceOp, UnaryOp};
@@ -428,6 +429,9 @@ pub enum ArenaError {
         /// `Call` steps in the program.
         call_steps: usize,
     },
+    /// A loop ([`ArenaLoop`]) reaches past the program's size, or its offsets or iteration
+    /// numbers overflow `usize`.
+    LoopOutsideArena,
     /// The arena given to [`ArenaProgram::run`] is shorter than the program's size.
     ArenaTooShort {
         /// Elements given.
@@ -453,6 +457,10 @@ impl std::fmt::Display for ArenaError {
             ArenaError::CallCount { calls, call_steps } => write!(
                 f,
                 "arena program: {calls} closures for {call_steps} call steps"
+            ),
+            ArenaError::LoopOutsideArena => write!(
+                f,
+                "arena program: the loop reaches past the arena (or its numbers overflow)"
             ),
             ArenaError::ArenaTooShort { len, size } => write!(
                 f,
@@ -492,6 +500,8 @@ pub struct ArenaProgram<T: Element> {
     native: Option<Native>,
     runs: AtomicUsize,
     code: OnceLock<Option<Code<T>>>,
+    /// The generated loop (see [`ArenaProgram::run_loop`]) and the loop it was generated for.
+    looped: OnceLock<Option<(ArenaLoop, Code<T>)>>,
 }
 
 impl<T: Element> std::fmt::Debug for ArenaProgram<T> {
@@ -576,6 +586,7 @@ impl<T: Element> ArenaProgram<T> {
             native: Some(native),
             runs: AtomicUsize::new(0),
             code: OnceLock::new(),
+            looped: OnceLock::new(),
         };
         if native == Native::Now {
             program.native_code();
@@ -619,6 +630,42 @@ impl<T: Element> ArenaProgram<T> {
                 self.native_code();
             }
         }
+    }
+
+    /// The generated function of a whole loop `lp` over this program, once the program itself
+    /// runs as native code; generated for the first loop asked for (a program serves one
+    /// compiled loop or scan), `None` for any other.
+    pub(crate) fn loop_code(&self, lp: &ArenaLoop) -> Option<&Code<T>> {
+        if !self.is_native() {
+            return None;
+        }
+        let (spec, code) = self
+            .looped
+            .get_or_init(|| {
+                let compile = || codegen::compile_loop::<T>(&self.steps, self.size, lp);
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(compile))
+                    .ok()
+                    .flatten()
+                    .map(|code| (lp.clone(), code))
+            })
+            .as_ref()?;
+        (spec == lp).then_some(code)
+    }
+
+    /// Whether a loop over the program ([`ArenaProgram::run_loop`]) runs as one generated
+    /// function now.
+    pub fn loop_is_native(&self) -> bool {
+        matches!(self.looped.get(), Some(Some(_)))
+    }
+
+    /// Elements of the arena the program runs on.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// One closure per step, as generated code calls them.
+    pub(crate) fn closures(&self) -> &[ArenaFn<T>] {
+        &self.fns
     }
 
     /// Whether the program now runs as generated native code.

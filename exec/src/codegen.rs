@@ -15,7 +15,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use cranelift_codegen::ir::{
-    types, AbiParam, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value,
+    condcodes::IntCC, types, AbiParam, Block, InstBuilder, MemFlagsData, SigRef, Signature, Type,
+    Value,
 };
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
@@ -24,6 +25,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Linkage, Module};
 
 use crate::arena::{ArenaFn, ArenaOpd, ArenaStep};
+use crate::arena_loop::ArenaLoop;
 use crate::{BinaryOp, Element, UnaryOp};
 
 /// Steps over more elements than this run as calls (the slice kernels' wider vectors win).
@@ -43,18 +45,19 @@ struct Ctx<'a, T> {
     panic: Option<Box<dyn Any + Send>>,
 }
 
-/// Runs closure `k` of the program on the arena; called from generated code.
+/// Runs closure `k` of the program on the arena; called from generated code. Returns 1 when a
+/// closure has panicked (this one or an earlier one: a generated loop then stops), else 0.
 ///
 /// # Safety
 /// `ctx` points to a live `Ctx` that nothing else refers to during the call, whose
 /// `arena`/`len` describe a slice that nothing else refers to either.
-unsafe extern "C" fn call_step<T: Element>(ctx: *mut Ctx<'_, T>, k: usize) {
+unsafe extern "C" fn call_step<T: Element>(ctx: *mut Ctx<'_, T>, k: usize) -> u32 {
     // SAFETY: `ctx` is the `Ctx` that `Code::run` built on its stack and keeps alive for the
     // whole call of the generated function, which passes it here unchanged; nothing else
     // refers to it while this runs.
     let ctx = unsafe { &mut *ctx };
     if ctx.panic.is_some() {
-        return;
+        return 1;
     }
     // SAFETY: `arena`/`len` come from the `&mut [T]` that `Code::run` holds for the call; the
     // generated code does not touch the arena while a closure runs, so this is the only live
@@ -63,8 +66,12 @@ unsafe extern "C" fn call_step<T: Element>(ctx: *mut Ctx<'_, T>, k: usize) {
     // A closure index the code was not generated with is a bug; unwinding out of `extern "C"`
     // would abort, so it is passed on like a closure's panic.
     let result = catch_unwind(AssertUnwindSafe(|| (ctx.fns[k])(arena)));
-    if let Err(p) = result {
-        ctx.panic = Some(p);
+    match result {
+        Ok(()) => 0,
+        Err(p) => {
+            ctx.panic = Some(p);
+            1
+        }
     }
 }
 
@@ -86,11 +93,12 @@ impl Drop for Owned {
     }
 }
 
-/// The generated function: `entry(arena, ctx)`. Calling it is `unsafe`: it reads and writes
+/// The generated function: `entry(arena, ctx, start, runs)` (a program ignores `start` and
+/// `runs`; a loop runs the program `runs` times). Calling it is `unsafe`: it reads and writes
 /// the arena without bounds checks.
-type Entry<T> = unsafe extern "C" fn(*mut T, *mut Ctx<'_, T>);
+type Entry<T> = unsafe extern "C" fn(*mut T, *mut Ctx<'_, T>, usize, usize);
 
-/// A generated program: `entry(arena, ctx)`.
+/// A generated program, or a generated loop over one: `entry(arena, ctx, start, runs)`.
 pub(crate) struct Code<T> {
     entry: Entry<T>,
     /// Steps of the program (its closures are indexed by step).
@@ -108,6 +116,15 @@ impl<T: Element> Code<T> {
     /// If `arena` is shorter than the program's size or `fns` has not one closure per step
     /// (callers pass the program's own; checked because the code relies on both).
     pub(crate) fn run(&self, arena: &mut [T], fns: &[ArenaFn<T>]) {
+        self.run_loop(arena, fns, 0, 1);
+    }
+
+    /// Runs a generated loop for `runs` iterations numbered from `start` (a program's code runs
+    /// once, whatever these are).
+    ///
+    /// # Panics
+    /// As [`Code::run`].
+    pub(crate) fn run_loop(&self, arena: &mut [T], fns: &[ArenaFn<T>], start: usize, runs: usize) {
         assert!(
             arena.len() >= self.size,
             "codegen: arena shorter than the program"
@@ -122,13 +139,15 @@ impl<T: Element> Code<T> {
             panic: None,
         };
         // SAFETY: `compile` generated `entry` only for steps that `check_steps` found inside
-        // `0..self.size` (every read and write, extents computed without overflow), with
-        // every displacement below `i32::MAX` bytes; `arena` has at least `self.size`
-        // elements (asserted), so every access of the code is inside it. The code calls
-        // `call_step` with `&mut ctx` unchanged and closure indices below `self.steps`, which
-        // is `fns.len()` (asserted); `ctx` lives on this frame for the whole call, and the
-        // code touches the arena only between closure calls, never while one runs.
-        unsafe { (self.entry)(ptr, &mut ctx) };
+        // `0..self.size` (every read and write, extents computed without overflow), and
+        // `compile_loop` only for loops whose iteration slot and carries lie inside it too,
+        // with every displacement below `i32::MAX` bytes; `arena` has at least `self.size`
+        // elements (asserted), so every access of the code is inside it, whatever `start` and
+        // `runs` are (they only count and number iterations). The code calls `call_step` with
+        // `&mut ctx` unchanged and closure indices below `self.steps`, which is `fns.len()`
+        // (asserted); `ctx` lives on this frame for the whole call, and the code touches the
+        // arena only between closure calls, never while one runs.
+        unsafe { (self.entry)(ptr, &mut ctx, start, runs) };
         if let Some(p) = ctx.panic {
             std::panic::resume_unwind(p);
         }
@@ -168,6 +187,30 @@ pub(crate) fn available() -> bool {
 /// Generates the program's function, or `None` if the host has no code generator or
 /// generation fails (the program then runs as closures).
 pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Code<T>> {
+    build(steps, size, None)
+}
+
+/// Generates one function for the whole loop `lp` over the program (see
+/// [`ArenaProgram::run_loop`](crate::arena::ArenaProgram::run_loop)), or `None` as [`compile`]
+/// (or when the loop reaches past the arena).
+pub(crate) fn compile_loop<T: Element>(
+    steps: &[ArenaStep],
+    size: usize,
+    lp: &ArenaLoop,
+) -> Option<Code<T>> {
+    // Staged carries are held in registers between the loads and the stores.
+    let staged: usize = lp.carries().iter().map(|c| c.len).sum();
+    if lp.extent() > size || (lp.staged() && staged > STAGED_MAX) {
+        return None;
+    }
+    build(steps, size, Some(lp))
+}
+
+/// Elements of overlapping carries a generated loop stages in registers; beyond it the loop
+/// runs the program's code once per iteration.
+const STAGED_MAX: usize = 256;
+
+fn build<T: Element>(steps: &[ArenaStep], size: usize, lp: Option<&ArenaLoop>) -> Option<Code<T>> {
     let isa = isa()?.clone();
     // The code indexes without bounds checks: only steps inside the arena get code.
     crate::arena::check_steps(steps, size).ok()?;
@@ -184,8 +227,9 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
     let ptr = module.target_config().pointer_type();
     let call_conv = module.isa().default_call_conv();
     let mut ctx = module.make_context();
-    ctx.func.signature.params.push(AbiParam::new(ptr));
-    ctx.func.signature.params.push(AbiParam::new(ptr));
+    for _ in 0..4 {
+        ctx.func.signature.params.push(AbiParam::new(ptr));
+    }
     let id = module
         .declare_function("arena_program", Linkage::Local, &ctx.func.signature)
         .ok()?;
@@ -196,10 +240,12 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
     b.append_block_params_for_function_params(block);
     b.switch_to_block(block);
     b.seal_block(block);
-    let (base, cx) = (b.block_params(block)[0], b.block_params(block)[1]);
+    let params = b.block_params(block).to_vec();
+    let (base, cx, start, runs) = (params[0], params[1], params[2], params[3]);
     let mut sig = Signature::new(call_conv);
     sig.params.push(AbiParam::new(ptr));
     sig.params.push(AbiParam::new(ptr));
+    sig.returns.push(AbiParam::new(types::I32));
     let call_sig = b.import_signature(sig);
     let (ty, vty) = if std::mem::size_of::<T>() == 4 {
         (types::F32, types::F32X4)
@@ -216,13 +262,13 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
         lanes: (16 / std::mem::size_of::<T>()),
         esize: std::mem::size_of::<T>(),
         call_sig,
-        tramp: call_step::<T> as unsafe extern "C" fn(*mut Ctx<'_, T>, usize) as usize,
+        tramp: call_step::<T> as unsafe extern "C" fn(*mut Ctx<'_, T>, usize) -> u32 as usize,
         known: HashMap::new(),
+        exit: None,
     };
-    for (k, step) in steps.iter().enumerate() {
-        if !g.inline::<T>(step) {
-            g.call(k, step.output());
-        }
+    match lp {
+        None => g.steps::<T>(steps),
+        Some(lp) => g.looped::<T>(steps, lp, start, runs),
     }
     g.b.ins().return_(&[]);
     g.b.finalize(frontend);
@@ -233,10 +279,10 @@ pub(crate) fn compile<T: Element>(steps: &[ArenaStep], size: usize) -> Option<Co
     module.clear_context(&mut ctx);
     module.finalize_definitions().ok()?;
     let code = module.get_finalized_function(id);
-    // SAFETY: `code` is the finalized function declared above with two pointer parameters and
-    // no results in the platform's default (C) calling convention; it stays valid while the
-    // module (kept in `Code::_module`) lives. The type is an `unsafe fn`: what makes a call
-    // sound is stated at the one call, in `Code::run`.
+    // SAFETY: `code` is the finalized function declared above with four pointer-sized
+    // parameters and no results in the platform's default (C) calling convention; it stays
+    // valid while the module (kept in `Code::_module`) lives. The type is an `unsafe fn`: what
+    // makes a call sound is stated at the one call, in `Code::run_loop`.
     let entry = unsafe { std::mem::transmute::<*const u8, Entry<T>>(code) };
     Some(Code {
         entry,
@@ -260,6 +306,8 @@ struct Gen<'f> {
     tramp: usize,
     /// Arena elements whose current value is in a register.
     known: HashMap<usize, Value>,
+    /// In a loop: the block that returns, taken when a closure has panicked.
+    exit: Option<Block>,
 }
 
 /// An operand of an inlined elementwise step.
@@ -270,6 +318,94 @@ enum Opnd {
 }
 
 impl Gen<'_> {
+    fn steps<T: Element>(&mut self, steps: &[ArenaStep]) {
+        for (k, step) in steps.iter().enumerate() {
+            if !self.inline::<T>(step) {
+                self.call(k, step.output());
+            }
+        }
+    }
+
+    /// The loop `for k in 0..runs { arena[iter] = start + k; steps; if k + 1 < runs { carry } }`
+    /// (the caller passes `runs >= 1`), leaving the current block at its exit.
+    fn looped<T: Element>(
+        &mut self,
+        steps: &[ArenaStep],
+        lp: &ArenaLoop,
+        start: Value,
+        runs: Value,
+    ) {
+        let (header, carry, exit) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.append_block_param(header, self.ptr);
+        let zero = self.b.ins().iconst(self.ptr, 0);
+        self.b.ins().jump(header, &[zero.into()]);
+        self.b.switch_to_block(header);
+        // Nothing computed before the loop is known inside it.
+        self.known.clear();
+        self.exit = Some(exit);
+        let k = self.b.block_params(header)[0];
+        if let Some(it) = lp.iter() {
+            // As `(start + k) as f64`, then rounded to `T` (what the closures' loop writes).
+            let i = self.b.ins().iadd(start, k);
+            let f = self.b.ins().fcvt_from_uint(types::F64, i);
+            let v = if self.ty == types::F32 {
+                self.b.ins().fdemote(types::F32, f)
+            } else {
+                f
+            };
+            self.store(it, v);
+        }
+        self.steps::<T>(steps);
+        let next = self.b.ins().iadd_imm_u(k, 1);
+        let more = self.b.ins().icmp(IntCC::UnsignedLessThan, next, runs);
+        self.b.ins().brif(more, carry, &[], exit, &[]);
+        // The carry block's one predecessor is the end of the body: what the body left in
+        // registers is still known there.
+        self.b.switch_to_block(carry);
+        self.b.seal_block(carry);
+        self.carry(lp);
+        self.b.ins().jump(header, &[next.into()]);
+        self.b.seal_block(header);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        self.known.clear();
+    }
+
+    /// Every carry of `lp` at once: when carries overlap, every value is loaded before any is
+    /// stored.
+    fn carry(&mut self, lp: &ArenaLoop) {
+        let mut pending: Vec<(usize, Value, bool)> = Vec::new();
+        for c in lp.carries() {
+            let body = c.len - c.len % self.lanes;
+            for i in (0..body).step_by(self.lanes) {
+                let v = self.load_vec(c.from + i);
+                pending.push((c.to + i, v, true));
+            }
+            for i in body..c.len {
+                let v = self.load(c.from + i);
+                pending.push((c.to + i, v, false));
+            }
+            if !lp.staged() {
+                self.flush(&mut pending);
+            }
+        }
+        self.flush(&mut pending);
+    }
+
+    fn flush(&mut self, pending: &mut Vec<(usize, Value, bool)>) {
+        for (to, v, vector) in pending.drain(..) {
+            if vector {
+                self.store_vec(to, v);
+            } else {
+                self.store(to, v);
+            }
+        }
+    }
+
     fn disp(&self, off: usize) -> i32 {
         // `compile` checked every offset lies below `size` elements, and `size` bytes fit `i32`;
         // a failure here is a bug, and the program stays on its closures (caught there).
@@ -566,12 +702,20 @@ impl Gen<'_> {
         self.store(out, v);
     }
 
-    /// A call of closure `k`, which writes `out[..n]`.
+    /// A call of closure `k`, which writes `out[..n]`. In a loop, a panic leaves the loop.
     fn call(&mut self, k: usize, (out, n): (usize, usize)) {
         let f = self.b.ins().iconst(self.ptr, self.tramp as i64);
         let kv = self.b.ins().iconst(self.ptr, k as i64);
         let cx = self.cx;
-        self.b.ins().call_indirect(self.call_sig, f, &[cx, kv]);
+        let call = self.b.ins().call_indirect(self.call_sig, f, &[cx, kv]);
         self.forget(out, n);
+        if let Some(exit) = self.exit {
+            let panicked = self.b.inst_results(call)[0];
+            let go_on = self.b.create_block();
+            self.b.ins().brif(panicked, exit, &[], go_on, &[]);
+            // Its one predecessor is the block of the call: what it knows stays known.
+            self.b.switch_to_block(go_on);
+            self.b.seal_block(go_on);
+        }
     }
 }

@@ -16,6 +16,12 @@ impl<T: Element> Code<T> {
             Code::Never(never, _) => match never {},
         }
     }
+
+    pub(crate) fn run_loop(&self, _: &mut [T], _: &[ArenaFn<T>], _: usize, _: usize) {
+        match *self {
+            Code::Never(never, _) => match never {},
+        }
+    }
 }
 
 /// No code generator in this build.
@@ -25,5 +31,14 @@ pub(crate) fn available() -> bool {
 
 /// Never generates code in this build.
 pub(crate) fn compile<T: Element>(_: &[ArenaStep], _: usize) -> Option<Code<T>> {
+    None
+}
+
+/// Never generates code in this build.
+pub(crate) fn compile_loop<T: Element>(
+    _: &[ArenaStep],
+    _: usize,
+    _: &crate::arena_loop::ArenaLoop,
+) -> Option<Code<T>> {
     None
 }

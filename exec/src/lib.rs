@@ -36,6 +36,7 @@
 //! ```
 
 pub mod arena;
+pub mod arena_loop;
 #[cfg(feature = "native")]
 mod codegen;
 #[cfg(not(feature = "native"))]

@@ -13,6 +13,7 @@ use crate::state::State;
 use crate::tensor::{DType, Float, Shape, Tensor};
 use smallvec::SmallVec;
 use stategrad_exec::arena::{ArenaFn, ArenaOpd, ArenaProgram, ArenaStep};
+use stategrad_exec::arena_loop::{ArenaLoop, Carry};
 use stategrad_simd::{self as simd, Par, ReduceOp};
 use std::cell::RefCell;
 
@@ -178,6 +179,14 @@ impl Program {
         match self {
             Program::F32(p) => p.is_native(),
             Program::F64(p) => p.is_native(),
+        }
+    }
+
+    /// Whether a compiled loop over the program runs as one generated function now.
+    pub(crate) fn loop_is_native(&self) -> bool {
+        match self {
+            Program::F32(p) => p.loop_is_native(),
+            Program::F64(p) => p.loop_is_native(),
         }
     }
 }
@@ -350,16 +359,38 @@ impl Lowered {
         (start, end): (usize, usize),
         carries: &[(u32, u32)],
     ) {
-        let it = self.slot(iter_node).0;
-        self.iterate::<T>(inputs, end - start, carries, |arena, k| {
-            arena[it] = T::from_f64((start + k) as f64);
-            self.exec(arena);
+        let lp = self.arena_loop(Some(iter_node), carries);
+        T::with_arena(self.size, |arena| {
+            self.load(arena, inputs);
+            if let Err(e) = T::program(&self.program).run_loop(arena, &lp, start, end - start) {
+                unreachable!("internal error: lowered loop: {e}");
+            }
         })
     }
 
+    /// The loop over this program that numbers iterations in `iter_node`'s slot and copies
+    /// every `(from, to)` of `carries` (slot to slot, all at once) between iterations.
+    fn arena_loop(&self, iter_node: Option<u32>, carries: &[(u32, u32)]) -> ArenaLoop {
+        let carries: SmallVec<[Carry; 4]> = carries
+            .iter()
+            .map(|&(from, to)| {
+                let (f, shape) = self.slot(from);
+                Carry {
+                    from: *f,
+                    to: self.slot(to).0,
+                    len: shape.iter().product(),
+                }
+            })
+            .collect();
+        // Slots lie inside the arena, whose size was computed without overflow.
+        ArenaLoop::new(iter_node.map(|n| self.slot(n).0), &carries)
+            .expect("internal error: a lowered loop's slots overflow")
+    }
+
     /// Loads the inputs, then runs `body(arena, k)` for `k in 0..runs`, copying every
-    /// `(from, to)` of `carries` (slot to slot) between one iteration and the next. A loop that
-    /// takes the program past its native-code threshold gets the code before it starts.
+    /// `(from, to)` of `carries` (slot to slot, all at once) between one iteration and the
+    /// next. A loop that takes the program past its native-code threshold gets the code before
+    /// it starts.
     fn iterate<T: ArenaFloat>(
         &self,
         inputs: &[(u32, &Tensor)],
@@ -367,22 +398,15 @@ impl Lowered {
         carries: &[(u32, u32)],
         mut body: impl FnMut(&mut [T], usize),
     ) {
-        let moves: SmallVec<[(usize, usize, usize); 4]> = carries
-            .iter()
-            .map(|&(from, to)| {
-                let (f, shape) = self.slot(from);
-                (*f, self.slot(to).0, shape.iter().product())
-            })
-            .collect();
+        let lp = self.arena_loop(None, carries);
         T::program(&self.program).expect_runs(runs);
         T::with_arena(self.size, |arena| {
             self.load(arena, inputs);
+            let mut scratch = Vec::new();
             for k in 0..runs {
                 body(arena, k);
                 if k + 1 < runs {
-                    for &(f, t, len) in &moves {
-                        arena.copy_within(f..f + len, t);
-                    }
+                    lp.carry(arena, &mut scratch);
                 }
             }
         })

@@ -114,6 +114,9 @@ pub struct ProgramStats {
     /// Whether that arena program runs as generated native code now (it switches once hot; see
     /// `stategrad_exec::tuning`).
     pub native: bool,
+    /// Whether [`Jit::call_loop`] over it runs all its iterations as one generated function
+    /// (no dispatch per iteration); generated with the program's own code, at the first loop.
+    pub native_loop: bool,
 }
 
 /// A jitted function; see the [module docs](self).
@@ -209,6 +212,10 @@ where
                     fused_primitives: fused,
                     arena: c.small.is_some(),
                     native: c.small.as_ref().is_some_and(|lw| lw.program.is_native()),
+                    native_loop: c
+                        .small
+                        .as_ref()
+                        .is_some_and(|lw| lw.program.loop_is_native()),
                 });
             }
         }

@@ -1,0 +1,101 @@
+//! Compiled loops (`for_loop`, `Jit::call_loop`, `scan`) against the same body called step by
+//! step: states that carry into each other (a swap, a rotation), long loops, and loops on
+//! generated native code.
+
+use stategrad::jit::{self, for_loop};
+use stategrad::{State, Tensor};
+
+/// `n` iterations of `body` one `call` at a time, from the states' current values.
+fn stepwise(states: &[State], n: usize, body: impl Fn(&[State]) -> Tensor) -> Vec<Vec<f32>> {
+    let start: Vec<Tensor> = states.iter().map(|s| s.value()).collect();
+    for _ in 0..n {
+        body(states);
+    }
+    let out = states.iter().map(|s| s.value().to_vec::<f32>()).collect();
+    for (s, v) in states.iter().zip(start) {
+        s.set_value(v);
+    }
+    out
+}
+
+#[test]
+fn states_written_from_each_other_swap_rather_than_copy() {
+    let a = State::new(Tensor::new([1.0f32, 10.0]));
+    let b = State::new(Tensor::new([2.0f32, 20.0]));
+    let c = State::new(Tensor::new([3.0f32, 30.0]));
+    let rotate = |s: &[State]| {
+        let (x, y, z) = (s[0].value(), s[1].value(), s[2].value());
+        let z = z + 0.5;
+        s[0].set_value(y);
+        s[1].set_value(z.clone());
+        s[2].set_value(x);
+        z
+    };
+    let states = [a.clone(), b.clone(), c.clone()];
+    for n in [1usize, 2, 3, 4, 7, 50] {
+        let want = stepwise(&states, n, rotate);
+        let body = jit::jit(|_i: Tensor| rotate(&states));
+        body.call_loop(n).unwrap();
+        let got: Vec<Vec<f32>> = states.iter().map(|s| s.value().to_vec::<f32>()).collect();
+        assert_eq!(got, want, "rotation over {n} iterations");
+        for (s, v) in states
+            .iter()
+            .zip([[1.0f32, 10.0], [2.0, 20.0], [3.0, 30.0]])
+        {
+            s.set_value(Tensor::new(v));
+        }
+    }
+    let x = State::new(Tensor::scalar(1.0f32));
+    let y = State::new(Tensor::scalar(2.0f32));
+    for_loop(3, |_i: Tensor| {
+        let (u, v) = (x.value(), y.value());
+        x.set_value(v);
+        y.set_value(u.clone());
+        u * 1.0
+    })
+    .unwrap();
+    assert_eq!(
+        (x.value().item().unwrap(), y.value().item().unwrap()),
+        (2.0, 1.0)
+    );
+}
+
+#[test]
+fn loops_on_native_code_match_steps_one_call_at_a_time() {
+    use stategrad::exec::tuning;
+    // Native code from the second run: the loop below gets one generated function.
+    tuning::set_arena_native_after_runs(2);
+    let w = State::new(Tensor::new([0.5f32, -0.25, 1.0]));
+    let m = State::new(Tensor::new([0.0f32, 0.0, 0.0]));
+    let step = |i: &Tensor| {
+        // Momentum SGD on (w - i/10)^2, the iteration number as data.
+        let g = (w.value() - i * 0.1) * 2.0;
+        let m_new = m.value() * 0.9 + &g;
+        m.set_value(m_new.clone());
+        w.set_value(w.value() - &m_new * 0.05);
+        (w.value() * w.value()).sum()
+    };
+    for n in [3usize, 100, 1001] {
+        let (w0, m0) = (w.value(), m.value());
+        let mut want = Tensor::scalar(0.0f32);
+        for i in 0..n {
+            want = step(&Tensor::scalar(i as f32));
+        }
+        let (w_want, m_want) = (w.value(), m.value());
+        w.set_value(w0.clone());
+        m.set_value(m0.clone());
+        let body = jit::jit(|i: Tensor| step(&i));
+        let got = body.call_loop(n).unwrap();
+        // Eager runs the same kernels in the same order: the same bits.
+        assert_eq!(got.to_vec::<f32>(), want.to_vec::<f32>(), "{n} iterations");
+        assert_eq!(w.value().to_vec::<f32>(), w_want.to_vec::<f32>());
+        assert_eq!(m.value().to_vec::<f32>(), m_want.to_vec::<f32>());
+        let stats = body.program_stats();
+        if stategrad::exec::arena::native_code_enabled() {
+            assert!(stats[0].native_loop, "{stats:?}");
+        }
+        w.set_value(w0);
+        m.set_value(m0);
+    }
+    tuning::set_arena_native_after_runs(stategrad::exec::arena::NATIVE_AFTER_RUNS);
+}
