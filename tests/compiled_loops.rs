@@ -2,8 +2,13 @@
 //! step: states that carry into each other (a swap, a rotation), long loops, and loops on
 //! generated native code.
 
+use stategrad::exec::tuning;
 use stategrad::jit::{self, for_loop};
 use stategrad::{State, Tensor};
+use std::sync::Mutex;
+
+/// The tests that change the (process-wide) native-code threshold take turns.
+static TUNING: Mutex<()> = Mutex::new(());
 
 /// `n` iterations of `body` one `call` at a time, from the states' current values.
 fn stepwise(states: &[State], n: usize, body: impl Fn(&[State]) -> Tensor) -> Vec<Vec<f32>> {
@@ -62,7 +67,7 @@ fn states_written_from_each_other_swap_rather_than_copy() {
 
 #[test]
 fn loops_on_native_code_match_steps_one_call_at_a_time() {
-    use stategrad::exec::tuning;
+    let _turn = TUNING.lock().unwrap_or_else(|p| p.into_inner());
     // Native code from the second run: the loop below gets one generated function.
     tuning::set_arena_native_after_runs(2);
     let w = State::new(Tensor::new([0.5f32, -0.25, 1.0]));
@@ -96,6 +101,44 @@ fn loops_on_native_code_match_steps_one_call_at_a_time() {
         }
         w.set_value(w0);
         m.set_value(m0);
+    }
+    tuning::set_arena_native_after_runs(stategrad::exec::arena::NATIVE_AFTER_RUNS);
+}
+
+#[test]
+fn for_loop_calls_share_one_compiled_body() {
+    let _turn = TUNING.lock().unwrap_or_else(|p| p.into_inner());
+    // A threshold that one loop does not reach, and three loops of the same body do.
+    tuning::set_arena_native_after_runs(250);
+    let s = State::new(Tensor::new([1.0f32, 2.0, 3.0, 4.0]));
+    let step = |i: Tensor| {
+        // A structure no other test traces (the sharing is process-wide).
+        let v = s.value() * 0.999 + (&i * 0.001).tanh() * 0.25 - 0.125;
+        s.set_value(v.clone());
+        v.sum() * 0.75
+    };
+    let mut last = Vec::new();
+    for _ in 0..3 {
+        // A new closure each time, as a loop inside a training function writes it.
+        last.push(for_loop(100, |i: Tensor| step(i)).unwrap().item().unwrap());
+    }
+    // Eager reference for the same 300 iterations.
+    s.set_value(Tensor::new([1.0f32, 2.0, 3.0, 4.0]));
+    let mut want = Vec::new();
+    for _ in 0..3 {
+        let mut y = Tensor::scalar(0.0f32);
+        for i in 0..100 {
+            y = step(Tensor::scalar(i as f32));
+        }
+        want.push(y.item().unwrap());
+    }
+    assert_eq!(last, want);
+    // The body's 300 runs over three `for_loop`s were counted on one shared program: a fresh
+    // function tracing the same body finds it native.
+    let probe = jit::jit(|i: Tensor| step(i));
+    probe.call(Tensor::scalar(0.0f32)).unwrap();
+    if stategrad::exec::arena::native_code_enabled() {
+        assert!(probe.program_stats()[0].native, "{:?}", probe.program_stats());
     }
     tuning::set_arena_native_after_runs(stategrad::exec::arena::NATIVE_AFTER_RUNS);
 }

@@ -170,7 +170,7 @@ pub(crate) struct Lowered {
     /// Constants copied into their slots at the start of every call.
     pub(crate) consts: Vec<(usize, Tensor)>,
     /// The steps (see [`LStep`] for what each does).
-    pub(crate) program: Program,
+    pub(crate) program: std::sync::Arc<Program>,
 }
 
 impl Program {
@@ -611,7 +611,7 @@ pub(super) fn lower_program(
         size,
         slots,
         consts,
-        program: build(dtype, &lsteps, size),
+        program: super::shared::program(dtype, &lsteps, size),
     })
 }
 

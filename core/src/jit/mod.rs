@@ -25,7 +25,11 @@
 //!   will pass that count gets its code before its first iteration. Written states are
 //!   updated **in place** (into the old value's buffer) when the state holds the only reference
 //!   to its value: a value anyone kept is never changed. [`Jit::call_loop`] runs many iterations
-//!   of such a body on the arena.
+//!   of such a body on the arena, as one generated function once the body has native code.
+//!   Arena programs are shared by structure across the process (at most
+//!   [`SHARED_PROGRAM_LIMIT`], see [`clear_shared_programs`]): functions that trace to the same
+//!   steps, such as the fresh function of each [`for_loop`] call, share one run count and
+//!   one native code.
 //! - **Larger programs** run their steps in order; runs of elementwise primitives over one size
 //!   and the sums ending them become one fused pass (blocks in L1, chunks over rayon; a product
 //!   read once by a sum becomes one multiply-add op, rounded as the two ops). Each value is
@@ -39,10 +43,12 @@ pub(crate) mod fuse;
 pub(crate) mod lower;
 mod program;
 mod replay;
+mod shared;
 mod trace;
 
 pub use crate::prim::kernel_calls;
 pub use control::{cond, for_loop, scan};
+pub use shared::{clear_shared_programs, SHARED_PROGRAM_LIMIT};
 
 /// Frees the process-wide cache of generated code for fused passes (shared by every jitted
 /// function; bounded by [`stategrad_exec::tuning::fused_code_cache_limit`]) and returns how many
@@ -222,8 +228,9 @@ where
         out
     }
 
-    /// Forget every compiled tape of this function, with the native code of its arena programs.
-    /// The generated code of large fused passes is shared by every function of the process
+    /// Forget every compiled tape of this function. Its arena programs (and their native code)
+    /// go when no other function shares them and [`clear_shared_programs`] has run. The
+    /// generated code of large fused passes is shared by every function of the process
     /// (one structure serves every program that has it); [`clear_code_cache`] frees it.
     pub fn clear_cache(&self) {
         self.cache.clear();

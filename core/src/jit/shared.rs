@@ -1,0 +1,89 @@
+//! Arena programs shared by structure: every jitted function whose trace lowers to the same
+//! steps on the same arena layout runs the same [`Program`], so its run count, its native code
+//! and its generated loop are built once per process, not once per function. A [`for_loop`]
+//! over a closure makes a new jitted function on every call: with this, the second call
+//! replays the code the first one (or ten) paid for.
+//!
+//! [`for_loop`]: super::for_loop
+
+use super::lower::{build, LStep, Program};
+use crate::tensor::DType;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+/// Programs the process keeps at most (least recently used dropped first); each holds its
+/// steps' closures and, once hot, its native code (tens of KB).
+pub const SHARED_PROGRAM_LIMIT: usize = 64;
+
+struct Entry {
+    hash: u64,
+    key: String,
+    program: Arc<Program>,
+    used: u64,
+}
+
+struct Cache {
+    entries: Vec<Entry>,
+    clock: u64,
+}
+
+static CACHE: parking_lot::Mutex<Cache> = parking_lot::Mutex::new(Cache {
+    entries: Vec::new(),
+    clock: 0,
+});
+
+/// The program of `steps` on `size` elements of `dtype`: the shared one when the process has
+/// built it before, else a new one, kept. Programs built while code generation is switched off
+/// are kept apart (they stay on closures, so a comparison run with it off compares something).
+pub(crate) fn program(dtype: DType, steps: &[LStep], size: usize) -> Arc<Program> {
+    // The description of the program: every step with its kernel, its slots and immediates
+    // (constants' values are loaded per run, not part of the program).
+    let native = stategrad_exec::arena::native_code_enabled();
+    let key = format!("{dtype:?}/{size}/{native}/{steps:?}");
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    let hash = h.finish();
+    let mut cache = CACHE.lock();
+    cache.clock += 1;
+    let now = cache.clock;
+    if let Some(e) = cache
+        .entries
+        .iter_mut()
+        .find(|e| e.hash == hash && e.key == key)
+    {
+        e.used = now;
+        return e.program.clone();
+    }
+    let program = Arc::new(build(dtype, steps, size));
+    if cache.entries.len() >= SHARED_PROGRAM_LIMIT {
+        if let Some(oldest) = (0..cache.entries.len()).min_by_key(|&i| cache.entries[i].used) {
+            cache.entries.swap_remove(oldest);
+        }
+    }
+    cache.entries.push(Entry {
+        hash,
+        key,
+        program: program.clone(),
+        used: now,
+    });
+    program
+}
+
+/// Frees the process's shared arena programs (see the [module docs](self)) and returns how many
+/// it held. Functions that still hold a program keep it until they drop it (or
+/// [`Jit::clear_cache`](super::Jit::clear_cache)); later traces build and share new ones.
+///
+/// ```
+/// use stategrad_core::{jit, Tensor};
+/// let f = jit(|x: Tensor| &x * 2.0 + 1.0);
+/// f.call(Tensor::ones(&[3])).unwrap();
+/// assert!(jit::clear_shared_programs() >= 1);
+/// assert_eq!(jit::clear_shared_programs(), 0);
+/// ```
+pub fn clear_shared_programs() -> usize {
+    let mut cache = CACHE.lock();
+    let n = cache.entries.len();
+    cache.entries.clear();
+    n
+}
