@@ -272,6 +272,7 @@ fn build<T: Element>(steps: &[ArenaStep], size: usize, lp: Option<&ArenaLoop>) -
     }
     g.b.ins().return_(&[]);
     g.b.finalize(frontend);
+    if std::env::var_os("ZZ_DUMP").is_some() { eprintln!("{}", ctx.func.display()); }
     if ctx.func.dfg.num_insts() > MAX_INSTRUCTIONS {
         return None;
     }
@@ -630,45 +631,67 @@ impl Gen<'_> {
             }
             return self.store(out, s);
         }
-        let mut acc: Vec<Vec<Option<Value>>> = vec![vec![None; l]; 4];
-        let add_in = |g: &mut Self, a: Option<Value>, off: usize| {
-            let v = g.load(off);
-            Some(g.b.ins().fadd(a.unwrap_or(zero), v))
+        // The `L` lanes of an accumulator are `L / vl` of this code's vectors, each lane still
+        // its own chain of adds in the kernel's order.
+        let vl = self.lanes;
+        debug_assert!(l % vl == 0, "the kernels' vectors hold whole code vectors");
+        let groups = l / vl;
+        let zv = self.b.ins().splat(self.vty, zero);
+        let add_in = |g: &mut Self, a: Option<Vec<Value>>, off: usize| -> Option<Vec<Value>> {
+            Some(
+                (0..groups)
+                    .map(|q| {
+                        let v = g.load_vec(off + q * vl);
+                        let a = a.as_ref().map_or(zv, |a| a[q]);
+                        g.b.ins().fadd(a, v)
+                    })
+                    .collect(),
+            )
         };
+        let mut acc: [Option<Vec<Value>>; 4] = [None, None, None, None];
         let big = n - n % (4 * l);
         for c in (0..big).step_by(4 * l) {
             for (j, a) in acc.iter_mut().enumerate() {
-                for (i, lane) in a.iter_mut().enumerate() {
-                    *lane = add_in(self, *lane, x + c + j * l + i);
-                }
+                *a = add_in(self, a.take(), x + c + j * l);
             }
         }
         let small = big + (n - big) / l * l;
         for c in (big..small).step_by(l) {
-            for i in 0..l {
-                acc[0][i] = add_in(self, acc[0][i], x + c + i);
-            }
+            acc[0] = add_in(self, acc[0].take(), x + c);
         }
-        let add = |g: &mut Self, a: Option<Value>, b: Option<Value>| match (a, b) {
-            (Some(a), Some(b)) => Some(g.b.ins().fadd(a, b)),
+        let add = |g: &mut Self, a: Option<Vec<Value>>, b: Option<Vec<Value>>| match (a, b) {
+            (Some(a), Some(b)) => Some(
+                a.iter()
+                    .zip(&b)
+                    .map(|(&x, &y)| g.b.ins().fadd(x, y))
+                    .collect(),
+            ),
             (a, None) => a,
             (None, b) => b,
         };
-        let mut buf: Vec<Option<Value>> = (0..l)
-            .map(|i| {
-                let p = add(self, acc[0][i], acc[1][i]);
-                let q = add(self, acc[2][i], acc[3][i]);
-                add(self, p, q)
-            })
-            .collect();
+        let [a0, a1, a2, a3] = acc;
+        let p = add(self, a0, a1);
+        let q = add(self, a2, a3);
+        let mut buf = add(self, p, q).expect("n >= L: the first accumulator has every lane");
+        // Lanes folded pairwise, `buf[i] += buf[i + w]`: whole vectors while `w` spans them ...
         let mut w = l / 2;
-        while w > 0 {
-            for i in 0..w {
-                buf[i] = add(self, buf[i], buf[i + w]);
+        while w >= vl {
+            for i in 0..w / vl {
+                buf[i] = self.b.ins().fadd(buf[i], buf[i + w / vl]);
             }
             w /= 2;
         }
-        let mut s = buf[0].unwrap_or(zero);
+        // ... then the lanes of the first.
+        let mut lanes: Vec<Value> = (0..vl)
+            .map(|i| self.b.ins().extractlane(buf[0], i as u8))
+            .collect();
+        while w > 0 {
+            for i in 0..w {
+                lanes[i] = self.b.ins().fadd(lanes[i], lanes[i + w]);
+            }
+            w /= 2;
+        }
+        let mut s = lanes[0];
         for i in small..n {
             let v = self.load(x + i);
             s = self.b.ins().fadd(s, v);
@@ -688,7 +711,27 @@ impl Gen<'_> {
         let zero = self.constant::<T>(0.0);
         let mut acc = [zero; 8];
         let body = if sa == 1 && sb == 1 { k - k % 8 } else { k };
-        for p in 0..k {
+        let vl = self.lanes;
+        let mut first = 0;
+        if sa == 1 && sb == 1 && body > 0 {
+            // Contiguous blocks of 8 terms: lane `p % 8` of `8 / vl` vectors, each lane its own
+            // chain `acc + a * b` as below.
+            let zv = self.b.ins().splat(self.vty, zero);
+            let mut vacc = vec![zv; 8 / vl];
+            for p in (0..body).step_by(8) {
+                for (q, v) in vacc.iter_mut().enumerate() {
+                    let x = self.load_vec(a + p + q * vl);
+                    let y = self.load_vec(b + p + q * vl);
+                    let prod = self.b.ins().fmul(x, y);
+                    *v = self.b.ins().fadd(*v, prod);
+                }
+            }
+            for (i, lane) in acc.iter_mut().enumerate() {
+                *lane = self.b.ins().extractlane(vacc[i / vl], (i % vl) as u8);
+            }
+            first = body;
+        }
+        for p in first..k {
             let (x, y) = (self.load(a + p * sa), self.load(b + p * sb));
             let prod = self.b.ins().fmul(x, y);
             let lane = if p < body { p % 8 } else { 0 };
