@@ -138,7 +138,11 @@ fn for_loop_calls_share_one_compiled_body() {
     let probe = jit::jit(|i: Tensor| step(i));
     probe.call(Tensor::scalar(0.0f32)).unwrap();
     if stategrad::exec::arena::native_code_enabled() {
-        assert!(probe.program_stats()[0].native, "{:?}", probe.program_stats());
+        assert!(
+            probe.program_stats()[0].native,
+            "{:?}",
+            probe.program_stats()
+        );
     }
     tuning::set_arena_native_after_runs(stategrad::exec::arena::NATIVE_AFTER_RUNS);
 }

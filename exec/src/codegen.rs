@@ -264,6 +264,7 @@ fn build<T: Element>(steps: &[ArenaStep], size: usize, lp: Option<&ArenaLoop>) -
         call_sig,
         tramp: call_step::<T> as unsafe extern "C" fn(*mut Ctx<'_, T>, usize) -> u32 as usize,
         known: HashMap::new(),
+        known_vec: HashMap::new(),
         exit: None,
     };
     match lp {
@@ -272,7 +273,9 @@ fn build<T: Element>(steps: &[ArenaStep], size: usize, lp: Option<&ArenaLoop>) -
     }
     g.b.ins().return_(&[]);
     g.b.finalize(frontend);
-    if std::env::var_os("ZZ_DUMP").is_some() { eprintln!("{}", ctx.func.display()); }
+    if std::env::var_os("ZZ_DUMP").is_some() {
+        eprintln!("{}", ctx.func.display());
+    }
     if ctx.func.dfg.num_insts() > MAX_INSTRUCTIONS {
         return None;
     }
@@ -307,6 +310,8 @@ struct Gen<'f> {
     tramp: usize,
     /// Arena elements whose current value is in a register.
     known: HashMap<usize, Value>,
+    /// Vectors (of `lanes` elements at these offsets) whose current value is in a register.
+    known_vec: HashMap<usize, Value>,
     /// In a loop: the block that returns, taken when a closure has panicked.
     exit: Option<Block>,
 }
@@ -346,7 +351,7 @@ impl Gen<'_> {
         self.b.ins().jump(header, &[zero.into()]);
         self.b.switch_to_block(header);
         // Nothing computed before the loop is known inside it.
-        self.known.clear();
+        self.forget_all();
         self.exit = Some(exit);
         let k = self.b.block_params(header)[0];
         if let Some(it) = lp.iter() {
@@ -373,7 +378,7 @@ impl Gen<'_> {
         self.b.seal_block(header);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
-        self.known.clear();
+        self.forget_all();
     }
 
     /// Every carry of `lp` at once: when carries overlap, every value is loaded before any is
@@ -429,16 +434,23 @@ impl Gen<'_> {
     }
 
     fn store(&mut self, off: usize, v: Value) {
+        self.forget_vectors(off, 1);
         let d = self.disp(off);
         self.b.ins().store(MemFlagsData::trusted(), v, self.base, d);
         self.known.insert(off, v);
     }
 
-    /// Vector accesses may be unaligned (short slots pack without alignment).
+    /// Vector accesses may be unaligned (short slots pack without alignment). A vector this
+    /// code stored at the same offset, unchanged since, is reused from its register.
     fn load_vec(&mut self, off: usize) -> Value {
+        if let Some(&v) = self.known_vec.get(&off) {
+            return v;
+        }
         let d = self.disp(off);
         let flags = MemFlagsData::new().with_notrap();
-        self.b.ins().load(self.vty, flags, self.base, d)
+        let v = self.b.ins().load(self.vty, flags, self.base, d);
+        self.known_vec.insert(off, v);
+        v
     }
 
     fn store_vec(&mut self, off: usize, v: Value) {
@@ -446,14 +458,29 @@ impl Gen<'_> {
         let d = self.disp(off);
         let flags = MemFlagsData::new().with_notrap();
         self.b.ins().store(flags, v, self.base, d);
+        self.known_vec.insert(off, v);
     }
 
+    /// Elements `off..off + n` change: no register holds them (or a vector over any of them).
     fn forget(&mut self, off: usize, n: usize) {
         if n == 1 {
             self.known.remove(&off);
         } else {
             self.known.retain(|&k, _| k < off || k >= off + n);
         }
+        self.forget_vectors(off, n);
+    }
+
+    fn forget_vectors(&mut self, off: usize, n: usize) {
+        let lanes = self.lanes;
+        self.known_vec
+            .retain(|&k, _| k + lanes <= off || k >= off + n);
+    }
+
+    /// Nothing is known in registers (a block that earlier values do not dominate).
+    fn forget_all(&mut self) {
+        self.known.clear();
+        self.known_vec.clear();
     }
 
     fn constant<T: Element>(&mut self, v: f64) -> Value {

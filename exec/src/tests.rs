@@ -357,6 +357,82 @@ fn arena_native_code_equals_closures_bit_for_bit() {
     check_arena_native_equals_closures::<f64>();
 }
 
+/// Steps that write over what earlier steps wrote (lowered programs write each slot once per
+/// run, loops write carries back): the generated code must not reuse a register that held the
+/// old value, element or vector.
+#[test]
+fn arena_native_code_rereads_rewritten_elements_and_vectors() {
+    use arena::{ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
+    let mul = |a: usize, out: usize, n: usize, by: f64| S::Binary {
+        op: BinaryOp::Mul,
+        a: O::Slice(a),
+        b: O::Imm(by),
+        out,
+        n,
+    };
+    let programs: Vec<Vec<S>> = vec![
+        // A vector written, one element of it rewritten, the vector read again.
+        vec![
+            mul(0, 8, 8, 2.0),
+            S::Unary1 {
+                op: UnaryOp::Neg,
+                x: 1,
+                out: 9,
+            },
+            mul(8, 16, 8, 3.0),
+        ],
+        // A vector written, a vector two elements on rewritten, the first read again.
+        vec![mul(0, 8, 8, 2.0), mul(1, 10, 4, 5.0), mul(8, 16, 8, 3.0)],
+        // Elements read (and kept), then rewritten as a vector, then read again.
+        vec![
+            S::Binary1 {
+                op: BinaryOp::Add,
+                a: O::Slice(8),
+                b: O::Slice(9),
+                out: 24,
+            },
+            mul(0, 8, 8, 7.0),
+            S::Binary1 {
+                op: BinaryOp::Add,
+                a: O::Slice(8),
+                b: O::Slice(9),
+                out: 25,
+            },
+            S::Sum {
+                x: 8,
+                n: 8,
+                out: 26,
+            },
+        ],
+        // A closure rewrites a vector the code had in a register.
+        vec![
+            mul(0, 8, 8, 2.0),
+            S::Call { out: 10, n: 4 },
+            mul(8, 16, 8, 3.0),
+        ],
+    ];
+    for (k, steps) in programs.iter().enumerate() {
+        let calls = || -> Vec<arena::ArenaFn<f32>> {
+            if steps.iter().any(|s| matches!(s, S::Call { .. })) {
+                vec![Box::new(|r: &mut [f32]| {
+                    for i in 10..14 {
+                        r[i] = r[i - 10] * 11.0;
+                    }
+                })]
+            } else {
+                vec![]
+            }
+        };
+        let init: Vec<f32> = (0..32).map(|i| 1.0 + i as f32 * 0.25).collect();
+        let closures = ArenaProgram::with_native(steps, calls(), 32, Native::Never).unwrap();
+        let native = ArenaProgram::with_native(steps, calls(), 32, Native::Now).unwrap();
+        let (mut a, mut b) = (init.clone(), init);
+        closures.run(&mut a).unwrap();
+        native.run(&mut b).unwrap();
+        assert_eq!(a, b, "program {k}");
+    }
+}
+
 #[test]
 fn arena_step_closure_panic_is_passed_on_and_program_stays_usable() {
     use arena::{ArenaProgram, ArenaStep as S, Native};
@@ -482,8 +558,8 @@ fn arena_program_runs_on_many_threads_across_the_switch_to_native_code() {
 #[test]
 fn arena_program_too_large_for_native_code_stays_on_closures() {
     use arena::{ArenaOpd as O, ArenaProgram, ArenaStep as S, Native};
-    // 600 steps of 64-element products: far more instructions than the generator takes.
-    let steps: Vec<S> = (0..600)
+    // 1200 steps of 64-element products: more instructions than the generator takes.
+    let steps: Vec<S> = (0..1200)
         .map(|k| S::Binary {
             op: BinaryOp::Mul,
             a: O::Slice(k * 64),
@@ -492,12 +568,12 @@ fn arena_program_too_large_for_native_code_stays_on_closures() {
             n: 64,
         })
         .collect();
-    let size = 601 * 64;
+    let size = 1201 * 64;
     let p = ArenaProgram::<f32>::with_native(&steps, vec![], size, Native::Now).unwrap();
     assert!(!p.is_native());
     let mut arena = vec![1.0f32; size];
     p.run(&mut arena).unwrap();
-    let want = (0..600).fold(1.0f32, |v, _| v * (1.0 + 1.0 / 1024.0));
+    let want = (0..1200).fold(1.0f32, |v, _| v * (1.0 + 1.0 / 1024.0));
     assert_eq!(arena[size - 1], want);
 }
 
