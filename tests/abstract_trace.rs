@@ -125,3 +125,39 @@ fn traced_values_are_abstract_inside_jit() {
     ));
     assert_eq!(s.value().to_vec::<f32>(), [1.0, 2.0]);
 }
+
+/// `J · t` is the transpose of the pullback, recorded from an abstract cotangent: recording the
+/// pullback runs no kernel, so a JVP costs a forward pass and one transposed pass (what a VJP
+/// costs), not a VJP on zeros more. The values are checked against the Jacobian.
+#[test]
+fn forward_products_pull_back_an_abstract_cotangent() {
+    use stategrad::{jacrev, jvp, vjp};
+    let w1 = Tensor::linspace(-1.0, 1.0, 48 * 48)
+        .reshape(&[48, 48])
+        .sin();
+    let w2 = Tensor::linspace(-2.0, 1.0, 48 * 48)
+        .reshape(&[48, 48])
+        .cos();
+    let f = |x: Tensor| w2.matmul(&w1.matmul(&x).tanh()).tanh();
+    let x = Tensor::linspace(-0.5, 0.5, 48);
+    let t = Tensor::linspace(1.0, -1.0, 48);
+    let kernels = |g: &dyn Fn()| {
+        let before = kernel_calls();
+        g();
+        kernel_calls() - before
+    };
+    let by_vjp = kernels(&|| {
+        vjp(f, Tensor::ones(&[48])).call(x.clone()).unwrap();
+    });
+    let by_jvp = kernels(&|| {
+        jvp(f).call_jvp(x.clone(), &[t.clone()]).unwrap();
+    });
+    eprintln!("kernels: vjp {by_vjp}, jvp {by_jvp}");
+    assert!(
+        by_jvp <= by_vjp + 4,
+        "jvp ran {by_jvp} kernels, vjp {by_vjp}"
+    );
+    let (_, jt) = jvp(f).call_jvp(x.clone(), &[t.clone()]).unwrap();
+    let want = jacrev(f).call(x).unwrap().matmul(&t);
+    assert!(jt.allclose(&want, 1e-5, 1e-5), "{jt} vs {want}");
+}

@@ -704,6 +704,15 @@ fn check(p: &Program) -> Result<(), String> {
         .argnums(0)
         .call(x.clone())
         .map_err(|e| format!("eager grad: {e}"))?;
+    // Forward mode (the pullback transposed from an abstract cotangent), a column per input
+    // element: the same gradient.
+    if p.numel() <= 256 {
+        let s = fresh_state(p);
+        let jf = stategrad::jacfwd(|x: Tensor| p.loss(&x, &s))
+            .call(x.clone())
+            .map_err(|e| format!("jacfwd: {e}"))?;
+        close(&jf, &g_eager.1, rtol * 10.0, mag).map_err(|e| format!("jacfwd vs grad: {e}"))?;
+    }
     let s = fresh_state(p);
     let jg = jit(|x: Tensor| {
         grad(|x: Tensor| p.loss(&x, &s))

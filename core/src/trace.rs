@@ -89,6 +89,9 @@ pub(crate) struct Frame {
     /// A `jit` trace: every state's first access makes it an input of the tape, and reading a
     /// traced value is an error.
     pub(crate) jit: bool,
+    /// Records operations on abstract values (a `jit` trace, or a transposition that pulls back
+    /// an abstract cotangent, see [`push_abstract_frame`]).
+    sees_abstract: bool,
     /// The states that became tape inputs (jit frames), with their input nodes.
     pub(crate) state_inputs: Vec<(State, u32)>,
     /// States created while this frame was open: local to the traced function, never tracked
@@ -135,6 +138,7 @@ pub(crate) fn push_frame(
             touched_index: HashMap::new(),
             overrides,
             jit: false,
+            sees_abstract: false,
             state_inputs: Vec::new(),
             created: HashSet::new(),
         })
@@ -153,6 +157,20 @@ pub(crate) fn push_jit_frame() -> FrameGuard {
     FRAMES.with(|f| {
         if let Some(top) = f.borrow_mut().last_mut() {
             top.jit = true;
+            top.sees_abstract = true;
+        }
+    });
+    g
+}
+
+/// Open a recording frame that records operations on abstract values (its own abstract inputs)
+/// outside any `jit` trace: the forward product transposes a pullback recorded from an
+/// abstract cotangent. Operations on concrete values alone still compute.
+pub(crate) fn push_abstract_frame() -> FrameGuard {
+    let g = push_frame(true, ExitPolicy::KeepWrites, HashMap::new());
+    FRAMES.with(|f| {
+        if let Some(top) = f.borrow_mut().last_mut() {
+            top.sees_abstract = true;
         }
     });
     g
@@ -403,10 +421,14 @@ pub(crate) fn record(prim: &Arc<dyn Primitive>, inputs: &[&Tensor], output: Tens
         let mut frames = f.borrow_mut();
         let mut tags = Tags::new();
         let mut pending = Vec::new();
-        // An abstract value exists only inside a `jit` trace: frames opened before the
-        // outermost tracing frame never see it (the replay records there instead).
+        // An abstract value exists only inside a `jit` trace (or an abstract transposition):
+        // frames opened before the outermost such frame never see it (a replay records there
+        // instead).
         let first = if output.is_abstract() {
-            frames.iter().position(|fr| fr.jit).unwrap_or(frames.len())
+            frames
+                .iter()
+                .position(|fr| fr.sees_abstract)
+                .unwrap_or(frames.len())
         } else {
             0
         };

@@ -38,6 +38,12 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     ) -> Result<Tensor> {
         batch_by_loop(this, inputs, batched)
     }
+    /// Whether its rules are user code (a custom VJP/JVP rule) that may read data or leave the
+    /// engine's tracking; engine shortcuts that rely on rules being written with primitives
+    /// (forward products from an abstract cotangent) skip programs that hold one.
+    fn user_rules(&self) -> bool {
+        false
+    }
     /// Fusion rule: how `jit` may run this primitive inside a fused elementwise pass (`None`:
     /// it runs on its own).
     fn fusion(&self) -> Option<Fusion> {

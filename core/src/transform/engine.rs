@@ -277,8 +277,13 @@ impl Pullback {
         self.push_forward(tangents, 1)
     }
 
-    /// `J · t` by transposing the (linear, recorded) pullback: pull back a traced zero cotangent
-    /// `u`, contract with the tangents, and differentiate w.r.t. `u`.
+    /// `J · t` by transposing the (linear, recorded) pullback: pull back a traced cotangent `u`,
+    /// contract with the tangents, and differentiate w.r.t. `u`. `u` is abstract (a shape, no
+    /// data) where nothing outside records: the pullback is linear in it, so recording it runs
+    /// no kernel on it (only the shape rules), and the transpose needs only the concrete
+    /// residuals the pullback multiplies `u` by. Programs with user rules (custom VJP/JVP, which
+    /// may read data) or NaN checks use a concrete zero `u`, as does a retry when the abstract
+    /// pass fails.
     fn push_forward(&self, tangents: &[Option<Tensor>], nb: usize) -> Result<Tensor> {
         let batch: Vec<usize> = tangents
             .iter()
@@ -292,9 +297,39 @@ impl Pullback {
         if tangents.iter().all(Option::is_none) {
             return Ok(u0);
         }
-        let guard = trace::push_frame(true, ExitPolicy::KeepWrites, HashMap::new());
+        // Only where no enclosing transform records: an outer tape would see the abstract
+        // values (a higher-order derivative through this product, or a `jit` program).
+        let user_rules = self.tape.nodes.iter().any(|n| match n {
+            trace::Node::Op(op) => op.prim.user_rules(),
+            trace::Node::Input => false,
+        });
+        if !self.debug_nan && !user_rules && !trace::recording() {
+            let shape = u_shape.as_slice().into();
+            let ua = Tensor::abstract_value(shape, self.out_dtype, Default::default());
+            // A zero (no path from `u`) may be a rule that lost track of it: redone below.
+            if let Ok(Some(r)) = self.transpose_pull(&ua, tangents, nb) {
+                if !r.is_abstract() {
+                    return Ok(r);
+                }
+            }
+        }
+        Ok(self.transpose_pull(&u0, tangents, nb)?.unwrap_or(u0))
+    }
+
+    /// The gradient w.r.t. `u` of `sum_i <pull(u)_i, t_i>`, i.e. `J · t`; `None` when it is zero.
+    fn transpose_pull(
+        &self,
+        u0: &Tensor,
+        tangents: &[Option<Tensor>],
+        nb: usize,
+    ) -> Result<Option<Tensor>> {
+        let guard = if u0.is_abstract() {
+            trace::push_abstract_frame()
+        } else {
+            trace::push_frame(true, ExitPolicy::KeepWrites, HashMap::new())
+        };
         let level = guard.level();
-        let (u, u_node) = guard.input(&u0);
+        let (u, u_node) = guard.input(u0);
         let res = (|| -> Result<Tensor> {
             let grads = self.pull(&u, nb)?;
             let mut acc: Option<Tensor> = None;
@@ -311,11 +346,11 @@ impl Pullback {
         let frame = guard.close(res.is_ok());
         let s = res?;
         let Some(s_node) = trace::node_of(&s, level) else {
-            return Ok(u0);
+            return Ok(None);
         };
         let one = Tensor::scalar_of(1.0, s.dtype());
         let r = trace::backward(&frame.tape, s_node, one, &[u_node], BackwardOpts::default())?;
-        Ok(r.into_iter().next().flatten().unwrap_or(u0))
+        Ok(r.into_iter().next().flatten())
     }
 }
 
