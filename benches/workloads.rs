@@ -108,6 +108,14 @@ fn w3(c: &mut Criterion) {
     w3.check();
     let f = |x: Tensor| w3.f(x);
     let x = &w3.x;
+    // Jitted, as JAX's figures are: one program, its elementwise steps fused.
+    let jrev = jit(|x: Tensor| jacrev(f).call(x));
+    let jfwd = jit(|x: Tensor| jacfwd(f).call(x));
+    let want = jacrev(f).call(x.clone()).unwrap();
+    for j in [&jrev, &jfwd] {
+        let got = j.call(x.clone()).unwrap();
+        assert!(got.allclose(&want, 1e-4, 1e-5), "W3 guard: jit");
+    }
     let mut g = c.benchmark_group("W3_jacobian_256");
     g.sample_size(10);
     for threads in thread_counts() {
@@ -118,6 +126,16 @@ fn w3(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("jacfwd", threads), &threads, |bch, _| {
             p.install(|| bch.iter(|| jacfwd(f).call(x.clone()).unwrap()))
         });
+        g.bench_with_input(
+            BenchmarkId::new("jit_jacrev", threads),
+            &threads,
+            |bch, _| p.install(|| bch.iter(|| jrev.call(x.clone()).unwrap())),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("jit_jacfwd", threads),
+            &threads,
+            |bch, _| p.install(|| bch.iter(|| jfwd.call(x.clone()).unwrap())),
+        );
     }
     g.finish();
 }
@@ -128,6 +146,12 @@ fn w4(c: &mut Criterion) {
     w4.check();
     let f = |x: Tensor| w4.f(x);
     let x = &w4.x;
+    let jhess = jit(|x: Tensor| hessian(f).call(x));
+    let want = hessian(f).call(x.clone()).unwrap();
+    assert!(
+        jhess.call(x.clone()).unwrap().allclose(&want, 1e-4, 1e-5),
+        "W4 guard: jit"
+    );
     let mut g = c.benchmark_group("W4_hessian_512");
     g.sample_size(10);
     for threads in thread_counts() {
@@ -135,6 +159,11 @@ fn w4(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("hessian", threads), &threads, |bch, _| {
             p.install(|| bch.iter(|| hessian(f).call(x.clone()).unwrap()))
         });
+        g.bench_with_input(
+            BenchmarkId::new("jit_hessian", threads),
+            &threads,
+            |bch, _| p.install(|| bch.iter(|| jhess.call(x.clone()).unwrap())),
+        );
     }
     g.finish();
 }

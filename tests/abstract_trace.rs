@@ -150,14 +150,18 @@ fn forward_products_pull_back_an_abstract_cotangent() {
         vjp(f, Tensor::ones(&[48])).call(x.clone()).unwrap();
     });
     let by_jvp = kernels(&|| {
-        jvp(f).call_jvp(x.clone(), std::slice::from_ref(&t)).unwrap();
+        jvp(f)
+            .call_jvp(x.clone(), std::slice::from_ref(&t))
+            .unwrap();
     });
     eprintln!("kernels: vjp {by_vjp}, jvp {by_jvp}");
     assert!(
         by_jvp <= by_vjp + 4,
         "jvp ran {by_jvp} kernels, vjp {by_vjp}"
     );
-    let (_, jt) = jvp(f).call_jvp(x.clone(), std::slice::from_ref(&t)).unwrap();
+    let (_, jt) = jvp(f)
+        .call_jvp(x.clone(), std::slice::from_ref(&t))
+        .unwrap();
     let want = jacrev(f).call(x).unwrap().matmul(&t);
     assert!(jt.allclose(&want, 1e-5, 1e-5), "{jt} vs {want}");
 }

@@ -658,7 +658,10 @@ impl Gen<'_> {
         // The `L` lanes of an accumulator are `L / vl` of this code's vectors, each lane still
         // its own chain of adds in the kernel's order.
         let vl = self.lanes;
-        debug_assert!(l.is_multiple_of(vl), "the kernels' vectors hold whole code vectors");
+        debug_assert!(
+            l.is_multiple_of(vl),
+            "the kernels' vectors hold whole code vectors"
+        );
         let groups = l / vl;
         let zv = self.b.ins().splat(self.vty, zero);
         let add_in = |g: &mut Self, a: Option<Vec<Value>>, off: usize| -> Option<Vec<Value>> {

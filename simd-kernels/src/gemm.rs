@@ -273,6 +273,23 @@ fn thin_gemm<T: Element>(
         }
         return true;
     }
+    if n == 1 && rsa == 1 && rsc == 1 && csa != 1 {
+        // A stored by columns (a transposed matrix times a vector): c = beta c + Σ_p alpha b_p ·
+        // (column p of A), one contiguous axpy per column, rather than `m` strided dots.
+        for p in 0..k {
+            let first = p == 0;
+            axpby(
+                m,
+                alpha * b[p * rsb],
+                &a[p * csa..],
+                1,
+                if first { beta } else { T::ONE },
+                c,
+                1,
+            );
+        }
+        return true;
+    }
     if n == 1 {
         // c_i = alpha · dot(row i of A, b) + beta c_i.
         for i in 0..m {

@@ -12,7 +12,7 @@ const SELECT_MIN_WORK: usize = 1 << 18;
 
 /// The row of the single nonzero of each of the `count` columns (`s_outer` apart, entries
 /// `s_inner` apart, `k` long) of `x` (`None` for an all-zero column), or `None` as soon as a
-/// column has two nonzeros, so that a dense operand costs a few reads.
+/// column has two nonzeros, so that a dense operand costs about one line of reads.
 fn selection<T: simd::Element>(
     x: &[T],
     s_inner: usize,
@@ -20,20 +20,31 @@ fn selection<T: simd::Element>(
     k: usize,
     count: usize,
 ) -> Option<Vec<Option<usize>>> {
-    (0..count)
-        .map(|j| {
-            let mut found = None;
-            for p in 0..k {
-                if x[p * s_inner + j * s_outer] != T::ZERO {
-                    if found.is_some() {
-                        return None;
-                    }
-                    found = Some(p);
-                }
+    let mut found: Vec<Option<usize>> = vec![None; count];
+    let mut see = |p: usize, j: usize| -> Option<()> {
+        if x[p * s_inner + j * s_outer] != T::ZERO {
+            if found[j].is_some() {
+                return None;
             }
-            Some(found)
-        })
-        .collect()
+            found[j] = Some(p);
+        }
+        Some(())
+    };
+    // In memory order (a basis operand is read whole; a dense one fails within two lines).
+    if s_outer <= s_inner {
+        for p in 0..k {
+            for j in 0..count {
+                see(p, j)?;
+            }
+        }
+    } else {
+        for j in 0..count {
+            for p in 0..k {
+                see(p, j)?;
+            }
+        }
+    }
+    Some(found)
 }
 
 /// `C = A @ B` into the row-major `m x n` slice `c`, A and B read with the given strides. A
