@@ -112,9 +112,8 @@ fn w3(c: &mut Criterion) {
     let jrev = jit(|x: Tensor| jacrev(f).call(x));
     let jfwd = jit(|x: Tensor| jacfwd(f).call(x));
     let want = jacrev(f).call(x.clone()).unwrap();
-    for j in [&jrev, &jfwd] {
-        let got = j.call(x.clone()).unwrap();
-        assert!(got.allclose(&want, 1e-4, 1e-5), "W3 guard: jit");
+    for got in [jrev.call(x.clone()), jfwd.call(x.clone())] {
+        assert!(got.unwrap().allclose(&want, 1e-4, 1e-5), "W3 guard: jit");
     }
     let mut g = c.benchmark_group("W3_jacobian_256");
     g.sample_size(10);
