@@ -146,3 +146,77 @@ fn for_loop_calls_share_one_compiled_body() {
     }
     tuning::set_arena_native_after_runs(stategrad::exec::arena::NATIVE_AFTER_RUNS);
 }
+
+#[test]
+fn shared_programs_tell_nan_constants_apart() {
+    // Programs that differ only in the sign of a NaN constant compute different bits: they
+    // must not share one program.
+    let plus = jit::jit(|x: Tensor| &x * 1.0 + Tensor::scalar(f32::NAN));
+    let minus = jit::jit(|x: Tensor| &x * 1.0 + Tensor::scalar(-f32::NAN));
+    let x = Tensor::new([1.0f32, 2.0]);
+    let bits = |t: Tensor| {
+        t.to_vec::<f32>()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..3 {
+        let want_plus = bits(&x * 1.0 + Tensor::scalar(f32::NAN));
+        let want_minus = bits(&x * 1.0 + Tensor::scalar(-f32::NAN));
+        assert_ne!(want_plus, want_minus);
+        assert_eq!(bits(plus.call(x.clone()).unwrap()), want_plus);
+        assert_eq!(bits(minus.call(x.clone()).unwrap()), want_minus);
+    }
+}
+
+#[test]
+fn loops_that_share_a_program_each_get_their_own_native_loop() {
+    let _turn = TUNING.lock().unwrap_or_else(|p| p.into_inner());
+    tuning::set_arena_native_after_runs(2);
+    let (s1, s2) = (
+        State::new(Tensor::new([1.0f32, 2.0])),
+        State::new(Tensor::new([3.0f32, 5.0])),
+    );
+    // The same steps; the two written values go to the states one way or the other.
+    let body = |swap: bool| {
+        let (s1, s2) = (s1.clone(), s2.clone());
+        move |_i: Tensor| {
+            let u = (s1.value() + s2.value()) * 0.25;
+            let v = (s1.value() - s2.value()) * 0.5;
+            let (a, b) = if swap { (v, u.clone()) } else { (u.clone(), v) };
+            s1.set_value(a);
+            s2.set_value(b);
+            u.sum() * 1.0
+        }
+    };
+    for swap in [false, true] {
+        let (a0, b0) = (s1.value(), s2.value());
+        let step = body(swap);
+        let mut want = Tensor::scalar(0.0f32);
+        for i in 0..40 {
+            want = step(Tensor::scalar(i as f32));
+        }
+        let (a1, b1) = (s1.value(), s2.value());
+        s1.set_value(a0);
+        s2.set_value(b0);
+        let j = jit::jit(body(swap));
+        assert_eq!(
+            j.call_loop(40).unwrap().to_vec::<f32>(),
+            want.to_vec::<f32>()
+        );
+        assert_eq!(
+            s1.value().to_vec::<f32>(),
+            a1.to_vec::<f32>(),
+            "swap {swap}"
+        );
+        assert_eq!(
+            s2.value().to_vec::<f32>(),
+            b1.to_vec::<f32>(),
+            "swap {swap}"
+        );
+        if stategrad::exec::arena::native_code_enabled() {
+            assert!(j.program_stats()[0].native_loop, "swap {swap}");
+        }
+    }
+    tuning::set_arena_native_after_runs(stategrad::exec::arena::NATIVE_AFTER_RUNS);
+}

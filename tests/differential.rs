@@ -825,6 +825,13 @@ fn every_execution_path_agrees_on_random_programs() {
         NATIVE_LOOPS.load(Relaxed),
     );
     assert!(failures.is_empty(), "mismatching seeds: {failures:?}");
+    // Loops on native code were exercised (not merely compiled on closures).
+    if stategrad::exec::arena::native_code_enabled() && LOOPS.load(Relaxed) >= 8 {
+        assert!(
+            NATIVE_LOOPS.load(Relaxed) > 0,
+            "no compiled loop ran as native code"
+        );
+    }
     assert!(
         cases.is_some() || ran >= 10,
         "only {ran} programs ran in the budget"

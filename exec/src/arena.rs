@@ -11,7 +11,7 @@
 //! order the closures perform them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::arena_loop::ArenaLoop;
 use crate::codegen::{self, Code};
@@ -485,6 +485,11 @@ pub enum Native {
     AfterRuns(usize),
 }
 
+/// Loops over one program that get generated code of their own (a program shared by functions
+/// with the same steps serves each function's loop); later ones run the program's code once per
+/// iteration.
+pub const LOOPS_KEPT: usize = 8;
+
 /// How many runs [`ArenaProgram::new`] waits before generating native code, by default (see
 /// [`tuning::arena_native_after_runs`]).
 pub const NATIVE_AFTER_RUNS: usize = 10_000;
@@ -500,8 +505,9 @@ pub struct ArenaProgram<T: Element> {
     native: Option<Native>,
     runs: AtomicUsize,
     code: OnceLock<Option<Code<T>>>,
-    /// The generated loop (see [`ArenaProgram::run_loop`]) and the loop it was generated for.
-    looped: OnceLock<Option<(ArenaLoop, Code<T>)>>,
+    /// The generated loops (see [`ArenaProgram::run_loop`]), each with the loop it was
+    /// generated for (`None`: generation declined or failed for it); at most [`LOOPS_KEPT`].
+    looped: Mutex<Vec<(ArenaLoop, Option<Arc<Code<T>>>)>>,
 }
 
 impl<T: Element> std::fmt::Debug for ArenaProgram<T> {
@@ -586,7 +592,7 @@ impl<T: Element> ArenaProgram<T> {
             native: Some(native),
             runs: AtomicUsize::new(0),
             code: OnceLock::new(),
-            looped: OnceLock::new(),
+            looped: Mutex::new(Vec::new()),
         };
         if native == Native::Now {
             program.native_code();
@@ -633,29 +639,35 @@ impl<T: Element> ArenaProgram<T> {
     }
 
     /// The generated function of a whole loop `lp` over this program, once the program itself
-    /// runs as native code; generated for the first loop asked for (a program serves one
-    /// compiled loop or scan), `None` for any other.
-    pub(crate) fn loop_code(&self, lp: &ArenaLoop) -> Option<&Code<T>> {
+    /// runs as native code. A program shared by several functions may serve several loops
+    /// (the same steps, other carries): each gets its own code, up to [`LOOPS_KEPT`].
+    pub(crate) fn loop_code(&self, lp: &ArenaLoop) -> Option<Arc<Code<T>>> {
         if !self.is_native() {
             return None;
         }
-        let (spec, code) = self
-            .looped
-            .get_or_init(|| {
-                let compile = || codegen::compile_loop::<T>(&self.steps, self.size, lp);
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(compile))
-                    .ok()
-                    .flatten()
-                    .map(|code| (lp.clone(), code))
-            })
-            .as_ref()?;
-        (spec == lp).then_some(code)
+        let mut looped = self.looped.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, code)) = looped.iter().find(|(spec, _)| spec == lp) {
+            return code.clone();
+        }
+        if looped.len() >= LOOPS_KEPT {
+            return None;
+        }
+        let compile = || codegen::compile_loop::<T>(&self.steps, self.size, lp);
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(compile))
+            .ok()
+            .flatten()
+            .map(Arc::new);
+        looped.push((lp.clone(), code.clone()));
+        code
     }
 
-    /// Whether a loop over the program ([`ArenaProgram::run_loop`]) runs as one generated
-    /// function now.
-    pub fn loop_is_native(&self) -> bool {
-        matches!(self.looped.get(), Some(Some(_)))
+    /// Whether the loop `lp` over the program ([`ArenaProgram::run_loop`]) runs as one
+    /// generated function now.
+    pub fn loop_is_native(&self, lp: &ArenaLoop) -> bool {
+        let looped = self.looped.lock().unwrap_or_else(|p| p.into_inner());
+        looped
+            .iter()
+            .any(|(spec, code)| spec == lp && code.is_some())
     }
 
     /// Elements of the arena the program runs on.

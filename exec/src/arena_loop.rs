@@ -28,7 +28,7 @@ pub struct Carry {
 /// // Swap two elements: each carry reads the value before the other writes it.
 /// let swap = ArenaLoop::new(None, &[Carry { from: 0, to: 1, len: 1 }, Carry { from: 1, to: 0, len: 1 }]).unwrap();
 /// let mut arena = [1.0f32, 2.0];
-/// swap.carry(&mut arena, &mut Vec::new());
+/// swap.carry(&mut arena, &mut Vec::new()).unwrap();
 /// assert_eq!(arena, [2.0, 1.0]);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,9 +96,19 @@ impl ArenaLoop {
     /// Copies every carry at once (see [`ArenaLoop`]); `scratch` holds the staged values when
     /// carries overlap (reused between calls).
     ///
-    /// # Panics
-    /// If `arena` is shorter than [`ArenaLoop::extent`].
-    pub fn carry<T: Copy>(&self, arena: &mut [T], scratch: &mut Vec<T>) {
+    /// # Errors
+    /// [`ArenaError::LoopOutsideArena`] (and nothing is copied) if `arena` is shorter than
+    /// [`ArenaLoop::extent`].
+    pub fn carry<T: Copy>(&self, arena: &mut [T], scratch: &mut Vec<T>) -> Result<(), ArenaError> {
+        if arena.len() < self.extent {
+            return Err(ArenaError::LoopOutsideArena);
+        }
+        self.carry_in(arena, scratch);
+        Ok(())
+    }
+
+    /// [`ArenaLoop::carry`] on an arena already checked to reach [`ArenaLoop::extent`].
+    fn carry_in<T: Copy>(&self, arena: &mut [T], scratch: &mut Vec<T>) {
         if !self.staged {
             for c in &self.carries {
                 arena.copy_within(c.from..c.from + c.len, c.to);
@@ -127,10 +137,12 @@ impl<T: Element> ArenaProgram<T> {
     /// # Errors
     /// [`ArenaError::ArenaTooShort`] as [`ArenaProgram::run`];
     /// [`ArenaError::LoopOutsideArena`] (and nothing runs) if the loop reaches past the
-    /// program's size or `start + runs` overflows.
+    /// program's size or the last iteration number `start + runs - 1` overflows.
     ///
     /// # Panics
-    /// If a closure step panics (the panic is passed on; later iterations do not run).
+    /// If a closure step panics (the panic is passed on; later iterations do not run, and what
+    /// the arena then holds is unspecified: generated code may have skipped the rest of the
+    /// iteration).
     ///
     /// # Example
     /// ```
@@ -159,11 +171,11 @@ impl<T: Element> ArenaProgram<T> {
                 size,
             });
         };
-        if lp.extent > size || start.checked_add(runs).is_none() {
-            return Err(ArenaError::LoopOutsideArena);
-        }
         if runs == 0 {
             return Ok(());
+        }
+        if lp.extent > size || start.checked_add(runs - 1).is_none() {
+            return Err(ArenaError::LoopOutsideArena);
         }
         self.expect_runs(runs);
         if let Some(code) = self.loop_code(lp) {
@@ -177,7 +189,7 @@ impl<T: Element> ArenaProgram<T> {
             }
             self.run(arena)?;
             if k + 1 < runs {
-                lp.carry(arena, &mut scratch);
+                lp.carry_in(arena, &mut scratch);
             }
         }
         Ok(())

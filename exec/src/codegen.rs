@@ -198,9 +198,13 @@ pub(crate) fn compile_loop<T: Element>(
     size: usize,
     lp: &ArenaLoop,
 ) -> Option<Code<T>> {
-    // Staged carries are held in registers between the loads and the stores.
+    if lp.extent() > size {
+        return None;
+    }
+    // Staged carries are held in registers between the loads and the stores (each carry lies
+    // inside the arena, so the sum does not overflow).
     let staged: usize = lp.carries().iter().map(|c| c.len).sum();
-    if lp.extent() > size || (lp.staged() && staged > STAGED_MAX) {
+    if lp.staged() && staged > STAGED_MAX {
         return None;
     }
     build(steps, size, Some(lp))

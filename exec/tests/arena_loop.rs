@@ -61,7 +61,7 @@ fn a_generated_loop_gives_the_bits_of_the_closures_run_per_iteration() {
             want[0] = (5 + k) as f64;
             closures.run(&mut want).unwrap();
             if k + 1 < runs {
-                lp.carry(&mut want, &mut scratch);
+                lp.carry(&mut want, &mut scratch).unwrap();
             }
         }
         for p in [&closures, &native] {
@@ -75,9 +75,12 @@ fn a_generated_loop_gives_the_bits_of_the_closures_run_per_iteration() {
                 p.is_native()
             );
         }
-        assert!(!closures.loop_is_native());
+        assert!(!closures.loop_is_native(&lp));
         if native.is_native() {
-            assert!(native.loop_is_native(), "the loop got no code of its own");
+            assert!(
+                native.loop_is_native(&lp),
+                "the loop got no code of its own"
+            );
         }
     }
 }
@@ -88,8 +91,13 @@ fn carries_that_overlap_move_together() {
     let lp = ArenaLoop::new(None, &[carry(0, 2, 2), carry(2, 0, 2), carry(4, 5, 2)]).unwrap();
     assert!(lp.staged());
     let mut arena = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
-    lp.carry(&mut arena, &mut Vec::new());
+    lp.carry(&mut arena, &mut Vec::new()).unwrap();
     assert_eq!(arena, [3.0, 4.0, 1.0, 2.0, 5.0, 5.0, 6.0]);
+    assert_eq!(
+        lp.carry(&mut arena[..6], &mut Vec::new()),
+        Err(ArenaError::LoopOutsideArena),
+        "a carry past a short arena is refused"
+    );
     let apart = ArenaLoop::new(Some(9), &[carry(0, 4, 2), carry(2, 6, 2), carry(1, 1, 3)]).unwrap();
     assert!(!apart.staged());
     assert_eq!(apart.carries().len(), 2, "a carry onto itself is dropped");
@@ -129,6 +137,9 @@ fn loops_past_the_arena_or_overflowing_are_refused() {
     assert_eq!(arena, before, "a refused loop runs nothing");
     p.run_loop(&mut arena, &ok, 0, 0).unwrap();
     assert_eq!(arena, before, "zero runs run nothing");
+    // The last iteration number is `usize::MAX`: it fits.
+    p.run_loop(&mut arena, &ok, usize::MAX - 1, 2).unwrap();
+    assert_eq!(arena[0], usize::MAX as f64);
 }
 
 #[test]
@@ -159,5 +170,25 @@ fn a_panicking_closure_stops_the_loop() {
         }));
         assert!(r.is_err(), "the panic is passed on");
         assert_eq!(calls.load(Ordering::Relaxed), 4, "no call after the panic");
+    }
+}
+
+#[test]
+fn one_program_serves_loops_with_different_carries() {
+    // Functions that trace to the same steps share one program; their loops may carry
+    // differently (here: the rotation's carries, and the same carries reversed).
+    let (p, lp) = rotation(Native::Now);
+    let (closures, _) = rotation(Native::Never);
+    let mut other: Vec<Carry> = lp.carries().to_vec();
+    other.reverse();
+    let other = ArenaLoop::new(Some(0), &other).unwrap();
+    for l in [&lp, &other, &lp] {
+        let (mut got, mut want) = (start_arena(p.size()), start_arena(p.size()));
+        p.run_loop(&mut got, l, 0, 9).unwrap();
+        closures.run_loop(&mut want, l, 0, 9).unwrap();
+        assert_eq!(got, want);
+        if p.is_native() {
+            assert!(p.loop_is_native(l), "each loop gets its own code");
+        }
     }
 }

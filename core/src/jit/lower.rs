@@ -123,6 +123,19 @@ impl LStep {
         Some(LStep { step, kernel: None })
     }
 
+    /// The bits of the step's immediate operands (the step's `Debug` text shows every NaN
+    /// alike), for a key that tells programs apart by what they compute.
+    pub(crate) fn immediate_bits(&self) -> impl Iterator<Item = u64> + '_ {
+        let opds = match &self.step {
+            ArenaStep::Binary { a, b, .. } | ArenaStep::Binary1 { a, b, .. } => [Some(a), Some(b)],
+            _ => [None, None],
+        };
+        opds.into_iter().flatten().filter_map(|o| match o {
+            ArenaOpd::Imm(v) => Some(v.to_bits()),
+            _ => None,
+        })
+    }
+
     /// A `Call` step's closure: its kernel on its input slots.
     fn call<T: Float>(&self) -> Option<ArenaFn<T>> {
         let (kernel, inputs) = self.kernel.clone()?;
@@ -182,11 +195,11 @@ impl Program {
         }
     }
 
-    /// Whether a compiled loop over the program runs as one generated function now.
-    pub(crate) fn loop_is_native(&self) -> bool {
+    /// Whether the loop `lp` over the program runs as one generated function now.
+    pub(crate) fn loop_is_native(&self, lp: &ArenaLoop) -> bool {
         match self {
-            Program::F32(p) => p.loop_is_native(),
-            Program::F64(p) => p.loop_is_native(),
+            Program::F32(p) => p.loop_is_native(lp),
+            Program::F64(p) => p.loop_is_native(lp),
         }
     }
 }
@@ -368,6 +381,12 @@ impl Lowered {
         })
     }
 
+    /// Whether [`Lowered::run_loop`] with these nodes runs as one generated function now.
+    pub(crate) fn loop_is_native(&self, iter_node: u32, carries: &[(u32, u32)]) -> bool {
+        self.program
+            .loop_is_native(&self.arena_loop(Some(iter_node), carries))
+    }
+
     /// The loop over this program that numbers iterations in `iter_node`'s slot and copies
     /// every `(from, to)` of `carries` (slot to slot, all at once) between iterations.
     fn arena_loop(&self, iter_node: Option<u32>, carries: &[(u32, u32)]) -> ArenaLoop {
@@ -406,7 +425,9 @@ impl Lowered {
             for k in 0..runs {
                 body(arena, k);
                 if k + 1 < runs {
-                    lp.carry(arena, &mut scratch);
+                    if let Err(e) = lp.carry(arena, &mut scratch) {
+                        unreachable!("internal error: lowered loop: {e}");
+                    }
                 }
             }
         })

@@ -107,6 +107,7 @@ struct Key {
 
 /// The shape of one compiled program (see [`Jit::program_stats`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProgramStats {
     /// Primitives run per replay (after dead-code and common-subexpression elimination).
     pub primitives: usize,
@@ -218,10 +219,7 @@ where
                     fused_primitives: fused,
                     arena: c.small.is_some(),
                     native: c.small.as_ref().is_some_and(|lw| lw.program.is_native()),
-                    native_loop: c
-                        .small
-                        .as_ref()
-                        .is_some_and(|lw| lw.program.loop_is_native()),
+                    native_loop: c.loop_is_native(),
                 });
             }
         }

@@ -104,6 +104,17 @@ impl<T> Compiled<T> {
         Some(carries)
     }
 
+    /// Whether [`Jit::call_loop`](super::Jit::call_loop) over this program runs all its
+    /// iterations as one generated function now.
+    pub(super) fn loop_is_native(&self) -> bool {
+        let (Some(lw), Some(carries), Some(&iter)) =
+            (&self.small, self.state_carries(), self.arg_nodes.first())
+        else {
+            return false;
+        };
+        lw.loop_is_native(iter, &carries)
+    }
+
     /// Whether this program was compiled for these arguments (and the states still fit).
     pub(super) fn fits(&self, leaves: &[Tensor], statics: &[String]) -> bool {
         self.key.statics == statics

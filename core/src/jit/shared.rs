@@ -34,16 +34,28 @@ static CACHE: parking_lot::Mutex<Cache> = parking_lot::Mutex::new(Cache {
 });
 
 /// The program of `steps` on `size` elements of `dtype`: the shared one when the process has
-/// built it before, else a new one, kept. Programs built while code generation is switched off
-/// are kept apart (they stay on closures, so a comparison run with it off compares something).
+/// built it before, else a new one, kept. The key holds whether code generation was switched on
+/// when it was built, so a comparison run with it off gets programs of its own (which go native
+/// only if it is switched back on, as any program does).
 pub(crate) fn program(dtype: DType, steps: &[LStep], size: usize) -> Arc<Program> {
     // The description of the program: every step with its kernel, its slots and immediates
-    // (constants' values are loaded per run, not part of the program).
+    // (constants' values are loaded per run, not part of the program). Immediates again by
+    // their bits: the text shows every NaN alike.
+    use std::fmt::Write;
     let native = stategrad_exec::arena::native_code_enabled();
-    let key = format!("{dtype:?}/{size}/{native}/{steps:?}");
+    let mut key = format!("{dtype:?}/{size}/{native}/{steps:?}/");
+    for bits in steps.iter().flat_map(LStep::immediate_bits) {
+        let _ = write!(key, "{bits:x},");
+    }
     let mut h = DefaultHasher::new();
     key.hash(&mut h);
     let hash = h.finish();
+    if let Some(p) = lookup(hash, &key) {
+        return p;
+    }
+    // Built outside the lock (lowering on other threads goes on); a program another thread
+    // kept for the same key meanwhile wins, so every function shares one.
+    let program = Arc::new(build(dtype, steps, size));
     let mut cache = CACHE.lock();
     cache.clock += 1;
     let now = cache.clock;
@@ -55,7 +67,6 @@ pub(crate) fn program(dtype: DType, steps: &[LStep], size: usize) -> Arc<Program
         e.used = now;
         return e.program.clone();
     }
-    let program = Arc::new(build(dtype, steps, size));
     if cache.entries.len() >= SHARED_PROGRAM_LIMIT {
         if let Some(oldest) = (0..cache.entries.len()).min_by_key(|&i| cache.entries[i].used) {
             cache.entries.swap_remove(oldest);
@@ -68,6 +79,18 @@ pub(crate) fn program(dtype: DType, steps: &[LStep], size: usize) -> Arc<Program
         used: now,
     });
     program
+}
+
+fn lookup(hash: u64, key: &str) -> Option<Arc<Program>> {
+    let mut cache = CACHE.lock();
+    cache.clock += 1;
+    let now = cache.clock;
+    let e = cache
+        .entries
+        .iter_mut()
+        .find(|e| e.hash == hash && e.key == key)?;
+    e.used = now;
+    Some(e.program.clone())
 }
 
 /// Frees the process's shared arena programs (see the [module docs](self)) and returns how many
