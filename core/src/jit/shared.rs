@@ -93,9 +93,13 @@ fn lookup(hash: u64, key: &str) -> Option<Arc<Program>> {
     Some(e.program.clone())
 }
 
-/// Frees the process's shared arena programs (see the [module docs](self)) and returns how many
-/// it held. Functions that still hold a program keep it until they drop it (or
-/// [`Jit::clear_cache`](super::Jit::clear_cache)); later traces build and share new ones.
+/// Frees the process's shared arena programs and returns how many it held: functions whose
+/// traces lower to the same steps share one program (its run count, its native code and its
+/// generated loops), so that a [`for_loop`](super::for_loop), which makes a new function on
+/// every call, finds the code its earlier calls paid for. At most [`SHARED_PROGRAM_LIMIT`] are
+/// kept (least recently used dropped first). Functions that still hold a program keep it until
+/// they drop it (or [`Jit::clear_cache`](super::Jit::clear_cache)); later traces build and
+/// share new ones.
 ///
 /// ```
 /// use stategrad_core::{jit, Tensor};
