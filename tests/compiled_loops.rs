@@ -220,3 +220,43 @@ fn loops_that_share_a_program_each_get_their_own_native_loop() {
     }
     tuning::set_arena_native_after_runs(stategrad::exec::arena::NATIVE_AFTER_RUNS);
 }
+
+#[test]
+fn loops_that_share_code_update_their_own_states() {
+    // Two states, one body shape: the second loop runs the first one's shared program (and,
+    // once hot, its native loop) on its own state, and leaves the other alone.
+    let a = State::new(Tensor::new([1.0f32, -1.0, 0.5]));
+    let b = State::new(Tensor::new([4.0f32, 2.0, -3.0]));
+    let decay = |s: &State| {
+        let s = s.clone();
+        move |i: Tensor| {
+            s.set_value(s.value() * 0.5 + &i * 0.125);
+            s.value().sum() * 1.0
+        }
+    };
+    let expect = |start: [f32; 3], n: usize| {
+        let mut v = start;
+        for i in 0..n {
+            for x in &mut v {
+                *x = *x * 0.5 + i as f32 * 0.125;
+            }
+        }
+        v.to_vec()
+    };
+    for round in 1..=3 {
+        let (a0, b0) = (a.value().to_vec::<f32>(), b.value().to_vec::<f32>());
+        for_loop(50, decay(&a)).unwrap();
+        assert_eq!(
+            a.value().to_vec::<f32>(),
+            expect([a0[0], a0[1], a0[2]], 50),
+            "round {round}"
+        );
+        assert_eq!(b.value().to_vec::<f32>(), b0, "b untouched");
+        for_loop(50, decay(&b)).unwrap();
+        assert_eq!(
+            b.value().to_vec::<f32>(),
+            expect([b0[0], b0[1], b0[2]], 50),
+            "round {round}"
+        );
+    }
+}
