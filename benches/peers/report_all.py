@@ -21,8 +21,12 @@ import sys
 WORKLOADS = [
     # (key, criterion group, label)
     ("W1", "W1_linear_step", "W1 linear step"),
+    ("W1_loop1000", "W1_loop_1000", "W1, 1000 steps in one compiled loop"),
     ("W2", "W2_mlp_step_b256", "W2 MLP step, batch 256"),
     ("W5", "W5_elementwise_grad_16M", "W5 elementwise grad, 16M"),
+    ("W3_jacrev", "W3_jacrev_256", "W3 jacrev 256×256"),
+    ("W3_jacfwd", "W3_jacfwd_256", "W3 jacfwd 256×256"),
+    ("W4_fwdrev", "W4_hessian_512", "W4 Hessian 512×512"),
     ("digits", "digits_epoch_mlp", "digits epoch (22 steps)"),
 ]
 RUST_LIBS = ["stategrad_eager", "stategrad_jit", "burn", "candle"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Peers in the same run, one command: stategrad, candle, burn, JAX and PyTorch on W1, W2, W5 and
-# the digits epoch, interleaved over two rounds, with the machine's measured FMA peak and memory
-# bandwidth, merged into benches/results/peers-<date>.md.
+# Peers in the same run, one command: stategrad, candle, burn, JAX and PyTorch on W1 (a step, and
+# 1000 steps in one compiled loop), W2, W3, W4, W5 and the digits epoch, interleaved over two
+# rounds, with the machine's measured FMA peak and memory bandwidth, merged into
+# benches/results/peers-<date>.md (W1's loop, W3 and W4: stategrad, JAX and PyTorch only).
 #
 #   benches/peers/run.sh [--quick] [--rounds N]
 #
@@ -84,7 +85,7 @@ log "measuring the FMA peak and the memory bandwidth"
 "$HERE/target/release/machine_peak" --json "$RUN/machine.json" >/dev/null
 
 CRIT_ARGS=()
-PY_ARGS=(--only W1,W2,W5,DIGITS)
+PY_ARGS=(--only W1,W2,W3,W4,W5,DIGITS)
 MODE="full (criterion defaults for the digits group: 3 s warm-up, 5 s measurement; W1/W2/W5 groups 1 s / 3 s; Python default repetitions)"
 if [[ $QUICK == 1 ]]; then
     CRIT_ARGS=(--warm-up-time 1 --measurement-time 3)

@@ -1,5 +1,6 @@
 //! Peers in the same run: stategrad, candle and burn on W1, W2 and W5 of
-//! shared/BENCHMARK-WORKLOADS.md and on one epoch of the digits MLP of examples/digits.rs
+//! shared/BENCHMARK-WORKLOADS.md (and stategrad alone on W1 in one loop, W3 and W4, which the
+//! peers lack: `loops_jacobians/mod.rs`) and on one epoch of the digits MLP of examples/digits.rs
 //! (`digits_epoch/mod.rs`), one criterion group per workload with one bench function per
 //! library, so that the ratios come from one process on one machine state.
 //!
@@ -25,6 +26,8 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
 /// The digits epoch (`digits_epoch_mlp`): stategrad, candle and burn training the example's MLP.
 mod digits_epoch;
+/// W1 in one compiled loop, W3 and W4: stategrad only (the peers have none), beside JAX/PyTorch.
+mod loops_jacobians;
 
 // ---------------------------------------------------------------------------------------------
 // Shared set-up: threads, fixed-seed inputs, f64 references.
@@ -1058,8 +1061,10 @@ fn main() {
     );
     let mut c = Criterion::default().configure_from_args();
     w1(&mut c);
+    loops_jacobians::w1_loop(&mut c);
     w2(&mut c);
     w5(&mut c);
+    loops_jacobians::jacobians(&mut c);
     digits_epoch::bench(&mut c);
     c.final_summary();
 }
