@@ -234,18 +234,7 @@ fn thin_gemm<T: Element>(
     }
     if m == 1 && csb == 1 && csc == 1 {
         // c = beta c + Σ_p alpha a_p · (row p of B): one contiguous axpy per row of B.
-        for p in 0..k {
-            let first = p == 0;
-            axpby(
-                n,
-                alpha * a[p * csa],
-                &b[p * rsb..],
-                1,
-                if first { beta } else { T::ONE },
-                c,
-                1,
-            );
-        }
+        axpy_lines(k, n, |p| alpha * a[p * csa], b, rsb, beta, c);
         return true;
     }
     if m == 1 {
@@ -276,18 +265,7 @@ fn thin_gemm<T: Element>(
     if n == 1 && rsa == 1 && rsc == 1 && csa != 1 {
         // A stored by columns (a transposed matrix times a vector): c = beta c + Σ_p alpha b_p ·
         // (column p of A), one contiguous axpy per column, rather than `m` strided dots.
-        for p in 0..k {
-            let first = p == 0;
-            axpby(
-                m,
-                alpha * b[p * rsb],
-                &a[p * csa..],
-                1,
-                if first { beta } else { T::ONE },
-                c,
-                1,
-            );
-        }
+        axpy_lines(k, m, |p| alpha * b[p * rsb], a, csa, beta, c);
         return true;
     }
     if n == 1 {
@@ -310,6 +288,23 @@ fn thin_gemm<T: Element>(
         return true;
     }
     false
+}
+
+/// `c[..len] = beta·c + Σ_p s(p)·x[p·step..][..len]` for `p < k` (`k ≥ 1`): one contiguous axpy
+/// per line of `x`, the first scaling `c` by `beta`.
+fn axpy_lines<T: Element>(
+    k: usize,
+    len: usize,
+    s: impl Fn(usize) -> T,
+    x: &[T],
+    step: usize,
+    beta: T,
+    c: &mut [T],
+) {
+    for p in 0..k {
+        let keep = if p == 0 { beta } else { T::ONE };
+        axpby(len, s(p), &x[p * step..], 1, keep, c, 1);
+    }
 }
 
 fn check_fits(what: &str, len: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
