@@ -338,6 +338,13 @@ fn no_alias(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
     small != 0 && small.checked_mul(extent).is_some_and(|e| big >= e)
 }
 
+/// Whether large products use this crate's packed kernel (where the CPU has one): true unless
+/// `STATEGRAD_GEMM=crate`, read once, sends them to the `gemm` crate (to compare the two).
+fn packed_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("STATEGRAD_GEMM").map_or(true, |v| v.trim() != "crate"))
+}
+
 /// A raw pointer that may be shared across rayon tasks.
 #[derive(Clone, Copy)]
 struct SharedPtr<T>(*mut T);
@@ -360,10 +367,19 @@ impl<T> SharedPtr<T> {
 /// swapping strides). If `beta == 0`, `C` is not read (NaNs in it do not propagate); if
 /// `k == 0`, `C = beta * C`.
 ///
+/// Paths, by size:
+/// * vector-matrix and matrix-vector products (`m`, `n` or `k` of 1) run as dots or axpys;
+/// * products of at least `GEMM_CRATE_MIN_FLOPS` multiply-adds (`2^18`) run on this crate's
+///   packed kernel (blocked, AVX-512 or AVX2 + FMA tiles chosen at run time) when the CPU has
+///   one and `n` is at least one tile wide, else on the `gemm` crate. The packed kernel sums
+///   each element's `k` products in an order fixed by `k` alone, so its results do not depend on
+///   the thread count; `STATEGRAD_GEMM=crate` (read once) sends these products to the `gemm`
+///   crate instead, to compare the two;
+/// * smaller products run on `matrixmultiply`.
+///
 /// With [`Par::Rayon`] and `m * n * k >` [`PAR_GEMM_MIN_FLOPS`](crate::PAR_GEMM_MIN_FLOPS), the
-/// rows of `C` are split into one block per rayon thread, each computed by a sequential
-/// `matrixmultiply` call (one level of parallelism); [`Par::Seq`] stays on the caller's thread.
-/// `matrixmultiply` allocates its packing buffers (the only allocating kernel of this crate).
+/// work is split over the rayon threads; [`Par::Seq`] stays on the caller's thread. Packing
+/// buffers are allocated (and, up to 64 MiB per thread, kept for the next call).
 ///
 /// # Panics
 /// If a matrix does not fit in its slice with the given dims and strides, or if `C`'s strides
@@ -421,11 +437,39 @@ pub fn gemm<T: Element>(
         return;
     }
     let work = m.saturating_mul(n).saturating_mul(k);
+    let threads = rayon::current_num_threads();
+    let parallel = par == Par::Rayon && threads > 1 && work > PAR_GEMM_MIN_FLOPS;
     if k > 0 && work >= GEMM_CRATE_MIN_FLOPS {
+        if let Some(kern) = crate::packed::kernel::<T>().filter(|k| k.suits(n) && packed_enabled())
+        {
+            let ops = crate::packed::Operands {
+                a,
+                rsa,
+                csa,
+                b,
+                rsb,
+                csb,
+            };
+            // SAFETY: m, k, n >= 1 here; A's and B's elements are in bounds (`check_fits`),
+            // C's are in bounds and distinct (`check_fits`, `no_alias`; strides fit `isize`
+            // since each is bounded by an in-bounds index) and `c` is borrowed mutably.
+            unsafe {
+                crate::packed::gemm(
+                    &kern,
+                    (m, k, n),
+                    alpha,
+                    &ops,
+                    beta,
+                    c.as_mut_ptr(),
+                    (rsc as isize, csc as isize),
+                    if parallel { threads } else { 1 },
+                )
+            };
+            return;
+        }
         // Large products go to the `gemm` crate: packed AVX-512/AVX2/SSE micro-kernels chosen at
         // run time (its `x86-v4` feature), parallelised at one level over rayon when allowed.
-        let threads = rayon::current_num_threads();
-        let parallelism = if par == Par::Rayon && threads > 1 && work > PAR_GEMM_MIN_FLOPS {
+        let parallelism = if parallel {
             gemm::Parallelism::Rayon(threads)
         } else {
             gemm::Parallelism::None
@@ -495,8 +539,7 @@ pub fn gemm<T: Element>(
             )
         }
     };
-    let threads = rayon::current_num_threads();
-    if par == Par::Rayon && work > PAR_GEMM_MIN_FLOPS && threads > 1 && m >= 2 * ROW_ALIGN {
+    if parallel && m >= 2 * ROW_ALIGN {
         let rows_per = m.div_ceil(threads).next_multiple_of(ROW_ALIGN);
         let blocks = m.div_ceil(rows_per);
         (0..blocks).into_par_iter().for_each(|i| {

@@ -3,7 +3,7 @@
 //! This crate knows nothing about graphs or autodiff: it provides element-wise, broadcasting,
 //! gather, reduction and matrix-multiplication kernels over plain `f32` / `f64` slices. Every
 //! kernel writes into a caller-provided output buffer and does not allocate (the exception is
-//! [`gemm`], whose backends allocate packing buffers). Programs, fused passes and generated
+//! [`gemm`], which allocates packing buffers). Programs, fused passes and generated
 //! code live in `stategrad-exec`, built on the per-block layer in [`block`].
 //!
 //! Vector code is written once, generic over [`block::SimdVec`], and runs on the widest
@@ -61,6 +61,7 @@ mod element;
 mod elementwise;
 mod gemm;
 pub mod isa;
+mod packed;
 mod reduce;
 pub mod reference;
 mod strided;

@@ -1,0 +1,180 @@
+//! The packed kernels of every ISA this CPU has, against the scalar reference: every operand
+//! layout, shapes crossing each block size (`mr`, `nr`, `KC`, `MC`, `NC`), 1–3 threads.
+
+use super::{gemm, kernel_on, Kernel, Operands, KC, MC, NC};
+use crate::isa::Isa;
+use crate::test_support::Rng;
+use crate::{reference, Element};
+
+/// `(rows, cols, kind)` -> (row stride, column stride, elements): 0 row-major, 1 column-major,
+/// 2 padded row-major, 3 both strides non-unit.
+fn layout(rows: usize, cols: usize, kind: usize) -> (usize, usize, usize) {
+    match kind {
+        0 => (cols, 1, rows * cols),
+        1 => (1, rows, rows * cols),
+        2 => (cols + 3, 1, rows * (cols + 3)),
+        _ => (2 * cols + 1, 2, rows * (2 * cols + 1)),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<T: Element>(
+    kern: &Kernel<T>,
+    (m, k, n): (usize, usize, usize),
+    (la, lb, lc): (usize, usize, usize),
+    alpha: T,
+    beta: T,
+    threads: usize,
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+) {
+    let (rsa, csa, _) = layout(m, k, la);
+    let (rsb, csb, _) = layout(k, n, lb);
+    let (rsc, csc, _) = layout(m, n, lc);
+    let ops = Operands {
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    // SAFETY: the slices were sized by `layout` for these dims and strides; C's layouts do not
+    // alias and `c` is borrowed mutably.
+    pool.install(|| unsafe {
+        gemm(
+            kern,
+            (m, k, n),
+            alpha,
+            &ops,
+            beta,
+            c.as_mut_ptr(),
+            (rsc as isize, csc as isize),
+            threads,
+        )
+    });
+}
+
+fn check<T: Element>(which: Isa, rng: &mut Rng, (m, k, n): (usize, usize, usize)) {
+    let Some(kern) = kernel_on::<T>(which) else {
+        return;
+    };
+    for (la, lb, lc) in [
+        (0, 0, 0),
+        (1, 0, 0),
+        (0, 1, 0),
+        (1, 1, 1),
+        (2, 3, 2),
+        (3, 2, 3),
+    ] {
+        let a = rng.vec::<T>(layout(m, k, la).2, -1.0, 1.0);
+        let b = rng.vec::<T>(layout(k, n, lb).2, -1.0, 1.0);
+        let (rsc, csc, nc) = layout(m, n, lc);
+        for (alpha, beta) in [(1.0, 0.0), (0.5, -2.0), (-1.5, 1.0)] {
+            let (alpha, beta) = (T::from_f64(alpha), T::from_f64(beta));
+            let mut c0: Vec<T> = rng.vec(nc, -1.0, 1.0);
+            if beta == T::ZERO {
+                // C must not be read: NaN in it must not reach the result.
+                c0.iter_mut().step_by(2).for_each(|v| *v = T::NAN);
+            }
+            let mut want = c0.clone();
+            let (rsa, csa, _) = layout(m, k, la);
+            let (rsb, csb, _) = layout(k, n, lb);
+            reference::gemm(
+                m, k, n, alpha, &a, rsa, csa, &b, rsb, csb, beta, &mut want, rsc, csc,
+            );
+            let mut first: Option<Vec<T>> = None;
+            for threads in [1, 2, 3] {
+                let mut c = c0.clone();
+                run(
+                    &kern,
+                    (m, k, n),
+                    (la, lb, lc),
+                    alpha,
+                    beta,
+                    threads,
+                    &a,
+                    &b,
+                    &mut c,
+                );
+                let tol = T::EPSILON.to_f64() * (4.0 * k as f64 + 8.0);
+                for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+                    let (g, w) = (g.to_f64(), w.to_f64());
+                    assert!(
+                        (g - w).abs() <= tol || (g.is_nan() && w.is_nan()),
+                        "{which:?} {} {m}x{k}x{n} layouts {la}{lb}{lc} alpha {alpha:?} beta \
+                         {beta:?} threads {threads} [{i}]: got {g} want {w}",
+                        T::NAME
+                    );
+                }
+                // The sum order of every element is fixed by k alone: the same bits whatever
+                // the thread count.
+                match &first {
+                    None => first = Some(c),
+                    Some(f) => assert!(
+                        f.iter()
+                            .zip(&c)
+                            .all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits()),
+                        "{which:?} {m}x{k}x{n}: {threads} threads changed the bits"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+fn shapes() -> Vec<(usize, usize, usize)> {
+    vec![
+        (1, 1, 1),
+        (5, 7, 3),
+        (12, 16, 32),
+        (13, 17, 33),
+        (25, 9, 70),
+        (7, 2 * KC + 3, 40),
+        (MC + 13, 20, 35),
+        (3, 5, NC + 37),
+        (40, KC + 1, 100),
+    ]
+}
+
+fn check_all<T: Element>() {
+    let mut rng = Rng::new(31);
+    let mut ran = 0;
+    for which in [Isa::Avx512, Isa::Avx2] {
+        if kernel_on::<T>(which).is_none() {
+            continue;
+        }
+        ran += 1;
+        for s in shapes() {
+            check::<T>(which, &mut rng, s);
+        }
+    }
+    // Every x86-64 test machine since 2013 has AVX2; elsewhere there is no packed kernel.
+    if cfg!(target_arch = "x86_64") && Isa::detected() >= Isa::Avx2 {
+        assert!(ran > 0, "no packed kernel ran");
+    }
+}
+
+#[test]
+fn packed_f32_matches_reference_on_every_isa() {
+    check_all::<f32>();
+}
+
+#[test]
+fn packed_f64_matches_reference_on_every_isa() {
+    check_all::<f64>();
+}
+
+/// A kernel is handed out only for an ISA this CPU has.
+#[test]
+fn no_kernel_above_the_cpu() {
+    if Isa::detected() < Isa::Avx512 {
+        assert!(kernel_on::<f32>(Isa::Avx512).is_none());
+    }
+    assert!(kernel_on::<f32>(Isa::Baseline).is_none());
+}
