@@ -8,9 +8,8 @@ use crate::{Element, Par, PAR_GEMM_MIN_FLOPS};
 /// heights of `matrixmultiply`).
 const ROW_ALIGN: usize = 16;
 
-/// Panics unless the `rows x cols` matrix with strides `rs`/`cs` fits in `len` elements.
-/// Products at least this large (m·n·k) use the `gemm` crate's packed kernels; smaller ones
-/// `matrixmultiply`, whose setup is cheaper.
+/// Products at least this large (m·n·k) use the packed kernel (or the `gemm` crate's); smaller
+/// ones `matrixmultiply`, whose setup is cheaper.
 pub const GEMM_CRATE_MIN_FLOPS: usize = 1 << 18;
 
 /// `dot(x[0], x[sx], …; y[0], y[sy], …)` over `k` terms, with eight accumulators so that the
@@ -307,6 +306,7 @@ fn axpy_lines<T: Element>(
     }
 }
 
+/// Panics unless the `rows x cols` matrix with strides `rs`/`cs` fits in `len` elements.
 fn check_fits(what: &str, len: usize, rows: usize, cols: usize, rs: usize, cs: usize) {
     if rows == 0 || cols == 0 {
         return;
@@ -440,7 +440,8 @@ pub fn gemm<T: Element>(
     let threads = rayon::current_num_threads();
     let parallel = par == Par::Rayon && threads > 1 && work > PAR_GEMM_MIN_FLOPS;
     if k > 0 && work >= GEMM_CRATE_MIN_FLOPS {
-        if let Some(kern) = crate::packed::kernel::<T>().filter(|k| k.suits(n) && packed_enabled())
+        if let Some(kern) =
+            crate::packed::kernel::<T>().filter(|kern| kern.suits(n) && packed_enabled())
         {
             let ops = crate::packed::Operands {
                 a,

@@ -1,16 +1,20 @@
 //! Packed GEMM: this crate's own blocked matrix product, for x86-64 with AVX-512 or AVX2 + FMA.
 //!
-//! Why not only the `gemm` crate: on the training step's shapes (a few hundred rows, transposed
-//! operands in the backward pass) it ran at 52–69 % of this machine's FMA peak on one thread.
-//! This is the classic blocked algorithm (Goto/BLIS) with tiles sized for these shapes:
+//! Why not only the `gemm` crate: the backward pass of a training step multiplies by transposed
+//! operands, on which the crate measured 1.05–1.4x slower than this kernel (and level on plain
+//! products; `examples/gemm_probe.rs` compares them in one run). This is the classic blocked
+//! algorithm (Goto/BLIS):
 //!
-//! * `k` is cut into equal blocks of at most [`KC`], `n` into equal blocks of at most [`NC`];
-//! * `B`'s block is packed once per call into `kc x nr` panels (shared by every thread), `A`'s
-//!   rows into `mr x kc` panels by the thread that uses them (whatever the strides, so a
-//!   transposed operand costs only its packing);
-//! * the micro-kernel ([`x86`]) keeps an `mr x nr` tile of `C` in registers over a whole `kc`
-//!   block, and only then reads and writes `C`;
-//! * threads take disjoint row ranges of `C` (column ranges when there are too few rows).
+//! * `k` is cut into equal blocks of at most [`KC`], `n` into equal blocks of at most [`NC`],
+//!   and each thread's rows into blocks of at most [`MC`];
+//! * threads take disjoint column ranges of `C` (row ranges when there are fewer column panels
+//!   than threads); each packs its columns of `B`, block by block, into `kc x nr` panels in its
+//!   own buffer;
+//! * `A`'s rows go into `mr x kc` panels, packed once for all threads when they split columns
+//!   (at most [`SHARED_A_MAX`] elements), else by each thread for its rows; whatever the
+//!   strides, so a transposed operand costs only its packing (AVX transposes, `transpose.rs`);
+//! * the micro-kernel (`x86.rs`) keeps an `mr x nr` tile of `C` in registers over a whole `kc`
+//!   block, and only then reads and writes `C`.
 //!
 //! Every element of `C` sums its `k` products in the same order whatever the thread count or
 //! its place in a tile (full tiles and edge tiles round alike), so the result does not depend
@@ -65,6 +69,10 @@ pub(crate) struct Block<E> {
 }
 
 /// A micro-kernel: its tile and the function that runs a [`Block`] with it.
+///
+/// Invariant (what makes calling `block` sound beyond [`Block`]'s contract): `block` computes
+/// tiles of exactly `mr x nr`, and this CPU has the ISA it was compiled for. Only
+/// [`Kernel::new`]'s callers (`x86::kernel_f32_on`/`kernel_f64_on`) establish it.
 #[derive(Clone, Copy)]
 pub(crate) struct Kernel<E> {
     mr: usize,
@@ -73,8 +81,10 @@ pub(crate) struct Kernel<E> {
 }
 
 impl<E> Kernel<E> {
+    /// # Safety
+    /// `block`'s tiles are `mr x nr`, and the CPU has the ISA `block` is compiled for.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn new(mr: usize, nr: usize, block: unsafe fn(&Block<E>)) -> Self {
+    unsafe fn new(mr: usize, nr: usize, block: unsafe fn(&Block<E>)) -> Self {
         Kernel { mr, nr, block }
     }
 
@@ -223,8 +233,11 @@ pub(crate) unsafe fn gemm<T: Element>(
             }
         }
     };
-    let a_len = row_panels * mr * k;
-    if tasks > 1 && !split_rows && a_len <= SHARED_A_MAX {
+    // k is bounded by no slice when A's and B's k strides are zero: check the size.
+    let a_len = (row_panels * mr)
+        .checked_mul(k)
+        .filter(|&l| l <= SHARED_A_MAX);
+    if let Some(a_len) = a_len.filter(|_| tasks > 1 && !split_rows) {
         // Every task would pack all of A: pack it once, in parallel, for all of them.
         with_buffer::<T, _>(&SHARED_BUFFER, a_len, |ap| {
             pack_all_a(ap, ops, m, k, kc, mr);
@@ -331,7 +344,9 @@ unsafe fn part_of_c<T: Element>(
                         },
                     };
                     // SAFETY: `ap` holds ceil(rows/mr) packed kb x mr panels, `bp`
-                    // ceil(cols/nr) packed kb x nr panels; the block's C is this task's.
+                    // ceil(cols/nr) packed kb x nr panels, with `kern`'s mr and nr, which are
+                    // its block function's tile (Kernel's invariant, as is the ISA); the
+                    // block's C is this task's.
                     unsafe { (kern.block)(&blk) };
                     i0 += rows;
                 }

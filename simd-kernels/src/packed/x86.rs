@@ -9,8 +9,8 @@
 //! # Soundness
 //! Every function here is `unsafe` and reads and writes through raw pointers; [`Block`] states
 //! what its caller guarantees. The `#[target_feature]` functions are only reached through
-//! [`kernel`], which hands out each one only when [`isa`](crate::isa::isa) found its ISA on
-//! this CPU.
+//! [`kernel_f32_on`] and [`kernel_f64_on`], which hand out each one, with its own tile size,
+//! only when [`Isa::detected`] found its ISA on this CPU.
 
 use std::arch::x86_64::*;
 
@@ -276,18 +276,21 @@ entry!(avx2_f64, Avx2F64, "avx2,fma", 6, 2);
 
 /// The f32 kernel of `which`, if this CPU has it.
 pub(super) fn kernel_f32_on(which: Isa) -> Option<Kernel<f32>> {
+    // SAFETY (each `Kernel::new`): the tile is the entry's (`entry!` above) and the arm is
+    // taken only when the CPU has `which` (`min(Isa::detected())` equals it).
     match which.min(Isa::detected()) {
-        Isa::Avx512 if which == Isa::Avx512 => Some(Kernel::new(12, 32, avx512_f32)),
-        Isa::Avx2 if which == Isa::Avx2 => Some(Kernel::new(6, 16, avx2_f32)),
+        Isa::Avx512 if which == Isa::Avx512 => Some(unsafe { Kernel::new(12, 32, avx512_f32) }),
+        Isa::Avx2 if which == Isa::Avx2 => Some(unsafe { Kernel::new(6, 16, avx2_f32) }),
         _ => None,
     }
 }
 
 /// The f64 kernel of `which`, if this CPU has it.
 pub(super) fn kernel_f64_on(which: Isa) -> Option<Kernel<f64>> {
+    // SAFETY: as in `kernel_f32_on`.
     match which.min(Isa::detected()) {
-        Isa::Avx512 if which == Isa::Avx512 => Some(Kernel::new(12, 16, avx512_f64)),
-        Isa::Avx2 if which == Isa::Avx2 => Some(Kernel::new(6, 8, avx2_f64)),
+        Isa::Avx512 if which == Isa::Avx512 => Some(unsafe { Kernel::new(12, 16, avx512_f64) }),
+        Isa::Avx2 if which == Isa::Avx2 => Some(unsafe { Kernel::new(6, 8, avx2_f64) }),
         _ => None,
     }
 }
