@@ -1,6 +1,8 @@
 //! The machine's FMA peak (the roofline of every GEMM figure) and this crate's GEMM against the
 //! `gemm` crate on the shapes of W2 (forward and backward), W3 and W4, measured interleaved in
-//! one run: `cargo run --release -p stategrad-simd --example gemm_probe`.
+//! one run: `cargo run --release -p stategrad-simd --example gemm_probe`. Products with a
+//! transposed operand run on the packed kernel; the others go to the `gemm` crate (so their
+//! ratio is 1 up to noise); `STATEGRAD_GEMM=packed` sends them to the packed kernel too.
 use std::time::Instant;
 
 /// Seconds per call: the best of 2 batches of 10 calls (after one warm-up call).

@@ -338,11 +338,24 @@ fn no_alias(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
     small != 0 && small.checked_mul(extent).is_some_and(|e| big >= e)
 }
 
-/// Whether large products use this crate's packed kernel (where the CPU has one): true unless
-/// `STATEGRAD_GEMM=crate`, read once, sends them to the `gemm` crate (to compare the two).
-fn packed_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("STATEGRAD_GEMM").map_or(true, |v| v.trim() != "crate"))
+/// Which large products the packed kernel takes, from `STATEGRAD_GEMM` (read once): `crate`
+/// none (every one goes to the `gemm` crate), `packed` every one it can, otherwise those with a
+/// transposed operand. For comparing the paths in benchmarks and tests.
+fn packed_takes<T>(kern: &crate::packed::Kernel<T>, n: usize, csa: usize, csb: usize) -> bool {
+    static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let mode =
+        *MODE.get_or_init(
+            || match std::env::var("STATEGRAD_GEMM").as_deref().map(str::trim) {
+                Ok("crate") => Some(false),
+                Ok("packed") => Some(true),
+                _ => None,
+            },
+        );
+    match mode {
+        Some(false) => false,
+        Some(true) => kern.suits(n, 0, 0),
+        None => kern.suits(n, csa, csb),
+    }
 }
 
 /// A raw pointer that may be shared across rayon tasks.
@@ -369,12 +382,14 @@ impl<T> SharedPtr<T> {
 ///
 /// Paths, by size:
 /// * vector-matrix and matrix-vector products (`m`, `n` or `k` of 1) run as dots or axpys;
-/// * products of at least `GEMM_CRATE_MIN_FLOPS` multiply-adds (`2^18`) run on this crate's
-///   packed kernel (blocked, AVX-512 or AVX2 + FMA tiles chosen at run time) when the CPU has
-///   one and `n` is at least one tile wide, else on the `gemm` crate. The packed kernel sums
-///   each element's `k` products in an order fixed by `k` alone, so its results do not depend on
-///   the thread count; `STATEGRAD_GEMM=crate` (read once) sends these products to the `gemm`
-///   crate instead, to compare the two;
+/// * products of at least `GEMM_CRATE_MIN_FLOPS` multiply-adds (`2^18`) with a transposed
+///   operand (A or B not row-major) run on this crate's packed kernel (blocked, AVX-512 or
+///   AVX2 + FMA tiles chosen at run time) when the CPU has one and `n` is at least one tile
+///   wide; the others on the `gemm` crate, which measured faster on two row-major operands.
+///   The packed kernel sums each element's `k` products in an order fixed by `k` alone, so its
+///   results do not depend on the thread count. `STATEGRAD_GEMM=crate` (read once) sends every
+///   large product to the `gemm` crate, `STATEGRAD_GEMM=packed` every one it can to the packed
+///   kernel, to compare the two;
 /// * smaller products run on `matrixmultiply`.
 ///
 /// With [`Par::Rayon`] and `m * n * k >` [`PAR_GEMM_MIN_FLOPS`](crate::PAR_GEMM_MIN_FLOPS), the
@@ -441,7 +456,7 @@ pub fn gemm<T: Element>(
     let parallel = par == Par::Rayon && threads > 1 && work > PAR_GEMM_MIN_FLOPS;
     if k > 0 && work >= GEMM_CRATE_MIN_FLOPS {
         if let Some(kern) =
-            crate::packed::kernel::<T>().filter(|kern| kern.suits(n) && packed_enabled())
+            crate::packed::kernel::<T>().filter(|kern| packed_takes(kern, n, csa, csb))
         {
             let ops = crate::packed::Operands {
                 a,

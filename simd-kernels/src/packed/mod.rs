@@ -90,10 +90,14 @@ impl<E> Kernel<E> {
         Kernel { mr, nr, block }
     }
 
-    /// Whether a product with `n` columns suits the kernel: narrower than one tile, most of
-    /// its FMAs would be padding (256x512x10 ran at 0.6x the `gemm` crate's speed).
-    pub(crate) fn suits(&self, n: usize) -> bool {
-        n >= self.nr
+    /// Whether a product with `n` columns and A's and B's column strides `csa`, `csb` should
+    /// run on this kernel rather than on the `gemm` crate, by what they measured in the same
+    /// runs (`examples/gemm_probe.rs`, W2's shapes): with a transposed operand the kernel is
+    /// level to 1.5x faster (its AVX transposes pack it); with both row-major it is 0.9–0.97x
+    /// the crate's speed (the crate reads such an A in place); narrower than one tile, most of
+    /// its FMAs would be padding (256x512x10 ran at 0.6x).
+    pub(crate) fn suits(&self, n: usize, csa: usize, csb: usize) -> bool {
+        n >= self.nr && (csa != 1 || csb != 1)
     }
 }
 
