@@ -92,10 +92,13 @@ impl<E> Kernel<E> {
 
     /// Whether a product with `n` columns and A's and B's column strides `csa`, `csb` should
     /// run on this kernel rather than on the `gemm` crate, by what they measured in the same
-    /// runs (`examples/gemm_probe.rs`, W2's shapes): with a transposed operand the kernel is
-    /// level to 1.5x faster (its AVX transposes pack it); with both row-major it is 0.9–0.97x
-    /// the crate's speed (the crate reads such an A in place); narrower than one tile, most of
-    /// its FMAs would be padding (256x512x10 ran at 0.6x).
+    /// runs. Isolated (`examples/gemm_probe.rs`, W2's shapes, order alternated): with B
+    /// transposed the kernel is 1.04–1.1x faster on one thread and 1.3–1.5x on two (its AVX
+    /// transposes pack B); with A transposed 1.01–1.02x on one and 0.89–1.03x on two; with
+    /// both row-major 0.91–0.95x (the crate reads such an A in place). In W2's training step
+    /// (two rounds each, 2 threads), taking both transposed cases made the step 0.86–0.89x the
+    /// crate-only time, B only 0.98–1.0x. Narrower than one tile, most FMAs would be padding
+    /// (256x512x10 ran at 0.6x).
     pub(crate) fn suits(&self, n: usize, csa: usize, csb: usize) -> bool {
         n >= self.nr && (csa != 1 || csb != 1)
     }
