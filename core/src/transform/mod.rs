@@ -240,7 +240,9 @@ impl<F, A, O, S, N, X, R, K> GradientTransform<F, A, O, S, N, X, R, K> {
 
     /// Basis vectors per pass of a Jacobian (`jacrev`, `jacfwd`, `jacobian`, `hessian`):
     /// a chunk's pass holds `n` rows or columns at once, so `n` bounds memory; the default
-    /// takes them all in one chunk per rayon thread. The `chunk_size` parameter, typed: `0` is
+    /// splits them into one chunk per rayon thread, run in parallel (one chunk when recorded
+    /// under `jit` or another transform, where chunks would run one after another). The
+    /// `chunk_size` parameter, typed: `0` is
     /// an [`Error::PluginParam`] from `call`, as is setting it on a transform that takes no
     /// chunks (`grad`).
     ///
