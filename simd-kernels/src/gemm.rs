@@ -1,4 +1,6 @@
-//! [`gemm`]: a bounds-checked wrapper around `matrixmultiply::{sgemm, dgemm}`.
+//! [`gemm`]: checks its arguments, then sends a product to the direct path for vector
+//! products, the packed kernel (`packed/`), the `gemm` crate or `matrixmultiply`; and the
+//! selection products (`gemm_select_cols`, `gemm_select_rows`).
 
 use rayon::prelude::*;
 
@@ -10,7 +12,7 @@ const ROW_ALIGN: usize = 16;
 
 /// Products at least this large (m·n·k) use the packed kernel (or the `gemm` crate's); smaller
 /// ones `matrixmultiply`, whose setup is cheaper.
-pub const GEMM_CRATE_MIN_FLOPS: usize = 1 << 18;
+pub const LARGE_GEMM_MIN_FLOPS: usize = 1 << 18;
 
 /// `dot(x[0], x[sx], …; y[0], y[sy], …)` over `k` terms, with eight accumulators so that the
 /// loop vectorises (the summation order differs from a plain loop by rounding only). This is
@@ -353,6 +355,7 @@ fn packed_takes<T>(kern: &crate::packed::Kernel<T>, n: usize, csa: usize, csb: u
         );
     match mode {
         Some(false) => false,
+        // Strides of 0 stand for "any layout": every product a tile wide.
         Some(true) => kern.suits(n, 0, 0),
         None => kern.suits(n, csa, csb),
     }
@@ -382,7 +385,7 @@ impl<T> SharedPtr<T> {
 ///
 /// Paths, by size:
 /// * vector-matrix and matrix-vector products (`m`, `n` or `k` of 1) run as dots or axpys;
-/// * products of at least `GEMM_CRATE_MIN_FLOPS` multiply-adds (`2^18`) with a transposed
+/// * products of at least `LARGE_GEMM_MIN_FLOPS` multiply-adds (`2^18`) with a transposed
 ///   operand (A or B not row-major) run on this crate's packed kernel (blocked, AVX-512 or
 ///   AVX2 + FMA tiles chosen at run time) when the CPU has one and `n` is at least one tile
 ///   wide; the others on the `gemm` crate, which measured faster on two row-major operands.
@@ -454,7 +457,7 @@ pub fn gemm<T: Element>(
     let work = m.saturating_mul(n).saturating_mul(k);
     let threads = rayon::current_num_threads();
     let parallel = par == Par::Rayon && threads > 1 && work > PAR_GEMM_MIN_FLOPS;
-    if k > 0 && work >= GEMM_CRATE_MIN_FLOPS {
+    if k > 0 && work >= LARGE_GEMM_MIN_FLOPS {
         if let Some(kern) =
             crate::packed::kernel::<T>().filter(|kern| packed_takes(kern, n, csa, csb))
         {

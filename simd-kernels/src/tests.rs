@@ -668,8 +668,9 @@ fn gemm_all<T: Element>() {
     }
     // Large enough for the rayon split (m * n * k > 2^21), with m not a multiple of the blocks.
     gemm_case::<T>(&mut rng, 255, 90, 97, Par::Rayon, 2);
-    // Through the dispatch to the packed kernel (k past one k block, an edge tile each way).
-    gemm_case::<T>(&mut rng, 50, 300, 45, Par::Rayon, 5);
+    // Through the dispatch to the packed kernel (transposed layouts) and the `gemm` crate:
+    // k past one k block (400), an edge tile each way, and above the rayon split's threshold.
+    gemm_case::<T>(&mut rng, 64, 450, 80, Par::Rayon, 5);
 }
 
 /// An empty product (n = 0) with row strides on empty B and C: nothing is written and nothing

@@ -404,8 +404,9 @@ mod tests {
         Some(found)
     }
 
-    /// Random sparse operands (zeros, -0.0, NaN, one or two nonzeros per line), in both memory
-    /// orders and lengths across the 16-element chunks: the same answer as the plain scan.
+    /// Random sparse operands (zeros, -0.0, NaN at random places), read in both memory orders
+    /// with unit and padded strides, lengths across the 16-element chunks: the same answer as
+    /// the plain scan.
     #[test]
     fn selection_scan_matches_the_plain_scan() {
         let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -418,13 +419,13 @@ mod tests {
         let mut outcomes = [0usize; 2];
         for _ in 0..400 {
             let (k, count) = (1 + next(40), 1 + next(40));
-            let mut x = vec![0.0f64; k * count];
+            let mut x = vec![0.0f64; (2 * k + 1) * (2 * count + 1)];
             for _ in 0..next(2 * count + 1) {
                 let at = next(x.len());
                 x[at] = [1.0, -0.0, f64::NAN, 2.5][next(4)];
             }
             // Row-major (count contiguous) and column-major (k contiguous) reads of the buffer.
-            for (s_inner, s_outer) in [(count, 1), (1, k)] {
+            for (s_inner, s_outer) in [(count, 1), (1, k), (2 * count + 1, 2), (2, 2 * k + 1)] {
                 let got = selection(&x, s_inner, s_outer, k, count);
                 outcomes[usize::from(got.is_some())] += 1;
                 assert_eq!(

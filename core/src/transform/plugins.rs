@@ -227,8 +227,9 @@ fn map_chunks<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Resul
 /// Basis vectors per chunk: the `chunk_size` parameter (it bounds memory: a chunk's pass holds
 /// `chunk` copies of every intermediate), else an even split over the rayon threads, or one
 /// chunk while a transform or `jit` records: recorded chunks run one after another on this
-/// thread (and all stay on the tape), so one batch costs no more memory and lets every kernel
-/// split over the threads (W3's jitted jacrev and jacfwd on 2 threads: 17–22 % faster, now
+/// thread, and one batch lets every kernel split over the threads. It holds as many basis
+/// vectors at once as the eager default does on all threads together (a replay of several
+/// chunks could have freed one chunk's values before the next) (W3's jitted jacrev and jacfwd on 2 threads: 17–22 % faster, now
 /// level with eager).
 fn chunk_size(n: usize, params: &Params) -> usize {
     match params.get("chunk_size") {

@@ -1,8 +1,9 @@
 //! Packed GEMM: this crate's own blocked matrix product, for x86-64 with AVX-512 or AVX2 + FMA.
 //!
-//! Why not only the `gemm` crate: the backward pass of a training step multiplies by transposed
-//! operands, on which the crate measured 1.05–1.4x slower than this kernel (and level on plain
-//! products; `examples/gemm_probe.rs` compares them in one run). This is the classic blocked
+//! Why not only the `gemm` crate: the backward pass of a training step multiplies by a
+//! transposed B, on which the crate measured 1.04–1.1x slower than this kernel on one thread
+//! and 1.3–1.5x on two (`examples/gemm_probe.rs` compares them in one run; the dispatch rule
+//! and its figures are at [`Kernel::suits`]). This is the classic blocked
 //! algorithm (Goto/BLIS):
 //!
 //! * `k` is cut into equal blocks of at most [`KC`], `n` into equal blocks of at most [`NC`],
@@ -47,8 +48,9 @@ const MC: usize = 192;
 /// A shared by all threads is packed once (in a parallel pass of its own) when it has at most
 /// this many elements; else each thread packs the blocks it uses.
 const SHARED_A_MAX: usize = 1 << 22;
-/// Packing buffers larger than this are freed after the call instead of kept for the next.
-const KEEP_BYTES: usize = 64 << 20;
+/// Packing buffers larger than this are freed after the call instead of kept for the next (a
+/// thread keeps at most two: its own blocks', up to ~4 MB, and a shared A's).
+const KEEP_BYTES: usize = 8 << 20;
 
 /// One block of the product, as the micro-kernel loop sees it.
 ///
@@ -94,11 +96,11 @@ impl<E> Kernel<E> {
     /// run on this kernel rather than on the `gemm` crate, by what they measured in the same
     /// runs. Isolated (`examples/gemm_probe.rs`, W2's shapes, order alternated): with B
     /// transposed the kernel is 1.04–1.1x faster on one thread and 1.3–1.5x on two (its AVX
-    /// transposes pack B); with A transposed 1.01–1.02x on one and 0.89–1.03x on two; with
+    /// transposes pack B); with A transposed 0.99–1.02x on one and 0.89–0.97x on two; with
     /// both row-major 0.91–0.95x (the crate reads such an A in place). In W2's training step
     /// (two rounds each, 2 threads), taking both transposed cases made the step 0.86–0.89x the
-    /// crate-only time, B only 0.98–1.0x. Narrower than one tile, most FMAs would be padding
-    /// (256x512x10 ran at 0.6x).
+    /// crate-only time, B only 0.98–1.0x, so both stay. Narrower than one tile, most of the
+    /// FMAs would be on padding.
     pub(crate) fn suits(&self, n: usize, csa: usize, csb: usize) -> bool {
         n >= self.nr && (csa != 1 || csb != 1)
     }
