@@ -397,7 +397,7 @@ impl<T> SharedPtr<T> {
 ///
 /// With [`Par::Rayon`] and `m * n * k >` [`PAR_GEMM_MIN_FLOPS`](crate::PAR_GEMM_MIN_FLOPS), the
 /// work is split over the rayon threads; [`Par::Seq`] stays on the caller's thread. Packing
-/// buffers are allocated (and, up to 64 MiB per thread, kept for the next call).
+/// buffers are allocated (and, up to 8 MiB each, kept by the thread for the next call).
 ///
 /// # Panics
 /// If a matrix does not fit in its slice with the given dims and strides, or if `C`'s strides
