@@ -363,17 +363,18 @@ fn packed_takes<T>(kern: &crate::packed::Kernel<T>, n: usize, csa: usize, csb: u
 
 /// A raw pointer that may be shared across rayon tasks.
 #[derive(Clone, Copy)]
-struct SharedPtr<T>(*mut T);
+pub(crate) struct SharedPtr<T>(pub(crate) *mut T);
 
-// SAFETY: only used in `gemm` to hand disjoint row blocks of C (and read-only A, B) to rayon
-// tasks; `T: Send + Sync` (f32/f64) and no two tasks touch the same element of C.
+// SAFETY: only used by `gemm` and the packed kernel's driver to hand disjoint row or column
+// blocks of C (and read-only A, B) to rayon tasks; `T: Send + Sync` (f32/f64) and no two tasks
+// touch the same element of C.
 unsafe impl<T: Send + Sync> Send for SharedPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send + Sync> Sync for SharedPtr<T> {}
 
 impl<T> SharedPtr<T> {
     /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
-    fn get(self) -> *mut T {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }

@@ -164,21 +164,6 @@ fn with_buffer<T: Element, R>(
     out
 }
 
-/// `C` as a raw pointer that rayon tasks share (each writes its own rows or columns).
-#[derive(Clone, Copy)]
-struct CPtr<T>(*mut T);
-// SAFETY: tasks given a `CPtr` write disjoint elements (`gemm` splits C into disjoint row or
-// column ranges); `T` is f32/f64.
-unsafe impl<T: Send> Send for CPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for CPtr<T> {}
-
-impl<T> CPtr<T> {
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-
 /// The operands of one product, strides already checked by the caller.
 pub(crate) struct Operands<'a, T> {
     pub a: &'a [T],
@@ -216,7 +201,7 @@ pub(crate) unsafe fn gemm<T: Element>(
         .min(if split_rows { row_panels } else { col_panels })
         .max(1);
     let kc = k.div_ceil(k.div_ceil(KC));
-    let c = CPtr(c);
+    let c = crate::gemm::SharedPtr(c);
     let task = |t: usize, shared_a: Option<&[T]>| {
         let (r0, r1, c0, c1) = if split_rows {
             let (p0, p1) = (t * row_panels / tasks, (t + 1) * row_panels / tasks);
@@ -387,9 +372,9 @@ fn pack_a<T: Element>(
         let live = mr.min(rows - q * mr);
         let at = ((i0 + q * mr) * ops.rsa + p0 * ops.csa, live, kb);
         match mr {
-            12 => pack::a_panel::<T, 12>(panel, ops, at),
-            6 => pack::a_panel::<T, 6>(panel, ops, at),
-            _ => pack::a_panel_any(panel, ops, at, mr),
+            12 => pack::panel::<T, 12>(panel, pack::Lines::of_a(ops), at),
+            6 => pack::panel::<T, 6>(panel, pack::Lines::of_a(ops), at),
+            _ => pack::panel_any(panel, pack::Lines::of_a(ops), at, mr),
         }
     }
 }
@@ -425,10 +410,10 @@ fn pack_b<T: Element>(
         let c0 = j0 + q * nr;
         let at = (p0 * ops.rsb + c0 * ops.csb, nr.min(j0 + cols - c0), kb);
         match nr {
-            32 => pack::b_panel::<T, 32>(panel, ops, at),
-            16 => pack::b_panel::<T, 16>(panel, ops, at),
-            8 => pack::b_panel::<T, 8>(panel, ops, at),
-            _ => pack::b_panel_any(panel, ops, at, nr),
+            32 => pack::panel::<T, 32>(panel, pack::Lines::of_b(ops), at),
+            16 => pack::panel::<T, 16>(panel, pack::Lines::of_b(ops), at),
+            8 => pack::panel::<T, 8>(panel, pack::Lines::of_b(ops), at),
+            _ => pack::panel_any(panel, pack::Lines::of_b(ops), at, nr),
         }
     }
 }

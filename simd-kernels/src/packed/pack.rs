@@ -1,8 +1,9 @@
-//! Packing one panel of A or B, with the tile size known at compile time so that the copies
-//! and the small transposes compile to straight-line vector moves.
+//! Packing one panel of A or B (the same operation: A's rows and B's columns are both "lines"
+//! along the depth `k`), with the tile size known at compile time so that the copies and the
+//! small transposes compile to straight-line vector moves.
 //!
 //! Each function takes `(start, live, kb)`: the operand index of the panel's first element, how
-//! many of its `MR` rows (`NR` columns) exist, and its depth; missing rows/columns are zeros.
+//! many of its lines exist, and its depth; missing lines are zeros.
 
 use std::any::TypeId;
 
@@ -38,133 +39,98 @@ fn transpose_rows<T: Element, const W: usize>(
     false
 }
 
-/// Elements of a row (column) transposed at once.
+/// Elements of a line transposed at once.
 const T8: usize = 8;
 
-/// A's `live x kb` rows at `start` into a `[p][i]` panel of `MR` rows.
+/// One operand as the packers see it: a panel's `W` lines (A's rows, B's columns) of `kb`
+/// elements, element `(line i, depth p)` at `src[start + i * line + p * depth]`.
+#[derive(Clone, Copy)]
+pub(super) struct Lines<'a, T> {
+    pub src: &'a [T],
+    /// Stride between lines (A: `rsa`; B: `csb`).
+    pub line: usize,
+    /// Stride along the depth `k` (A: `csa`; B: `rsb`).
+    pub depth: usize,
+}
+
+impl<'a, T> Lines<'a, T> {
+    /// A's rows.
+    pub(super) fn of_a(ops: &Operands<'a, T>) -> Self {
+        Lines {
+            src: ops.a,
+            line: ops.rsa,
+            depth: ops.csa,
+        }
+    }
+    /// B's columns.
+    pub(super) fn of_b(ops: &Operands<'a, T>) -> Self {
+        Lines {
+            src: ops.b,
+            line: ops.csb,
+            depth: ops.rsb,
+        }
+    }
+}
+
+/// The `live` lines of `kb` at `start` into a `[p][i]` panel of `W` lines (missing lines are
+/// zeros): a copy per depth step when lines are adjacent (a transposed A, a row-major B), a
+/// transpose when each line is contiguous (a row-major A, a transposed B).
 #[inline]
-pub(super) fn a_panel<T: Element, const MR: usize>(
+pub(super) fn panel<T: Element, const W: usize>(
     panel: &mut [T],
-    ops: &Operands<T>,
+    x: Lines<T>,
     (start, live, kb): (usize, usize, usize),
 ) {
-    let (a, rsa, csa) = (ops.a, ops.rsa, ops.csa);
-    let panel = &mut panel[..MR * kb];
-    if rsa == 1 && csa != 1 {
-        // A transposed: each p is `live` contiguous elements.
-        for (p, dst) in panel.chunks_exact_mut(MR).enumerate() {
-            let dst: &mut [T; MR] = dst.try_into().expect("MR chunk");
-            let at = start + p * csa;
-            if live == MR {
-                dst.copy_from_slice(&a[at..at + MR]);
+    let panel = &mut panel[..W * kb];
+    if x.line == 1 {
+        for (p, dst) in panel.chunks_exact_mut(W).enumerate() {
+            let dst: &mut [T; W] = dst.try_into().expect("W chunk");
+            let at = start + p * x.depth;
+            if live == W {
+                dst.copy_from_slice(&x.src[at..at + W]);
             } else {
-                dst[..live].copy_from_slice(&a[at..at + live]);
+                dst[..live].copy_from_slice(&x.src[at..at + live]);
                 dst[live..].fill(T::ZERO);
             }
         }
-    } else if csa == 1 && live == MR && transpose_rows::<T, MR>(panel, a, start, rsa, kb) {
-    } else if csa == 1 && live == MR {
-        // Rows contiguous: transpose MR x 8 blocks.
-        let rows: [&[T]; MR] = std::array::from_fn(|i| &a[start + i * rsa..][..kb]);
+    } else if x.depth == 1 && live == W && transpose_rows::<T, W>(panel, x.src, start, x.line, kb) {
+    } else if x.depth == 1 && live == W {
+        // Transpose W x 8 blocks.
+        let lines: [&[T]; W] = std::array::from_fn(|i| &x.src[start + i * x.line..][..kb]);
         let blocks = kb / T8;
-        for (pb, dst) in panel.chunks_exact_mut(MR * T8).take(blocks).enumerate() {
-            let mut t = [[T::ZERO; MR]; T8];
-            for (i, row) in rows.iter().enumerate() {
-                let r: &[T; T8] = row[pb * T8..][..T8].try_into().expect("8 elements");
-                for (j, &x) in r.iter().enumerate() {
-                    t[j][i] = x;
+        for (pb, dst) in panel.chunks_exact_mut(W * T8).take(blocks).enumerate() {
+            let mut t = [[T::ZERO; W]; T8];
+            for (i, line) in lines.iter().enumerate() {
+                let r: &[T; T8] = line[pb * T8..][..T8].try_into().expect("8 elements");
+                for (j, &v) in r.iter().enumerate() {
+                    t[j][i] = v;
                 }
             }
-            for (d, s) in dst.chunks_exact_mut(MR).zip(&t) {
+            for (d, s) in dst.chunks_exact_mut(W).zip(&t) {
                 d.copy_from_slice(s);
             }
         }
         for p in blocks * T8..kb {
-            for (i, row) in rows.iter().enumerate() {
-                panel[p * MR + i] = row[p];
+            for (i, line) in lines.iter().enumerate() {
+                panel[p * W + i] = line[p];
             }
         }
     } else {
-        a_panel_any(panel, ops, (start, live, kb), MR);
+        panel_any(panel, x, (start, live, kb), W);
     }
 }
 
-/// [`a_panel`] for any tile height and strides.
-pub(super) fn a_panel_any<T: Element>(
+/// [`panel()`] for any panel width and strides, element by element.
+pub(super) fn panel_any<T: Element>(
     panel: &mut [T],
-    ops: &Operands<T>,
+    x: Lines<T>,
     (start, live, kb): (usize, usize, usize),
-    mr: usize,
+    w: usize,
 ) {
-    for (p, dst) in panel.chunks_exact_mut(mr).take(kb).enumerate() {
+    for (p, dst) in panel.chunks_exact_mut(w).take(kb).enumerate() {
         for (i, d) in dst.iter_mut().enumerate() {
             *d = if i < live {
-                ops.a[start + i * ops.rsa + p * ops.csa]
-            } else {
-                T::ZERO
-            };
-        }
-    }
-}
-
-/// B's `kb x live` columns at `start` into a `[p][j]` panel of `NR` columns.
-#[inline]
-pub(super) fn b_panel<T: Element, const NR: usize>(
-    panel: &mut [T],
-    ops: &Operands<T>,
-    (start, live, kb): (usize, usize, usize),
-) {
-    let (b, rsb, csb) = (ops.b, ops.rsb, ops.csb);
-    let panel = &mut panel[..NR * kb];
-    if csb == 1 {
-        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
-            let dst: &mut [T; NR] = dst.try_into().expect("NR chunk");
-            let at = start + p * rsb;
-            if live == NR {
-                dst.copy_from_slice(&b[at..at + NR]);
-            } else {
-                dst[..live].copy_from_slice(&b[at..at + live]);
-                dst[live..].fill(T::ZERO);
-            }
-        }
-    } else if rsb == 1 && live == NR && transpose_rows::<T, NR>(panel, b, start, csb, kb) {
-    } else if rsb == 1 && live == NR {
-        // B transposed: its columns are contiguous; transpose 8 x NR blocks.
-        let cols: [&[T]; NR] = std::array::from_fn(|j| &b[start + j * csb..][..kb]);
-        let blocks = kb / T8;
-        for (pb, dst) in panel.chunks_exact_mut(NR * T8).take(blocks).enumerate() {
-            let mut t = [[T::ZERO; NR]; T8];
-            for (j, col) in cols.iter().enumerate() {
-                let c: &[T; T8] = col[pb * T8..][..T8].try_into().expect("8 elements");
-                for (p, &x) in c.iter().enumerate() {
-                    t[p][j] = x;
-                }
-            }
-            for (d, s) in dst.chunks_exact_mut(NR).zip(&t) {
-                d.copy_from_slice(s);
-            }
-        }
-        for p in blocks * T8..kb {
-            for (j, col) in cols.iter().enumerate() {
-                panel[p * NR + j] = col[p];
-            }
-        }
-    } else {
-        b_panel_any(panel, ops, (start, live, kb), NR);
-    }
-}
-
-/// [`b_panel`] for any tile width and strides.
-pub(super) fn b_panel_any<T: Element>(
-    panel: &mut [T],
-    ops: &Operands<T>,
-    (start, live, kb): (usize, usize, usize),
-    nr: usize,
-) {
-    for (p, dst) in panel.chunks_exact_mut(nr).take(kb).enumerate() {
-        for (j, d) in dst.iter_mut().enumerate() {
-            *d = if j < live {
-                ops.b[start + p * ops.rsb + j * ops.csb]
+                x.src[start + i * x.line + p * x.depth]
             } else {
                 T::ZERO
             };
