@@ -6,52 +6,30 @@ use crate::isa::Isa;
 use crate::test_support::Rng;
 use crate::{reference, Element};
 
-/// `(rows, cols, kind)` -> (row stride, column stride, elements): 0 row-major, 1 column-major,
-/// 2 padded row-major, 3 both strides non-unit.
-fn layout(rows: usize, cols: usize, kind: usize) -> (usize, usize, usize) {
-    match kind {
-        0 => (cols, 1, rows * cols),
-        1 => (1, rows, rows * cols),
-        2 => (cols + 3, 1, rows * (cols + 3)),
-        _ => (2 * cols + 1, 2, rows * (2 * cols + 1)),
-    }
-}
-
+/// `C = alpha * A @ B + beta * C` on the packed kernel in a pool of `threads`.
 #[allow(clippy::too_many_arguments)]
 fn run<T: Element>(
     kern: &Kernel<T>,
     (m, k, n): (usize, usize, usize),
-    (la, lb, lc): (usize, usize, usize),
+    ops: &Operands<T>,
     alpha: T,
     beta: T,
-    threads: usize,
-    a: &[T],
-    b: &[T],
     c: &mut [T],
+    (rsc, csc): (usize, usize),
+    threads: usize,
 ) {
-    let (rsa, csa, _) = layout(m, k, la);
-    let (rsb, csb, _) = layout(k, n, lb);
-    let (rsc, csc, _) = layout(m, n, lc);
-    let ops = Operands {
-        a,
-        rsa,
-        csa,
-        b,
-        rsb,
-        csb,
-    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .expect("pool");
-    // SAFETY: the slices were sized by `layout` for these dims and strides; C's layouts do not
-    // alias and `c` is borrowed mutably.
+    // SAFETY: every caller sizes A, B and C with `any_layout` for these dims and strides, and
+    // gives C a layout that does not alias (kinds 0-3, 8); `c` is borrowed mutably.
     pool.install(|| unsafe {
         gemm(
             kern,
             (m, k, n),
             alpha,
-            &ops,
+            ops,
             beta,
             c.as_mut_ptr(),
             (rsc as isize, csc as isize),
@@ -72,9 +50,9 @@ fn check<T: Element>(which: Isa, rng: &mut Rng, (m, k, n): (usize, usize, usize)
         (2, 3, 2),
         (3, 2, 3),
     ] {
-        let a = rng.vec::<T>(layout(m, k, la).2, -1.0, 1.0);
-        let b = rng.vec::<T>(layout(k, n, lb).2, -1.0, 1.0);
-        let (rsc, csc, nc) = layout(m, n, lc);
+        let a = rng.vec::<T>(any_layout(m, k, la).2, -1.0, 1.0);
+        let b = rng.vec::<T>(any_layout(k, n, lb).2, -1.0, 1.0);
+        let (rsc, csc, nc) = any_layout(m, n, lc);
         for (alpha, beta) in [(1.0, 0.0), (0.5, -2.0), (-1.5, 1.0)] {
             let (alpha, beta) = (T::from_f64(alpha), T::from_f64(beta));
             let mut c0: Vec<T> = rng.vec(nc, -1.0, 1.0);
@@ -83,24 +61,31 @@ fn check<T: Element>(which: Isa, rng: &mut Rng, (m, k, n): (usize, usize, usize)
                 c0.iter_mut().step_by(2).for_each(|v| *v = T::NAN);
             }
             let mut want = c0.clone();
-            let (rsa, csa, _) = layout(m, k, la);
-            let (rsb, csb, _) = layout(k, n, lb);
+            let (rsa, csa, _) = any_layout(m, k, la);
+            let (rsb, csb, _) = any_layout(k, n, lb);
             reference::gemm(
                 m, k, n, alpha, &a, rsa, csa, &b, rsb, csb, beta, &mut want, rsc, csc,
             );
             let mut first: Option<Vec<T>> = None;
             for threads in [1, 2, 3] {
                 let mut c = c0.clone();
+                let ops = Operands {
+                    a: &a,
+                    rsa,
+                    csa,
+                    b: &b,
+                    rsb,
+                    csb,
+                };
                 run(
                     &kern,
                     (m, k, n),
-                    (la, lb, lc),
+                    &ops,
                     alpha,
                     beta,
-                    threads,
-                    &a,
-                    &b,
                     &mut c,
+                    (rsc, csc),
+                    threads,
                 );
                 let tol = T::EPSILON.to_f64() * (4.0 * k as f64 + 8.0);
                 for (i, (g, w)) in c.iter().zip(&want).enumerate() {
@@ -237,24 +222,16 @@ fn fuzz<T: Element>(which: Isa, rng: &mut Rng, iters: usize) {
         let mut outs = Vec::new();
         for threads in [1, 2 + rng.below(4)] {
             let mut c = c0.clone();
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
-            // SAFETY: `any_layout` sized every slice for its dims and strides; C's layouts
-            // (0-3, 8) do not alias; `c` is borrowed mutably.
-            pool.install(|| unsafe {
-                gemm(
-                    &kern,
-                    (m, k, n),
-                    alpha,
-                    &ops,
-                    beta,
-                    c.as_mut_ptr(),
-                    (rsc as isize, csc as isize),
-                    threads,
-                )
-            });
+            run(
+                &kern,
+                (m, k, n),
+                &ops,
+                alpha,
+                beta,
+                &mut c,
+                (rsc, csc),
+                threads,
+            );
             // Zero strides make sums of up to k equal terms: a relative tolerance.
             let tol = T::EPSILON.to_f64() * (4.0 * k as f64 + 8.0);
             for (i, (g, w)) in c.iter().zip(&want).enumerate() {
