@@ -38,6 +38,28 @@ fn run<T: Element>(
     });
 }
 
+/// Every element of `got` within `eps * (4k + 8)` of `want`: absolute, NaN matching NaN (the
+/// fixed cases put NaN in a C that must not be read), or `relative` (times `1 + |want|`, no
+/// NaN expected: the random cases); `what` names the case in the failure message.
+fn assert_near<T: Element>(
+    got: &[T],
+    want: &[T],
+    k: usize,
+    relative: bool,
+    what: impl Fn() -> String,
+) {
+    let tol = T::EPSILON.to_f64() * (4.0 * k as f64 + 8.0);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g.to_f64(), w.to_f64());
+        let ok = if relative {
+            (g - w).abs() <= tol * (1.0 + w.abs())
+        } else {
+            (g - w).abs() <= tol || (g.is_nan() && w.is_nan())
+        };
+        assert!(ok, "{} [{i}]: got {g} want {w}", what());
+    }
+}
+
 fn check<T: Element>(which: Isa, rng: &mut Rng, (m, k, n): (usize, usize, usize)) {
     let Some(kern) = kernel_on::<T>(which) else {
         return;
@@ -87,16 +109,13 @@ fn check<T: Element>(which: Isa, rng: &mut Rng, (m, k, n): (usize, usize, usize)
                     (rsc, csc),
                     threads,
                 );
-                let tol = T::EPSILON.to_f64() * (4.0 * k as f64 + 8.0);
-                for (i, (g, w)) in c.iter().zip(&want).enumerate() {
-                    let (g, w) = (g.to_f64(), w.to_f64());
-                    assert!(
-                        (g - w).abs() <= tol || (g.is_nan() && w.is_nan()),
+                assert_near(&c, &want, k, false, || {
+                    format!(
                         "{which:?} {} {m}x{k}x{n} layouts {la}{lb}{lc} alpha {alpha:?} beta \
-                         {beta:?} threads {threads} [{i}]: got {g} want {w}",
+                         {beta:?} threads {threads}",
                         T::NAME
-                    );
-                }
+                    )
+                });
                 // The sum order of every element is fixed by k alone: the same bits whatever
                 // the thread count.
                 match &first {
@@ -233,16 +252,12 @@ fn fuzz<T: Element>(which: Isa, rng: &mut Rng, iters: usize) {
                 threads,
             );
             // Zero strides make sums of up to k equal terms: a relative tolerance.
-            let tol = T::EPSILON.to_f64() * (4.0 * k as f64 + 8.0);
-            for (i, (g, w)) in c.iter().zip(&want).enumerate() {
-                let (g, w) = (g.to_f64(), w.to_f64());
-                assert!(
-                    (g - w).abs() <= tol * (1.0 + w.abs()),
-                    "#{it} {which:?} {} {m}x{k}x{n} layouts {la}{lb}{lc} threads {threads} [{i}]: \
-                     got {g} want {w}",
+            assert_near(&c, &want, k, true, || {
+                format!(
+                    "#{it} {which:?} {} {m}x{k}x{n} layouts {la}{lb}{lc} threads {threads}",
                     T::NAME
-                );
-            }
+                )
+            });
             outs.push(c);
         }
         assert!(
