@@ -217,3 +217,35 @@ fn scatter_add_accumulates_repeated_indices_and_jit_replays_it() {
     );
     assert_eq!(j.trace_count(), 1);
 }
+
+#[test]
+fn take_equals_elementwise_indexing_on_every_axis_and_dtype() {
+    // `take` copies whole rows when the index is constant along the last axis and walks
+    // elements otherwise; both must equal numpy's definition element by element.
+    let shapes: [&[usize]; 5] = [&[7], &[5, 3], &[4, 1, 6], &[2, 5, 1], &[3, 4, 2]];
+    for shape in shapes {
+        let numel: usize = shape.iter().product();
+        let data: Vec<i32> = (0..numel as i32).map(|v| v * 7 - 3).collect();
+        let x = Tensor::from_vec(data.clone(), shape).unwrap();
+        for axis in 0..shape.len() {
+            let n = shape[axis] as i64;
+            let ids: Vec<i64> = (0..5).map(|j| (j * 3 + 1) % n - (j % 2) * n).collect();
+            let got = x.take(&Tensor::from_vec(ids.clone(), &[5]).unwrap(), axis as isize);
+            let outer: usize = shape[..axis].iter().product();
+            let inner: usize = shape[axis + 1..].iter().product();
+            let mut want = Vec::new();
+            for o in 0..outer {
+                for &i in &ids {
+                    let i = i.rem_euclid(n) as usize;
+                    let start = (o * shape[axis] + i) * inner;
+                    want.extend_from_slice(&data[start..start + inner]);
+                }
+            }
+            assert_eq!(got.to_vec::<i32>(), want, "shape {shape:?} axis {axis}");
+            let xf = x.astype(DType::F64);
+            let gotf = xf.take(&Tensor::from_vec(ids.clone(), &[5]).unwrap(), axis as isize);
+            let wantf: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+            assert_eq!(gotf.to_vec::<f64>(), wantf, "shape {shape:?} axis {axis}");
+        }
+    }
+}

@@ -110,6 +110,18 @@ impl Primitive for TakeAlong {
             shape: &[usize],
         ) -> Vec<T> {
             let mut out = Vec::with_capacity(shape.iter().product());
+            // When the last axis is walked in `x` and the index is constant along it (`take`
+            // of rows: a batch, an embedding lookup), each index names a contiguous run.
+            if let (Some((&run @ 1.., outer)), Some(&1), Some(&0)) =
+                (shape.split_last(), sx.last(), si.last())
+            {
+                let k = outer.len();
+                data::for_each_offset(outer, [&sx[..k], &si[..k]], [0, 0], |[o, i]| {
+                    let start = o + ids[i] as usize * st;
+                    out.extend_from_slice(&a[start..start + run]);
+                });
+                return out;
+            }
             data::for_each_offset(shape, [sx, si], [0, 0], |[o, i]| {
                 out.push(a[o + ids[i] as usize * st]);
             });
