@@ -5,10 +5,10 @@
 //! shape: element-wise unary and binary ops (a user-defined `custom_vjp` function among them),
 //! scalar operands, full and axis reductions that feed back into the chain (`v - v.sum()`),
 //! broadcasts, matmuls, reshapes, slices (strided, negative steps) with concat, `where`, and
-//! optionally a write of the state. Shapes are drawn from lengths on both sides of every threshold of the engine (SIMD
-//! lanes, 64, the 256-element fused block, 1024 where fused passes get code, the 8K fused chunk,
-//! the 16K fusion minimum, the 32K arena limit, the 64K parallel chunk), in f32 and f64. Each
-//! program runs:
+//! optionally a write of the state. Shapes are drawn from lengths on both sides of every
+//! threshold of the engine (SIMD lanes, 64, the 256-element fused block, 1024 where fused passes
+//! start and get code, the 8K fused chunk (split over the pool and not), 16K, the 32K arena
+//! limit, the 64K parallel chunk), in f32 and f64. Each program runs:
 //!
 //! - eagerly (the reference);
 //! - through `jit`: the trace, then replays on the arena or with fused passes, with native code
@@ -651,11 +651,16 @@ fn check(p: &Program) -> Result<(), String> {
     tuning::set_codegen_enabled(true);
     tuning::set_arena_native_after_runs(2);
     tuning::set_fused_native_after_elements(0);
+    // Every fused pass of more than one chunk split over the pool here, none below: the split
+    // must not change a bit.
+    tuning::set_fused_par_min_work(0);
     let native = jit_path(p, &x, 4)?;
     // ... and with code generation off (closures, block kernels).
     tuning::set_codegen_enabled(false);
+    tuning::set_fused_par_min_work(usize::MAX);
     let plain = jit_path(p, &x, 4)?;
     tuning::set_codegen_enabled(true);
+    tuning::set_fused_par_min_work(stategrad::exec::FUSED_PAR_MIN_WORK);
     for (k, ((name, a), (_, b))) in native.iter().zip(&plain).enumerate() {
         if let Some((_, want)) = eager.get(k) {
             close(a, want, rtol, mag).map_err(|e| format!("{name} (native) vs eager: {e}"))?;

@@ -26,6 +26,13 @@ pub const FUSED_CHUNK: usize = 1 << 13;
 /// Positions per block: every op's intermediate for a block (1 KiB of `f32`) stays in L1.
 pub const FUSED_BLOCK: usize = 256;
 
+/// A pass is split over the rayon pool only when its positions times its ops and sums reach
+/// this. Handing chunks to the pool and waiting for them costs tens of microseconds on the
+/// hosts measured (two thread wake-ups when the caller is outside the pool): a 14-op pass
+/// (an Adam update) on 2 threads was slower split than not up to 32K positions (33 against 28
+/// µs) and faster from 64K (50 against 58 µs).
+pub const FUSED_PAR_MIN_WORK: usize = 1 << 20;
+
 /// Operand of a fused op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FusedArg {
@@ -320,7 +327,13 @@ pub(crate) fn fused_with<T: Element>(
             &mut part[..n_sums],
         );
     };
-    if par == Par::Rayon && n_chunks > 1 {
+    // Waking the pool costs more than a short pass saves (see FUSED_PAR_MIN_WORK), and with
+    // one thread a split only adds the hand-off to the pool.
+    let work = n.saturating_mul(ops.len() + n_sums);
+    let split = n_chunks > 1
+        && work >= crate::tuning::fused_par_min_work()
+        && rayon::current_num_threads() > 1;
+    if par == Par::Rayon && split {
         partials
             .par_chunks_mut(row)
             .enumerate()

@@ -58,6 +58,7 @@ mod tests;
 
 pub use fused::{
     fused, FusedArg, FusedError, FusedInput, FusedOp, FusedOutputs, FUSED_BLOCK, FUSED_CHUNK,
+    FUSED_PAR_MIN_WORK,
 };
 pub use stategrad_simd::{BinaryOp, Element, Par, ReduceOp, UnaryOp};
 

@@ -9,6 +9,8 @@ use stategrad_simd::{binary, reference, scalar_binary, unary, BinaryOp, Element,
 /// around the block and chunk boundaries, with scalar inputs, several outputs and sums; its sums
 /// are identical sequentially and over rayon.
 fn fused_vs_kernels<T: Element>() {
+    // Short passes too are split over the pool (the split's path is under test).
+    crate::tuning::set_fused_par_min_work(0);
     use FusedArg::{Input as I, Op as O};
     let mut rng = Rng::new(41);
     let ops = [
@@ -127,6 +129,8 @@ fn fused_rejects_forward_reference() {
 /// unary ops and the direct write of the last op.
 #[test]
 fn fused_in_place_inputs_match_separate_inputs() {
+    // Short passes too are split over the pool (the split's path is under test).
+    crate::tuning::set_fused_par_min_work(0);
     use FusedArg::{Input as I, Op as O};
     let mut rng = Rng::new(43);
     let ops = [
@@ -636,6 +640,8 @@ fn random_fused_pass(rng: &mut Rng, n_inputs: usize) -> Vec<FusedOp> {
 
 /// Returns how many passes got code, and how many of those with a transcendental op in it.
 fn check_fused_native_equals_kernels<T: Element>() -> (usize, usize) {
+    // Short passes too are split over the pool (the split's path is under test).
+    crate::tuning::set_fused_par_min_work(0);
     let mut rng = Rng::new(2026);
     let (mut with_runs, mut with_transcendental) = (0, 0);
     for case in 0..60 {
@@ -772,6 +778,8 @@ fn fused_native_code_equals_block_kernels_bit_for_bit() {
 /// included) and gives the block kernels' bits.
 #[test]
 fn fused_w5_gradient_pass_native_equals_kernels() {
+    // Short passes too are split over the pool (the split's path is under test).
+    crate::tuning::set_fused_par_min_work(0);
     use FusedArg::{Input as I, Op as O};
     let ops = [
         FusedOp::Unary(UnaryOp::Tanh, I(0)),
@@ -877,6 +885,8 @@ fn fused_native_transcendentals_match_kernels_at_ties_and_edges() {
 /// whole-chunk run read its input in place and the redo saw its own output.
 #[test]
 fn fused_native_in_place_pass_with_fallback_lanes_matches_kernels() {
+    // Short passes too are split over the pool (the split's path is under test).
+    crate::tuning::set_fused_par_min_work(0);
     use FusedArg::{Input as I, Op as O};
     for u in [UnaryOp::Exp, UnaryOp::Sigmoid] {
         let ops = [
@@ -914,6 +924,8 @@ fn fused_native_in_place_pass_with_fallback_lanes_matches_kernels() {
 /// with the input in a slice of its own, over chunks and a partial last block.
 #[test]
 fn fused_native_whole_pass_in_place_matches_separate_input() {
+    // Short passes too are split over the pool (the split's path is under test).
+    crate::tuning::set_fused_par_min_work(0);
     use FusedArg::{Input as I, Op as O};
     let ops = [
         FusedOp::Binary(BinaryOp::Mul, I(0), I(1)),
@@ -992,6 +1004,8 @@ fn fused_code_is_made_after_enough_work() {
 /// second from a scratch block nothing had filled).
 #[test]
 fn fused_two_outputs_of_the_last_op_are_both_written() {
+    // Short passes too are split over the pool (the split's path is under test).
+    crate::tuning::set_fused_par_min_work(0);
     use FusedArg::{Input as I, Op as O};
     let n = 4 * FUSED_CHUNK + 3 * FUSED_BLOCK + 5;
     let x: Vec<f32> = Rng::new(21).vec(n, -3.0, 3.0);
@@ -1270,6 +1284,8 @@ fn arena_program_reports_build_errors_and_runs_empty_outer_products() {
 /// makes code (they used to panic, mid-check).
 #[test]
 fn fused_rejects_bad_indices_and_lengths_without_writing() {
+    // Short passes too are split over the pool (the split's path is under test).
+    crate::tuning::set_fused_par_min_work(0);
     use crate::FusedError as E;
     use FusedArg::{Input as I, Op as O};
     let n = 4 * FUSED_BLOCK;

@@ -31,6 +31,7 @@ const FUSED_CODE_CACHE_LIMIT: usize = 1024;
 static ARENA_NATIVE_AFTER_RUNS: AtomicUsize = AtomicUsize::new(NATIVE_AFTER_RUNS);
 static FUSED_NATIVE_AFTER_ELEMENTS: AtomicUsize = AtomicUsize::new(NATIVE_AFTER_ELEMENTS);
 static FUSED_CODE_CACHE: AtomicUsize = AtomicUsize::new(FUSED_CODE_CACHE_LIMIT);
+static PAR_MIN_WORK: AtomicUsize = AtomicUsize::new(crate::FUSED_PAR_MIN_WORK);
 
 /// Code generation: not decided yet (the environment is read on first use), on, or off.
 static CODEGEN: AtomicU8 = AtomicU8::new(UNSET);
@@ -109,6 +110,36 @@ pub fn fused_native_after_elements() -> usize {
 /// ```
 pub fn set_fused_native_after_elements(n: usize) {
     FUSED_NATIVE_AFTER_ELEMENTS.store(n, Relaxed);
+}
+
+/// Positions times ops (and sums) from which a fused pass with more than one chunk is split
+/// over the rayon pool (default [`FUSED_PAR_MIN_WORK`](crate::FUSED_PAR_MIN_WORK),
+/// 2^20). Smaller passes run on the caller's thread: handing chunks to the pool costs more
+/// than they take. With one rayon thread no pass is split.
+///
+/// ```
+/// assert_eq!(stategrad_exec::tuning::fused_par_min_work(), 1 << 20);
+/// ```
+pub fn fused_par_min_work() -> usize {
+    PAR_MIN_WORK.load(Relaxed)
+}
+
+/// Sets [`fused_par_min_work`]; `0` splits every pass of more than one chunk (tests that
+/// cross the parallel path with short passes). The split never changes a result's bits.
+///
+/// ```
+/// use stategrad_exec::{fused, tuning, BinaryOp, FusedArg, FusedInput, FusedOp, FusedOutputs, Par};
+/// tuning::set_fused_par_min_work(0);
+/// let n = 3 * stategrad_exec::FUSED_CHUNK;
+/// let x = vec![2.0f32; n];
+/// let ops = [FusedOp::Binary(BinaryOp::Mul, FusedArg::Input(0), FusedArg::Input(0))];
+/// let out = FusedOutputs { values: vec![], sums: vec![FusedArg::Op(0)] };
+/// let sums = fused(&ops, &[FusedInput::Slice(&x)], out, n, Par::Rayon).unwrap();
+/// assert_eq!(sums, vec![4.0 * n as f32]);
+/// # tuning::set_fused_par_min_work(stategrad_exec::FUSED_PAR_MIN_WORK);
+/// ```
+pub fn set_fused_par_min_work(n: usize) {
+    PAR_MIN_WORK.store(n, Relaxed);
 }
 
 /// Most fused pass structures whose generated code is kept (default 1024); the least

@@ -57,6 +57,7 @@ fn defaults_are_the_documented_constants() {
     assert_eq!(tuning::arena_native_after_runs(), 10_000);
     assert_eq!(tuning::fused_native_after_elements(), 1 << 20);
     assert_eq!(tuning::fused_code_cache_limit(), 1024);
+    assert_eq!(tuning::fused_par_min_work(), 1 << 20);
     assert_eq!(
         tuning::codegen_enabled(),
         std::env::var_os("STATEGRAD_NO_CODEGEN").is_none()

@@ -13,8 +13,11 @@ use stategrad_exec::{self as exec, FusedArg, FusedOp};
 use stategrad_simd::{BinaryOp, Par, UnaryOp};
 use std::collections::{HashMap, HashSet};
 
-/// Smaller tensors are not worth fusing (W1-sized programs stay on the plain path).
-pub(crate) const FUSE_MIN: usize = 1 << 14;
+/// Smaller tensors are not worth fusing: a pass that short never gets generated code, and
+/// programs of such tensors mostly replay on the arena (W1). From here a pass beats one kernel
+/// call per primitive: a 14-op Adam update took 2.2 µs fused against 4.5 µs unfused on 1024
+/// positions, 7.5 against 15.5 µs on 8192 (one thread).
+pub(crate) const FUSE_MIN: usize = 1 << 10;
 
 /// Where a fused group reads a value from.
 #[derive(Clone, Debug)]
