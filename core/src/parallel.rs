@@ -12,6 +12,12 @@ pub(crate) fn sequential() -> bool {
     SEQUENTIAL.with(Cell::get)
 }
 
+/// True if work on this thread may be split over the rayon pool: not inside a parallel chunk,
+/// and the pool has more than one thread (on one, a split only adds the hand-off to the pool).
+pub(crate) fn may_split() -> bool {
+    !sequential() && rayon::current_num_threads() > 1
+}
+
 /// While alive, kernels on this thread stay sequential; dropping it (on unwind too) restores the
 /// flag it found.
 pub(crate) struct SequentialScope {

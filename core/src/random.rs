@@ -152,7 +152,7 @@ impl Primitive for Sample {
         let mut buf = Buffer::try_filled("random", DType::F64, n, 0.0)?;
         let fill = |(i, x): (usize, &mut f64)| *x = draw(k, i, self.dist);
         if let Buffer::F64(v) = &mut buf {
-            if n >= 1 << 16 && !crate::parallel::sequential() {
+            if n >= 1 << 16 && crate::parallel::may_split() {
                 v.par_iter_mut().enumerate().for_each(fill);
             } else {
                 v.iter_mut().enumerate().for_each(fill);

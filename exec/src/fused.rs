@@ -330,10 +330,7 @@ pub(crate) fn fused_with<T: Element>(
     // Waking the pool costs more than a short pass saves (see FUSED_PAR_MIN_WORK), and with
     // one thread a split only adds the hand-off to the pool.
     let work = n.saturating_mul(ops.len() + n_sums);
-    let split = n_chunks > 1
-        && work >= crate::tuning::fused_par_min_work()
-        && rayon::current_num_threads() > 1;
-    if par == Par::Rayon && split {
+    if par.splits() && n_chunks > 1 && work >= crate::tuning::fused_par_min_work() {
         partials
             .par_chunks_mut(row)
             .enumerate()

@@ -267,7 +267,7 @@ pub fn binary_block<T: Element, A: Src<T>, B: Src<T>>(
 /// Runs `f(start, out_chunk)` over `out`, split into [`PAR_CHUNK`]-sized rayon tasks when
 /// `par` is [`Par::Rayon`] and `out` is large enough.
 fn split<T: Element>(out: &mut [T], par: Par, f: impl Fn(usize, &mut [T]) + Sync) {
-    if par == Par::Rayon && out.len() > PAR_CHUNK {
+    if par.splits() && out.len() > PAR_CHUNK {
         out.par_chunks_mut(PAR_CHUNK)
             .enumerate()
             .for_each(|(i, o)| f(i * PAR_CHUNK, o));

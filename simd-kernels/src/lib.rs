@@ -197,3 +197,18 @@ pub enum Par {
     /// Large work may be split over rayon's global pool.
     Rayon,
 }
+
+impl Par {
+    /// Whether work may be split now: [`Par::Rayon`] and the current pool has more than one
+    /// thread. With one thread a split only adds the hand-off to the pool and back (tens of
+    /// microseconds when the caller is outside the pool).
+    ///
+    /// ```
+    /// use stategrad_simd::Par;
+    /// assert!(!Par::Seq.splits());
+    /// assert_eq!(Par::Rayon.splits(), rayon::current_num_threads() > 1);
+    /// ```
+    pub fn splits(self) -> bool {
+        self == Par::Rayon && rayon::current_num_threads() > 1
+    }
+}

@@ -124,6 +124,10 @@ pub struct ProgramStats {
     /// Whether [`Jit::call_loop`] over it runs all its iterations as one generated function
     /// (no dispatch per iteration); generated with the program's own code, at the first loop.
     pub native_loop: bool,
+    /// Whether a kernel of it splits its work over the rayon pool; a call from a thread
+    /// outside the pool (with no transform open on it) then runs the whole replay on the pool,
+    /// one hand-off instead of one per kernel, where the pool has more than one thread.
+    pub uses_pool: bool,
 }
 
 /// A jitted function; see the [module docs](self).
@@ -207,19 +211,20 @@ where
         for entry in self.cache.iter() {
             for c in entry.value() {
                 let (mut passes, mut fused) = (0, 0);
-                for i in &c.plan {
+                for i in &c.body.plan {
                     if let fuse::Instr::Fused(g) = i {
                         passes += 1;
                         fused += g.ops.len() + g.sums.len() + g.elided + g.contracted;
                     }
                 }
                 out.push(ProgramStats {
-                    primitives: c.steps.len(),
+                    primitives: c.body.steps.len(),
                     fused_passes: passes,
                     fused_primitives: fused,
                     arena: c.small.is_some(),
                     native: c.small.as_ref().is_some_and(|lw| lw.program.is_native()),
                     native_loop: c.loop_is_native(),
+                    uses_pool: c.body.uses_pool,
                 });
             }
         }

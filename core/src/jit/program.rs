@@ -49,9 +49,10 @@ impl Step {
     }
 }
 
-/// A compiled program: its steps, their fused plan and arena lowering, and where its inputs and
-/// outputs are.
-pub(crate) struct Compiled<T> {
+/// What a replay runs through tensors: the steps, their fused plan and where inputs and
+/// outputs are (everything of a compiled program but its output tree, so that a pool thread
+/// can run it for the caller: see [`Body::uses_pool`]).
+pub(crate) struct Body {
     /// Number of value slots (tape nodes).
     pub(super) n_values: usize,
     /// The live operations in order, after dead-code and common-subexpression elimination.
@@ -62,14 +63,22 @@ pub(crate) struct Compiled<T> {
     /// Per instruction of `plan`: the values read for the last time there (not outputs or
     /// written states), dropped right after it so their buffers serve the next steps.
     pub(super) frees: Vec<SmallVec<[u32; 4]>>,
-    /// The program on one arena when it is small and every step has a slice kernel.
-    pub(super) small: Option<Lowered>,
-    /// Nodes of `outputs` then `writes` (what a small replay hands back), when all are nodes.
-    pub(super) small_wanted: Vec<u32>,
     pub(super) arg_nodes: Vec<u32>,
     pub(super) state_inputs: Vec<(State, u32, Vec<usize>, DType)>,
     pub(super) outputs: Vec<Source>,
     pub(super) writes: Vec<(State, Source)>,
+    /// Whether an instruction of `plan` splits its work over the rayon pool: a caller outside
+    /// the pool then hands the whole replay to it (one hand-off instead of one per kernel).
+    pub(super) uses_pool: bool,
+}
+
+/// A compiled program: its [`Body`], its arena lowering and its output tree.
+pub(crate) struct Compiled<T> {
+    pub(super) body: Body,
+    /// The program on one arena when it is small and every step has a slice kernel.
+    pub(super) small: Option<Lowered>,
+    /// Nodes of `outputs` then `writes` (what a small replay hands back), when all are nodes.
+    pub(super) small_wanted: Vec<u32>,
     pub(super) template: T,
     /// The arguments' key it was compiled for.
     pub(super) key: Key,
@@ -80,7 +89,7 @@ pub(crate) struct Compiled<T> {
 impl<T> Compiled<T> {
     /// Whether the states this program reads still have the traced shapes and dtypes.
     pub(super) fn states_fit(&self) -> bool {
-        self.state_inputs.iter().all(|(s, _, shape, dt)| {
+        self.body.state_inputs.iter().all(|(s, _, shape, dt)| {
             let v = s.raw_value();
             v.shape() == shape.as_slice() && v.dtype() == *dt
         })
@@ -92,9 +101,9 @@ impl<T> Compiled<T> {
     pub(super) fn state_carries(&self) -> Option<Vec<(u32, u32)>> {
         let lw = self.small.as_ref()?;
         let mut carries = Vec::new();
-        for (k, (s, _)) in self.writes.iter().enumerate() {
-            let w = self.small_wanted[self.outputs.len() + k];
-            if let Some((_, r, ..)) = self.state_inputs.iter().find(|(t, ..)| t.same(s)) {
+        for (k, (s, _)) in self.body.writes.iter().enumerate() {
+            let w = self.small_wanted[self.body.outputs.len() + k];
+            if let Some((_, r, ..)) = self.body.state_inputs.iter().find(|(t, ..)| t.same(s)) {
                 if lw.shape_of(w) != lw.shape_of(*r) {
                     return None;
                 }
@@ -107,9 +116,11 @@ impl<T> Compiled<T> {
     /// Whether [`Jit::call_loop`](super::Jit::call_loop) over this program runs all its
     /// iterations as one generated function now.
     pub(super) fn loop_is_native(&self) -> bool {
-        let (Some(lw), Some(carries), Some(&iter)) =
-            (&self.small, self.state_carries(), self.arg_nodes.first())
-        else {
+        let (Some(lw), Some(carries), Some(&iter)) = (
+            &self.small,
+            self.state_carries(),
+            self.body.arg_nodes.first(),
+        ) else {
             return false;
         };
         lw.loop_is_native(iter, &carries)
@@ -133,32 +144,32 @@ impl<T> Compiled<T> {
 impl<T> Compiled<T> {
     /// Number of value slots (tape nodes).
     pub(crate) fn n_values(&self) -> usize {
-        self.n_values
+        self.body.n_values
     }
 
     /// The nodes of the arguments' tensors, in order.
     pub(crate) fn arg_nodes(&self) -> &[u32] {
-        &self.arg_nodes
+        &self.body.arg_nodes
     }
 
     /// The states the program reads, with their nodes.
     pub(crate) fn state_inputs(&self) -> impl Iterator<Item = (&State, u32)> {
-        self.state_inputs.iter().map(|(s, n, ..)| (s, *n))
+        self.body.state_inputs.iter().map(|(s, n, ..)| (s, *n))
     }
 
     /// The live operations in order.
     pub(crate) fn steps(&self) -> &[Step] {
-        &self.steps
+        &self.body.steps
     }
 
     /// Where each output tensor comes from, in tree order.
     pub(crate) fn outputs(&self) -> &[Source] {
-        &self.outputs
+        &self.body.outputs
     }
 
     /// The states the program writes.
     pub(crate) fn written_states(&self) -> impl Iterator<Item = &State> {
-        self.writes.iter().map(|(s, _)| s)
+        self.body.writes.iter().map(|(s, _)| s)
     }
 
     /// The output tree as traced (its tensors are replaced by the outputs).

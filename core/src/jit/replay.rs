@@ -4,7 +4,7 @@
 
 use super::fuse;
 use super::lower::Lowered;
-use super::program::{Compiled, Source, Step};
+use super::program::{Body, Compiled, Source, Step};
 use super::{Jit, JitOutput};
 use crate::error::{Error, Result};
 use crate::panics::from_panic;
@@ -50,13 +50,54 @@ fn replay_unprotected<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Re
         RUNNING.with(|r| r.set("arena program"));
         return replay_small(c, lw, leaves);
     }
+    // A read through `value()`, so enclosing transforms see (and may differentiate) it.
+    let states: Vec<Tensor> = c
+        .body
+        .state_inputs
+        .iter()
+        .map(|(s, ..)| s.value())
+        .collect();
+    let outs = if hand_to_pool(&c.body) {
+        // The whole replay on a pool thread: its kernels then split from inside the pool,
+        // without a hand-off and a wake-up of this thread per kernel. The states are written
+        // there too, so the buffers their old values free return to the pool thread that
+        // allocates the next ones. Its kernel calls count for this thread.
+        let body = &c.body;
+        let (r, calls) = rayon::scope(|_| {
+            let before = crate::prim::kernel_calls();
+            let r = protect(|| run_body(body, leaves, states));
+            (r, crate::prim::kernel_calls() - before)
+        });
+        crate::prim::count_kernel_calls(calls);
+        r?
+    } else {
+        run_body(&c.body, leaves, states)?
+    };
+    let mut it = outs.into_iter();
+    Ok(c.template
+        .map_tensors(&mut |_| it.next().expect("internal error: output count")))
+}
+
+/// Whether this replay runs on the pool ([`Body::uses_pool`]): only from a thread outside the
+/// pool with nothing open on it (no transform records or tracks states here, so the replay
+/// needs nothing of this thread's), and only when the pool has more than one thread.
+fn hand_to_pool(body: &Body) -> bool {
+    body.uses_pool
+        && rayon::current_thread_index().is_none()
+        && !trace::tracing()
+        && crate::parallel::may_split()
+}
+
+/// Run a program's body on `leaves` and the states' values, write the states it writes (once
+/// every value is computed) and return its outputs.
+fn run_body(body: &Body, leaves: &[Tensor], states: Vec<Tensor>) -> Result<Vec<Tensor>> {
+    let c = body;
     let mut vals: Vec<Option<Tensor>> = vec![None; c.n_values];
     for (n, l) in c.arg_nodes.iter().zip(leaves) {
         vals[*n as usize] = Some(l.clone());
     }
-    for (s, n, _, _) in &c.state_inputs {
-        // A read through `value()`, so enclosing transforms see (and may differentiate) it.
-        vals[*n as usize] = Some(s.value());
+    for ((_, n, _, _), v) in c.state_inputs.iter().zip(states) {
+        vals[*n as usize] = Some(v);
     }
     let run_step = |step: &Step, vals: &mut Vec<Option<Tensor>>| -> Result<()> {
         let out = {
@@ -134,9 +175,7 @@ fn replay_unprotected<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Re
     for ((s, _), v) in c.writes.iter().zip(written) {
         s.set_value(v);
     }
-    let mut it = outs.into_iter();
-    Ok(c.template
-        .map_tensors(&mut |_| it.next().expect("internal error: output count")))
+    Ok(outs)
 }
 
 /// Replay a lowered program: arguments and state values in, outputs and written states out.
@@ -155,20 +194,25 @@ fn replay_small_with<T: Tree + Clone>(
 ) -> T {
     {
         // Read through `value()`, so enclosing frames register the reads.
-        let values: SmallVec<[Tensor; 4]> =
-            c.state_inputs.iter().map(|(s, ..)| s.value()).collect();
+        let values: SmallVec<[Tensor; 4]> = c
+            .body
+            .state_inputs
+            .iter()
+            .map(|(s, ..)| s.value())
+            .collect();
         let inputs: SmallVec<[(u32, &Tensor); 8]> = c
+            .body
             .arg_nodes
             .iter()
             .copied()
             .zip(leaves)
-            .chain(c.state_inputs.iter().map(|(_, n, ..)| *n).zip(&values))
+            .chain(c.body.state_inputs.iter().map(|(_, n, ..)| *n).zip(&values))
             .collect();
         run(&inputs);
     }
-    let (outs, writes) = c.small_wanted.split_at(c.outputs.len());
+    let (outs, writes) = c.small_wanted.split_at(c.body.outputs.len());
     let mut it = lw.take(outs).into_iter();
-    for ((s, _), &node) in c.writes.iter().zip(writes) {
+    for ((s, _), &node) in c.body.writes.iter().zip(writes) {
         lw.store(node, s);
     }
     c.template
@@ -199,7 +243,7 @@ where
             return None;
         }
         let carries = c.state_carries()?;
-        let iter_node = *c.arg_nodes.first()?;
+        let iter_node = *c.body.arg_nodes.first()?;
         let first = Tensor::scalar(start as f32);
         Some(Ok(replay_small_with(&c, lw, &[first], |inputs| {
             lw.run_loop(inputs, iter_node, (start, end), &carries)
@@ -221,10 +265,10 @@ where
         let lw = c.small.as_ref()?;
         let row = xs.try_index_axis(0, start as isize).ok()?;
         let leaves = [carry.clone(), row];
-        if !c.fits(&leaves, &[]) || c.outputs.len() != 2 || xs.dtype() != lw.dtype {
+        if !c.fits(&leaves, &[]) || c.body.outputs.len() != 2 || xs.dtype() != lw.dtype {
             return None;
         }
-        let (&c_in, &x_in) = (c.arg_nodes.first()?, c.arg_nodes.get(1)?);
+        let (&c_in, &x_in) = (c.body.arg_nodes.first()?, c.body.arg_nodes.get(1)?);
         let (c_out, y_out) = (c.small_wanted[0], c.small_wanted[1]);
         if lw.shape_of(c_out) != lw.shape_of(c_in) {
             return None;

@@ -4,7 +4,7 @@
 
 use super::fuse;
 use super::lower::lower_program;
-use super::program::{compile_steps, last_uses, uniform_scalar, Compiled, Source, Step};
+use super::program::{compile_steps, last_uses, uniform_scalar, Body, Compiled, Source, Step};
 use super::{jit, Jit, JitOutput, Key};
 use crate::error::Result;
 use crate::panics::from_panic;
@@ -131,22 +131,64 @@ where
             })
             .collect();
         let small = small.filter(|_| small_wanted.len() == outputs.len() + writes.len());
+        let uses_pool = plan_uses_pool(&plan, &steps, &arg_nodes, leaves, &state_inputs);
         Ok(Compiled {
-            n_values: frame.tape.nodes.len(),
-            steps,
-            plan,
-            frees,
+            body: Body {
+                n_values: frame.tape.nodes.len(),
+                steps,
+                plan,
+                frees,
+                arg_nodes,
+                state_inputs,
+                outputs,
+                writes,
+                uses_pool,
+            },
             small,
             small_wanted,
-            arg_nodes,
-            state_inputs,
-            outputs,
-            writes,
             template: out,
             key: Key::default(),
             used: AtomicU64::new(0),
         })
     }
+}
+
+/// Whether replaying `plan` splits work over the rayon pool ([`Body::uses_pool`]): a fused pass
+/// long enough to be split, or a step whose primitive splits at its shapes
+/// ([`crate::prim::Primitive::splits_work`]).
+fn plan_uses_pool(
+    plan: &[fuse::Instr<Source>],
+    steps: &[Step],
+    arg_nodes: &[u32],
+    leaves: &[Tensor],
+    state_inputs: &[(State, u32, Vec<usize>, DType)],
+) -> bool {
+    let mut shapes: HashMap<u32, &[usize]> = arg_nodes
+        .iter()
+        .zip(leaves)
+        .map(|(n, t)| (*n, t.shape()))
+        .chain(state_inputs.iter().map(|(_, n, s, _)| (*n, &s[..])))
+        .collect();
+    shapes.extend(steps.iter().map(|st| (st.out, &st.shape[..])));
+    plan.iter().any(|ins| match ins {
+        fuse::Instr::Fused(g) => {
+            let work = g.n.saturating_mul(g.ops.len() + g.sums.len());
+            g.n > stategrad_exec::FUSED_CHUNK
+                && work >= stategrad_exec::tuning::fused_par_min_work()
+        }
+        fuse::Instr::Step(i) => {
+            let st = &steps[*i];
+            let ins: Option<Vec<&[usize]>> = st
+                .inputs
+                .iter()
+                .map(|src| match src {
+                    Source::Node(n) => shapes.get(n).copied(),
+                    Source::Const(t) => Some(t.shape()),
+                })
+                .collect();
+            ins.is_some_and(|ins| st.prim.splits_work(&ins, &st.shape))
+        }
+    })
 }
 
 /// Plan the fused replay of `steps`: runs of elementwise steps over one size become fused passes

@@ -187,6 +187,17 @@ impl Primitive for MatMul {
     fn name(&self) -> &'static str {
         "dot_general"
     }
+    fn splits_work(&self, inputs: &[&[usize]], out: &[usize]) -> bool {
+        let Some(d) = self.dims(inputs[0], inputs[1]) else {
+            return false;
+        };
+        // One product splits above PAR_GEMM_MIN_FLOPS; a batch of them over the batch from
+        // 2^18 multiply-adds in all (as `forward` decides).
+        let mnk = d.m.saturating_mul(d.n).saturating_mul(d.k);
+        let batches = out.iter().product::<usize>() / (d.m * d.n).max(1);
+        mnk > stategrad_simd::PAR_GEMM_MIN_FLOPS
+            || (batches > 1 && mnk.saturating_mul(batches) > 1 << 18)
+    }
     fn lower(&self, inputs: &[&[usize]], _: &[usize]) -> Option<Kernel> {
         let (a, b) = (inputs[0], inputs[1]);
         if a.len() != 2 || b.len() != 2 {
@@ -326,7 +337,7 @@ impl Primitive for MatMul {
                         p,
                     );
                 };
-                if nb > 1 && !crate::parallel::sequential() && m * n * k * nb > (1 << 18) {
+                if nb > 1 && crate::parallel::may_split() && m * n * k * nb > (1 << 18) {
                     use rayon::prelude::*;
                     $o.par_chunks_mut((m * n).max(1))
                         .enumerate()

@@ -49,6 +49,13 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     fn fusion(&self) -> Option<Fusion> {
         None
     }
+    /// Whether this primitive's kernel, at these input and output shapes, may split its work
+    /// over the rayon pool: a `jit` replay called from outside the pool is then handed to the
+    /// pool whole (one hand-off instead of one per kernel). Default: the output has more than
+    /// [`stategrad_simd::PAR_CHUNK`] elements (where the elementwise kernels split).
+    fn splits_work(&self, _inputs: &[&[usize]], out: &[usize]) -> bool {
+        out.iter().product::<usize>() > stategrad_simd::PAR_CHUNK
+    }
     /// Slice kernel for `jit`'s small-program replay ([`crate::jit::lower`]): the kernel that
     /// computes this primitive's output (of shape `out`) from inputs of shapes `inputs` and one
     /// dtype, or `None` when it has no such form (the program then replays through `forward`).
@@ -235,6 +242,11 @@ thread_local! {
 /// diagnostic: tracing and `eval_shape` leave it unchanged.
 pub fn kernel_calls() -> u64 {
     KERNEL_CALLS.with(|c| c.get())
+}
+
+/// Count `n` kernels run on this thread's behalf by a pool thread (a replay handed to the pool).
+pub(crate) fn count_kernel_calls(n: u64) {
+    KERNEL_CALLS.with(|c| c.set(c.get() + n));
 }
 
 /// Apply a primitive: run its kernel (or, when an input is abstract or a `jit` trace stages

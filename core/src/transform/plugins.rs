@@ -214,7 +214,7 @@ fn basis_chunk(shape: &[usize], start: usize, count: usize, like: &Tensor) -> Re
 /// replay a closed tape, so this thread's state frames are not needed on the workers; kernels
 /// inside a chunk stay sequential (parallelism at one level).
 fn map_chunks<T: Send>(n: usize, f: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
-    if trace::recording() || n < 2 {
+    if trace::recording() || n < 2 || !crate::parallel::may_split() {
         (0..n).map(f).collect()
     } else {
         (0..n)

@@ -168,7 +168,7 @@ where
             }
             Ok(out)
         };
-        let outs: Vec<O::Tree> = if trace::recording() || n < 2 {
+        let outs: Vec<O::Tree> = if trace::recording() || n < 2 || !crate::parallel::may_split() {
             (0..n).map(example).collect::<Result<_>>()?
         } else {
             (0..n)
