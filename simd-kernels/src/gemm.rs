@@ -10,9 +10,16 @@ use crate::{Element, Par, PAR_GEMM_MIN_FLOPS};
 /// heights of `matrixmultiply`).
 const ROW_ALIGN: usize = 16;
 
-/// Products at least this large (m·n·k) use the packed kernel (or the `gemm` crate's); smaller
-/// ones `matrixmultiply`, whose setup is cheaper.
-pub const LARGE_GEMM_MIN_FLOPS: usize = 1 << 18;
+/// Products at least this large (m·n·k) go to the `gemm` crate (or to the packed kernel, see
+/// [`PACKED_GEMM_MIN_FLOPS`]); smaller ones to `matrixmultiply`, whose setup is cheaper there.
+/// Measured on one AVX-512 thread (`matrixmultiply` / `gemm` crate): 16³ transposed 0.15 /
+/// 0.25 µs, 32³ 0.88–1.42 / 0.68–1.02 µs, the digits MLP's 64×128×10 6.1 / 3.3 µs.
+pub const LARGE_GEMM_MIN_FLOPS: usize = 1 << 14;
+
+/// Products with a transposed operand at least this large (m·n·k) go to the packed kernel;
+/// below it the `gemm` crate measured faster (64×64×128 with A transposed: 12.4 µs packed
+/// against 10.2 µs, 128³: 42.0 against 38.5 µs, one AVX-512 thread).
+pub const PACKED_GEMM_MIN_FLOPS: usize = 1 << 22;
 
 /// `dot(x[0], x[sx], …; y[0], y[sy], …)` over `k` terms, with eight accumulators so that the
 /// loop vectorises (the summation order differs from a plain loop by rounding only). This is
@@ -340,10 +347,17 @@ fn no_alias(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
     small != 0 && small.checked_mul(extent).is_some_and(|e| big >= e)
 }
 
-/// Which large products the packed kernel takes, from `STATEGRAD_GEMM` (read once): `crate`
-/// none (every one goes to the `gemm` crate), `packed` every one it can, otherwise those with a
-/// transposed operand. For comparing the paths in benchmarks and tests.
-fn packed_takes<T>(kern: &crate::packed::Kernel<T>, n: usize, csa: usize, csb: usize) -> bool {
+/// Which large products (of `work` multiply-adds) the packed kernel takes, from
+/// `STATEGRAD_GEMM` (read once): `crate` none (every one goes to the `gemm` crate), `packed`
+/// every one it can, otherwise those with a transposed operand from [`PACKED_GEMM_MIN_FLOPS`].
+/// For comparing the paths in benchmarks and tests.
+fn packed_takes<T>(
+    kern: &crate::packed::Kernel<T>,
+    work: usize,
+    n: usize,
+    csa: usize,
+    csb: usize,
+) -> bool {
     static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let mode =
         *MODE.get_or_init(
@@ -357,7 +371,7 @@ fn packed_takes<T>(kern: &crate::packed::Kernel<T>, n: usize, csa: usize, csb: u
         Some(false) => false,
         // Strides of 0 stand for "any layout": every product a tile wide.
         Some(true) => kern.suits(n, 0, 0),
-        None => kern.suits(n, csa, csb),
+        None => work >= PACKED_GEMM_MIN_FLOPS && kern.suits(n, csa, csb),
     }
 }
 
@@ -386,14 +400,15 @@ impl<T> SharedPtr<T> {
 ///
 /// Paths, by size:
 /// * vector-matrix and matrix-vector products (`m`, `n` or `k` of 1) run as dots or axpys;
-/// * products of at least `LARGE_GEMM_MIN_FLOPS` multiply-adds (`2^18`) with a transposed
+/// * products of at least [`PACKED_GEMM_MIN_FLOPS`] multiply-adds (`2^22`) with a transposed
 ///   operand (A or B not row-major) run on this crate's packed kernel (blocked, AVX-512 or
 ///   AVX2 + FMA tiles chosen at run time) when the CPU has one and `n` is at least one tile
 ///   wide; the others on the `gemm` crate, which measured faster on two row-major operands.
 ///   The packed kernel sums each element's `k` products in an order fixed by `k` alone, so its
 ///   results do not depend on the thread count. `STATEGRAD_GEMM=crate` (read once) sends every
 ///   large product to the `gemm` crate, `STATEGRAD_GEMM=packed` every one it can to the packed
-///   kernel, to compare the two;
+///   kernel, to compare the two (every product of at least [`LARGE_GEMM_MIN_FLOPS`], `2^14`,
+///   goes to one of the two);
 /// * smaller products run on `matrixmultiply`.
 ///
 /// With [`Par::Rayon`] and `m * n * k >` [`PAR_GEMM_MIN_FLOPS`](crate::PAR_GEMM_MIN_FLOPS), the
@@ -460,7 +475,7 @@ pub fn gemm<T: Element>(
     let parallel = par == Par::Rayon && threads > 1 && work > PAR_GEMM_MIN_FLOPS;
     if k > 0 && work >= LARGE_GEMM_MIN_FLOPS {
         if let Some(kern) =
-            crate::packed::kernel::<T>().filter(|kern| packed_takes(kern, n, csa, csb))
+            crate::packed::kernel::<T>().filter(|kern| packed_takes(kern, work, n, csa, csb))
         {
             let ops = crate::packed::Operands {
                 a,

@@ -76,7 +76,9 @@ mod tests;
 
 pub use element::Element;
 pub use elementwise::{binary, binary_scalar, scalar_binary, unary};
-pub use gemm::{dot, gemm, gemm_select_cols, gemm_select_rows};
+pub use gemm::{
+    dot, gemm, gemm_select_cols, gemm_select_rows, LARGE_GEMM_MIN_FLOPS, PACKED_GEMM_MIN_FLOPS,
+};
 pub use reduce::{reduce_all, reduce_axes};
 pub use strided::{binary_strided, gather_strided, select_strided};
 

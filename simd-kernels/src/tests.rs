@@ -668,9 +668,11 @@ fn gemm_all<T: Element>() {
     }
     // Large enough for the rayon split (m * n * k > 2^21), with m not a multiple of the blocks.
     gemm_case::<T>(&mut rng, 255, 90, 97, Par::Rayon, 2);
-    // Through the dispatch to the packed kernel (transposed layouts) and the `gemm` crate:
-    // k past one k block (400), an edge tile each way, and above the rayon split's threshold.
-    gemm_case::<T>(&mut rng, 64, 450, 80, Par::Rayon, 5);
+    // Through the dispatch to the packed kernel (transposed layouts, from 2^22 multiply-adds)
+    // and the `gemm` crate: k past one k block (400), an edge tile each way, and above the
+    // rayon split's threshold; and a product between the `matrixmultiply` and packed sizes.
+    gemm_case::<T>(&mut rng, 100, 450, 95, Par::Rayon, 5);
+    gemm_case::<T>(&mut rng, 30, 40, 50, Par::Seq, 5);
 }
 
 /// An empty product (n = 0) with row strides on empty B and C: nothing is written and nothing
