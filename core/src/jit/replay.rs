@@ -90,8 +90,7 @@ fn hand_to_pool(body: &Body) -> bool {
 
 /// Run a program's body on `leaves` and the states' values, write the states it writes (once
 /// every value is computed) and return its outputs.
-fn run_body(body: &Body, leaves: &[Tensor], states: Vec<Tensor>) -> Result<Vec<Tensor>> {
-    let c = body;
+fn run_body(c: &Body, leaves: &[Tensor], states: Vec<Tensor>) -> Result<Vec<Tensor>> {
     let mut vals: Vec<Option<Tensor>> = vec![None; c.n_values];
     for (n, l) in c.arg_nodes.iter().zip(leaves) {
         vals[*n as usize] = Some(l.clone());
