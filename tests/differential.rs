@@ -621,8 +621,13 @@ fn jit_path(p: &Program, x: &Tensor, calls: usize) -> Result<Results, String> {
     Ok(out)
 }
 
+/// The tuning settings `check` switches are process-wide: one check at a time, so that each
+/// comparison runs under the settings it names (the two tests of this binary run in parallel).
+static TUNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Every path of one program; `Err` names the first disagreement.
 fn check(p: &Program) -> Result<(), String> {
+    let _turn = TUNING.lock().unwrap_or_else(|e| e.into_inner());
     let x = p.input(0);
     // A round trip through f32 (and CSE of it) leaves f32's precision in an f64 program.
     let f32_precision = p.dtype == DType::F32 || p.ops.iter().any(|o| matches!(o, Op::Cast(_)));

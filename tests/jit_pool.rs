@@ -132,3 +132,64 @@ fn a_replay_failing_on_the_pool_returns_its_typed_error_and_writes_no_state() {
     );
     assert_eq!(bits(&w.value()), bits(&w0), "a failed replay wrote a state");
 }
+
+#[test]
+fn a_pool_thread_waiting_under_a_transform_declines_the_replay() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
+    let _turn = three_threads();
+    random::seed(6);
+    let w0 = random::normal(&[256, 256]) * 0.05;
+    let x = random::normal(&[256, 256]);
+    let w = State::new(w0.clone());
+    let f = jit(layer(&w));
+    f.call(x.clone()).unwrap();
+    w.set_value(w0.clone());
+    let want = rayon::scope(|_| f.call(x.clone()).unwrap());
+    let w_want = w.value();
+    w.set_value(w0);
+
+    // A pool thread inside `grad` (a frame and state views open on it) waits in a `join`
+    // whose other half another pool thread runs: while it waits, rayon lets it run queued jobs,
+    // the replay's among them. It must not run the replay under its own frame.
+    let other_half_started = AtomicBool::new(false);
+    let waiting = rayon::scope(|s| {
+        s.spawn(|_| {
+            let inside = State::new(Tensor::scalar(1.0f32));
+            let loss = |v: Tensor| {
+                inside.set_value(inside.value() * &v);
+                rayon::join(
+                    || {
+                        let t = Instant::now();
+                        while !other_half_started.load(SeqCst)
+                            && t.elapsed() < Duration::from_secs(2)
+                        {
+                            std::hint::spin_loop();
+                        }
+                    },
+                    || {
+                        other_half_started.store(true, SeqCst);
+                        std::thread::sleep(Duration::from_millis(300));
+                    },
+                );
+                inside.value().sum()
+            };
+            grad(loss).call(Tensor::scalar(2.0f32)).unwrap();
+        });
+        // From outside the pool, while that thread waits.
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                let t0 = Instant::now();
+                while !other_half_started.load(SeqCst) && t0.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                f.call(x.clone()).unwrap()
+            })
+            .join()
+            .unwrap()
+        })
+    });
+    assert_eq!(bits(&waiting), bits(&want));
+    assert_eq!(bits(&w.value()), bits(&w_want), "the state write was lost");
+}

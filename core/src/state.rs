@@ -462,6 +462,11 @@ kind_marker!(
     AnyState => State
 );
 
+/// True if this thread holds a view of some state (a transform on it touched one).
+pub(crate) fn thread_has_views() -> bool {
+    views::any()
+}
+
 /// Per-thread views of states touched by the transforms open on this thread.
 mod views {
     use super::StateId;

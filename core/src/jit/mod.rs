@@ -125,8 +125,10 @@ pub struct ProgramStats {
     /// (no dispatch per iteration); generated with the program's own code, at the first loop.
     pub native_loop: bool,
     /// Whether a kernel of it splits its work over the rayon pool; a call from a thread
-    /// outside the pool (with no transform open on it) then runs the whole replay on the pool,
-    /// one hand-off instead of one per kernel, where the pool has more than one thread.
+    /// outside the pool (with no transform open on it) then runs the whole replay on a pool
+    /// thread, one hand-off instead of one per kernel, where the pool has more than one thread.
+    /// The program's primitives, a custom function's forward closure among them, then run on
+    /// that thread, not the caller's.
     pub uses_pool: bool,
 }
 

@@ -30,10 +30,12 @@ pub(super) fn replay<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Res
     protect(|| replay_unprotected(c, leaves))
 }
 
-/// Run `body`, turning a panic into the typed error it carries, or [`Error::Internal`].
+/// Run `body`, turning a panic into the typed error it carries, or [`Error::Internal`]. The
+/// thread's running-primitive name is restored afterwards: a pool thread can run a replay
+/// nested inside another one's kernel (rayon runs queued jobs on waiting threads).
 fn protect<R>(body: impl FnOnce() -> Result<R>) -> Result<R> {
-    RUNNING.with(|r| r.set("replay"));
-    match catch_unwind(AssertUnwindSafe(body)) {
+    let outer = RUNNING.with(|r| r.replace("replay"));
+    let r = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
         Err(p) => Err(match from_panic(p) {
             Error::Panicked(msg) => Error::Internal {
@@ -42,7 +44,9 @@ fn protect<R>(body: impl FnOnce() -> Result<R>) -> Result<R> {
             },
             e => e,
         }),
-    }
+    };
+    RUNNING.with(|r| r.set(outer));
+    r
 }
 
 fn replay_unprotected<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Result<T> {
@@ -51,46 +55,69 @@ fn replay_unprotected<T: Tree + Clone>(c: &Compiled<T>, leaves: &[Tensor]) -> Re
         return replay_small(c, lw, leaves);
     }
     // A read through `value()`, so enclosing transforms see (and may differentiate) it.
-    let states: Vec<Tensor> = c
+    let mut states: Vec<Tensor> = c
         .body
         .state_inputs
         .iter()
         .map(|(s, ..)| s.value())
         .collect();
-    let outs = if hand_to_pool(&c.body) {
+    if hand_to_pool(&c.body) {
         // The whole replay on a pool thread: its kernels then split from inside the pool,
         // without a hand-off and a wake-up of this thread per kernel. The states are written
-        // there too, so the buffers their old values free return to the pool thread that
-        // allocates the next ones. Its kernel calls count for this thread.
+        // there too, so the buffers their old values free go to a pool thread's free list
+        // rather than this thread's, where no replay would reuse them. The pool thread that
+        // takes the job may be waiting inside user code under a transform (rayon runs queued
+        // jobs on waiting threads): it declines the job then, and the replay runs here.
         let body = &c.body;
-        let (r, calls) = rayon::scope(|_| {
-            let before = crate::prim::kernel_calls();
-            let r = protect(|| run_body(body, leaves, states));
-            (r, crate::prim::kernel_calls() - before)
+        let done = rayon::scope(|_| {
+            if thread_is_clean() {
+                Ok(protect(|| run_body(body, leaves, states)))
+            } else {
+                Err(states)
+            }
         });
-        crate::prim::count_kernel_calls(calls);
-        r?
-    } else {
-        run_body(&c.body, leaves, states)?
-    };
+        match done {
+            Ok(r) => {
+                let (outs, calls) = r?;
+                // Kernels run on this thread's behalf count for this thread.
+                crate::prim::count_kernel_calls(calls);
+                return finish(c, outs);
+            }
+            Err(declined) => states = declined,
+        }
+    }
+    let (outs, _) = run_body(&c.body, leaves, states)?;
+    finish(c, outs)
+}
+
+/// The output tree of `c` holding `outs`.
+fn finish<T: Tree + Clone>(c: &Compiled<T>, outs: Vec<Tensor>) -> Result<T> {
     let mut it = outs.into_iter();
     Ok(c.template
         .map_tensors(&mut |_| it.next().expect("internal error: output count")))
 }
 
 /// Whether this replay runs on the pool ([`Body::uses_pool`]): only from a thread outside the
-/// pool with nothing open on it (no transform records or tracks states here, so the replay
-/// needs nothing of this thread's), and only when the pool has more than one thread.
+/// pool with nothing open on it (so the replay needs nothing of this thread's), and only when
+/// the pool has more than one thread.
 fn hand_to_pool(body: &Body) -> bool {
     body.uses_pool
         && rayon::current_thread_index().is_none()
-        && !trace::tracing()
+        && thread_is_clean()
         && crate::parallel::may_split()
 }
 
+/// True if nothing is open on this thread: no transform frame, no per-thread state view, no
+/// sequential chunk. A replay then reads and writes states and splits kernels the same on any
+/// thread in this condition.
+fn thread_is_clean() -> bool {
+    !trace::tracing() && !crate::state::thread_has_views() && !crate::parallel::sequential()
+}
+
 /// Run a program's body on `leaves` and the states' values, write the states it writes (once
-/// every value is computed) and return its outputs.
-fn run_body(c: &Body, leaves: &[Tensor], states: Vec<Tensor>) -> Result<Vec<Tensor>> {
+/// every value is computed) and return its outputs and the number of primitives it applied.
+fn run_body(c: &Body, leaves: &[Tensor], states: Vec<Tensor>) -> Result<(Vec<Tensor>, u64)> {
+    let applied = std::cell::Cell::new(0u64);
     let mut vals: Vec<Option<Tensor>> = vec![None; c.n_values];
     for (n, l) in c.arg_nodes.iter().zip(leaves) {
         vals[*n as usize] = Some(l.clone());
@@ -111,6 +138,7 @@ fn run_body(c: &Body, leaves: &[Tensor], states: Vec<Tensor>) -> Result<Vec<Tens
                 })
                 .collect();
             RUNNING.with(|r| r.set(step.prim.name()));
+            applied.set(applied.get() + 1);
             apply(step.prim.clone(), &refs)?
         };
         vals[step.out as usize] = Some(out);
@@ -174,7 +202,7 @@ fn run_body(c: &Body, leaves: &[Tensor], states: Vec<Tensor>) -> Result<Vec<Tens
     for ((s, _), v) in c.writes.iter().zip(written) {
         s.set_value(v);
     }
-    Ok(outs)
+    Ok((outs, applied.get()))
 }
 
 /// Replay a lowered program: arguments and state values in, outputs and written states out.

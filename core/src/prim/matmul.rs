@@ -194,7 +194,7 @@ impl Primitive for MatMul {
         // One product splits above PAR_GEMM_MIN_FLOPS; a batch of them over the batch from
         // 2^18 multiply-adds in all (as `forward` decides).
         let mnk = d.m.saturating_mul(d.n).saturating_mul(d.k);
-        let batches = out.iter().product::<usize>() / (d.m * d.n).max(1);
+        let batches = out.iter().product::<usize>() / d.m.saturating_mul(d.n).max(1);
         mnk > stategrad_simd::PAR_GEMM_MIN_FLOPS
             || (batches > 1 && mnk.saturating_mul(batches) > 1 << 18)
     }
