@@ -66,6 +66,16 @@ fn large_programs_called_outside_the_pool_replay_on_it_with_the_same_bits() {
     assert_eq!(bits(&outside), bits(&inside));
     assert_eq!(bits(&w_outside), bits(&w.value()));
 
+    // A program whose only large work is layout (a transpose copy, a reshape) stays on the
+    // calling thread: those kernels do not split.
+    let layout = jit(|x: Tensor| x.permute(&[1, 0]).reshape(&[-1]).sum());
+    layout.call(random::normal(&[512, 512])).unwrap();
+    assert!(
+        !layout.program_stats()[0].uses_pool,
+        "{:?}",
+        layout.program_stats()
+    );
+
     // A small program stays on the calling thread.
     let s = State::new(Tensor::ones(&[64]));
     let small = jit(|x: Tensor| {

@@ -138,9 +138,15 @@ fn draw(k: [u32; 2], i: usize, dist: Dist) -> f64 {
     }
 }
 
+/// Draws made at once from this many on are spread over the rayon pool.
+const PAR_DRAWS: usize = 1 << 16;
+
 impl Primitive for Sample {
     fn name(&self) -> &'static str {
         "random_bits"
+    }
+    fn splits_work(&self, _: &[&[usize]], out: &[usize]) -> bool {
+        out.iter().product::<usize>() >= PAR_DRAWS
     }
     fn abstract_eval(&self, _: &[&Tensor]) -> Result<Aval> {
         crate::tensor::shape_numel("random", &self.shape)?;
@@ -152,7 +158,7 @@ impl Primitive for Sample {
         let mut buf = Buffer::try_filled("random", DType::F64, n, 0.0)?;
         let fill = |(i, x): (usize, &mut f64)| *x = draw(k, i, self.dist);
         if let Buffer::F64(v) = &mut buf {
-            if n >= 1 << 16 && crate::parallel::may_split() {
+            if n >= PAR_DRAWS && crate::parallel::may_split() {
                 v.par_iter_mut().enumerate().for_each(fill);
             } else {
                 v.iter_mut().enumerate().for_each(fill);

@@ -154,6 +154,9 @@ impl Primitive for Unary {
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Unary(self.0))
     }
+    fn splits_work(&self, _: &[&[usize]], out: &[usize]) -> bool {
+        super::splits_elementwise(out)
+    }
     fn lower(&self, _: &[&[usize]], _: &[usize]) -> Option<Kernel> {
         Some(Kernel::Unary(self.0))
     }
@@ -268,6 +271,9 @@ impl Primitive for Binary {
 
     fn fusion(&self) -> Option<Fusion> {
         Some(Fusion::Binary(self.0))
+    }
+    fn splits_work(&self, _: &[&[usize]], out: &[usize]) -> bool {
+        super::splits_elementwise(out)
     }
     fn lower(&self, inputs: &[&[usize]], out: &[usize]) -> Option<Kernel> {
         Some(Kernel::Binary {

@@ -51,10 +51,11 @@ pub trait Primitive: Send + Sync + fmt::Debug {
     }
     /// Whether this primitive's kernel, at these input and output shapes, may split its work
     /// over the rayon pool: a `jit` replay called from outside the pool is then handed to the
-    /// pool whole (one hand-off instead of one per kernel). Default: the output has more than
-    /// [`stategrad_simd::PAR_CHUNK`] elements (where the elementwise kernels split).
-    fn splits_work(&self, _inputs: &[&[usize]], out: &[usize]) -> bool {
-        out.iter().product::<usize>() > stategrad_simd::PAR_CHUNK
+    /// pool whole (one hand-off instead of one per kernel). Default: no (layout, index and
+    /// reduction kernels run on the caller's thread); the elementwise arithmetic, products,
+    /// random draws and custom functions say when they split.
+    fn splits_work(&self, _inputs: &[&[usize]], _out: &[usize]) -> bool {
+        false
     }
     /// Slice kernel for `jit`'s small-program replay ([`crate::jit::lower`]): the kernel that
     /// computes this primitive's output (of shape `out`) from inputs of shapes `inputs` and one
@@ -264,6 +265,12 @@ pub(crate) fn apply(prim: Arc<dyn Primitive>, inputs: &[&Tensor]) -> Result<Tens
     // here as the `Err` of this operation.
     let out = crate::panics::catching(|| prim.forward(inputs))?;
     Ok(trace::record(&prim, inputs, out))
+}
+
+/// Whether an elementwise kernel with an output of shape `out` splits over the pool (above
+/// [`stategrad_simd::PAR_CHUNK`] elements).
+pub(crate) fn splits_elementwise(out: &[usize]) -> bool {
+    out.iter().product::<usize>() > stategrad_simd::PAR_CHUNK
 }
 
 pub(crate) fn par() -> Par {
