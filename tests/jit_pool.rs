@@ -35,6 +35,15 @@ fn layer(w: &State) -> impl Fn(Tensor) -> Tensor + '_ {
     }
 }
 
+/// The layer's initial weights and its input (256×256 each), drawn from `seed`.
+fn weights_and_input(seed: u64) -> (Tensor, Tensor) {
+    random::seed(seed);
+    (
+        random::normal(&[256, 256]) * 0.05,
+        random::normal(&[256, 256]),
+    )
+}
+
 fn bits(t: &Tensor) -> Vec<u32> {
     t.to_vec::<f32>().iter().map(|v| v.to_bits()).collect()
 }
@@ -42,9 +51,7 @@ fn bits(t: &Tensor) -> Vec<u32> {
 #[test]
 fn large_programs_called_outside_the_pool_replay_on_it_with_the_same_bits() {
     let _turn = three_threads();
-    random::seed(3);
-    let w0 = random::normal(&[256, 256]) * 0.05;
-    let x = random::normal(&[256, 256]);
+    let (w0, x) = weights_and_input(3);
     let w = State::new(w0.clone());
     let f = jit(layer(&w));
     f.call(x.clone()).unwrap(); // trace (and a first replay)
@@ -92,9 +99,8 @@ fn large_programs_called_outside_the_pool_replay_on_it_with_the_same_bits() {
 #[test]
 fn replays_inside_transforms_and_loops_stay_on_the_callers_thread() {
     let _turn = three_threads();
-    random::seed(4);
-    let x = random::normal(&[256, 256]);
-    let w = State::new(random::normal(&[256, 256]) * 0.05);
+    let (w0, x) = weights_and_input(4);
+    let w = State::new(w0);
     let f = jit(layer(&w));
     f.call(x.clone()).unwrap();
     // A recording transform over the replay, and a loop (one transaction over its states):
@@ -115,17 +121,12 @@ fn replays_inside_transforms_and_loops_stay_on_the_callers_thread() {
 #[test]
 fn a_replay_failing_on_the_pool_returns_its_typed_error_and_writes_no_state() {
     let _turn = three_threads();
-    random::seed(5);
-    let w0 = random::normal(&[256, 256]) * 0.05;
+    let (w0, x) = weights_and_input(5);
     let w = State::new(w0.clone());
     let table = random::normal(&[8, 256]);
     // The rows to gather are data: a bad index is found by the replay, on the pool.
-    let f = jit(|(x, rows): (Tensor, Tensor)| {
-        let y = x.matmul(&w.value()).tanh();
-        w.set_value(w.value() - 0.01 * &y);
-        y.sum() + table.take(&rows, 0).sum()
-    });
-    let x = random::normal(&[256, 256]);
+    let step = layer(&w);
+    let f = jit(|(x, rows): (Tensor, Tensor)| step(x) + table.take(&rows, 0).sum());
     f.call((x.clone(), Tensor::new([1i64, 2]))).unwrap();
     assert!(f.program_stats()[0].uses_pool);
     w.set_value(w0.clone());
@@ -148,9 +149,7 @@ fn a_pool_thread_waiting_under_a_transform_declines_the_replay() {
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     use std::time::{Duration, Instant};
     let _turn = three_threads();
-    random::seed(6);
-    let w0 = random::normal(&[256, 256]) * 0.05;
-    let x = random::normal(&[256, 256]);
+    let (w0, x) = weights_and_input(6);
     let w = State::new(w0.clone());
     let f = jit(layer(&w));
     f.call(x.clone()).unwrap();
