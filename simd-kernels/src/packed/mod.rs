@@ -8,9 +8,9 @@
 //!
 //! * `k` is cut into equal blocks of at most [`KC`], `n` into equal blocks of at most [`NC`],
 //!   and each thread's rows into blocks of at most [`MC`];
-//! * threads take disjoint column ranges of `C` (row ranges when there are fewer column panels
-//!   than threads); each packs its columns of `B`, block by block, into `kc x nr` panels in its
-//!   own buffer;
+//! * threads take disjoint row ranges of `C` when each gets at least four row panels (each then
+//!   packs all of `B`), else disjoint column ranges (each packs its columns of `B`); `B` goes
+//!   block by block into `kc x nr` panels in the thread's own buffer;
 //! * `A`'s rows go into `mr x kc` panels, packed once for all threads when they split columns
 //!   (at most [`SHARED_A_MAX`] elements), else by each thread for its rows; whatever the
 //!   strides, so a transposed operand costs only its packing (AVX transposes, `transpose.rs`);
@@ -193,10 +193,14 @@ pub(crate) unsafe fn gemm<T: Element>(
 ) {
     let (mr, nr) = (kern.mr, kern.nr);
     let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr));
-    // Threads split C's columns (each packs its columns of B; A is shared), or its rows when
-    // there are too few columns: on the training step's shapes the column split measured
-    // 0.97-1.24x the row split's speed on 2 threads (one probe run, not saved).
-    let split_rows = col_panels < threads && row_panels > col_panels;
+    // Threads split C's rows when each gets at least four row panels (each packs its own rows
+    // of A and all of B, both into its own buffer), else C's columns (each packs its columns of
+    // B; A is packed once and shared) unless there are fewer column panels than threads. On the
+    // training step's transposed products on 2 threads (AVX-512 EPYC host, 8 alternated runs of
+    // each rule) the row split ran 193-195 against 182-183 GFLOP/s (256x512x784 Bᵀ), 198-200
+    // against 196-198 (256x512x512 Bᵀ) and 217-220 against 202-205 (784x256x512 Aᵀ): reading
+    // A's panels that the other thread packed costs more than packing B twice.
+    let split_rows = row_panels >= 4 * threads || (col_panels < threads && row_panels > col_panels);
     let tasks = threads
         .min(if split_rows { row_panels } else { col_panels })
         .max(1);
