@@ -59,6 +59,48 @@ pub fn dot<T: Element>(k: usize, x: &[T], sx: usize, y: &[T], sy: usize) -> T {
     (a + c) + (b + d)
 }
 
+/// [`dot`] of four contiguous rows `x[0..k]`, `x[step..step + k]`, … against one contiguous
+/// `y`, each rounded exactly as `dot` rounds it (the same eight accumulators, the same final
+/// pairing), or `None` when `T` is not f32 (f64 rows then go one by one). One read of `y`
+/// serves four rows and the four rows' chains of additions overlap: one row at a time waits on
+/// its own chain (a 512x512 f32 matrix-vector product took 40 µs so on an AVX-512 host).
+fn dot4<T: Element>(k: usize, x: &[T], step: usize, y: &[T]) -> Option<[T; 4]> {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+        return None;
+    }
+    // SAFETY: T is f32 (checked just above): same layout, same lengths.
+    let (x, y) = unsafe {
+        (
+            std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
+            std::slice::from_raw_parts(y.as_ptr().cast::<f32>(), y.len()),
+        )
+    };
+    Some(dot4_f32(k, x, step, y).map(|v| T::from_f64(f64::from(v))))
+}
+
+/// [`dot4`] for f32: lane `l` of each row's vector accumulates the terms `p ≡ l (mod 8)`, as
+/// `dot`'s accumulator `l` does, with a separate multiply and add (no fused rounding).
+fn dot4_f32(k: usize, x: &[f32], step: usize, y: &[f32]) -> [f32; 4] {
+    use wide::f32x8;
+    let rows: [&[f32]; 4] = std::array::from_fn(|r| &x[r * step..][..k]);
+    let y = &y[..k];
+    let load = |s: &[f32]| f32x8::new(s.try_into().expect("8 terms"));
+    let mut acc = [f32x8::ZERO; 4];
+    for (p, ys) in y.chunks_exact(8).enumerate() {
+        let ys = load(ys);
+        for (a, row) in acc.iter_mut().zip(&rows) {
+            *a += load(&row[p * 8..][..8]) * ys;
+        }
+    }
+    let mut acc = acc.map(|a| a.to_array());
+    for p in k - k % 8..k {
+        for (a, row) in acc.iter_mut().zip(&rows) {
+            a[0] += row[p] * y[p];
+        }
+    }
+    acc.map(|a| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])))
+}
+
 /// `out = beta·out + s·x` over `n` elements with strides (contiguous when both strides are 1).
 fn axpby<T: Element>(n: usize, s: T, x: &[T], sx: usize, beta: T, out: &mut [T], so: usize) {
     if sx == 1 && so == 1 {
@@ -278,13 +320,28 @@ fn thin_gemm<T: Element>(
     }
     if n == 1 {
         // c_i = alpha · dot(row i of A, b) + beta c_i.
-        for i in 0..m {
-            let v = alpha * dot(k, &a[i * rsa..], csa, b, rsb);
+        let write = |c: &mut [T], i: usize, d: T| {
+            let v = alpha * d;
             c[i * rsc] = if beta == T::ZERO {
                 v
             } else {
                 beta * c[i * rsc] + v
             };
+        };
+        let mut i = 0;
+        if csa == 1 && rsb == 1 {
+            while i + 4 <= m {
+                let Some(d) = dot4(k, &a[i * rsa..], rsa, b) else {
+                    break;
+                };
+                for (r, d) in d.into_iter().enumerate() {
+                    write(c, i + r, d);
+                }
+                i += 4;
+            }
+        }
+        for i in i..m {
+            write(c, i, dot(k, &a[i * rsa..], csa, b, rsb));
         }
         return true;
     }
