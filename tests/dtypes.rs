@@ -330,3 +330,44 @@ fn static_integers_and_integer_tensors_through_vmap() {
     let masks = vmap(|x: Tensor| x.gt_scalar(2.0)).call(xs).unwrap();
     assert_eq!(masks.to_vec::<bool>(), vec![false, false, true, true]);
 }
+
+/// A reduction over axes of extent one gives each element itself, as numpy's do (a -0.0 stays
+/// -0.0; a sum starting from 0 would give +0.0), in every dtype, and
+/// differentiates as the identity (also batched under `vmap`): a reshape, no pass over the data.
+#[test]
+fn reducing_axes_of_extent_one_is_a_reshape() {
+    let x = Tensor::new([-0.0f32, 2.5, -1.0]).reshape(&[1, 3]);
+    let calls = |f: &dyn Fn() -> Tensor| {
+        let before = stategrad::jit::kernel_calls();
+        f();
+        stategrad::jit::kernel_calls() - before
+    };
+    // Keeping the axis, the sum is `x` itself: no primitive runs.
+    assert_eq!(calls(&|| x.sum_along(&[0], true)), 0);
+    assert_eq!(calls(&|| x.max_along(&[0], true)), 0);
+    let s = x.sum_along(&[0], false);
+    assert_eq!(s.shape(), &[3]);
+    assert_eq!(s.to_vec::<f32>()[0].to_bits(), (-0.0f32).to_bits());
+    assert_eq!(x.max_along(&[0], true).shape(), &[1, 3]);
+    assert_eq!(
+        x.min_along(&[0], false).to_vec::<f32>(),
+        vec![-0.0, 2.5, -1.0]
+    );
+    let i = Tensor::new([3i32, -4]).reshape(&[2, 1]);
+    assert_eq!(i.sum_along(&[1], false).to_vec::<i32>(), vec![3, -4]);
+    let b = Tensor::new([true, false]).reshape(&[2, 1]);
+    let counted = b.sum_along(&[1], false);
+    assert_eq!(
+        (counted.dtype(), counted.to_vec::<i32>()),
+        (DType::I32, vec![1, 0])
+    );
+    let g = grad(|x: Tensor| (x.sum_along(&[0], false) * Tensor::new([1.0f32, 2.0, 3.0])).sum())
+        .call(x.clone())
+        .unwrap();
+    assert_eq!(g.to_vec::<f32>(), vec![1.0, 2.0, 3.0]);
+    let rows = Tensor::new([[1.0f32, 2.0], [3.0, 4.0]]).reshape(&[2, 1, 2]);
+    let v = vmap(|r: Tensor| r.sum_along(&[0], false))
+        .call(rows)
+        .unwrap();
+    assert_eq!(v.to_vec::<f32>(), vec![1.0, 2.0, 3.0, 4.0]);
+}

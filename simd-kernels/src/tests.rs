@@ -466,6 +466,45 @@ fn strided_matches_reference() {
     strided_vs_reference::<f64>();
 }
 
+/// Views that are stacks of matrix transposes take the tiled copy: 2-D transposes of sizes
+/// around the tile (16), padded rows, a batch of transposes, a rotation of a 3-axis array
+/// (axis 0 to the end, as `jacfwd` lays out its columns) and views with an offset; each equals
+/// the reference element by element.
+fn transposes_vs_reference<T: Element>() {
+    let mut rng = Rng::new(33);
+    // (out_shape, strides, elements of x needed past the offset)
+    let mut cases: Vec<(Vec<usize>, Vec<usize>, usize)> = Vec::new();
+    for (r, c) in [(16, 16), (17, 40), (64, 16), (100, 37), (256, 33)] {
+        cases.push((vec![r, c], vec![1, r], r * c));
+        cases.push((vec![r, c], vec![1, r + 5], (r + 5) * c));
+    }
+    cases.push((vec![3, 20, 18], vec![360, 1, 20], 3 * 360));
+    // x of shape [n=24, 5, 7] read as [5, 7, 24]: strides [7, 1, 35].
+    cases.push((vec![5, 7, 24], vec![7, 1, 35], 24 * 35));
+    // Too small or not a transpose: the general path.
+    cases.push((vec![8, 30], vec![1, 8], 240));
+    cases.push((vec![20, 20], vec![20, 1], 400));
+    for (shape, strides, len) in cases {
+        let n: usize = shape.iter().product();
+        let off = rng.below(4);
+        let x = mixed::<T>(&mut rng, len + off, -3.0, 3.0);
+        let (mut got, mut want) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+        gather_strided(&x, &strides, off, &shape, &mut got);
+        reference::gather_strided(&x, &strides, off, &shape, &mut want);
+        assert_same(
+            &got,
+            &want,
+            &format!("transpose {shape:?} strides {strides:?}"),
+        );
+    }
+}
+
+#[test]
+fn transposed_views_match_reference() {
+    transposes_vs_reference::<f32>();
+    transposes_vs_reference::<f64>();
+}
+
 #[test]
 fn strided_rank0_and_empty() {
     let mut o = [0.0f32];
