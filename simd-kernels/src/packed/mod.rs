@@ -27,6 +27,8 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod transpose;
 #[cfg(target_arch = "x86_64")]
+pub(crate) use transpose::plane as transpose_plane;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use std::cell::Cell;

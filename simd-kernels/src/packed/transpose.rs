@@ -1,9 +1,10 @@
-//! Packing a row-major A or a transposed B is a transpose; these do it eight by eight in AVX
-//! registers (f32), about three times faster than element by element.
+//! Packing a row-major A or a transposed B is a transpose, and so is copying a transposed view
+//! (`strided::transpose_tiled`); these do it eight by eight in AVX registers (f32), about three
+//! times faster than element by element.
 //!
 //! # Soundness
-//! The `#[target_feature]` function is reached only through [`rows_to_panel`], which checks
-//! that the chosen ISA includes AVX2 and every bound before its `unsafe` block.
+//! The `#[target_feature]` functions are reached only through [`rows_to_panel`] and [`plane`],
+//! which check that the chosen ISA includes AVX2 and every bound before their `unsafe` blocks.
 
 use std::arch::x86_64::*;
 
@@ -123,5 +124,66 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
             _mm256_permute2f128_ps::<0x31>(u2, u6),
             _mm256_permute2f128_ps::<0x31>(u3, u7),
         ]
+    }
+}
+
+/// `out[i * cols + j] = x[base + i + j * s]` for `i < rows`, `j < cols`: one plane of a
+/// transposed view (`strided::transpose_tiled`), eight by eight in AVX registers, the edges
+/// element by element. Returns false (and writes nothing) when the CPU lacks AVX2.
+///
+/// # Panics
+/// If `out` is shorter than `rows * cols` or a read would pass the end of `x`.
+pub(crate) fn plane(
+    out: &mut [f32],
+    x: &[f32],
+    base: usize,
+    s: usize,
+    (rows, cols): (usize, usize),
+) -> bool {
+    if crate::isa::isa() < crate::isa::Isa::Avx2 {
+        return false;
+    }
+    if rows == 0 || cols == 0 {
+        return true;
+    }
+    let last = (cols - 1)
+        .checked_mul(s)
+        .and_then(|o| o.checked_add(base + rows - 1));
+    assert!(last.is_some_and(|l| l < x.len()), "transpose plane source");
+    assert!(out.len() >= rows * cols, "transpose plane output");
+    // SAFETY: every read is `base + i + j * s` with i < rows, j < cols, at most `last <
+    // x.len()`; every write is `i * cols + j < rows * cols <= out.len()`; the chosen ISA
+    // (checked above) includes AVX2.
+    unsafe { plane_avx2(out.as_mut_ptr(), x.as_ptr().add(base), s, rows, cols) };
+    true
+}
+
+/// # Safety
+/// As [`plane`]'s checks; AVX2 present.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn plane_avx2(out: *mut f32, src: *const f32, s: usize, rows: usize, cols: usize) {
+    // SAFETY (whole body): reads `src + i + j * s`, writes `out + i * cols + j`, i < rows,
+    // j < cols, in bounds by the caller's contract.
+    unsafe {
+        let (r8, c8) = (rows - rows % 8, cols - cols % 8);
+        for i0 in (0..r8).step_by(8) {
+            for j0 in (0..c8).step_by(8) {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|jj| _mm256_loadu_ps(src.add(i0 + (j0 + jj) * s)));
+                for (ii, v) in transpose8(r).into_iter().enumerate() {
+                    _mm256_storeu_ps(out.add((i0 + ii) * cols + j0), v);
+                }
+            }
+            for i in i0..i0 + 8 {
+                for j in c8..cols {
+                    *out.add(i * cols + j) = *src.add(i + j * s);
+                }
+            }
+        }
+        for i in r8..rows {
+            for j in 0..cols {
+                *out.add(i * cols + j) = *src.add(i + j * s);
+            }
+        }
     }
 }
