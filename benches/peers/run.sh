@@ -15,7 +15,9 @@
 #    1), then the JAX script and the PyTorch script at 1 and 2 threads (W1, W2, W5, DIGITS);
 #    each round's criterion estimates and the scripts' JSON lines are kept in the run directory;
 # 4. report_all.py merges them into markdown, written to benches/results/peers-<date>.md and
-#    printed (peers-<date>-quick.md with --quick).
+#    printed (peers-<date>-quick.md with --quick); a full run also replaces the generated part
+#    of BENCHMARKS.md (between its `peers-run` markers) with it. The GEMM probe
+#    (simd-kernels/examples/gemm_probe.rs) runs once after the machine's peak is measured.
 #
 # --quick: criterion `--warm-up-time 1 --measurement-time 3` (the W1/W2/W5 groups set those
 # times themselves in every mode; this shortens the digits group) and a tenth of the Python
@@ -32,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --rounds) ROUNDS="$2"; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$HERE/run.sh"; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -83,6 +85,8 @@ EOF
 
 log "measuring the FMA peak and the memory bandwidth"
 "$HERE/target/release/machine_peak" --json "$RUN/machine.json" >/dev/null
+log "GEMM on the workloads' shapes (gemm_probe)"
+(cd "$REPO" && cargo run --release -q -p stategrad-simd --example gemm_probe) >"$RUN/gemm.md"
 
 CRIT_ARGS=()
 PY_ARGS=(--only W1,W2,W3,W4,W5,DIGITS)
@@ -136,3 +140,8 @@ OUTMD="$REPO/benches/results/peers-$DATE$([[ $QUICK == 1 ]] && echo -quick || tr
 python3 "$HERE/report_all.py" "$RUN" >"$OUTMD"
 cat "$OUTMD"
 log "wrote $OUTMD (raw data: $RUN)"
+if [[ $QUICK == 0 ]]; then
+    # BENCHMARKS.md shows the latest full run between its markers (headings two levels down).
+    python3 "$HERE/report_all.py" --splice "$REPO/BENCHMARKS.md" "$OUTMD"
+    log "spliced $OUTMD into BENCHMARKS.md"
+fi
