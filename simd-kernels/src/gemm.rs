@@ -79,26 +79,59 @@ fn dot4<T: Element>(k: usize, x: &[T], step: usize, y: &[T]) -> Option<[T; 4]> {
 }
 
 /// [`dot4`] for f32: lane `l` of each row's vector accumulates the terms `p ≡ l (mod 8)`, as
-/// `dot`'s accumulator `l` does, with a separate multiply and add (no fused rounding).
+/// `dot`'s accumulator `l` does, with a separate multiply and add (no fused rounding). On the
+/// build's own vectors, or in a build without AVX on the AVX2 registers when the CPU has them
+/// (chosen at run time, as the other kernels are).
 fn dot4_f32(k: usize, x: &[f32], step: usize, y: &[f32]) -> [f32; 4] {
-    use wide::f32x8;
+    use crate::isa::VecFn;
     let rows: [&[f32]; 4] = std::array::from_fn(|r| &x[r * step..][..k]);
     let y = &y[..k];
-    let load = |s: &[f32]| f32x8::new(s.try_into().expect("8 terms"));
-    let mut acc = [f32x8::ZERO; 4];
-    for (p, ys) in y.chunks_exact(8).enumerate() {
-        let ys = load(ys);
-        for (a, row) in acc.iter_mut().zip(&rows) {
-            *a += load(&row[p * 8..][..8]) * ys;
+    // A build with AVX has it in `wide`'s vectors already (and they measured faster here than
+    // the dispatched ones); a portable build takes the AVX2 registers when the CPU has them.
+    let dispatch = !cfg!(target_feature = "avx") && crate::isa::isa() >= crate::isa::Isa::Avx2;
+    let on_avx2 = dispatch
+        .then(|| crate::isa::with_vec_on(crate::isa::Isa::Avx2, Dot4 { rows, y }))
+        .flatten()
+        .flatten();
+    on_avx2.unwrap_or_else(|| {
+        Dot4 { rows, y }
+            .call::<wide::f32x8>()
+            .expect("wide::f32x8 has eight lanes")
+    })
+}
+
+/// The body of [`dot4_f32`] on an eight-lane vector type (`None` on any other width).
+struct Dot4<'a> {
+    rows: [&'a [f32]; 4],
+    y: &'a [f32],
+}
+
+impl crate::isa::VecFn<f32> for Dot4<'_> {
+    type Output = Option<[f32; 4]>;
+    #[inline(always)]
+    fn call<V: crate::vector::SimdVec<Elem = f32>>(self) -> Option<[f32; 4]> {
+        if V::LANES != 8 {
+            return None;
         }
-    }
-    let mut acc = acc.map(|a| a.to_array());
-    for p in k - k % 8..k {
-        for (a, row) in acc.iter_mut().zip(&rows) {
-            a[0] += row[p] * y[p];
+        let (rows, y, k) = (self.rows, self.y, self.y.len());
+        let mut acc = [V::splat(0.0); 4];
+        for (p, ys) in y.chunks_exact(8).enumerate() {
+            let ys = V::load(ys);
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                *a = *a + V::load(&row[p * 8..][..8]) * ys;
+            }
         }
+        let mut out = [[0.0f32; 8]; 4];
+        for (o, a) in out.iter_mut().zip(acc) {
+            a.store(o);
+        }
+        for p in k - k % 8..k {
+            for (a, row) in out.iter_mut().zip(&rows) {
+                a[0] += row[p] * y[p];
+            }
+        }
+        Some(out.map(|a| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))))
     }
-    acc.map(|a| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])))
 }
 
 /// `out = beta·out + s·x` over `n` elements with strides (contiguous when both strides are 1).

@@ -154,8 +154,8 @@ pub fn with_vec<T: Element, F: VecFn<T>>(f: F) -> F::Output {
     f.call::<T::Vec>()
 }
 
-/// Runs `f` on `which`'s vector type if this CPU has it (for tests comparing the paths).
-#[cfg(test)]
+/// Runs `f` on `which`'s vector type if this CPU has it (for tests comparing the paths, and for
+/// kernels that need one vector width, such as the matrix-vector product's eight lanes).
 pub(crate) fn with_vec_on<T: Element, F: VecFn<T>>(which: Isa, f: F) -> Option<F::Output> {
     if which > Isa::detected() {
         return None;
