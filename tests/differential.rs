@@ -23,6 +23,10 @@
 //! with its seed. `STATEGRAD_FUZZ_CASES=n` runs `n` programs (default: as many as fit in
 //! `STATEGRAD_FUZZ_SECS`, 20 s); `STATEGRAD_FUZZ_SEED` picks the first seed.
 
+#[path = "common/rng.rs"]
+mod rng;
+
+use rng::Rng;
 use stategrad::exec::tuning;
 use stategrad::prelude::*;
 use stategrad::{jit, s, vmap, where_, SliceElem};
@@ -30,28 +34,6 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-
-/// splitmix64: a small, seedable generator (the program is a function of its seed).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
-    }
-}
 
 /// Lengths on both sides of every size threshold of the engine.
 const LENGTHS: [usize; 25] = [
@@ -330,7 +312,7 @@ impl Program {
         let mut r = Rng(self.seed ^ salt.wrapping_mul(0x51ED));
         let last = *self.shape.last().unwrap() as u64;
         let data: Vec<i64> = (0..self.numel())
-            .map(|_| (r.next() % last) as i64)
+            .map(|_| (r.next_u64() % last) as i64)
             .collect();
         Tensor::from_vec(data, &self.shape).unwrap()
     }

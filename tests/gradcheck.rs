@@ -17,6 +17,10 @@
 // `PureFn::new` takes one input range per argument: `vec![0..n]` is one argument of n tensors.
 #![allow(clippy::single_range_in_vec_init)]
 
+#[path = "common/rng.rs"]
+mod rng;
+
+use rng::Rng;
 use stategrad::transform::{jvp_pure, vjp_pure, PureFn};
 use stategrad::*;
 
@@ -35,29 +39,6 @@ const DOT_RTOL: f64 = 1e-11;
 const F32_RTOL: f64 = 1e-4;
 
 // ------------------------------------------------------------------ deterministic inputs
-
-/// splitmix64: a tiny deterministic PRNG.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
-        (0..n).map(|_| self.range(lo, hi)).collect()
-    }
-}
 
 fn numel(shape: &[usize]) -> usize {
     shape.iter().product()

@@ -14,6 +14,10 @@
 //!
 //! One module per section; the shared helpers and the tanh layer of §4 are here.
 
+#[path = "../common/rng.rs"]
+mod rng;
+
+use rng::Rng;
 use stategrad::prelude::*;
 use std::collections::BTreeMap;
 
@@ -22,35 +26,16 @@ type HV = BTreeMap<Path, BTreeMap<Path, Tensor>>;
 
 // ------------------------------------------------------------------ helpers
 
-/// splitmix64: a tiny deterministic PRNG.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-    fn coin(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
+/// Tensors drawn from the test stream.
+trait TensorDraw {
     /// A f64 tensor of `shape`, uniform in [lo, hi).
+    fn tensor(&mut self, shape: &[usize], lo: f64, hi: f64) -> Tensor;
+}
+
+impl TensorDraw for Rng {
     fn tensor(&mut self, shape: &[usize], lo: f64, hi: f64) -> Tensor {
         let n = shape.iter().product();
-        t((0..n).map(|_| self.range(lo, hi)).collect(), shape)
+        t(self.vec(n, lo, hi), shape)
     }
 }
 
