@@ -121,6 +121,9 @@ enum Op {
     AxisCentre(usize, isize),
     /// `v @ w` with a constant square `w` (rank 2: keeps the shape).
     MatMul(usize),
+    /// `v * (v @ w)` with a constant column `w` (rank 2): a matrix-vector product (rows four at
+    /// a time in `dot`'s rounding, or inline in generated code) broadcast back.
+    RowDots(usize),
     /// `v.reshape([-1]) * c` reshaped back.
     Flat(usize, f64),
     /// `concat(v[k..], v[..k])` along axis 0 (a rotation: slices and a concat).
@@ -169,6 +172,7 @@ impl Op {
             | Op::NormMax(a)
             | Op::AxisCentre(a, _)
             | Op::MatMul(a)
+            | Op::RowDots(a)
             | Op::Flat(a, _)
             | Op::Rotate(a, _)
             | Op::State(a)
@@ -255,6 +259,7 @@ impl Program {
                 11 if rank2 => Op::AxisCentre(v(&mut r), r.pick(&[0, 1, -1])),
                 11 => Op::Flat(v(&mut r), r.unit() + 0.5),
                 12 if rank2 && shape[0] == shape[1] && shape[0] <= 256 => Op::MatMul(v(&mut r)),
+                12 if rank2 => Op::RowDots(v(&mut r)),
                 12 => Op::AddRow(v(&mut r)),
                 13 => {
                     let k = r.below(shape[0] + 1);
@@ -369,6 +374,11 @@ impl Program {
                     let n = self.shape[0];
                     let w = self.constant(k as u64, &[n, n], 1.0 / (n as f64).sqrt());
                     vals[*a].matmul(&w)
+                }
+                Op::RowDots(a) => {
+                    let c = self.shape[1];
+                    let w = self.constant(400 + k as u64, &[c, 1], 1.0 / (c as f64).sqrt());
+                    &vals[*a] * &vals[*a].matmul(&w)
                 }
                 Op::Flat(a, c) => {
                     let flat = vals[*a].reshape(&[-1]) * *c;
