@@ -280,3 +280,21 @@ impl_element!(f32, F32Vec, [X86F32x8, X86F32x16], matrixmultiply::sgemm, crate::
 impl_element!(f64, F64Vec, [X86F64x4, X86F64x8], matrixmultiply::dgemm, crate::vector::tanh_f64,
     exp: [-708.3, 709.7],
     trig: [6.7e7, 1e-15, [1.5707963109016418, 1.5893254712295857e-8, 6.123233995736766e-17]]);
+
+/// `s` as f32 elements when `T` is f32 (for kernels with an f32-only fast path), else `None`.
+pub(crate) fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32 (checked just above): same layout, same length, same borrow.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+        return None;
+    }
+    // SAFETY: T is f32 (checked just above): same layout, same length; the borrow of `s` moves
+    // into the result.
+    Some(unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}

@@ -65,16 +65,7 @@ pub fn dot<T: Element>(k: usize, x: &[T], sx: usize, y: &[T], sy: usize) -> T {
 /// serves four rows and the four rows' chains of additions overlap: one row at a time waits on
 /// its own chain (a 512x512 f32 matrix-vector product took 40 µs so on an AVX-512 host).
 fn dot4<T: Element>(k: usize, x: &[T], step: usize, y: &[T]) -> Option<[T; 4]> {
-    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
-        return None;
-    }
-    // SAFETY: T is f32 (checked just above): same layout, same lengths.
-    let (x, y) = unsafe {
-        (
-            std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
-            std::slice::from_raw_parts(y.as_ptr().cast::<f32>(), y.len()),
-        )
-    };
+    let (x, y) = (crate::element::as_f32(x)?, crate::element::as_f32(y)?);
     Some(dot4_f32(k, x, step, y).map(|v| T::from_f64(f64::from(v))))
 }
 

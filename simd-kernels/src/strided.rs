@@ -441,14 +441,7 @@ fn transpose_tiled<T: Element>(
     for (bi, o) in out.chunks_exact_mut(plane).take(batch.0).enumerate() {
         let base = offset + bi * batch.1;
         #[cfg(target_arch = "x86_64")]
-        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
-            // SAFETY: T is f32 (checked just above): same layout, same lengths.
-            let (o, x) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(o.as_mut_ptr().cast::<f32>(), o.len()),
-                    std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
-                )
-            };
+        if let (Some(o), Some(x)) = (crate::element::as_f32_mut(o), crate::element::as_f32(x)) {
             if crate::packed::transpose_plane(o, x, base, s, (rows, cols)) {
                 continue;
             }

@@ -5,8 +5,6 @@
 //! Each function takes `(start, live, kb)`: the operand index of the panel's first element, how
 //! many of its lines exist, and its depth; missing lines are zeros.
 
-use std::any::TypeId;
-
 use super::Operands;
 use crate::Element;
 
@@ -20,14 +18,10 @@ fn transpose_rows<T: Element, const W: usize>(
     kb: usize,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: T is f32 (checked just above): same layout, same lengths.
-        let (dst, src) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(panel.as_mut_ptr().cast::<f32>(), panel.len()),
-                std::slice::from_raw_parts(src.as_ptr().cast::<f32>(), src.len()),
-            )
-        };
+    if let (Some(dst), Some(src)) = (
+        crate::element::as_f32_mut(panel),
+        crate::element::as_f32(src),
+    ) {
         return match W {
             12 => super::transpose::rows_to_panel::<12>(dst, src, start, stride, kb),
             16 => super::transpose::rows_to_panel::<16>(dst, src, start, stride, kb),
