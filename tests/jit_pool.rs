@@ -74,8 +74,9 @@ fn large_programs_called_outside_the_pool_replay_on_it_with_the_same_bits() {
     assert_eq!(bits(&w_outside), bits(&w.value()));
 
     // A program whose only large work is layout (a transpose copy, a reshape) stays on the
-    // calling thread: those kernels do not split.
-    let layout = jit(|x: Tensor| x.permute(&[1, 0]).reshape(&[-1]).sum());
+    // calling thread: those kernels do not split. (A sum over its 256K positions would be a
+    // fused pass long enough to split.)
+    let layout = jit(|x: Tensor| x.permute(&[1, 0]).reshape(&[-1]));
     layout.call(random::normal(&[512, 512])).unwrap();
     assert!(
         !layout.program_stats()[0].uses_pool,
@@ -201,4 +202,25 @@ fn a_pool_thread_waiting_under_a_transform_declines_the_replay() {
     });
     assert_eq!(bits(&waiting), bits(&want));
     assert_eq!(bits(&w.value()), bits(&w_want), "the state write was lost");
+}
+
+/// A pass of few ops over many positions (an SGD update of a 256x512 weight) is split over the
+/// pool like a long one: its loads and stores cost what several ops' arithmetic would
+/// (`FUSED_PASS_MIN_OPS`); the same pass over 32K positions stays on the calling thread.
+#[test]
+fn short_passes_over_many_positions_split_and_few_positions_do_not() {
+    let _turn = three_threads();
+    let update = |n: usize| {
+        let w = State::new(Tensor::ones(&[n]));
+        let f = jit(move |g: Tensor| w.set_value(w.value() - 0.01 * g));
+        f.call(Tensor::ones(&[n])).unwrap();
+        let stats = f.program_stats();
+        assert_eq!(stats[0].fused_passes, 1, "{stats:?}");
+        stats[0].uses_pool
+    };
+    assert!(
+        update(256 * 512),
+        "a 2-op pass over 128K positions stays on one thread"
+    );
+    assert!(!update(1 << 15), "a 2-op pass over 32K positions is split");
 }

@@ -26,12 +26,33 @@ pub const FUSED_CHUNK: usize = 1 << 13;
 /// Positions per block: every op's intermediate for a block (1 KiB of `f32`) stays in L1.
 pub const FUSED_BLOCK: usize = 256;
 
-/// A pass is split over the rayon pool only when its positions times its ops and sums reach
-/// this. Handing chunks to the pool and waiting for them costs tens of microseconds on the
-/// hosts measured (two thread wake-ups when the caller is outside the pool): a 14-op pass
-/// (an Adam update) on 2 threads was slower split than not up to 32K positions (33 against 28
-/// µs) and faster from 64K (50 against 58 µs).
+/// A pass is split over the rayon pool only when its work ([`fused_pass_work`]) reaches this.
+/// Handing chunks to the pool and waiting for them costs tens of microseconds on the hosts
+/// measured (two thread wake-ups when the caller is outside the pool): a 14-op pass (an Adam
+/// update) on 2 threads was slower split than not up to 32K positions (33 against 28 µs) and
+/// faster from 64K (50 against 58 µs).
 pub const FUSED_PAR_MIN_WORK: usize = 1 << 20;
+
+/// Ops a pass counts as at least, in [`fused_pass_work`]: a pass of a few ops still loads and
+/// stores every position, which takes as long as several ops' arithmetic. Counting a 2-op
+/// pass as 2 kept the training step's passes over 128K–400K positions (bias, ReLU and its
+/// mask, the SGD updates) on one thread; split (from 64K positions whatever the op count) the
+/// jitted W2 step on 2 threads went from 4.54–4.65 to 4.35–4.43 ms (three alternated
+/// processes of three rounds each, one host).
+pub const FUSED_PASS_MIN_OPS: usize = 16;
+
+/// The work of a pass of `n` positions with `ops` ops and sums, against which
+/// [`tuning::fused_par_min_work`](crate::tuning::fused_par_min_work) decides whether it is
+/// split: `n` times the op count, counted as at least [`FUSED_PASS_MIN_OPS`].
+///
+/// ```
+/// use stategrad_exec::{fused_pass_work, FUSED_PAR_MIN_WORK};
+/// assert!(fused_pass_work(1 << 16, 1) >= FUSED_PAR_MIN_WORK);
+/// assert!(fused_pass_work(1 << 15, 14) < FUSED_PAR_MIN_WORK);
+/// ```
+pub fn fused_pass_work(n: usize, ops: usize) -> usize {
+    n.saturating_mul(ops.max(FUSED_PASS_MIN_OPS))
+}
 
 /// Operand of a fused op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -329,7 +350,7 @@ pub(crate) fn fused_with<T: Element>(
     };
     // Waking the pool costs more than a short pass saves (see FUSED_PAR_MIN_WORK), and with
     // one thread a split only adds the hand-off to the pool.
-    let work = n.saturating_mul(ops.len() + n_sums);
+    let work = fused_pass_work(n, ops.len() + n_sums);
     if par.splits() && n_chunks > 1 && work >= crate::tuning::fused_par_min_work() {
         partials
             .par_chunks_mut(row)

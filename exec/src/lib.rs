@@ -57,8 +57,8 @@ mod test_support;
 mod tests;
 
 pub use fused::{
-    fused, FusedArg, FusedError, FusedInput, FusedOp, FusedOutputs, FUSED_BLOCK, FUSED_CHUNK,
-    FUSED_PAR_MIN_WORK,
+    fused, fused_pass_work, FusedArg, FusedError, FusedInput, FusedOp, FusedOutputs, FUSED_BLOCK,
+    FUSED_CHUNK, FUSED_PAR_MIN_WORK, FUSED_PASS_MIN_OPS,
 };
 pub use stategrad_simd::{BinaryOp, Element, Par, ReduceOp, UnaryOp};
 

@@ -172,7 +172,7 @@ fn plan_uses_pool(
     shapes.extend(steps.iter().map(|st| (st.out, &st.shape[..])));
     plan.iter().any(|ins| match ins {
         fuse::Instr::Fused(g) => {
-            let work = g.n.saturating_mul(g.ops.len() + g.sums.len());
+            let work = stategrad_exec::fused_pass_work(g.n, g.ops.len() + g.sums.len());
             g.n > stategrad_exec::FUSED_CHUNK
                 && work >= stategrad_exec::tuning::fused_par_min_work()
         }
