@@ -425,6 +425,16 @@ impl Gen<'_> {
         if let Some(&v) = self.known.get(&off) {
             return v;
         }
+        // An element of a vector in a register is a lane of it, not a load of what was just
+        // stored (a store-to-load forward on the way).
+        let within = (off.saturating_sub(self.lanes - 1)..=off)
+            .find_map(|k| self.known_vec.get(&k).map(|&v| (k, v)));
+        if let Some((k, vec)) = within {
+            let lane = u8::try_from(off - k).expect("a lane index is below the lane count");
+            let v = self.b.ins().extractlane(vec, lane);
+            self.known.insert(off, v);
+            return v;
+        }
         let d = self.disp(off);
         let v = self
             .b
