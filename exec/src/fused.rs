@@ -37,8 +37,8 @@ pub const FUSED_PAR_MIN_WORK: usize = 1 << 20;
 /// stores every position, which takes as long as several ops' arithmetic. Counting a 2-op
 /// pass as 2 kept the training step's passes over 128K–400K positions (bias, ReLU and its
 /// mask, the SGD updates) on one thread; split (from 64K positions whatever the op count) the
-/// jitted W2 step on 2 threads went from 4.54–4.65 to 4.35–4.43 ms (three alternated
-/// processes of three rounds each, one host).
+/// jitted W2 step on 2 threads went from 4.48–4.58 to 4.33–4.36 ms, 1 thread unchanged
+/// (alternated processes, one AVX-512 host; BENCHMARKS.md, issue 17 session 16).
 pub const FUSED_PASS_MIN_OPS: usize = 16;
 
 /// The work of a pass of `n` positions with `ops` ops and sums, against which

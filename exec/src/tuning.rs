@@ -115,8 +115,9 @@ pub fn set_fused_native_after_elements(n: usize) {
 /// The work ([`fused_pass_work`](crate::fused_pass_work): positions times ops and sums, at
 /// least [`FUSED_PASS_MIN_OPS`](crate::FUSED_PASS_MIN_OPS) of them) from which a fused pass
 /// with more than one chunk is split over the rayon pool (default
-/// [`FUSED_PAR_MIN_WORK`](crate::FUSED_PAR_MIN_WORK), 2^20). Smaller passes run on the caller's thread: handing chunks to the pool costs more
-/// than they take. With one rayon thread no pass is split.
+/// [`FUSED_PAR_MIN_WORK`](crate::FUSED_PAR_MIN_WORK), 2^20). Smaller passes run on the
+/// caller's thread: handing chunks to the pool costs more than they take. With one rayon
+/// thread no pass is split.
 ///
 /// ```
 /// assert_eq!(stategrad_exec::tuning::fused_par_min_work(), 1 << 20);
