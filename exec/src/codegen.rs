@@ -652,8 +652,8 @@ impl Gen<'_> {
 
     /// [`reduce_all`](stategrad_simd::reduce_all)'s sum element by element: below one vector (`L` lanes of the
     /// build's widest vector) in order from zero; else four vector accumulators of `L` lanes
-    /// (blocks of `4L` to each in turn, then single vectors to the first), summed
-    /// `(a0 + a1) + (a2 + a3)`, the lanes folded pairwise, then the tail in order.
+    /// (blocks of `4L` to each in turn, then single vectors to the first, then the tail to the
+    /// first's leading lanes), summed `(a0 + a1) + (a2 + a3)`, the lanes folded pairwise.
     ///
     /// A lane that nothing was added to is `+0` and is tracked as `None`: every value that is
     /// tracked started as `0 + x`, and a sum of values none of which is `-0` is never `-0`, so
@@ -700,6 +700,27 @@ impl Gen<'_> {
         for c in (big..small).step_by(l) {
             acc[0] = add_in(self, acc[0].take(), x + c);
         }
+        // The tail into the first accumulator's leading lanes: whole code vectors, then the
+        // last few lanes as a vector of `+0` with those lanes set (the kernel pads with `+0`).
+        let first = acc[0]
+            .as_mut()
+            .expect("n >= L: the first accumulator has every lane");
+        let mut i = small;
+        while i < n {
+            let q = (i - small) / vl;
+            let v = if i + vl <= n {
+                self.load_vec(x + i)
+            } else {
+                let mut v = zv;
+                for j in 0..n - i {
+                    let e = self.load(x + i + j);
+                    v = self.b.ins().insertlane(v, e, j as u8);
+                }
+                v
+            };
+            first[q] = self.b.ins().fadd(first[q], v);
+            i += vl;
+        }
         let add = |g: &mut Self, a: Option<Vec<Value>>, b: Option<Vec<Value>>| match (a, b) {
             (Some(a), Some(b)) => Some(
                 a.iter()
@@ -732,16 +753,11 @@ impl Gen<'_> {
             }
             w /= 2;
         }
-        let mut s = lanes[0];
-        for i in small..n {
-            let v = self.load(x + i);
-            s = self.b.ins().fadd(s, v);
-        }
-        self.store(out, s);
+        self.store(out, lanes[0]);
     }
 
-    /// [`dot`](stategrad_simd::dot) term by term: eight accumulators (a contiguous remainder goes to the
-    /// first), combined as `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+    /// [`dot`](stategrad_simd::dot) term by term: eight accumulators (term `p` to accumulator
+    /// `p % 8`), combined as `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
     fn dot<T: Element>(
         &mut self,
         (a, sa): (usize, usize),
@@ -775,8 +791,7 @@ impl Gen<'_> {
         for p in first..k {
             let (x, y) = (self.load(a + p * sa), self.load(b + p * sb));
             let prod = self.b.ins().fmul(x, y);
-            let lane = if p < body { p % 8 } else { 0 };
-            acc[lane] = self.b.ins().fadd(acc[lane], prod);
+            acc[p % 8] = self.b.ins().fadd(acc[p % 8], prod);
         }
         let mut add = |x: Value, y: Value| self.b.ins().fadd(x, y);
         let (p, q) = (add(acc[0], acc[4]), add(acc[1], acc[5]));

@@ -22,8 +22,9 @@ pub const LARGE_GEMM_MIN_FLOPS: usize = 1 << 14;
 pub const PACKED_GEMM_MIN_FLOPS: usize = 1 << 22;
 
 /// `dot(x[0], x[sx], …; y[0], y[sy], …)` over `k` terms, with eight accumulators so that the
-/// loop vectorises (the summation order differs from a plain loop by rounding only). This is
-/// what [`gemm()`] computes for a `1 x k` by `k x 1` product.
+/// loop vectorises (the summation order differs from a plain loop by rounding only): term `p`
+/// goes to accumulator `p % 8`, the tail included, so no accumulator's chain is more than one
+/// add longer than another's. This is what [`gemm()`] computes for a `1 x k` by `k x 1` product.
 ///
 /// # Panics
 /// If `x` or `y` is shorter than its `k` strided terms.
@@ -44,8 +45,8 @@ pub fn dot<T: Element>(k: usize, x: &[T], sx: usize, y: &[T], sy: usize) -> T {
                 acc[l] += xs[l] * ys[l];
             }
         }
-        for (xv, yv) in xr.iter().zip(yr) {
-            acc[0] += *xv * *yv;
+        for ((a, xv), yv) in acc.iter_mut().zip(xr).zip(yr) {
+            *a += *xv * *yv;
         }
     } else {
         for p in 0..k {
@@ -118,7 +119,7 @@ impl crate::isa::VecFn<f32> for Dot4<'_> {
         }
         for p in k - k % 8..k {
             for (a, row) in out.iter_mut().zip(&rows) {
-                a[0] += row[p] * y[p];
+                a[p % 8] += row[p] * y[p];
             }
         }
         Some(out.map(|a| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))))

@@ -556,6 +556,73 @@ fn assert_reduced<T: Element>(op: ReduceOp, got: T, want: T, scale: f64, what: &
     }
 }
 
+/// `reduce_v`'s sum in its documented order, one scalar at a time (the generated code of `exec`
+/// follows the same model): `4L` blocks to four accumulators of `L` lanes in turn, single vectors
+/// to the first, the tail to the first's leading lanes, `(a0 + a1) + (a2 + a3)`, the lanes
+/// halved pairwise, and `0 + ` the last lane; below one vector, in order from zero.
+fn sum_model<T: Element>(x: &[T], l: usize) -> T {
+    if x.len() < l {
+        return x.iter().fold(T::ZERO, |s, &e| s + e);
+    }
+    let mut acc = vec![vec![T::ZERO; l]; 4];
+    let big = x.len() - x.len() % (4 * l);
+    for (c, block) in x[..big].chunks(l).enumerate() {
+        for (a, &e) in acc[c % 4].iter_mut().zip(block) {
+            *a = *a + e;
+        }
+    }
+    for block in x[big..].chunks(l) {
+        for (a, &e) in acc[0].iter_mut().zip(block) {
+            *a = *a + e;
+        }
+    }
+    let mut buf: Vec<T> = (0..l)
+        .map(|i| (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]))
+        .collect();
+    let mut w = l / 2;
+    while w > 0 {
+        for i in 0..w {
+            buf[i] = buf[i] + buf[i + w];
+        }
+        w /= 2;
+    }
+    T::ZERO + buf[0]
+}
+
+fn sum_order_is_the_model<V: SimdVec>() {
+    let mut rng = Rng::new(61);
+    for n in (0..6 * V::LANES + 3).chain([1000, 4099]) {
+        let x = rng.vec::<V::Elem>(n, -10.0, 10.0);
+        let (got, want) = (reduce_v::<V>(ReduceOp::Sum, &x), sum_model(&x, V::LANES));
+        let what = format!("{} x{} n={n}", V::Elem::NAME, V::LANES);
+        assert!(same(got, want), "{what}: got {got:?} want {want:?}");
+    }
+}
+
+/// The summation orders other paths reproduce bit for bit are the documented ones: a change to
+/// a kernel's order (the tail's lanes, say) fails here, not only where a path disagrees.
+#[test]
+fn sums_and_dots_follow_their_documented_order() {
+    for_all_vecs!(sum_order_is_the_model);
+    fn dot_model<T: Element>(x: &[T], y: &[T]) -> T {
+        let mut acc = [T::ZERO; 8];
+        for (p, (&a, &b)) in x.iter().zip(y).enumerate() {
+            acc[p % 8] = acc[p % 8] + a * b;
+        }
+        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    }
+    fn dots<T: Element>() {
+        let mut rng = Rng::new(62);
+        for k in 0..40 {
+            let (x, y) = (rng.vec::<T>(k, -1.0, 1.0), rng.vec::<T>(k, -1.0, 1.0));
+            let (got, want) = (dot(k, &x, 1, &y, 1), dot_model(&x, &y));
+            assert!(same(got, want), "{} k={k}: {got:?} vs {want:?}", T::NAME);
+        }
+    }
+    dots::<f32>();
+    dots::<f64>();
+}
+
 fn reduce_vs_reference<V: SimdVec>() {
     let mut rng = Rng::new(6);
     for n in LENS.into_iter().chain([1000, 4099]) {
