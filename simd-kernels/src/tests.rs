@@ -568,12 +568,12 @@ fn sum_model<T: Element>(x: &[T], l: usize) -> T {
     let big = x.len() - x.len() % (4 * l);
     for (c, block) in x[..big].chunks(l).enumerate() {
         for (a, &e) in acc[c % 4].iter_mut().zip(block) {
-            *a = *a + e;
+            *a += e;
         }
     }
     for block in x[big..].chunks(l) {
         for (a, &e) in acc[0].iter_mut().zip(block) {
-            *a = *a + e;
+            *a += e;
         }
     }
     let mut buf: Vec<T> = (0..l)
@@ -607,7 +607,7 @@ fn sums_and_dots_follow_their_documented_order() {
     fn dot_model<T: Element>(x: &[T], y: &[T]) -> T {
         let mut acc = [T::ZERO; 8];
         for (p, (&a, &b)) in x.iter().zip(y).enumerate() {
-            acc[p % 8] = acc[p % 8] + a * b;
+            acc[p % 8] += a * b;
         }
         ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
     }
